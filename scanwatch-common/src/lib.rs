@@ -1,0 +1,12 @@
+//! Types shared between the scanwatch XDP program (`scanwatch-ebpf`) and the
+//! agent (`scanwatch`), plus the packet classification logic.
+//!
+//! Everything here builds `no_std` for the bpf target and with std on the
+//! host, where it is unit-tested.
+#![cfg_attr(target_arch = "bpf", no_std)]
+
+pub mod classify;
+pub mod maps;
+
+pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
+pub use maps::{Counter, IfaceCounters, IfaceName, SourceKey, SourceStats};

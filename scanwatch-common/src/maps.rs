@@ -1,0 +1,324 @@
+//! Key and value layouts of the BPF maps, shared by kernel and agent.
+//!
+//! All types are `#[repr(C)]`, contain no implicit padding (explicit `_pad`
+//! or reserved fields instead) and are plain old data, so the agent can read
+//! them with `aya::Pod`.
+
+use crate::classify::{PROBE_KINDS, ProbeKind};
+
+/// Name of the per-source LRU hash map (`SourceKey` -> `SourceStats`).
+pub const SOURCES_MAP: &str = "SOURCES";
+/// Name of the per-interface per-CPU counters map (`u32` ifindex -> `IfaceCounters`).
+pub const IFACE_COUNTERS_MAP: &str = "IFACE_COUNTERS";
+/// Name of the ifindex -> interface name map written by the agent (`u32` -> `IfaceName`).
+pub const IFACE_NAMES_MAP: &str = "IFACE_NAMES";
+/// Name of the XDP program in the object file.
+pub const XDP_PROGRAM: &str = "scanwatch";
+
+/// Default number of tracked sources.
+pub const DEFAULT_SOURCE_MAP_SIZE: u32 = 262_144;
+/// Smallest accepted `--map-size`.
+pub const MIN_SOURCE_MAP_SIZE: u32 = 1_024;
+/// Largest accepted `--map-size` (16 Mi sources, about 4.5 GiB of kernel memory).
+pub const MAX_SOURCE_MAP_SIZE: u32 = 16_777_216;
+/// Capacity of the per-interface maps (interfaces one agent can watch).
+pub const MAX_INTERFACES: u32 = 256;
+/// Longest IPv6 extension-header chain the parser walks before giving up.
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+/// A source address. IPv4 sources are stored IPv4-mapped (`::ffff:a.b.c.d`),
+/// so IPv4 and IPv6 share one key type and one map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// Address bytes in network order.
+    pub addr: [u8; 16],
+}
+
+impl SourceKey {
+    /// An IPv4 source, given as its four bytes in network order.
+    #[inline(always)]
+    pub const fn v4(a: [u8; 4]) -> Self {
+        Self {
+            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]],
+        }
+    }
+
+    /// An IPv6 source.
+    #[inline(always)]
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        Self { addr }
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+impl SourceKey {
+    /// The address as a std `IpAddr` (IPv4-mapped keys become IPv4).
+    pub fn ip(&self) -> std::net::IpAddr {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        }
+    }
+
+    /// The key for a std address.
+    pub fn from_ip(ip: std::net::IpAddr) -> Self {
+        match ip {
+            std::net::IpAddr::V4(v4) => Self::v4(v4.octets()),
+            std::net::IpAddr::V6(v6) => Self::v6(v6.octets()),
+        }
+    }
+}
+
+/// Words reserved in each source entry for the distinct destination port and
+/// host estimates of the detection engine (128 bytes).
+pub const SKETCH_WORDS: usize = 16;
+
+/// What the kernel keeps per source address.
+///
+/// 200 bytes of value; see the README for the kernel's per-entry overhead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Probe counters, indexed by [`ProbeKind::index`].
+    pub probes: [u64; PROBE_KINDS],
+    /// `CLOCK_BOOTTIME` nanoseconds of the first probe seen (entry creation).
+    pub first_seen_ns: u64,
+    /// `CLOCK_BOOTTIME` nanoseconds of the latest probe.
+    pub last_seen_ns: u64,
+    /// Interface index the latest probe arrived on.
+    pub last_ifindex: u32,
+    /// Detection marks (bit set per scan type), owned by the detection engine.
+    pub flags: u32,
+    /// Reserved for the distinct-port / distinct-host sketches.
+    pub sketch: [u64; SKETCH_WORDS],
+}
+
+impl SourceStats {
+    /// A fresh entry for a source whose first probe is `kind`.
+    #[inline(always)]
+    pub const fn first(kind: ProbeKind, now_ns: u64, ifindex: u32) -> Self {
+        let mut probes = [0u64; PROBE_KINDS];
+        probes[kind as usize] = 1;
+        Self {
+            probes,
+            first_seen_ns: now_ns,
+            last_seen_ns: now_ns,
+            last_ifindex: ifindex,
+            flags: 0,
+            sketch: [0; SKETCH_WORDS],
+        }
+    }
+
+    /// Sum of all probe counters.
+    pub fn total_probes(&self) -> u64 {
+        self.probes.iter().fold(0u64, |a, b| a.saturating_add(*b))
+    }
+
+    /// Counter for one kind.
+    pub const fn probes_of(&self, kind: ProbeKind) -> u64 {
+        self.probes[kind as usize]
+    }
+}
+
+/// Per-interface counters. Every packet increments `Packets` and exactly one
+/// of the outcome counters (the six probe kinds, `NotProbe`, `NotIp`,
+/// `Truncated`, `Malformed`, `Ipv6ExtChainTooLong`), so the outcomes sum to
+/// `Packets`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    ProbeSyn = 0,
+    ProbeStealth = 1,
+    ProbeUdp = 2,
+    ProbeIcmpEcho = 3,
+    ProbeIcmpOtherProbe = 4,
+    ProbeFragment = 5,
+    /// Parsed IP packet that is not a probe (established flows, replies, ND, other protocols).
+    NotProbe = 6,
+    /// Not IPv4/IPv6 (ARP, LLDP, ...), or more than two VLAN tags.
+    NotIp = 7,
+    /// The frame ends before a header it needs, or before the length its IP header claims.
+    Truncated = 8,
+    /// A header field is impossible (IP version, IHL, TCP data offset, lengths).
+    Malformed = 9,
+    /// IPv6 extension-header chain longer than [`MAX_IPV6_EXT_HEADERS`].
+    Ipv6ExtChainTooLong = 10,
+    /// All packets.
+    Packets = 11,
+    /// Source entries created (the LRU evicts when full; created minus live entries = evicted).
+    SourcesCreated = 12,
+    /// Source map updates the kernel refused (should stay zero).
+    SourceUpdateErrors = 13,
+}
+
+/// Number of counter slots (room left for later counters).
+pub const COUNTER_SLOTS: usize = 24;
+
+impl Counter {
+    /// Every counter, in slot order.
+    pub const ALL: [Self; 14] = [
+        Self::ProbeSyn,
+        Self::ProbeStealth,
+        Self::ProbeUdp,
+        Self::ProbeIcmpEcho,
+        Self::ProbeIcmpOtherProbe,
+        Self::ProbeFragment,
+        Self::NotProbe,
+        Self::NotIp,
+        Self::Truncated,
+        Self::Malformed,
+        Self::Ipv6ExtChainTooLong,
+        Self::Packets,
+        Self::SourcesCreated,
+        Self::SourceUpdateErrors,
+    ];
+
+    /// The counter slot of a probe kind.
+    #[inline(always)]
+    pub const fn probe(kind: ProbeKind) -> Self {
+        match kind {
+            ProbeKind::Syn => Self::ProbeSyn,
+            ProbeKind::Stealth => Self::ProbeStealth,
+            ProbeKind::Udp => Self::ProbeUdp,
+            ProbeKind::IcmpEcho => Self::ProbeIcmpEcho,
+            ProbeKind::IcmpOtherProbe => Self::ProbeIcmpOtherProbe,
+            ProbeKind::Fragment => Self::ProbeFragment,
+        }
+    }
+
+    /// Stable snake_case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ProbeSyn => "syn",
+            Self::ProbeStealth => "stealth",
+            Self::ProbeUdp => "udp",
+            Self::ProbeIcmpEcho => "icmp_echo",
+            Self::ProbeIcmpOtherProbe => "icmp_other_probe",
+            Self::ProbeFragment => "fragment",
+            Self::NotProbe => "not_probe",
+            Self::NotIp => "not_ip",
+            Self::Truncated => "truncated",
+            Self::Malformed => "malformed",
+            Self::Ipv6ExtChainTooLong => "ipv6_ext_chain_too_long",
+            Self::Packets => "packets",
+            Self::SourcesCreated => "sources_created",
+            Self::SourceUpdateErrors => "source_update_errors",
+        }
+    }
+}
+
+/// Per-interface counters, one copy per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceCounters {
+    pub counters: [u64; COUNTER_SLOTS],
+}
+
+impl IfaceCounters {
+    pub const ZERO: Self = Self {
+        counters: [0; COUNTER_SLOTS],
+    };
+
+    /// Value of one counter.
+    pub const fn get(&self, c: Counter) -> u64 {
+        self.counters[c as usize]
+    }
+
+    /// Adds another copy (used to sum the per-CPU values).
+    pub fn add(&mut self, other: &Self) {
+        for (a, b) in self.counters.iter_mut().zip(other.counters.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+}
+
+/// An interface name, NUL-padded (IFNAMSIZ).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceName {
+    pub name: [u8; 16],
+}
+
+#[cfg(not(target_arch = "bpf"))]
+impl IfaceName {
+    /// Builds a name; `None` when it does not fit IFNAMSIZ (15 bytes + NUL).
+    pub fn new(name: &str) -> Option<Self> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() > 15 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        out[..bytes.len()].copy_from_slice(bytes);
+        Some(Self { name: out })
+    }
+
+    /// The name as a string (lossy on invalid UTF-8).
+    pub fn as_string(&self) -> String {
+        let end = self.name.iter().position(|b| *b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are repr(C), Copy, without padding, valid for any bit pattern.
+    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::SourceStats {}
+    unsafe impl aya::Pod for super::IfaceCounters {}
+    unsafe impl aya::Pod for super::IfaceName {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_padding() {
+        assert_eq!(core::mem::size_of::<SourceKey>(), 16);
+        assert_eq!(core::mem::size_of::<SourceStats>(), 200);
+        assert_eq!(
+            core::mem::size_of::<SourceStats>(),
+            8 * PROBE_KINDS + 8 + 8 + 4 + 4 + 8 * SKETCH_WORDS
+        );
+        assert_eq!(core::mem::size_of::<IfaceCounters>(), 8 * COUNTER_SLOTS);
+        assert_eq!(core::mem::size_of::<IfaceName>(), 16);
+    }
+
+    #[test]
+    fn counters_cover_probe_kinds_in_order() {
+        for kind in ProbeKind::ALL {
+            assert_eq!(Counter::probe(kind) as usize, kind.index());
+            assert_eq!(Counter::probe(kind).name(), kind.name());
+        }
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            assert!((*c as usize) < COUNTER_SLOTS);
+        }
+    }
+
+    #[test]
+    fn ipv4_keys_are_mapped() {
+        let k = SourceKey::v4([198, 18, 0, 1]);
+        assert_eq!(k.ip().to_string(), "198.18.0.1");
+        let k6 = SourceKey::from_ip("fd00::1".parse().unwrap());
+        assert_eq!(k6.ip().to_string(), "fd00::1");
+        assert_eq!(SourceKey::from_ip(k.ip()), k);
+    }
+
+    #[test]
+    fn first_entry() {
+        let s = SourceStats::first(ProbeKind::Udp, 5, 3);
+        assert_eq!(s.probes_of(ProbeKind::Udp), 1);
+        assert_eq!(s.total_probes(), 1);
+        assert_eq!((s.first_seen_ns, s.last_seen_ns, s.last_ifindex), (5, 5, 3));
+    }
+
+    #[test]
+    fn iface_names() {
+        assert_eq!(IfaceName::new("veth0").unwrap().as_string(), "veth0");
+        assert!(IfaceName::new("").is_none());
+        assert!(IfaceName::new("a-very-long-interface").is_none());
+    }
+}

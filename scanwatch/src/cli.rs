@@ -1,0 +1,121 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use scanwatch_common::maps::{DEFAULT_SOURCE_MAP_SIZE, MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE};
+
+use crate::{bpffs::DEFAULT_PIN_DIR, loader::AttachMode};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scanwatch",
+    version,
+    about = "eBPF/XDP detector of network reconnaissance (port scans, host sweeps, ping sweeps)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the XDP program, attach it to interfaces and report what it sees.
+    Run(RunArgs),
+    /// Show the busiest sources from a running agent's pinned maps.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Interface to watch (repeat for several).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    pub ifaces: Vec<String>,
+    /// XDP attach mode: auto tries native and falls back to skb with a warning.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub xdp_mode: AttachMode,
+    /// bpffs directory where the maps are pinned (mounted if needed).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Number of sources tracked (LRU: the least recently seen is evicted when full).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_SOURCE_MAP_SIZE,
+        value_parser = clap::value_parser!(u32).range(i64::from(MIN_SOURCE_MAP_SIZE)..=i64::from(MAX_SOURCE_MAP_SIZE))
+    )]
+    pub map_size: u32,
+    /// Seconds between summary log lines.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub interval: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// bpffs directory where the running agent pinned its maps.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// How many sources to show (0 = all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("scanwatch").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_defaults() {
+        let Ok(Cli {
+            command: Command::Run(run),
+        }) = parse(&["run", "--iface", "eth0", "--iface", "eth1"])
+        else {
+            panic!("run should parse");
+        };
+        assert_eq!(run.ifaces, ["eth0", "eth1"]);
+        assert_eq!(run.xdp_mode, AttachMode::Auto);
+        assert_eq!(run.pin_dir, PathBuf::from("/sys/fs/bpf/scanwatch"));
+        assert_eq!(run.map_size, 262_144);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for args in [
+            &["run"][..],
+            &["run", "--iface", "eth0", "--map-size", "10"],
+            &["run", "--iface", "eth0", "--map-size", "99999999999"],
+            &["run", "--iface", "eth0", "--map-size", "lots"],
+            &["run", "--iface", "eth0", "--xdp-mode", "turbo"],
+            &["run", "--iface", "eth0", "--interval", "0"],
+            &["top", "--limit", "-1"],
+        ] {
+            let err = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn top_flags() {
+        let Ok(Cli {
+            command: Command::Top(top),
+        }) = parse(&["top", "--json", "--limit", "5", "--pin-dir", "/sys/fs/bpf/x"])
+        else {
+            panic!("top should parse");
+        };
+        assert!(top.json);
+        assert_eq!(top.limit, 5);
+        assert_eq!(top.pin_dir, PathBuf::from("/sys/fs/bpf/x"));
+    }
+}

@@ -1,0 +1,14 @@
+//! The scanwatch agent: loads and attaches the XDP program, pins its maps,
+//! reports what it counts, and serves `scanwatch top` from the pins.
+//!
+//! `main.rs` only wires these modules together.
+
+pub mod agent;
+pub mod bpffs;
+pub mod cli;
+pub mod clock;
+pub mod loader;
+pub mod maps;
+pub mod privileges;
+pub mod summary;
+pub mod top;

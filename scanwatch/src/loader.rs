@@ -1,0 +1,226 @@
+//! Loading the XDP object and attaching it to interfaces.
+
+use std::{ffi::CString, fmt};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use scanwatch_common::maps::{
+    MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE, SOURCES_MAP, XDP_PROGRAM,
+};
+
+/// The XDP object built by `build.rs` (scanwatch-ebpf for bpfel).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scanwatch"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "map size {0} is out of range: choose {MIN_SOURCE_MAP_SIZE}..={MAX_SOURCE_MAP_SIZE} sources"
+    )]
+    MapSize(u32),
+    #[error("unknown interface {0:?}")]
+    UnknownInterface(String),
+    #[error("cannot load the XDP program: {0}")]
+    Load(String),
+    #[error("cannot attach XDP to {iface} in {mode} mode: {reason}")]
+    Attach {
+        iface: String,
+        mode: AttachMode,
+        reason: String,
+    },
+}
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to skb (generic) mode with a warning.
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode only.
+    Skb,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Skb => "skb",
+        })
+    }
+}
+
+/// An interface name with its index in this network namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+}
+
+impl Interface {
+    /// Looks the interface up; an unknown name is an error.
+    pub fn resolve(name: &str) -> Result<Self, LoadError> {
+        let unknown = || LoadError::UnknownInterface(name.to_string());
+        if name.is_empty() || name.len() > 15 {
+            return Err(unknown());
+        }
+        let c = CString::new(name).map_err(|_| unknown())?;
+        // SAFETY: c is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if ifindex == 0 {
+            return Err(unknown());
+        }
+        Ok(Self {
+            name: name.to_string(),
+            ifindex,
+        })
+    }
+}
+
+/// Renders an error with its whole source chain on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = e.source();
+    }
+    s
+}
+
+pub fn validate_map_size(size: u32) -> Result<u32, LoadError> {
+    if (MIN_SOURCE_MAP_SIZE..=MAX_SOURCE_MAP_SIZE).contains(&size) {
+        Ok(size)
+    } else {
+        Err(LoadError::MapSize(size))
+    }
+}
+
+/// Loads the object with a source map of `map_size` entries and loads (verifies) the program.
+pub fn load(map_size: u32) -> Result<Ebpf, LoadError> {
+    let map_size = validate_map_size(map_size)?;
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(SOURCES_MAP, map_size)
+        .load(OBJECT)
+        .map_err(|e| LoadError::Load(error_chain(&e)))?;
+    xdp_program(&mut ebpf)?
+        .load()
+        .map_err(|e| LoadError::Load(error_chain(&e)))?;
+    Ok(ebpf)
+}
+
+/// The scanwatch XDP program of a loaded object.
+pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+    let program = ebpf
+        .program_mut(XDP_PROGRAM)
+        .ok_or_else(|| LoadError::Load(format!("object has no program {XDP_PROGRAM}")))?;
+    program
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| LoadError::Load(error_chain(&e)))
+}
+
+/// The mode a program ended up attached in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Skb,
+}
+
+impl AttachedMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Skb => "skb",
+        }
+    }
+}
+
+/// One attachment, to be detached on shutdown.
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: Interface,
+    pub mode: AttachedMode,
+    pub link: XdpLinkId,
+}
+
+/// Attaches the loaded program to `iface`.
+pub fn attach(ebpf: &mut Ebpf, iface: &Interface, mode: AttachMode) -> Result<Attachment, LoadError> {
+    let program = xdp_program(ebpf)?;
+    let try_mode = |program: &mut Xdp, m: XdpMode, shown: AttachMode| {
+        program
+            .attach_to_if_index(iface.ifindex, m)
+            .map_err(|e| LoadError::Attach {
+                iface: iface.name.clone(),
+                mode: shown,
+                reason: error_chain(&e),
+            })
+    };
+    let (link, mode) = match mode {
+        AttachMode::Native => (
+            try_mode(program, XdpMode::Driver, AttachMode::Native)?,
+            AttachedMode::Native,
+        ),
+        AttachMode::Skb => (
+            try_mode(program, XdpMode::Skb, AttachMode::Skb)?,
+            AttachedMode::Skb,
+        ),
+        AttachMode::Auto => match try_mode(program, XdpMode::Driver, AttachMode::Native) {
+            Ok(link) => (link, AttachedMode::Native),
+            Err(native_err) => {
+                log::warn!("{native_err}; falling back to skb (generic) mode");
+                (
+                    try_mode(program, XdpMode::Skb, AttachMode::Skb)?,
+                    AttachedMode::Skb,
+                )
+            }
+        },
+    };
+    Ok(Attachment {
+        iface: iface.clone(),
+        mode,
+        link,
+    })
+}
+
+/// Detaches one attachment, logging (not failing) on error: the kernel
+/// detaches bpf_link attachments anyway when the agent exits.
+pub fn detach(ebpf: &mut Ebpf, attachment: Attachment) {
+    let name = attachment.iface.name.clone();
+    match xdp_program(ebpf).and_then(|p| {
+        p.detach(attachment.link)
+            .map_err(|e| LoadError::Load(error_chain(&e)))
+    }) {
+        Ok(()) => log::info!("detached from {name}"),
+        Err(e) => log::warn!("detaching from {name}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_size_bounds() {
+        assert!(validate_map_size(MIN_SOURCE_MAP_SIZE).is_ok());
+        assert!(validate_map_size(MAX_SOURCE_MAP_SIZE).is_ok());
+        assert!(matches!(validate_map_size(10), Err(LoadError::MapSize(10))));
+        assert!(validate_map_size(MAX_SOURCE_MAP_SIZE + 1).is_err());
+    }
+
+    #[test]
+    fn unknown_interfaces() {
+        for bad in ["", "no-such-if0", "way-too-long-interface-name", "nul\0x"] {
+            assert!(
+                matches!(Interface::resolve(bad), Err(LoadError::UnknownInterface(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(Interface::resolve("lo").map(|i| i.ifindex).ok(), Some(1));
+    }
+}

@@ -1,0 +1,177 @@
+//! Typed access to the scanwatch maps, either straight from the loaded
+//! object (the agent) or from their pins (`scanwatch top`, other processes).
+
+use std::{collections::BTreeMap, collections::HashMap as StdHashMap, path::Path};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, Map, MapData, MapError, PerCpuHashMap},
+};
+use scanwatch_common::{
+    IfaceCounters, IfaceName, SourceKey, SourceStats,
+    maps::{IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, SOURCES_MAP},
+};
+
+use crate::{
+    bpffs::{PinDir, PinDirError, existing_pin},
+    loader::error_chain,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {0} missing from the object")]
+    Missing(&'static str),
+    #[error("map {name}: {detail}")]
+    Map { name: &'static str, detail: String },
+    #[error(transparent)]
+    Pins(#[from] PinDirError),
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
+    move |e| MapsError::Map {
+        name,
+        detail: error_chain(&e),
+    }
+}
+
+/// The agent's maps.
+pub struct ScanwatchMaps {
+    sources: HashMap<MapData, SourceKey, SourceStats>,
+    counters: PerCpuHashMap<MapData, u32, IfaceCounters>,
+    names: HashMap<MapData, u32, IfaceName>,
+    source_capacity: u32,
+}
+
+impl ScanwatchMaps {
+    /// Takes the maps out of a loaded object, records the interface names,
+    /// then pins each map in `pins` (the names map last, so a reader that
+    /// finds it finds a complete set).
+    pub fn take_and_pin(
+        ebpf: &mut Ebpf,
+        pins: &PinDir,
+        iface_names: &[(u32, &str)],
+    ) -> Result<Self, MapsError> {
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MapsError::Missing(name));
+        let sources = take(SOURCES_MAP)?;
+        let counters = take(IFACE_COUNTERS_MAP)?;
+        let mut names = take(IFACE_NAMES_MAP)?;
+        {
+            let mut typed: HashMap<&mut MapData, u32, IfaceName> =
+                HashMap::try_from(&mut names).map_err(map_err(IFACE_NAMES_MAP))?;
+            for (ifindex, name) in iface_names {
+                let value = IfaceName::new(name).ok_or_else(|| MapsError::Map {
+                    name: IFACE_NAMES_MAP,
+                    detail: format!("interface name {name:?} does not fit IFNAMSIZ"),
+                })?;
+                typed
+                    .insert(ifindex, value, 0)
+                    .map_err(map_err(IFACE_NAMES_MAP))?;
+            }
+        }
+        for (name, map) in [
+            (SOURCES_MAP, &sources),
+            (IFACE_COUNTERS_MAP, &counters),
+            (IFACE_NAMES_MAP, &names),
+        ] {
+            map.pin(pins.pin_path(name)).map_err(|e| MapsError::Map {
+                name,
+                detail: format!("cannot pin: {}", error_chain(&e)),
+            })?;
+        }
+        Self::from_maps(sources, counters, names)
+    }
+
+    /// Takes the maps out of a loaded object without pinning (tests).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MapsError::Missing(name));
+        let sources = take(SOURCES_MAP)?;
+        let counters = take(IFACE_COUNTERS_MAP)?;
+        let names = take(IFACE_NAMES_MAP)?;
+        Self::from_maps(sources, counters, names)
+    }
+
+    /// Opens the maps a running agent pinned in `dir`.
+    pub fn open_pinned(dir: &Path) -> Result<Self, MapsError> {
+        let open = |name: &'static str| -> Result<Map, MapsError> {
+            let path = existing_pin(dir, name)?;
+            let data = MapData::from_pin(&path).map_err(map_err(name))?;
+            Map::from_map_data(data).map_err(map_err(name))
+        };
+        Self::from_maps(
+            open(SOURCES_MAP)?,
+            open(IFACE_COUNTERS_MAP)?,
+            open(IFACE_NAMES_MAP)?,
+        )
+    }
+
+    fn from_maps(sources: Map, counters: Map, names: Map) -> Result<Self, MapsError> {
+        let source_capacity = match &sources {
+            Map::LruHashMap(data) => data.info().map_err(map_err(SOURCES_MAP))?.max_entries(),
+            _ => {
+                return Err(MapsError::Map {
+                    name: SOURCES_MAP,
+                    detail: "not an LRU hash map".into(),
+                });
+            }
+        };
+        Ok(Self {
+            sources: HashMap::try_from(sources).map_err(map_err(SOURCES_MAP))?,
+            counters: PerCpuHashMap::try_from(counters).map_err(map_err(IFACE_COUNTERS_MAP))?,
+            names: HashMap::try_from(names).map_err(map_err(IFACE_NAMES_MAP))?,
+            source_capacity,
+        })
+    }
+
+    /// Maximum number of tracked sources (the LRU map's size).
+    pub const fn source_capacity(&self) -> u32 {
+        self.source_capacity
+    }
+
+    /// ifindex -> name, as the agent recorded them.
+    pub fn iface_names(&self) -> BTreeMap<u32, String> {
+        self.names
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.as_string()))
+            .collect()
+    }
+
+    /// Per-interface counters summed over CPUs.
+    pub fn iface_counters(&self) -> Result<BTreeMap<u32, IfaceCounters>, MapsError> {
+        let mut out = BTreeMap::new();
+        for item in self.counters.iter() {
+            let (ifindex, per_cpu) = item.map_err(map_err(IFACE_COUNTERS_MAP))?;
+            let mut sum = IfaceCounters::ZERO;
+            for cpu in per_cpu.iter() {
+                sum.add(cpu);
+            }
+            out.insert(ifindex, sum);
+        }
+        Ok(out)
+    }
+
+    /// Every tracked source. Walks the whole map: for `top` and tests, not
+    /// for the agent's periodic work. Entries evicted during the walk are
+    /// skipped; the walk is bounded even if the kernel restarts it under churn.
+    pub fn sources(&self) -> Result<Vec<(SourceKey, SourceStats)>, MapsError> {
+        let limit = 2 * self.source_capacity as usize;
+        let mut seen = StdHashMap::new();
+        for (visited, item) in self.sources.iter().enumerate() {
+            if visited >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(map_err(SOURCES_MAP))?;
+            seen.insert(key, value);
+        }
+        Ok(seen.into_iter().collect())
+    }
+
+    /// One source's entry, if tracked.
+    pub fn source(&self, key: &SourceKey) -> Result<Option<SourceStats>, MapsError> {
+        match self.sources.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(SOURCES_MAP)(e)),
+        }
+    }
+}

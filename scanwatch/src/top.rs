@@ -1,0 +1,203 @@
+//! `scanwatch top`: the busiest sources, read from a running agent's pins.
+
+use std::collections::BTreeMap;
+
+use scanwatch_common::{ProbeKind, SourceKey, SourceStats};
+use serde::Serialize;
+
+use crate::{
+    bpffs::PinDirError,
+    cli::TopArgs,
+    clock::BootClock,
+    maps::{MapsError, ScanwatchMaps},
+    privileges::{self, Capability, PrivilegeError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopError {
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    PinDir(#[from] PinDirError),
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// `scanwatch top`.
+pub fn run(args: &TopArgs) -> Result<(), TopError> {
+    use std::io::Write as _;
+    privileges::require("scanwatch top", &[Capability::Bpf])?;
+    let maps = ScanwatchMaps::open_pinned(&args.pin_dir)?;
+    let names = maps.iface_names();
+    let clock = BootClock::now();
+    let sources = maps.sources()?;
+    let tracked = sources.len();
+    let rows = sources
+        .iter()
+        .map(|(k, v)| SourceRow::new(k, v, &names, &clock))
+        .collect();
+    let rows = busiest(rows, args.limit);
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", render_json(&rows)?)?;
+    } else {
+        write!(
+            stdout,
+            "{}",
+            render_table(&rows, tracked, maps.source_capacity())
+        )?;
+    }
+    Ok(())
+}
+
+/// One source as `top` shows it (and `--json` prints it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceRow {
+    pub source: String,
+    /// Interface of the latest probe (as named by the agent).
+    pub interface: Option<String>,
+    pub syn: u64,
+    pub stealth: u64,
+    pub udp: u64,
+    pub icmp_echo: u64,
+    pub icmp_other_probe: u64,
+    pub fragment: u64,
+    pub total: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    #[serde(skip)]
+    last_seen_ns: u64,
+}
+
+impl SourceRow {
+    pub fn new(
+        key: &SourceKey,
+        stats: &SourceStats,
+        names: &BTreeMap<u32, String>,
+        clock: &BootClock,
+    ) -> Self {
+        Self {
+            source: key.ip().to_string(),
+            interface: names.get(&stats.last_ifindex).cloned(),
+            syn: stats.probes_of(ProbeKind::Syn),
+            stealth: stats.probes_of(ProbeKind::Stealth),
+            udp: stats.probes_of(ProbeKind::Udp),
+            icmp_echo: stats.probes_of(ProbeKind::IcmpEcho),
+            icmp_other_probe: stats.probes_of(ProbeKind::IcmpOtherProbe),
+            fragment: stats.probes_of(ProbeKind::Fragment),
+            total: stats.total_probes(),
+            first_seen: clock.rfc3339(stats.first_seen_ns),
+            last_seen: clock.rfc3339(stats.last_seen_ns),
+            last_seen_ns: stats.last_seen_ns,
+        }
+    }
+}
+
+/// Busiest first (most probes, then most recent); `limit == 0` keeps all.
+pub fn busiest(mut rows: Vec<SourceRow>, limit: usize) -> Vec<SourceRow> {
+    rows.sort_by(|a, b| {
+        b.total
+            .cmp(&a.total)
+            .then(b.last_seen_ns.cmp(&a.last_seen_ns))
+            .then(a.source.cmp(&b.source))
+    });
+    if limit != 0 {
+        rows.truncate(limit);
+    }
+    rows
+}
+
+pub fn render_json(rows: &[SourceRow]) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(rows)
+}
+
+pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{tracked} sources tracked (capacity {capacity}); busiest {}:",
+        rows.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} IFACE",
+        "SOURCE", "SYN", "STEALTH", "UDP", "ICMP_ECHO", "ICMP_OTH", "FRAGMENT", "TOTAL", "FIRST_SEEN", "LAST_SEEN"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {}",
+            r.source,
+            r.syn,
+            r.stealth,
+            r.udp,
+            r.icmp_echo,
+            r.icmp_other_probe,
+            r.fragment,
+            r.total,
+            r.first_seen,
+            r.last_seen,
+            r.interface.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn row(ip: &str, kind: ProbeKind, n: u64, last: u64) -> SourceRow {
+        let key = SourceKey::from_ip(ip.parse().unwrap());
+        let mut s = SourceStats::first(kind, 1_000_000_000, 2);
+        s.probes[kind.index()] = n;
+        s.last_seen_ns = last;
+        let names = BTreeMap::from([(2, "veth0".to_string())]);
+        let clock = BootClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(100), 10_000_000_000);
+        SourceRow::new(&key, &s, &names, &clock)
+    }
+
+    #[test]
+    fn sorts_and_limits() {
+        let rows = vec![
+            row("198.18.0.1", ProbeKind::Syn, 5, 3_000_000_000),
+            row("fd00::1", ProbeKind::Udp, 50, 2_000_000_000),
+            row("198.18.0.3", ProbeKind::Syn, 5, 4_000_000_000),
+        ];
+        let top = busiest(rows.clone(), 2);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].source, "fd00::1");
+        assert_eq!(top[1].source, "198.18.0.3", "ties go to the most recent");
+        assert_eq!(busiest(rows, 0).len(), 3);
+    }
+
+    #[test]
+    fn json_fields() {
+        let r = row("198.18.0.1", ProbeKind::Stealth, 7, 9_000_000_000);
+        let v: serde_json::Value = serde_json::from_str(&render_json(&[r]).unwrap()).unwrap();
+        let o = &v[0];
+        assert_eq!(o["source"], "198.18.0.1");
+        assert_eq!(o["stealth"], 7);
+        assert_eq!(o["syn"], 0);
+        assert_eq!(o["interface"], "veth0");
+        assert_eq!(o["first_seen"], "1970-01-01T00:01:31.000Z");
+        assert_eq!(o["last_seen"], "1970-01-01T00:01:39.000Z");
+        for k in ["udp", "icmp_echo", "icmp_other_probe", "fragment", "total"] {
+            assert!(o.get(k).is_some(), "{k}");
+        }
+    }
+
+    #[test]
+    fn table_has_header_and_rows() {
+        let t = render_table(&[row("198.18.0.1", ProbeKind::Syn, 1000, 1)], 1, 1024);
+        assert!(t.contains("SOURCE"));
+        assert!(t.contains("198.18.0.1"));
+        assert!(t.contains("1000"));
+    }
+}
