@@ -11,4 +11,5 @@ pub mod loader;
 pub mod maps;
 pub mod privileges;
 pub mod summary;
+pub mod testrun;
 pub mod top;

@@ -1,0 +1,82 @@
+//! Runs the XDP program on crafted frames through `BPF_PROG_TEST_RUN`
+//! (aya's `TestRun`): for the kernel-side tests, benchmarks and fuzzing.
+//! Needs CAP_BPF; nothing is attached to any interface.
+
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
+use scanwatch_common::{IfaceCounters, SourceKey, SourceStats};
+
+use crate::{
+    loader::{self, LoadError, error_chain},
+    maps::{MapsError, ScanwatchMaps},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestRunError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("BPF_PROG_TEST_RUN: {0}")]
+    Run(String),
+}
+
+/// A loaded, unattached scanwatch program with its own (unpinned) maps.
+pub struct XdpHarness {
+    ebpf: Ebpf,
+    maps: ScanwatchMaps,
+}
+
+impl XdpHarness {
+    /// Loads the program with a source map of `map_size` entries.
+    pub fn load(map_size: u32) -> Result<Self, TestRunError> {
+        let mut ebpf = loader::load(map_size)?;
+        let maps = ScanwatchMaps::take(&mut ebpf)?;
+        Ok(Self { ebpf, maps })
+    }
+
+    /// Runs the program once on `frame`; returns its XDP action.
+    pub fn run(&mut self, frame: &[u8]) -> Result<u32, TestRunError> {
+        self.run_repeat(frame, 1).map(|(action, _)| action)
+    }
+
+    /// Runs the program `repeat` times on `frame`; returns its XDP action and
+    /// the kernel's average duration per run in nanoseconds.
+    pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, u64), TestRunError> {
+        let program = loader::xdp_program(&mut self.ebpf)?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = program
+            .test_run(opts)
+            .map_err(|e| TestRunError::Run(error_chain(&e)))?;
+        Ok((result.return_value, result.duration.as_nanos() as u64))
+    }
+
+    /// Counters summed over CPUs and interfaces.
+    pub fn counters(&self) -> Result<IfaceCounters, TestRunError> {
+        let mut total = IfaceCounters::ZERO;
+        for c in self.maps.iface_counters()?.values() {
+            total.add(c);
+        }
+        Ok(total)
+    }
+
+    /// A source's entry.
+    pub fn source(&self, ip: std::net::IpAddr) -> Result<Option<SourceStats>, TestRunError> {
+        Ok(self.maps.source(&SourceKey::from_ip(ip))?)
+    }
+
+    /// All tracked sources.
+    pub fn sources(&self) -> Result<Vec<(SourceKey, SourceStats)>, TestRunError> {
+        Ok(self.maps.sources()?)
+    }
+
+    pub fn maps(&self) -> &ScanwatchMaps {
+        &self.maps
+    }
+}

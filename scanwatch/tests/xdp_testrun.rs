@@ -1,0 +1,394 @@
+//! The XDP program on crafted frames, through BPF_PROG_TEST_RUN.
+//! Needs root (CAP_BPF); fails rather than skips without it.
+
+use std::net::IpAddr;
+
+use scanwatch::testrun::XdpHarness;
+use scanwatch_common::{Counter, IfaceCounters, ProbeKind};
+use scanwatch_lab::{
+    frames::{Ipv6Ext, Packet, TPID_8021AD, TPID_8021Q, Transport, tcp},
+    privileged::require_root,
+};
+
+const XDP_PASS: u32 = 2;
+const TARGET4: &str = "198.18.0.2";
+const TARGET6: &str = "fd00::2";
+
+/// The outcome counters: exactly one moves per packet.
+const OUTCOMES: [Counter; 11] = [
+    Counter::ProbeSyn,
+    Counter::ProbeStealth,
+    Counter::ProbeUdp,
+    Counter::ProbeIcmpEcho,
+    Counter::ProbeIcmpOtherProbe,
+    Counter::ProbeFragment,
+    Counter::NotProbe,
+    Counter::NotIp,
+    Counter::Truncated,
+    Counter::Malformed,
+    Counter::Ipv6ExtChainTooLong,
+];
+
+fn harness(test: &str) -> Option<XdpHarness> {
+    if !require_root(test) {
+        return None;
+    }
+    Some(XdpHarness::load(4096).expect("load the XDP program"))
+}
+
+/// Runs one frame and returns the single outcome counter it moved.
+fn outcome_of(h: &mut XdpHarness, frame: &[u8], what: &str) -> Counter {
+    let before = h.counters().expect("counters");
+    let action = h.run(frame).expect("test run");
+    assert_eq!(action, XDP_PASS, "{what}: every packet is passed");
+    let after = h.counters().expect("counters");
+    assert_eq!(
+        after.get(Counter::Packets) - before.get(Counter::Packets),
+        1,
+        "{what}: packets +1"
+    );
+    let moved: Vec<Counter> = OUTCOMES
+        .iter()
+        .copied()
+        .filter(|c| after.get(*c) != before.get(*c))
+        .collect();
+    assert_eq!(moved.len(), 1, "{what}: exactly one outcome, got {moved:?}");
+    assert_eq!(after.get(moved[0]) - before.get(moved[0]), 1, "{what}");
+    moved[0]
+}
+
+fn assert_outcomes_sum(c: &IfaceCounters) {
+    let sum: u64 = OUTCOMES.iter().map(|o| c.get(*o)).sum();
+    assert_eq!(sum, c.get(Counter::Packets), "outcomes add up to packets");
+}
+
+fn v4(src: &str, t: Transport) -> Packet {
+    Packet::new(src, TARGET4, t)
+}
+
+fn v6(src: &str, t: Transport) -> Packet {
+    Packet::new(src, TARGET6, t)
+}
+
+#[test]
+fn every_probe_kind_counted_exactly_once() {
+    let Some(mut h) = harness("every_probe_kind_counted_exactly_once") else {
+        return;
+    };
+    let cases: Vec<(&str, Packet, Counter)> = vec![
+        ("syn", v4("198.18.1.1", Transport::tcp(22, tcp::SYN)), Counter::ProbeSyn),
+        ("fin", v4("198.18.1.2", Transport::tcp(22, tcp::FIN)), Counter::ProbeStealth),
+        ("null", v4("198.18.1.3", Transport::tcp(22, 0)), Counter::ProbeStealth),
+        (
+            "xmas",
+            v4("198.18.1.4", Transport::tcp(22, tcp::FIN | tcp::PSH | tcp::URG)),
+            Counter::ProbeStealth,
+        ),
+        (
+            "syn+fin",
+            v4("198.18.1.5", Transport::tcp(22, tcp::SYN | tcp::FIN)),
+            Counter::ProbeStealth,
+        ),
+        ("udp", v4("198.18.1.6", Transport::udp(53)), Counter::ProbeUdp),
+        ("icmp echo", v4("198.18.1.7", Transport::icmp(8)), Counter::ProbeIcmpEcho),
+        ("icmp timestamp", v4("198.18.1.8", Transport::icmp(13)), Counter::ProbeIcmpOtherProbe),
+        ("icmp info", v4("198.18.1.9", Transport::icmp(15)), Counter::ProbeIcmpOtherProbe),
+        ("icmp mask", v4("198.18.1.10", Transport::icmp(17)), Counter::ProbeIcmpOtherProbe),
+        (
+            "ipv4 non-first fragment",
+            v4("198.18.1.11", Transport::tcp(22, tcp::SYN)).ipv4_fragment(3, false),
+            Counter::ProbeFragment,
+        ),
+        (
+            "ipv4 first fragment with 8 bytes of TCP (nmap -f)",
+            v4("198.18.1.12", Transport::tcp(22, tcp::SYN))
+                .ipv4_fragment(0, true)
+                .transport_len(8),
+            Counter::ProbeFragment,
+        ),
+        ("ipv6 syn", v6("fd00::1:1", Transport::tcp(22, tcp::SYN)), Counter::ProbeSyn),
+        ("ipv6 fin", v6("fd00::1:2", Transport::tcp(22, tcp::FIN)), Counter::ProbeStealth),
+        ("ipv6 udp", v6("fd00::1:3", Transport::udp(53)), Counter::ProbeUdp),
+        ("icmpv6 echo", v6("fd00::1:4", Transport::icmp(128)), Counter::ProbeIcmpEcho),
+        (
+            "icmpv6 node information query",
+            v6("fd00::1:5", Transport::icmp(139)),
+            Counter::ProbeIcmpOtherProbe,
+        ),
+        (
+            "ipv6 non-first fragment",
+            v6("fd00::1:6", Transport::udp(53)).ipv6_ext(Ipv6Ext::Fragment {
+                offset: 10,
+                more: false,
+            }),
+            Counter::ProbeFragment,
+        ),
+    ];
+    for (what, packet, expected) in &cases {
+        let got = outcome_of(&mut h, &packet.build(), what);
+        assert_eq!(got, *expected, "{what}");
+        let stats = h
+            .source(packet.src)
+            .expect("map read")
+            .unwrap_or_else(|| panic!("{what}: source tracked"));
+        assert_eq!(stats.total_probes(), 1, "{what}: one probe for its source");
+        let kind = ProbeKind::ALL[expected.clone() as usize];
+        assert_eq!(stats.probes_of(kind), 1, "{what}: counted as {}", kind.name());
+        assert_eq!(stats.first_seen_ns, stats.last_seen_ns);
+        assert!(stats.first_seen_ns > 0);
+    }
+    assert_eq!(h.sources().expect("sources").len(), cases.len());
+    assert_outcomes_sum(&h.counters().expect("counters"));
+}
+
+#[test]
+fn non_probes_are_counted_but_not_tracked() {
+    let Some(mut h) = harness("non_probes_are_counted_but_not_tracked") else {
+        return;
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("ack", v4("198.18.2.1", Transport::tcp(22, tcp::ACK)).build()),
+        ("ack+psh with data", {
+            let mut p = v4("198.18.2.2", Transport::tcp(443, tcp::ACK | tcp::PSH));
+            if let Transport::Tcp { payload, .. } = &mut p.transport {
+                payload.extend_from_slice(&[0x17; 100]);
+            }
+            p.build()
+        }),
+        ("syn+ack", v4("198.18.2.3", Transport::tcp(22, tcp::SYN | tcp::ACK)).build()),
+        ("rst", v4("198.18.2.4", Transport::tcp(22, tcp::RST)).build()),
+        ("icmp echo reply", v4("198.18.2.5", Transport::icmp(0)).build()),
+        ("icmp unreachable", v4("198.18.2.6", Transport::icmp(3)).build()),
+        ("icmpv6 neighbour solicitation", v6("fd00::2:1", Transport::icmp(135)).build()),
+        (
+            "gre",
+            v4(
+                "198.18.2.7",
+                Transport::Raw {
+                    protocol: 47,
+                    bytes: vec![0; 8],
+                },
+            )
+            .build(),
+        ),
+    ];
+    for (what, frame) in &cases {
+        assert_eq!(outcome_of(&mut h, frame, what), Counter::NotProbe, "{what}");
+    }
+    assert!(h.sources().expect("sources").is_empty(), "nothing tracked");
+
+    let mut arp = vec![0xff; 12];
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    assert_eq!(outcome_of(&mut h, &arp, "arp"), Counter::NotIp);
+}
+
+#[test]
+fn vlan_and_qinq() {
+    let Some(mut h) = harness("vlan_and_qinq") else {
+        return;
+    };
+    let one = v4("198.18.3.1", Transport::tcp(22, tcp::SYN)).vlan(TPID_8021Q);
+    let two = v4("198.18.3.2", Transport::tcp(22, tcp::SYN))
+        .vlan(TPID_8021AD)
+        .vlan(TPID_8021Q);
+    let two_v6 = v6("fd00::3:1", Transport::udp(161))
+        .vlan(TPID_8021AD)
+        .vlan(TPID_8021Q);
+    let three = v4("198.18.3.3", Transport::tcp(22, tcp::SYN))
+        .vlan(TPID_8021AD)
+        .vlan(TPID_8021Q)
+        .vlan(TPID_8021Q);
+    assert_eq!(outcome_of(&mut h, &one.build(), "802.1Q"), Counter::ProbeSyn);
+    assert_eq!(outcome_of(&mut h, &two.build(), "QinQ"), Counter::ProbeSyn);
+    assert_eq!(outcome_of(&mut h, &two_v6.build(), "QinQ v6"), Counter::ProbeUdp);
+    assert_eq!(
+        outcome_of(&mut h, &three.build(), "three tags"),
+        Counter::NotIp,
+        "more than two tags are not parsed"
+    );
+    for p in [&one, &two, &two_v6] {
+        assert!(h.source(p.src).expect("read").is_some(), "{} tracked", p.src);
+    }
+}
+
+#[test]
+fn ipv4_options() {
+    let Some(mut h) = harness("ipv4_options") else {
+        return;
+    };
+    // Record-route style option, 4 bytes (IHL 6), and the 40-byte maximum (IHL 15).
+    let small = v4("198.18.4.1", Transport::tcp(80, tcp::SYN)).ipv4_options(&[7, 3, 4]);
+    let max = v4("198.18.4.2", Transport::tcp(80, tcp::FIN)).ipv4_options(&[1; 40]);
+    assert_eq!(small.build()[14], 0x46);
+    assert_eq!(max.build()[14], 0x4f);
+    assert_eq!(outcome_of(&mut h, &small.build(), "IHL 6"), Counter::ProbeSyn);
+    assert_eq!(outcome_of(&mut h, &max.build(), "IHL 15"), Counter::ProbeStealth);
+}
+
+#[test]
+fn ipv6_extension_headers() {
+    let Some(mut h) = harness("ipv6_extension_headers") else {
+        return;
+    };
+    let chain = v6("fd00::5:1", Transport::tcp(22, tcp::SYN))
+        .ipv6_ext(Ipv6Ext::HopByHop)
+        .ipv6_ext(Ipv6Ext::DestinationOptions)
+        .ipv6_ext(Ipv6Ext::Routing)
+        .ipv6_ext(Ipv6Ext::Fragment {
+            offset: 0,
+            more: false,
+        })
+        .ipv6_ext(Ipv6Ext::DestinationOptions);
+    assert_eq!(outcome_of(&mut h, &chain.build(), "5 ext headers"), Counter::ProbeSyn);
+
+    // First fragment (offset 0, more fragments) with a full header: classified by it.
+    let first = v6("fd00::5:2", Transport::icmp(128)).ipv6_ext(Ipv6Ext::Fragment {
+        offset: 0,
+        more: true,
+    });
+    assert_eq!(outcome_of(&mut h, &first.build(), "first fragment"), Counter::ProbeIcmpEcho);
+
+    let mut eight = v6("fd00::5:3", Transport::udp(53));
+    for _ in 0..8 {
+        eight = eight.ipv6_ext(Ipv6Ext::DestinationOptions);
+    }
+    assert_eq!(outcome_of(&mut h, &eight.build(), "8 ext headers"), Counter::ProbeUdp);
+
+    let mut nine = v6("fd00::5:4", Transport::udp(53));
+    for _ in 0..9 {
+        nine = nine.ipv6_ext(Ipv6Ext::DestinationOptions);
+    }
+    assert_eq!(
+        outcome_of(&mut h, &nine.build(), "9 ext headers"),
+        Counter::Ipv6ExtChainTooLong
+    );
+    assert!(h.source("fd00::5:4".parse().expect("addr")).expect("read").is_none());
+}
+
+/// Cuts a frame at every offset from the end of the Ethernet header to one
+/// byte short of complete: each cut is passed and counted as truncated.
+fn assert_every_cut_truncated(h: &mut XdpHarness, frame: &[u8], what: &str) {
+    for cut in 14..frame.len() {
+        let got = outcome_of(h, &frame[..cut], &format!("{what} cut at {cut}"));
+        assert_eq!(got, Counter::Truncated, "{what} cut at {cut} of {}", frame.len());
+    }
+    // The kernel refuses to run XDP on frames shorter than an Ethernet header.
+    for cut in 0..14 {
+        assert!(h.run(&frame[..cut]).is_err(), "kernel rejects a {cut}-byte frame");
+    }
+    assert_ne!(outcome_of(h, frame, what), Counter::Truncated, "{what} uncut");
+}
+
+#[test]
+fn truncated_at_every_offset() {
+    let Some(mut h) = harness("truncated_at_every_offset") else {
+        return;
+    };
+    let mut syn = v4("198.18.6.1", Transport::tcp(443, tcp::SYN));
+    if let Transport::Tcp { options, .. } = &mut syn.transport {
+        options.extend_from_slice(&[2, 4, 0x05, 0xb4]); // MSS, as nmap sends
+    }
+    assert_every_cut_truncated(&mut h, &syn.build(), "IPv4 SYN");
+    let syn6 = v6("fd00::6:1", Transport::tcp(443, tcp::SYN)).ipv6_ext(Ipv6Ext::HopByHop);
+    assert_every_cut_truncated(&mut h, &syn6.build(), "IPv6 SYN");
+    let vlan = v4("198.18.6.2", Transport::tcp(443, tcp::SYN))
+        .vlan(TPID_8021AD)
+        .vlan(TPID_8021Q);
+    assert_every_cut_truncated(&mut h, &vlan.build(), "QinQ SYN");
+    let icmp = v4("198.18.6.3", Transport::icmp(8));
+    assert_every_cut_truncated(&mut h, &icmp.build(), "ICMP echo");
+    assert_outcomes_sum(&h.counters().expect("counters"));
+}
+
+#[test]
+fn malformed_headers() {
+    let Some(mut h) = harness("malformed_headers") else {
+        return;
+    };
+    let base = v4("198.18.7.1", Transport::tcp(22, tcp::SYN)).build();
+    let mut bad_version = base.clone();
+    bad_version[14] = 0x55;
+    let mut bad_ihl = base.clone();
+    bad_ihl[14] = 0x44;
+    let mut short_total = base.clone();
+    short_total[16..18].copy_from_slice(&10u16.to_be_bytes());
+    let mut bad_doff = base.clone();
+    bad_doff[14 + 20 + 12] = 0x40;
+    let mut long_doff = base.clone();
+    long_doff[14 + 20 + 12] = 0xf0; // 60-byte header in a 20-byte segment
+    let mut short_tcp = base.clone();
+    short_tcp[16..18].copy_from_slice(&30u16.to_be_bytes()); // 10 bytes of TCP, not a fragment
+    let mut bad_v6 = v6("fd00::7:1", Transport::udp(1)).build();
+    bad_v6[14] = 0x40;
+    let over_claiming_ext = {
+        let mut f = v6("fd00::7:2", Transport::udp(1))
+            .ipv6_ext(Ipv6Ext::HopByHop)
+            .build();
+        f[14 + 40 + 1] = 200; // hop-by-hop claims 1608 bytes
+        f
+    };
+    for (what, frame) in [
+        ("IP version 5", &bad_version),
+        ("IHL 4", &bad_ihl),
+        ("total length below IHL", &short_total),
+        ("TCP data offset 4", &bad_doff),
+        ("TCP data offset beyond segment", &long_doff),
+        ("TCP header cut by IP length", &short_tcp),
+        ("IPv6 version 4", &bad_v6),
+        ("extension header beyond payload", &over_claiming_ext),
+    ] {
+        assert_eq!(outcome_of(&mut h, frame, what), Counter::Malformed, "{what}");
+    }
+    assert!(h.sources().expect("sources").is_empty());
+}
+
+#[test]
+fn repeated_probes_accumulate_per_source() {
+    let Some(mut h) = harness("repeated_probes_accumulate_per_source") else {
+        return;
+    };
+    let src: IpAddr = "198.18.8.1".parse().expect("addr");
+    for port in 1..=100u16 {
+        let f = Packet::from_ips(src, TARGET4.parse().expect("addr"), Transport::tcp(port, tcp::SYN));
+        h.run(&f.build()).expect("run");
+    }
+    h.run(&Packet::from_ips(src, TARGET4.parse().expect("addr"), Transport::udp(53)).build())
+        .expect("run");
+    let s = h.source(src).expect("read").expect("tracked");
+    assert_eq!(s.probes_of(ProbeKind::Syn), 100);
+    assert_eq!(s.probes_of(ProbeKind::Udp), 1);
+    assert!(s.last_seen_ns >= s.first_seen_ns);
+    let c = h.counters().expect("counters");
+    assert_eq!(c.get(Counter::SourcesCreated), 1);
+    assert_eq!(c.get(Counter::SourceUpdateErrors), 0);
+    // Repeat in the kernel: 10,000 more SYNs of one frame.
+    let (action, _) = h
+        .run_repeat(
+            &Packet::from_ips(src, TARGET4.parse().expect("addr"), Transport::tcp(80, tcp::SYN)).build(),
+            10_000,
+        )
+        .expect("run");
+    assert_eq!(action, XDP_PASS);
+    let s = h.source(src).expect("read").expect("tracked");
+    assert_eq!(s.probes_of(ProbeKind::Syn), 10_100);
+}
+
+#[test]
+fn lru_map_stays_bounded() {
+    let Some(_) = harness("lru_map_stays_bounded") else {
+        return;
+    };
+    let mut h = XdpHarness::load(1024).expect("load");
+    for i in 0..5000u32 {
+        let src = std::net::Ipv4Addr::from(0xc612_0000 | i); // 198.18.x.y
+        let f = Packet::from_ips(IpAddr::V4(src), TARGET4.parse().expect("addr"), Transport::tcp(22, tcp::SYN));
+        h.run(&f.build()).expect("run");
+    }
+    let tracked = h.sources().expect("sources").len();
+    assert!(tracked <= 1024, "{tracked} sources in a 1024-entry map");
+    let c = h.counters().expect("counters");
+    assert_eq!(c.get(Counter::ProbeSyn), 5000);
+    assert_eq!(c.get(Counter::SourcesCreated), 5000, "evicted sources are re-created");
+    assert_eq!(c.get(Counter::SourceUpdateErrors), 0);
+}
