@@ -1,0 +1,165 @@
+//! Shared by the lab tests: an agent running in the lab's target namespace.
+#![allow(dead_code)]
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use scanwatch_lab::netns::{Lab, run};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
+
+/// A lab whose target namespace runs `scanwatch run` on its veth.
+pub struct AgentLab {
+    pub lab: Lab,
+    pub pin_dir: PathBuf,
+    pub agent_pid: u32,
+}
+
+impl AgentLab {
+    pub fn start(extra_args: &[&str]) -> Self {
+        let mut lab = Lab::new().expect("build the namespace lab");
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/scanwatch-test-{}", lab.target_ns));
+        let mut cmd = lab.in_target();
+        cmd.arg(AGENT)
+            .args(["run", "--iface", &lab.target_if, "--interval", "1", "--pin-dir"])
+            .arg(&pin_dir)
+            .args(extra_args);
+        let agent_pid = lab.spawn(cmd).expect("start the agent");
+        let me = Self {
+            lab,
+            pin_dir,
+            agent_pid,
+        };
+        me.wait_ready();
+        me
+    }
+
+    fn wait_ready(&self) {
+        let ready = self.pin_dir.join("IFACE_NAMES");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(
+                Path::new(&format!("/proc/{}", self.agent_pid)).exists(),
+                "agent exited before it was ready"
+            );
+            assert!(Instant::now() < deadline, "agent not ready after 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `scanwatch top --json --limit 0` from the root namespace (pins are shared).
+    pub fn top(&self) -> Vec<serde_json::Value> {
+        let out = run(Command::new(AGENT)
+            .args(["top", "--json", "--limit", "0", "--pin-dir"])
+            .arg(&self.pin_dir))
+        .expect("scanwatch top --json");
+        serde_json::from_slice(&out.stdout).expect("top prints a JSON array")
+    }
+
+    /// The `top --json` object of one source.
+    pub fn source(&self, ip: &str) -> Option<serde_json::Value> {
+        let want: IpAddr = ip.parse().expect("address literal");
+        self.top()
+            .into_iter()
+            .find(|o| o["source"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(want))
+    }
+
+    /// Runs a command in the scanner namespace and returns its output.
+    pub fn scan(&self, args: &[&str]) -> Output {
+        let mut cmd = self.lab.in_scanner();
+        cmd.args(args);
+        run(&mut cmd).expect("scanner command")
+    }
+
+    /// Stops the agent with SIGTERM; returns whether it exited with status 0.
+    pub fn stop_agent(&mut self) -> bool {
+        let status = self.lab.stop(self.agent_pid, Duration::from_secs(10));
+        matches!(status, Some(s) if s.success())
+    }
+}
+
+impl Drop for AgentLab {
+    fn drop(&mut self) {
+        // The lab kills the agent; remove pins it could not.
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// Probe counts by kind, in the order of `scanwatch top --json` fields.
+pub const KINDS: [&str; 6] = ["syn", "stealth", "udp", "icmp_echo", "icmp_other_probe", "fragment"];
+
+/// What nmap says it sent (`--packet-trace` SENT lines), classified with the
+/// same rules as the XDP program: the ground truth for the agent's counters.
+pub fn nmap_sent(trace: &str) -> std::collections::BTreeMap<&'static str, u64> {
+    use scanwatch_common::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
+    let mut counts: std::collections::BTreeMap<&'static str, u64> =
+        KINDS.iter().map(|k| (*k, 0)).collect();
+    for line in trace.lines().filter(|l| l.starts_with("SENT")) {
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        let kind: Option<ProbeKind> = match tokens.get(2).copied() {
+            Some("TCP") => tokens
+                .iter()
+                .position(|t| *t == ">")
+                .and_then(|i| tokens.get(i + 2))
+                .and_then(|flags| classify_tcp(tcp_flags(flags))),
+            Some("UDP") => Some(ProbeKind::Udp),
+            Some("ICMP") => icmp_type(line).and_then(classify_icmp),
+            Some("ICMPv6") => icmp_type(line).and_then(classify_icmpv6),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            *counts.entry(kind.name()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn tcp_flags(letters: &str) -> u8 {
+    letters.chars().fold(0, |f, c| {
+        f | match c {
+            'F' => 0x01,
+            'S' => 0x02,
+            'R' => 0x04,
+            'P' => 0x08,
+            'A' => 0x10,
+            'U' => 0x20,
+            'E' => 0x40,
+            'C' => 0x80,
+            _ => 0,
+        }
+    })
+}
+
+fn icmp_type(line: &str) -> Option<u8> {
+    let at = line.find("type=")? + 5;
+    let digits: String = line[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_nmap_trace() {
+        let trace = "\
+SENT (0.0300s) ARP who-has 198.18.0.2 tell 198.18.0.11
+SENT (0.0370s) TCP 198.18.0.11:58787 > 198.18.0.2:443 S ttl=42 id=1 iplen=44  seq=1 win=1024 <mss 1460>
+SENT (0.0371s) TCP 198.18.0.11:58787 > 198.18.0.2:80 A ttl=42 id=1 iplen=40  seq=1 win=1024
+SENT (0.0372s) TCP 198.18.0.11:58787 > 198.18.0.2:80 FPU ttl=42 id=1 iplen=40  seq=1 win=1024
+SENT (0.0373s) ICMP [198.18.0.16 > 198.19.0.1 Echo request (type=8/code=0) id=1 seq=0] IP [ttl=40]
+SENT (0.0374s) ICMP [198.18.0.16 > 198.19.0.1 Timestamp request (type=13/code=0) id=1 seq=0] IP [ttl=40]
+SENT (0.0375s) UDP 198.18.0.15:5 > 198.18.0.2:53 ttl=40 id=1 iplen=40
+SENT (0.0376s) TCP [fd00::11]:5 > [fd00::2]:22 S ttl=40 flow=0 payloadlen=24
+RCVD (0.0377s) TCP 198.18.0.2:443 > 198.18.0.11:58787 RA ttl=64
+";
+        let c = super::nmap_sent(trace);
+        assert_eq!(c["syn"], 2);
+        assert_eq!(c["stealth"], 1);
+        assert_eq!(c["icmp_echo"], 1);
+        assert_eq!(c["icmp_other_probe"], 1);
+        assert_eq!(c["udp"], 1);
+    }
+}
