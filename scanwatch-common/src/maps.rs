@@ -40,7 +40,9 @@ impl SourceKey {
     #[inline(always)]
     pub const fn v4(a: [u8; 4]) -> Self {
         Self {
-            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]],
+            addr: [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+            ],
         }
     }
 

@@ -104,7 +104,7 @@ fn track_source(source: &SourceKey, kind: ProbeKind, ifindex: u32, counters: *mu
         return;
     }
     let fresh = SourceStats::first(kind, now, ifindex);
-    match SOURCES.insert(source, &fresh, u64::from(BPF_NOEXIST)) {
+    match SOURCES.insert(source, fresh, u64::from(BPF_NOEXIST)) {
         Ok(()) => bump_counter(counters, Counter::SourcesCreated),
         // Another CPU created it between our lookup and insert.
         Err(e) if e == -EEXIST => match SOURCES.get_ptr_mut(source) {
@@ -125,7 +125,9 @@ fn bump_source(entry: *mut SourceStats, kind: ProbeKind, now: u64, ifindex: u32)
     // several CPUs update the same source; the timestamps are plain stores
     // (a lost race leaves a timestamp a few ns older).
     unsafe {
-        let counter = core::ptr::addr_of_mut!((*entry).probes).cast::<u64>().add(idx);
+        let counter = core::ptr::addr_of_mut!((*entry).probes)
+            .cast::<u64>()
+            .add(idx);
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1);
         (*entry).last_seen_ns = now;
         (*entry).last_ifindex = ifindex;

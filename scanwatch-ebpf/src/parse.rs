@@ -70,7 +70,8 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ParseError> {
     // from the IP length checks (which compare scalars the verifier does not
     // relate to the packet) and removes it, and the verifier rejects the read.
     // SAFETY: ctx.ctx is the kernel's valid xdp_md for this invocation.
-    let end = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*ctx.ctx).data_end)) } as usize;
+    let end =
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*ctx.ctx).data_end)) } as usize;
     let len = core::mem::size_of::<T>();
     if offset > MAX_HEADER_OFFSET {
         return Err(ParseError::Malformed);
@@ -84,7 +85,9 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ParseError> {
 #[inline(always)]
 fn read_be16(ctx: &XdpContext, offset: usize) -> Result<u16, ParseError> {
     // SAFETY: ptr_at checked both bytes lie inside the packet; [u8; 2] has align 1.
-    Ok(u16::from_be_bytes(unsafe { *ptr_at::<[u8; 2]>(ctx, offset)? }))
+    Ok(u16::from_be_bytes(unsafe {
+        *ptr_at::<[u8; 2]>(ctx, offset)?
+    }))
 }
 
 #[inline(always)]
@@ -253,7 +256,12 @@ impl L4 {
     }
 
     #[inline(always)]
-    fn tcp_udp(&self, ctx: &XdpContext, proto: u8, source: SourceKey) -> Result<Outcome, ParseError> {
+    fn tcp_udp(
+        &self,
+        ctx: &XdpContext,
+        proto: u8,
+        source: SourceKey,
+    ) -> Result<Outcome, ParseError> {
         match proto {
             IPPROTO_TCP => {
                 if self.len < 20 {
@@ -283,12 +291,7 @@ impl L4 {
     }
 
     #[inline(always)]
-    fn icmp(
-        &self,
-        ctx: &XdpContext,
-        source: SourceKey,
-        v6: bool,
-    ) -> Result<Outcome, ParseError> {
+    fn icmp(&self, ctx: &XdpContext, source: SourceKey, v6: bool) -> Result<Outcome, ParseError> {
         if self.len < 4 {
             return self.short(source);
         }

@@ -91,7 +91,7 @@ impl Transport {
                 payload,
             } => {
                 let mut opts = options.clone();
-                while opts.len() % 4 != 0 {
+                while !opts.len().is_multiple_of(4) {
                     opts.push(0);
                 }
                 let doff = (20 + opts.len()) / 4;
@@ -134,7 +134,10 @@ pub enum Ipv6Ext {
     Routing,
     DestinationOptions,
     /// Fragment header: offset in 8-byte units, more-fragments flag.
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
 }
 
 impl Ipv6Ext {
@@ -251,14 +254,14 @@ impl Packet {
 
     fn ipv4(&self, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
         let mut opts = self.ipv4_options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0); // end-of-options padding
         }
         let ihl = (20 + opts.len()) / 4;
         let total = 20 + opts.len() + l4.len();
-        let frag = self
-            .ipv4_frag
-            .map_or(0x4000u16, |f| (f.offset & 0x1fff) | if f.more { 0x2000 } else { 0 });
+        let frag = self.ipv4_frag.map_or(0x4000u16, |f| {
+            (f.offset & 0x1fff) | if f.more { 0x2000 } else { 0 }
+        });
         let mut h = Vec::with_capacity(total);
         h.push(0x40 | ihl as u8);
         h.push(0);

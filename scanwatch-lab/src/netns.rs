@@ -140,7 +140,16 @@ impl Lab {
         // The target answers for the whole sweep /24 (AnyIP), like a subnet
         // of live hosts: sweeps finish in well under a second instead of
         // minutes of nmap time-outs.
-        ip(&["-n", t_ns, "route", "add", "local", SWEEP_NET_V4, "dev", "lo"])?;
+        ip(&[
+            "-n",
+            t_ns,
+            "route",
+            "add",
+            "local",
+            SWEEP_NET_V4,
+            "dev",
+            "lo",
+        ])?;
         // Let the target answer every probe (closed UDP ports) without ICMP rate limits.
         for kv in [
             "net.ipv4.icmp_ratelimit=0",

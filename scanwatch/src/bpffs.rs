@@ -35,9 +35,7 @@ pub enum PinDirError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error(
-        "no scanwatch maps pinned in {0}; is `scanwatch run` running with this --pin-dir?"
-    )]
+    #[error("no scanwatch maps pinned in {0}; is `scanwatch run` running with this --pin-dir?")]
     NoAgent(PathBuf),
 }
 

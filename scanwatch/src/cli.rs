@@ -110,7 +110,14 @@ mod tests {
     fn top_flags() {
         let Ok(Cli {
             command: Command::Top(top),
-        }) = parse(&["top", "--json", "--limit", "5", "--pin-dir", "/sys/fs/bpf/x"])
+        }) = parse(&[
+            "top",
+            "--json",
+            "--limit",
+            "5",
+            "--pin-dir",
+            "/sys/fs/bpf/x",
+        ])
         else {
             panic!("top should parse");
         };

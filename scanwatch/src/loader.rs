@@ -6,9 +6,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use scanwatch_common::maps::{
-    MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE, SOURCES_MAP, XDP_PROGRAM,
-};
+use scanwatch_common::maps::{MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE, SOURCES_MAP, XDP_PROGRAM};
 
 /// The XDP object built by `build.rs` (scanwatch-ebpf for bpfel).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scanwatch"));
@@ -150,7 +148,11 @@ pub struct Attachment {
 }
 
 /// Attaches the loaded program to `iface`.
-pub fn attach(ebpf: &mut Ebpf, iface: &Interface, mode: AttachMode) -> Result<Attachment, LoadError> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    iface: &Interface,
+    mode: AttachMode,
+) -> Result<Attachment, LoadError> {
     let program = xdp_program(ebpf)?;
     let try_mode = |program: &mut Xdp, m: XdpMode, shown: AttachMode| {
         program

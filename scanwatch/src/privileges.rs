@@ -73,7 +73,8 @@ fn missing_from(mask: u64, needed: &[Capability]) -> Vec<Capability> {
         .copied()
         .filter(|c| {
             !(has(*c)
-                || (matches!(c, Capability::Bpf | Capability::Perfmon) && has(Capability::SysAdmin)))
+                || (matches!(c, Capability::Bpf | Capability::Perfmon)
+                    && has(Capability::SysAdmin)))
         })
         .collect()
 }

@@ -20,7 +20,10 @@ impl Summary {
     ) -> Vec<String> {
         let mut out = Vec::new();
         for (ifindex, name) in names {
-            let now = counters.get(ifindex).copied().unwrap_or(IfaceCounters::ZERO);
+            let now = counters
+                .get(ifindex)
+                .copied()
+                .unwrap_or(IfaceCounters::ZERO);
             let before = self
                 .previous
                 .get(ifindex)
@@ -39,11 +42,15 @@ impl Summary {
             .map(|c| format!("{}=+{}", c.name(), delta(*c)))
             .collect::<Vec<_>>()
             .join(" ");
-            let errors = [Counter::Truncated, Counter::Malformed, Counter::Ipv6ExtChainTooLong]
-                .iter()
-                .map(|c| format!("{}=+{}", c.name(), delta(*c)))
-                .collect::<Vec<_>>()
-                .join(" ");
+            let errors = [
+                Counter::Truncated,
+                Counter::Malformed,
+                Counter::Ipv6ExtChainTooLong,
+            ]
+            .iter()
+            .map(|c| format!("{}=+{}", c.name(), delta(*c)))
+            .collect::<Vec<_>>()
+            .join(" ");
             out.push(format!(
                 "{name}: {} packets (+{}); probes {probes}; new sources +{}; unparsed {errors}",
                 now.get(Counter::Packets),
@@ -68,7 +75,11 @@ mod tests {
         c.counters[Counter::Packets as usize] = 10;
         c.counters[Counter::ProbeSyn as usize] = 4;
         let first = s.lines(&BTreeMap::from([(3, c)]), &names);
-        assert!(first[0].starts_with("veth0: 10 packets (+10)"), "{}", first[0]);
+        assert!(
+            first[0].starts_with("veth0: 10 packets (+10)"),
+            "{}",
+            first[0]
+        );
         assert!(first[0].contains("syn=+4"));
         c.counters[Counter::Packets as usize] = 15;
         let second = s.lines(&BTreeMap::from([(3, c)]), &names);

@@ -126,7 +126,16 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
     let _ = writeln!(
         out,
         "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} IFACE",
-        "SOURCE", "SYN", "STEALTH", "UDP", "ICMP_ECHO", "ICMP_OTH", "FRAGMENT", "TOTAL", "FIRST_SEEN", "LAST_SEEN"
+        "SOURCE",
+        "SYN",
+        "STEALTH",
+        "UDP",
+        "ICMP_ECHO",
+        "ICMP_OTH",
+        "FRAGMENT",
+        "TOTAL",
+        "FIRST_SEEN",
+        "LAST_SEEN"
     );
     for r in rows {
         let _ = writeln!(
@@ -159,7 +168,10 @@ mod tests {
         s.probes[kind.index()] = n;
         s.last_seen_ns = last;
         let names = BTreeMap::from([(2, "veth0".to_string())]);
-        let clock = BootClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(100), 10_000_000_000);
+        let clock = BootClock::at(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            10_000_000_000,
+        );
         SourceRow::new(&key, &s, &names, &clock)
     }
 

@@ -25,8 +25,15 @@ fn agent_in(lab: &Lab, args: &[&str]) -> Output {
 
 fn assert_fails_with(o: &Output, code: i32, needle: &str, what: &str) {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "{what}: exit code; stderr: {err}");
-    assert!(err.contains(needle), "{what}: expected {needle:?} in: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{what}: exit code; stderr: {err}"
+    );
+    assert!(
+        err.contains(needle),
+        "{what}: expected {needle:?} in: {err}"
+    );
     assert!(!err.contains("panicked"), "{what}: no panic: {err}");
 }
 
@@ -39,24 +46,73 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
     let pin = format!("/sys/fs/bpf/scanwatch-cli-{}", lab.target_ns);
     let o = agent_in(&lab, &["run", "--iface", "nosuch0", "--pin-dir", &pin]);
     assert_fails_with(&o, 1, "unknown interface \"nosuch0\"", "unknown interface");
-    let o = agent_in(&lab, &["run", "--iface", &lab.target_if, "--map-size", "10"]);
+    let o = agent_in(
+        &lab,
+        &["run", "--iface", &lab.target_if, "--map-size", "10"],
+    );
     assert_fails_with(&o, 2, "10 is not in 1024..=16777216", "map size too small");
-    let o = agent_in(&lab, &["run", "--iface", &lab.target_if, "--map-size", "99999999"]);
+    let o = agent_in(
+        &lab,
+        &["run", "--iface", &lab.target_if, "--map-size", "99999999"],
+    );
     assert_fails_with(&o, 2, "is not in 1024..=16777216", "map size too large");
-    let o = agent_in(&lab, &["run", "--iface", &lab.target_if, "--xdp-mode", "turbo"]);
+    let o = agent_in(
+        &lab,
+        &["run", "--iface", &lab.target_if, "--xdp-mode", "turbo"],
+    );
     assert_fails_with(&o, 2, "invalid value 'turbo'", "bad mode");
     let o = agent_in(
         &lab,
-        &["run", "--iface", &lab.target_if, "--iface", &lab.target_if, "--pin-dir", &pin],
+        &[
+            "run",
+            "--iface",
+            &lab.target_if,
+            "--iface",
+            &lab.target_if,
+            "--pin-dir",
+            &pin,
+        ],
     );
     assert_fails_with(&o, 1, "given twice", "duplicate interface");
     // Native XDP on loopback is refused by the kernel; the error says why.
-    let o = agent_in(&lab, &["run", "--iface", "lo", "--xdp-mode", "native", "--pin-dir", &pin]);
-    assert_fails_with(&o, 1, "cannot attach XDP to lo in native mode", "attach refused");
-    assert!(stderr(&o).contains("not supported"), "kernel reason: {}", stderr(&o));
-    assert!(!std::path::Path::new(&pin).join("SOURCES").exists(), "no pins left");
+    let o = agent_in(
+        &lab,
+        &[
+            "run",
+            "--iface",
+            "lo",
+            "--xdp-mode",
+            "native",
+            "--pin-dir",
+            &pin,
+        ],
+    );
+    assert_fails_with(
+        &o,
+        1,
+        "cannot attach XDP to lo in native mode",
+        "attach refused",
+    );
+    assert!(
+        stderr(&o).contains("not supported"),
+        "kernel reason: {}",
+        stderr(&o)
+    );
+    assert!(
+        !std::path::Path::new(&pin).join("SOURCES").exists(),
+        "no pins left"
+    );
     // A pin dir outside bpffs.
-    let o = agent_in(&lab, &["run", "--iface", &lab.target_if, "--pin-dir", "/tmp/not-bpffs/x"]);
+    let o = agent_in(
+        &lab,
+        &[
+            "run",
+            "--iface",
+            &lab.target_if,
+            "--pin-dir",
+            "/tmp/not-bpffs/x",
+        ],
+    );
     assert_fails_with(&o, 1, "is not on a bpf filesystem", "pin dir not on bpffs");
     // No link has an XDP program after all that.
     let links = Command::new("ip")
@@ -73,13 +129,16 @@ fn unprivileged_user_is_refused() {
         return;
     }
     let lab = Lab::new().expect("lab");
-    for args in [
-        vec!["run", "--iface", lab.target_if.as_str()],
-        vec!["top"],
-    ] {
+    for args in [vec!["run", "--iface", lab.target_if.as_str()], vec!["top"]] {
         let o = lab
             .in_target()
-            .args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
             .arg(AGENT)
             .args(&args)
             .stdin(Stdio::null())
@@ -97,7 +156,12 @@ fn second_agent_on_same_pin_dir_is_refused_and_stop_is_clean() {
     let mut agent = AgentLab::start(&[]);
     let pin = agent.pin_dir.to_string_lossy().into_owned();
     let o = agent_in(&agent.lab, &["run", "--iface", "lo", "--pin-dir", &pin]);
-    assert_fails_with(&o, 1, "is in use by a running scanwatch agent", "pin dir in use");
+    assert_fails_with(
+        &o,
+        1,
+        "is in use by a running scanwatch agent",
+        "pin dir in use",
+    );
 
     let links = |ns: &str| {
         String::from_utf8_lossy(
@@ -119,7 +183,10 @@ fn second_agent_on_same_pin_dir_is_refused_and_stop_is_clean() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 sources tracked"));
 
     assert!(agent.stop_agent(), "exit 0 on SIGTERM");
-    assert!(!links(&agent.lab.target_ns).contains("prog/xdp"), "detached on SIGTERM");
+    assert!(
+        !links(&agent.lab.target_ns).contains("prog/xdp"),
+        "detached on SIGTERM"
+    );
     assert!(!agent.pin_dir.exists(), "pins removed");
     let o = Command::new(AGENT)
         .args(["top", "--pin-dir", &pin])
@@ -136,15 +203,22 @@ fn stale_pins_from_a_killed_agent_are_replaced() {
     let mut agent = AgentLab::start(&[]);
     // SIGKILL: no cleanup; the bpf_link goes with the process, the pins stay.
     let pid = agent.agent_pid.to_string();
-    Command::new("kill").args(["-KILL", &pid]).status().expect("kill");
+    Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("zombie"))
+        && std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| !s.contains("zombie"))
     {
         assert!(std::time::Instant::now() < deadline, "agent did not die");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(agent.pin_dir.join("SOURCES").exists(), "pins outlive a killed agent");
+    assert!(
+        agent.pin_dir.join("SOURCES").exists(),
+        "pins outlive a killed agent"
+    );
     let pin = agent.pin_dir.to_string_lossy().into_owned();
     let target_if = agent.lab.target_if.clone();
     let mut cmd = agent.lab.in_target();
@@ -153,11 +227,17 @@ fn stale_pins_from_a_killed_agent_are_replaced() {
     let restarted = agent.lab.spawn(cmd).expect("restart");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let out = Command::new(AGENT).args(["top", "--pin-dir", &pin]).output().expect("top");
+        let out = Command::new(AGENT)
+            .args(["top", "--pin-dir", &pin])
+            .output()
+            .expect("top");
         if out.status.success() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "restarted agent not ready");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "restarted agent not ready"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     agent.agent_pid = restarted;

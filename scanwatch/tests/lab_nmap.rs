@@ -22,9 +22,21 @@ fn count(o: &Value, field: &str) -> u64 {
 
 /// Runs nmap from `source` with `--packet-trace`; asserts the agent counted
 /// exactly what nmap sent; returns the agent's view of the source.
-fn scan_and_compare(lab: &AgentLab, source: &str, args: &[&str]) -> (Value, BTreeMap<&'static str, u64>) {
+fn scan_and_compare(
+    lab: &AgentLab,
+    source: &str,
+    args: &[&str],
+) -> (Value, BTreeMap<&'static str, u64>) {
     let scanner_if = lab.lab.scanner_if.clone();
-    let mut cmd = vec!["nmap", "-n", "--packet-trace", "-e", &scanner_if, "-S", source];
+    let mut cmd = vec![
+        "nmap",
+        "-n",
+        "--packet-trace",
+        "-e",
+        &scanner_if,
+        "-S",
+        source,
+    ];
     cmd.extend_from_slice(args);
     let out = lab.scan(&cmd);
     let sent = nmap_sent(&String::from_utf8_lossy(&out.stdout));
@@ -50,14 +62,23 @@ fn nmap_scans_are_counted() {
         return;
     }
     assert!(
-        std::process::Command::new("nmap").arg("--version").output().is_ok(),
+        std::process::Command::new("nmap")
+            .arg("--version")
+            .output()
+            .is_ok(),
         "nmap is not installed (cargo xtask setup installs it)"
     );
     let mut lab = AgentLab::start(&[]);
     // One source address per scan, so each scan's counters stand alone.
-    for addr in ["198.18.0.11/24", "198.18.0.12/24", "198.18.0.13/24", "198.18.0.14/24",
-        "198.18.0.15/24", "198.18.0.16/24", "fd00::11/64"]
-    {
+    for addr in [
+        "198.18.0.11/24",
+        "198.18.0.12/24",
+        "198.18.0.13/24",
+        "198.18.0.14/24",
+        "198.18.0.15/24",
+        "198.18.0.16/24",
+        "fd00::11/64",
+    ] {
         lab.lab.add_scanner_address(addr).expect("scanner address");
     }
 
@@ -71,20 +92,34 @@ fn nmap_scans_are_counted() {
     ] {
         let (seen, _) = scan_and_compare(&lab, source, &["-Pn", flag, TARGET_V4]);
         assert_eq!(count(&seen, kind), 1000, "nmap {flag}: 1000 {kind} probes");
-        assert_eq!(count(&seen, "syn") + count(&seen, "stealth"), 1000, "nmap {flag}");
+        assert_eq!(
+            count(&seen, "syn") + count(&seen, "stealth"),
+            1000,
+            "nmap {flag}"
+        );
     }
 
     // UDP: nmap sends protocol payloads, some ports more than once (62
     // datagrams for the top 50 ports with nmap 7.93); closed ports answer
     // with ICMP port unreachable (rate limit off in the lab).
-    let (seen, _) = scan_and_compare(&lab, "198.18.0.15", &["-Pn", "-sU", "--top-ports", "50", TARGET_V4]);
-    assert!(count(&seen, "udp") >= 50, "at least one datagram per port: {seen}");
+    let (seen, _) = scan_and_compare(
+        &lab,
+        "198.18.0.15",
+        &["-Pn", "-sU", "--top-ports", "50", TARGET_V4],
+    );
+    assert!(
+        count(&seen, "udp") >= 50,
+        "at least one datagram per port: {seen}"
+    );
 
     // Ping sweep of a /24 routed into the veth, whose addresses all answer:
     // nmap sends an ICMP echo to every address (and SYN/443, ACK/80 and ICMP
     // timestamps to those that have not answered yet).
     let (seen, _) = scan_and_compare(&lab, "198.18.0.16", &["-sn", "198.19.0.0/24"]);
-    assert!(count(&seen, "icmp_echo") >= 256, "nmap -sn /24: an echo per address: {seen}");
+    assert!(
+        count(&seen, "icmp_echo") >= 256,
+        "nmap -sn /24: an echo per address: {seen}"
+    );
 
     // IPv6 SYN scan.
     let (seen, _) = scan_and_compare(&lab, "fd00::11", &["-6", "-Pn", "-sS", TARGET_V6]);
@@ -104,7 +139,11 @@ fn nmap_scans_are_counted() {
         .iter()
         .filter_map(|o| o["source"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(sources.len(), 7, "only the seven scanners are tracked: {sources:?}");
+    assert_eq!(
+        sources.len(),
+        7,
+        "only the seven scanners are tracked: {sources:?}"
+    );
 
     assert!(lab.stop_agent(), "agent exits 0 on SIGTERM");
     assert!(!lab.pin_dir.exists(), "pins removed on clean stop");

@@ -76,12 +76,27 @@ fn every_probe_kind_counted_exactly_once() {
         return;
     };
     let cases: Vec<(&str, Packet, Counter)> = vec![
-        ("syn", v4("198.18.1.1", Transport::tcp(22, tcp::SYN)), Counter::ProbeSyn),
-        ("fin", v4("198.18.1.2", Transport::tcp(22, tcp::FIN)), Counter::ProbeStealth),
-        ("null", v4("198.18.1.3", Transport::tcp(22, 0)), Counter::ProbeStealth),
+        (
+            "syn",
+            v4("198.18.1.1", Transport::tcp(22, tcp::SYN)),
+            Counter::ProbeSyn,
+        ),
+        (
+            "fin",
+            v4("198.18.1.2", Transport::tcp(22, tcp::FIN)),
+            Counter::ProbeStealth,
+        ),
+        (
+            "null",
+            v4("198.18.1.3", Transport::tcp(22, 0)),
+            Counter::ProbeStealth,
+        ),
         (
             "xmas",
-            v4("198.18.1.4", Transport::tcp(22, tcp::FIN | tcp::PSH | tcp::URG)),
+            v4(
+                "198.18.1.4",
+                Transport::tcp(22, tcp::FIN | tcp::PSH | tcp::URG),
+            ),
             Counter::ProbeStealth,
         ),
         (
@@ -89,11 +104,31 @@ fn every_probe_kind_counted_exactly_once() {
             v4("198.18.1.5", Transport::tcp(22, tcp::SYN | tcp::FIN)),
             Counter::ProbeStealth,
         ),
-        ("udp", v4("198.18.1.6", Transport::udp(53)), Counter::ProbeUdp),
-        ("icmp echo", v4("198.18.1.7", Transport::icmp(8)), Counter::ProbeIcmpEcho),
-        ("icmp timestamp", v4("198.18.1.8", Transport::icmp(13)), Counter::ProbeIcmpOtherProbe),
-        ("icmp info", v4("198.18.1.9", Transport::icmp(15)), Counter::ProbeIcmpOtherProbe),
-        ("icmp mask", v4("198.18.1.10", Transport::icmp(17)), Counter::ProbeIcmpOtherProbe),
+        (
+            "udp",
+            v4("198.18.1.6", Transport::udp(53)),
+            Counter::ProbeUdp,
+        ),
+        (
+            "icmp echo",
+            v4("198.18.1.7", Transport::icmp(8)),
+            Counter::ProbeIcmpEcho,
+        ),
+        (
+            "icmp timestamp",
+            v4("198.18.1.8", Transport::icmp(13)),
+            Counter::ProbeIcmpOtherProbe,
+        ),
+        (
+            "icmp info",
+            v4("198.18.1.9", Transport::icmp(15)),
+            Counter::ProbeIcmpOtherProbe,
+        ),
+        (
+            "icmp mask",
+            v4("198.18.1.10", Transport::icmp(17)),
+            Counter::ProbeIcmpOtherProbe,
+        ),
         (
             "ipv4 non-first fragment",
             v4("198.18.1.11", Transport::tcp(22, tcp::SYN)).ipv4_fragment(3, false),
@@ -106,10 +141,26 @@ fn every_probe_kind_counted_exactly_once() {
                 .transport_len(8),
             Counter::ProbeFragment,
         ),
-        ("ipv6 syn", v6("fd00::1:1", Transport::tcp(22, tcp::SYN)), Counter::ProbeSyn),
-        ("ipv6 fin", v6("fd00::1:2", Transport::tcp(22, tcp::FIN)), Counter::ProbeStealth),
-        ("ipv6 udp", v6("fd00::1:3", Transport::udp(53)), Counter::ProbeUdp),
-        ("icmpv6 echo", v6("fd00::1:4", Transport::icmp(128)), Counter::ProbeIcmpEcho),
+        (
+            "ipv6 syn",
+            v6("fd00::1:1", Transport::tcp(22, tcp::SYN)),
+            Counter::ProbeSyn,
+        ),
+        (
+            "ipv6 fin",
+            v6("fd00::1:2", Transport::tcp(22, tcp::FIN)),
+            Counter::ProbeStealth,
+        ),
+        (
+            "ipv6 udp",
+            v6("fd00::1:3", Transport::udp(53)),
+            Counter::ProbeUdp,
+        ),
+        (
+            "icmpv6 echo",
+            v6("fd00::1:4", Transport::icmp(128)),
+            Counter::ProbeIcmpEcho,
+        ),
         (
             "icmpv6 node information query",
             v6("fd00::1:5", Transport::icmp(139)),
@@ -132,8 +183,13 @@ fn every_probe_kind_counted_exactly_once() {
             .expect("map read")
             .unwrap_or_else(|| panic!("{what}: source tracked"));
         assert_eq!(stats.total_probes(), 1, "{what}: one probe for its source");
-        let kind = ProbeKind::ALL[expected.clone() as usize];
-        assert_eq!(stats.probes_of(kind), 1, "{what}: counted as {}", kind.name());
+        let kind = ProbeKind::ALL[*expected as usize];
+        assert_eq!(
+            stats.probes_of(kind),
+            1,
+            "{what}: counted as {}",
+            kind.name()
+        );
         assert_eq!(stats.first_seen_ns, stats.last_seen_ns);
         assert!(stats.first_seen_ns > 0);
     }
@@ -147,7 +203,10 @@ fn non_probes_are_counted_but_not_tracked() {
         return;
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("ack", v4("198.18.2.1", Transport::tcp(22, tcp::ACK)).build()),
+        (
+            "ack",
+            v4("198.18.2.1", Transport::tcp(22, tcp::ACK)).build(),
+        ),
         ("ack+psh with data", {
             let mut p = v4("198.18.2.2", Transport::tcp(443, tcp::ACK | tcp::PSH));
             if let Transport::Tcp { payload, .. } = &mut p.transport {
@@ -155,11 +214,26 @@ fn non_probes_are_counted_but_not_tracked() {
             }
             p.build()
         }),
-        ("syn+ack", v4("198.18.2.3", Transport::tcp(22, tcp::SYN | tcp::ACK)).build()),
-        ("rst", v4("198.18.2.4", Transport::tcp(22, tcp::RST)).build()),
-        ("icmp echo reply", v4("198.18.2.5", Transport::icmp(0)).build()),
-        ("icmp unreachable", v4("198.18.2.6", Transport::icmp(3)).build()),
-        ("icmpv6 neighbour solicitation", v6("fd00::2:1", Transport::icmp(135)).build()),
+        (
+            "syn+ack",
+            v4("198.18.2.3", Transport::tcp(22, tcp::SYN | tcp::ACK)).build(),
+        ),
+        (
+            "rst",
+            v4("198.18.2.4", Transport::tcp(22, tcp::RST)).build(),
+        ),
+        (
+            "icmp echo reply",
+            v4("198.18.2.5", Transport::icmp(0)).build(),
+        ),
+        (
+            "icmp unreachable",
+            v4("198.18.2.6", Transport::icmp(3)).build(),
+        ),
+        (
+            "icmpv6 neighbour solicitation",
+            v6("fd00::2:1", Transport::icmp(135)).build(),
+        ),
         (
             "gre",
             v4(
@@ -199,16 +273,26 @@ fn vlan_and_qinq() {
         .vlan(TPID_8021AD)
         .vlan(TPID_8021Q)
         .vlan(TPID_8021Q);
-    assert_eq!(outcome_of(&mut h, &one.build(), "802.1Q"), Counter::ProbeSyn);
+    assert_eq!(
+        outcome_of(&mut h, &one.build(), "802.1Q"),
+        Counter::ProbeSyn
+    );
     assert_eq!(outcome_of(&mut h, &two.build(), "QinQ"), Counter::ProbeSyn);
-    assert_eq!(outcome_of(&mut h, &two_v6.build(), "QinQ v6"), Counter::ProbeUdp);
+    assert_eq!(
+        outcome_of(&mut h, &two_v6.build(), "QinQ v6"),
+        Counter::ProbeUdp
+    );
     assert_eq!(
         outcome_of(&mut h, &three.build(), "three tags"),
         Counter::NotIp,
         "more than two tags are not parsed"
     );
     for p in [&one, &two, &two_v6] {
-        assert!(h.source(p.src).expect("read").is_some(), "{} tracked", p.src);
+        assert!(
+            h.source(p.src).expect("read").is_some(),
+            "{} tracked",
+            p.src
+        );
     }
 }
 
@@ -222,8 +306,14 @@ fn ipv4_options() {
     let max = v4("198.18.4.2", Transport::tcp(80, tcp::FIN)).ipv4_options(&[1; 40]);
     assert_eq!(small.build()[14], 0x46);
     assert_eq!(max.build()[14], 0x4f);
-    assert_eq!(outcome_of(&mut h, &small.build(), "IHL 6"), Counter::ProbeSyn);
-    assert_eq!(outcome_of(&mut h, &max.build(), "IHL 15"), Counter::ProbeStealth);
+    assert_eq!(
+        outcome_of(&mut h, &small.build(), "IHL 6"),
+        Counter::ProbeSyn
+    );
+    assert_eq!(
+        outcome_of(&mut h, &max.build(), "IHL 15"),
+        Counter::ProbeStealth
+    );
 }
 
 #[test]
@@ -240,20 +330,29 @@ fn ipv6_extension_headers() {
             more: false,
         })
         .ipv6_ext(Ipv6Ext::DestinationOptions);
-    assert_eq!(outcome_of(&mut h, &chain.build(), "5 ext headers"), Counter::ProbeSyn);
+    assert_eq!(
+        outcome_of(&mut h, &chain.build(), "5 ext headers"),
+        Counter::ProbeSyn
+    );
 
     // First fragment (offset 0, more fragments) with a full header: classified by it.
     let first = v6("fd00::5:2", Transport::icmp(128)).ipv6_ext(Ipv6Ext::Fragment {
         offset: 0,
         more: true,
     });
-    assert_eq!(outcome_of(&mut h, &first.build(), "first fragment"), Counter::ProbeIcmpEcho);
+    assert_eq!(
+        outcome_of(&mut h, &first.build(), "first fragment"),
+        Counter::ProbeIcmpEcho
+    );
 
     let mut eight = v6("fd00::5:3", Transport::udp(53));
     for _ in 0..8 {
         eight = eight.ipv6_ext(Ipv6Ext::DestinationOptions);
     }
-    assert_eq!(outcome_of(&mut h, &eight.build(), "8 ext headers"), Counter::ProbeUdp);
+    assert_eq!(
+        outcome_of(&mut h, &eight.build(), "8 ext headers"),
+        Counter::ProbeUdp
+    );
 
     let mut nine = v6("fd00::5:4", Transport::udp(53));
     for _ in 0..9 {
@@ -263,7 +362,11 @@ fn ipv6_extension_headers() {
         outcome_of(&mut h, &nine.build(), "9 ext headers"),
         Counter::Ipv6ExtChainTooLong
     );
-    assert!(h.source("fd00::5:4".parse().expect("addr")).expect("read").is_none());
+    assert!(
+        h.source("fd00::5:4".parse().expect("addr"))
+            .expect("read")
+            .is_none()
+    );
 }
 
 /// Cuts a frame at every offset from the end of the Ethernet header to one
@@ -271,13 +374,25 @@ fn ipv6_extension_headers() {
 fn assert_every_cut_truncated(h: &mut XdpHarness, frame: &[u8], what: &str) {
     for cut in 14..frame.len() {
         let got = outcome_of(h, &frame[..cut], &format!("{what} cut at {cut}"));
-        assert_eq!(got, Counter::Truncated, "{what} cut at {cut} of {}", frame.len());
+        assert_eq!(
+            got,
+            Counter::Truncated,
+            "{what} cut at {cut} of {}",
+            frame.len()
+        );
     }
     // The kernel refuses to run XDP on frames shorter than an Ethernet header.
     for cut in 0..14 {
-        assert!(h.run(&frame[..cut]).is_err(), "kernel rejects a {cut}-byte frame");
+        assert!(
+            h.run(&frame[..cut]).is_err(),
+            "kernel rejects a {cut}-byte frame"
+        );
     }
-    assert_ne!(outcome_of(h, frame, what), Counter::Truncated, "{what} uncut");
+    assert_ne!(
+        outcome_of(h, frame, what),
+        Counter::Truncated,
+        "{what} uncut"
+    );
 }
 
 #[test]
@@ -338,7 +453,11 @@ fn malformed_headers() {
         ("IPv6 version 4", &bad_v6),
         ("extension header beyond payload", &over_claiming_ext),
     ] {
-        assert_eq!(outcome_of(&mut h, frame, what), Counter::Malformed, "{what}");
+        assert_eq!(
+            outcome_of(&mut h, frame, what),
+            Counter::Malformed,
+            "{what}"
+        );
     }
     assert!(h.sources().expect("sources").is_empty());
 }
@@ -350,7 +469,11 @@ fn repeated_probes_accumulate_per_source() {
     };
     let src: IpAddr = "198.18.8.1".parse().expect("addr");
     for port in 1..=100u16 {
-        let f = Packet::from_ips(src, TARGET4.parse().expect("addr"), Transport::tcp(port, tcp::SYN));
+        let f = Packet::from_ips(
+            src,
+            TARGET4.parse().expect("addr"),
+            Transport::tcp(port, tcp::SYN),
+        );
         h.run(&f.build()).expect("run");
     }
     h.run(&Packet::from_ips(src, TARGET4.parse().expect("addr"), Transport::udp(53)).build())
@@ -365,7 +488,12 @@ fn repeated_probes_accumulate_per_source() {
     // Repeat in the kernel: 10,000 more SYNs of one frame.
     let (action, _) = h
         .run_repeat(
-            &Packet::from_ips(src, TARGET4.parse().expect("addr"), Transport::tcp(80, tcp::SYN)).build(),
+            &Packet::from_ips(
+                src,
+                TARGET4.parse().expect("addr"),
+                Transport::tcp(80, tcp::SYN),
+            )
+            .build(),
             10_000,
         )
         .expect("run");
@@ -382,13 +510,21 @@ fn lru_map_stays_bounded() {
     let mut h = XdpHarness::load(1024).expect("load");
     for i in 0..5000u32 {
         let src = std::net::Ipv4Addr::from(0xc612_0000 | i); // 198.18.x.y
-        let f = Packet::from_ips(IpAddr::V4(src), TARGET4.parse().expect("addr"), Transport::tcp(22, tcp::SYN));
+        let f = Packet::from_ips(
+            IpAddr::V4(src),
+            TARGET4.parse().expect("addr"),
+            Transport::tcp(22, tcp::SYN),
+        );
         h.run(&f.build()).expect("run");
     }
     let tracked = h.sources().expect("sources").len();
     assert!(tracked <= 1024, "{tracked} sources in a 1024-entry map");
     let c = h.counters().expect("counters");
     assert_eq!(c.get(Counter::ProbeSyn), 5000);
-    assert_eq!(c.get(Counter::SourcesCreated), 5000, "evicted sources are re-created");
+    assert_eq!(
+        c.get(Counter::SourcesCreated),
+        5000,
+        "evicted sources are re-created"
+    );
     assert_eq!(c.get(Counter::SourceUpdateErrors), 0);
 }

@@ -1,1 +1,106 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | test | lint | demo`.
+//!
+//! `setup` installs what is missing on a Debian machine (nightly rust-src,
+//! bpf-linker 0.10.3, Debian packages); `test` and `demo` run it first.
+
+mod demo;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing toolchain pieces and Debian packages.
+    Setup,
+    /// Formatting and clippy (userspace and the eBPF crate).
+    Lint,
+    /// Setup, lint, then every test (the privileged ones need root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// A namespace lab: attach the agent, run a real nmap scan, show what it saw.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::ensure(),
+        Task::Lint => setup::ensure().and_then(|()| lint()),
+        Task::Test { cargo_args } => setup::ensure()
+            .and_then(|()| lint())
+            .and_then(|()| test(&cargo_args)),
+        Task::Demo => setup::ensure().and_then(|()| demo::demo()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command, failing with its description if it fails.
+pub(crate) fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let desc = format!("{cmd:?}");
+    eprintln!("xtask: {desc}");
+    let status = cmd.status().with_context(|| format!("cannot run {desc}"))?;
+    if !status.success() {
+        bail!("{desc} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn lint() -> anyhow::Result<()> {
+    run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
+    // Default members only: never --workspace (it would build the eBPF crate for the host).
+    run_cmd(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    run_cmd(Command::new("cargo").args([
+        "+nightly",
+        "clippy",
+        "-Z",
+        "build-std=core",
+        "--target",
+        "bpfel-unknown-none",
+        "-p",
+        "scanwatch-ebpf",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc_geteuid() } != 0
+        && std::env::var("SCANWATCH_ALLOW_SKIP_PRIVILEGED").as_deref() != Ok("1")
+    {
+        bail!(
+            "the test suite loads XDP programs and builds network namespaces: run it as root \
+             (sudo -E cargo xtask test), or set SCANWATCH_ALLOW_SKIP_PRIVILEGED=1 to skip those tests"
+        );
+    }
+    run_cmd(cargo().arg("test").args(extra))
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -25,7 +25,14 @@ impl AgentLab {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/scanwatch-test-{}", lab.target_ns));
         let mut cmd = lab.in_target();
         cmd.arg(AGENT)
-            .args(["run", "--iface", &lab.target_if, "--interval", "1", "--pin-dir"])
+            .args([
+                "run",
+                "--iface",
+                &lab.target_if,
+                "--interval",
+                "1",
+                "--pin-dir",
+            ])
             .arg(&pin_dir)
             .args(extra_args);
         let agent_pid = lab.spawn(cmd).expect("start the agent");
@@ -90,7 +97,14 @@ impl Drop for AgentLab {
 }
 
 /// Probe counts by kind, in the order of `scanwatch top --json` fields.
-pub const KINDS: [&str; 6] = ["syn", "stealth", "udp", "icmp_echo", "icmp_other_probe", "fragment"];
+pub const KINDS: [&str; 6] = [
+    "syn",
+    "stealth",
+    "udp",
+    "icmp_echo",
+    "icmp_other_probe",
+    "fragment",
+];
 
 /// What nmap says it sent (`--packet-trace` SENT lines), classified with the
 /// same rules as the XDP program: the ground truth for the agent's counters.
@@ -136,7 +150,10 @@ fn tcp_flags(letters: &str) -> u8 {
 
 fn icmp_type(line: &str) -> Option<u8> {
     let at = line.find("type=")? + 5;
-    let digits: String = line[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
