@@ -40,6 +40,7 @@ pub struct ScanwatchMaps {
     counters: PerCpuHashMap<MapData, u32, IfaceCounters>,
     names: HashMap<MapData, u32, IfaceName>,
     source_capacity: u32,
+    source_map_id: u32,
 }
 
 impl ScanwatchMaps {
@@ -105,8 +106,11 @@ impl ScanwatchMaps {
     }
 
     fn from_maps(sources: Map, counters: Map, names: Map) -> Result<Self, MapsError> {
-        let source_capacity = match &sources {
-            Map::LruHashMap(data) => data.info().map_err(map_err(SOURCES_MAP))?.max_entries(),
+        let (source_capacity, source_map_id) = match &sources {
+            Map::LruHashMap(data) => {
+                let info = data.info().map_err(map_err(SOURCES_MAP))?;
+                (info.max_entries(), info.id())
+            }
             _ => {
                 return Err(MapsError::Map {
                     name: SOURCES_MAP,
@@ -119,7 +123,14 @@ impl ScanwatchMaps {
             counters: PerCpuHashMap::try_from(counters).map_err(map_err(IFACE_COUNTERS_MAP))?,
             names: HashMap::try_from(names).map_err(map_err(IFACE_NAMES_MAP))?,
             source_capacity,
+            source_map_id,
         })
+    }
+
+    /// Kernel memory charged for the source map (`memlock` in the map's
+    /// fdinfo), as the kernel reports it rather than computed by hand.
+    pub fn source_map_memory_bytes(&self) -> Option<u64> {
+        map_memlock_bytes(self.source_map_id)
     }
 
     /// Maximum number of tracked sources (the LRU map's size).
@@ -174,4 +185,22 @@ impl ScanwatchMaps {
             Err(e) => Err(map_err(SOURCES_MAP)(e)),
         }
     }
+}
+
+/// The `memlock` figure of the map with id `map_id`, read from the fdinfo of
+/// one of this process's descriptors for it.
+pub fn map_memlock_bytes(map_id: u32) -> Option<u64> {
+    let want = format!("map_id:\t{map_id}");
+    for entry in std::fs::read_dir("/proc/self/fdinfo").ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        if text.lines().any(|l| l == want) {
+            return text
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok());
+        }
+    }
+    None
 }

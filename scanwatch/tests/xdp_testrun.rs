@@ -528,3 +528,30 @@ fn lru_map_stays_bounded() {
     );
     assert_eq!(c.get(Counter::SourceUpdateErrors), 0);
 }
+
+#[test]
+fn source_map_memory_per_entry() {
+    let Some(_) = harness("source_map_memory_per_entry") else {
+        return;
+    };
+    // Read from the kernel (map fdinfo), not computed by hand; the README quotes this.
+    for size in [1024u32, 262_144] {
+        let h = XdpHarness::load(size).expect("load");
+        let bytes = h
+            .maps()
+            .source_map_memory_bytes()
+            .expect("memlock in fdinfo");
+        let per_entry = bytes / u64::from(size);
+        println!(
+            "source map: {size} entries -> {bytes} bytes of kernel memory ({per_entry} bytes per source)"
+        );
+        let value_and_key = (std::mem::size_of::<scanwatch_common::SourceStats>()
+            + std::mem::size_of::<scanwatch_common::SourceKey>())
+            as u64;
+        assert!(per_entry >= value_and_key, "{per_entry} bytes per entry");
+        assert!(
+            per_entry <= 320,
+            "{per_entry} bytes per entry (README says at most 320)"
+        );
+    }
+}
