@@ -7,6 +7,10 @@
 
 pub mod classify;
 pub mod maps;
+pub mod sketch;
 
 pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
-pub use maps::{Counter, IfaceCounters, IfaceName, SourceKey, SourceStats};
+pub use maps::{
+    Counter, DetectConfig, IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats, WindowState,
+    trigger,
+};

@@ -4,7 +4,10 @@
 //! or reserved fields instead) and are plain old data, so the agent can read
 //! them with `aya::Pod`.
 
-use crate::classify::{PROBE_KINDS, ProbeKind};
+use crate::{
+    classify::{PROBE_KINDS, ProbeKind},
+    sketch::{HOST_SET, PORT_SET},
+};
 
 /// Name of the per-source LRU hash map (`SourceKey` -> `SourceStats`).
 pub const SOURCES_MAP: &str = "SOURCES";
@@ -12,6 +15,12 @@ pub const SOURCES_MAP: &str = "SOURCES";
 pub const IFACE_COUNTERS_MAP: &str = "IFACE_COUNTERS";
 /// Name of the ifindex -> interface name map written by the agent (`u32` -> `IfaceName`).
 pub const IFACE_NAMES_MAP: &str = "IFACE_NAMES";
+/// Name of the ring buffer of threshold crossings (`ScanEvent`).
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Size of the events ring buffer in bytes.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Name of the load-time detection settings (`DetectConfig`) global.
+pub const DETECT_CONFIG_GLOBAL: &str = "DETECT_CONFIG";
 /// Name of the XDP program in the object file.
 pub const XDP_PROGRAM: &str = "scanwatch";
 
@@ -73,17 +82,88 @@ impl SourceKey {
     }
 }
 
-/// Words reserved in each source entry for the distinct destination port and
-/// host estimates of the detection engine (128 bytes).
-pub const SKETCH_WORDS: usize = 16;
+/// Threshold crossings the kernel reports, as bits of
+/// [`WindowState::reported`] and [`ScanEvent::triggers`].
+pub mod trigger {
+    /// Distinct destination ports (TCP and UDP) reached the `port_scan` threshold.
+    pub const PORTS: u32 = 1 << 0;
+    /// Distinct UDP destination ports reached the `udp_scan` threshold.
+    pub const UDP_PORTS: u32 = 1 << 1;
+    /// Distinct destination hosts reached the `host_sweep` threshold.
+    pub const HOSTS: u32 = 1 << 2;
+    /// Distinct hosts sent ICMP probes reached the `ping_sweep` threshold.
+    pub const ICMP_HOSTS: u32 = 1 << 3;
+    /// Stealth probes in the window reached the `stealth_scan` threshold.
+    pub const STEALTH: u32 = 1 << 4;
+    /// SYNs within one rate bucket (2^30 ns, about 1.07 s) reached the `syn_flood_source` threshold.
+    pub const SYN_RATE: u32 = 1 << 5;
+    pub const ALL: u32 = PORTS | UDP_PORTS | HOSTS | ICMP_HOSTS | STEALTH | SYN_RATE;
+}
+
+/// Per-source state of the current detection window; zeroed when a new
+/// window starts. See [`crate::sketch`] for the sets and bitmaps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowState {
+    /// Trigger bits already reported (one ring-buffer event per bit per window).
+    pub reported: u32,
+    /// Rate bucket (boot ns >> 30) of `rate_syn`.
+    pub rate_bucket: u32,
+    /// SYNs in that bucket.
+    pub rate_syn: u32,
+    /// Used slots of `port_set`, of which UDP-tagged.
+    pub port_set_len: u32,
+    pub udp_set_len: u32,
+    /// Used slots of `host_set`, of which ICMP-flagged.
+    pub host_set_len: u32,
+    pub icmp_set_len: u32,
+    /// Set bits of each bitmap.
+    pub port_bits_set: u32,
+    pub udp_bits_set: u32,
+    pub host_bits_set: u32,
+    pub icmp_bits_set: u32,
+    pub _pad: u32,
+    /// Probes in this window, by kind.
+    pub probes: [u32; PROBE_KINDS],
+    pub port_set: [u32; PORT_SET],
+    pub host_set: [u32; HOST_SET],
+    pub port_bits: [u64; 8],
+    pub udp_bits: [u64; 4],
+    pub host_bits: [u64; 8],
+    pub icmp_bits: [u64; 4],
+}
+
+impl WindowState {
+    pub const ZERO: Self = Self {
+        reported: 0,
+        rate_bucket: 0,
+        rate_syn: 0,
+        port_set_len: 0,
+        udp_set_len: 0,
+        host_set_len: 0,
+        icmp_set_len: 0,
+        port_bits_set: 0,
+        udp_bits_set: 0,
+        host_bits_set: 0,
+        icmp_bits_set: 0,
+        _pad: 0,
+        probes: [0; PROBE_KINDS],
+        port_set: [0; PORT_SET],
+        host_set: [0; HOST_SET],
+        port_bits: [0; 8],
+        udp_bits: [0; 4],
+        host_bits: [0; 8],
+        icmp_bits: [0; 4],
+    };
+    /// Size in 8-byte words (the kernel zeroes it word by word).
+    pub const WORDS: usize = core::mem::size_of::<Self>() / 8;
+}
 
 /// What the kernel keeps per source address.
-///
-/// 200 bytes of value; see the README for the kernel's per-entry overhead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SourceStats {
-    /// Probe counters, indexed by [`ProbeKind::index`].
+    /// Probe counters since the source was first seen, indexed by [`ProbeKind::index`].
     pub probes: [u64; PROBE_KINDS],
     /// `CLOCK_BOOTTIME` nanoseconds of the first probe seen (entry creation).
     pub first_seen_ns: u64,
@@ -91,25 +171,29 @@ pub struct SourceStats {
     pub last_seen_ns: u64,
     /// Interface index the latest probe arrived on.
     pub last_ifindex: u32,
-    /// Detection marks (bit set per scan type), owned by the detection engine.
-    pub flags: u32,
-    /// Reserved for the distinct-port / distinct-host sketches.
-    pub sketch: [u64; SKETCH_WORDS],
+    pub _pad: u32,
+    /// Start of the current detection window (`CLOCK_BOOTTIME` ns).
+    pub window_start_ns: u64,
+    pub window: WindowState,
 }
 
 impl SourceStats {
-    /// A fresh entry for a source whose first probe is `kind`.
+    /// All zero: the kernel inserts this (from a global, to stay within the
+    /// 512-byte BPF stack) and then stamps the times.
+    pub const ZERO: Self = Self::new(0, 0);
+
+    /// A fresh entry for a source whose first probe arrives at `now_ns`
+    /// (the caller then records the probe itself).
     #[inline(always)]
-    pub const fn first(kind: ProbeKind, now_ns: u64, ifindex: u32) -> Self {
-        let mut probes = [0u64; PROBE_KINDS];
-        probes[kind as usize] = 1;
+    pub const fn new(now_ns: u64, ifindex: u32) -> Self {
         Self {
-            probes,
+            probes: [0u64; PROBE_KINDS],
             first_seen_ns: now_ns,
             last_seen_ns: now_ns,
             last_ifindex: ifindex,
-            flags: 0,
-            sketch: [0; SKETCH_WORDS],
+            _pad: 0,
+            window_start_ns: now_ns,
+            window: WindowState::ZERO,
         }
     }
 
@@ -122,6 +206,59 @@ impl SourceStats {
     pub const fn probes_of(&self, kind: ProbeKind) -> u64 {
         self.probes[kind as usize]
     }
+}
+
+/// Load-time detection settings, read by the kernel (a global the agent
+/// sets before loading). A threshold the kernel cannot reach is `u32::MAX`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetectConfig {
+    /// Length of the tumbling per-source window.
+    pub window_ns: u64,
+    /// `port_scan`: crossing when the exact set holds this many ports, or
+    /// (for thresholds above the set's size) when this many bitmap bits are set.
+    pub ports_exact: u32,
+    pub ports_bits: u32,
+    pub udp_exact: u32,
+    pub udp_bits: u32,
+    pub hosts_exact: u32,
+    pub hosts_bits: u32,
+    pub icmp_exact: u32,
+    pub icmp_bits: u32,
+    /// Stealth probes in the window.
+    pub stealth: u32,
+    /// SYNs in one rate bucket.
+    pub syn_rate: u32,
+}
+
+impl DetectConfig {
+    /// Never crosses anything (used until the agent sets real values).
+    pub const DISABLED: Self = Self {
+        window_ns: 300_000_000_000,
+        ports_exact: u32::MAX,
+        ports_bits: u32::MAX,
+        udp_exact: u32::MAX,
+        udp_bits: u32::MAX,
+        hosts_exact: u32::MAX,
+        hosts_bits: u32::MAX,
+        icmp_exact: u32::MAX,
+        icmp_bits: u32::MAX,
+        stealth: u32::MAX,
+        syn_rate: u32::MAX,
+    };
+}
+
+/// A threshold crossing, sent through the `EVENTS` ring buffer at most once
+/// per source, trigger and window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanEvent {
+    pub source: SourceKey,
+    pub time_ns: u64,
+    pub window_start_ns: u64,
+    pub ifindex: u32,
+    /// The trigger bits that crossed with this probe.
+    pub triggers: u32,
 }
 
 /// Per-interface counters. Every packet increments `Packets` and exactly one
@@ -153,6 +290,10 @@ pub enum Counter {
     SourcesCreated = 12,
     /// Source map updates the kernel refused (should stay zero).
     SourceUpdateErrors = 13,
+    /// Threshold crossings lost because the ring buffer was full.
+    EventsDropped = 14,
+    /// Threshold crossings sent to the agent.
+    EventsSent = 15,
 }
 
 /// Number of counter slots (room left for later counters).
@@ -160,7 +301,7 @@ pub const COUNTER_SLOTS: usize = 24;
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::ProbeSyn,
         Self::ProbeStealth,
         Self::ProbeUdp,
@@ -175,6 +316,8 @@ impl Counter {
         Self::Packets,
         Self::SourcesCreated,
         Self::SourceUpdateErrors,
+        Self::EventsDropped,
+        Self::EventsSent,
     ];
 
     /// The counter slot of a probe kind.
@@ -207,6 +350,8 @@ impl Counter {
             Self::Packets => "packets",
             Self::SourcesCreated => "sources_created",
             Self::SourceUpdateErrors => "source_update_errors",
+            Self::EventsDropped => "events_dropped",
+            Self::EventsSent => "events_sent",
         }
     }
 }
@@ -265,8 +410,10 @@ impl IfaceName {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are repr(C), Copy, without padding, valid for any bit pattern.
+    // SAFETY: all are repr(C), Copy, without padding, valid for any bit pattern.
     unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::DetectConfig {}
+    unsafe impl aya::Pod for super::ScanEvent {}
     unsafe impl aya::Pod for super::SourceStats {}
     unsafe impl aya::Pod for super::IfaceCounters {}
     unsafe impl aya::Pod for super::IfaceName {}
@@ -279,11 +426,11 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<SourceKey>(), 16);
-        assert_eq!(core::mem::size_of::<SourceStats>(), 200);
-        assert_eq!(
-            core::mem::size_of::<SourceStats>(),
-            8 * PROBE_KINDS + 8 + 8 + 4 + 4 + 8 * SKETCH_WORDS
-        );
+        assert_eq!(core::mem::size_of::<WindowState>(), 456);
+        assert_eq!(WindowState::WORDS * 8, core::mem::size_of::<WindowState>());
+        assert_eq!(core::mem::size_of::<SourceStats>(), 8 * PROBE_KINDS + 8 + 8 + 8 + 8 + 456);
+        assert_eq!(core::mem::size_of::<DetectConfig>(), 48);
+        assert_eq!(core::mem::size_of::<ScanEvent>(), 40);
         assert_eq!(core::mem::size_of::<IfaceCounters>(), 8 * COUNTER_SLOTS);
         assert_eq!(core::mem::size_of::<IfaceName>(), 16);
     }
@@ -310,11 +457,10 @@ mod tests {
     }
 
     #[test]
-    fn first_entry() {
-        let s = SourceStats::first(ProbeKind::Udp, 5, 3);
-        assert_eq!(s.probes_of(ProbeKind::Udp), 1);
-        assert_eq!(s.total_probes(), 1);
-        assert_eq!((s.first_seen_ns, s.last_seen_ns, s.last_ifindex), (5, 5, 3));
+    fn new_entry() {
+        let s = SourceStats::new(5, 3);
+        assert_eq!(s.total_probes(), 0);
+        assert_eq!((s.first_seen_ns, s.last_seen_ns, s.last_ifindex, s.window_start_ns), (5, 5, 3, 5));
     }
 
     #[test]

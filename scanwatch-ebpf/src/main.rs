@@ -7,22 +7,29 @@
 #![allow(internal_features)]
 
 mod parse;
+mod window;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::generated::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuHashMap, RingBuf},
     programs::XdpContext,
 };
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use scanwatch_common::{
-    Counter, IfaceCounters, IfaceName, ProbeKind, SourceKey, SourceStats,
-    classify::PROBE_KINDS,
-    maps::{COUNTER_SLOTS, DEFAULT_SOURCE_MAP_SIZE, MAX_INTERFACES},
+    Counter, DetectConfig, IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
+    maps::{COUNTER_SLOTS, DEFAULT_SOURCE_MAP_SIZE, EVENTS_BYTES, MAX_INTERFACES},
 };
 
-use crate::parse::{Outcome, ParseError, parse};
+use crate::parse::{Outcome, ParseError, Probe, parse};
+
+/// Detection settings, set by the agent at load time.
+#[unsafe(no_mangle)]
+static DETECT_CONFIG: DetectConfig = DetectConfig::DISABLED;
+
+/// Threshold crossings for the agent: at most one per source, trigger and window.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Per-source probe counters. The agent sets the size at load time.
 #[map]
@@ -40,6 +47,10 @@ static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
 static IFACE_NAMES: HashMap<u32, IfaceName> = HashMap::with_max_entries(MAX_INTERFACES, 0);
 
 const EEXIST: i32 = 17;
+
+/// Initial map values, inserted from globals: too large for the BPF stack.
+static EMPTY_SOURCE: SourceStats = SourceStats::ZERO;
+static ZERO_COUNTERS: IfaceCounters = IfaceCounters::ZERO;
 
 #[xdp]
 pub fn scanwatch(ctx: XdpContext) -> u32 {
@@ -69,7 +80,7 @@ fn try_scanwatch(ctx: &XdpContext) -> Result<u32, ParseError> {
         Outcome::NotProbe => bump_counter(counters, Counter::NotProbe),
         Outcome::Probe(probe) => {
             bump_counter(counters, Counter::probe(probe.kind));
-            track_source(&probe.source, probe.kind, ifindex, counters);
+            track_source(&probe, ifindex, counters);
         }
     }
     Ok(xdp_action::XDP_PASS)
@@ -82,7 +93,7 @@ fn iface_counters(ifindex: u32) -> Option<*mut IfaceCounters> {
         return Some(p);
     }
     // Lost races and a full map both end in the lookup below failing or not.
-    let _ = IFACE_COUNTERS.insert(ifindex, IfaceCounters::ZERO, u64::from(BPF_NOEXIST));
+    let _ = IFACE_COUNTERS.insert(ifindex, &ZERO_COUNTERS, u64::from(BPF_NOEXIST));
     IFACE_COUNTERS.get_ptr_mut(ifindex)
 }
 
@@ -96,41 +107,60 @@ fn bump_counter(counters: *mut IfaceCounters, counter: Counter) {
 }
 
 #[inline(always)]
-fn track_source(source: &SourceKey, kind: ProbeKind, ifindex: u32, counters: *mut IfaceCounters) {
+fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    if let Some(entry) = SOURCES.get_ptr_mut(source) {
-        bump_source(entry, kind, now, ifindex);
-        return;
-    }
-    let fresh = SourceStats::first(kind, now, ifindex);
-    match SOURCES.insert(source, fresh, u64::from(BPF_NOEXIST)) {
-        Ok(()) => bump_counter(counters, Counter::SourcesCreated),
-        // Another CPU created it between our lookup and insert.
-        Err(e) if e == -EEXIST => match SOURCES.get_ptr_mut(source) {
-            Some(entry) => bump_source(entry, kind, now, ifindex),
-            None => bump_counter(counters, Counter::SourceUpdateErrors),
-        },
-        Err(_) => bump_counter(counters, Counter::SourceUpdateErrors),
-    }
-}
-
-#[inline(always)]
-fn bump_source(entry: *mut SourceStats, kind: ProbeKind, now: u64, ifindex: u32) {
-    let idx = kind.index();
-    if idx >= PROBE_KINDS {
-        return;
-    }
-    // SAFETY: `entry` is a live map value; the counter add is atomic because
-    // several CPUs update the same source; the timestamps are plain stores
-    // (a lost race leaves a timestamp a few ns older).
-    unsafe {
-        let counter = core::ptr::addr_of_mut!((*entry).probes)
-            .cast::<u64>()
-            .add(idx);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1);
-        (*entry).last_seen_ns = now;
-        (*entry).last_ifindex = ifindex;
+    // SAFETY: a volatile read keeps LLVM from folding the load-time value.
+    let cfg = unsafe { core::ptr::read_volatile(&raw const DETECT_CONFIG) };
+    let entry = match SOURCES.get_ptr_mut(&probe.source) {
+        Some(entry) => entry,
+        None => {
+            let mut created = false;
+            match SOURCES.insert(&probe.source, &EMPTY_SOURCE, u64::from(BPF_NOEXIST)) {
+                Ok(()) => {
+                    created = true;
+                    bump_counter(counters, Counter::SourcesCreated);
+                }
+                // Another CPU created it between our lookup and insert.
+                Err(e) if e == -EEXIST => {}
+                Err(_) => {
+                    bump_counter(counters, Counter::SourceUpdateErrors);
+                    return;
+                }
+            }
+            match SOURCES.get_ptr_mut(&probe.source) {
+                Some(entry) => {
+                    if created {
+                        // SAFETY: entry is the live value this CPU just inserted.
+                        unsafe {
+                            (*entry).first_seen_ns = now;
+                            (*entry).window_start_ns = now;
+                        }
+                    }
+                    entry
+                }
+                None => {
+                    bump_counter(counters, Counter::SourceUpdateErrors);
+                    return;
+                }
+            }
+        }
+    };
+    let fresh = window::record(entry, probe, now, ifindex, &cfg);
+    if fresh != 0 {
+        // SAFETY: entry is live; the window start is a plain read.
+        let window_start_ns = unsafe { (*entry).window_start_ns };
+        let event = ScanEvent {
+            source: probe.source,
+            time_ns: now,
+            window_start_ns,
+            ifindex,
+            triggers: fresh,
+        };
+        match EVENTS.output::<ScanEvent>(&event, 0) {
+            Ok(()) => bump_counter(counters, Counter::EventsSent),
+            Err(_) => bump_counter(counters, Counter::EventsDropped),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey, classify_icmp, classify_icmpv6, classify_tcp,
     maps::MAX_IPV6_EXT_HEADERS,
+    sketch::{addr_hash, port_entry},
 };
 
 const ETH_HLEN: usize = 14;
@@ -51,10 +52,14 @@ impl ParseError {
     }
 }
 
-/// A probe and who sent it.
+/// A probe: its kind, who sent it, and where to.
 pub struct Probe {
     pub kind: ProbeKind,
     pub source: SourceKey,
+    /// Hash of the destination address (`sketch::addr_hash`).
+    pub dst_hash: u32,
+    /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
+    pub port: u32,
 }
 
 pub enum Outcome {
@@ -131,6 +136,11 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Outcome, ParseError> {
         return Err(ParseError::Truncated);
     }
     let source = SourceKey::v4([hdr[12], hdr[13], hdr[14], hdr[15]]);
+    let dst = SourceKey::v4([hdr[16], hdr[17], hdr[18], hdr[19]]);
+    let source = Flow {
+        source,
+        dst_hash: addr_hash(&dst.addr),
+    };
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
     let more_fragments = frag & 0x2000 != 0;
     if frag & 0x1fff != 0 {
@@ -159,7 +169,12 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Outcome, ParseError> {
     let mut next = hdr[6];
     let mut source_addr = [0u8; 16];
     source_addr.copy_from_slice(&hdr[8..24]);
-    let source = SourceKey::v6(source_addr);
+    let mut dst_addr = [0u8; 16];
+    dst_addr.copy_from_slice(&hdr[24..40]);
+    let source = Flow {
+        source: SourceKey::v6(source_addr),
+        dst_hash: addr_hash(&dst_addr),
+    };
 
     let payload_start = l3 + 40;
     // Payload length 0 means a jumbogram (hop-by-hop option): trust the frame.
@@ -230,9 +245,31 @@ fn is_ipv6_ext(next: u8) -> bool {
     )
 }
 
+/// Who talks to whom, carried down to the transport layer.
+#[derive(Clone, Copy)]
+struct Flow {
+    source: SourceKey,
+    dst_hash: u32,
+}
+
 #[inline(always)]
-fn probe(kind: ProbeKind, source: SourceKey) -> Outcome {
-    Outcome::Probe(Probe { kind, source })
+fn probe(kind: ProbeKind, flow: Flow) -> Outcome {
+    Outcome::Probe(Probe {
+        kind,
+        source: flow.source,
+        dst_hash: flow.dst_hash,
+        port: 0,
+    })
+}
+
+#[inline(always)]
+fn port_probe(kind: ProbeKind, flow: Flow, port: u16, udp: bool) -> Outcome {
+    Outcome::Probe(Probe {
+        kind,
+        source: flow.source,
+        dst_hash: flow.dst_hash,
+        port: port_entry(port, udp),
+    })
 }
 
 /// Where the transport header starts and how many bytes the IP layer says it has.
@@ -247,7 +284,7 @@ struct L4 {
 impl L4 {
     /// The IP lengths leave less room than the transport header needs.
     #[inline(always)]
-    fn short(&self, source: SourceKey) -> Result<Outcome, ParseError> {
+    fn short(&self, source: Flow) -> Result<Outcome, ParseError> {
         if self.first_fragment {
             Ok(probe(ProbeKind::Fragment, source))
         } else {
@@ -260,7 +297,7 @@ impl L4 {
         &self,
         ctx: &XdpContext,
         proto: u8,
-        source: SourceKey,
+        source: Flow,
     ) -> Result<Outcome, ParseError> {
         match proto {
             IPPROTO_TCP => {
@@ -274,7 +311,7 @@ impl L4 {
                     return Err(ParseError::Malformed);
                 }
                 Ok(match classify_tcp(tcp[13]) {
-                    Some(kind) => probe(kind, source),
+                    Some(kind) => port_probe(kind, source, u16::from_be_bytes([tcp[2], tcp[3]]), false),
                     None => Outcome::NotProbe,
                 })
             }
@@ -283,15 +320,15 @@ impl L4 {
                     return self.short(source);
                 }
                 // SAFETY: ptr_at checked the UDP header lies inside the packet.
-                let _udp = unsafe { *ptr_at::<[u8; 8]>(ctx, self.offset)? };
-                Ok(probe(ProbeKind::Udp, source))
+                let udp = unsafe { *ptr_at::<[u8; 8]>(ctx, self.offset)? };
+                Ok(port_probe(ProbeKind::Udp, source, u16::from_be_bytes([udp[2], udp[3]]), true))
             }
             _ => Ok(Outcome::NotProbe),
         }
     }
 
     #[inline(always)]
-    fn icmp(&self, ctx: &XdpContext, source: SourceKey, v6: bool) -> Result<Outcome, ParseError> {
+    fn icmp(&self, ctx: &XdpContext, source: Flow, v6: bool) -> Result<Outcome, ParseError> {
         if self.len < 4 {
             return self.short(source);
         }

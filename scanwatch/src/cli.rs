@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use scanwatch_common::maps::{DEFAULT_SOURCE_MAP_SIZE, MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE};
 
-use crate::{bpffs::DEFAULT_PIN_DIR, loader::AttachMode};
+use crate::{alerts::DEFAULT_ALERT_LOG, bpffs::DEFAULT_PIN_DIR, loader::AttachMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +53,12 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub interval: u64,
+    /// TOML configuration (detection windows, thresholds, ignore list); defaults without it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// File the alerts are appended to, one JSON object per line.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_ALERT_LOG)]
+    pub alert_log: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +94,8 @@ mod tests {
         assert_eq!(run.xdp_mode, AttachMode::Auto);
         assert_eq!(run.pin_dir, PathBuf::from("/sys/fs/bpf/scanwatch"));
         assert_eq!(run.map_size, 262_144);
+        assert_eq!(run.alert_log, PathBuf::from("/var/log/scanwatch/alerts.jsonl"));
+        assert_eq!(run.config, None);
     }
 
     #[test]

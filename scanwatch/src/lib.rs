@@ -4,9 +4,13 @@
 //! `main.rs` only wires these modules together.
 
 pub mod agent;
+pub mod alerts;
 pub mod bpffs;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod detect;
+pub mod engine;
 pub mod loader;
 pub mod maps;
 pub mod privileges;

@@ -6,7 +6,10 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use scanwatch_common::maps::{MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE, SOURCES_MAP, XDP_PROGRAM};
+use scanwatch_common::{
+    DetectConfig,
+    maps::{DETECT_CONFIG_GLOBAL, MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE, SOURCES_MAP, XDP_PROGRAM},
+};
 
 /// The XDP object built by `build.rs` (scanwatch-ebpf for bpfel).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scanwatch"));
@@ -100,11 +103,13 @@ pub fn validate_map_size(size: u32) -> Result<u32, LoadError> {
     }
 }
 
-/// Loads the object with a source map of `map_size` entries and loads (verifies) the program.
-pub fn load(map_size: u32) -> Result<Ebpf, LoadError> {
+/// Loads the object with a source map of `map_size` entries and the
+/// detection settings `detect`, and loads (verifies) the program.
+pub fn load(map_size: u32, detect: &DetectConfig) -> Result<Ebpf, LoadError> {
     let map_size = validate_map_size(map_size)?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(SOURCES_MAP, map_size)
+        .override_global(DETECT_CONFIG_GLOBAL, detect, true)
         .load(OBJECT)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
     xdp_program(&mut ebpf)?

@@ -11,19 +11,21 @@ use scanwatch::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let result = match cli.command {
-        Command::Run(args) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(agent::run(args)).map_err(anyhow::Error::from)),
-        Command::Top(args) => top::run(&args).map_err(anyhow::Error::from),
+    let result: Result<(), (anyhow::Error, u8)> = match cli.command {
+        Command::Run(args) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(agent::run(args)).map_err(|e| {
+                let code = e.exit_code();
+                (e.into(), code)
+            }),
+            Err(e) => Err((e.into(), 1)),
+        },
+        Command::Top(args) => top::run(&args).map_err(|e| (e.into(), 1)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((e, code)) => {
             let _ = writeln!(std::io::stderr(), "scanwatch: error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

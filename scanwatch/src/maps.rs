@@ -5,11 +5,11 @@ use std::{collections::BTreeMap, collections::HashMap as StdHashMap, path::Path}
 
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData, MapError, PerCpuHashMap},
+    maps::{HashMap, Map, MapData, MapError, PerCpuHashMap, RingBuf},
 };
 use scanwatch_common::{
     IfaceCounters, IfaceName, SourceKey, SourceStats,
-    maps::{IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, SOURCES_MAP},
+    maps::{EVENTS_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, SOURCES_MAP},
 };
 
 use crate::{
@@ -32,6 +32,13 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
         name,
         detail: error_chain(&e),
     }
+}
+
+/// The threshold-crossing ring buffer of a loaded object (not pinned: only
+/// the agent that loaded the program reads it).
+pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
+    let map = ebpf.take_map(EVENTS_MAP).ok_or(MapsError::Missing(EVENTS_MAP))?;
+    RingBuf::try_from(map).map_err(map_err(EVENTS_MAP))
 }
 
 /// The agent's maps.

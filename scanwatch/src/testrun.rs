@@ -6,11 +6,13 @@ use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunOptions},
 };
-use scanwatch_common::{IfaceCounters, SourceKey, SourceStats};
+use aya::maps::{MapData, RingBuf};
+use scanwatch_common::{DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats};
 
 use crate::{
+    engine::Engine,
     loader::{self, LoadError, error_chain},
-    maps::{MapsError, ScanwatchMaps},
+    maps::{MapsError, ScanwatchMaps, take_events},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +29,22 @@ pub enum TestRunError {
 pub struct XdpHarness {
     ebpf: Ebpf,
     maps: ScanwatchMaps,
+    events: RingBuf<MapData>,
 }
 
 impl XdpHarness {
-    /// Loads the program with a source map of `map_size` entries.
+    /// Loads the program with a source map of `map_size` entries and the
+    /// default detection settings.
     pub fn load(map_size: u32) -> Result<Self, TestRunError> {
-        let mut ebpf = loader::load(map_size)?;
+        Self::load_with(map_size, &crate::config::Detection::default().kernel_config())
+    }
+
+    /// Loads the program with the given detection settings.
+    pub fn load_with(map_size: u32, detect: &DetectConfig) -> Result<Self, TestRunError> {
+        let mut ebpf = loader::load(map_size, detect)?;
         let maps = ScanwatchMaps::take(&mut ebpf)?;
-        Ok(Self { ebpf, maps })
+        let events = take_events(&mut ebpf)?;
+        Ok(Self { ebpf, maps, events })
     }
 
     /// Runs the program once on `frame`; returns its XDP action.
@@ -78,5 +88,16 @@ impl XdpHarness {
 
     pub fn maps(&self) -> &ScanwatchMaps {
         &self.maps
+    }
+
+    /// Threshold crossings sent since the last call.
+    pub fn events(&mut self) -> Vec<ScanEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            if let Some(e) = Engine::decode(&item) {
+                out.push(e);
+            }
+        }
+        out
     }
 }

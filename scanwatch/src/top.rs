@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use crate::{
     bpffs::PinDirError,
+    config::Detection,
+    detect::{Evidence, ScanType, classify},
     cli::TopArgs,
     clock::BootClock,
     maps::{MapsError, ScanwatchMaps},
@@ -67,6 +69,11 @@ pub struct SourceRow {
     pub icmp_other_probe: u64,
     pub fragment: u64,
     pub total: u64,
+    /// Distinct destination ports and hosts in the current window.
+    pub distinct_ports: u64,
+    pub distinct_hosts: u64,
+    /// Scan types the kernel flagged in the current window.
+    pub flagged: Vec<ScanType>,
     pub first_seen: String,
     pub last_seen: String,
     #[serde(skip)]
@@ -80,7 +87,12 @@ impl SourceRow {
         names: &BTreeMap<u32, String>,
         clock: &BootClock,
     ) -> Self {
+        let evidence = Evidence::from_stats(stats);
         Self {
+            distinct_ports: evidence.distinct_ports,
+            distinct_hosts: evidence.distinct_hosts,
+            // The kernel only crosses thresholds of enabled types.
+            flagged: classify(&evidence, &Detection::default()),
             source: key.ip().to_string(),
             interface: names.get(&stats.last_ifindex).cloned(),
             syn: stats.probes_of(ProbeKind::Syn),
@@ -164,7 +176,7 @@ mod tests {
 
     fn row(ip: &str, kind: ProbeKind, n: u64, last: u64) -> SourceRow {
         let key = SourceKey::from_ip(ip.parse().unwrap());
-        let mut s = SourceStats::first(kind, 1_000_000_000, 2);
+        let mut s = SourceStats::new(1_000_000_000, 2);
         s.probes[kind.index()] = n;
         s.last_seen_ns = last;
         let names = BTreeMap::from([(2, "veth0".to_string())]);
@@ -200,7 +212,8 @@ mod tests {
         assert_eq!(o["interface"], "veth0");
         assert_eq!(o["first_seen"], "1970-01-01T00:01:31.000Z");
         assert_eq!(o["last_seen"], "1970-01-01T00:01:39.000Z");
-        for k in ["udp", "icmp_echo", "icmp_other_probe", "fragment", "total"] {
+        assert_eq!(o["flagged"], serde_json::json!([]));
+        for k in ["udp", "icmp_echo", "icmp_other_probe", "fragment", "total", "distinct_ports", "distinct_hosts"] {
             assert!(o.get(k).is_some(), "{k}");
         }
     }

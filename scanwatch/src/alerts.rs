@@ -1,0 +1,260 @@
+//! Alerts with evidence: one JSON object per line, appended to the alert
+//! log (and logged). Each line is written with a single `write` on an
+//! `O_APPEND` file and nothing is buffered, so a line is either in the file
+//! or was never accepted; SIGHUP reopens the file for log rotation.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use scanwatch_common::{ProbeKind, SourceKey, SourceStats};
+use serde::Serialize;
+
+use crate::{
+    clock::BootClock,
+    detect::{AlertReason, Confidence, Evidence, ScanType, attack_technique},
+};
+
+pub const DEFAULT_ALERT_LOG: &str = "/var/log/scanwatch/alerts.jsonl";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertLogError {
+    #[error("alert log {path}: cannot {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot encode alert: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// One alert line.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    pub time: String,
+    pub source: String,
+    pub interface: Option<String>,
+    pub scan_types: Vec<ScanType>,
+    pub attack_technique: &'static str,
+    pub detector: &'static str,
+    pub reason: AlertReason,
+    pub window_seconds: u64,
+    pub window_start: String,
+    /// Probes in the window, by kind.
+    pub syn: u64,
+    pub stealth: u64,
+    pub udp: u64,
+    pub icmp_echo: u64,
+    pub icmp_other_probe: u64,
+    pub fragment: u64,
+    pub total_probes: u64,
+    pub distinct_ports: u64,
+    pub distinct_udp_ports: u64,
+    pub distinct_hosts: u64,
+    pub distinct_icmp_hosts: u64,
+    pub sample_ports: Vec<u16>,
+    /// When the source was first and last seen (any window).
+    pub first_seen: String,
+    pub last_seen: String,
+    pub confidence: Confidence,
+    /// `none` until mitigation exists.
+    pub action: &'static str,
+}
+
+/// Everything an alert is built from.
+pub struct AlertInput<'a> {
+    pub key: &'a SourceKey,
+    pub stats: &'a SourceStats,
+    pub evidence: &'a Evidence,
+    pub types: Vec<ScanType>,
+    pub reason: AlertReason,
+    pub confidence: Confidence,
+    pub interface: Option<String>,
+    pub window_seconds: u64,
+    pub clock: &'a BootClock,
+}
+
+impl Alert {
+    pub fn new(i: AlertInput<'_>) -> Self {
+        let ev = i.evidence;
+        Self {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            source: i.key.ip().to_string(),
+            interface: i.interface,
+            attack_technique: attack_technique(&i.types),
+            scan_types: i.types,
+            detector: "threshold",
+            reason: i.reason,
+            window_seconds: i.window_seconds,
+            window_start: i.clock.rfc3339(ev.window_start_ns),
+            syn: ev.probes(ProbeKind::Syn),
+            stealth: ev.probes(ProbeKind::Stealth),
+            udp: ev.probes(ProbeKind::Udp),
+            icmp_echo: ev.probes(ProbeKind::IcmpEcho),
+            icmp_other_probe: ev.probes(ProbeKind::IcmpOtherProbe),
+            fragment: ev.probes(ProbeKind::Fragment),
+            total_probes: ev.total(),
+            distinct_ports: ev.distinct_ports,
+            distinct_udp_ports: ev.distinct_udp_ports,
+            distinct_hosts: ev.distinct_hosts,
+            distinct_icmp_hosts: ev.distinct_icmp_hosts,
+            sample_ports: ev.sample_ports.clone(),
+            first_seen: i.clock.rfc3339(i.stats.first_seen_ns),
+            last_seen: i.clock.rfc3339(i.stats.last_seen_ns),
+            confidence: i.confidence,
+            action: "none",
+        }
+    }
+
+    /// A short human line for the agent's log.
+    pub fn summary(&self) -> String {
+        let types: Vec<&str> = self.scan_types.iter().map(|t| t.name()).collect();
+        format!(
+            "ALERT {} {} ({}, {} confidence): {} probes, {} ports, {} hosts in the window; sample ports {:?}",
+            self.source,
+            types.join("+"),
+            self.attack_technique,
+            match self.confidence {
+                Confidence::Low => "low",
+                Confidence::Medium => "medium",
+                Confidence::High => "high",
+            },
+            self.total_probes,
+            self.distinct_ports,
+            self.distinct_hosts,
+            self.sample_ports
+        )
+    }
+}
+
+/// The alert log file.
+pub struct AlertLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl AlertLog {
+    /// Opens (creating it and its directory if needed) for appending.
+    pub fn open(path: &Path) -> Result<Self, AlertLogError> {
+        let io = |op| {
+            move |source| AlertLogError::Io {
+                path: path.to_path_buf(),
+                op,
+                source,
+            }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io("create its directory"))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io("open"))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reopens the path (after rotation moved the old file away).
+    pub fn reopen(&mut self) -> Result<(), AlertLogError> {
+        *self = Self::open(&self.path.clone())?;
+        Ok(())
+    }
+
+    /// Appends one line (a single write).
+    pub fn append(&mut self, alert: &Alert) -> Result<(), AlertLogError> {
+        let mut line = serde_json::to_vec(alert)?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(|source| AlertLogError::Io {
+            path: self.path.clone(),
+            op: "append",
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::ScanType;
+    use std::time::{Duration, SystemTime};
+
+    fn sample() -> Alert {
+        let key = SourceKey::v4([198, 18, 0, 9]);
+        let stats = SourceStats::new(1_000_000_000, 2);
+        let ev = Evidence {
+            window_probes: [1000, 0, 0, 0, 0, 0],
+            distinct_ports: 1000,
+            distinct_udp_ports: 0,
+            distinct_hosts: 1,
+            distinct_icmp_hosts: 0,
+            sample_ports: vec![22, 80, 443],
+            triggers: 1,
+            window_start_ns: 1_000_000_000,
+        };
+        let clock = BootClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(100), 10_000_000_000);
+        Alert::new(AlertInput {
+            key: &key,
+            stats: &stats,
+            evidence: &ev,
+            types: vec![ScanType::PortScan],
+            reason: AlertReason::New,
+            confidence: Confidence::High,
+            interface: Some("eth0".into()),
+            window_seconds: 300,
+            clock: &clock,
+        })
+    }
+
+    #[test]
+    fn alert_json_has_the_evidence_fields() {
+        let v = serde_json::to_value(sample()).unwrap();
+        for field in [
+            "time", "source", "interface", "scan_types", "attack_technique", "window_seconds", "syn", "stealth",
+            "udp", "icmp_echo", "icmp_other_probe", "fragment", "distinct_ports", "distinct_hosts", "sample_ports",
+            "first_seen", "last_seen", "confidence", "action",
+        ] {
+            assert!(v.get(field).is_some(), "{field} missing: {v}");
+        }
+        assert_eq!(v["scan_types"], serde_json::json!(["port_scan"]));
+        assert_eq!(v["attack_technique"], "T1595");
+        assert_eq!(v["confidence"], "high");
+        assert_eq!(v["action"], "none");
+        assert_eq!(v["first_seen"], "1970-01-01T00:01:31.000Z");
+    }
+
+    #[test]
+    fn appends_lines_and_reopens_after_rotation() {
+        let dir = std::env::temp_dir().join(format!("scanwatch-alerts-{}", std::process::id()));
+        let path = dir.join("sub/alerts.jsonl");
+        let mut log = AlertLog::open(&path).unwrap();
+        log.append(&sample()).unwrap();
+        std::fs::rename(&path, dir.join("sub/alerts.jsonl.1")).unwrap();
+        log.reopen().unwrap();
+        log.append(&sample()).unwrap();
+        log.append(&sample()).unwrap();
+        let rotated = std::fs::read_to_string(dir.join("sub/alerts.jsonl.1")).unwrap();
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(rotated.lines().count(), 1);
+        assert_eq!(current.lines().count(), 2);
+        for line in current.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_path_is_an_error_not_a_panic() {
+        let e = AlertLog::open(Path::new("/proc/scanwatch/alerts.jsonl")).err().expect("error");
+        assert!(e.to_string().contains("/proc/scanwatch/alerts.jsonl"), "{e}");
+    }
+}

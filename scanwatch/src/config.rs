@@ -1,0 +1,346 @@
+//! The TOML configuration file (`--config`): detection windows, thresholds,
+//! suppression and the `ignore` list. Every field has a default, so an empty
+//! file (or no file) is a valid configuration.
+
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use ipnet::IpNet;
+use scanwatch_common::{
+    DetectConfig,
+    sketch::{HOST_BITS, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, UDP_BITS, bits_for_threshold},
+};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path}: line {line}: field `{field}`: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        field: String,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub detection: Detection,
+}
+
+/// `[detection]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Detection {
+    /// Length of each source's tumbling window (Zeek: 5 minutes).
+    pub window_seconds: u64,
+    /// At most one alert per source and scan type within this time...
+    pub suppression_seconds: u64,
+    /// ...unless the source's probes in the window grow by this factor.
+    pub escalation_factor: f64,
+    /// Sources never alerted on (health checkers, monitoring, own networks).
+    pub ignore: Vec<IpNet>,
+    pub port_scan: DistinctPorts,
+    pub udp_scan: DistinctPorts,
+    pub host_sweep: DistinctHosts,
+    pub ping_sweep: DistinctHosts,
+    pub stealth_scan: StealthScan,
+    pub syn_flood_source: SynFlood,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Self {
+            window_seconds: 300,
+            suppression_seconds: 600,
+            escalation_factor: 4.0,
+            ignore: Vec::new(),
+            port_scan: DistinctPorts {
+                enabled: true,
+                distinct_ports: 15,
+            },
+            udp_scan: DistinctPorts {
+                enabled: true,
+                distinct_ports: 15,
+            },
+            host_sweep: DistinctHosts {
+                enabled: true,
+                distinct_hosts: 25,
+            },
+            ping_sweep: DistinctHosts {
+                enabled: true,
+                distinct_hosts: 10,
+            },
+            stealth_scan: StealthScan {
+                enabled: true,
+                probes: 5,
+            },
+            syn_flood_source: SynFlood {
+                enabled: true,
+                syns_per_second: 20_000,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DistinctPorts {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub distinct_ports: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DistinctHosts {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub distinct_hosts: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StealthScan {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub probes: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SynFlood {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub syns_per_second: u32,
+}
+
+const fn yes() -> bool {
+    true
+}
+
+/// Most that linear counting over `bits` can tell apart (m ln m, rounded down).
+fn sketch_limit(bits: u32) -> u32 {
+    let m = f64::from(bits);
+    (m * m.ln()).floor() as u32 - 1
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses and validates TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string().trim().replace('\n', " | "),
+        })?;
+        config.validate(text, path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, path: &str) -> Result<(), ConfigError> {
+        let d = &self.detection;
+        let invalid = |table: &str, key: &str, message: String| ConfigError::Invalid {
+            path: path.to_string(),
+            line: line_of(text, table, key),
+            field: if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            },
+            message,
+        };
+        let range = |table: &str, key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(table, key, format!("{v} is out of range {lo}..={hi}")))
+            }
+        };
+        range("detection", "window_seconds", d.window_seconds, 1, 86_400)?;
+        range("detection", "suppression_seconds", d.suppression_seconds, 0, 7 * 86_400)?;
+        if !(d.escalation_factor.is_finite() && d.escalation_factor > 1.0) {
+            return Err(invalid(
+                "detection",
+                "escalation_factor",
+                format!("{} must be a number above 1", d.escalation_factor),
+            ));
+        }
+        let ports_max = u64::from(sketch_limit(PORT_BITS));
+        let udp_max = u64::from(sketch_limit(UDP_BITS));
+        let hosts_max = u64::from(sketch_limit(HOST_BITS));
+        let icmp_max = u64::from(sketch_limit(ICMP_BITS));
+        range("detection.port_scan", "distinct_ports", u64::from(d.port_scan.distinct_ports), 2, ports_max)?;
+        range("detection.udp_scan", "distinct_ports", u64::from(d.udp_scan.distinct_ports), 2, udp_max)?;
+        range("detection.host_sweep", "distinct_hosts", u64::from(d.host_sweep.distinct_hosts), 2, hosts_max)?;
+        range("detection.ping_sweep", "distinct_hosts", u64::from(d.ping_sweep.distinct_hosts), 2, icmp_max)?;
+        range("detection.stealth_scan", "probes", u64::from(d.stealth_scan.probes), 1, 1_000_000)?;
+        range(
+            "detection.syn_flood_source",
+            "syns_per_second",
+            u64::from(d.syn_flood_source.syns_per_second),
+            100,
+            100_000_000,
+        )?;
+        Ok(())
+    }
+}
+
+/// The 1-based line where `key` is set inside `[table]` (0 if not found:
+/// the value is a default).
+fn line_of(text: &str, table: &str, key: &str) -> usize {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        if current == table
+            && t.split('=').next().map(str::trim) == Some(key)
+        {
+            return i + 1;
+        }
+    }
+    0
+}
+
+impl Detection {
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_seconds)
+    }
+
+    pub fn suppression(&self) -> Duration {
+        Duration::from_secs(self.suppression_seconds)
+    }
+
+    /// Whether `ip` is in an `ignore` network.
+    pub fn ignored(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.ignore.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The thresholds as the kernel applies them: exact-set counts where the
+    /// threshold fits the set, bitmap bit counts beyond. Disabled types never cross.
+    pub fn kernel_config(&self) -> DetectConfig {
+        fn split(enabled: bool, threshold: u32, set: usize, bits: u32) -> (u32, u32) {
+            if !enabled {
+                (u32::MAX, u32::MAX)
+            } else if threshold as usize <= set {
+                (threshold, u32::MAX)
+            } else {
+                (u32::MAX, bits_for_threshold(threshold, bits))
+            }
+        }
+        let (ports_exact, ports_bits) = split(self.port_scan.enabled, self.port_scan.distinct_ports, PORT_SET, PORT_BITS);
+        let (udp_exact, udp_bits) = split(self.udp_scan.enabled, self.udp_scan.distinct_ports, PORT_SET, UDP_BITS);
+        let (hosts_exact, hosts_bits) =
+            split(self.host_sweep.enabled, self.host_sweep.distinct_hosts, HOST_SET, HOST_BITS);
+        let (icmp_exact, icmp_bits) =
+            split(self.ping_sweep.enabled, self.ping_sweep.distinct_hosts, HOST_SET, ICMP_BITS);
+        DetectConfig {
+            window_ns: self.window_seconds.saturating_mul(1_000_000_000),
+            ports_exact,
+            ports_bits,
+            udp_exact,
+            udp_bits,
+            hosts_exact,
+            hosts_bits,
+            icmp_exact,
+            icmp_bits,
+            stealth: if self.stealth_scan.enabled { self.stealth_scan.probes } else { u32::MAX },
+            syn_rate: if self.syn_flood_source.enabled {
+                // Per ~1.07 s rate bucket (2^30 ns).
+                ((f64::from(self.syn_flood_source.syns_per_second) * 1.073_741_824).ceil()) as u32
+            } else {
+                u32::MAX
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("", "x.toml").unwrap();
+        assert_eq!(c, Config::default());
+        let d = &c.detection;
+        assert_eq!(d.window_seconds, 300);
+        assert_eq!(d.port_scan.distinct_ports, 15);
+        assert_eq!(d.host_sweep.distinct_hosts, 25);
+    }
+
+    #[test]
+    fn full_file() {
+        let c = Config::parse(
+            r#"
+[detection]
+window_seconds = 60
+suppression_seconds = 30
+escalation_factor = 2.5
+ignore = ["198.18.5.0/24", "fd00:5::/64"]
+
+[detection.port_scan]
+distinct_ports = 100
+
+[detection.ping_sweep]
+enabled = false
+distinct_hosts = 10
+"#,
+            "x.toml",
+        )
+        .unwrap();
+        let d = &c.detection;
+        assert_eq!(d.window_seconds, 60);
+        assert!(d.ignored("198.18.5.7".parse().unwrap()));
+        assert!(d.ignored("::ffff:198.18.5.7".parse().unwrap()), "IPv4-mapped too");
+        assert!(d.ignored("fd00:5::9".parse().unwrap()));
+        assert!(!d.ignored("198.18.6.1".parse().unwrap()));
+        let k = d.kernel_config();
+        assert_eq!(k.window_ns, 60_000_000_000);
+        assert_eq!(k.ports_exact, u32::MAX, "100 ports is beyond the exact set");
+        assert_eq!(k.ports_bits, bits_for_threshold(100, PORT_BITS));
+        assert_eq!((k.icmp_exact, k.icmp_bits), (u32::MAX, u32::MAX), "disabled");
+        assert_eq!((k.hosts_exact, k.hosts_bits), (25, u32::MAX), "25 hosts fit the exact set");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = Config::parse("[detection.port_scan]\ndistinct_ports = 1\n", "/etc/s.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config /etc/s.toml: line 2: field `detection.port_scan.distinct_ports`: 1 is out of range 2..=3193"
+        );
+        let e = Config::parse("[detection]\nwindow_secs = 5\n", "s.toml").unwrap_err();
+        assert!(e.to_string().contains("window_secs"), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = Config::parse("[detection]\nignore = [\"10.0.0.0/33\"]\n", "s.toml").unwrap_err();
+        assert!(e.to_string().contains("s.toml"), "{e}");
+        let e = Config::parse("[detection]\nescalation_factor = 1.0\n", "s.toml").unwrap_err();
+        assert!(e.to_string().contains("escalation_factor"), "{e}");
+        let e = Config::parse("[detection.port_scan]\ndistinct_ports = \"many\"\n", "s.toml").unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+}
