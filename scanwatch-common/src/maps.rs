@@ -101,32 +101,34 @@ pub mod trigger {
 }
 
 /// Per-source state of the current detection window; zeroed when a new
-/// window starts. See [`crate::sketch`] for the sets and bitmaps.
+/// window starts. See [`crate::sketch`] for the sets and bitmaps. Every
+/// field the kernel updates atomically is 64 bits wide: the generic BPF cpu
+/// has 64-bit atomic fetch and compare-and-swap only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowState {
     /// Trigger bits already reported (one ring-buffer event per bit per window).
-    pub reported: u32,
+    pub reported: u64,
     /// Rate bucket (boot ns >> 30) of `rate_syn`.
-    pub rate_bucket: u32,
+    pub rate_bucket: u64,
     /// SYNs in that bucket.
-    pub rate_syn: u32,
+    pub rate_syn: u64,
     /// Used slots of `port_set`, of which UDP-tagged.
-    pub port_set_len: u32,
-    pub udp_set_len: u32,
+    pub port_set_len: u64,
+    pub udp_set_len: u64,
     /// Used slots of `host_set`, of which ICMP-flagged.
-    pub host_set_len: u32,
-    pub icmp_set_len: u32,
+    pub host_set_len: u64,
+    pub icmp_set_len: u64,
     /// Set bits of each bitmap.
-    pub port_bits_set: u32,
-    pub udp_bits_set: u32,
-    pub host_bits_set: u32,
-    pub icmp_bits_set: u32,
-    pub _pad: u32,
+    pub port_bits_set: u64,
+    pub udp_bits_set: u64,
+    pub host_bits_set: u64,
+    pub icmp_bits_set: u64,
     /// Probes in this window, by kind.
-    pub probes: [u32; PROBE_KINDS],
-    pub port_set: [u32; PORT_SET],
-    pub host_set: [u32; HOST_SET],
+    pub probes: [u64; PROBE_KINDS],
+    /// Exact sets: two `u32` entries per word (low half first).
+    pub port_set: [u64; PORT_SET / 2],
+    pub host_set: [u64; HOST_SET / 2],
     pub port_bits: [u64; 8],
     pub udp_bits: [u64; 4],
     pub host_bits: [u64; 8],
@@ -146,10 +148,9 @@ impl WindowState {
         udp_bits_set: 0,
         host_bits_set: 0,
         icmp_bits_set: 0,
-        _pad: 0,
         probes: [0; PROBE_KINDS],
-        port_set: [0; PORT_SET],
-        host_set: [0; HOST_SET],
+        port_set: [0; PORT_SET / 2],
+        host_set: [0; HOST_SET / 2],
         port_bits: [0; 8],
         udp_bits: [0; 4],
         host_bits: [0; 8],
@@ -157,6 +158,14 @@ impl WindowState {
     };
     /// Size in 8-byte words (the kernel zeroes it word by word).
     pub const WORDS: usize = core::mem::size_of::<Self>() / 8;
+
+    /// The entries of an exact set stored two per word (empty slots are 0).
+    pub fn entries(words: &[u64]) -> impl Iterator<Item = u32> + '_ {
+        words
+            .iter()
+            .flat_map(|w| [*w as u32, (*w >> 32) as u32])
+            .filter(|e| *e != 0)
+    }
 }
 
 /// What the kernel keeps per source address.
@@ -426,9 +435,9 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<SourceKey>(), 16);
-        assert_eq!(core::mem::size_of::<WindowState>(), 456);
+        assert_eq!(core::mem::size_of::<WindowState>(), 520);
         assert_eq!(WindowState::WORDS * 8, core::mem::size_of::<WindowState>());
-        assert_eq!(core::mem::size_of::<SourceStats>(), 8 * PROBE_KINDS + 8 + 8 + 8 + 8 + 456);
+        assert_eq!(core::mem::size_of::<SourceStats>(), 8 * PROBE_KINDS + 8 + 8 + 8 + 8 + 520);
         assert_eq!(core::mem::size_of::<DetectConfig>(), 48);
         assert_eq!(core::mem::size_of::<ScanEvent>(), 40);
         assert_eq!(core::mem::size_of::<IfaceCounters>(), 8 * COUNTER_SLOTS);

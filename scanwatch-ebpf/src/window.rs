@@ -1,7 +1,7 @@
 //! Per-source window state: counts, exact sets, bitmaps and threshold
 //! crossings. Several CPUs can update one source at once, so counters use
 //! atomic adds, set slots are claimed with compare-and-swap and bitmap bits
-//! with fetch-or (BPF atomics, cpu v3, kernel 5.12+).
+//! with fetch-or (64-bit BPF atomics, kernel 5.12+).
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd};
 
@@ -17,9 +17,14 @@ use scanwatch_common::{
 
 use crate::parse::Probe;
 
+/// Atomic add; returns the value read right after it (at least this CPU's
+/// sum; the generic BPF cpu cannot return the old value of an add).
 #[inline(always)]
-unsafe fn add_u32(p: *mut u32, v: u32) -> u32 {
-    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, v) }
+unsafe fn add(p: *mut u64, v: u64) -> u64 {
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v);
+        core::ptr::read_volatile(p)
+    }
 }
 
 /// Sets bit `index` of `bits` (a `[u64; N]`); returns whether it was newly set.
@@ -44,26 +49,41 @@ enum Slot {
     Full,
 }
 
-/// Finds or claims `entry` in `set` (compared under `mask`).
+/// Finds or claims `entry` in `set`, a set of `slots` u32 entries stored
+/// two per u64 word (compared under `mask`). A slot is claimed with a 64-bit
+/// compare-and-swap of its word; a lost race re-reads the word once.
 #[inline(always)]
-unsafe fn set_insert(set: *mut u32, len: usize, entry: u32, mask: u32) -> Slot {
-    let mut i = 0;
-    while i < len {
-        let slot = unsafe { set.add(i) };
-        let mut current = unsafe { core::ptr::read_volatile(slot) };
-        if current == 0 {
-            let (old, claimed) = unsafe {
-                atomic_cxchg::<u32, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(slot, 0, entry)
+unsafe fn set_insert(set: *mut u64, slots: usize, entry: u32, mask: u32) -> Slot {
+    let mut w = 0;
+    while w < slots / 2 {
+        let word_p = unsafe { set.add(w) };
+        let mut tries = 0;
+        while tries < 2 {
+            let word = unsafe { core::ptr::read_volatile(word_p) };
+            let lo = word as u32;
+            let hi = (word >> 32) as u32;
+            if lo != 0 && lo & mask == entry & mask {
+                return Slot::Found(2 * w);
+            }
+            if hi != 0 && hi & mask == entry & mask {
+                return Slot::Found(2 * w + 1);
+            }
+            let (new, slot) = if lo == 0 {
+                (word | u64::from(entry), 2 * w)
+            } else if hi == 0 {
+                (word | (u64::from(entry) << 32), 2 * w + 1)
+            } else {
+                break; // both halves hold other entries
+            };
+            let (_, claimed) = unsafe {
+                atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(word_p, word, new)
             };
             if claimed {
-                return Slot::New(i);
+                return Slot::New(slot);
             }
-            current = old;
+            tries += 1;
         }
-        if current & mask == entry & mask {
-            return Slot::Found(i);
-        }
-        i += 1;
+        w += 1;
     }
     Slot::Full
 }
@@ -111,33 +131,34 @@ pub fn record(entry: *mut SourceStats, probe: &Probe, now: u64, ifindex: u32, cf
         (*entry).last_ifindex = ifindex;
 
         let w = core::ptr::addr_of_mut!((*entry).window);
-        let window_kind = add_u32(core::ptr::addr_of_mut!((*w).probes).cast::<u32>().add(idx), 1) + 1;
+        let window_kind = add(core::ptr::addr_of_mut!((*w).probes).cast::<u64>().add(idx), 1);
 
         // Destination ports (TCP and UDP probes).
         if probe.port != 0 {
             let udp = probe.port & PORT_UDP != 0;
-            if let Slot::New(_) = set_insert(core::ptr::addr_of_mut!((*w).port_set).cast(), PORT_SET, probe.port, u32::MAX) {
-                add_u32(core::ptr::addr_of_mut!((*w).port_set_len), 1);
+            if let Slot::New(_) = set_insert(core::ptr::addr_of_mut!((*w).port_set).cast(), PORT_SET, probe.port, u32::MAX)
+            {
+                add(core::ptr::addr_of_mut!((*w).port_set_len), 1);
                 if udp {
-                    add_u32(core::ptr::addr_of_mut!((*w).udp_set_len), 1);
+                    add(core::ptr::addr_of_mut!((*w).udp_set_len), 1);
                 }
             }
             let h = port_hash(probe.port);
             if set_bit(core::ptr::addr_of_mut!((*w).port_bits).cast(), PORT_BITS / 64, bit_index(h, PORT_BITS)) {
-                add_u32(core::ptr::addr_of_mut!((*w).port_bits_set), 1);
+                add(core::ptr::addr_of_mut!((*w).port_bits_set), 1);
             }
             if udp && set_bit(core::ptr::addr_of_mut!((*w).udp_bits).cast(), UDP_BITS / 64, bit_index(h, UDP_BITS)) {
-                add_u32(core::ptr::addr_of_mut!((*w).udp_bits_set), 1);
+                add(core::ptr::addr_of_mut!((*w).udp_bits_set), 1);
             }
         }
 
         // Destination hosts (every probe), and those sent ICMP probes.
         let icmp = matches!(probe.kind, ProbeKind::IcmpEcho | ProbeKind::IcmpOtherProbe);
         let host = host_entry(probe.dst_hash);
-        let host_set = core::ptr::addr_of_mut!((*w).host_set).cast::<u32>();
+        let host_set = core::ptr::addr_of_mut!((*w).host_set).cast::<u64>();
         let slot = match set_insert(host_set, HOST_SET, host, !HOST_ICMP) {
             Slot::New(i) => {
-                add_u32(core::ptr::addr_of_mut!((*w).host_set_len), 1);
+                add(core::ptr::addr_of_mut!((*w).host_set_len), 1);
                 Some(i)
             }
             Slot::Found(i) => Some(i),
@@ -146,67 +167,68 @@ pub fn record(entry: *mut SourceStats, probe: &Probe, now: u64, ifindex: u32, cf
         if icmp {
             if let Some(i) = slot {
                 if i < HOST_SET {
-                    let old = atomic_or::<u32, u32, { AtomicOrdering::Relaxed }>(host_set.add(i), HOST_ICMP);
-                    if old & HOST_ICMP == 0 {
-                        add_u32(core::ptr::addr_of_mut!((*w).icmp_set_len), 1);
+                    let flag = u64::from(HOST_ICMP) << (32 * (i % 2));
+                    let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(host_set.add(i / 2), flag);
+                    if old & flag == 0 {
+                        add(core::ptr::addr_of_mut!((*w).icmp_set_len), 1);
                     }
                 }
             }
             if set_bit(core::ptr::addr_of_mut!((*w).icmp_bits).cast(), ICMP_BITS / 64, bit_index(probe.dst_hash, ICMP_BITS)) {
-                add_u32(core::ptr::addr_of_mut!((*w).icmp_bits_set), 1);
+                add(core::ptr::addr_of_mut!((*w).icmp_bits_set), 1);
             }
         }
         if set_bit(core::ptr::addr_of_mut!((*w).host_bits).cast(), HOST_BITS_WORDS, bit_index(probe.dst_hash, HOST_BITS)) {
-            add_u32(core::ptr::addr_of_mut!((*w).host_bits_set), 1);
+            add(core::ptr::addr_of_mut!((*w).host_bits_set), 1);
         }
 
         // SYN rate in ~1 s buckets.
         let mut rate_syn = 0;
         if matches!(probe.kind, ProbeKind::Syn) {
-            let bucket = (now >> 30) as u32;
+            let bucket = now >> 30;
             let bucket_p = core::ptr::addr_of_mut!((*w).rate_bucket);
             if core::ptr::read_volatile(bucket_p) != bucket {
                 core::ptr::write_volatile(bucket_p, bucket);
                 core::ptr::write_volatile(core::ptr::addr_of_mut!((*w).rate_syn), 0);
             }
-            rate_syn = add_u32(core::ptr::addr_of_mut!((*w).rate_syn), 1) + 1;
+            rate_syn = add(core::ptr::addr_of_mut!((*w).rate_syn), 1) + 1;
         }
 
         let mut crossed = 0;
-        let v = |p: *const u32| core::ptr::read_volatile(p);
-        if v(core::ptr::addr_of!((*w).port_set_len)) >= cfg.ports_exact
-            || v(core::ptr::addr_of!((*w).port_bits_set)) >= cfg.ports_bits
+        let v = |p: *const u64| core::ptr::read_volatile(p);
+        if v(core::ptr::addr_of!((*w).port_set_len)) >= u64::from(cfg.ports_exact)
+            || v(core::ptr::addr_of!((*w).port_bits_set)) >= u64::from(cfg.ports_bits)
         {
             crossed |= trigger::PORTS;
         }
-        if v(core::ptr::addr_of!((*w).udp_set_len)) >= cfg.udp_exact
-            || v(core::ptr::addr_of!((*w).udp_bits_set)) >= cfg.udp_bits
+        if v(core::ptr::addr_of!((*w).udp_set_len)) >= u64::from(cfg.udp_exact)
+            || v(core::ptr::addr_of!((*w).udp_bits_set)) >= u64::from(cfg.udp_bits)
         {
             crossed |= trigger::UDP_PORTS;
         }
-        if v(core::ptr::addr_of!((*w).host_set_len)) >= cfg.hosts_exact
-            || v(core::ptr::addr_of!((*w).host_bits_set)) >= cfg.hosts_bits
+        if v(core::ptr::addr_of!((*w).host_set_len)) >= u64::from(cfg.hosts_exact)
+            || v(core::ptr::addr_of!((*w).host_bits_set)) >= u64::from(cfg.hosts_bits)
         {
             crossed |= trigger::HOSTS;
         }
-        if v(core::ptr::addr_of!((*w).icmp_set_len)) >= cfg.icmp_exact
-            || v(core::ptr::addr_of!((*w).icmp_bits_set)) >= cfg.icmp_bits
+        if v(core::ptr::addr_of!((*w).icmp_set_len)) >= u64::from(cfg.icmp_exact)
+            || v(core::ptr::addr_of!((*w).icmp_bits_set)) >= u64::from(cfg.icmp_bits)
         {
             crossed |= trigger::ICMP_HOSTS;
         }
-        if matches!(probe.kind, ProbeKind::Stealth) && window_kind >= cfg.stealth {
+        if matches!(probe.kind, ProbeKind::Stealth) && window_kind >= u64::from(cfg.stealth) {
             crossed |= trigger::STEALTH;
         }
-        if rate_syn >= cfg.syn_rate {
+        if rate_syn >= u64::from(cfg.syn_rate) {
             crossed |= trigger::SYN_RATE;
         }
         let reported_p = core::ptr::addr_of_mut!((*w).reported);
-        let fresh = crossed & !core::ptr::read_volatile(reported_p);
+        let fresh = u64::from(crossed) & !core::ptr::read_volatile(reported_p);
         if fresh == 0 {
             return 0;
         }
-        let old = atomic_or::<u32, u32, { AtomicOrdering::Relaxed }>(reported_p, fresh);
-        fresh & !old
+        let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(reported_p, fresh);
+        (fresh & !old) as u32
     }
 }
 

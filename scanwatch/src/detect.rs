@@ -9,7 +9,7 @@ use std::{
 };
 
 use scanwatch_common::{
-    ProbeKind, SourceKey, SourceStats,
+    ProbeKind, SourceKey, SourceStats, WindowState,
     classify::PROBE_KINDS,
     sketch::{self, HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS},
     trigger,
@@ -79,35 +79,32 @@ impl Evidence {
         let w = &s.window;
         let ports_full = w.port_set_len as usize >= PORT_SET;
         let hosts_full = w.host_set_len as usize >= HOST_SET;
-        let sample_ports = w
-            .port_set
-            .iter()
-            .filter(|e| **e != 0)
-            .map(|e| sketch::entry_port(*e))
-            .collect();
-        let udp_in_set = w.port_set.iter().filter(|e| **e & PORT_UDP != 0).count() as u32;
-        let icmp_in_set = w
-            .host_set
-            .iter()
-            .filter(|e| **e != 0 && **e & HOST_ICMP != 0)
-            .count() as u32;
+        let sample_ports = WindowState::entries(&w.port_set).map(sketch::entry_port).collect();
+        let udp_in_set = WindowState::entries(&w.port_set).filter(|e| e & PORT_UDP != 0).count() as u32;
+        let icmp_in_set = WindowState::entries(&w.host_set).filter(|e| e & HOST_ICMP != 0).count() as u32;
+        let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         let mut window_probes = [0u64; PROBE_KINDS];
         for (out, n) in window_probes.iter_mut().zip(w.probes.iter()) {
             *out = u64::from(*n);
         }
         Self {
             window_probes,
-            distinct_ports: sketch::distinct(w.port_set_len, ports_full, w.port_bits_set, PORT_BITS),
-            distinct_udp_ports: sketch::distinct(udp_in_set.max(w.udp_set_len), ports_full, w.udp_bits_set, UDP_BITS),
-            distinct_hosts: sketch::distinct(w.host_set_len, hosts_full, w.host_bits_set, HOST_BITS),
+            distinct_ports: sketch::distinct(n(w.port_set_len), ports_full, n(w.port_bits_set), PORT_BITS),
+            distinct_udp_ports: sketch::distinct(
+                udp_in_set.max(n(w.udp_set_len)),
+                ports_full,
+                n(w.udp_bits_set),
+                UDP_BITS,
+            ),
+            distinct_hosts: sketch::distinct(n(w.host_set_len), hosts_full, n(w.host_bits_set), HOST_BITS),
             distinct_icmp_hosts: sketch::distinct(
-                icmp_in_set.max(w.icmp_set_len),
+                icmp_in_set.max(n(w.icmp_set_len)),
                 hosts_full,
-                w.icmp_bits_set,
+                n(w.icmp_bits_set),
                 ICMP_BITS,
             ),
             sample_ports,
-            triggers: w.reported,
+            triggers: n(w.reported),
             window_start_ns: s.window_start_ns,
         }
     }
@@ -285,7 +282,6 @@ impl Alerter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scanwatch_common::WindowState;
 
     fn evidence(triggers: u32, total: u64, window_start_ns: u64) -> Evidence {
         Evidence {
@@ -401,15 +397,15 @@ mod tests {
     fn evidence_decodes_the_kernel_window() {
         let mut s = SourceStats::new(5, 2);
         let w: &mut WindowState = &mut s.window;
-        w.port_set[0] = sketch::port_entry(22, false);
-        w.port_set[1] = sketch::port_entry(53, true);
+        w.port_set[0] =
+            u64::from(sketch::port_entry(22, false)) | (u64::from(sketch::port_entry(53, true)) << 32);
         w.port_set_len = 2;
         w.udp_set_len = 1;
-        w.host_set[0] = sketch::host_entry(0xdead_beef) | HOST_ICMP;
+        w.host_set[0] = u64::from(sketch::host_entry(0xdead_beef) | HOST_ICMP);
         w.host_set_len = 1;
         w.icmp_set_len = 1;
         w.probes[0] = 3;
-        w.reported = trigger::PORTS;
+        w.reported = u64::from(trigger::PORTS);
         let ev = Evidence::from_stats(&s);
         assert_eq!(ev.sample_ports, vec![22, 53]);
         assert_eq!((ev.distinct_ports, ev.distinct_udp_ports), (2, 1));

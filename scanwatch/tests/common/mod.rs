@@ -16,6 +16,7 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
 pub struct AgentLab {
     pub lab: Lab,
     pub pin_dir: PathBuf,
+    pub alert_log: PathBuf,
     pub agent_pid: u32,
 }
 
@@ -82,6 +83,30 @@ impl AgentLab {
         run(&mut cmd).expect("scanner command")
     }
 
+    /// Alert lines written so far.
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.alert_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("alert lines are JSON"))
+            .collect()
+    }
+
+    /// Waits up to `timeout` for an alert about `source`; returns it.
+    pub fn wait_alert(&self, source: &str, timeout: Duration) -> Option<serde_json::Value> {
+        let want: IpAddr = source.parse().expect("address literal");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.alerts().into_iter().find(|a| {
+                a["source"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(want)
+            });
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops the agent with SIGTERM; returns whether it exited with status 0.
     pub fn stop_agent(&mut self) -> bool {
         let status = self.lab.stop(self.agent_pid, Duration::from_secs(10));
@@ -93,6 +118,9 @@ impl Drop for AgentLab {
     fn drop(&mut self) {
         // The lab kills the agent; remove pins it could not.
         let _ = std::fs::remove_dir_all(&self.pin_dir);
+        if let Some(dir) = self.alert_log.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
