@@ -24,22 +24,19 @@ impl AgentLab {
     pub fn start(extra_args: &[&str]) -> Self {
         let mut lab = Lab::new().expect("build the namespace lab");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/scanwatch-test-{}", lab.target_ns));
+        let alert_log = std::env::temp_dir().join(format!("scanwatch-test-{}/alerts.jsonl", lab.target_ns));
         let mut cmd = lab.in_target();
         cmd.arg(AGENT)
-            .args([
-                "run",
-                "--iface",
-                &lab.target_if,
-                "--interval",
-                "1",
-                "--pin-dir",
-            ])
+            .args(["run", "--iface", &lab.target_if, "--interval", "1", "--pin-dir"])
             .arg(&pin_dir)
+            .arg("--alert-log")
+            .arg(&alert_log)
             .args(extra_args);
         let agent_pid = lab.spawn(cmd).expect("start the agent");
         let me = Self {
             lab,
             pin_dir,
+            alert_log,
             agent_pid,
         };
         me.wait_ready();
