@@ -15,6 +15,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
+    ("masscan", "masscan"),
+    ("hping3", "hping3"),
+    ("ab", "apache2-utils"),
+    ("python3", "python3"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {

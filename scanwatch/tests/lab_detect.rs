@@ -1,0 +1,259 @@
+//! End to end detection: real scanners against the agent in the namespace
+//! lab, each detected as the right scan type, and legitimate traffic never
+//! flagged. Needs root, nmap, masscan, hping3, ab and python3.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::AgentLab;
+use scanwatch_lab::{
+    netns::{TARGET_V4, TARGET_V6},
+    privileged::require_root,
+};
+use serde_json::Value;
+
+const ALERT_WAIT: Duration = Duration::from_secs(10);
+
+fn require_tools(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    for tool in ["nmap", "masscan", "hping3", "ab", "python3"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            "{tool} is not installed (cargo xtask setup installs it)"
+        );
+    }
+    true
+}
+
+fn types(alert: &Value) -> Vec<String> {
+    alert["scan_types"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Seconds from the source's first probe to the alert.
+fn seconds_to_alert(alert: &Value) -> f64 {
+    let t = |f: &str| {
+        chrono::DateTime::parse_from_rfc3339(alert[f].as_str().expect("timestamp")).expect("RFC 3339")
+    };
+    (t("time") - t("first_seen")).num_milliseconds() as f64 / 1000.0
+}
+
+#[test]
+fn scans_are_detected_as_the_right_type() {
+    if !require_tools("scans_are_detected_as_the_right_type") {
+        return;
+    }
+    let mut lab = AgentLab::start(&[]);
+    let scanner_if = lab.lab.scanner_if.clone();
+    let target_mac = lab.lab.target_mac.clone();
+    // (what, source, command, expected scan types)
+    let cases: Vec<(&str, &str, Vec<String>, &[&str])> = vec![
+        ("nmap -sS", "198.18.0.11", nmap("198.18.0.11", &scanner_if, &["-Pn", "-sS", TARGET_V4]), &["port_scan"]),
+        (
+            "nmap -sS -p-",
+            "198.18.0.12",
+            nmap("198.18.0.12", &scanner_if, &["-Pn", "-sS", "-p-", "-T4", TARGET_V4]),
+            &["port_scan"],
+        ),
+        ("nmap -sF", "198.18.0.13", nmap("198.18.0.13", &scanner_if, &["-Pn", "-sF", TARGET_V4]), &["port_scan", "stealth_scan"]),
+        ("nmap -sN", "198.18.0.14", nmap("198.18.0.14", &scanner_if, &["-Pn", "-sN", TARGET_V4]), &["port_scan", "stealth_scan"]),
+        ("nmap -sX", "198.18.0.15", nmap("198.18.0.15", &scanner_if, &["-Pn", "-sX", TARGET_V4]), &["port_scan", "stealth_scan"]),
+        (
+            "nmap -sU --top-ports 100",
+            "198.18.0.16",
+            nmap("198.18.0.16", &scanner_if, &["-Pn", "-sU", "--top-ports", "100", TARGET_V4]),
+            &["port_scan", "udp_scan"],
+        ),
+        (
+            "nmap -sn 198.19.0.0/24",
+            "198.18.0.17",
+            nmap("198.18.0.17", &scanner_if, &["-sn", "198.19.0.0/24"]),
+            &["host_sweep", "ping_sweep"],
+        ),
+        (
+            "nmap -6 -sS",
+            "fd00::11",
+            nmap("fd00::11", &scanner_if, &["-6", "-Pn", "-sS", TARGET_V6]),
+            &["port_scan"],
+        ),
+        (
+            "masscan --rate 5000 -p1-1000",
+            "198.18.0.50",
+            vec![
+                "timeout".into(), "40".into(), "masscan".into(), TARGET_V4.into(), "-p1-1000".into(),
+                "--rate".into(), "5000".into(), "-e".into(), scanner_if.clone(), "--router-mac".into(),
+                target_mac.clone(), "--adapter-ip".into(), "198.18.0.50".into(), "--wait".into(), "1".into(),
+            ],
+            &["port_scan"],
+        ),
+        (
+            "hping3 --scan 1-1000 -S",
+            "198.18.0.19",
+            vec![
+                "hping3".into(), "--scan".into(), "1-1000".into(), "-S".into(), "-a".into(), "198.18.0.19".into(),
+                TARGET_V4.into(),
+            ],
+            &["port_scan"],
+        ),
+        (
+            "hping3 -S -p 80 --flood (1 s)",
+            "198.18.0.20",
+            vec![
+                "timeout".into(), "-s".into(), "INT".into(), "1".into(), "hping3".into(), "-S".into(), "-p".into(),
+                "80".into(), "--flood".into(), "-a".into(), "198.18.0.20".into(), TARGET_V4.into(),
+            ],
+            &["syn_flood_source"],
+        ),
+    ];
+    for addr in ["198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.14", "198.18.0.15", "198.18.0.16",
+        "198.18.0.17", "198.18.0.19", "198.18.0.20"]
+    {
+        lab.lab.add_scanner_address(&format!("{addr}/24")).expect("address");
+    }
+    lab.lab.add_scanner_address("fd00::11/64").expect("address");
+
+    let mut rows = Vec::new();
+    for (what, source, cmd, expected) in &cases {
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let mut c = lab.lab.in_scanner();
+        c.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+        let status = c.status().expect("run scanner");
+        // `timeout` ends masscan and the flood on purpose.
+        assert!(status.success() || status.code() == Some(124) || status.code() == Some(130) || args[0] == "timeout",
+            "{what}: {status}");
+        let alert = lab
+            .wait_alert(source, ALERT_WAIT)
+            .unwrap_or_else(|| panic!("{what}: no alert for {source}; alerts: {:?}", lab.alerts()));
+        let got = types(&alert);
+        for t in *expected {
+            assert!(got.iter().any(|g| g == t), "{what}: expected {t} in {got:?}: {alert}");
+        }
+        if expected.contains(&"syn_flood_source") {
+            assert!(!got.iter().any(|g| g == "port_scan"), "{what}: a flood is not a port scan: {got:?}");
+        } else {
+            assert!(!got.iter().any(|g| g == "syn_flood_source"), "{what}: a scan is not a flood: {got:?}");
+        }
+        let sweep = got.iter().any(|g| g == "host_sweep" || g == "ping_sweep");
+        assert_eq!(alert["attack_technique"], if sweep { "T1595.001" } else { "T1595" });
+        assert_eq!(alert["action"], "none");
+        assert!(alert["sample_ports"].as_array().is_some_and(|a| a.len() <= 16));
+        rows.push(format!(
+            "| `{what}` | {} | {} | {:.2} s |",
+            got.join(", "),
+            alert["total_probes"],
+            seconds_to_alert(&alert)
+        ));
+    }
+    // Each scanner alerted once (no repeats within the suppression interval).
+    for (what, source, _, _) in &cases {
+        let n = lab.alerts().iter().filter(|a| a["source"] == *source).count();
+        assert!(n >= 1, "{what}");
+    }
+    // top --json shows the window's estimates and flags.
+    let top = lab.source("198.18.0.11").expect("tracked");
+    assert!(top["distinct_ports"].as_u64().is_some_and(|n| n >= 900), "{top}");
+    assert_eq!(top["distinct_hosts"], 1);
+    assert_eq!(top["flagged"], serde_json::json!(["port_scan"]));
+
+    println!("| scan | detected as | probes when alerted | first probe to alert |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    assert!(lab.stop_agent(), "agent exits 0 on SIGTERM");
+}
+
+fn nmap(source: &str, iface: &str, args: &[&str]) -> Vec<String> {
+    ["nmap", "-n", "-e", iface, "-S", source]
+        .iter()
+        .chain(args.iter())
+        .map(|s| (*s).to_string())
+        .collect()
+}
+
+#[test]
+fn legitimate_traffic_is_not_flagged() {
+    if !require_tools("legitimate_traffic_is_not_flagged") {
+        return;
+    }
+    let mut lab = AgentLab::start(&[]);
+    // Two web servers in the target namespace.
+    for port in ["8080", "8081"] {
+        let mut c = lab.lab.in_target();
+        c.args(["python3", "-m", "http.server", port, "--bind", TARGET_V4])
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        lab.lab.spawn(c).expect("http server");
+    }
+    std::thread::sleep(Duration::from_millis(700));
+
+    // 1. One client, 10,000 HTTP requests to one open port.
+    let out = lab.scan(&["ab", "-q", "-n", "10000", "-c", "50", "http://198.18.0.2:8080/"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Complete requests:      10000"), "{text}");
+
+    // 2. 200 clients, each two connections to each of two open ports.
+    lab.lab.add_scanner_address("198.18.2.1/24").expect("client net");
+    scanwatch_lab::netns::run(Command::new("ip").args([
+        "-n", &lab.lab.target_ns, "route", "add", "198.18.2.0/24", "dev", &lab.lab.target_if,
+    ]))
+    .expect("route back to the clients");
+    let script = r#"
+import socket, subprocess, sys
+iface = sys.argv[1]
+for i in range(2, 202):
+    subprocess.run(["ip", "addr", "add", f"198.18.2.{i}/24", "dev", iface], check=True)
+for i in range(2, 202):
+    for port in (8080, 8081):
+        for _ in range(2):
+            s = socket.create_connection(("198.18.0.2", port), timeout=5, source_address=(f"198.18.2.{i}", 0))
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            while s.recv(65536):
+                pass
+            s.close()
+print("ok")
+"#;
+    let scanner_if = lab.lab.scanner_if.clone();
+    let out = lab.scan(&["python3", "-c", script, &scanner_if]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    // 3. A client reconnecting to one closed port after RSTs.
+    lab.lab.add_scanner_address("198.18.0.40/24").expect("address");
+    let script = r#"
+import socket
+for _ in range(100):
+    try:
+        socket.create_connection(("198.18.0.2", 9999), timeout=2, source_address=("198.18.0.40", 0))
+    except ConnectionRefusedError:
+        pass
+print("ok")
+"#;
+    let out = lab.scan(&["python3", "-c", script]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    // Give the agent time to process anything pending, then: no alerts at all.
+    std::thread::sleep(Duration::from_secs(2));
+    let alerts = lab.alerts();
+    assert!(alerts.is_empty(), "false positives: {alerts:?}");
+    // The traffic was seen: the busy client is tracked with 10,000+ SYNs.
+    let client = lab.source("198.18.0.1").expect("ab client tracked");
+    assert!(client["syn"].as_u64().is_some_and(|n| n >= 10_000), "{client}");
+    assert_eq!(client["distinct_ports"], 1);
+    assert_eq!(client["flagged"], serde_json::json!([]));
+    let sources = lab.top().len();
+    assert!(sources >= 202, "{sources} sources tracked");
+    assert!(lab.stop_agent());
+}
