@@ -11,6 +11,6 @@ pub mod sketch;
 
 pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
 pub use maps::{
-    Counter, DetectConfig, IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats, WindowState,
-    trigger,
+    Counter, DetectConfig, IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
+    WindowState, trigger,
 };

@@ -437,7 +437,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<SourceKey>(), 16);
         assert_eq!(core::mem::size_of::<WindowState>(), 520);
         assert_eq!(WindowState::WORDS * 8, core::mem::size_of::<WindowState>());
-        assert_eq!(core::mem::size_of::<SourceStats>(), 8 * PROBE_KINDS + 8 + 8 + 8 + 8 + 520);
+        assert_eq!(
+            core::mem::size_of::<SourceStats>(),
+            8 * PROBE_KINDS + 8 + 8 + 8 + 8 + 520
+        );
         assert_eq!(core::mem::size_of::<DetectConfig>(), 48);
         assert_eq!(core::mem::size_of::<ScanEvent>(), 40);
         assert_eq!(core::mem::size_of::<IfaceCounters>(), 8 * COUNTER_SLOTS);
@@ -469,7 +472,15 @@ mod tests {
     fn new_entry() {
         let s = SourceStats::new(5, 3);
         assert_eq!(s.total_probes(), 0);
-        assert_eq!((s.first_seen_ns, s.last_seen_ns, s.last_ifindex, s.window_start_ns), (5, 5, 3, 5));
+        assert_eq!(
+            (
+                s.first_seen_ns,
+                s.last_seen_ns,
+                s.last_ifindex,
+                s.window_start_ns
+            ),
+            (5, 5, 3, 5)
+        );
     }
 
     #[test]

@@ -127,12 +127,17 @@ mod tests {
         for n in [16u32, 50, 100, 250, 500, 750, 1000] {
             let mut bits = [false; PORT_BITS as usize];
             for p in 0..n {
-                bits[bit_index(port_hash(port_entry(p as u16 * 7 + 1, false)), PORT_BITS) as usize] = true;
+                bits[bit_index(port_hash(port_entry(p as u16 * 7 + 1, false)), PORT_BITS)
+                    as usize] = true;
             }
             let set = bits.iter().filter(|b| **b).count() as u32;
             let est = linear_count(set, PORT_BITS);
             let err = (est - f64::from(n)).abs() / f64::from(n);
-            assert!(err <= 0.10, "n={n}: estimate {est:.1} is {:.1}% off", err * 100.0);
+            assert!(
+                err <= 0.10,
+                "n={n}: estimate {est:.1} is {:.1}% off",
+                err * 100.0
+            );
         }
     }
 
@@ -149,7 +154,11 @@ mod tests {
     fn distinct_is_exact_until_the_set_is_full() {
         assert_eq!(distinct(7, false, 6, 512), 7);
         assert!(distinct(16, true, 200, 512) > 200);
-        assert_eq!(distinct(16, true, 10, 512), 16, "never below the exact count");
+        assert_eq!(
+            distinct(16, true, 10, 512),
+            16,
+            "never below the exact count"
+        );
     }
 
     #[test]

@@ -93,6 +93,10 @@ fn iface_counters(ifindex: u32) -> Option<*mut IfaceCounters> {
         return Some(p);
     }
     // Lost races and a full map both end in the lookup below failing or not.
+    #[allow(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by reference: a copy would not fit the BPF stack"
+    )]
     let _ = IFACE_COUNTERS.insert(ifindex, &ZERO_COUNTERS, u64::from(BPF_NOEXIST));
     IFACE_COUNTERS.get_ptr_mut(ifindex)
 }
@@ -112,11 +116,16 @@ fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters) {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     // SAFETY: a volatile read keeps LLVM from folding the load-time value.
     let cfg = unsafe { core::ptr::read_volatile(&raw const DETECT_CONFIG) };
-    let entry = match SOURCES.get_ptr_mut(&probe.source) {
+    let entry = match SOURCES.get_ptr_mut(probe.source) {
         Some(entry) => entry,
         None => {
             let mut created = false;
-            match SOURCES.insert(&probe.source, &EMPTY_SOURCE, u64::from(BPF_NOEXIST)) {
+            #[allow(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by reference: a copy would not fit the BPF stack"
+            )]
+            let inserted = SOURCES.insert(probe.source, &EMPTY_SOURCE, u64::from(BPF_NOEXIST));
+            match inserted {
                 Ok(()) => {
                     created = true;
                     bump_counter(counters, Counter::SourcesCreated);
@@ -128,7 +137,7 @@ fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters) {
                     return;
                 }
             }
-            match SOURCES.get_ptr_mut(&probe.source) {
+            match SOURCES.get_ptr_mut(probe.source) {
                 Some(entry) => {
                     if created {
                         // SAFETY: entry is the live value this CPU just inserted.

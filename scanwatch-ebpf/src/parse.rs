@@ -293,12 +293,7 @@ impl L4 {
     }
 
     #[inline(always)]
-    fn tcp_udp(
-        &self,
-        ctx: &XdpContext,
-        proto: u8,
-        source: Flow,
-    ) -> Result<Outcome, ParseError> {
+    fn tcp_udp(&self, ctx: &XdpContext, proto: u8, source: Flow) -> Result<Outcome, ParseError> {
         match proto {
             IPPROTO_TCP => {
                 if self.len < 20 {
@@ -311,7 +306,9 @@ impl L4 {
                     return Err(ParseError::Malformed);
                 }
                 Ok(match classify_tcp(tcp[13]) {
-                    Some(kind) => port_probe(kind, source, u16::from_be_bytes([tcp[2], tcp[3]]), false),
+                    Some(kind) => {
+                        port_probe(kind, source, u16::from_be_bytes([tcp[2], tcp[3]]), false)
+                    }
                     None => Outcome::NotProbe,
                 })
             }
@@ -321,7 +318,12 @@ impl L4 {
                 }
                 // SAFETY: ptr_at checked the UDP header lies inside the packet.
                 let udp = unsafe { *ptr_at::<[u8; 8]>(ctx, self.offset)? };
-                Ok(port_probe(ProbeKind::Udp, source, u16::from_be_bytes([udp[2], udp[3]]), true))
+                Ok(port_probe(
+                    ProbeKind::Udp,
+                    source,
+                    u16::from_be_bytes([udp[2], udp[3]]),
+                    true,
+                ))
             }
             _ => Ok(Outcome::NotProbe),
         }

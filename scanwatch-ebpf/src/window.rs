@@ -9,8 +9,8 @@ use scanwatch_common::{
     DetectConfig, ProbeKind, SourceStats, WindowState,
     classify::PROBE_KINDS,
     sketch::{
-        HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS, bit_index,
-        host_entry, port_hash,
+        HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
+        bit_index, host_entry, port_hash,
     },
     trigger,
 };
@@ -35,7 +35,9 @@ unsafe fn set_bit(bits: *mut u64, words: u32, index: u32) -> bool {
         return false;
     }
     let mask = 1u64 << (index % 64);
-    let old = unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(bits.add(word as usize), mask) };
+    let old = unsafe {
+        atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(bits.add(word as usize), mask)
+    };
     old & mask == 0
 }
 
@@ -76,7 +78,9 @@ unsafe fn set_insert(set: *mut u64, slots: usize, entry: u32, mask: u32) -> Slot
                 break; // both halves hold other entries
             };
             let (_, claimed) = unsafe {
-                atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(word_p, word, new)
+                atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                    word_p, word, new,
+                )
             };
             if claimed {
                 return Slot::New(slot);
@@ -103,7 +107,13 @@ unsafe fn reset(w: *mut WindowState) {
 /// crossed their threshold with this probe and were not yet reported in
 /// this window (the caller sends them to the agent).
 #[inline(always)]
-pub fn record(entry: *mut SourceStats, probe: &Probe, now: u64, ifindex: u32, cfg: &DetectConfig) -> u32 {
+pub fn record(
+    entry: *mut SourceStats,
+    probe: &Probe,
+    now: u64,
+    ifindex: u32,
+    cfg: &DetectConfig,
+) -> u32 {
     // Through a volatile read: LLVM knows the enum is < 6 and would drop the
     // bounds check the verifier needs.
     let raw = probe.kind as u8;
@@ -120,34 +130,55 @@ pub fn record(entry: *mut SourceStats, probe: &Probe, now: u64, ifindex: u32, cf
         let start = core::ptr::read_volatile(start_p);
         if now.wrapping_sub(start) >= cfg.window_ns && now > start {
             let (_, won) =
-                atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(start_p, start, now);
+                atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                    start_p, start, now,
+                );
             if won {
                 reset(core::ptr::addr_of_mut!((*entry).window));
             }
         }
-        let counter = core::ptr::addr_of_mut!((*entry).probes).cast::<u64>().add(idx);
+        let counter = core::ptr::addr_of_mut!((*entry).probes)
+            .cast::<u64>()
+            .add(idx);
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1);
         (*entry).last_seen_ns = now;
         (*entry).last_ifindex = ifindex;
 
         let w = core::ptr::addr_of_mut!((*entry).window);
-        let window_kind = add(core::ptr::addr_of_mut!((*w).probes).cast::<u64>().add(idx), 1);
+        let window_kind = add(
+            core::ptr::addr_of_mut!((*w).probes).cast::<u64>().add(idx),
+            1,
+        );
 
         // Destination ports (TCP and UDP probes).
         if probe.port != 0 {
             let udp = probe.port & PORT_UDP != 0;
-            if let Slot::New(_) = set_insert(core::ptr::addr_of_mut!((*w).port_set).cast(), PORT_SET, probe.port, u32::MAX)
-            {
+            if let Slot::New(_) = set_insert(
+                core::ptr::addr_of_mut!((*w).port_set).cast(),
+                PORT_SET,
+                probe.port,
+                u32::MAX,
+            ) {
                 add(core::ptr::addr_of_mut!((*w).port_set_len), 1);
                 if udp {
                     add(core::ptr::addr_of_mut!((*w).udp_set_len), 1);
                 }
             }
             let h = port_hash(probe.port);
-            if set_bit(core::ptr::addr_of_mut!((*w).port_bits).cast(), PORT_BITS / 64, bit_index(h, PORT_BITS)) {
+            if set_bit(
+                core::ptr::addr_of_mut!((*w).port_bits).cast(),
+                PORT_BITS / 64,
+                bit_index(h, PORT_BITS),
+            ) {
                 add(core::ptr::addr_of_mut!((*w).port_bits_set), 1);
             }
-            if udp && set_bit(core::ptr::addr_of_mut!((*w).udp_bits).cast(), UDP_BITS / 64, bit_index(h, UDP_BITS)) {
+            if udp
+                && set_bit(
+                    core::ptr::addr_of_mut!((*w).udp_bits).cast(),
+                    UDP_BITS / 64,
+                    bit_index(h, UDP_BITS),
+                )
+            {
                 add(core::ptr::addr_of_mut!((*w).udp_bits_set), 1);
             }
         }
@@ -165,20 +196,29 @@ pub fn record(entry: *mut SourceStats, probe: &Probe, now: u64, ifindex: u32, cf
             Slot::Full => None,
         };
         if icmp {
-            if let Some(i) = slot {
-                if i < HOST_SET {
-                    let flag = u64::from(HOST_ICMP) << (32 * (i % 2));
-                    let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(host_set.add(i / 2), flag);
-                    if old & flag == 0 {
-                        add(core::ptr::addr_of_mut!((*w).icmp_set_len), 1);
-                    }
+            if let Some(i) = slot
+                && i < HOST_SET
+            {
+                let flag = u64::from(HOST_ICMP) << (32 * (i % 2));
+                let old =
+                    atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(host_set.add(i / 2), flag);
+                if old & flag == 0 {
+                    add(core::ptr::addr_of_mut!((*w).icmp_set_len), 1);
                 }
             }
-            if set_bit(core::ptr::addr_of_mut!((*w).icmp_bits).cast(), ICMP_BITS / 64, bit_index(probe.dst_hash, ICMP_BITS)) {
+            if set_bit(
+                core::ptr::addr_of_mut!((*w).icmp_bits).cast(),
+                ICMP_BITS / 64,
+                bit_index(probe.dst_hash, ICMP_BITS),
+            ) {
                 add(core::ptr::addr_of_mut!((*w).icmp_bits_set), 1);
             }
         }
-        if set_bit(core::ptr::addr_of_mut!((*w).host_bits).cast(), HOST_BITS_WORDS, bit_index(probe.dst_hash, HOST_BITS)) {
+        if set_bit(
+            core::ptr::addr_of_mut!((*w).host_bits).cast(),
+            HOST_BITS_WORDS,
+            bit_index(probe.dst_hash, HOST_BITS),
+        ) {
             add(core::ptr::addr_of_mut!((*w).host_bits_set), 1);
         }
 

@@ -115,8 +115,9 @@ fn start(args: &RunArgs) -> Result<(Running, RingBuf<MapData>, AlertLog), AgentE
         .iter()
         .map(|i| (i.ifindex, i.name.as_str()))
         .collect();
-    let taken = take_events(&mut ebpf)
-        .and_then(|events| ScanwatchMaps::take_and_pin(&mut ebpf, &pins, &names).map(|maps| (events, maps)));
+    let taken = take_events(&mut ebpf).and_then(|events| {
+        ScanwatchMaps::take_and_pin(&mut ebpf, &pins, &names).map(|maps| (events, maps))
+    });
     let (events, maps) = match taken {
         Ok(t) => t,
         Err(e) => {
@@ -163,8 +164,9 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut engine = Engine::new(running.config.detection.clone(), alert_log, names.clone());
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns
     // the ring buffer, and always reports that same fd.
-    let mut events = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-        .map_err(|e| AgentError::Events(e.into()))?;
+    let mut events =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| AgentError::Events(e.into()))?;
     let mut summary = Summary::default();
     let mut ticker = tokio::time::interval(Duration::from_secs(args.interval));
     let mut active = tokio::time::interval(Duration::from_secs(1));
@@ -189,6 +191,14 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
                     }
                     Err(e) => log::warn!("cannot read counters: {e}"),
                 }
+                let s = engine.stats;
+                log::info!(
+                    "detection: {} crossings, {} alerts, {} ignored, {} active sources",
+                    s.events,
+                    s.alerts,
+                    s.ignored,
+                    engine.active_sources()
+                );
             }
             _ = sighup.recv() => engine.reopen_log(),
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }

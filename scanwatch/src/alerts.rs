@@ -43,6 +43,10 @@ pub struct Alert {
     pub reason: AlertReason,
     pub window_seconds: u64,
     pub window_start: String,
+    /// When the kernel saw the probe that crossed the threshold (absent for
+    /// escalations found by re-checking an active source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crossed_at: Option<String>,
     /// Probes in the window, by kind.
     pub syn: u64,
     pub stealth: u64,
@@ -74,6 +78,7 @@ pub struct AlertInput<'a> {
     pub confidence: Confidence,
     pub interface: Option<String>,
     pub window_seconds: u64,
+    pub crossed_ns: Option<u64>,
     pub clock: &'a BootClock,
 }
 
@@ -90,6 +95,7 @@ impl Alert {
             reason: i.reason,
             window_seconds: i.window_seconds,
             window_start: i.clock.rfc3339(ev.window_start_ns),
+            crossed_at: i.crossed_ns.map(|ns| i.clock.rfc3339(ns)),
             syn: ev.probes(ProbeKind::Syn),
             stealth: ev.probes(ProbeKind::Stealth),
             udp: ev.probes(ProbeKind::Udp),
@@ -174,11 +180,13 @@ impl AlertLog {
     pub fn append(&mut self, alert: &Alert) -> Result<(), AlertLogError> {
         let mut line = serde_json::to_vec(alert)?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|source| AlertLogError::Io {
-            path: self.path.clone(),
-            op: "append",
-            source,
-        })
+        self.file
+            .write_all(&line)
+            .map_err(|source| AlertLogError::Io {
+                path: self.path.clone(),
+                op: "append",
+                source,
+            })
     }
 }
 
@@ -201,7 +209,10 @@ mod tests {
             triggers: 1,
             window_start_ns: 1_000_000_000,
         };
-        let clock = BootClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(100), 10_000_000_000);
+        let clock = BootClock::at(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            10_000_000_000,
+        );
         Alert::new(AlertInput {
             key: &key,
             stats: &stats,
@@ -211,6 +222,7 @@ mod tests {
             confidence: Confidence::High,
             interface: Some("eth0".into()),
             window_seconds: 300,
+            crossed_ns: Some(9_000_000_000),
             clock: &clock,
         })
     }
@@ -219,9 +231,25 @@ mod tests {
     fn alert_json_has_the_evidence_fields() {
         let v = serde_json::to_value(sample()).unwrap();
         for field in [
-            "time", "source", "interface", "scan_types", "attack_technique", "window_seconds", "syn", "stealth",
-            "udp", "icmp_echo", "icmp_other_probe", "fragment", "distinct_ports", "distinct_hosts", "sample_ports",
-            "first_seen", "last_seen", "confidence", "action",
+            "time",
+            "source",
+            "interface",
+            "scan_types",
+            "attack_technique",
+            "window_seconds",
+            "syn",
+            "stealth",
+            "udp",
+            "icmp_echo",
+            "icmp_other_probe",
+            "fragment",
+            "distinct_ports",
+            "distinct_hosts",
+            "sample_ports",
+            "first_seen",
+            "last_seen",
+            "confidence",
+            "action",
         ] {
             assert!(v.get(field).is_some(), "{field} missing: {v}");
         }
@@ -230,6 +258,7 @@ mod tests {
         assert_eq!(v["confidence"], "high");
         assert_eq!(v["action"], "none");
         assert_eq!(v["first_seen"], "1970-01-01T00:01:31.000Z");
+        assert_eq!(v["crossed_at"], "1970-01-01T00:01:39.000Z");
     }
 
     #[test]
@@ -254,7 +283,12 @@ mod tests {
 
     #[test]
     fn unwritable_path_is_an_error_not_a_panic() {
-        let e = AlertLog::open(Path::new("/proc/scanwatch/alerts.jsonl")).err().expect("error");
-        assert!(e.to_string().contains("/proc/scanwatch/alerts.jsonl"), "{e}");
+        let e = AlertLog::open(Path::new("/proc/scanwatch/alerts.jsonl"))
+            .err()
+            .expect("error");
+        assert!(
+            e.to_string().contains("/proc/scanwatch/alerts.jsonl"),
+            "{e}"
+        );
     }
 }

@@ -94,7 +94,10 @@ mod tests {
         assert_eq!(run.xdp_mode, AttachMode::Auto);
         assert_eq!(run.pin_dir, PathBuf::from("/sys/fs/bpf/scanwatch"));
         assert_eq!(run.map_size, 262_144);
-        assert_eq!(run.alert_log, PathBuf::from("/var/log/scanwatch/alerts.jsonl"));
+        assert_eq!(
+            run.alert_log,
+            PathBuf::from("/var/log/scanwatch/alerts.jsonl")
+        );
         assert_eq!(run.config, None);
     }
 

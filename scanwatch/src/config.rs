@@ -85,7 +85,7 @@ impl Default for Detection {
             },
             syn_flood_source: SynFlood {
                 enabled: true,
-                syns_per_second: 20_000,
+                syns_per_second: 50_000,
             },
         }
     }
@@ -170,11 +170,21 @@ impl Config {
             if (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(invalid(table, key, format!("{v} is out of range {lo}..={hi}")))
+                Err(invalid(
+                    table,
+                    key,
+                    format!("{v} is out of range {lo}..={hi}"),
+                ))
             }
         };
         range("detection", "window_seconds", d.window_seconds, 1, 86_400)?;
-        range("detection", "suppression_seconds", d.suppression_seconds, 0, 7 * 86_400)?;
+        range(
+            "detection",
+            "suppression_seconds",
+            d.suppression_seconds,
+            0,
+            7 * 86_400,
+        )?;
         if !(d.escalation_factor.is_finite() && d.escalation_factor > 1.0) {
             return Err(invalid(
                 "detection",
@@ -186,11 +196,41 @@ impl Config {
         let udp_max = u64::from(sketch_limit(UDP_BITS));
         let hosts_max = u64::from(sketch_limit(HOST_BITS));
         let icmp_max = u64::from(sketch_limit(ICMP_BITS));
-        range("detection.port_scan", "distinct_ports", u64::from(d.port_scan.distinct_ports), 2, ports_max)?;
-        range("detection.udp_scan", "distinct_ports", u64::from(d.udp_scan.distinct_ports), 2, udp_max)?;
-        range("detection.host_sweep", "distinct_hosts", u64::from(d.host_sweep.distinct_hosts), 2, hosts_max)?;
-        range("detection.ping_sweep", "distinct_hosts", u64::from(d.ping_sweep.distinct_hosts), 2, icmp_max)?;
-        range("detection.stealth_scan", "probes", u64::from(d.stealth_scan.probes), 1, 1_000_000)?;
+        range(
+            "detection.port_scan",
+            "distinct_ports",
+            u64::from(d.port_scan.distinct_ports),
+            2,
+            ports_max,
+        )?;
+        range(
+            "detection.udp_scan",
+            "distinct_ports",
+            u64::from(d.udp_scan.distinct_ports),
+            2,
+            udp_max,
+        )?;
+        range(
+            "detection.host_sweep",
+            "distinct_hosts",
+            u64::from(d.host_sweep.distinct_hosts),
+            2,
+            hosts_max,
+        )?;
+        range(
+            "detection.ping_sweep",
+            "distinct_hosts",
+            u64::from(d.ping_sweep.distinct_hosts),
+            2,
+            icmp_max,
+        )?;
+        range(
+            "detection.stealth_scan",
+            "probes",
+            u64::from(d.stealth_scan.probes),
+            1,
+            1_000_000,
+        )?;
         range(
             "detection.syn_flood_source",
             "syns_per_second",
@@ -212,9 +252,7 @@ fn line_of(text: &str, table: &str, key: &str) -> usize {
             current = name.trim().to_string();
             continue;
         }
-        if current == table
-            && t.split('=').next().map(str::trim) == Some(key)
-        {
+        if current == table && t.split('=').next().map(str::trim) == Some(key) {
             return i + 1;
         }
     }
@@ -251,12 +289,30 @@ impl Detection {
                 (u32::MAX, bits_for_threshold(threshold, bits))
             }
         }
-        let (ports_exact, ports_bits) = split(self.port_scan.enabled, self.port_scan.distinct_ports, PORT_SET, PORT_BITS);
-        let (udp_exact, udp_bits) = split(self.udp_scan.enabled, self.udp_scan.distinct_ports, PORT_SET, UDP_BITS);
-        let (hosts_exact, hosts_bits) =
-            split(self.host_sweep.enabled, self.host_sweep.distinct_hosts, HOST_SET, HOST_BITS);
-        let (icmp_exact, icmp_bits) =
-            split(self.ping_sweep.enabled, self.ping_sweep.distinct_hosts, HOST_SET, ICMP_BITS);
+        let (ports_exact, ports_bits) = split(
+            self.port_scan.enabled,
+            self.port_scan.distinct_ports,
+            PORT_SET,
+            PORT_BITS,
+        );
+        let (udp_exact, udp_bits) = split(
+            self.udp_scan.enabled,
+            self.udp_scan.distinct_ports,
+            PORT_SET,
+            UDP_BITS,
+        );
+        let (hosts_exact, hosts_bits) = split(
+            self.host_sweep.enabled,
+            self.host_sweep.distinct_hosts,
+            HOST_SET,
+            HOST_BITS,
+        );
+        let (icmp_exact, icmp_bits) = split(
+            self.ping_sweep.enabled,
+            self.ping_sweep.distinct_hosts,
+            HOST_SET,
+            ICMP_BITS,
+        );
         DetectConfig {
             window_ns: self.window_seconds.saturating_mul(1_000_000_000),
             ports_exact,
@@ -267,7 +323,11 @@ impl Detection {
             hosts_bits,
             icmp_exact,
             icmp_bits,
-            stealth: if self.stealth_scan.enabled { self.stealth_scan.probes } else { u32::MAX },
+            stealth: if self.stealth_scan.enabled {
+                self.stealth_scan.probes
+            } else {
+                u32::MAX
+            },
             syn_rate: if self.syn_flood_source.enabled {
                 // Per ~1.07 s rate bucket (2^30 ns).
                 ((f64::from(self.syn_flood_source.syns_per_second) * 1.073_741_824).ceil()) as u32
@@ -315,20 +375,32 @@ distinct_hosts = 10
         let d = &c.detection;
         assert_eq!(d.window_seconds, 60);
         assert!(d.ignored("198.18.5.7".parse().unwrap()));
-        assert!(d.ignored("::ffff:198.18.5.7".parse().unwrap()), "IPv4-mapped too");
+        assert!(
+            d.ignored("::ffff:198.18.5.7".parse().unwrap()),
+            "IPv4-mapped too"
+        );
         assert!(d.ignored("fd00:5::9".parse().unwrap()));
         assert!(!d.ignored("198.18.6.1".parse().unwrap()));
         let k = d.kernel_config();
         assert_eq!(k.window_ns, 60_000_000_000);
         assert_eq!(k.ports_exact, u32::MAX, "100 ports is beyond the exact set");
         assert_eq!(k.ports_bits, bits_for_threshold(100, PORT_BITS));
-        assert_eq!((k.icmp_exact, k.icmp_bits), (u32::MAX, u32::MAX), "disabled");
-        assert_eq!((k.hosts_exact, k.hosts_bits), (25, u32::MAX), "25 hosts fit the exact set");
+        assert_eq!(
+            (k.icmp_exact, k.icmp_bits),
+            (u32::MAX, u32::MAX),
+            "disabled"
+        );
+        assert_eq!(
+            (k.hosts_exact, k.hosts_bits),
+            (25, u32::MAX),
+            "25 hosts fit the exact set"
+        );
     }
 
     #[test]
     fn errors_name_file_line_and_field() {
-        let e = Config::parse("[detection.port_scan]\ndistinct_ports = 1\n", "/etc/s.toml").unwrap_err();
+        let e = Config::parse("[detection.port_scan]\ndistinct_ports = 1\n", "/etc/s.toml")
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "config /etc/s.toml: line 2: field `detection.port_scan.distinct_ports`: 1 is out of range 2..=3193"
@@ -340,7 +412,11 @@ distinct_hosts = 10
         assert!(e.to_string().contains("s.toml"), "{e}");
         let e = Config::parse("[detection]\nescalation_factor = 1.0\n", "s.toml").unwrap_err();
         assert!(e.to_string().contains("escalation_factor"), "{e}");
-        let e = Config::parse("[detection.port_scan]\ndistinct_ports = \"many\"\n", "s.toml").unwrap_err();
+        let e = Config::parse(
+            "[detection.port_scan]\ndistinct_ports = \"many\"\n",
+            "s.toml",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
     }
 }

@@ -11,7 +11,9 @@ use std::{
 use scanwatch_common::{
     ProbeKind, SourceKey, SourceStats, WindowState,
     classify::PROBE_KINDS,
-    sketch::{self, HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS},
+    sketch::{
+        self, HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
+    },
     trigger,
 };
 use serde::Serialize;
@@ -79,24 +81,40 @@ impl Evidence {
         let w = &s.window;
         let ports_full = w.port_set_len as usize >= PORT_SET;
         let hosts_full = w.host_set_len as usize >= HOST_SET;
-        let sample_ports = WindowState::entries(&w.port_set).map(sketch::entry_port).collect();
-        let udp_in_set = WindowState::entries(&w.port_set).filter(|e| e & PORT_UDP != 0).count() as u32;
-        let icmp_in_set = WindowState::entries(&w.host_set).filter(|e| e & HOST_ICMP != 0).count() as u32;
+        let sample_ports = WindowState::entries(&w.port_set)
+            .map(sketch::entry_port)
+            .collect();
+        let udp_in_set = WindowState::entries(&w.port_set)
+            .filter(|e| e & PORT_UDP != 0)
+            .count() as u32;
+        let icmp_in_set = WindowState::entries(&w.host_set)
+            .filter(|e| e & HOST_ICMP != 0)
+            .count() as u32;
         let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         let mut window_probes = [0u64; PROBE_KINDS];
         for (out, n) in window_probes.iter_mut().zip(w.probes.iter()) {
-            *out = u64::from(*n);
+            *out = *n;
         }
         Self {
             window_probes,
-            distinct_ports: sketch::distinct(n(w.port_set_len), ports_full, n(w.port_bits_set), PORT_BITS),
+            distinct_ports: sketch::distinct(
+                n(w.port_set_len),
+                ports_full,
+                n(w.port_bits_set),
+                PORT_BITS,
+            ),
             distinct_udp_ports: sketch::distinct(
                 udp_in_set.max(n(w.udp_set_len)),
                 ports_full,
                 n(w.udp_bits_set),
                 UDP_BITS,
             ),
-            distinct_hosts: sketch::distinct(n(w.host_set_len), hosts_full, n(w.host_bits_set), HOST_BITS),
+            distinct_hosts: sketch::distinct(
+                n(w.host_set_len),
+                hosts_full,
+                n(w.host_bits_set),
+                HOST_BITS,
+            ),
             distinct_icmp_hosts: sketch::distinct(
                 icmp_in_set.max(n(w.icmp_set_len)),
                 hosts_full,
@@ -131,10 +149,19 @@ pub fn classify(ev: &Evidence, cfg: &Detection) -> Vec<ScanType> {
     };
     push(cfg.port_scan.enabled, trigger::PORTS, ScanType::PortScan);
     push(cfg.host_sweep.enabled, trigger::HOSTS, ScanType::HostSweep);
-    push(cfg.ping_sweep.enabled, trigger::ICMP_HOSTS, ScanType::PingSweep);
-    push(cfg.stealth_scan.enabled, trigger::STEALTH, ScanType::StealthScan);
+    push(
+        cfg.ping_sweep.enabled,
+        trigger::ICMP_HOSTS,
+        ScanType::PingSweep,
+    );
+    push(
+        cfg.stealth_scan.enabled,
+        trigger::STEALTH,
+        ScanType::StealthScan,
+    );
     push(cfg.udp_scan.enabled, trigger::UDP_PORTS, ScanType::UdpScan);
-    let scanning = t & (trigger::PORTS | trigger::HOSTS | trigger::UDP_PORTS | trigger::ICMP_HOSTS) != 0;
+    let scanning =
+        t & (trigger::PORTS | trigger::HOSTS | trigger::UDP_PORTS | trigger::ICMP_HOSTS) != 0;
     if cfg.syn_flood_source.enabled && t & trigger::SYN_RATE != 0 && !scanning {
         types.push(ScanType::SynFloodSource);
     }
@@ -166,7 +193,10 @@ pub fn confidence(types: &[ScanType], ev: &Evidence, cfg: &Detection) -> Confide
             ScanType::SynFloodSource => 1.0,
         })
         .fold(0.0, f64::max);
-    let kinds = types.iter().filter(|t| **t != ScanType::SynFloodSource).count();
+    let kinds = types
+        .iter()
+        .filter(|t| **t != ScanType::SynFloodSource)
+        .count();
     if kinds >= 2 || best >= 4.0 {
         Confidence::High
     } else if best >= 2.0 {
@@ -186,6 +216,24 @@ pub fn attack_technique(types: &[ScanType]) -> &'static str {
         "T1595.001"
     } else {
         "T1595"
+    }
+}
+
+/// Bounds `map` at `capacity` before `key` is added: if `key` is new and the
+/// map is full, removes the entry with the smallest `age`.
+pub(crate) fn make_room<K, V, T: Ord>(
+    map: &mut HashMap<K, V>,
+    key: &K,
+    capacity: usize,
+    age: impl Fn(&V) -> T,
+) where
+    K: Copy + Eq + std::hash::Hash,
+{
+    if map.len() < capacity || map.contains_key(key) {
+        return;
+    }
+    if let Some(oldest) = map.iter().min_by_key(|(_, v)| age(v)).map(|(k, _)| *k) {
+        map.remove(&oldest);
     }
 }
 
@@ -227,20 +275,19 @@ impl Alerter {
 
     /// Whether to alert now for `source` showing `types` with `ev`; records
     /// the alert if so.
-    pub fn decide(&mut self, source: SourceKey, types: &[ScanType], ev: &Evidence, now: Instant) -> Option<AlertReason> {
+    pub fn decide(
+        &mut self,
+        source: SourceKey,
+        types: &[ScanType],
+        ev: &Evidence,
+        now: Instant,
+    ) -> Option<AlertReason> {
         if types.is_empty() {
             return None;
         }
-        if !self.sources.contains_key(&source) && self.sources.len() >= self.capacity {
-            if let Some(oldest) = self
-                .sources
-                .iter()
-                .min_by_key(|(_, (_, touched))| *touched)
-                .map(|(k, _)| *k)
-            {
-                self.sources.remove(&oldest);
-            }
-        }
+        make_room(&mut self.sources, &source, self.capacity, |(_, touched)| {
+            *touched
+        });
         let (state, touched) = self
             .sources
             .entry(source)
@@ -259,7 +306,8 @@ impl Alerter {
         };
         let reason = if types.iter().any(|t| !suppressed(t)) {
             AlertReason::New
-        } else if grown_from > 0 && ev.total() as f64 >= grown_from as f64 * self.escalation_factor {
+        } else if grown_from > 0 && ev.total() as f64 >= grown_from as f64 * self.escalation_factor
+        {
             AlertReason::Escalated
         } else {
             return None;
@@ -304,9 +352,15 @@ mod tests {
     fn classify_maps_kernel_crossings() {
         let cfg = Detection::default();
         let ev = evidence(trigger::PORTS | trigger::STEALTH, 20, 1);
-        assert_eq!(classify(&ev, &cfg), vec![ScanType::PortScan, ScanType::StealthScan]);
+        assert_eq!(
+            classify(&ev, &cfg),
+            vec![ScanType::PortScan, ScanType::StealthScan]
+        );
         let ev = evidence(trigger::HOSTS | trigger::ICMP_HOSTS, 300, 1);
-        assert_eq!(classify(&ev, &cfg), vec![ScanType::HostSweep, ScanType::PingSweep]);
+        assert_eq!(
+            classify(&ev, &cfg),
+            vec![ScanType::HostSweep, ScanType::PingSweep]
+        );
         assert_eq!(attack_technique(&classify(&ev, &cfg)), "T1595.001");
         assert_eq!(attack_technique(&[ScanType::PortScan]), "T1595");
     }
@@ -314,9 +368,15 @@ mod tests {
     #[test]
     fn syn_rate_alone_is_a_flood_with_ports_it_is_a_fast_scan() {
         let cfg = Detection::default();
-        assert_eq!(classify(&evidence(trigger::SYN_RATE, 30_000, 1), &cfg), vec![ScanType::SynFloodSource]);
         assert_eq!(
-            classify(&evidence(trigger::SYN_RATE | trigger::PORTS, 30_000, 1), &cfg),
+            classify(&evidence(trigger::SYN_RATE, 30_000, 1), &cfg),
+            vec![ScanType::SynFloodSource]
+        );
+        assert_eq!(
+            classify(
+                &evidence(trigger::SYN_RATE | trigger::PORTS, 30_000, 1),
+                &cfg
+            ),
             vec![ScanType::PortScan]
         );
     }
@@ -325,7 +385,10 @@ mod tests {
     fn disabled_types_are_not_reported() {
         let mut cfg = Detection::default();
         cfg.stealth_scan.enabled = false;
-        assert_eq!(classify(&evidence(trigger::STEALTH, 9, 1), &cfg), Vec::<ScanType>::new());
+        assert_eq!(
+            classify(&evidence(trigger::STEALTH, 9, 1), &cfg),
+            Vec::<ScanType>::new()
+        );
     }
 
     #[test]
@@ -333,13 +396,25 @@ mod tests {
         let cfg = Detection::default();
         let mut ev = evidence(trigger::PORTS, 16, 1);
         ev.distinct_ports = 16;
-        assert_eq!(confidence(&[ScanType::PortScan], &ev, &cfg), Confidence::Low);
+        assert_eq!(
+            confidence(&[ScanType::PortScan], &ev, &cfg),
+            Confidence::Low
+        );
         ev.distinct_ports = 30;
-        assert_eq!(confidence(&[ScanType::PortScan], &ev, &cfg), Confidence::Medium);
+        assert_eq!(
+            confidence(&[ScanType::PortScan], &ev, &cfg),
+            Confidence::Medium
+        );
         ev.distinct_ports = 1000;
-        assert_eq!(confidence(&[ScanType::PortScan], &ev, &cfg), Confidence::High);
+        assert_eq!(
+            confidence(&[ScanType::PortScan], &ev, &cfg),
+            Confidence::High
+        );
         ev.distinct_ports = 16;
-        assert_eq!(confidence(&[ScanType::PortScan, ScanType::StealthScan], &ev, &cfg), Confidence::High);
+        assert_eq!(
+            confidence(&[ScanType::PortScan, ScanType::StealthScan], &ev, &cfg),
+            Confidence::High
+        );
     }
 
     #[test]
@@ -349,22 +424,67 @@ mod tests {
         let mut a = Alerter::new(s, 4.0, 100);
         let src = key(1);
         let ports = [ScanType::PortScan];
-        assert_eq!(a.decide(src, &ports, &evidence(1, 15, 7), t0), Some(AlertReason::New));
-        // Same type, same window, little growth: suppressed.
-        assert_eq!(a.decide(src, &ports, &evidence(1, 40, 7), t0 + Duration::from_secs(1)), None);
-        // Edge: 4x exactly escalates (15 * 4 = 60).
-        assert_eq!(a.decide(src, &ports, &evidence(1, 59, 7), t0 + Duration::from_secs(2)), None);
         assert_eq!(
-            a.decide(src, &ports, &evidence(1, 60, 7), t0 + Duration::from_secs(3)),
+            a.decide(src, &ports, &evidence(1, 15, 7), t0),
+            Some(AlertReason::New)
+        );
+        // Same type, same window, little growth: suppressed.
+        assert_eq!(
+            a.decide(
+                src,
+                &ports,
+                &evidence(1, 40, 7),
+                t0 + Duration::from_secs(1)
+            ),
+            None
+        );
+        // Edge: 4x exactly escalates (15 * 4 = 60).
+        assert_eq!(
+            a.decide(
+                src,
+                &ports,
+                &evidence(1, 59, 7),
+                t0 + Duration::from_secs(2)
+            ),
+            None
+        );
+        assert_eq!(
+            a.decide(
+                src,
+                &ports,
+                &evidence(1, 60, 7),
+                t0 + Duration::from_secs(3)
+            ),
             Some(AlertReason::Escalated)
         );
         // A new type escalates at once.
         let both = [ScanType::PortScan, ScanType::StealthScan];
-        assert_eq!(a.decide(src, &both, &evidence(17, 61, 7), t0 + Duration::from_secs(4)), Some(AlertReason::New));
-        // Suppression ends exactly at the interval.
-        assert_eq!(a.decide(src, &both, &evidence(17, 62, 7), t0 + Duration::from_secs(603)), None);
         assert_eq!(
-            a.decide(src, &both, &evidence(17, 62, 7), t0 + Duration::from_secs(604)),
+            a.decide(
+                src,
+                &both,
+                &evidence(17, 61, 7),
+                t0 + Duration::from_secs(4)
+            ),
+            Some(AlertReason::New)
+        );
+        // Suppression ends exactly at the interval.
+        assert_eq!(
+            a.decide(
+                src,
+                &both,
+                &evidence(17, 62, 7),
+                t0 + Duration::from_secs(603)
+            ),
+            None
+        );
+        assert_eq!(
+            a.decide(
+                src,
+                &both,
+                &evidence(17, 62, 7),
+                t0 + Duration::from_secs(604)
+            ),
             Some(AlertReason::New)
         );
         // Nothing to say for no types.
@@ -377,10 +497,21 @@ mod tests {
         let mut a = Alerter::new(Duration::from_secs(600), 2.0, 100);
         let src = key(3);
         let ports = [ScanType::PortScan];
-        assert_eq!(a.decide(src, &ports, &evidence(1, 100, 1), t0), Some(AlertReason::New));
+        assert_eq!(
+            a.decide(src, &ports, &evidence(1, 100, 1), t0),
+            Some(AlertReason::New)
+        );
         // A new kernel window with 20 probes: not 2x of the old window's 100,
         // and nothing to compare with in this window yet.
-        assert_eq!(a.decide(src, &ports, &evidence(1, 20, 2), t0 + Duration::from_secs(5)), None);
+        assert_eq!(
+            a.decide(
+                src,
+                &ports,
+                &evidence(1, 20, 2),
+                t0 + Duration::from_secs(5)
+            ),
+            None
+        );
     }
 
     #[test]
@@ -388,7 +519,12 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Alerter::new(Duration::from_secs(600), 4.0, 3);
         for i in 0..10u8 {
-            a.decide(key(i), &[ScanType::PortScan], &evidence(1, 15, 1), t0 + Duration::from_secs(u64::from(i)));
+            a.decide(
+                key(i),
+                &[ScanType::PortScan],
+                &evidence(1, 15, 1),
+                t0 + Duration::from_secs(u64::from(i)),
+            );
         }
         assert_eq!(a.tracked(), 3);
     }
@@ -397,8 +533,8 @@ mod tests {
     fn evidence_decodes_the_kernel_window() {
         let mut s = SourceStats::new(5, 2);
         let w: &mut WindowState = &mut s.window;
-        w.port_set[0] =
-            u64::from(sketch::port_entry(22, false)) | (u64::from(sketch::port_entry(53, true)) << 32);
+        w.port_set[0] = u64::from(sketch::port_entry(22, false))
+            | (u64::from(sketch::port_entry(53, true)) << 32);
         w.port_set_len = 2;
         w.udp_set_len = 1;
         w.host_set[0] = u64::from(sketch::host_entry(0xdead_beef) | HOST_ICMP);

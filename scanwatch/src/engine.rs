@@ -14,7 +14,7 @@ use crate::{
     alerts::{Alert, AlertInput, AlertLog},
     clock::BootClock,
     config::Detection,
-    detect::{Alerter, Evidence, classify, confidence},
+    detect::{Alerter, Evidence, classify, confidence, make_room},
     maps::ScanwatchMaps,
 };
 
@@ -72,16 +72,20 @@ impl Engine {
         };
         if self.cfg.ignored(event.source.ip()) {
             self.stats.ignored += 1;
-            log::debug!("ignoring crossing by {} (in an ignore network)", event.source.ip());
+            log::debug!(
+                "ignoring crossing by {} (in an ignore network)",
+                event.source.ip()
+            );
             return;
         }
-        if !self.active.contains_key(&event.source) && self.active.len() >= MAX_ACTIVE_SOURCES {
-            if let Some(oldest) = self.active.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
-                self.active.remove(&oldest);
-            }
-        }
+        make_room(
+            &mut self.active,
+            &event.source,
+            MAX_ACTIVE_SOURCES,
+            |crossed| *crossed,
+        );
         self.active.insert(event.source, now);
-        self.evaluate(&event.source, maps, now);
+        self.evaluate(&event.source, maps, now, Some(event.time_ns));
     }
 
     /// Re-checks active sources (escalation) and forgets those idle for a window.
@@ -91,11 +95,18 @@ impl Engine {
             .retain(|_, crossed| now.saturating_duration_since(*crossed) < idle);
         let keys: Vec<SourceKey> = self.active.keys().copied().collect();
         for key in keys {
-            self.evaluate(&key, maps, now);
+            self.evaluate(&key, maps, now, None);
         }
     }
 
-    fn evaluate(&mut self, key: &SourceKey, maps: &ScanwatchMaps, now: Instant) {
+    /// `crossed_ns`: the kernel's time of the crossing that prompted this, if any.
+    fn evaluate(
+        &mut self,
+        key: &SourceKey,
+        maps: &ScanwatchMaps,
+        now: Instant,
+        crossed_ns: Option<u64>,
+    ) {
         let stats = match maps.source(key) {
             Ok(Some(stats)) => stats,
             Ok(None) => return, // evicted since
@@ -119,6 +130,7 @@ impl Engine {
             reason,
             interface: self.names.get(&stats.last_ifindex).cloned(),
             window_seconds: self.cfg.window_seconds,
+            crossed_ns,
             clock: &clock,
         });
         log::warn!("{}", alert.summary());
@@ -157,7 +169,10 @@ mod tests {
         };
         // SAFETY: reading the bytes of a plain struct.
         let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const e).cast::<u8>(), std::mem::size_of::<ScanEvent>())
+            std::slice::from_raw_parts(
+                (&raw const e).cast::<u8>(),
+                std::mem::size_of::<ScanEvent>(),
+            )
         };
         assert_eq!(Engine::decode(bytes), Some(e));
         assert_eq!(Engine::decode(&bytes[..10]), None);

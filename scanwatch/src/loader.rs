@@ -8,7 +8,9 @@ use aya::{
 };
 use scanwatch_common::{
     DetectConfig,
-    maps::{DETECT_CONFIG_GLOBAL, MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE, SOURCES_MAP, XDP_PROGRAM},
+    maps::{
+        DETECT_CONFIG_GLOBAL, MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE, SOURCES_MAP, XDP_PROGRAM,
+    },
 };
 
 /// The XDP object built by `build.rs` (scanwatch-ebpf for bpfel).

@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result: Result<(), (anyhow::Error, u8)> = match cli.command {
-        Command::Run(args) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Command::Run(args) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt.block_on(agent::run(args)).map_err(|e| {
                 let code = e.exit_code();
                 (e.into(), code)

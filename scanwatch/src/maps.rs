@@ -37,7 +37,9 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
 /// The threshold-crossing ring buffer of a loaded object (not pinned: only
 /// the agent that loaded the program reads it).
 pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
-    let map = ebpf.take_map(EVENTS_MAP).ok_or(MapsError::Missing(EVENTS_MAP))?;
+    let map = ebpf
+        .take_map(EVENTS_MAP)
+        .ok_or(MapsError::Missing(EVENTS_MAP))?;
     RingBuf::try_from(map).map_err(map_err(EVENTS_MAP))
 }
 
@@ -182,6 +184,13 @@ impl ScanwatchMaps {
             seen.insert(key, value);
         }
         Ok(seen.into_iter().collect())
+    }
+
+    /// Writes one source's entry (tests and tools: e.g. filling the map).
+    pub fn insert_source(&mut self, key: &SourceKey, stats: &SourceStats) -> Result<(), MapsError> {
+        self.sources
+            .insert(key, stats, 0)
+            .map_err(map_err(SOURCES_MAP))
     }
 
     /// One source's entry, if tracked.

@@ -2,11 +2,11 @@
 //! (aya's `TestRun`): for the kernel-side tests, benchmarks and fuzzing.
 //! Needs CAP_BPF; nothing is attached to any interface.
 
+use aya::maps::{MapData, RingBuf};
 use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunOptions},
 };
-use aya::maps::{MapData, RingBuf};
 use scanwatch_common::{DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats};
 
 use crate::{
@@ -36,7 +36,10 @@ impl XdpHarness {
     /// Loads the program with a source map of `map_size` entries and the
     /// default detection settings.
     pub fn load(map_size: u32) -> Result<Self, TestRunError> {
-        Self::load_with(map_size, &crate::config::Detection::default().kernel_config())
+        Self::load_with(
+            map_size,
+            &crate::config::Detection::default().kernel_config(),
+        )
     }
 
     /// Loads the program with the given detection settings.

@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use crate::{
     bpffs::PinDirError,
-    config::Detection,
-    detect::{Evidence, ScanType, classify},
     cli::TopArgs,
     clock::BootClock,
+    config::Detection,
+    detect::{Evidence, ScanType, classify},
     maps::{MapsError, ScanwatchMaps},
     privileges::{self, Capability, PrivilegeError},
 };
@@ -213,7 +213,15 @@ mod tests {
         assert_eq!(o["first_seen"], "1970-01-01T00:01:31.000Z");
         assert_eq!(o["last_seen"], "1970-01-01T00:01:39.000Z");
         assert_eq!(o["flagged"], serde_json::json!([]));
-        for k in ["udp", "icmp_echo", "icmp_other_probe", "fragment", "total", "distinct_ports", "distinct_hosts"] {
+        for k in [
+            "udp",
+            "icmp_echo",
+            "icmp_other_probe",
+            "fragment",
+            "total",
+            "distinct_ports",
+            "distinct_hosts",
+        ] {
             assert!(o.get(k).is_some(), "{k}");
         }
     }

@@ -118,20 +118,46 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
     let cfg = std::env::temp_dir().join(format!("scanwatch-bad-{}.toml", lab.target_ns));
     std::fs::write(&cfg, "[detection]\nwindow_seconds = 0\n").expect("write config");
     let cfg_s = cfg.to_string_lossy().into_owned();
-    let o = agent_in(&lab, &["run", "--iface", &lab.target_if, "--config", &cfg_s, "--pin-dir", &pin]);
+    let o = agent_in(
+        &lab,
+        &[
+            "run",
+            "--iface",
+            &lab.target_if,
+            "--config",
+            &cfg_s,
+            "--pin-dir",
+            &pin,
+        ],
+    );
     assert_fails_with(
         &o,
         2,
-        &format!("config {cfg_s}: line 2: field `detection.window_seconds`: 0 is out of range 1..=86400"),
+        &format!(
+            "config {cfg_s}: line 2: field `detection.window_seconds`: 0 is out of range 1..=86400"
+        ),
         "bad config",
     );
     let _ = std::fs::remove_file(&cfg);
     // An alert log that cannot be written.
     let o = agent_in(
         &lab,
-        &["run", "--iface", &lab.target_if, "--alert-log", "/proc/nope/alerts.jsonl", "--pin-dir", &pin],
+        &[
+            "run",
+            "--iface",
+            &lab.target_if,
+            "--alert-log",
+            "/proc/nope/alerts.jsonl",
+            "--pin-dir",
+            &pin,
+        ],
     );
-    assert_fails_with(&o, 1, "alert log /proc/nope/alerts.jsonl", "unwritable alert log");
+    assert_fails_with(
+        &o,
+        1,
+        "alert log /proc/nope/alerts.jsonl",
+        "unwritable alert log",
+    );
     // No link has an XDP program after all that.
     let links = Command::new("ip")
         .args(["-n", &lab.target_ns, "link", "show"])

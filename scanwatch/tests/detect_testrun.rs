@@ -21,7 +21,8 @@ fn harness(test: &str, detect: &DetectConfig) -> Option<XdpHarness> {
 }
 
 fn send(h: &mut XdpHarness, src: IpAddr, dst: IpAddr, t: Transport) {
-    h.run(&Packet::from_ips(src, dst, t).build()).expect("test run");
+    h.run(&Packet::from_ips(src, dst, t).build())
+        .expect("test run");
 }
 
 fn evidence(h: &XdpHarness, src: IpAddr) -> Evidence {
@@ -34,27 +35,46 @@ fn target() -> IpAddr {
 
 /// Distinct values whose estimate is checked: exact while the exact sets have
 /// room (15 ports, 31 hosts), within 10% beyond, up to 1000.
-const COUNTS: [u32; 17] = [1, 2, 5, 10, 14, 15, 16, 17, 24, 25, 26, 32, 33, 100, 250, 500, 1000];
+const COUNTS: [u32; 17] = [
+    1, 2, 5, 10, 14, 15, 16, 17, 24, 25, 26, 32, 33, 100, 250, 500, 1000,
+];
 
 /// `within_10_up_to`: largest count held to the 10% bound (1000 for the
 /// 512-bit ports and hosts bitmaps, 100 for the 256-bit UDP and ICMP ones).
-fn check(what: &str, n: u32, estimate: u64, exact_up_to: u32, threshold: u32, within_10_up_to: u32) {
+fn check(
+    what: &str,
+    n: u32,
+    estimate: u64,
+    exact_up_to: u32,
+    threshold: u32,
+    within_10_up_to: u32,
+) {
     let n64 = u64::from(n);
     if n <= exact_up_to {
         assert_eq!(estimate, n64, "{what}: {n} distinct must be exact");
     } else if n <= within_10_up_to {
         let err = (estimate as f64 - f64::from(n)).abs() / f64::from(n);
-        assert!(err <= 0.10, "{what}: {n} distinct estimated {estimate} ({:.1}% off)", err * 100.0);
+        assert!(
+            err <= 0.10,
+            "{what}: {n} distinct estimated {estimate} ({:.1}% off)",
+            err * 100.0
+        );
     }
     if n >= threshold {
-        assert!(estimate >= u64::from(threshold), "{what}: {n} distinct under-counted as {estimate}");
+        assert!(
+            estimate >= u64::from(threshold),
+            "{what}: {n} distinct under-counted as {estimate}"
+        );
     }
     println!("{what}: {n} distinct -> estimate {estimate}");
 }
 
 #[test]
 fn distinct_ports_against_exact_counts() {
-    let Some(mut h) = harness("distinct_ports_against_exact_counts", &DetectConfig::DISABLED) else {
+    let Some(mut h) = harness(
+        "distinct_ports_against_exact_counts",
+        &DetectConfig::DISABLED,
+    ) else {
         return;
     };
     for (i, n) in COUNTS.iter().enumerate() {
@@ -79,7 +99,10 @@ fn distinct_ports_against_exact_counts() {
 
 #[test]
 fn distinct_hosts_against_exact_counts() {
-    let Some(mut h) = harness("distinct_hosts_against_exact_counts", &DetectConfig::DISABLED) else {
+    let Some(mut h) = harness(
+        "distinct_hosts_against_exact_counts",
+        &DetectConfig::DISABLED,
+    ) else {
         return;
     };
     for (i, n) in COUNTS.iter().enumerate() {
@@ -87,7 +110,16 @@ fn distinct_hosts_against_exact_counts() {
         let ping_src = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x12, 0, 0, 0, 0, 0, i as u16));
         for d in 0..*n {
             let dst4 = IpAddr::V4(Ipv4Addr::from(0xc613_0000 + d)); // 198.19.x.y
-            let dst6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, (d >> 16) as u16, d as u16));
+            let dst6 = IpAddr::V6(Ipv6Addr::new(
+                0xfd00,
+                0x99,
+                0,
+                0,
+                0,
+                0,
+                (d >> 16) as u16,
+                d as u16,
+            ));
             send(&mut h, syn_src, dst4, Transport::tcp(445, tcp::SYN));
             send(&mut h, ping_src, dst6, Transport::icmp(128));
         }
@@ -130,26 +162,45 @@ fn crossings_fire_once_at_the_threshold() {
     }
     assert!(h.events().is_empty());
     send(&mut h, fin, target(), Transport::tcp(80, tcp::FIN));
-    assert_eq!(h.events().iter().map(|e| e.triggers).collect::<Vec<_>>(), [trigger::STEALTH]);
+    assert_eq!(
+        h.events().iter().map(|e| e.triggers).collect::<Vec<_>>(),
+        [trigger::STEALTH]
+    );
 
     // Host sweep on one port: the 25th host.
     let sweep = IpAddr::V4(Ipv4Addr::new(198, 18, 20, 3));
     for d in 0..25u32 {
-        send(&mut h, sweep, IpAddr::V4(Ipv4Addr::from(0xc613_0000 + d)), Transport::tcp(22, tcp::SYN));
+        send(
+            &mut h,
+            sweep,
+            IpAddr::V4(Ipv4Addr::from(0xc613_0000 + d)),
+            Transport::tcp(22, tcp::SYN),
+        );
         let events = h.events();
         if d < 24 {
             assert!(events.is_empty(), "host {}: {events:?}", d + 1);
         } else {
-            assert_eq!(events.iter().map(|e| e.triggers).collect::<Vec<_>>(), [trigger::HOSTS]);
+            assert_eq!(
+                events.iter().map(|e| e.triggers).collect::<Vec<_>>(),
+                [trigger::HOSTS]
+            );
         }
     }
 
     // Ping sweep: the 10th ICMP host.
     let ping = IpAddr::V4(Ipv4Addr::new(198, 18, 20, 4));
     for d in 0..10u32 {
-        send(&mut h, ping, IpAddr::V4(Ipv4Addr::from(0xc613_0100 + d)), Transport::icmp(8));
+        send(
+            &mut h,
+            ping,
+            IpAddr::V4(Ipv4Addr::from(0xc613_0100 + d)),
+            Transport::icmp(8),
+        );
     }
-    assert_eq!(h.events().iter().map(|e| e.triggers).collect::<Vec<_>>(), [trigger::ICMP_HOSTS]);
+    assert_eq!(
+        h.events().iter().map(|e| e.triggers).collect::<Vec<_>>(),
+        [trigger::ICMP_HOSTS]
+    );
 
     // UDP: the 15th port crosses both the UDP and the port thresholds.
     let udp = IpAddr::V4(Ipv4Addr::new(198, 18, 20, 5));
@@ -169,8 +220,10 @@ fn crossings_fire_once_at_the_threshold() {
 
 #[test]
 fn syn_rate_and_window_reset() {
-    let mut cfg = Detection::default();
-    cfg.window_seconds = 1;
+    let mut cfg = Detection {
+        window_seconds: 1,
+        ..Detection::default()
+    };
     cfg.syn_flood_source.syns_per_second = 1000;
     let Some(mut h) = harness("syn_rate_and_window_reset", &cfg.kernel_config()) else {
         return;
@@ -179,7 +232,10 @@ fn syn_rate_and_window_reset() {
     let frame = Packet::from_ips(src, target(), Transport::tcp(80, tcp::SYN)).build();
     // 5,000 SYNs in one kernel loop: far above 1,000 per second.
     h.run_repeat(&frame, 5000).expect("run");
-    assert_eq!(h.events().iter().map(|e| e.triggers).collect::<Vec<_>>(), [trigger::SYN_RATE]);
+    assert_eq!(
+        h.events().iter().map(|e| e.triggers).collect::<Vec<_>>(),
+        [trigger::SYN_RATE]
+    );
 
     let scan = IpAddr::V4(Ipv4Addr::new(198, 18, 21, 2));
     for port in 1..=15u16 {
@@ -206,13 +262,21 @@ fn thresholds_beyond_the_exact_sets_use_the_bitmaps() {
     let mut cfg = Detection::default();
     cfg.port_scan.distinct_ports = 100;
     cfg.host_sweep.distinct_hosts = 200;
-    let Some(mut h) = harness("thresholds_beyond_the_exact_sets_use_the_bitmaps", &cfg.kernel_config()) else {
+    let Some(mut h) = harness(
+        "thresholds_beyond_the_exact_sets_use_the_bitmaps",
+        &cfg.kernel_config(),
+    ) else {
         return;
     };
     let src = IpAddr::V4(Ipv4Addr::new(198, 18, 22, 1));
     let mut crossed_at = None;
     for p in 1..=200u32 {
-        send(&mut h, src, target(), Transport::tcp((p * 37) as u16, tcp::SYN));
+        send(
+            &mut h,
+            src,
+            target(),
+            Transport::tcp((p * 37) as u16, tcp::SYN),
+        );
         if crossed_at.is_none() && h.events().iter().any(|e| e.triggers & trigger::PORTS != 0) {
             crossed_at = Some(p);
         }
@@ -223,7 +287,12 @@ fn thresholds_beyond_the_exact_sets_use_the_bitmaps() {
     let sweep = IpAddr::V4(Ipv4Addr::new(198, 18, 22, 2));
     let mut crossed_at = None;
     for d in 1..=400u32 {
-        send(&mut h, sweep, IpAddr::V4(Ipv4Addr::from(0xc613_0000 + d)), Transport::tcp(80, tcp::SYN));
+        send(
+            &mut h,
+            sweep,
+            IpAddr::V4(Ipv4Addr::from(0xc613_0000 + d)),
+            Transport::tcp(80, tcp::SYN),
+        );
         if crossed_at.is_none() && h.events().iter().any(|e| e.triggers & trigger::HOSTS != 0) {
             crossed_at = Some(d);
         }

@@ -40,6 +40,8 @@ pub fn demo() -> anyhow::Result<()> {
     let mut lab = Lab::new().context("building the namespace lab")?;
     let pin_dir = format!("/sys/fs/bpf/scanwatch-demo-{}", lab.target_ns);
     let log_path = std::env::temp_dir().join(format!("scanwatch-demo-{}.log", lab.target_ns));
+    let alert_log =
+        std::env::temp_dir().join(format!("scanwatch-demo-{}.alerts.jsonl", lab.target_ns));
     let log = std::fs::File::create(&log_path).context("agent log file")?;
     println!(
         "lab: scanner namespace {} (198.18.0.1, fd00::1) --veth-- target namespace {} (198.18.0.2, fd00::2)",
@@ -56,6 +58,8 @@ pub fn demo() -> anyhow::Result<()> {
             "--pin-dir",
             &pin_dir,
         ])
+        .arg("--alert-log")
+        .arg(&alert_log)
         .stdout(Stdio::null())
         .stderr(log);
     println!(
@@ -132,7 +136,16 @@ pub fn demo() -> anyhow::Result<()> {
     print!("{}", String::from_utf8_lossy(&top.stdout));
     eprint!("{}", String::from_utf8_lossy(&top.stderr));
 
+    println!("\nalerts ({}):", alert_log.display());
+    for line in std::fs::read_to_string(&alert_log)
+        .unwrap_or_default()
+        .lines()
+    {
+        println!("{line}");
+    }
+
     let status = lab.stop(pid, Duration::from_secs(10));
+    let _ = std::fs::remove_file(&alert_log);
     println!("\nagent log:");
     print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
     let _ = std::fs::remove_file(&log_path);

@@ -19,6 +19,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("hping3", "hping3"),
     ("ab", "apache2-utils"),
     ("python3", "python3"),
+    ("nginx", "nginx-light"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {

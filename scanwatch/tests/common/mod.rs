@@ -15,6 +15,9 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
 /// A lab whose target namespace runs `scanwatch run` on its veth.
 pub struct AgentLab {
     pub lab: Lab,
+    /// Lab tests of one binary run one at a time: scanners, floods and load
+    /// generators would otherwise compete for the machine's two cores.
+    _serial: std::sync::MutexGuard<'static, ()>,
     pub pin_dir: PathBuf,
     pub alert_log: PathBuf,
     pub agent_pid: u32,
@@ -22,12 +25,24 @@ pub struct AgentLab {
 
 impl AgentLab {
     pub fn start(extra_args: &[&str]) -> Self {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut lab = Lab::new().expect("build the namespace lab");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/scanwatch-test-{}", lab.target_ns));
-        let alert_log = std::env::temp_dir().join(format!("scanwatch-test-{}/alerts.jsonl", lab.target_ns));
+        let alert_log =
+            std::env::temp_dir().join(format!("scanwatch-test-{}/alerts.jsonl", lab.target_ns));
         let mut cmd = lab.in_target();
         cmd.arg(AGENT)
-            .args(["run", "--iface", &lab.target_if, "--interval", "1", "--pin-dir"])
+            .args([
+                "run",
+                "--iface",
+                &lab.target_if,
+                "--interval",
+                "1",
+                "--pin-dir",
+            ])
             .arg(&pin_dir)
             .arg("--alert-log")
             .arg(&alert_log)
@@ -35,6 +50,7 @@ impl AgentLab {
         let agent_pid = lab.spawn(cmd).expect("start the agent");
         let me = Self {
             lab,
+            _serial: serial,
             pin_dir,
             alert_log,
             agent_pid,
@@ -58,17 +74,21 @@ impl AgentLab {
 
     /// `scanwatch top --json --limit 0` from the root namespace (pins are shared).
     pub fn top(&self) -> Vec<serde_json::Value> {
+        self.top_limit(0)
+    }
+
+    fn top_limit(&self, limit: usize) -> Vec<serde_json::Value> {
         let out = run(Command::new(AGENT)
-            .args(["top", "--json", "--limit", "0", "--pin-dir"])
+            .args(["top", "--json", "--limit", &limit.to_string(), "--pin-dir"])
             .arg(&self.pin_dir))
         .expect("scanwatch top --json");
         serde_json::from_slice(&out.stdout).expect("top prints a JSON array")
     }
 
-    /// The `top --json` object of one source.
+    /// The `top --json` object of one source among the 100 busiest.
     pub fn source(&self, ip: &str) -> Option<serde_json::Value> {
         let want: IpAddr = ip.parse().expect("address literal");
-        self.top()
+        self.top_limit(100)
             .into_iter()
             .find(|o| o["source"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(want))
     }
@@ -87,6 +107,38 @@ impl AgentLab {
             .lines()
             .map(|l| serde_json::from_str(l).expect("alert lines are JSON"))
             .collect()
+    }
+
+    /// Waits up to `timeout` until the alerts about `source` name every type
+    /// in `expected`; returns them all (possibly incomplete on time-out).
+    pub fn wait_alert_types(
+        &self,
+        source: &str,
+        expected: &[&str],
+        timeout: Duration,
+    ) -> Vec<serde_json::Value> {
+        let want: IpAddr = source.parse().expect("address literal");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let alerts: Vec<serde_json::Value> = self
+                .alerts()
+                .into_iter()
+                .filter(|a| {
+                    a["source"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(want)
+                })
+                .collect();
+            let named = |t: &str| {
+                alerts.iter().any(|a| {
+                    a["scan_types"]
+                        .as_array()
+                        .is_some_and(|ts| ts.iter().any(|x| x == t))
+                })
+            };
+            if expected.iter().all(|t| named(t)) || Instant::now() >= deadline {
+                return alerts;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits up to `timeout` for an alert about `source`; returns it.
