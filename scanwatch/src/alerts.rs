@@ -9,12 +9,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use scanwatch_common::{ProbeKind, SourceKey, SourceStats};
+use scanwatch_common::{SourceKey, SourceStats};
 use serde::Serialize;
 
 use crate::{
     clock::BootClock,
-    detect::{AlertReason, Confidence, Evidence, ScanType, attack_technique},
+    detect::{AlertReason, Confidence, Evidence, ProbeCounts, ScanType, attack_technique},
 };
 
 pub const DEFAULT_ALERT_LOG: &str = "/var/log/scanwatch/alerts.jsonl";
@@ -48,12 +48,8 @@ pub struct Alert {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crossed_at: Option<String>,
     /// Probes in the window, by kind.
-    pub syn: u64,
-    pub stealth: u64,
-    pub udp: u64,
-    pub icmp_echo: u64,
-    pub icmp_other_probe: u64,
-    pub fragment: u64,
+    #[serde(flatten)]
+    pub probes: ProbeCounts,
     pub total_probes: u64,
     pub distinct_ports: u64,
     pub distinct_udp_ports: u64,
@@ -96,12 +92,7 @@ impl Alert {
             window_seconds: i.window_seconds,
             window_start: i.clock.rfc3339(ev.window_start_ns),
             crossed_at: i.crossed_ns.map(|ns| i.clock.rfc3339(ns)),
-            syn: ev.probes(ProbeKind::Syn),
-            stealth: ev.probes(ProbeKind::Stealth),
-            udp: ev.probes(ProbeKind::Udp),
-            icmp_echo: ev.probes(ProbeKind::IcmpEcho),
-            icmp_other_probe: ev.probes(ProbeKind::IcmpOtherProbe),
-            fragment: ev.probes(ProbeKind::Fragment),
+            probes: ProbeCounts::from_array(&ev.window_probes),
             total_probes: ev.total(),
             distinct_ports: ev.distinct_ports,
             distinct_udp_ports: ev.distinct_udp_ports,

@@ -60,6 +60,31 @@ impl fmt::Display for ScanType {
     }
 }
 
+/// Probe counts by kind, as they appear (flattened) in `top --json` and alerts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProbeCounts {
+    pub syn: u64,
+    pub stealth: u64,
+    pub udp: u64,
+    pub icmp_echo: u64,
+    pub icmp_other_probe: u64,
+    pub fragment: u64,
+}
+
+impl ProbeCounts {
+    /// From counters indexed by [`ProbeKind::index`].
+    pub const fn from_array(c: &[u64; PROBE_KINDS]) -> Self {
+        Self {
+            syn: c[ProbeKind::Syn as usize],
+            stealth: c[ProbeKind::Stealth as usize],
+            udp: c[ProbeKind::Udp as usize],
+            icmp_echo: c[ProbeKind::IcmpEcho as usize],
+            icmp_other_probe: c[ProbeKind::IcmpOtherProbe as usize],
+            fragment: c[ProbeKind::Fragment as usize],
+        }
+    }
+}
+
 /// What one source did in its current window, decoded from the kernel entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evidence {

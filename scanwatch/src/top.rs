@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use scanwatch_common::{ProbeKind, SourceKey, SourceStats};
+use scanwatch_common::{SourceKey, SourceStats};
 use serde::Serialize;
 
 use crate::{
@@ -10,7 +10,7 @@ use crate::{
     cli::TopArgs,
     clock::BootClock,
     config::Detection,
-    detect::{Evidence, ScanType, classify},
+    detect::{Evidence, ProbeCounts, ScanType, classify},
     maps::{MapsError, ScanwatchMaps},
     privileges::{self, Capability, PrivilegeError},
 };
@@ -62,12 +62,9 @@ pub struct SourceRow {
     pub source: String,
     /// Interface of the latest probe (as named by the agent).
     pub interface: Option<String>,
-    pub syn: u64,
-    pub stealth: u64,
-    pub udp: u64,
-    pub icmp_echo: u64,
-    pub icmp_other_probe: u64,
-    pub fragment: u64,
+    /// Probes since first seen, by kind.
+    #[serde(flatten)]
+    pub probes: ProbeCounts,
     pub total: u64,
     /// Distinct destination ports and hosts in the current window.
     pub distinct_ports: u64,
@@ -95,12 +92,7 @@ impl SourceRow {
             flagged: classify(&evidence, &Detection::default()),
             source: key.ip().to_string(),
             interface: names.get(&stats.last_ifindex).cloned(),
-            syn: stats.probes_of(ProbeKind::Syn),
-            stealth: stats.probes_of(ProbeKind::Stealth),
-            udp: stats.probes_of(ProbeKind::Udp),
-            icmp_echo: stats.probes_of(ProbeKind::IcmpEcho),
-            icmp_other_probe: stats.probes_of(ProbeKind::IcmpOtherProbe),
-            fragment: stats.probes_of(ProbeKind::Fragment),
+            probes: ProbeCounts::from_array(&stats.probes),
             total: stats.total_probes(),
             first_seen: clock.rfc3339(stats.first_seen_ns),
             last_seen: clock.rfc3339(stats.last_seen_ns),
@@ -154,12 +146,12 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
             out,
             "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {}",
             r.source,
-            r.syn,
-            r.stealth,
-            r.udp,
-            r.icmp_echo,
-            r.icmp_other_probe,
-            r.fragment,
+            r.probes.syn,
+            r.probes.stealth,
+            r.probes.udp,
+            r.probes.icmp_echo,
+            r.probes.icmp_other_probe,
+            r.probes.fragment,
             r.total,
             r.first_seen,
             r.last_seen,
@@ -172,6 +164,7 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scanwatch_common::ProbeKind;
     use std::time::{Duration, SystemTime};
 
     fn row(ip: &str, kind: ProbeKind, n: u64, last: u64) -> SourceRow {
