@@ -2,8 +2,13 @@
 //! cleanly on SIGINT/SIGTERM; reopen the alert log on SIGHUP.
 
 use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::{
@@ -16,6 +21,7 @@ use tokio::{
 };
 
 use crate::{
+    alertmanager::{self, Alertmanager, AlertmanagerError, Flagged},
     alerts::{AlertLog, AlertLogError},
     bpffs::{PinDir, PinDirError},
     cli::RunArgs,
@@ -23,6 +29,7 @@ use crate::{
     engine::Engine,
     loader::{self, Attachment, Interface, LoadError},
     maps::{MapsError, ScanwatchMaps, take_events},
+    metrics::{AgentSnapshot, AttachedInterface, build_registry},
     privileges::{self, Capability, PrivilegeError},
     summary::Summary,
 };
@@ -47,13 +54,22 @@ pub enum AgentError {
     Signal(std::io::Error),
     #[error("cannot poll the events ring buffer: {0}")]
     Events(std::io::Error),
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Alertmanager(#[from] AlertmanagerError),
 }
 
 impl AgentError {
     /// Exit status: 2 for bad configuration or arguments, 1 otherwise.
     pub const fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::DuplicateInterface(_) => 2,
+            Self::Config(_)
+            | Self::DuplicateInterface(_)
+            | Self::Alertmanager(AlertmanagerError::Url(_)) => 2,
             _ => 1,
         }
     }
@@ -78,13 +94,26 @@ impl Running {
     }
 }
 
+/// What `start` hands to the loop.
+struct Started {
+    running: Running,
+    events: RingBuf<MapData>,
+    alert_log: AlertLog,
+    metrics_listener: std::net::TcpListener,
+    alertmanager: Option<Alertmanager>,
+}
+
 /// Checks configuration, privileges and arguments, then sets everything up.
-/// Returns the running state, the events ring buffer and the alert log.
-fn start(args: &RunArgs) -> Result<(Running, RingBuf<MapData>, AlertLog), AgentError> {
+fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    let alertmanager = args
+        .alertmanager_url
+        .as_deref()
+        .map(Alertmanager::parse)
+        .transpose()?;
     privileges::require("scanwatch run", &[Capability::Bpf, Capability::NetAdmin])?;
     privileges::raise_memlock_rlimit();
     let mut interfaces: Vec<Interface> = Vec::new();
@@ -97,6 +126,12 @@ fn start(args: &RunArgs) -> Result<(Running, RingBuf<MapData>, AlertLog), AgentE
     }
     loader::validate_map_size(args.map_size)?;
     let alert_log = AlertLog::open(&args.alert_log)?;
+    let metrics_listener = std::net::TcpListener::bind(args.metrics_addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| AgentError::Metrics {
+            addr: args.metrics_addr,
+            source,
+        })?;
     let pins = PinDir::acquire(&args.pin_dir)?;
     let mut ebpf = loader::load(args.map_size, &config.detection.kernel_config())?;
     let mut attachments = Vec::new();
@@ -132,7 +167,91 @@ fn start(args: &RunArgs) -> Result<(Running, RingBuf<MapData>, AlertLog), AgentE
         attachments,
         config,
     };
-    Ok((running, events, alert_log))
+    Ok(Started {
+        running,
+        events,
+        alert_log,
+        metrics_listener,
+        alertmanager,
+    })
+}
+
+/// Counts the source map every `interval` in a thread of its own (a full
+/// walk: kept off the detection path), until `stop` is set.
+fn spawn_counter(
+    pin_dir: PathBuf,
+    snapshot: Arc<Mutex<AgentSnapshot>>,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let maps = match ScanwatchMaps::open_pinned(&pin_dir) {
+            Ok(maps) => maps,
+            Err(e) => {
+                log::warn!("source counter disabled: {e}");
+                return;
+            }
+        };
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next {
+                next = Instant::now() + interval;
+                let created: u64 = maps
+                    .iface_counters()
+                    .map(|c| {
+                        c.values()
+                            .map(|v| v.get(scanwatch_common::Counter::SourcesCreated))
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                match maps.count_sources() {
+                    Ok((total, by_iface)) => {
+                        let mut s = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+                        s.tracked_total = Some(total);
+                        s.tracked_by_ifindex = by_iface;
+                        s.evictions = s.evictions.max(created.saturating_sub(total));
+                    }
+                    Err(e) => log::warn!("cannot count sources: {e}"),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
+/// Pushes to Alertmanager in the background; counts the outcome.
+fn push_alerts(am: &Alertmanager, body: Vec<u8>, snapshot: &Arc<Mutex<AgentSnapshot>>) {
+    let am = am.clone();
+    let snapshot = Arc::clone(snapshot);
+    tokio::spawn(async move {
+        let result = am.post(&body).await;
+        let mut s = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(()) => s.alertmanager_pushes += 1,
+            Err(e) => {
+                s.alertmanager_errors += 1;
+                log::warn!("{e}");
+            }
+        }
+    });
+}
+
+/// The sources the engine currently flags, for Alertmanager.
+fn flagged_now(engine: &Engine, since: &mut HashMap<String, SystemTime>) -> Vec<Flagged> {
+    engine
+        .active()
+        .iter()
+        .filter(|(_, a)| !a.types.is_empty())
+        .map(|(k, a)| {
+            let source = k.ip().to_string();
+            let started = *since.entry(source.clone()).or_insert_with(SystemTime::now);
+            Flagged {
+                source,
+                types: a.types.clone(),
+                since: started,
+            }
+        })
+        .collect()
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -140,7 +259,13 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;
-    let (running, events, alert_log) = start(&args)?;
+    let Started {
+        running,
+        events,
+        alert_log,
+        metrics_listener,
+        alertmanager,
+    } = start(&args)?;
     let names: BTreeMap<u32, String> = running
         .attachments
         .iter()
@@ -162,6 +287,37 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         d.syn_flood_source.syns_per_second,
     );
     let mut engine = Engine::new(running.config.detection.clone(), alert_log, names.clone());
+    let interfaces: Vec<AttachedInterface> = running
+        .attachments
+        .iter()
+        .map(|a| AttachedInterface {
+            name: a.iface.name.clone(),
+            ifindex: a.iface.ifindex,
+            mode: a.mode.as_str(),
+        })
+        .collect();
+    let metrics = build_registry(ScanwatchMaps::open_pinned(running.pins.path())?, interfaces);
+    let snapshot = Arc::clone(&metrics.snapshot);
+    let poll_duration = metrics.poll_duration.clone();
+    let listener = tokio::net::TcpListener::from_std(metrics_listener).map_err(|source| {
+        AgentError::Metrics {
+            addr: args.metrics_addr,
+            source,
+        }
+    })?;
+    log::info!("metrics on http://{}/metrics", args.metrics_addr);
+    let server = tokio::spawn(crate::http::serve(listener, Arc::new(metrics.registry)));
+    let stop_counter = Arc::new(AtomicBool::new(false));
+    let counter = spawn_counter(
+        running.pins.path().to_path_buf(),
+        Arc::clone(&snapshot),
+        Duration::from_secs(args.count_interval),
+        Arc::clone(&stop_counter),
+    );
+    let instance = alertmanager::hostname();
+    let mut pushed: HashMap<String, Flagged> = HashMap::new();
+    let mut since: HashMap<String, SystemTime> = HashMap::new();
+    let mut resend = tokio::time::interval(alertmanager::RESEND);
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns
     // the ring buffer, and always reports that same fd.
     let mut events =
@@ -172,16 +328,43 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut active = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await; // the first tick is immediate
     loop {
+        // Time spent working in this step (not waiting in select).
+        let mut busy = Duration::ZERO;
         tokio::select! {
+            _ = resend.tick() => {
+                let t = Instant::now();
+                if let Some(am) = &alertmanager {
+                    let firing = flagged_now(&engine, &mut since);
+                    let resolved: Vec<Flagged> = pushed
+                        .values()
+                        .filter(|p| !firing.iter().any(|f| f.source == p.source))
+                        .cloned()
+                        .collect();
+                    for r in &resolved {
+                        since.remove(&r.source);
+                    }
+                    pushed = firing.iter().map(|f| (f.source.clone(), f.clone())).collect();
+                    if !firing.is_empty() || !resolved.is_empty() {
+                        push_alerts(am, alertmanager::body(&firing, &resolved, &instance, SystemTime::now()), &snapshot);
+                    }
+                }
+                busy = t.elapsed();
+            }
             guard = events.readable_mut() => {
+                let t = Instant::now();
                 let mut guard = guard.map_err(AgentError::Events)?;
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
                     engine.on_record(&item, &running.maps, Instant::now());
                 }
                 guard.clear_ready();
+                busy = t.elapsed();
             }
-            _ = active.tick() => engine.poll_active(&running.maps, Instant::now()),
+            _ = active.tick() => {
+                let t = Instant::now();
+                engine.poll_active(&running.maps, Instant::now());
+                busy = t.elapsed();
+            }
             _ = ticker.tick() => {
                 match running.maps.iface_counters() {
                     Ok(counters) => {
@@ -204,7 +387,37 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
         }
+        let post = Instant::now();
+        // New alerts go to Alertmanager at once, not at the next re-send.
+        let written = engine.take_alerts();
+        if let Some(am) = &alertmanager
+            && !written.is_empty()
+        {
+            let firing: Vec<Flagged> = flagged_now(&engine, &mut since)
+                .into_iter()
+                .filter(|f| written.iter().any(|a| a.source == f.source))
+                .collect();
+            for f in &firing {
+                pushed.insert(f.source.clone(), f.clone());
+            }
+            push_alerts(
+                am,
+                alertmanager::body(&firing, &[], &instance, SystemTime::now()),
+                &snapshot,
+            );
+        }
+        {
+            let mut s = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+            s.engine = engine.stats;
+            s.detections.clone_from(&engine.detections);
+            s.active = engine.active_by_type();
+            s.top = engine.top_flagged(usize::from(args.metrics_top));
+        }
+        poll_duration.observe((busy + post.elapsed()).as_secs_f64());
     }
+    server.abort();
+    stop_counter.store(true, Ordering::Relaxed);
+    let _ = counter.join();
     let s = engine.stats;
     log::info!(
         "{} crossings, {} alerts ({} write errors), {} ignored",

@@ -59,6 +59,28 @@ pub struct RunArgs {
     /// File the alerts are appended to, one JSON object per line.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_ALERT_LOG)]
     pub alert_log: PathBuf,
+    /// Address the Prometheus `/metrics` endpoint listens on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9477")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// How many flagged sources `scanwatch_top_source_probes` exports.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u16).range(0..=1000)
+    )]
+    pub metrics_top: u16,
+    /// Seconds between counts of the source map (`scanwatch_tracked_sources`).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub count_interval: u64,
+    /// Push detections to this Alertmanager (v2 API), e.g. http://127.0.0.1:9093.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +121,9 @@ mod tests {
             PathBuf::from("/var/log/scanwatch/alerts.jsonl")
         );
         assert_eq!(run.config, None);
+        assert_eq!(run.metrics_addr.to_string(), "127.0.0.1:9477");
+        assert_eq!(run.metrics_top, 10);
+        assert_eq!(run.alertmanager_url, None);
     }
 
     #[test]
@@ -110,6 +135,8 @@ mod tests {
             &["run", "--iface", "eth0", "--map-size", "lots"],
             &["run", "--iface", "eth0", "--xdp-mode", "turbo"],
             &["run", "--iface", "eth0", "--interval", "0"],
+            &["run", "--iface", "eth0", "--metrics-addr", "localhost"],
+            &["run", "--iface", "eth0", "--metrics-top", "5000"],
             &["top", "--limit", "-1"],
         ] {
             let err = parse(args).expect_err(&format!("{args:?} should fail"));

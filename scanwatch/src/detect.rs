@@ -299,14 +299,15 @@ impl Alerter {
     }
 
     /// Whether to alert now for `source` showing `types` with `ev`; records
-    /// the alert if so.
+    /// the alert if so. Returns the reason and the types not alerted within
+    /// the suppression interval (the new detections).
     pub fn decide(
         &mut self,
         source: SourceKey,
         types: &[ScanType],
         ev: &Evidence,
         now: Instant,
-    ) -> Option<AlertReason> {
+    ) -> Option<(AlertReason, Vec<ScanType>)> {
         if types.is_empty() {
             return None;
         }
@@ -329,7 +330,8 @@ impl Alerter {
         } else {
             0
         };
-        let reason = if types.iter().any(|t| !suppressed(t)) {
+        let fresh: Vec<ScanType> = types.iter().copied().filter(|t| !suppressed(t)).collect();
+        let reason = if !fresh.is_empty() {
             AlertReason::New
         } else if grown_from > 0 && ev.total() as f64 >= grown_from as f64 * self.escalation_factor
         {
@@ -343,7 +345,7 @@ impl Alerter {
         state.probes_at_last_alert = ev.total();
         state.window_start_ns = ev.window_start_ns;
         *touched = now;
-        Some(reason)
+        Some((reason, fresh))
     }
 
     /// Sources with alert state.
@@ -451,7 +453,7 @@ mod tests {
         let ports = [ScanType::PortScan];
         assert_eq!(
             a.decide(src, &ports, &evidence(1, 15, 7), t0),
-            Some(AlertReason::New)
+            Some((AlertReason::New, vec![ScanType::PortScan]))
         );
         // Same type, same window, little growth: suppressed.
         assert_eq!(
@@ -480,7 +482,7 @@ mod tests {
                 &evidence(1, 60, 7),
                 t0 + Duration::from_secs(3)
             ),
-            Some(AlertReason::Escalated)
+            Some((AlertReason::Escalated, vec![]))
         );
         // A new type escalates at once.
         let both = [ScanType::PortScan, ScanType::StealthScan];
@@ -491,7 +493,8 @@ mod tests {
                 &evidence(17, 61, 7),
                 t0 + Duration::from_secs(4)
             ),
-            Some(AlertReason::New)
+            Some((AlertReason::New, vec![ScanType::StealthScan])),
+            "only the new type counts as a new detection"
         );
         // Suppression ends exactly at the interval.
         assert_eq!(
@@ -510,7 +513,10 @@ mod tests {
                 &evidence(17, 62, 7),
                 t0 + Duration::from_secs(604)
             ),
-            Some(AlertReason::New)
+            Some((
+                AlertReason::New,
+                vec![ScanType::PortScan, ScanType::StealthScan]
+            ))
         );
         // Nothing to say for no types.
         assert_eq!(a.decide(key(2), &[], &evidence(0, 1, 7), t0), None);
@@ -524,7 +530,7 @@ mod tests {
         let ports = [ScanType::PortScan];
         assert_eq!(
             a.decide(src, &ports, &evidence(1, 100, 1), t0),
-            Some(AlertReason::New)
+            Some((AlertReason::New, vec![ScanType::PortScan]))
         );
         // A new kernel window with 20 probes: not 2x of the old window's 100,
         // and nothing to compare with in this window yet.

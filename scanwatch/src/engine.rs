@@ -14,7 +14,7 @@ use crate::{
     alerts::{Alert, AlertInput, AlertLog},
     clock::BootClock,
     config::Detection,
-    detect::{Alerter, Evidence, classify, confidence, make_room},
+    detect::{Alerter, Evidence, ScanType, classify, confidence, make_room},
     maps::ScanwatchMaps,
 };
 
@@ -31,14 +31,27 @@ pub struct EngineStats {
     pub alert_write_errors: u64,
 }
 
+/// A source that crossed a threshold recently.
+#[derive(Clone, Debug)]
+pub struct ActiveSource {
+    /// When it last crossed a threshold.
+    pub crossed: Instant,
+    /// Its scan types and window probes at the last evaluation.
+    pub types: Vec<ScanType>,
+    pub window_probes: u64,
+}
+
 pub struct Engine {
     cfg: Detection,
     alerter: Alerter,
-    /// Sources that crossed a threshold, with when they did.
-    active: HashMap<SourceKey, Instant>,
+    active: HashMap<SourceKey, ActiveSource>,
     log: AlertLog,
     names: BTreeMap<u32, String>,
     pub stats: EngineStats,
+    /// New detections per scan type.
+    pub detections: BTreeMap<ScanType, u64>,
+    /// Alerts written since the last call to [`Engine::take_alerts`].
+    written: Vec<Alert>,
 }
 
 impl Engine {
@@ -50,6 +63,8 @@ impl Engine {
             log,
             names,
             stats: EngineStats::default(),
+            detections: BTreeMap::new(),
+            written: Vec::new(),
         }
     }
 
@@ -78,13 +93,17 @@ impl Engine {
             );
             return;
         }
-        make_room(
-            &mut self.active,
-            &event.source,
-            MAX_ACTIVE_SOURCES,
-            |crossed| *crossed,
-        );
-        self.active.insert(event.source, now);
+        make_room(&mut self.active, &event.source, MAX_ACTIVE_SOURCES, |a| {
+            a.crossed
+        });
+        self.active
+            .entry(event.source)
+            .and_modify(|a| a.crossed = now)
+            .or_insert(ActiveSource {
+                crossed: now,
+                types: Vec::new(),
+                window_probes: 0,
+            });
         self.evaluate(&event.source, maps, now, Some(event.time_ns));
     }
 
@@ -92,7 +111,7 @@ impl Engine {
     pub fn poll_active(&mut self, maps: &ScanwatchMaps, now: Instant) {
         let idle = self.cfg.window() + Duration::from_secs(1);
         self.active
-            .retain(|_, crossed| now.saturating_duration_since(*crossed) < idle);
+            .retain(|_, a| now.saturating_duration_since(a.crossed) < idle);
         let keys: Vec<SourceKey> = self.active.keys().copied().collect();
         for key in keys {
             self.evaluate(&key, maps, now, None);
@@ -117,9 +136,16 @@ impl Engine {
         };
         let evidence = Evidence::from_stats(&stats);
         let types = classify(&evidence, &self.cfg);
-        let Some(reason) = self.alerter.decide(*key, &types, &evidence, now) else {
+        if let Some(a) = self.active.get_mut(key) {
+            a.types.clone_from(&types);
+            a.window_probes = evidence.total();
+        }
+        let Some((reason, fresh)) = self.alerter.decide(*key, &types, &evidence, now) else {
             return;
         };
+        for t in fresh {
+            *self.detections.entry(t).or_default() += 1;
+        }
         let clock = BootClock::now();
         let alert = Alert::new(AlertInput {
             key,
@@ -139,6 +165,41 @@ impl Engine {
             self.stats.alert_write_errors += 1;
             log::error!("{e}");
         }
+        self.written.push(alert);
+    }
+
+    /// Alerts written since the last call (for Alertmanager).
+    pub fn take_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.written)
+    }
+
+    /// The active sources.
+    pub fn active(&self) -> &HashMap<SourceKey, ActiveSource> {
+        &self.active
+    }
+
+    /// Active sources per scan type.
+    pub fn active_by_type(&self) -> BTreeMap<ScanType, u64> {
+        let mut out = BTreeMap::new();
+        for a in self.active.values() {
+            for t in &a.types {
+                *out.entry(*t).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The `n` flagged active sources with the most window probes.
+    pub fn top_flagged(&self, n: usize) -> Vec<(String, Vec<ScanType>, u64)> {
+        let mut v: Vec<(String, Vec<ScanType>, u64)> = self
+            .active
+            .iter()
+            .filter(|(_, a)| !a.types.is_empty())
+            .map(|(k, a)| (k.ip().to_string(), a.types.clone(), a.window_probes))
+            .collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
     }
 
     /// SIGHUP: reopen the alert log.

@@ -4,6 +4,7 @@
 //! `main.rs` only wires these modules together.
 
 pub mod agent;
+pub mod alertmanager;
 pub mod alerts;
 pub mod bpffs;
 pub mod cli;
@@ -11,8 +12,10 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod http;
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod privileges;
 pub mod summary;
 pub mod testrun;

@@ -186,6 +186,23 @@ impl ScanwatchMaps {
         Ok(seen.into_iter().collect())
     }
 
+    /// Counts tracked sources, in total and by the interface of their latest
+    /// probe, without keeping them (one key and one value read per entry).
+    pub fn count_sources(&self) -> Result<(u64, BTreeMap<u32, u64>), MapsError> {
+        let limit = 2 * self.source_capacity as usize;
+        let mut total = 0u64;
+        let mut by_iface = BTreeMap::new();
+        for (visited, item) in self.sources.iter().enumerate() {
+            if visited >= limit {
+                break;
+            }
+            let (_, value) = item.map_err(map_err(SOURCES_MAP))?;
+            total += 1;
+            *by_iface.entry(value.last_ifindex).or_insert(0u64) += 1;
+        }
+        Ok((total.min(u64::from(self.source_capacity)), by_iface))
+    }
+
     /// Writes one source's entry (tests and tools: e.g. filling the map).
     pub fn insert_source(&mut self, key: &SourceKey, stats: &SourceStats) -> Result<(), MapsError> {
         self.sources

@@ -1,0 +1,423 @@
+//! Prometheus metrics. Everything that lives in BPF maps is read at scrape
+//! time (const metrics, as node_exporter and ebpf_exporter do); what the
+//! agent itself counts is copied into a shared snapshot after each step of
+//! its loop. One place, [`build_registry`], registers every metric.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{
+        counter::ConstCounter,
+        gauge::ConstGauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+use scanwatch_common::Counter;
+
+use crate::{detect::ScanType, engine::EngineStats, maps::ScanwatchMaps};
+
+/// Default number of flagged sources exported with a `source` label.
+pub const DEFAULT_TOP_SOURCES: usize = 10;
+
+/// An attached interface, for `scanwatch_xdp_attached`.
+#[derive(Clone, Debug)]
+pub struct AttachedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    pub mode: &'static str,
+}
+
+/// What the agent knows outside the maps, refreshed by its loop.
+#[derive(Clone, Debug, Default)]
+pub struct AgentSnapshot {
+    pub engine: EngineStats,
+    /// Sources newly detected per scan type (counter).
+    pub detections: BTreeMap<ScanType, u64>,
+    /// Active (recently crossed) sources per scan type.
+    pub active: BTreeMap<ScanType, u64>,
+    /// The busiest active sources: (address, types, probes in the window).
+    pub top: Vec<(String, Vec<ScanType>, u64)>,
+    /// Entries in the source map at the last count, in total and by the
+    /// interface of their latest probe.
+    pub tracked_total: Option<u64>,
+    pub tracked_by_ifindex: BTreeMap<u32, u64>,
+    /// Sources evicted from the full map, estimated as created minus live (kept monotonic).
+    pub evictions: u64,
+    pub alertmanager_pushes: u64,
+    pub alertmanager_errors: u64,
+}
+
+/// The scrape-time collector.
+pub struct ScanwatchCollector {
+    maps: Mutex<ScanwatchMaps>,
+    snapshot: Arc<Mutex<AgentSnapshot>>,
+    interfaces: Vec<AttachedInterface>,
+    capacity: u32,
+}
+
+impl fmt::Debug for ScanwatchCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanwatchCollector")
+            .field("interfaces", &self.interfaces)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    value: u64,
+) -> fmt::Result {
+    let c = ConstCounter::new(value);
+    let mut m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(m.encode_family(&labels)?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    value: i64,
+) -> fmt::Result {
+    let g = ConstGauge::new(value);
+    let mut m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(m.encode_family(&labels)?)
+}
+
+/// One family with several labelled samples.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind_of: &M,
+    samples: Vec<(Vec<(&str, String)>, M)>,
+) -> fmt::Result {
+    let mut m = encoder.encode_descriptor(name, help, None, kind_of.metric_type())?;
+    for (labels, metric) in samples {
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        metric.encode(m.encode_family(&labels.as_slice())?)?;
+    }
+    Ok(())
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Probe kinds as `scanwatch_packets_total{kind}`: the six probe kinds and
+/// `other` (not a probe, or not IP).
+const PACKET_KINDS: [(&str, &[Counter]); 7] = [
+    ("syn", &[Counter::ProbeSyn]),
+    ("stealth", &[Counter::ProbeStealth]),
+    ("udp", &[Counter::ProbeUdp]),
+    ("icmp_echo", &[Counter::ProbeIcmpEcho]),
+    ("icmp_other_probe", &[Counter::ProbeIcmpOtherProbe]),
+    ("fragment", &[Counter::ProbeFragment]),
+    ("other", &[Counter::NotProbe, Counter::NotIp]),
+];
+
+const PARSE_ERRORS: [Counter; 3] = [
+    Counter::Truncated,
+    Counter::Malformed,
+    Counter::Ipv6ExtChainTooLong,
+];
+
+impl Collector for ScanwatchCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let snapshot = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let counters = self
+            .maps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iface_counters()
+            .unwrap_or_default();
+        let e = &mut encoder;
+
+        let mut packets = Vec::new();
+        let mut errors = Vec::new();
+        let mut created = Vec::new();
+        let mut events_dropped = Vec::new();
+        let mut tracked = Vec::new();
+        let mut dropped = Vec::new();
+        let mut attached = Vec::new();
+        for iface in &self.interfaces {
+            let c = counters
+                .get(&iface.ifindex)
+                .copied()
+                .unwrap_or(scanwatch_common::IfaceCounters::ZERO);
+            let name = || ("interface", iface.name.clone());
+            for (kind, slots) in PACKET_KINDS {
+                let v = slots.iter().map(|s| c.get(*s)).sum::<u64>();
+                packets.push((
+                    vec![name(), ("kind", kind.to_string())],
+                    ConstCounter::new(v),
+                ));
+            }
+            for reason in PARSE_ERRORS {
+                errors.push((
+                    vec![name(), ("reason", reason.name().to_string())],
+                    ConstCounter::new(c.get(reason)),
+                ));
+            }
+            created.push((
+                vec![name()],
+                ConstCounter::new(c.get(Counter::SourcesCreated)),
+            ));
+            events_dropped.push((
+                vec![name()],
+                ConstCounter::new(c.get(Counter::EventsDropped)),
+            ));
+            tracked.push((
+                vec![name()],
+                ConstGauge::new(saturating_i64(
+                    snapshot
+                        .tracked_by_ifindex
+                        .get(&iface.ifindex)
+                        .copied()
+                        .unwrap_or(0),
+                )),
+            ));
+            for reason in ["blocklist", "feed"] {
+                dropped.push((
+                    vec![name(), ("reason", reason.to_string())],
+                    ConstCounter::new(0u64),
+                ));
+            }
+            attached.push((
+                vec![name(), ("mode", iface.mode.to_string())],
+                ConstGauge::new(1i64),
+            ));
+        }
+        family(
+            e,
+            "packets",
+            "Packets seen by the XDP program, by probe kind (other: not a probe, or not IP).",
+            &ConstCounter::new(0u64),
+            packets,
+        )?;
+        family(
+            e,
+            "parse_errors",
+            "Packets the XDP program could not parse (passed, not dropped), by reason.",
+            &ConstCounter::new(0u64),
+            errors,
+        )?;
+        family(
+            e,
+            "sources_created",
+            "Source entries created in the source map.",
+            &ConstCounter::new(0u64),
+            created,
+        )?;
+        family(
+            e,
+            "events_dropped",
+            "Threshold crossings lost because the ring buffer was full.",
+            &ConstCounter::new(0u64),
+            events_dropped,
+        )?;
+        family(
+            e,
+            "tracked_sources",
+            "Sources in the source map at the last count, by the interface of their latest probe.",
+            &ConstGauge::new(0i64),
+            tracked,
+        )?;
+        gauge(
+            e,
+            "source_map_capacity",
+            "Capacity of the source map (sources).",
+            &[],
+            i64::from(self.capacity),
+        )?;
+        gauge(
+            e,
+            "source_map_entries",
+            "Sources in the source map at the last count (all interfaces).",
+            &[],
+            saturating_i64(snapshot.tracked_total.unwrap_or(0)),
+        )?;
+        counter(
+            e,
+            "source_map_evictions",
+            "Sources evicted from the full source map (created minus live, estimated at each count).",
+            &[],
+            snapshot.evictions,
+        )?;
+
+        let types = ScanType::ALL;
+        family(
+            e,
+            "detections",
+            "Sources newly detected, by scan type.",
+            &ConstCounter::new(0u64),
+            types
+                .iter()
+                .map(|t| {
+                    (
+                        vec![("type", t.name().to_string())],
+                        ConstCounter::new(snapshot.detections.get(t).copied().unwrap_or(0)),
+                    )
+                })
+                .collect(),
+        )?;
+        family(
+            e,
+            "active_scanners",
+            "Sources that crossed a threshold within the current window, by scan type.",
+            &ConstGauge::new(0i64),
+            types
+                .iter()
+                .map(|t| {
+                    (
+                        vec![("type", t.name().to_string())],
+                        ConstGauge::new(saturating_i64(
+                            snapshot.active.get(t).copied().unwrap_or(0),
+                        )),
+                    )
+                })
+                .collect(),
+        )?;
+        counter(e, "alerts", "Alerts written.", &[], snapshot.engine.alerts)?;
+        counter(
+            e,
+            "alert_write_errors",
+            "Alerts that could not be appended to the alert log.",
+            &[],
+            snapshot.engine.alert_write_errors,
+        )?;
+        counter(
+            e,
+            "crossings",
+            "Threshold crossings received from the kernel.",
+            &[],
+            snapshot.engine.events,
+        )?;
+        counter(
+            e,
+            "ignored_crossings",
+            "Threshold crossings by sources in `ignore` networks (never alerted).",
+            &[],
+            snapshot.engine.ignored,
+        )?;
+        let mut top = Vec::new();
+        for (source, types, probes) in &snapshot.top {
+            for t in types {
+                top.push((
+                    vec![("source", source.clone()), ("type", t.name().to_string())],
+                    ConstGauge::new(saturating_i64(*probes)),
+                ));
+            }
+        }
+        family(
+            e,
+            "top_source_probes",
+            "Probes in the current window of the busiest flagged sources (top N only), by scan type.",
+            &ConstGauge::new(0i64),
+            top,
+        )?;
+        gauge(
+            e,
+            "blocked_sources",
+            "Sources in the kernel blocklist (mitigation not built yet: always 0).",
+            &[],
+            0,
+        )?;
+        family(
+            e,
+            "dropped_packets",
+            "Packets dropped by XDP, by reason (mitigation not built yet: always 0).",
+            &ConstCounter::new(0u64),
+            dropped,
+        )?;
+        family(
+            e,
+            "xdp_attached",
+            "1 for each interface the XDP program is attached to, with its mode.",
+            &ConstGauge::new(0i64),
+            attached,
+        )?;
+        gauge(
+            e,
+            "build_info",
+            "scanwatch build information.",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        )?;
+        counter(
+            e,
+            "alertmanager_pushes",
+            "Alert batches pushed to Alertmanager.",
+            &[],
+            snapshot.alertmanager_pushes,
+        )?;
+        counter(
+            e,
+            "alertmanager_push_errors",
+            "Alert batches Alertmanager did not accept.",
+            &[],
+            snapshot.alertmanager_errors,
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry and the handles the agent updates.
+pub struct Metrics {
+    pub registry: Registry,
+    pub poll_duration: Histogram,
+    pub snapshot: Arc<Mutex<AgentSnapshot>>,
+}
+
+/// Registers every metric: the scrape-time collector over `maps` and the
+/// agent's own poll-duration histogram.
+pub fn build_registry(maps: ScanwatchMaps, interfaces: Vec<AttachedInterface>) -> Metrics {
+    let mut registry = Registry::with_prefix("scanwatch");
+    let snapshot = Arc::new(Mutex::new(AgentSnapshot::default()));
+    let poll_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+    registry.register_with_unit(
+        "poll_duration",
+        "Time the agent spends working per step of its loop (events, re-checks, pushes)",
+        Unit::Seconds,
+        poll_duration.clone(),
+    );
+    let capacity = maps.source_capacity();
+    registry.register_collector(Box::new(ScanwatchCollector {
+        maps: Mutex::new(maps),
+        snapshot: Arc::clone(&snapshot),
+        interfaces,
+        capacity,
+    }));
+    Metrics {
+        registry,
+        poll_duration,
+        snapshot,
+    }
+}
+
+/// Encodes the registry: OpenMetrics text, or the classic Prometheus text
+/// format when `openmetrics` is false.
+pub fn render(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
+    let mut out = String::new();
+    if openmetrics {
+        prometheus_client::encoding::text::encode(&mut out, registry)?;
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
+    }
+    Ok(out)
+}
