@@ -134,7 +134,7 @@ const PARSE_ERRORS: [Counter; 3] = [
 ];
 
 impl Collector for ScanwatchCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let snapshot = self
             .snapshot
             .lock()
@@ -146,6 +146,27 @@ impl Collector for ScanwatchCollector {
             .unwrap_or_else(PoisonError::into_inner)
             .iface_counters()
             .unwrap_or_default();
+        Scrape {
+            counters: &counters,
+            snapshot: &snapshot,
+            interfaces: &self.interfaces,
+            capacity: self.capacity,
+        }
+        .encode(encoder)
+    }
+}
+
+/// Everything one scrape reports.
+pub struct Scrape<'a> {
+    pub counters: &'a BTreeMap<u32, scanwatch_common::IfaceCounters>,
+    pub snapshot: &'a AgentSnapshot,
+    pub interfaces: &'a [AttachedInterface],
+    pub capacity: u32,
+}
+
+impl Scrape<'_> {
+    pub fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let (counters, snapshot) = (self.counters, self.snapshot);
         let e = &mut encoder;
 
         let mut packets = Vec::new();
@@ -155,7 +176,7 @@ impl Collector for ScanwatchCollector {
         let mut tracked = Vec::new();
         let mut dropped = Vec::new();
         let mut attached = Vec::new();
-        for iface in &self.interfaces {
+        for iface in self.interfaces {
             let c = counters
                 .get(&iface.ifindex)
                 .copied()
@@ -420,4 +441,115 @@ pub fn render(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Err
         prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scanwatch_common::IfaceCounters;
+
+    #[derive(Debug)]
+    struct Fixed {
+        counters: BTreeMap<u32, IfaceCounters>,
+        snapshot: AgentSnapshot,
+        interfaces: Vec<AttachedInterface>,
+    }
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+            Scrape {
+                counters: &self.counters,
+                snapshot: &self.snapshot,
+                interfaces: &self.interfaces,
+                capacity: 262_144,
+            }
+            .encode(encoder)
+        }
+    }
+
+    fn rendered(openmetrics: bool) -> String {
+        let mut c = IfaceCounters::ZERO;
+        c.counters[Counter::ProbeSyn as usize] = 1000;
+        c.counters[Counter::NotProbe as usize] = 7;
+        c.counters[Counter::NotIp as usize] = 3;
+        c.counters[Counter::Truncated as usize] = 2;
+        let mut snapshot = AgentSnapshot::default();
+        snapshot.engine.alerts = 4;
+        snapshot.detections.insert(ScanType::PortScan, 2);
+        snapshot.top = vec![(
+            "198.18.0.9".into(),
+            vec![ScanType::PortScan, ScanType::StealthScan],
+            1000,
+        )];
+        snapshot.tracked_by_ifindex.insert(2, 5);
+        let mut registry = Registry::with_prefix("scanwatch");
+        registry.register_collector(Box::new(Fixed {
+            counters: BTreeMap::from([(2, c)]),
+            snapshot,
+            interfaces: vec![AttachedInterface {
+                name: "eth0".into(),
+                ifindex: 2,
+                mode: "native",
+            }],
+        }));
+        render(&registry, openmetrics).unwrap()
+    }
+
+    #[test]
+    fn names_types_and_help() {
+        let text = rendered(false);
+        for (name, kind) in [
+            ("scanwatch_packets_total", "counter"),
+            ("scanwatch_parse_errors_total", "counter"),
+            ("scanwatch_tracked_sources", "gauge"),
+            ("scanwatch_source_map_capacity", "gauge"),
+            ("scanwatch_source_map_evictions_total", "counter"),
+            ("scanwatch_detections_total", "counter"),
+            ("scanwatch_active_scanners", "gauge"),
+            ("scanwatch_alerts_total", "counter"),
+            ("scanwatch_top_source_probes", "gauge"),
+            ("scanwatch_blocked_sources", "gauge"),
+            ("scanwatch_dropped_packets_total", "counter"),
+            ("scanwatch_build_info", "gauge"),
+            ("scanwatch_xdp_attached", "gauge"),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} {kind}:\n{text}"
+            );
+            assert!(text.contains(&format!("# HELP {name} ")), "help of {name}");
+        }
+    }
+
+    #[test]
+    fn values_and_bounded_labels() {
+        let text = rendered(false);
+        for line in [
+            "scanwatch_packets_total{interface=\"eth0\",kind=\"syn\"} 1000",
+            "scanwatch_packets_total{interface=\"eth0\",kind=\"other\"} 10",
+            "scanwatch_parse_errors_total{interface=\"eth0\",reason=\"truncated\"} 2",
+            "scanwatch_tracked_sources{interface=\"eth0\"} 5",
+            "scanwatch_detections_total{type=\"port_scan\"} 2",
+            "scanwatch_detections_total{type=\"syn_flood_source\"} 0",
+            "scanwatch_alerts_total 4",
+            "scanwatch_top_source_probes{source=\"198.18.0.9\",type=\"port_scan\"} 1000",
+            "scanwatch_top_source_probes{source=\"198.18.0.9\",type=\"stealth_scan\"} 1000",
+            "scanwatch_xdp_attached{interface=\"eth0\",mode=\"native\"} 1",
+            "scanwatch_dropped_packets_total{interface=\"eth0\",reason=\"blocklist\"} 0",
+            "scanwatch_blocked_sources 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // Per-IP labels only in the top-N family.
+        for l in text.lines().filter(|l| l.contains("source=\"")) {
+            assert!(l.starts_with("scanwatch_top_source_probes"), "{l}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_ends_with_eof() {
+        let text = rendered(true);
+        assert!(text.ends_with("# EOF\n"));
+        assert!(text.contains("# TYPE scanwatch_packets counter"));
+    }
 }

@@ -20,6 +20,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ab", "apache2-utils"),
     ("python3", "python3"),
     ("nginx", "nginx-light"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
+    ("curl", "curl"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {
@@ -96,6 +100,7 @@ fn debian_packages() -> anyhow::Result<()> {
         .filter(|(cmd, _)| which(cmd).is_none())
         .map(|(_, pkg)| *pkg)
         .collect();
+    missing.sort_unstable();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
