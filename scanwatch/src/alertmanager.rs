@@ -205,9 +205,13 @@ mod tests {
             types: vec![ScanType::PortScan, ScanType::StealthScan],
             since: now,
         };
-        let v: serde_json::Value =
-            serde_json::from_slice(&body(std::slice::from_ref(&f), &[f.clone()], "edge1", now))
-                .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body(
+            std::slice::from_ref(&f),
+            std::slice::from_ref(&f),
+            "edge1",
+            now,
+        ))
+        .unwrap();
         let a = v.as_array().unwrap();
         assert_eq!(a.len(), 4);
         assert_eq!(a[0]["labels"]["alertname"], "ScanwatchScanDetected");
