@@ -203,11 +203,14 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts a long-running process; it is killed when the lab drops.
+    /// Starts a long-running process in a process group of its own; the
+    /// whole group (e.g. nginx's workers) is killed when the lab drops.
     pub fn spawn(&mut self, mut cmd: Command) -> Result<u32, LabError> {
+        use std::os::unix::process::CommandExt as _;
         let command = describe(&cmd);
         let child = cmd
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
             .map_err(|source| LabError::Spawn { command, source })?;
         let pid = child.id();
@@ -235,6 +238,15 @@ impl Lab {
         None
     }
 
+    /// SIGKILLs a process started with [`Lab::spawn`] and reaps it (so every
+    /// thread is gone and its sockets are closed when this returns).
+    pub fn kill(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
+        let idx = self.children.iter().position(|c| c.id() == pid)?;
+        let mut child = self.children.remove(idx);
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
     /// Path of the target namespace, for `setns`.
     pub fn target_netns_path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.target_ns))
@@ -244,6 +256,11 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for child in &mut self.children {
+            // The process group: the child and anything it forked.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -126,13 +126,13 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
     }
     loader::validate_map_size(args.map_size)?;
     let alert_log = AlertLog::open(&args.alert_log)?;
+    let pins = PinDir::acquire(&args.pin_dir)?;
     let metrics_listener = std::net::TcpListener::bind(args.metrics_addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| AgentError::Metrics {
             addr: args.metrics_addr,
             source,
         })?;
-    let pins = PinDir::acquire(&args.pin_dir)?;
     let mut ebpf = loader::load(args.map_size, &config.detection.kernel_config())?;
     let mut attachments = Vec::new();
     for iface in &interfaces {

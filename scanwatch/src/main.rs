@@ -27,7 +27,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((e, code)) => {
-            let _ = writeln!(std::io::stderr(), "scanwatch: error: {e:#}");
+            // Each error's message already names its cause.
+            let _ = writeln!(std::io::stderr(), "scanwatch: error: {e}");
             ExitCode::from(code)
         }
     }

@@ -246,19 +246,8 @@ fn stale_pins_from_a_killed_agent_are_replaced() {
     }
     let mut agent = AgentLab::start(&[]);
     // SIGKILL: no cleanup; the bpf_link goes with the process, the pins stay.
-    let pid = agent.agent_pid.to_string();
-    Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .expect("kill");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .is_ok_and(|s| !s.contains("zombie"))
-    {
-        assert!(std::time::Instant::now() < deadline, "agent did not die");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let pid = agent.agent_pid;
+    assert!(agent.lab.kill(pid).is_some(), "agent killed and reaped");
     assert!(
         agent.pin_dir.join("SOURCES").exists(),
         "pins outlive a killed agent"

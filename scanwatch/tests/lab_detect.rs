@@ -313,7 +313,7 @@ fn legitimate_traffic_is_not_flagged() {
         .arg(dir.join("nginx.conf"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    lab.lab.spawn(c).expect("nginx");
+    let nginx = lab.lab.spawn(c).expect("nginx");
     std::thread::sleep(Duration::from_millis(700));
 
     // 1. One client, 10,000 HTTP requests to one open port.
@@ -410,6 +410,8 @@ print("ok")
     let sources = lab.top().len();
     assert!(sources >= 202, "{sources} sources tracked");
     assert!(lab.stop_agent());
+    // SIGTERM: the nginx master stops and reaps its workers.
+    lab.lab.stop(nginx, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
