@@ -11,6 +11,7 @@ pub mod sketch;
 
 pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
 pub use maps::{
-    Counter, DetectConfig, IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
-    WindowState, trigger,
+    BlockValue, Counter, DetectConfig, FeedValue, IfaceCounters, IfaceName, LpmData,
+    MitigationState, Name32, ScanEvent, SourceKey, SourceStats, WindowState, block_origin,
+    feed_action, trigger,
 };

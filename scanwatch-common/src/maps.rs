@@ -21,6 +21,24 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Name of the load-time detection settings (`DetectConfig`) global.
 pub const DETECT_CONFIG_GLOBAL: &str = "DETECT_CONFIG";
+/// Name of the blocklist (LPM trie: `LpmKey` -> `BlockValue`), pinned and kept across restarts.
+pub const BLOCKS_MAP: &str = "BLOCKS";
+/// Name of the threat-intel feed entries (LPM trie: `LpmKey` -> `FeedValue`).
+pub const FEEDS_MAP: &str = "FEEDS";
+/// Name of the never-block networks (LPM trie: `LpmKey` -> `u32`).
+pub const NEVER_BLOCK_MAP: &str = "NEVER_BLOCK";
+/// Name of the one-entry array telling the kernel which lookups it can skip.
+pub const MITIGATION_MAP: &str = "MITIGATION";
+/// Name of the feed id -> name map written by the agent (`u32` -> `Name32`).
+pub const FEED_NAMES_MAP: &str = "FEED_NAMES";
+/// Default blocklist capacity.
+pub const DEFAULT_BLOCKLIST_CAPACITY: u32 = 65_536;
+/// Default capacity of the feed trie.
+pub const DEFAULT_FEED_CAPACITY: u32 = 262_144;
+/// Capacity of the never-block trie.
+pub const NEVER_BLOCK_CAPACITY: u32 = 4_096;
+/// Most feeds.
+pub const MAX_FEEDS: u32 = 64;
 /// Name of the XDP program in the object file.
 pub const XDP_PROGRAM: &str = "scanwatch";
 
@@ -180,7 +198,8 @@ pub struct SourceStats {
     pub last_seen_ns: u64,
     /// Interface index the latest probe arrived on.
     pub last_ifindex: u32,
-    pub _pad: u32,
+    /// Id of a `tag` feed listing this source (0: none).
+    pub known_bad: u32,
     /// Start of the current detection window (`CLOCK_BOOTTIME` ns).
     pub window_start_ns: u64,
     pub window: WindowState,
@@ -200,7 +219,7 @@ impl SourceStats {
             first_seen_ns: now_ns,
             last_seen_ns: now_ns,
             last_ifindex: ifindex,
-            _pad: 0,
+            known_bad: 0,
             window_start_ns: now_ns,
             window: WindowState::ZERO,
         }
@@ -257,6 +276,95 @@ impl DetectConfig {
     };
 }
 
+/// LPM trie key data: an address (IPv4-mapped for IPv4, like [`SourceKey`]).
+/// The prefix length counts from the start of the 16 bytes, so an IPv4 /24
+/// is prefix 96 + 24.
+pub type LpmData = [u8; 16];
+
+/// Where a block came from.
+pub mod block_origin {
+    pub const DETECTION: u32 = 1;
+    pub const MANUAL: u32 = 2;
+}
+
+/// A blocklist entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockValue {
+    /// `CLOCK_BOOTTIME` ns when the block ends (0: never); the kernel
+    /// ignores expired entries by itself.
+    pub expires_ns: u64,
+    /// `CLOCK_BOOTTIME` ns when it was made.
+    pub created_ns: u64,
+    /// [`block_origin`].
+    pub origin: u32,
+    /// How many times this source has been blocked (repeat offenders get longer blocks).
+    pub offenses: u32,
+    /// Why, NUL-padded UTF-8.
+    pub reason: [u8; 48],
+}
+
+/// What a feed does with a matching source.
+pub mod feed_action {
+    pub const TAG: u32 = 1;
+    pub const DROP: u32 = 2;
+}
+
+/// A feed entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedValue {
+    /// 1-based feed id (see `FEED_NAMES`).
+    pub feed_id: u32,
+    /// [`feed_action`].
+    pub action: u32,
+}
+
+/// Which mitigation lookups the kernel must do (all zero: none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MitigationState {
+    /// Entries in `BLOCKS`.
+    pub blocks: u32,
+    /// Entries of `drop` feeds in `FEEDS`.
+    pub drop_feeds: u32,
+    /// Entries of `tag` feeds in `FEEDS`.
+    pub tag_feeds: u32,
+    pub _pad: u32,
+}
+
+/// A 32-byte NUL-padded name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Name32 {
+    pub name: [u8; 32],
+}
+
+#[cfg(not(target_arch = "bpf"))]
+impl Name32 {
+    /// Truncates to 32 bytes (at a character boundary).
+    pub fn new(s: &str) -> Self {
+        let mut name = [0u8; 32];
+        let mut end = s.len().min(32);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].copy_from_slice(&s.as_bytes()[..end]);
+        Self { name }
+    }
+
+    pub fn as_string(&self) -> String {
+        nul_padded(&self.name)
+    }
+}
+
+/// A NUL-padded byte string as text.
+#[cfg(not(target_arch = "bpf"))]
+pub fn nul_padded(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
 /// A threshold crossing, sent through the `EVENTS` ring buffer at most once
 /// per source, trigger and window.
 #[repr(C)]
@@ -303,6 +411,12 @@ pub enum Counter {
     EventsDropped = 14,
     /// Threshold crossings sent to the agent.
     EventsSent = 15,
+    /// Packets dropped because their source is blocked.
+    DroppedBlocklist = 16,
+    /// Packets dropped because their source is in a `drop` feed.
+    DroppedFeed = 17,
+    /// Packets passed only because their source is in `never_block`.
+    NeverBlockSpared = 18,
 }
 
 /// Number of counter slots (room left for later counters).
@@ -310,7 +424,7 @@ pub const COUNTER_SLOTS: usize = 24;
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 19] = [
         Self::ProbeSyn,
         Self::ProbeStealth,
         Self::ProbeUdp,
@@ -327,6 +441,9 @@ impl Counter {
         Self::SourceUpdateErrors,
         Self::EventsDropped,
         Self::EventsSent,
+        Self::DroppedBlocklist,
+        Self::DroppedFeed,
+        Self::NeverBlockSpared,
     ];
 
     /// The counter slot of a probe kind.
@@ -361,6 +478,9 @@ impl Counter {
             Self::SourceUpdateErrors => "source_update_errors",
             Self::EventsDropped => "events_dropped",
             Self::EventsSent => "events_sent",
+            Self::DroppedBlocklist => "dropped_blocklist",
+            Self::DroppedFeed => "dropped_feed",
+            Self::NeverBlockSpared => "never_block_spared",
         }
     }
 }
@@ -422,6 +542,10 @@ mod pod {
     // SAFETY: all are repr(C), Copy, without padding, valid for any bit pattern.
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::DetectConfig {}
+    unsafe impl aya::Pod for super::BlockValue {}
+    unsafe impl aya::Pod for super::FeedValue {}
+    unsafe impl aya::Pod for super::MitigationState {}
+    unsafe impl aya::Pod for super::Name32 {}
     unsafe impl aya::Pod for super::ScanEvent {}
     unsafe impl aya::Pod for super::SourceStats {}
     unsafe impl aya::Pod for super::IfaceCounters {}
@@ -443,6 +567,11 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<DetectConfig>(), 48);
         assert_eq!(core::mem::size_of::<ScanEvent>(), 40);
+        assert_eq!(core::mem::size_of::<BlockValue>(), 72);
+        assert_eq!(core::mem::size_of::<FeedValue>(), 8);
+        assert_eq!(core::mem::size_of::<MitigationState>(), 16);
+        assert_eq!(Name32::new("a-feed-name").as_string(), "a-feed-name");
+        assert_eq!(Name32::new(&"x".repeat(40)).as_string().len(), 32);
         assert_eq!(core::mem::size_of::<IfaceCounters>(), 8 * COUNTER_SLOTS);
         assert_eq!(core::mem::size_of::<IfaceName>(), 16);
     }

@@ -13,12 +13,16 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::generated::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use scanwatch_common::{
-    Counter, DetectConfig, IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
-    maps::{COUNTER_SLOTS, DEFAULT_SOURCE_MAP_SIZE, EVENTS_BYTES, MAX_INTERFACES},
+    BlockValue, Counter, DetectConfig, FeedValue, IfaceCounters, IfaceName, LpmData,
+    MitigationState, Name32, ScanEvent, SourceKey, SourceStats, feed_action,
+    maps::{
+        COUNTER_SLOTS, DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY, DEFAULT_SOURCE_MAP_SIZE,
+        EVENTS_BYTES, MAX_FEEDS, MAX_INTERFACES, NEVER_BLOCK_CAPACITY,
+    },
 };
 
 use crate::parse::{Outcome, ParseError, Probe, parse};
@@ -46,6 +50,27 @@ static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
 #[map]
 static IFACE_NAMES: HashMap<u32, IfaceName> = HashMap::with_max_entries(MAX_INTERFACES, 0);
 
+/// Blocked sources and networks; entries carry their own expiry.
+#[map]
+static BLOCKS: LpmTrie<LpmData, BlockValue> =
+    LpmTrie::with_max_entries(DEFAULT_BLOCKLIST_CAPACITY, 0);
+
+/// Threat-intel feed entries (tag or drop).
+#[map]
+static FEEDS: LpmTrie<LpmData, FeedValue> = LpmTrie::with_max_entries(DEFAULT_FEED_CAPACITY, 0);
+
+/// Networks never dropped, whatever else matches.
+#[map]
+static NEVER_BLOCK: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(NEVER_BLOCK_CAPACITY, 0);
+
+/// Which of the lookups above can be skipped (kept by the agent).
+#[map]
+static MITIGATION: Array<MitigationState> = Array::with_max_entries(1, 0);
+
+/// Feed names for readers (`scanwatch top`); unused in the kernel.
+#[map]
+static FEED_NAMES: HashMap<u32, Name32> = HashMap::with_max_entries(MAX_FEEDS, 0);
+
 const EEXIST: i32 = 17;
 
 /// Initial map values, inserted from globals: too large for the BPF stack.
@@ -54,36 +79,77 @@ static ZERO_COUNTERS: IfaceCounters = IfaceCounters::ZERO;
 
 #[xdp]
 pub fn scanwatch(ctx: XdpContext) -> u32 {
-    match try_scanwatch(&ctx) {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // Map lookups before parsing: nothing parsed is live across these helper
+    // calls (LLVM would spill the undefined payload of other enum variants,
+    // which the verifier rejects).
+    let Some(counters) = iface_counters(ifindex) else {
+        return xdp_action::XDP_PASS;
+    };
+    let state = MITIGATION.get(0).copied().unwrap_or_default();
+    bump_counter(counters, Counter::Packets);
+    match try_scanwatch(&ctx, ifindex, counters, &state) {
         Ok(action) => action,
         Err(err) => {
             // Unparseable packets are counted and passed, never aborted.
-            if let Some(counters) = iface_counters(ctx.ingress_ifindex() as u32) {
-                bump_counter(counters, Counter::Packets);
-                bump_counter(counters, err.counter());
-            }
+            bump_counter(counters, err.counter());
             xdp_action::XDP_PASS
         }
     }
 }
 
 #[inline(always)]
-fn try_scanwatch(ctx: &XdpContext) -> Result<u32, ParseError> {
-    let outcome = parse(ctx)?;
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(counters) = iface_counters(ifindex) else {
-        return Ok(xdp_action::XDP_PASS);
-    };
-    bump_counter(counters, Counter::Packets);
-    match outcome {
+fn try_scanwatch(
+    ctx: &XdpContext,
+    ifindex: u32,
+    counters: *mut IfaceCounters,
+    state: &MitigationState,
+) -> Result<u32, ParseError> {
+    let dropping = (state.blocks | state.drop_feeds) != 0;
+    match parse(ctx)? {
         Outcome::NotIp => bump_counter(counters, Counter::NotIp),
-        Outcome::NotProbe => bump_counter(counters, Counter::NotProbe),
+        Outcome::NotProbe(source) => {
+            if dropping && let Some(dropped) = drop_reason(&source, counters) {
+                bump_counter(counters, dropped);
+                return Ok(xdp_action::XDP_DROP);
+            }
+            bump_counter(counters, Counter::NotProbe);
+        }
         Outcome::Probe(probe) => {
+            if dropping && let Some(dropped) = drop_reason(&probe.source, counters) {
+                bump_counter(counters, dropped);
+                return Ok(xdp_action::XDP_DROP);
+            }
             bump_counter(counters, Counter::probe(probe.kind));
-            track_source(&probe, ifindex, counters);
+            track_source(&probe, ifindex, counters, state.tag_feeds != 0);
         }
     }
     Ok(xdp_action::XDP_PASS)
+}
+
+/// Why a packet from `source` is dropped: an unexpired block or a `drop`
+/// feed, unless the source is in `never_block` (checked first).
+#[inline(always)]
+fn drop_reason(source: &SourceKey, counters: *mut IfaceCounters) -> Option<Counter> {
+    let key = Key::new(128, source.addr);
+    let reason = match BLOCKS.get(&key) {
+        Some(block) => {
+            // SAFETY: helper without preconditions.
+            let now = unsafe { bpf_ktime_get_boot_ns() };
+            let expires = block.expires_ns;
+            (expires == 0 || now < expires).then_some(Counter::DroppedBlocklist)
+        }
+        None => None,
+    };
+    let reason = reason.or_else(|| match FEEDS.get(&key) {
+        Some(feed) if feed.action == feed_action::DROP => Some(Counter::DroppedFeed),
+        _ => None,
+    })?;
+    if NEVER_BLOCK.get(&key).is_some() {
+        bump_counter(counters, Counter::NeverBlockSpared);
+        return None;
+    }
+    Some(reason)
 }
 
 /// This CPU's counters for `ifindex`, created on first use.
@@ -111,7 +177,7 @@ fn bump_counter(counters: *mut IfaceCounters, counter: Counter) {
 }
 
 #[inline(always)]
-fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters) {
+fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters, tag_feeds: bool) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     // SAFETY: a volatile read keeps LLVM from folding the load-time value.
@@ -155,6 +221,10 @@ fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters) {
             }
         }
     };
+    if tag_feeds && let Some(feed) = FEEDS.get(Key::new(128, probe.source.addr)) {
+        // SAFETY: entry is a live map value.
+        unsafe { (*entry).known_bad = feed.feed_id };
+    }
     let fresh = window::record(entry, probe, now, ifindex, &cfg);
     if fresh != 0 {
         // SAFETY: entry is live; the window start is a plain read.

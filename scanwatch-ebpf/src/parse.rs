@@ -64,7 +64,8 @@ pub struct Probe {
 
 pub enum Outcome {
     NotIp,
-    NotProbe,
+    /// A parsed IP packet that is not a probe, and its source.
+    NotProbe(SourceKey),
     Probe(Probe),
 }
 
@@ -309,7 +310,7 @@ impl L4 {
                     Some(kind) => {
                         port_probe(kind, source, u16::from_be_bytes([tcp[2], tcp[3]]), false)
                     }
-                    None => Outcome::NotProbe,
+                    None => Outcome::NotProbe(source.source),
                 })
             }
             IPPROTO_UDP => {
@@ -325,7 +326,7 @@ impl L4 {
                     true,
                 ))
             }
-            _ => Ok(Outcome::NotProbe),
+            _ => Ok(Outcome::NotProbe(source.source)),
         }
     }
 
@@ -345,7 +346,7 @@ impl L4 {
         };
         Ok(match kind {
             Some(kind) => probe(kind, source),
-            None => Outcome::NotProbe,
+            None => Outcome::NotProbe(source.source),
         })
     }
 }
