@@ -30,6 +30,7 @@ use crate::{
     loader::{self, Attachment, Interface, LoadError},
     maps::{MapsError, ScanwatchMaps, take_events},
     metrics::{AgentSnapshot, AttachedInterface, build_registry},
+    mitigation::Mitigation,
     privileges::{self, Capability, PrivilegeError},
     summary::Summary,
 };
@@ -61,6 +62,10 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Alertmanager(#[from] AlertmanagerError),
+    #[error(transparent)]
+    Mitigation(#[from] crate::mitigation::BlockError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 impl AgentError {
@@ -101,6 +106,8 @@ struct Started {
     alert_log: AlertLog,
     metrics_listener: std::net::TcpListener,
     alertmanager: Option<Alertmanager>,
+    mitigation: Mitigation,
+    control: tokio::net::UnixListener,
 }
 
 /// Checks configuration, privileges and arguments, then sets everything up.
@@ -133,7 +140,17 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
             addr: args.metrics_addr,
             source,
         })?;
-    let mut ebpf = loader::load(args.map_size, &config.detection.kernel_config())?;
+    pins.check_kept_blocklist(config.mitigation.capacity);
+    let blocks_pin = pins.pin_path(crate::bpffs::KEPT_PIN);
+    let mut ebpf = loader::load_with(
+        args.map_size,
+        &config.detection.kernel_config(),
+        &loader::LoadOptions {
+            blocklist_capacity: config.mitigation.capacity,
+            feed_capacity: config.mitigation.feed_capacity,
+            blocks_pin: Some(&blocks_pin),
+        },
+    )?;
     let mut attachments = Vec::new();
     for iface in &interfaces {
         // On error, dropping `ebpf` detaches what was attached so far.
@@ -150,6 +167,38 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
         .iter()
         .map(|i| (i.ifindex, i.name.as_str()))
         .collect();
+    let never_block = crate::mitigation::default_never_block(&config.mitigation);
+    log::info!(
+        "never blocked: {}",
+        never_block
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(map) = ebpf.map(scanwatch_common::maps::FEED_NAMES_MAP) {
+        let path = pins.pin_path(scanwatch_common::maps::FEED_NAMES_MAP);
+        if let Err(e) = map.pin(&path) {
+            log::warn!("cannot pin {}: {e}", path.display());
+        }
+    }
+    let mut mitigation = match Mitigation::take(&mut ebpf, config.mitigation.clone(), never_block) {
+        Ok(m) => m,
+        Err(e) => {
+            pins.remove_pins();
+            return Err(e.into());
+        }
+    };
+    for problem in mitigation.load_feeds(&config.feeds) {
+        log::warn!("{problem}");
+    }
+    let control = match crate::control::bind(&args.control_socket) {
+        Ok(c) => c,
+        Err(e) => {
+            pins.remove_pins();
+            return Err(e.into());
+        }
+    };
     let taken = take_events(&mut ebpf).and_then(|events| {
         ScanwatchMaps::take_and_pin(&mut ebpf, &pins, &names).map(|maps| (events, maps))
     });
@@ -173,6 +222,8 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
         alert_log,
         metrics_listener,
         alertmanager,
+        mitigation,
+        control,
     })
 }
 
@@ -254,6 +305,92 @@ fn flagged_now(engine: &Engine, since: &mut HashMap<String, SystemTime>) -> Vec<
         .collect()
 }
 
+fn feed_mtimes_of(feeds: &[crate::config::FeedConfig]) -> Vec<Option<SystemTime>> {
+    feeds
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+fn feed_mtimes(feeds: &[crate::config::FeedConfig]) -> Vec<Option<SystemTime>> {
+    feed_mtimes_of(feeds)
+}
+
+/// Answers one control request.
+fn handle_control(
+    engine: &mut Engine,
+    running: &Running,
+    req: crate::control::Request,
+) -> crate::control::Response {
+    use crate::control::{Request, Response};
+    let clock = crate::clock::BootClock::now();
+    let parse = |t: &str| crate::cli::parse_target(t);
+    let stats = engine.stats;
+    let Some(m) = engine.mitigation.as_mut() else {
+        return Response::err("mitigation is not available");
+    };
+    match req {
+        Request::Block {
+            target,
+            ttl_seconds,
+            reason,
+        } => match parse(&target) {
+            Ok(net) => match m.block(
+                net,
+                ttl_seconds.map(Duration::from_secs),
+                scanwatch_common::block_origin::MANUAL,
+                reason.as_deref().unwrap_or("manual"),
+            ) {
+                Ok(v) => {
+                    log::info!(
+                        "manual block of {net} ({})",
+                        reason.as_deref().unwrap_or("manual")
+                    );
+                    Response::ok(serde_json::json!({
+                        "target": net.to_string(),
+                        "expires": (v.expires_ns != 0).then(|| clock.rfc3339(v.expires_ns)),
+                    }))
+                }
+                Err(e) => Response::err(e),
+            },
+            Err(e) => Response::err(e),
+        },
+        Request::Unblock { target } => match parse(&target)
+            .map_err(|e| e.to_string())
+            .and_then(|net| m.unblock(net).map_err(|e| e.to_string()))
+        {
+            Ok(()) => Response::ok(serde_json::json!({ "target": target })),
+            Err(e) => Response::err(e),
+        },
+        Request::Blocks => Response::ok(serde_json::to_value(m.list(&clock)).unwrap_or_default()),
+        Request::Status => {
+            let cfg = m.config();
+            Response::ok(serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "interfaces": running.attachments.iter().map(|a| serde_json::json!({
+                    "name": a.iface.name, "ifindex": a.iface.ifindex, "mode": a.mode.as_str(),
+                })).collect::<Vec<_>>(),
+                "pin_dir": running.pins.path().display().to_string(),
+                "source_map_capacity": running.maps.source_capacity(),
+                "detection": {
+                    "window_seconds": running.config.detection.window_seconds,
+                    "crossings": stats.events,
+                    "alerts": stats.alerts,
+                    "ignored": stats.ignored,
+                },
+                "mitigation": {
+                    "auto_block": cfg.auto_block,
+                    "dry_run": cfg.dry_run,
+                    "capacity": cfg.capacity,
+                    "never_block": m.never_block().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "stats": m.stats,
+                },
+                "feeds": m.feed_stats,
+            }))
+        }
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
@@ -265,6 +402,8 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         alert_log,
         metrics_listener,
         alertmanager,
+        mitigation,
+        control,
     } = start(&args)?;
     let names: BTreeMap<u32, String> = running
         .attachments
@@ -287,6 +426,11 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         d.syn_flood_source.syns_per_second,
     );
     let mut engine = Engine::new(running.config.detection.clone(), alert_log, names.clone());
+    engine.mitigation = Some(mitigation);
+    let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<crate::control::Pending>(16);
+    let control_server = tokio::spawn(crate::control::serve(control, ctl_tx));
+    let mut feed_mtimes = feed_mtimes(&running.config.feeds);
+    let mut ticks = 0u64;
     let interfaces: Vec<AttachedInterface> = running
         .attachments
         .iter()
@@ -363,6 +507,27 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
             _ = active.tick() => {
                 let t = Instant::now();
                 engine.poll_active(&running.maps, Instant::now());
+                ticks += 1;
+                if let Some(m) = engine.mitigation.as_mut() {
+                    m.expire();
+                    // Feed files changed on disk: reload (every 5 s).
+                    if ticks % 5 == 0 {
+                        let now = feed_mtimes_of(&running.config.feeds);
+                        if now != feed_mtimes {
+                            feed_mtimes = now;
+                            log::info!("feed files changed: reloading");
+                            for problem in m.load_feeds(&running.config.feeds) {
+                                log::warn!("{problem}");
+                            }
+                        }
+                    }
+                }
+                busy = t.elapsed();
+            }
+            Some((req, reply)) = ctl_rx.recv() => {
+                let t = Instant::now();
+                let response = handle_control(&mut engine, &running, req);
+                let _ = reply.send(response);
                 busy = t.elapsed();
             }
             _ = ticker.tick() => {
@@ -383,7 +548,16 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
                     engine.active_sources()
                 );
             }
-            _ = sighup.recv() => engine.reopen_log(),
+            _ = sighup.recv() => {
+                engine.reopen_log();
+                if let Some(m) = engine.mitigation.as_mut() {
+                    log::info!("SIGHUP: reloading feeds");
+                    for problem in m.load_feeds(&running.config.feeds) {
+                        log::warn!("{problem}");
+                    }
+                    feed_mtimes = feed_mtimes_of(&running.config.feeds);
+                }
+            }
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
         }
@@ -412,10 +586,16 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
             s.detections.clone_from(&engine.detections);
             s.active = engine.active_by_type();
             s.top = engine.top_flagged(usize::from(args.metrics_top));
+            if let Some(m) = &engine.mitigation {
+                s.mitigation = m.stats;
+                s.feeds.clone_from(&m.feed_stats);
+            }
         }
         poll_duration.observe((busy + post.elapsed()).as_secs_f64());
     }
     server.abort();
+    control_server.abort();
+    let _ = std::fs::remove_file(&args.control_socket);
     stop_counter.store(true, Ordering::Relaxed);
     let _ = counter.join();
     let s = engine.stats;

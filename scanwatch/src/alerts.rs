@@ -60,8 +60,17 @@ pub struct Alert {
     pub first_seen: String,
     pub last_seen: String,
     pub confidence: Confidence,
-    /// `none` until mitigation exists.
+    /// `blocked`, `would_block` (dry run) or `none`.
     pub action: &'static str,
+    /// When the block ends (with `blocked` / `would_block`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_expires: Option<String>,
+    /// Why a detected source was not blocked (`never_block`, `blocklist_full`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_blocked: Option<&'static str>,
+    /// The `tag` feed listing the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_bad: Option<String>,
 }
 
 /// Everything an alert is built from.
@@ -103,6 +112,9 @@ impl Alert {
             last_seen: i.clock.rfc3339(i.stats.last_seen_ns),
             confidence: i.confidence,
             action: "none",
+            block_expires: None,
+            not_blocked: None,
+            known_bad: None,
         }
     }
 
@@ -110,7 +122,7 @@ impl Alert {
     pub fn summary(&self) -> String {
         let types: Vec<&str> = self.scan_types.iter().map(|t| t.name()).collect();
         format!(
-            "ALERT {} {} ({}, {} confidence): {} probes, {} ports, {} hosts in the window; sample ports {:?}",
+            "ALERT {} {} ({}, {} confidence, action {}): {} probes, {} ports, {} hosts in the window; sample ports {:?}",
             self.source,
             types.join("+"),
             self.attack_technique,
@@ -119,6 +131,7 @@ impl Alert {
                 Confidence::Medium => "medium",
                 Confidence::High => "high",
             },
+            self.action,
             self.total_probes,
             self.distinct_ports,
             self.distinct_hosts,

@@ -8,14 +8,24 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use scanwatch_common::maps::{IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, SOURCES_MAP};
+use scanwatch_common::maps::{
+    BLOCKS_MAP, FEED_NAMES_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, SOURCES_MAP,
+};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/scanwatch";
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 
-/// Every map the agent pins, by file name.
-pub const PINNED_MAPS: [&str; 3] = [SOURCES_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP];
+/// The maps pinned for the agent's lifetime, by file name (removed on a
+/// clean stop, replaced after a crash).
+pub const PINNED_MAPS: [&str; 4] = [
+    SOURCES_MAP,
+    IFACE_COUNTERS_MAP,
+    IFACE_NAMES_MAP,
+    FEED_NAMES_MAP,
+];
+/// The blocklist pin, kept across restarts so blocks and their expiries survive.
+pub const KEPT_PIN: &str = BLOCKS_MAP;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinDirError {
@@ -146,7 +156,44 @@ impl PinDir {
         self.path.join(name)
     }
 
-    /// Removes this agent's pins and, if then empty, the directory.
+    /// Validates a pinned blocklist left by an earlier agent: kept when its
+    /// layout and capacity match, otherwise removed with a log line.
+    pub fn check_kept_blocklist(&self, capacity: u32) {
+        let pin = self.pin_path(KEPT_PIN);
+        if !pin.exists() {
+            return;
+        }
+        let expected = (
+            11u32, // BPF_MAP_TYPE_LPM_TRIE
+            std::mem::size_of::<aya::maps::lpm_trie::Key<scanwatch_common::LpmData>>() as u32,
+            std::mem::size_of::<scanwatch_common::BlockValue>() as u32,
+            capacity,
+        );
+        let found = aya::maps::MapData::from_pin(&pin)
+            .and_then(|m| m.info())
+            .map(|i| {
+                (
+                    i.map_type().map_or(0, |t| t as u32),
+                    i.key_size(),
+                    i.value_size(),
+                    i.max_entries(),
+                )
+            });
+        match found {
+            Ok(f) if f == expected => log::info!("reusing the pinned blocklist {}", pin.display()),
+            other => {
+                log::warn!(
+                    "replacing the pinned blocklist {}: found (type, key, value, capacity) {other:?}, need {expected:?}; its blocks are dropped",
+                    pin.display()
+                );
+                if let Err(e) = std::fs::remove_file(&pin) {
+                    log::error!("cannot remove {}: {e}", pin.display());
+                }
+            }
+        }
+    }
+
+    /// Removes this agent's pins (not the blocklist) and, if then empty, the directory.
     pub fn remove_pins(&self) {
         for name in PINNED_MAPS {
             let pin = self.pin_path(name);

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use scanwatch_common::maps::{DEFAULT_SOURCE_MAP_SIZE, MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE};
 
-use crate::{alerts::DEFAULT_ALERT_LOG, bpffs::DEFAULT_PIN_DIR, loader::AttachMode};
+use crate::{
+    alerts::DEFAULT_ALERT_LOG, bpffs::DEFAULT_PIN_DIR, control::DEFAULT_CONTROL_SOCKET,
+    loader::AttachMode,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +27,75 @@ pub enum Command {
     Run(RunArgs),
     /// Show the busiest sources from a running agent's pinned maps.
     Top(TopArgs),
+    /// Block an address or network in XDP (through the agent's control socket; root only).
+    Block(BlockArgs),
+    /// Remove a block.
+    Unblock(UnblockArgs),
+    /// List the blocks with their remaining time, reason and origin.
+    Blocks(ListArgs),
+    /// The agent's interfaces, modes, counts and configuration summary.
+    Status(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    /// IPv4/IPv6 address or CIDR.
+    #[arg(value_name = "IP|CIDR", value_parser = parse_target)]
+    pub target: ipnet::IpNet,
+    /// How long: seconds, or with a unit (90s, 15m, 1h, 2d); without it, until unblocked.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+    /// Why (kept with the block, shown by `blocks`).
+    #[arg(long, value_name = "TEXT", default_value = "manual")]
+    pub reason: String,
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UnblockArgs {
+    #[arg(value_name = "IP|CIDR", value_parser = parse_target)]
+    pub target: ipnet::IpNet,
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
+}
+
+/// An address (as a host network) or a CIDR.
+pub fn parse_target(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IPv4/IPv6 address or CIDR"))
+}
+
+/// `90`, `90s`, `15m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 90, 90s, 15m, 1h, 2d)");
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = n
+        .checked_mul(mult)
+        .filter(|v| (1..=365 * 86_400).contains(v))
+        .ok_or_else(|| format!("{s:?}: between 1 s and 365 d"))?;
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +153,9 @@ pub struct RunArgs {
     /// Push detections to this Alertmanager (v2 API), e.g. http://127.0.0.1:9093.
     #[arg(long, value_name = "URL")]
     pub alertmanager_url: Option<String>,
+    /// The root-only control socket (`scanwatch block`, `blocks`, `status`).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +217,36 @@ mod tests {
             let err = parse(args).expect_err(&format!("{args:?} should fail"));
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn block_arguments() {
+        let Ok(Cli {
+            command: Command::Block(b),
+        }) = parse(&["block", "198.18.0.9", "--ttl", "15m", "--reason", "pentest"])
+        else {
+            panic!("block should parse");
+        };
+        assert_eq!(b.target.to_string(), "198.18.0.9/32");
+        assert_eq!(b.ttl, Some(std::time::Duration::from_secs(900)));
+        assert_eq!(
+            parse_target("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        for bad in [
+            &["block", "not-an-ip"][..],
+            &["block", "10.0.0.0/33"],
+            &["block", "1.2.3.4", "--ttl", "5y"],
+            &["block", "1.2.3.4", "--ttl", "0"],
+        ] {
+            assert_eq!(
+                parse(bad).map(|_| ()).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
     }
 
     #[test]

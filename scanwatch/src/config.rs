@@ -34,6 +34,68 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub detection: Detection,
+    pub mitigation: MitigationConfig,
+    pub feeds: Vec<FeedConfig>,
+}
+
+/// `[mitigation]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MitigationConfig {
+    /// Block detected sources in XDP (off by default).
+    pub auto_block: bool,
+    /// Decide and report blocks (`would_block`) without dropping anything.
+    pub dry_run: bool,
+    /// Block length per scan type, seconds (types not listed: `default_ttl_seconds`).
+    pub default_ttl_seconds: u64,
+    pub ttl_seconds: std::collections::BTreeMap<String, u64>,
+    /// Repeat offenders: each earlier block multiplies the TTL by this, up to `max_ttl_seconds`.
+    pub repeat_factor: f64,
+    pub max_ttl_seconds: u64,
+    /// Blocklist entries (detections and manual blocks).
+    pub capacity: u32,
+    /// Networks never dropped, besides loopback, link-local and this host's addresses.
+    pub never_block: Vec<IpNet>,
+    /// Add every address configured on this host's interfaces to `never_block`.
+    pub never_block_host_addresses: bool,
+    /// Capacity of the feed trie (entries over all feeds).
+    pub feed_capacity: u32,
+}
+
+impl Default for MitigationConfig {
+    fn default() -> Self {
+        Self {
+            auto_block: false,
+            dry_run: false,
+            default_ttl_seconds: 3600,
+            ttl_seconds: std::collections::BTreeMap::new(),
+            repeat_factor: 2.0,
+            max_ttl_seconds: 86_400,
+            capacity: scanwatch_common::maps::DEFAULT_BLOCKLIST_CAPACITY,
+            never_block: Vec::new(),
+            never_block_host_addresses: true,
+            feed_capacity: scanwatch_common::maps::DEFAULT_FEED_CAPACITY,
+        }
+    }
+}
+
+/// What a feed does with matching sources.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedAction {
+    /// Mark them `known_bad` in alerts and `top`, and raise alert confidence.
+    Tag,
+    /// Drop their packets (never_block still wins).
+    Drop,
+}
+
+/// `[[feeds]]`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    pub name: String,
+    pub path: std::path::PathBuf,
+    pub action: FeedAction,
 }
 
 /// `[detection]`
@@ -231,6 +293,69 @@ impl Config {
             1,
             1_000_000,
         )?;
+        let m = &self.mitigation;
+        range(
+            "mitigation",
+            "default_ttl_seconds",
+            m.default_ttl_seconds,
+            1,
+            30 * 86_400,
+        )?;
+        range(
+            "mitigation",
+            "max_ttl_seconds",
+            m.max_ttl_seconds,
+            m.default_ttl_seconds.min(30 * 86_400),
+            365 * 86_400,
+        )?;
+        range(
+            "mitigation",
+            "capacity",
+            u64::from(m.capacity),
+            16,
+            16_777_216,
+        )?;
+        range(
+            "mitigation",
+            "feed_capacity",
+            u64::from(m.feed_capacity),
+            16,
+            16_777_216,
+        )?;
+        if !(m.repeat_factor.is_finite() && m.repeat_factor >= 1.0) {
+            return Err(invalid(
+                "mitigation",
+                "repeat_factor",
+                format!("{} must be a number of at least 1", m.repeat_factor),
+            ));
+        }
+        for (ty, ttl) in &m.ttl_seconds {
+            if !crate::detect::ScanType::ALL.iter().any(|t| t.name() == ty) {
+                return Err(invalid(
+                    "mitigation.ttl_seconds",
+                    ty,
+                    format!("unknown scan type {ty:?}"),
+                ));
+            }
+            range("mitigation.ttl_seconds", ty, *ttl, 1, 30 * 86_400)?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        if self.feeds.len() > scanwatch_common::maps::MAX_FEEDS as usize {
+            return Err(invalid(
+                "",
+                "feeds",
+                format!("at most {} feeds", scanwatch_common::maps::MAX_FEEDS),
+            ));
+        }
+        for f in &self.feeds {
+            if f.name.is_empty() || f.name.len() > 32 || !names.insert(f.name.clone()) {
+                return Err(invalid(
+                    "",
+                    "feeds",
+                    format!("feed name {:?} must be 1 to 32 bytes and unique", f.name),
+                ));
+            }
+        }
         range(
             "detection.syn_flood_source",
             "syns_per_second",
@@ -257,6 +382,27 @@ fn line_of(text: &str, table: &str, key: &str) -> usize {
         }
     }
     0
+}
+
+impl MitigationConfig {
+    /// Block length for a detection of `types`, given earlier `offenses`.
+    pub fn ttl_for(&self, types: &[crate::detect::ScanType], offenses: u32) -> Duration {
+        let base = types
+            .iter()
+            .map(|t| {
+                self.ttl_seconds
+                    .get(t.name())
+                    .copied()
+                    .unwrap_or(self.default_ttl_seconds)
+            })
+            .max()
+            .unwrap_or(self.default_ttl_seconds);
+        let factor = self
+            .repeat_factor
+            .powi(i32::try_from(offenses).unwrap_or(i32::MAX).min(64));
+        let secs = (base as f64 * factor).min(self.max_ttl_seconds.max(base) as f64);
+        Duration::from_secs_f64(secs)
+    }
 }
 
 impl Detection {
@@ -395,6 +541,61 @@ distinct_hosts = 10
             (25, u32::MAX),
             "25 hosts fit the exact set"
         );
+    }
+
+    #[test]
+    fn mitigation_and_feeds() {
+        let c = Config::parse(
+            r#"
+[mitigation]
+auto_block = true
+ttl_seconds = { port_scan = 600, stealth_scan = 7200 }
+repeat_factor = 3.0
+max_ttl_seconds = 10000
+never_block = ["198.18.0.70/32"]
+
+[[feeds]]
+name = "firehol_level1"
+path = "/var/lib/scanwatch/firehol_level1.netset"
+action = "drop"
+
+[[feeds]]
+name = "watch"
+path = "watch.txt"
+action = "tag"
+"#,
+            "m.toml",
+        )
+        .unwrap();
+        let m = &c.mitigation;
+        assert!(m.auto_block && !m.dry_run);
+        use crate::detect::ScanType::{PortScan, StealthScan, UdpScan};
+        assert_eq!(m.ttl_for(&[PortScan], 0), Duration::from_secs(600));
+        assert_eq!(
+            m.ttl_for(&[PortScan, StealthScan], 0),
+            Duration::from_secs(7200)
+        );
+        assert_eq!(m.ttl_for(&[UdpScan], 0), Duration::from_secs(3600));
+        assert_eq!(m.ttl_for(&[PortScan], 1), Duration::from_secs(1800));
+        assert_eq!(
+            m.ttl_for(&[PortScan], 5),
+            Duration::from_secs(10000),
+            "capped"
+        );
+        assert_eq!(c.feeds.len(), 2);
+        assert_eq!(c.feeds[0].action, FeedAction::Drop);
+        let e = Config::parse("[mitigation.ttl_seconds]\nport_scna = 5\n", "m.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown scan type \"port_scna\""),
+            "{e}"
+        );
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = Config::parse(
+            "[[feeds]]\nname = \"a\"\npath = \"x\"\naction = \"explode\"\n",
+            "m.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("m.toml"), "{e}");
     }
 
     #[test]

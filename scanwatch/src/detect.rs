@@ -204,7 +204,26 @@ pub enum Confidence {
 
 /// `high`: several scan types at once, stealth probes (no real stack sends
 /// them), or at least 4x a threshold; `medium`: at least 2x a threshold;
-/// `low`: just over a threshold.
+/// `low`: just over a threshold. A source listed by a `tag` feed
+/// (`known_bad`) is raised one level.
+pub fn confidence_with(
+    types: &[ScanType],
+    ev: &Evidence,
+    cfg: &Detection,
+    known_bad: bool,
+) -> Confidence {
+    let c = confidence(types, ev, cfg);
+    if known_bad {
+        match c {
+            Confidence::Low => Confidence::Medium,
+            _ => Confidence::High,
+        }
+    } else {
+        c
+    }
+}
+
+/// [`confidence_with`] without feed knowledge.
 pub fn confidence(types: &[ScanType], ev: &Evidence, cfg: &Detection) -> Confidence {
     let ratio = |n: u64, threshold: u32| n as f64 / f64::from(threshold.max(1));
     let best = types
@@ -440,6 +459,22 @@ mod tests {
         ev.distinct_ports = 16;
         assert_eq!(
             confidence(&[ScanType::PortScan, ScanType::StealthScan], &ev, &cfg),
+            Confidence::High
+        );
+    }
+
+    #[test]
+    fn known_bad_raises_confidence() {
+        let cfg = Detection::default();
+        let mut ev = evidence(trigger::PORTS, 16, 1);
+        ev.distinct_ports = 16;
+        assert_eq!(
+            confidence_with(&[ScanType::PortScan], &ev, &cfg, true),
+            Confidence::Medium
+        );
+        ev.distinct_ports = 30;
+        assert_eq!(
+            confidence_with(&[ScanType::PortScan], &ev, &cfg, true),
             Confidence::High
         );
     }

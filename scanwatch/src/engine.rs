@@ -14,8 +14,9 @@ use crate::{
     alerts::{Alert, AlertInput, AlertLog},
     clock::BootClock,
     config::Detection,
-    detect::{Alerter, Evidence, ScanType, classify, confidence, make_room},
+    detect::{Alerter, Evidence, ScanType, classify, confidence_with, make_room},
     maps::ScanwatchMaps,
+    mitigation::{Action, Mitigation},
 };
 
 /// Most sources re-checked for escalation (the most recent crossings win).
@@ -52,6 +53,8 @@ pub struct Engine {
     pub detections: BTreeMap<ScanType, u64>,
     /// Alerts written since the last call to [`Engine::take_alerts`].
     written: Vec<Alert>,
+    /// Blocks and feeds (absent in tests without kernel maps).
+    pub mitigation: Option<Mitigation>,
 }
 
 impl Engine {
@@ -65,6 +68,7 @@ impl Engine {
             stats: EngineStats::default(),
             detections: BTreeMap::new(),
             written: Vec::new(),
+            mitigation: None,
         }
     }
 
@@ -147,11 +151,22 @@ impl Engine {
             *self.detections.entry(t).or_default() += 1;
         }
         let clock = BootClock::now();
-        let alert = Alert::new(AlertInput {
+        let known_bad = match (&self.mitigation, stats.known_bad) {
+            (_, 0) | (None, _) => None,
+            (Some(m), id) => Some(m.feed_name(id).unwrap_or_else(|| format!("feed {id}"))),
+        };
+        let action = match self.mitigation.as_mut() {
+            Some(m) if matches!(reason, crate::detect::AlertReason::New) => {
+                m.on_detection(key.ip(), &types, &clock)
+            }
+            Some(m) => m.current_action(key.ip(), &clock),
+            None => Action::None,
+        };
+        let mut alert = Alert::new(AlertInput {
             key,
             stats: &stats,
             evidence: &evidence,
-            confidence: confidence(&types, &evidence, &self.cfg),
+            confidence: confidence_with(&types, &evidence, &self.cfg, known_bad.is_some()),
             types,
             reason,
             interface: self.names.get(&stats.last_ifindex).cloned(),
@@ -159,6 +174,16 @@ impl Engine {
             crossed_ns,
             clock: &clock,
         });
+        alert.action = action.name();
+        alert.known_bad = known_bad;
+        match action {
+            Action::Blocked { expires } | Action::WouldBlock { expires } => {
+                alert.block_expires = Some(expires)
+            }
+            Action::NeverBlock => alert.not_blocked = Some("never_block"),
+            Action::BlocklistFull => alert.not_blocked = Some("blocklist_full"),
+            Action::None => {}
+        }
         log::warn!("{}", alert.summary());
         self.stats.alerts += 1;
         if let Err(e) = self.log.append(&alert) {

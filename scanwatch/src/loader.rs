@@ -105,12 +105,47 @@ pub fn validate_map_size(size: u32) -> Result<u32, LoadError> {
     }
 }
 
+/// Map sizes and pins beyond the source map.
+#[derive(Clone, Debug)]
+pub struct LoadOptions<'a> {
+    pub blocklist_capacity: u32,
+    pub feed_capacity: u32,
+    /// Reuse (or create and pin) the blocklist at this path.
+    pub blocks_pin: Option<&'a std::path::Path>,
+}
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        Self {
+            blocklist_capacity: scanwatch_common::maps::DEFAULT_BLOCKLIST_CAPACITY,
+            feed_capacity: scanwatch_common::maps::DEFAULT_FEED_CAPACITY,
+            blocks_pin: None,
+        }
+    }
+}
+
 /// Loads the object with a source map of `map_size` entries and the
 /// detection settings `detect`, and loads (verifies) the program.
 pub fn load(map_size: u32, detect: &DetectConfig) -> Result<Ebpf, LoadError> {
+    load_with(map_size, detect, &LoadOptions::default())
+}
+
+/// [`load`] with the mitigation maps' sizes and the blocklist pin.
+pub fn load_with(
+    map_size: u32,
+    detect: &DetectConfig,
+    opts: &LoadOptions<'_>,
+) -> Result<Ebpf, LoadError> {
     let map_size = validate_map_size(map_size)?;
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .map_max_entries(SOURCES_MAP, map_size)
+        .map_max_entries(scanwatch_common::maps::BLOCKS_MAP, opts.blocklist_capacity)
+        .map_max_entries(scanwatch_common::maps::FEEDS_MAP, opts.feed_capacity);
+    if let Some(pin) = opts.blocks_pin {
+        loader.map_pin_path(scanwatch_common::maps::BLOCKS_MAP, pin);
+    }
+    let mut ebpf = loader
         .override_global(DETECT_CONFIG_GLOBAL, detect, true)
         .load(OBJECT)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;

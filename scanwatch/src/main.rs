@@ -5,6 +5,7 @@ use clap::Parser as _;
 use scanwatch::{
     agent,
     cli::{Cli, Command},
+    control::client,
     top,
 };
 
@@ -23,6 +24,10 @@ fn main() -> ExitCode {
             Err(e) => Err((e.into(), 1)),
         },
         Command::Top(args) => top::run(&args).map_err(|e| (e.into(), 1)),
+        Command::Block(a) => client::block(&a).map_err(|e| (e.into(), 1)),
+        Command::Unblock(a) => client::unblock(&a).map_err(|e| (e.into(), 1)),
+        Command::Blocks(a) => client::blocks(&a).map_err(|e| (e.into(), 1)),
+        Command::Status(a) => client::status(&a).map_err(|e| (e.into(), 1)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

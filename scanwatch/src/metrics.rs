@@ -52,6 +52,8 @@ pub struct AgentSnapshot {
     pub evictions: u64,
     pub alertmanager_pushes: u64,
     pub alertmanager_errors: u64,
+    pub mitigation: crate::mitigation::MitigationStats,
+    pub feeds: BTreeMap<String, crate::mitigation::FeedStats>,
 }
 
 /// The scrape-time collector.
@@ -176,6 +178,7 @@ impl Scrape<'_> {
         let mut tracked = Vec::new();
         let mut dropped = Vec::new();
         let mut attached = Vec::new();
+        let mut spared = Vec::new();
         for iface in self.interfaces {
             let c = counters
                 .get(&iface.ifindex)
@@ -213,12 +216,19 @@ impl Scrape<'_> {
                         .unwrap_or(0),
                 )),
             ));
-            for reason in ["blocklist", "feed"] {
+            for (reason, counter) in [
+                ("blocklist", Counter::DroppedBlocklist),
+                ("feed", Counter::DroppedFeed),
+            ] {
                 dropped.push((
                     vec![name(), ("reason", reason.to_string())],
-                    ConstCounter::new(0u64),
+                    ConstCounter::new(c.get(counter)),
                 ));
             }
+            spared.push((
+                vec![name()],
+                ConstCounter::new(c.get(Counter::NeverBlockSpared)),
+            ));
             attached.push((
                 vec![name(), ("mode", iface.mode.to_string())],
                 ConstGauge::new(1i64),
@@ -355,16 +365,76 @@ impl Scrape<'_> {
         gauge(
             e,
             "blocked_sources",
-            "Sources in the kernel blocklist (mitigation not built yet: always 0).",
+            "Entries (addresses and networks) in the kernel blocklist.",
             &[],
-            0,
+            saturating_i64(snapshot.mitigation.blocked_sources),
         )?;
         family(
             e,
             "dropped_packets",
-            "Packets dropped by XDP, by reason (mitigation not built yet: always 0).",
+            "Packets dropped by XDP, by reason (blocklist, drop feed).",
             &ConstCounter::new(0u64),
             dropped,
+        )?;
+        family(
+            e,
+            "never_block_spared_packets",
+            "Packets that matched a block or drop feed but were passed: their source is in never_block.",
+            &ConstCounter::new(0u64),
+            spared,
+        )?;
+        counter(
+            e,
+            "blocks",
+            "Blocks made (detections and manual).",
+            &[],
+            snapshot.mitigation.blocks_made,
+        )?;
+        counter(
+            e,
+            "blocklist_full",
+            "Blocks refused because the blocklist was full (the source was alerted, not blocked).",
+            &[],
+            snapshot.mitigation.blocklist_full,
+        )?;
+        counter(
+            e,
+            "never_block_refusals",
+            "Blocks refused because the source is in never_block.",
+            &[],
+            snapshot.mitigation.never_block_refusals,
+        )?;
+        family(
+            e,
+            "feed_entries",
+            "Networks loaded from each feed.",
+            &ConstGauge::new(0i64),
+            snapshot
+                .feeds
+                .iter()
+                .map(|(n, f)| {
+                    (
+                        vec![("feed", n.clone())],
+                        ConstGauge::new(saturating_i64(f.entries)),
+                    )
+                })
+                .collect(),
+        )?;
+        family(
+            e,
+            "feed_invalid_lines",
+            "Feed lines skipped as not an address or CIDR (each load).",
+            &ConstCounter::new(0u64),
+            snapshot
+                .feeds
+                .iter()
+                .map(|(n, f)| {
+                    (
+                        vec![("feed", n.clone())],
+                        ConstCounter::new(f.invalid_lines_total),
+                    )
+                })
+                .collect(),
         )?;
         family(
             e,

@@ -1,0 +1,612 @@
+//! The kernel blocklist, the never-block networks and the feed tries: what
+//! the agent puts in them and takes out. The kernel enforces expiries by
+//! itself; the agent removes expired entries too, and keeps the count the
+//! kernel uses to skip lookups while nothing is blocked.
+
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+
+use aya::{
+    Ebpf,
+    maps::{
+        Array, HashMap, Map, MapData, MapError,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use ipnet::IpNet;
+use scanwatch_common::{
+    BlockValue, FeedValue, LpmData, MitigationState, Name32, block_origin, feed_action,
+    maps::{BLOCKS_MAP, FEED_NAMES_MAP, FEEDS_MAP, MITIGATION_MAP, NEVER_BLOCK_MAP},
+};
+use serde::Serialize;
+
+use crate::{
+    clock::{BootClock, boottime_ns},
+    config::{FeedAction, FeedConfig, MitigationConfig},
+    feeds,
+    loader::error_chain,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("{0} is in never_block ({1}): it is never blocked")]
+    NeverBlock(IpNet, IpNet),
+    #[error("the blocklist is full ({0} entries): {1} not blocked")]
+    Full(u32, IpNet),
+    #[error("{0} is not blocked")]
+    NotBlocked(IpNet),
+    #[error("map {name}: {detail}")]
+    Map { name: &'static str, detail: String },
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> BlockError {
+    move |e| BlockError::Map {
+        name,
+        detail: error_chain(&e),
+    }
+}
+
+/// The LPM key of a network: IPv4 as IPv4-mapped, prefix counted over 128 bits.
+pub fn lpm_key(net: &IpNet) -> Key<LpmData> {
+    match net {
+        IpNet::V4(v4) => {
+            let o = v4.addr().octets();
+            Key::new(
+                96 + u32::from(v4.prefix_len()),
+                [
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
+                ],
+            )
+        }
+        IpNet::V6(v6) => Key::new(u32::from(v6.prefix_len()), v6.addr().octets()),
+    }
+}
+
+/// The network of an LPM key.
+pub fn lpm_net(key: &Key<LpmData>) -> Option<IpNet> {
+    let data = key.data();
+    let prefix = key.prefix_len();
+    let v6 = std::net::Ipv6Addr::from(data);
+    match v6.to_ipv4_mapped() {
+        Some(v4) if prefix >= 96 => IpNet::new(IpAddr::V4(v4), (prefix - 96) as u8).ok(),
+        _ => IpNet::new(IpAddr::V6(v6), prefix as u8).ok(),
+    }
+}
+
+/// A host route for an address.
+pub fn host_net(ip: IpAddr) -> IpNet {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    IpNet::from(ip)
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// One block, as `scanwatch blocks` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, serde::Deserialize)]
+pub struct BlockRow {
+    pub target: String,
+    pub origin: String,
+    pub reason: String,
+    /// Seconds left (`null`: no expiry).
+    pub remaining_seconds: Option<u64>,
+    pub expires: Option<String>,
+    pub offenses: u32,
+}
+
+/// Per-feed figures for metrics and `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FeedStats {
+    pub entries: u64,
+    pub invalid_lines_total: u64,
+    pub action: String,
+}
+
+/// Counters of the mitigation side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MitigationStats {
+    pub blocked_sources: u64,
+    pub blocks_made: u64,
+    pub blocklist_full: u64,
+    pub never_block_refusals: u64,
+    pub expired_removed: u64,
+}
+
+/// The outcome of a detection for mitigation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Blocked {
+        expires: String,
+    },
+    WouldBlock {
+        expires: String,
+    },
+    /// In never_block: alerted, not blocked.
+    NeverBlock,
+    /// The blocklist was full: alerted, not blocked (counted).
+    BlocklistFull,
+}
+
+impl Action {
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::None | Self::NeverBlock | Self::BlocklistFull => "none",
+            Self::Blocked { .. } => "blocked",
+            Self::WouldBlock { .. } => "would_block",
+        }
+    }
+}
+
+pub struct Mitigation {
+    cfg: MitigationConfig,
+    blocks: LpmTrie<MapData, LpmData, BlockValue>,
+    feeds: LpmTrie<MapData, LpmData, FeedValue>,
+    never: LpmTrie<MapData, LpmData, u32>,
+    state: Array<MapData, MitigationState>,
+    feed_names: HashMap<MapData, u32, Name32>,
+    never_nets: Vec<IpNet>,
+    /// The blocklist's entries, mirrored (read once at start, then kept in
+    /// step): exact-key checks and counts without walking the trie.
+    mirror: BTreeMap<IpNet, BlockValue>,
+    /// Feed entries loaded, by network (feed id, action).
+    loaded_feeds: BTreeMap<IpNet, (u32, u32)>,
+    pub feed_stats: BTreeMap<String, FeedStats>,
+    pub stats: MitigationStats,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BlockError> {
+    ebpf.take_map(name).ok_or(BlockError::Map {
+        name,
+        detail: "missing from the object".into(),
+    })
+}
+
+impl Mitigation {
+    /// Takes the mitigation maps from a loaded object (the blocklist may be a
+    /// reused pin) and sets the never-block networks.
+    pub fn take(
+        ebpf: &mut Ebpf,
+        cfg: MitigationConfig,
+        never_block: Vec<IpNet>,
+    ) -> Result<Self, BlockError> {
+        let mut m = Self {
+            blocks: LpmTrie::try_from(take(ebpf, BLOCKS_MAP)?).map_err(map_err(BLOCKS_MAP))?,
+            feeds: LpmTrie::try_from(take(ebpf, FEEDS_MAP)?).map_err(map_err(FEEDS_MAP))?,
+            never: LpmTrie::try_from(take(ebpf, NEVER_BLOCK_MAP)?)
+                .map_err(map_err(NEVER_BLOCK_MAP))?,
+            state: Array::try_from(take(ebpf, MITIGATION_MAP)?).map_err(map_err(MITIGATION_MAP))?,
+            feed_names: HashMap::try_from(take(ebpf, FEED_NAMES_MAP)?)
+                .map_err(map_err(FEED_NAMES_MAP))?,
+            cfg,
+            never_nets: Vec::new(),
+            mirror: BTreeMap::new(),
+            loaded_feeds: BTreeMap::new(),
+            feed_stats: BTreeMap::new(),
+            stats: MitigationStats::default(),
+        };
+        for net in &never_block {
+            m.never
+                .insert(&lpm_key(net), 1, 0)
+                .map_err(map_err(NEVER_BLOCK_MAP))?;
+        }
+        m.never_nets = never_block;
+        m.mirror = m
+            .blocks
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| Some((lpm_net(&k)?, v)))
+            .collect();
+        m.expire();
+        m.sync_state()?;
+        Ok(m)
+    }
+
+    pub const fn config(&self) -> &MitigationConfig {
+        &self.cfg
+    }
+
+    pub fn never_block(&self) -> &[IpNet] {
+        &self.never_nets
+    }
+
+    fn never_match(&self, net: &IpNet) -> Option<IpNet> {
+        self.never_nets.iter().find(|n| overlaps(n, net)).copied()
+    }
+
+    fn count_blocks(&self) -> u32 {
+        u32::try_from(self.mirror.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Tells the kernel which lookups it needs.
+    fn sync_state(&mut self) -> Result<(), BlockError> {
+        let blocks = self.count_blocks();
+        self.stats.blocked_sources = u64::from(blocks);
+        let drop_feeds = self
+            .loaded_feeds
+            .values()
+            .filter(|(_, a)| *a == feed_action::DROP)
+            .count();
+        let tag_feeds = self.loaded_feeds.len() - drop_feeds;
+        let state = MitigationState {
+            blocks,
+            drop_feeds: u32::try_from(drop_feeds).unwrap_or(u32::MAX),
+            tag_feeds: u32::try_from(tag_feeds).unwrap_or(u32::MAX),
+            _pad: 0,
+        };
+        self.state.set(0, state, 0).map_err(map_err(MITIGATION_MAP))
+    }
+
+    /// Blocks `net` for `ttl` (None: until unblocked).
+    pub fn block(
+        &mut self,
+        net: IpNet,
+        ttl: Option<Duration>,
+        origin: u32,
+        reason: &str,
+    ) -> Result<BlockValue, BlockError> {
+        let net = net.trunc();
+        if let Some(never) = self.never_match(&net) {
+            self.stats.never_block_refusals += 1;
+            return Err(BlockError::NeverBlock(net, never));
+        }
+        let key = lpm_key(&net);
+        let existing = self.exact(&net);
+        if existing.is_none() && self.count_blocks() >= self.cfg.capacity {
+            self.stats.blocklist_full += 1;
+            return Err(BlockError::Full(self.cfg.capacity, net));
+        }
+        let now = boottime_ns();
+        let ttl_ns = ttl.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        let mut reason_bytes = [0u8; 48];
+        let r = reason.as_bytes();
+        let mut n = r.len().min(48);
+        while !reason.is_char_boundary(n) {
+            n -= 1;
+        }
+        reason_bytes[..n].copy_from_slice(&r[..n]);
+        let value = BlockValue {
+            expires_ns: ttl_ns.map_or(0, |t| now.saturating_add(t)),
+            created_ns: now,
+            origin,
+            offenses: existing.map_or(1, |e| e.offenses.saturating_add(1)),
+            reason: reason_bytes,
+        };
+        self.blocks.insert(&key, value, 0).map_err(|e| {
+            if matches!(&e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOSPC)) {
+                self.stats.blocklist_full += 1;
+                BlockError::Full(self.cfg.capacity, net)
+            } else {
+                map_err(BLOCKS_MAP)(e)
+            }
+        })?;
+        self.mirror.insert(net, value);
+        self.stats.blocks_made += 1;
+        self.sync_state()?;
+        Ok(value)
+    }
+
+    /// The live entry stored for exactly this network.
+    fn exact(&self, net: &IpNet) -> Option<BlockValue> {
+        let now = boottime_ns();
+        self.mirror
+            .get(net)
+            .copied()
+            .filter(|v| v.expires_ns == 0 || v.expires_ns > now)
+    }
+
+    /// Blocks a detected source per the configuration; returns the action.
+    pub fn on_detection(
+        &mut self,
+        ip: IpAddr,
+        types: &[crate::detect::ScanType],
+        clock: &BootClock,
+    ) -> Action {
+        if !self.cfg.auto_block {
+            return Action::None;
+        }
+        let net = host_net(ip);
+        if self.never_match(&net).is_some() {
+            self.stats.never_block_refusals += 1;
+            return Action::NeverBlock;
+        }
+        let offenses = self.exact(&net).map_or(0, |e| e.offenses);
+        let ttl = self.cfg.ttl_for(types, offenses);
+        let expires_ns =
+            boottime_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+        if self.cfg.dry_run {
+            return Action::WouldBlock {
+                expires: clock.rfc3339(expires_ns),
+            };
+        }
+        let reason: Vec<&str> = types.iter().map(|t| t.name()).collect();
+        match self.block(net, Some(ttl), block_origin::DETECTION, &reason.join("+")) {
+            Ok(v) => Action::Blocked {
+                expires: clock.rfc3339(v.expires_ns),
+            },
+            Err(BlockError::Full(..)) => {
+                log::warn!(
+                    "blocklist full ({} entries): {ip} not blocked",
+                    self.cfg.capacity
+                );
+                Action::BlocklistFull
+            }
+            Err(BlockError::NeverBlock(..)) => Action::NeverBlock,
+            Err(e) => {
+                log::error!("cannot block {ip}: {e}");
+                Action::None
+            }
+        }
+    }
+
+    /// The action already in force for a source (an escalation of a scan
+    /// that is blocked reports `blocked`).
+    pub fn current_action(&self, ip: IpAddr, clock: &BootClock) -> Action {
+        match self.exact(&host_net(ip)) {
+            Some(v) if self.cfg.auto_block && !self.cfg.dry_run => Action::Blocked {
+                expires: if v.expires_ns == 0 {
+                    "never".into()
+                } else {
+                    clock.rfc3339(v.expires_ns)
+                },
+            },
+            _ => Action::None,
+        }
+    }
+
+    /// Removes a block.
+    pub fn unblock(&mut self, net: IpNet) -> Result<(), BlockError> {
+        let net = net.trunc();
+        match self.blocks.remove(&lpm_key(&net)) {
+            Ok(()) => {
+                self.mirror.remove(&net);
+                self.sync_state()
+            }
+            Err(MapError::KeyNotFound) => Err(BlockError::NotBlocked(net)),
+            Err(e) => Err(map_err(BLOCKS_MAP)(e)),
+        }
+    }
+
+    /// Every live block.
+    pub fn list(&self, clock: &BootClock) -> Vec<BlockRow> {
+        let now = boottime_ns();
+        let mut rows: Vec<BlockRow> = self
+            .mirror
+            .iter()
+            .filter(|(_, v)| v.expires_ns == 0 || v.expires_ns > now)
+            .map(|(net, v)| BlockRow {
+                target: net.to_string(),
+                origin: match v.origin {
+                    block_origin::DETECTION => "detection",
+                    block_origin::MANUAL => "manual",
+                    _ => "unknown",
+                }
+                .to_string(),
+                reason: scanwatch_common::maps::nul_padded(&v.reason),
+                remaining_seconds: (v.expires_ns != 0)
+                    .then(|| (v.expires_ns - now) / 1_000_000_000),
+                expires: (v.expires_ns != 0).then(|| clock.rfc3339(v.expires_ns)),
+                offenses: v.offenses,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.target.cmp(&b.target));
+        rows
+    }
+
+    /// Removes expired blocks (the kernel already ignores them).
+    pub fn expire(&mut self) {
+        let now = boottime_ns();
+        let expired: Vec<Key<LpmData>> = self
+            .mirror
+            .iter()
+            .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
+            .map(|(net, _)| lpm_key(net))
+            .collect();
+        for k in &expired {
+            if self.blocks.remove(k).is_ok() {
+                self.stats.expired_removed += 1;
+            }
+            if let Some(net) = lpm_net(k) {
+                self.mirror.remove(&net);
+            }
+        }
+        if !expired.is_empty() {
+            let _ = self.sync_state();
+        }
+    }
+
+    /// Loads (or reloads) every feed: entries of removed or changed feeds go,
+    /// new ones come, blocks are untouched. Returns the bad lines, for logging.
+    pub fn load_feeds(&mut self, feeds: &[FeedConfig]) -> Vec<String> {
+        let mut report = Vec::new();
+        let mut wanted: BTreeMap<IpNet, (u32, u32)> = BTreeMap::new();
+        let mut stats = BTreeMap::new();
+        for (i, f) in feeds.iter().enumerate() {
+            let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let action = match f.action {
+                FeedAction::Tag => feed_action::TAG,
+                FeedAction::Drop => feed_action::DROP,
+            };
+            let _ = self.feed_names.insert(id, Name32::new(&f.name), 0);
+            let previous_invalid = self
+                .feed_stats
+                .get(&f.name)
+                .map_or(0, |s| s.invalid_lines_total);
+            let mut st = FeedStats {
+                entries: 0,
+                invalid_lines_total: previous_invalid,
+                action: format!("{:?}", f.action).to_lowercase(),
+            };
+            match feeds::read(&f.name, &f.path) {
+                Ok(parsed) => {
+                    for bad in &parsed.bad {
+                        report.push(format!(
+                            "feed {}: {}:{}: not an address or CIDR: {:?}",
+                            f.name,
+                            f.path.display(),
+                            bad.line,
+                            bad.text
+                        ));
+                    }
+                    st.invalid_lines_total += parsed.bad.len() as u64;
+                    for net in parsed.nets {
+                        // A drop entry wins over a tag entry for the same network.
+                        let e = wanted.entry(net).or_insert((id, action));
+                        if action == feed_action::DROP {
+                            *e = (id, action);
+                        }
+                        st.entries += 1;
+                    }
+                }
+                Err(e) => report.push(e.to_string()),
+            }
+            stats.insert(f.name.clone(), st);
+        }
+        for net in self.loaded_feeds.keys() {
+            if !wanted.contains_key(net) {
+                let _ = self.feeds.remove(&lpm_key(net));
+            }
+        }
+        let mut loaded = BTreeMap::new();
+        for (net, (id, action)) in wanted {
+            if self.loaded_feeds.get(&net) == Some(&(id, action)) {
+                loaded.insert(net, (id, action));
+                continue;
+            }
+            if loaded.len() >= self.cfg.feed_capacity as usize {
+                report.push(format!(
+                    "feed capacity {} reached: {net} and later entries not loaded",
+                    self.cfg.feed_capacity
+                ));
+                break;
+            }
+            match self.feeds.insert(
+                &lpm_key(&net),
+                FeedValue {
+                    feed_id: id,
+                    action,
+                },
+                0,
+            ) {
+                Ok(()) => {
+                    loaded.insert(net, (id, action));
+                }
+                Err(e) => report.push(format!("feed entry {net}: {}", error_chain(&e))),
+            }
+        }
+        self.loaded_feeds = loaded;
+        self.feed_stats = stats;
+        let _ = self.sync_state();
+        report
+    }
+
+    /// The name of feed `id`.
+    pub fn feed_name(&self, id: u32) -> Option<String> {
+        self.feed_names.get(&id, 0).ok().map(|n| n.as_string())
+    }
+}
+
+/// The never-block networks: loopback, link-local, this host's addresses
+/// (if enabled) and the configured ones.
+pub fn default_never_block(cfg: &MitigationConfig) -> Vec<IpNet> {
+    let mut nets: Vec<IpNet> = ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if cfg.never_block_host_addresses {
+        nets.extend(host_addresses().into_iter().map(host_net));
+    }
+    nets.extend(cfg.never_block.iter().map(IpNet::trunc));
+    nets.sort_unstable();
+    nets.dedup();
+    nets
+}
+
+/// Addresses configured on this network namespace's interfaces.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below; we only read it.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return out;
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr of the family it names.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: family AF_INET means sockaddr_in.
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                out.push(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: family AF_INET6 means sockaddr_in6.
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: freeing the list getifaddrs allocated.
+    unsafe { libc::freeifaddrs(ifap) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lpm_keys_round_trip() {
+        for s in [
+            "198.18.0.9/32",
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "fd00::1/128",
+            "2001:db8::/32",
+            "::/0",
+        ] {
+            let net: IpNet = s.parse().unwrap();
+            assert_eq!(lpm_net(&lpm_key(&net)).unwrap().to_string(), s);
+        }
+        assert_eq!(lpm_key(&"10.0.0.0/8".parse().unwrap()).prefix_len(), 104);
+        assert_eq!(
+            host_net("::ffff:198.18.0.1".parse().unwrap()).to_string(),
+            "198.18.0.1/32"
+        );
+    }
+
+    #[test]
+    fn never_block_defaults() {
+        let cfg = MitigationConfig {
+            never_block: vec!["198.18.0.70/32".parse().unwrap()],
+            never_block_host_addresses: false,
+            ..MitigationConfig::default()
+        };
+        let nets = default_never_block(&cfg);
+        let has = |s: &str| {
+            nets.iter()
+                .any(|n| n.contains(&s.parse::<IpAddr>().unwrap()))
+        };
+        assert!(
+            has("127.0.0.1")
+                && has("::1")
+                && has("169.254.1.1")
+                && has("fe80::1")
+                && has("198.18.0.70")
+        );
+        assert!(!has("198.18.0.71"));
+        assert!(overlaps(
+            &"198.18.0.0/24".parse().unwrap(),
+            &"198.18.0.70/32".parse().unwrap()
+        ));
+        assert!(!host_addresses().is_empty(), "loopback at least");
+    }
+}
