@@ -93,6 +93,30 @@ impl XdpHarness {
         &self.maps
     }
 
+    /// Takes the mitigation maps (blocklist, feeds, never-block) once.
+    pub fn take_mitigation(
+        &mut self,
+        cfg: crate::config::MitigationConfig,
+        never_block: Vec<ipnet::IpNet>,
+    ) -> Result<crate::mitigation::Mitigation, crate::mitigation::BlockError> {
+        crate::mitigation::Mitigation::take(&mut self.ebpf, cfg, never_block)
+    }
+
+    /// Loads with the given blocklist capacity.
+    pub fn load_with_capacity(map_size: u32, blocklist_capacity: u32) -> Result<Self, TestRunError> {
+        let mut ebpf = loader::load_with(
+            map_size,
+            &crate::config::Detection::default().kernel_config(),
+            &loader::LoadOptions {
+                blocklist_capacity,
+                ..loader::LoadOptions::default()
+            },
+        )?;
+        let maps = ScanwatchMaps::take(&mut ebpf)?;
+        let events = take_events(&mut ebpf)?;
+        Ok(Self { ebpf, maps, events })
+    }
+
     /// Threshold crossings sent since the last call.
     pub fn events(&mut self) -> Vec<ScanEvent> {
         let mut out = Vec::new();
