@@ -360,6 +360,9 @@ impl Mitigation {
     /// Removes a block.
     pub fn unblock(&mut self, net: IpNet) -> Result<(), BlockError> {
         let net = net.trunc();
+        if !self.mirror.contains_key(&net) {
+            return Err(BlockError::NotBlocked(net));
+        }
         match self.blocks.remove(&lpm_key(&net)) {
             Ok(()) => {
                 self.mirror.remove(&net);
