@@ -103,7 +103,10 @@ impl XdpHarness {
     }
 
     /// Loads with the given blocklist capacity.
-    pub fn load_with_capacity(map_size: u32, blocklist_capacity: u32) -> Result<Self, TestRunError> {
+    pub fn load_with_capacity(
+        map_size: u32,
+        blocklist_capacity: u32,
+    ) -> Result<Self, TestRunError> {
         let mut ebpf = loader::load_with(
             map_size,
             &crate::config::Detection::default().kernel_config(),

@@ -164,7 +164,7 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
         .output()
         .expect("ip link");
     assert!(!String::from_utf8_lossy(&links.stdout).contains("xdp"));
-    let _ = std::fs::remove_dir(&pin);
+    let _ = std::fs::remove_dir_all(&pin);
 }
 
 #[test]
@@ -231,7 +231,11 @@ fn second_agent_on_same_pin_dir_is_refused_and_stop_is_clean() {
         !links(&agent.lab.target_ns).contains("prog/xdp"),
         "detached on SIGTERM"
     );
-    assert!(!agent.pin_dir.exists(), "pins removed");
+    assert_eq!(
+        common::pins_left(&agent.pin_dir),
+        ["BLOCKS"],
+        "pins removed on clean stop, but the blocklist, kept for the next agent"
+    );
     let o = Command::new(AGENT)
         .args(["top", "--pin-dir", &pin])
         .output()
@@ -256,7 +260,11 @@ fn stale_pins_from_a_killed_agent_are_replaced() {
     let target_if = agent.lab.target_if.clone();
     let mut cmd = agent.lab.in_target();
     cmd.arg(AGENT)
-        .args(["run", "--iface", &target_if, "--pin-dir", &pin]);
+        .args(["run", "--iface", &target_if, "--pin-dir", &pin])
+        .arg("--control-socket")
+        .arg(&agent.control_socket)
+        .arg("--alert-log")
+        .arg(&agent.alert_log);
     let restarted = agent.lab.spawn(cmd).expect("restart");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {

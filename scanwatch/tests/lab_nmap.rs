@@ -146,5 +146,9 @@ fn nmap_scans_are_counted() {
     );
 
     assert!(lab.stop_agent(), "agent exits 0 on SIGTERM");
-    assert!(!lab.pin_dir.exists(), "pins removed on clean stop");
+    assert_eq!(
+        common::pins_left(&lab.pin_dir),
+        ["BLOCKS"],
+        "pins removed on clean stop, but the blocklist, kept for the next agent"
+    );
 }

@@ -12,6 +12,19 @@ use scanwatch_lab::netns::{Lab, run};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
 
+/// The pins left in a pin directory, sorted.
+pub fn pins_left(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// A lab whose target namespace runs `scanwatch run` on its veth.
 pub struct AgentLab {
     pub lab: Lab,
@@ -20,6 +33,7 @@ pub struct AgentLab {
     _serial: std::sync::MutexGuard<'static, ()>,
     pub pin_dir: PathBuf,
     pub alert_log: PathBuf,
+    pub control_socket: PathBuf,
     pub agent_pid: u32,
 }
 
@@ -33,6 +47,7 @@ impl AgentLab {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/scanwatch-test-{}", lab.target_ns));
         let alert_log =
             std::env::temp_dir().join(format!("scanwatch-test-{}/alerts.jsonl", lab.target_ns));
+        let control_socket = alert_log.with_file_name("control.sock");
         let mut cmd = lab.in_target();
         cmd.arg(AGENT)
             .args([
@@ -46,6 +61,8 @@ impl AgentLab {
             .arg(&pin_dir)
             .arg("--alert-log")
             .arg(&alert_log)
+            .arg("--control-socket")
+            .arg(&control_socket)
             .args(extra_args);
         let agent_pid = lab.spawn(cmd).expect("start the agent");
         let me = Self {
@@ -53,6 +70,7 @@ impl AgentLab {
             _serial: serial,
             pin_dir,
             alert_log,
+            control_socket,
             agent_pid,
         };
         me.wait_ready();
@@ -154,6 +172,18 @@ impl AgentLab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Runs a `scanwatch` control command (block, unblock, blocks, status)
+    /// against this agent's socket.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(AGENT)
+            .args(args)
+            .arg("--control-socket")
+            .arg(&self.control_socket)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("scanwatch control command")
     }
 
     /// Stops the agent with SIGTERM; returns whether it exited with status 0.
