@@ -511,7 +511,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
                 if let Some(m) = engine.mitigation.as_mut() {
                     m.expire();
                     // Feed files changed on disk: reload (every 5 s).
-                    if ticks % 5 == 0 {
+                    if ticks.is_multiple_of(5) {
                         let now = feed_mtimes_of(&running.config.feeds);
                         if now != feed_mtimes {
                             feed_mtimes = now;

@@ -38,9 +38,21 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
     let clock = BootClock::now();
     let sources = maps.sources()?;
     let tracked = sources.len();
+    let feed_names = feed_names(&args.pin_dir);
     let rows = sources
         .iter()
-        .map(|(k, v)| SourceRow::new(k, v, &names, &clock))
+        .map(|(k, v)| {
+            let mut row = SourceRow::new(k, v, &names, &clock);
+            if v.known_bad != 0 {
+                row.known_bad = Some(
+                    feed_names
+                        .get(&v.known_bad)
+                        .cloned()
+                        .unwrap_or_else(|| format!("feed {}", v.known_bad)),
+                );
+            }
+            row
+        })
         .collect();
     let rows = busiest(rows, args.limit);
     let mut stdout = std::io::stdout().lock();
@@ -71,6 +83,9 @@ pub struct SourceRow {
     pub distinct_hosts: u64,
     /// Scan types the kernel flagged in the current window.
     pub flagged: Vec<ScanType>,
+    /// The `tag` feed listing the source, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_bad: Option<String>,
     pub first_seen: String,
     pub last_seen: String,
     #[serde(skip)]
@@ -90,6 +105,7 @@ impl SourceRow {
             distinct_hosts: evidence.distinct_hosts,
             // The kernel only crosses thresholds of enabled types.
             flagged: classify(&evidence, &Detection::default()),
+            known_bad: None,
             source: key.ip().to_string(),
             interface: names.get(&stats.last_ifindex).cloned(),
             probes: ProbeCounts::from_array(&stats.probes),
@@ -99,6 +115,25 @@ impl SourceRow {
             last_seen_ns: stats.last_seen_ns,
         }
     }
+}
+
+/// Feed id -> name, from the agent's pinned `FEED_NAMES` (empty if absent).
+fn feed_names(pin_dir: &std::path::Path) -> BTreeMap<u32, String> {
+    let path = pin_dir.join(scanwatch_common::maps::FEED_NAMES_MAP);
+    let Ok(data) = aya::maps::MapData::from_pin(&path) else {
+        return BTreeMap::new();
+    };
+    let Ok(map) = aya::maps::Map::from_map_data(data) else {
+        return BTreeMap::new();
+    };
+    let Ok(names) = aya::maps::HashMap::<_, u32, scanwatch_common::Name32>::try_from(map) else {
+        return BTreeMap::new();
+    };
+    names
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k, v.as_string()))
+        .collect()
 }
 
 /// Busiest first (most probes, then most recent); `limit == 0` keeps all.
@@ -129,7 +164,7 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
     );
     let _ = writeln!(
         out,
-        "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} IFACE",
+        "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {:<10} KNOWN_BAD",
         "SOURCE",
         "SYN",
         "STEALTH",
@@ -139,12 +174,13 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
         "FRAGMENT",
         "TOTAL",
         "FIRST_SEEN",
-        "LAST_SEEN"
+        "LAST_SEEN",
+        "IFACE"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {}",
+            "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {:<10} {}",
             r.source,
             r.probes.syn,
             r.probes.stealth,
@@ -155,7 +191,8 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
             r.total,
             r.first_seen,
             r.last_seen,
-            r.interface.as_deref().unwrap_or("-")
+            r.interface.as_deref().unwrap_or("-"),
+            r.known_bad.as_deref().unwrap_or("-")
         );
     }
     out

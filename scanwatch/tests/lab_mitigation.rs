@@ -87,12 +87,17 @@ fn scans_are_blocked_and_dropped_others_are_not() {
         "# lab feed\n198.18.0.90/32\nnot-a-network\n198.18.0.999\n",
     )
     .expect("feed");
+    let watch = dir.join("watch.txt");
+    std::fs::write(&watch, "198.18.0.95\n").expect("feed");
     let config = dir.join("scanwatch.toml");
     std::fs::write(
         &config,
         format!(
-            "[mitigation]\nauto_block = true\nnever_block = [\"198.18.0.70/32\"]\n\n[[feeds]]\nname = \"lab\"\npath = \"{}\"\naction = \"drop\"\n",
-            feed.display()
+            "[mitigation]\nauto_block = true\nnever_block = [\"198.18.0.70/32\"]\n\n\
+             [[feeds]]\nname = \"lab\"\npath = \"{}\"\naction = \"drop\"\n\n\
+             [[feeds]]\nname = \"watch\"\npath = \"{}\"\naction = \"tag\"\n",
+            feed.display(),
+            watch.display()
         ),
     )
     .expect("config");
@@ -103,6 +108,7 @@ fn scans_are_blocked_and_dropped_others_are_not() {
         "198.18.0.70/24",
         "198.18.0.80/24",
         "198.18.0.90/24",
+        "198.18.0.95/24",
     ] {
         lab.lab.add_scanner_address(a).expect("address");
     }
@@ -130,6 +136,15 @@ fn scans_are_blocked_and_dropped_others_are_not() {
         "a drop-feed source is dropped"
     );
 
+    // A source in a tag feed: known_bad in the alert and in top.
+    nmap_syn(&lab, "198.18.0.95");
+    let alert = lab.wait_alert("198.18.0.95", WAIT).expect("alert");
+    assert_eq!(alert["known_bad"], "watch", "{alert}");
+    assert_eq!(
+        lab.source("198.18.0.95").expect("top")["known_bad"],
+        "watch"
+    );
+
     // A scan: detected, blocked; the next scan sees nothing but filtered ports.
     let first = nmap_syn(&lab, "198.18.0.11");
     assert!(first.contains("closed"), "{first}");
@@ -151,7 +166,11 @@ fn scans_are_blocked_and_dropped_others_are_not() {
         connects(&lab, "198.18.0.1"),
         "the innocent client is unaffected"
     );
-    assert_eq!(metric(&lab, "scanwatch_blocked_sources"), 1.0);
+    assert_eq!(
+        metric(&lab, "scanwatch_blocked_sources"),
+        2.0,
+        "the two scanners (.95 and .11)"
+    );
 
     // never_block: alerted, not dropped; a manual block is refused.
     nmap_syn(&lab, "198.18.0.70");
