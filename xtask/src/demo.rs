@@ -150,6 +150,8 @@ pub fn demo() -> anyhow::Result<()> {
     print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
     let _ = std::fs::remove_file(&log_path);
     drop(lab);
+    // The agent keeps its blocklist pin for a next run; the demo removes it all.
+    let _ = std::fs::remove_dir_all(&pin_dir);
     println!("\nlab removed (namespaces, veth, pins)");
     match status {
         Some(s) if s.success() => Ok(()),
