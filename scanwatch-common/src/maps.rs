@@ -41,6 +41,8 @@ pub const NEVER_BLOCK_CAPACITY: u32 = 4_096;
 pub const MAX_FEEDS: u32 = 64;
 /// Name of the XDP program in the object file.
 pub const XDP_PROGRAM: &str = "scanwatch";
+/// Name of the do-nothing XDP program (the benchmarks' baseline).
+pub const NOOP_PROGRAM: &str = "scanwatch_noop";
 
 /// Default number of tracked sources.
 pub const DEFAULT_SOURCE_MAP_SIZE: u32 = 262_144;

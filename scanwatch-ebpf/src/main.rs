@@ -98,6 +98,13 @@ pub fn scanwatch(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Passes every packet and does nothing else: the baseline the benchmarks
+/// compare scanwatch with. Never attached by the agent.
+#[xdp]
+pub fn scanwatch_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn try_scanwatch(
     ctx: &XdpContext,

@@ -70,6 +70,35 @@ impl XdpHarness {
         Ok((result.return_value, result.duration.as_nanos() as u64))
     }
 
+    /// Runs the do-nothing baseline program `repeat` times on `frame`
+    /// (loaded on first use); returns its action and ns per run.
+    pub fn run_noop_repeat(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, u64), TestRunError> {
+        let program: &mut aya::programs::Xdp = self
+            .ebpf
+            .program_mut(scanwatch_common::maps::NOOP_PROGRAM)
+            .ok_or_else(|| TestRunError::Run("no noop program in the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| TestRunError::Run(error_chain(&e)))?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .map_err(|e| TestRunError::Run(error_chain(&e)))?;
+        }
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = program
+            .test_run(opts)
+            .map_err(|e| TestRunError::Run(error_chain(&e)))?;
+        Ok((result.return_value, result.duration.as_nanos() as u64))
+    }
+
     /// Counters summed over CPUs and interfaces.
     pub fn counters(&self) -> Result<IfaceCounters, TestRunError> {
         let mut total = IfaceCounters::ZERO;

@@ -32,6 +32,12 @@ enum Task {
     },
     /// A namespace lab: attach the agent, run a real nmap scan, show what it saw.
     Demo,
+    /// Benchmarks: writes BENCHMARKS.md and benchmarks.json (needs root).
+    Bench {
+        /// Short runs (under 2 minutes) into target/bench-quick/; the test suite runs this.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
             .and_then(|()| lint())
             .and_then(|()| test(&cargo_args)),
         Task::Demo => setup::ensure().and_then(|()| demo::demo()),
+        Task::Bench { quick } => setup::ensure().and_then(|()| bench(quick)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,7 +104,18 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
              (sudo -E cargo xtask test), or set SCANWATCH_ALLOW_SKIP_PRIVILEGED=1 to skip those tests"
         );
     }
-    run_cmd(cargo().arg("test").args(extra))
+    run_cmd(cargo().arg("test").args(extra))?;
+    // The benchmark keeps working: a short run that checks it produced numbers.
+    bench(true)
+}
+
+fn bench(quick: bool) -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "scanwatch", "--bench", "bench", "--"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    run_cmd(&mut cmd)
 }
 
 unsafe extern "C" {
