@@ -11,8 +11,13 @@ use crate::{
 
 /// Name of the per-source LRU hash map (`SourceKey` -> `SourceStats`).
 pub const SOURCES_MAP: &str = "SOURCES";
-/// Name of the per-interface per-CPU counters map (`u32` ifindex -> `IfaceCounters`).
+/// Name of the per-interface per-CPU counters (array indexed by slot -> `IfaceCounters`).
 pub const IFACE_COUNTERS_MAP: &str = "IFACE_COUNTERS";
+/// Name of the ifindex -> counters slot table (array indexed by ifindex % `IFINDEX_SLOTS`).
+/// Slot 0 collects packets of interfaces the agent did not assign (tests).
+pub const IFACE_SLOTS_MAP: &str = "IFACE_SLOTS";
+/// Entries of the slot table.
+pub const IFINDEX_SLOTS: u32 = 4096;
 /// Name of the ifindex -> interface name map written by the agent (`u32` -> `IfaceName`).
 pub const IFACE_NAMES_MAP: &str = "IFACE_NAMES";
 /// Name of the ring buffer of threshold crossings (`ScanEvent`).

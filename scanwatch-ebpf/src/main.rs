@@ -13,7 +13,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::generated::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use scanwatch_common::{
@@ -21,7 +21,7 @@ use scanwatch_common::{
     MitigationState, Name32, ScanEvent, SourceKey, SourceStats, feed_action,
     maps::{
         COUNTER_SLOTS, DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY, DEFAULT_SOURCE_MAP_SIZE,
-        EVENTS_BYTES, MAX_FEEDS, MAX_INTERFACES, NEVER_BLOCK_CAPACITY,
+        EVENTS_BYTES, IFINDEX_SLOTS, MAX_FEEDS, MAX_INTERFACES, NEVER_BLOCK_CAPACITY,
     },
 };
 
@@ -40,10 +40,14 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 static SOURCES: LruHashMap<SourceKey, SourceStats> =
     LruHashMap::with_max_entries(DEFAULT_SOURCE_MAP_SIZE, 0);
 
-/// Per-interface, per-CPU packet counters, keyed by ifindex.
+/// Per-interface, per-CPU packet counters, by slot. Array lookups are
+/// inlined by the verifier: no helper call on the path every packet takes.
 #[map]
-static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
-    PerCpuHashMap::with_max_entries(MAX_INTERFACES, 0);
+static IFACE_COUNTERS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(MAX_INTERFACES, 0);
+
+/// ifindex % IFINDEX_SLOTS -> counters slot, written by the agent.
+#[map]
+static IFACE_SLOTS: Array<u32> = Array::with_max_entries(IFINDEX_SLOTS, 0);
 
 /// ifindex -> name, written by the agent so that other processes (`scanwatch
 /// top`) can name interfaces of another network namespace. Unused in the kernel.
@@ -75,7 +79,6 @@ const EEXIST: i32 = 17;
 
 /// Initial map values, inserted from globals: too large for the BPF stack.
 static EMPTY_SOURCE: SourceStats = SourceStats::ZERO;
-static ZERO_COUNTERS: IfaceCounters = IfaceCounters::ZERO;
 
 #[xdp]
 pub fn scanwatch(ctx: XdpContext) -> u32 {
@@ -159,19 +162,11 @@ fn drop_reason(source: &SourceKey, counters: *mut IfaceCounters) -> Option<Count
     Some(reason)
 }
 
-/// This CPU's counters for `ifindex`, created on first use.
+/// This CPU's counters for `ifindex` (slot 0 when the agent assigned none).
 #[inline(always)]
 fn iface_counters(ifindex: u32) -> Option<*mut IfaceCounters> {
-    if let Some(p) = IFACE_COUNTERS.get_ptr_mut(ifindex) {
-        return Some(p);
-    }
-    // Lost races and a full map both end in the lookup below failing or not.
-    #[allow(
-        clippy::needless_borrows_for_generic_args,
-        reason = "by reference: a copy would not fit the BPF stack"
-    )]
-    let _ = IFACE_COUNTERS.insert(ifindex, &ZERO_COUNTERS, u64::from(BPF_NOEXIST));
-    IFACE_COUNTERS.get_ptr_mut(ifindex)
+    let slot = IFACE_SLOTS.get(ifindex % IFINDEX_SLOTS).copied().unwrap_or(0);
+    IFACE_COUNTERS.get_ptr_mut(slot)
 }
 
 #[inline(always)]

@@ -200,10 +200,12 @@ pub fn record(
                 && i < HOST_SET
             {
                 let flag = u64::from(HOST_ICMP) << (32 * (i % 2));
-                let old =
-                    atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(host_set.add(i / 2), flag);
-                if old & flag == 0 {
-                    add(core::ptr::addr_of_mut!((*w).icmp_set_len), 1);
+                let word = host_set.add(i / 2);
+                if core::ptr::read_volatile(word) & flag == 0 {
+                    let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, flag);
+                    if old & flag == 0 {
+                        add(core::ptr::addr_of_mut!((*w).icmp_set_len), 1);
+                    }
                 }
             }
             if set_bit(

@@ -151,6 +151,8 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
             blocks_pin: Some(&blocks_pin),
         },
     )?;
+    let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
+    ScanwatchMaps::assign_slots(&mut ebpf, &ifindexes)?;
     let mut attachments = Vec::new();
     for iface in &interfaces {
         // On error, dropping `ebpf` detaches what was attached so far.

@@ -5,11 +5,14 @@ use std::{collections::BTreeMap, collections::HashMap as StdHashMap, path::Path}
 
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData, MapError, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
 };
 use scanwatch_common::{
     IfaceCounters, IfaceName, SourceKey, SourceStats,
-    maps::{EVENTS_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, SOURCES_MAP},
+    maps::{
+        EVENTS_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, IFACE_SLOTS_MAP, IFINDEX_SLOTS,
+        MAX_INTERFACES, SOURCES_MAP,
+    },
 };
 
 use crate::{
@@ -46,7 +49,8 @@ pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
 /// The agent's maps.
 pub struct ScanwatchMaps {
     sources: HashMap<MapData, SourceKey, SourceStats>,
-    counters: PerCpuHashMap<MapData, u32, IfaceCounters>,
+    counters: PerCpuArray<MapData, IfaceCounters>,
+    slots: Array<MapData, u32>,
     names: HashMap<MapData, u32, IfaceName>,
     source_capacity: u32,
     source_map_id: u32,
@@ -64,6 +68,7 @@ impl ScanwatchMaps {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MapsError::Missing(name));
         let sources = take(SOURCES_MAP)?;
         let counters = take(IFACE_COUNTERS_MAP)?;
+        let slots = take(IFACE_SLOTS_MAP)?;
         let mut names = take(IFACE_NAMES_MAP)?;
         {
             let mut typed: HashMap<&mut MapData, u32, IfaceName> =
@@ -81,6 +86,7 @@ impl ScanwatchMaps {
         for (name, map) in [
             (SOURCES_MAP, &sources),
             (IFACE_COUNTERS_MAP, &counters),
+            (IFACE_SLOTS_MAP, &slots),
             (IFACE_NAMES_MAP, &names),
         ] {
             map.pin(pins.pin_path(name)).map_err(|e| MapsError::Map {
@@ -88,7 +94,30 @@ impl ScanwatchMaps {
                 detail: format!("cannot pin: {}", error_chain(&e)),
             })?;
         }
-        Self::from_maps(sources, counters, names)
+        Self::from_maps(sources, counters, slots, names)
+    }
+
+    /// Gives each watched interface its own counters slot (1, 2, ...), before
+    /// attaching, so that no packet is counted under slot 0.
+    pub fn assign_slots(ebpf: &mut Ebpf, ifindexes: &[u32]) -> Result<(), MapsError> {
+        let map = ebpf.map_mut(IFACE_SLOTS_MAP).ok_or(MapsError::Missing(IFACE_SLOTS_MAP))?;
+        let mut slots: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err(IFACE_SLOTS_MAP))?;
+        let mut used = std::collections::BTreeSet::new();
+        for (i, ifindex) in ifindexes.iter().enumerate() {
+            let index = ifindex % IFINDEX_SLOTS;
+            let slot = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if slot >= MAX_INTERFACES || !used.insert(index) {
+                return Err(MapsError::Map {
+                    name: IFACE_SLOTS_MAP,
+                    detail: format!(
+                        "interface index {ifindex} shares a counters slot with another watched interface (or more than {} interfaces)",
+                        MAX_INTERFACES - 1
+                    ),
+                });
+            }
+            slots.set(index, slot, 0).map_err(map_err(IFACE_SLOTS_MAP))?;
+        }
+        Ok(())
     }
 
     /// Takes the maps out of a loaded object without pinning (tests).
@@ -96,8 +125,9 @@ impl ScanwatchMaps {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(MapsError::Missing(name));
         let sources = take(SOURCES_MAP)?;
         let counters = take(IFACE_COUNTERS_MAP)?;
+        let slots = take(IFACE_SLOTS_MAP)?;
         let names = take(IFACE_NAMES_MAP)?;
-        Self::from_maps(sources, counters, names)
+        Self::from_maps(sources, counters, slots, names)
     }
 
     /// Opens the maps a running agent pinned in `dir`.
@@ -110,11 +140,12 @@ impl ScanwatchMaps {
         Self::from_maps(
             open(SOURCES_MAP)?,
             open(IFACE_COUNTERS_MAP)?,
+            open(IFACE_SLOTS_MAP)?,
             open(IFACE_NAMES_MAP)?,
         )
     }
 
-    fn from_maps(sources: Map, counters: Map, names: Map) -> Result<Self, MapsError> {
+    fn from_maps(sources: Map, counters: Map, slots: Map, names: Map) -> Result<Self, MapsError> {
         let (source_capacity, source_map_id) = match &sources {
             Map::LruHashMap(data) => {
                 let info = data.info().map_err(map_err(SOURCES_MAP))?;
@@ -129,7 +160,8 @@ impl ScanwatchMaps {
         };
         Ok(Self {
             sources: HashMap::try_from(sources).map_err(map_err(SOURCES_MAP))?,
-            counters: PerCpuHashMap::try_from(counters).map_err(map_err(IFACE_COUNTERS_MAP))?,
+            counters: PerCpuArray::try_from(counters).map_err(map_err(IFACE_COUNTERS_MAP))?,
+            slots: Array::try_from(slots).map_err(map_err(IFACE_SLOTS_MAP))?,
             names: HashMap::try_from(names).map_err(map_err(IFACE_NAMES_MAP))?,
             source_capacity,
             source_map_id,
@@ -156,16 +188,29 @@ impl ScanwatchMaps {
             .collect()
     }
 
-    /// Per-interface counters summed over CPUs.
+    fn slot_counters(&self, slot: u32) -> Result<IfaceCounters, MapsError> {
+        let per_cpu = self.counters.get(&slot, 0).map_err(map_err(IFACE_COUNTERS_MAP))?;
+        let mut sum = IfaceCounters::ZERO;
+        for cpu in per_cpu.iter() {
+            sum.add(cpu);
+        }
+        Ok(sum)
+    }
+
+    /// Per-interface counters summed over CPUs, by ifindex (the interfaces
+    /// the agent named); key 0 holds slot 0 (unassigned interfaces) when it
+    /// counted anything.
     pub fn iface_counters(&self) -> Result<BTreeMap<u32, IfaceCounters>, MapsError> {
         let mut out = BTreeMap::new();
-        for item in self.counters.iter() {
-            let (ifindex, per_cpu) = item.map_err(map_err(IFACE_COUNTERS_MAP))?;
-            let mut sum = IfaceCounters::ZERO;
-            for cpu in per_cpu.iter() {
-                sum.add(cpu);
+        for ifindex in self.iface_names().keys() {
+            let slot = self.slots.get(&(ifindex % IFINDEX_SLOTS), 0).map_err(map_err(IFACE_SLOTS_MAP))?;
+            if slot != 0 {
+                out.insert(*ifindex, self.slot_counters(slot)?);
             }
-            out.insert(ifindex, sum);
+        }
+        let unassigned = self.slot_counters(0)?;
+        if unassigned.get(scanwatch_common::Counter::Packets) != 0 {
+            out.insert(0, unassigned);
         }
         Ok(out)
     }
