@@ -43,7 +43,8 @@ static SOURCES: LruHashMap<SourceKey, SourceStats> =
 /// Per-interface, per-CPU packet counters, by slot. Array lookups are
 /// inlined by the verifier: no helper call on the path every packet takes.
 #[map]
-static IFACE_COUNTERS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(MAX_INTERFACES, 0);
+static IFACE_COUNTERS: PerCpuArray<IfaceCounters> =
+    PerCpuArray::with_max_entries(MAX_INTERFACES, 0);
 
 /// ifindex % IFINDEX_SLOTS -> counters slot, written by the agent.
 #[map]
@@ -165,7 +166,10 @@ fn drop_reason(source: &SourceKey, counters: *mut IfaceCounters) -> Option<Count
 /// This CPU's counters for `ifindex` (slot 0 when the agent assigned none).
 #[inline(always)]
 fn iface_counters(ifindex: u32) -> Option<*mut IfaceCounters> {
-    let slot = IFACE_SLOTS.get(ifindex % IFINDEX_SLOTS).copied().unwrap_or(0);
+    let slot = IFACE_SLOTS
+        .get(ifindex % IFINDEX_SLOTS)
+        .copied()
+        .unwrap_or(0);
     IFACE_COUNTERS.get_ptr_mut(slot)
 }
 

@@ -100,8 +100,11 @@ impl ScanwatchMaps {
     /// Gives each watched interface its own counters slot (1, 2, ...), before
     /// attaching, so that no packet is counted under slot 0.
     pub fn assign_slots(ebpf: &mut Ebpf, ifindexes: &[u32]) -> Result<(), MapsError> {
-        let map = ebpf.map_mut(IFACE_SLOTS_MAP).ok_or(MapsError::Missing(IFACE_SLOTS_MAP))?;
-        let mut slots: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err(IFACE_SLOTS_MAP))?;
+        let map = ebpf
+            .map_mut(IFACE_SLOTS_MAP)
+            .ok_or(MapsError::Missing(IFACE_SLOTS_MAP))?;
+        let mut slots: Array<&mut MapData, u32> =
+            Array::try_from(map).map_err(map_err(IFACE_SLOTS_MAP))?;
         let mut used = std::collections::BTreeSet::new();
         for (i, ifindex) in ifindexes.iter().enumerate() {
             let index = ifindex % IFINDEX_SLOTS;
@@ -115,7 +118,9 @@ impl ScanwatchMaps {
                     ),
                 });
             }
-            slots.set(index, slot, 0).map_err(map_err(IFACE_SLOTS_MAP))?;
+            slots
+                .set(index, slot, 0)
+                .map_err(map_err(IFACE_SLOTS_MAP))?;
         }
         Ok(())
     }
@@ -189,7 +194,10 @@ impl ScanwatchMaps {
     }
 
     fn slot_counters(&self, slot: u32) -> Result<IfaceCounters, MapsError> {
-        let per_cpu = self.counters.get(&slot, 0).map_err(map_err(IFACE_COUNTERS_MAP))?;
+        let per_cpu = self
+            .counters
+            .get(&slot, 0)
+            .map_err(map_err(IFACE_COUNTERS_MAP))?;
         let mut sum = IfaceCounters::ZERO;
         for cpu in per_cpu.iter() {
             sum.add(cpu);
@@ -203,7 +211,10 @@ impl ScanwatchMaps {
     pub fn iface_counters(&self) -> Result<BTreeMap<u32, IfaceCounters>, MapsError> {
         let mut out = BTreeMap::new();
         for ifindex in self.iface_names().keys() {
-            let slot = self.slots.get(&(ifindex % IFINDEX_SLOTS), 0).map_err(map_err(IFACE_SLOTS_MAP))?;
+            let slot = self
+                .slots
+                .get(&(ifindex % IFINDEX_SLOTS), 0)
+                .map_err(map_err(IFACE_SLOTS_MAP))?;
             if slot != 0 {
                 out.insert(*ifindex, self.slot_counters(slot)?);
             }
