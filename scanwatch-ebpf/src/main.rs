@@ -109,6 +109,14 @@ pub fn scanwatch_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Sends every frame back out of the interface it came in on: with
+/// BPF_PROG_TEST_RUN's live-frames mode this is the benchmarks' packet
+/// generator. Never attached by the agent.
+#[xdp]
+pub fn scanwatch_bench_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
 #[inline(always)]
 fn try_scanwatch(
     ctx: &XdpContext,

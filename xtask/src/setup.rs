@@ -24,6 +24,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("prometheus-alertmanager", "prometheus-alertmanager"),
     ("curl", "curl"),
+    ("ethtool", "ethtool"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {
