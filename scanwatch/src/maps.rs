@@ -205,6 +205,15 @@ impl ScanwatchMaps {
         Ok(sum)
     }
 
+    /// Counters summed over CPUs and every slot (all interfaces).
+    pub fn total_counters(&self) -> Result<IfaceCounters, MapsError> {
+        let mut total = IfaceCounters::ZERO;
+        for slot in 0..MAX_INTERFACES {
+            total.add(&self.slot_counters(slot)?);
+        }
+        Ok(total)
+    }
+
     /// Per-interface counters summed over CPUs, by ifindex (the interfaces
     /// the agent named); key 0 holds slot 0 (unassigned interfaces) when it
     /// counted anything.

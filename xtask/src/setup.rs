@@ -25,6 +25,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("prometheus-alertmanager", "prometheus-alertmanager"),
     ("curl", "curl"),
     ("ethtool", "ethtool"),
+    ("nft", "nftables"),
+    ("iptables-restore", "iptables"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {
