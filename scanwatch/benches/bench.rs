@@ -530,36 +530,11 @@ fn throughput(o: &Opts) -> Value {
     let count: u32 = if o.quick { 2_000_000 } else { 20_000_000 };
     let rounds = if o.quick { 1 } else { 3 };
     let lab = Lab::new().expect("lab");
-    let _ = Command::new("nsenter")
-        .args([
-            &format!("--net=/run/netns/{}", lab.target_ns),
-            "ethtool",
-            "-K",
-            &lab.target_if,
-            "gro",
-            "on",
-        ])
-        .output();
-    let mac = |ns: &str, ifn: &str| -> [u8; 6] {
-        let out = Command::new("ip")
-            .args(["-n", ns, "-j", "link", "show", "dev", ifn])
-            .output()
-            .expect("ip");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let s = v[0]["address"]
-            .as_str()
-            .unwrap_or("00:00:00:00:00:00")
-            .to_string();
-        let mut m = [0u8; 6];
-        for (i, p) in s.split(':').enumerate().take(6) {
-            m[i] = u8::from_str_radix(p, 16).unwrap_or(0);
-        }
-        m
-    };
+    gro_on(&lab);
     // A SYN to an address the target does not own: its stack drops it cheaply (no forwarding).
     let mut frame = Packet::new("198.18.0.1", "198.19.200.1", Transport::tcp(80, tcp::SYN)).build();
-    frame[0..6].copy_from_slice(&mac(&lab.target_ns, &lab.target_if));
-    frame[6..12].copy_from_slice(&mac(&lab.scanner_ns, &lab.scanner_if));
+    frame[0..6].copy_from_slice(&mac_of(&lab.target_ns, &lab.target_if));
+    frame[6..12].copy_from_slice(&mac_of(&lab.scanner_ns, &lab.scanner_if));
     let target_ns = PathBuf::from(format!("/run/netns/{}", lab.target_ns));
     let mut results = BTreeMap::new();
     for case in ["none", "noop", "scanwatch"] {
@@ -635,6 +610,15 @@ fn mac_of(ns: &str, ifn: &str) -> [u8; 6] {
     m
 }
 
+/// GRO on the target veth: veth delivers XDP-transmitted frames only to a
+/// peer with NAPI (an XDP program or GRO), so the no-XDP case needs it too.
+fn gro_on(lab: &Lab) {
+    let _ = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.target_ns))
+        .args(["ethtool", "-K", &lab.target_if, "gro", "on"])
+        .output();
+}
+
 fn in_target(lab: &Lab, args: &[&str]) -> String {
     let out = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", lab.target_ns))
@@ -671,16 +655,7 @@ fn drop_rate(o: &Opts) -> Value {
                 continue; // one rule per address: 100k rules take minutes to load
             }
             let lab = Lab::new().expect("lab");
-            let _ = Command::new("nsenter")
-                .args([
-                    &format!("--net=/run/netns/{}", lab.target_ns),
-                    "ethtool",
-                    "-K",
-                    &lab.target_if,
-                    "gro",
-                    "on",
-                ])
-                .output();
+            gro_on(&lab);
             let mut frame =
                 Packet::new("198.18.0.1", "198.18.0.2", Transport::tcp(80, tcp::SYN)).build();
             frame[0..6].copy_from_slice(&mac_of(&lab.target_ns, &lab.target_if));

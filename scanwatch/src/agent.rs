@@ -314,10 +314,6 @@ fn feed_mtimes_of(feeds: &[crate::config::FeedConfig]) -> Vec<Option<SystemTime>
         .collect()
 }
 
-fn feed_mtimes(feeds: &[crate::config::FeedConfig]) -> Vec<Option<SystemTime>> {
-    feed_mtimes_of(feeds)
-}
-
 /// Answers one control request.
 fn handle_control(
     engine: &mut Engine,
@@ -431,7 +427,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     engine.mitigation = Some(mitigation);
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<crate::control::Pending>(16);
     let control_server = tokio::spawn(crate::control::serve(control, ctl_tx));
-    let mut feed_mtimes = feed_mtimes(&running.config.feeds);
+    let mut feed_mtimes = feed_mtimes_of(&running.config.feeds);
     let mut ticks = 0u64;
     let interfaces: Vec<AttachedInterface> = running
         .attachments

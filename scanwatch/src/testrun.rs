@@ -58,16 +58,7 @@ impl XdpHarness {
     /// Runs the program `repeat` times on `frame`; returns its XDP action and
     /// the kernel's average duration per run in nanoseconds.
     pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, u64), TestRunError> {
-        let program = loader::xdp_program(&mut self.ebpf)?;
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let result = program
-            .test_run(opts)
-            .map_err(|e| TestRunError::Run(error_chain(&e)))?;
-        Ok((result.return_value, result.duration.as_nanos() as u64))
+        run_program(loader::xdp_program(&mut self.ebpf)?, frame, repeat)
     }
 
     /// Runs the do-nothing baseline program `repeat` times on `frame`
@@ -88,15 +79,7 @@ impl XdpHarness {
                 .load()
                 .map_err(|e| TestRunError::Run(error_chain(&e)))?;
         }
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let result = program
-            .test_run(opts)
-            .map_err(|e| TestRunError::Run(error_chain(&e)))?;
-        Ok((result.return_value, result.duration.as_nanos() as u64))
+        run_program(program, frame, repeat)
     }
 
     /// Counters summed over CPUs and interfaces.
@@ -159,4 +142,21 @@ impl XdpHarness {
         }
         out
     }
+}
+
+/// One BPF_PROG_TEST_RUN of `program`: its XDP action and ns per run.
+fn run_program(
+    program: &mut aya::programs::Xdp,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(u32, u64), TestRunError> {
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::default()
+    };
+    let result = program
+        .test_run(opts)
+        .map_err(|e| TestRunError::Run(error_chain(&e)))?;
+    Ok((result.return_value, result.duration.as_nanos() as u64))
 }
