@@ -22,16 +22,7 @@ fn require_tools(test: &str) -> bool {
     if !require_root(test) {
         return false;
     }
-    for tool in ["nmap", "masscan", "hping3", "ab", "python3", "nginx"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
-            "{tool} is not installed (cargo xtask setup installs it)"
-        );
-    }
+    common::assert_installed(&["nmap", "masscan", "hping3", "ab", "python3", "nginx"]);
     true
 }
 

@@ -61,13 +61,7 @@ fn nmap_scans_are_counted() {
     if !require_root("nmap_scans_are_counted") {
         return;
     }
-    assert!(
-        std::process::Command::new("nmap")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "nmap is not installed (cargo xtask setup installs it)"
-    );
+    common::assert_installed(&["nmap"]);
     let mut lab = AgentLab::start(&[]);
     // One source address per scan, so each scan's counters stand alone.
     for addr in [

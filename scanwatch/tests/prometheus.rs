@@ -143,16 +143,7 @@ fn prometheus_fires_and_alertmanager_receives() {
     if !require_root("prometheus_fires_and_alertmanager_receives") {
         return;
     }
-    for tool in ["prometheus", "prometheus-alertmanager", "curl", "nmap"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
-            "{tool} is not installed (cargo xtask setup installs it)"
-        );
-    }
+    common::assert_installed(&["prometheus", "prometheus-alertmanager", "curl", "nmap"]);
     let mut lab = AgentLab::start(&[
         "--metrics-addr",
         "198.18.0.2:9477",

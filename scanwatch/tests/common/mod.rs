@@ -12,6 +12,20 @@ use scanwatch_lab::netns::{Lab, run};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
 
+/// Fails (never skips) when a tool the test drives is missing.
+pub fn assert_installed(tools: &[&str]) {
+    for tool in tools {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            "{tool} is not installed (cargo xtask setup installs it)"
+        );
+    }
+}
+
 /// The pins left in a pin directory, sorted.
 pub fn pins_left(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
