@@ -279,33 +279,7 @@ fn scans_are_blocked_and_dropped_others_are_not() {
     let before = lab.ctl(&["blocks", "--json"]);
     assert!(lab.stop_agent(), "clean stop");
     assert_eq!(common::pins_left(&lab.pin_dir), ["BLOCKS"]);
-    let target_if = lab.lab.target_if.clone();
-    let mut cmd = lab.lab.in_target();
-    cmd.arg(AGENT)
-        .args([
-            "run",
-            "--iface",
-            &target_if,
-            "--config",
-            &config_s,
-            "--metrics-addr",
-            "198.18.0.2:9477",
-            "--pin-dir",
-        ])
-        .arg(&lab.pin_dir)
-        .arg("--control-socket")
-        .arg(&lab.control_socket)
-        .arg("--alert-log")
-        .arg(&lab.alert_log);
-    lab.agent_pid = lab.lab.spawn(cmd).expect("restart");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !lab.pin_dir.join("IFACE_NAMES").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "restarted agent not ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab.restart(&["--config", &config_s, "--metrics-addr", "198.18.0.2:9477"]);
     let after = lab.ctl(&["blocks", "--json"]);
     let b: serde_json::Value = serde_json::from_slice(&before.stdout).expect("json");
     let a: serde_json::Value = serde_json::from_slice(&after.stdout).expect("json");

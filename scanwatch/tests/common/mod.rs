@@ -57,44 +57,58 @@ impl AgentLab {
         let serial = SERIAL
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut lab = Lab::new().expect("build the namespace lab");
+        let lab = Lab::new().expect("build the namespace lab");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/scanwatch-test-{}", lab.target_ns));
         let alert_log =
             std::env::temp_dir().join(format!("scanwatch-test-{}/alerts.jsonl", lab.target_ns));
         let control_socket = alert_log.with_file_name("control.sock");
-        let mut cmd = lab.in_target();
-        cmd.arg(AGENT)
-            .args([
-                "run",
-                "--iface",
-                &lab.target_if,
-                "--interval",
-                "1",
-                "--pin-dir",
-            ])
-            .arg(&pin_dir)
-            .arg("--alert-log")
-            .arg(&alert_log)
-            .arg("--control-socket")
-            .arg(&control_socket)
-            .args(extra_args);
-        let agent_pid = lab.spawn(cmd).expect("start the agent");
-        let me = Self {
+        let mut me = Self {
             lab,
             _serial: serial,
             pin_dir,
             alert_log,
             control_socket,
-            agent_pid,
+            agent_pid: 0,
         };
-        me.wait_ready();
+        me.spawn_agent(extra_args);
         me
     }
 
+    /// Starts `scanwatch run` on the target veth with this lab's pin dir,
+    /// alert log and control socket, and waits until it is ready.
+    fn spawn_agent(&mut self, extra_args: &[&str]) {
+        let mut cmd = self.lab.in_target();
+        cmd.arg(AGENT)
+            .args([
+                "run",
+                "--iface",
+                &self.lab.target_if,
+                "--interval",
+                "1",
+                "--pin-dir",
+            ])
+            .arg(&self.pin_dir)
+            .arg("--alert-log")
+            .arg(&self.alert_log)
+            .arg("--control-socket")
+            .arg(&self.control_socket)
+            .args(extra_args);
+        self.agent_pid = self.lab.spawn(cmd).expect("start the agent");
+        self.wait_ready();
+    }
+
+    /// Starts the agent again with the same paths (after a stop or a kill).
+    pub fn restart(&mut self, extra_args: &[&str]) {
+        self.spawn_agent(extra_args);
+    }
+
+    /// Ready: it answers on its control socket and has pinned its maps. The
+    /// agent removes stale pins before it binds the socket and pins its own
+    /// after, so pins left by a killed agent do not count.
     fn wait_ready(&self) {
         let ready = self.pin_dir.join("IFACE_NAMES");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready.exists() {
+        while !(ready.exists() && self.ctl(&["status"]).status.success()) {
             assert!(
                 Path::new(&format!("/proc/{}", self.agent_pid)).exists(),
                 "agent exited before it was ready"
@@ -141,8 +155,8 @@ impl AgentLab {
             .collect()
     }
 
-    /// Waits up to `timeout` until the alerts about `source` name every type
-    /// in `expected`; returns them all (possibly incomplete on time-out).
+    /// Waits up to `timeout` until there are alerts about `source` naming
+    /// every type in `expected`; returns them all (possibly incomplete on time-out).
     pub fn wait_alert_types(
         &self,
         source: &str,
@@ -166,26 +180,20 @@ impl AgentLab {
                         .is_some_and(|ts| ts.iter().any(|x| x == t))
                 })
             };
-            if expected.iter().all(|t| named(t)) || Instant::now() >= deadline {
+            if (!alerts.is_empty() && expected.iter().all(|t| named(t)))
+                || Instant::now() >= deadline
+            {
                 return alerts;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Waits up to `timeout` for an alert about `source`; returns it.
+    /// Waits up to `timeout` for an alert about `source`; returns the first.
     pub fn wait_alert(&self, source: &str, timeout: Duration) -> Option<serde_json::Value> {
-        let want: IpAddr = source.parse().expect("address literal");
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self.alerts().into_iter().find(|a| {
-                a["source"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(want)
-            });
-            if found.is_some() || Instant::now() >= deadline {
-                return found;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_alert_types(source, &[], timeout)
+            .into_iter()
+            .next()
     }
 
     /// Runs a `scanwatch` control command (block, unblock, blocks, status)
