@@ -368,15 +368,8 @@ fn agent_scale(o: &Opts) -> Value {
     }
     let t = Instant::now();
     let mut maps = scanwatch::maps::ScanwatchMaps::open_pinned(&pin).expect("pins");
-    let stats = scanwatch_common::SourceStats::new(scanwatch::clock::boottime_ns(), 0);
-    for i in 0..sources {
-        let mut addr = [0u8; 16];
-        addr[0] = 0xfd;
-        addr[1] = 0xee;
-        addr[12..].copy_from_slice(&i.to_be_bytes());
-        maps.insert_source(&scanwatch_common::SourceKey::v6(addr), &stats)
-            .expect("insert");
-    }
+    maps.insert_idle_sources(sources, 0xee)
+        .expect("fill the source map");
     println!(
         "filled {sources} sources in {:.1} s",
         t.elapsed().as_secs_f64()

@@ -275,6 +275,20 @@ impl ScanwatchMaps {
             .map_err(map_err(SOURCES_MAP))
     }
 
+    /// Fills the source map with `count` idle sources fdNN::<i> (NN = `tag`),
+    /// as if that many had probed once: load tests and benchmarks.
+    pub fn insert_idle_sources(&mut self, count: u32, tag: u8) -> Result<(), MapsError> {
+        let stats = SourceStats::new(crate::clock::boottime_ns(), 0);
+        for i in 0..count {
+            let mut addr = [0u8; 16];
+            addr[0] = 0xfd;
+            addr[1] = tag;
+            addr[12..].copy_from_slice(&i.to_be_bytes());
+            self.insert_source(&SourceKey::v6(addr), &stats)?;
+        }
+        Ok(())
+    }
+
     /// One source's entry, if tracked.
     pub fn source(&self, key: &SourceKey) -> Result<Option<SourceStats>, MapsError> {
         match self.sources.get(key, 0) {

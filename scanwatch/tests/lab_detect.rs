@@ -426,16 +426,8 @@ fn full_source_map_ignore_and_log_rotation() {
     // Fill the agent's source map with 1,000,000 other sources.
     let started = std::time::Instant::now();
     let mut maps = scanwatch::maps::ScanwatchMaps::open_pinned(&lab.pin_dir).expect("open pins");
-    let now = scanwatch::clock::boottime_ns();
-    let stats = scanwatch_common::SourceStats::new(now, 0);
-    for i in 0..1_000_000u32 {
-        let mut addr = [0u8; 16];
-        addr[0] = 0xfd;
-        addr[1] = 0xff;
-        addr[12..].copy_from_slice(&i.to_be_bytes());
-        maps.insert_source(&scanwatch_common::SourceKey::v6(addr), &stats)
-            .expect("insert");
-    }
+    maps.insert_idle_sources(1_000_000, 0xff)
+        .expect("fill the source map");
     println!(
         "filled 1,000,000 sources in {:.1} s",
         started.elapsed().as_secs_f64()
