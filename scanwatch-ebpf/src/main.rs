@@ -127,14 +127,21 @@ fn try_scanwatch(
     let dropping = (state.blocks | state.drop_feeds) != 0;
     match parse(ctx)? {
         Outcome::NotIp => bump_counter(counters, Counter::NotIp),
-        Outcome::NotProbe(source) => {
-            if dropping && let Some(dropped) = drop_reason(&source, counters) {
+        Outcome::NotProbe(ip) => {
+            // The fast path: nothing blocked or fed, nothing more to read.
+            if dropping && let Some(dropped) = drop_reason(&ip.source(ctx)?, counters) {
                 bump_counter(counters, dropped);
                 return Ok(xdp_action::XDP_DROP);
             }
             bump_counter(counters, Counter::NotProbe);
         }
-        Outcome::Probe(probe) => {
+        Outcome::Probe(found) => {
+            let probe = Probe {
+                kind: found.kind,
+                source: found.ip.source(ctx)?,
+                dst_hash: found.ip.dst_hash(ctx)?,
+                port: found.port,
+            };
             if dropping && let Some(dropped) = drop_reason(&probe.source, counters) {
                 bump_counter(counters, dropped);
                 return Ok(xdp_action::XDP_DROP);

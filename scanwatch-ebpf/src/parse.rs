@@ -8,7 +8,7 @@ use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey, classify_icmp, classify_icmpv6, classify_tcp,
     maps::MAX_IPV6_EXT_HEADERS,
-    sketch::{addr_hash, port_entry},
+    sketch::{addr_hash, addr_hash_v4, port_entry},
 };
 
 const ETH_HLEN: usize = 14;
@@ -52,7 +52,7 @@ impl ParseError {
     }
 }
 
-/// A probe: its kind, who sent it, and where to.
+/// A probe as the window code sees it: its kind, who sent it, and where to.
 pub struct Probe {
     pub kind: ProbeKind,
     pub source: SourceKey,
@@ -62,11 +62,63 @@ pub struct Probe {
     pub port: u32,
 }
 
+/// Where an IP header starts. The addresses are read from the packet only
+/// when needed ([`Ip::source`], [`Ip::dst_hash`]): benign traffic from
+/// sources nobody blocks never builds a key or a hash.
+#[derive(Clone, Copy)]
+pub struct Ip {
+    l3: usize,
+    v6: bool,
+}
+
+impl Ip {
+    /// The source address, IPv4-mapped for IPv4.
+    #[inline(always)]
+    pub fn source(self, ctx: &XdpContext) -> Result<SourceKey, ParseError> {
+        if self.v6 {
+            // SAFETY: ptr_at checked the 16 bytes lie inside the packet.
+            Ok(SourceKey::v6(unsafe {
+                *ptr_at::<[u8; 16]>(ctx, self.l3 + 8)?
+            }))
+        } else {
+            // SAFETY: as above, 4 bytes.
+            Ok(SourceKey::v4(unsafe {
+                *ptr_at::<[u8; 4]>(ctx, self.l3 + 12)?
+            }))
+        }
+    }
+
+    /// `sketch::addr_hash` of the destination address.
+    #[inline(always)]
+    pub fn dst_hash(self, ctx: &XdpContext) -> Result<u32, ParseError> {
+        if self.v6 {
+            // SAFETY: ptr_at checked the 16 bytes lie inside the packet.
+            Ok(addr_hash(unsafe {
+                &*ptr_at::<[u8; 16]>(ctx, self.l3 + 24)?
+            }))
+        } else {
+            // SAFETY: as above, 4 bytes.
+            Ok(addr_hash_v4(unsafe {
+                *ptr_at::<[u8; 4]>(ctx, self.l3 + 16)?
+            }))
+        }
+    }
+}
+
+/// A probe found by the parser: its kind, port entry and IP header.
+#[derive(Clone, Copy)]
+pub struct Found {
+    pub kind: ProbeKind,
+    /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
+    pub port: u32,
+    pub ip: Ip,
+}
+
 pub enum Outcome {
     NotIp,
-    /// A parsed IP packet that is not a probe, and its source.
-    NotProbe(SourceKey),
-    Probe(Probe),
+    /// A parsed IP packet that is not a probe.
+    NotProbe(Ip),
+    Probe(Found),
 }
 
 #[inline(always)]
@@ -120,12 +172,14 @@ pub fn parse(ctx: &XdpContext) -> Result<Outcome, ParseError> {
 
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Outcome, ParseError> {
+    // Fields are read in place: no copy of the header.
     // SAFETY: ptr_at checked all 20 bytes lie inside the packet.
-    let hdr = unsafe { *ptr_at::<[u8; 20]>(ctx, l3)? };
-    if hdr[0] >> 4 != 4 {
+    let hdr = unsafe { &*ptr_at::<[u8; 20]>(ctx, l3)? };
+    let version_ihl = hdr[0];
+    if version_ihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
-    let ihl = usize::from(hdr[0] & 0x0f) * 4;
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
     if ihl < 20 {
         return Err(ParseError::Malformed);
     }
@@ -136,25 +190,19 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Outcome, ParseError> {
     if l3 + total_len > frame_len(ctx) {
         return Err(ParseError::Truncated);
     }
-    let source = SourceKey::v4([hdr[12], hdr[13], hdr[14], hdr[15]]);
-    let dst = SourceKey::v4([hdr[16], hdr[17], hdr[18], hdr[19]]);
-    let source = Flow {
-        source,
-        dst_hash: addr_hash(&dst.addr),
-    };
+    let ip = Ip { l3, v6: false };
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
-    let more_fragments = frag & 0x2000 != 0;
     if frag & 0x1fff != 0 {
-        return Ok(probe(ProbeKind::Fragment, source));
+        return Ok(probe(ProbeKind::Fragment, ip));
     }
     let l4 = L4 {
         offset: l3 + ihl,
         len: total_len - ihl,
-        first_fragment: more_fragments,
+        first_fragment: frag & 0x2000 != 0,
     };
     match hdr[9] {
-        IPPROTO_ICMP => l4.icmp(ctx, source, false),
-        proto => l4.tcp_udp(ctx, proto, source),
+        IPPROTO_ICMP => l4.icmp(ctx, ip, false),
+        proto => l4.tcp_udp(ctx, proto, ip),
     }
 }
 
@@ -168,14 +216,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Outcome, ParseError> {
     }
     let payload_len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
     let mut next = hdr[6];
-    let mut source_addr = [0u8; 16];
-    source_addr.copy_from_slice(&hdr[8..24]);
-    let mut dst_addr = [0u8; 16];
-    dst_addr.copy_from_slice(&hdr[24..40]);
-    let source = Flow {
-        source: SourceKey::v6(source_addr),
-        dst_hash: addr_hash(&dst_addr),
-    };
+    let ip = Ip { l3, v6: true };
 
     let payload_start = l3 + 40;
     // Payload length 0 means a jumbogram (hop-by-hop option): trust the frame.
@@ -211,7 +252,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Outcome, ParseError> {
                 next = ext[0];
                 let frag = u16::from_be_bytes([ext[2], ext[3]]);
                 if frag >> 3 != 0 {
-                    return Ok(probe(ProbeKind::Fragment, source));
+                    return Ok(probe(ProbeKind::Fragment, ip));
                 }
                 first_fragment = frag & 1 != 0;
                 offset += 8;
@@ -233,8 +274,8 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Outcome, ParseError> {
         first_fragment,
     };
     match next {
-        IPPROTO_ICMPV6 => l4.icmp(ctx, source, true),
-        proto => l4.tcp_udp(ctx, proto, source),
+        IPPROTO_ICMPV6 => l4.icmp(ctx, ip, true),
+        proto => l4.tcp_udp(ctx, proto, ip),
     }
 }
 
@@ -246,30 +287,17 @@ fn is_ipv6_ext(next: u8) -> bool {
     )
 }
 
-/// Who talks to whom, carried down to the transport layer.
-#[derive(Clone, Copy)]
-struct Flow {
-    source: SourceKey,
-    dst_hash: u32,
+#[inline(always)]
+fn probe(kind: ProbeKind, ip: Ip) -> Outcome {
+    Outcome::Probe(Found { kind, port: 0, ip })
 }
 
 #[inline(always)]
-fn probe(kind: ProbeKind, flow: Flow) -> Outcome {
-    Outcome::Probe(Probe {
+fn port_probe(kind: ProbeKind, ip: Ip, port: u16, udp: bool) -> Outcome {
+    Outcome::Probe(Found {
         kind,
-        source: flow.source,
-        dst_hash: flow.dst_hash,
-        port: 0,
-    })
-}
-
-#[inline(always)]
-fn port_probe(kind: ProbeKind, flow: Flow, port: u16, udp: bool) -> Outcome {
-    Outcome::Probe(Probe {
-        kind,
-        source: flow.source,
-        dst_hash: flow.dst_hash,
         port: port_entry(port, udp),
+        ip,
     })
 }
 
@@ -285,55 +313,53 @@ struct L4 {
 impl L4 {
     /// The IP lengths leave less room than the transport header needs.
     #[inline(always)]
-    fn short(&self, source: Flow) -> Result<Outcome, ParseError> {
+    fn short(&self, ip: Ip) -> Result<Outcome, ParseError> {
         if self.first_fragment {
-            Ok(probe(ProbeKind::Fragment, source))
+            Ok(probe(ProbeKind::Fragment, ip))
         } else {
             Err(ParseError::Malformed)
         }
     }
 
     #[inline(always)]
-    fn tcp_udp(&self, ctx: &XdpContext, proto: u8, source: Flow) -> Result<Outcome, ParseError> {
+    fn tcp_udp(&self, ctx: &XdpContext, proto: u8, ip: Ip) -> Result<Outcome, ParseError> {
         match proto {
             IPPROTO_TCP => {
                 if self.len < 20 {
-                    return self.short(source);
+                    return self.short(ip);
                 }
                 // SAFETY: ptr_at checked the fixed TCP header lies inside the packet.
-                let tcp = unsafe { *ptr_at::<[u8; 20]>(ctx, self.offset)? };
+                let tcp = unsafe { &*ptr_at::<[u8; 20]>(ctx, self.offset)? };
                 let data_offset = usize::from(tcp[12] >> 4) * 4;
                 if data_offset < 20 || (data_offset > self.len && !self.first_fragment) {
                     return Err(ParseError::Malformed);
                 }
                 Ok(match classify_tcp(tcp[13]) {
-                    Some(kind) => {
-                        port_probe(kind, source, u16::from_be_bytes([tcp[2], tcp[3]]), false)
-                    }
-                    None => Outcome::NotProbe(source.source),
+                    Some(kind) => port_probe(kind, ip, u16::from_be_bytes([tcp[2], tcp[3]]), false),
+                    None => Outcome::NotProbe(ip),
                 })
             }
             IPPROTO_UDP => {
                 if self.len < 8 {
-                    return self.short(source);
+                    return self.short(ip);
                 }
                 // SAFETY: ptr_at checked the UDP header lies inside the packet.
-                let udp = unsafe { *ptr_at::<[u8; 8]>(ctx, self.offset)? };
+                let udp = unsafe { &*ptr_at::<[u8; 8]>(ctx, self.offset)? };
                 Ok(port_probe(
                     ProbeKind::Udp,
-                    source,
+                    ip,
                     u16::from_be_bytes([udp[2], udp[3]]),
                     true,
                 ))
             }
-            _ => Ok(Outcome::NotProbe(source.source)),
+            _ => Ok(Outcome::NotProbe(ip)),
         }
     }
 
     #[inline(always)]
-    fn icmp(&self, ctx: &XdpContext, source: Flow, v6: bool) -> Result<Outcome, ParseError> {
+    fn icmp(&self, ctx: &XdpContext, ip: Ip, v6: bool) -> Result<Outcome, ParseError> {
         if self.len < 4 {
-            return self.short(source);
+            return self.short(ip);
         }
         // Read the 4-byte header rather than one byte: LLVM turns a 1-byte
         // bounds check into a comparison the verifier cannot use.
@@ -345,8 +371,8 @@ impl L4 {
             classify_icmp(icmp_type)
         };
         Ok(match kind {
-            Some(kind) => probe(kind, source),
-            None => Outcome::NotProbe(source.source),
+            Some(kind) => probe(kind, ip),
+            None => Outcome::NotProbe(ip),
         })
     }
 }

@@ -27,6 +27,8 @@ const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
 
 struct Opts {
     quick: bool,
+    /// `--per-packet-only`: the TEST_RUN figures only, printed, no report.
+    per_packet_only: bool,
     out: PathBuf,
 }
 
@@ -48,7 +50,12 @@ fn opts() -> Opts {
             },
             PathBuf::from,
         );
-    Opts { quick, out }
+    let per_packet_only = args.iter().any(|a| a == "--per-packet-only");
+    Opts {
+        quick,
+        per_packet_only,
+        out,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -909,6 +916,10 @@ fn main() {
     );
     let started = Instant::now();
     let per_packet = per_packet_all(&o);
+    if o.per_packet_only {
+        // A quick look while working on the XDP program: no report written.
+        return;
+    }
     let memory = memory();
     let agent = agent_scale(&o);
     let throughput = throughput(&o);
