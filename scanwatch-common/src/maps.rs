@@ -30,6 +30,10 @@ pub const DETECT_CONFIG_GLOBAL: &str = "DETECT_CONFIG";
 pub const BLOCKS_MAP: &str = "BLOCKS";
 /// Name of the threat-intel feed entries (LPM trie: `LpmKey` -> `FeedValue`).
 pub const FEEDS_MAP: &str = "FEEDS";
+/// Blocked single addresses: an exact-match copy of the host entries of
+/// [`BLOCKS_MAP`], so the drop path pays a hash lookup, not a trie walk.
+/// Not pinned: the agent refills it from the blocklist at start.
+pub const BLOCKED_HOSTS_MAP: &str = "BLOCKED_HOSTS";
 /// Name of the never-block networks (LPM trie: `LpmKey` -> `u32`).
 pub const NEVER_BLOCK_MAP: &str = "NEVER_BLOCK";
 /// Name of the one-entry array telling the kernel which lookups it can skip.
@@ -48,6 +52,10 @@ pub const MAX_FEEDS: u32 = 64;
 pub const XDP_PROGRAM: &str = "scanwatch";
 /// Name of the do-nothing XDP program (the benchmarks' baseline).
 pub const NOOP_PROGRAM: &str = "scanwatch_noop";
+/// Bench-only: the least a counting detector can do (benign-path floor).
+pub const FLOOR_COUNT_PROGRAM: &str = "scanwatch_floor_count";
+/// Bench-only: the least an exact-match blocklist can do (drop-path floor).
+pub const FLOOR_BLOCKLIST_PROGRAM: &str = "scanwatch_floor_blocklist";
 
 /// Default number of tracked sources.
 pub const DEFAULT_SOURCE_MAP_SIZE: u32 = 262_144;
@@ -331,13 +339,15 @@ pub struct FeedValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MitigationState {
-    /// Entries in `BLOCKS`.
-    pub blocks: u32,
+    /// Entries in `BLOCKS` that are networks (not single addresses): the
+    /// trie is walked only when there are some.
+    pub net_blocks: u32,
     /// Entries of `drop` feeds in `FEEDS`.
     pub drop_feeds: u32,
     /// Entries of `tag` feeds in `FEEDS`.
     pub tag_feeds: u32,
-    pub _pad: u32,
+    /// Entries in `BLOCKED_HOSTS`.
+    pub host_blocks: u32,
 }
 
 /// A 32-byte NUL-padded name.

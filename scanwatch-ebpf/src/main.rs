@@ -60,6 +60,12 @@ static IFACE_NAMES: HashMap<u32, IfaceName> = HashMap::with_max_entries(MAX_INTE
 static BLOCKS: LpmTrie<LpmData, BlockValue> =
     LpmTrie::with_max_entries(DEFAULT_BLOCKLIST_CAPACITY, 0);
 
+/// Blocked single addresses (also in `BLOCKS`): one hash lookup on the drop
+/// path instead of a trie walk. The agent sets the size at load time.
+#[map]
+static BLOCKED_HOSTS: HashMap<SourceKey, BlockValue> =
+    HashMap::with_max_entries(DEFAULT_BLOCKLIST_CAPACITY, 0);
+
 /// Threat-intel feed entries (tag or drop).
 #[map]
 static FEEDS: LpmTrie<LpmData, FeedValue> = LpmTrie::with_max_entries(DEFAULT_FEED_CAPACITY, 0);
@@ -109,6 +115,55 @@ pub fn scanwatch_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The least a counting detector can do: one bounds check, the Ethernet
+/// type, IPv4 header byte, protocol and TCP flags read in place, one per-CPU
+/// counter. The benchmarks compare the benign path with it; never attached.
+#[xdp]
+pub fn scanwatch_floor_count(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 54 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the 54 bytes read from lie inside the packet (checked above).
+    let (ethertype, version_ihl, protocol, flags) =
+        unsafe { ([*p.add(12), *p.add(13)], *p.add(14), *p.add(23), *p.add(47)) };
+    let plain_tcp = ethertype == [0x08, 0x00] && version_ihl == 0x45 && protocol == 6;
+    let counter = if plain_tcp && flags & 0x02 == 0 {
+        Counter::NotProbe
+    } else {
+        Counter::Packets
+    };
+    if let Some(counters) = IFACE_COUNTERS.get_ptr_mut(0) {
+        bump_counter(counters, counter);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The least an exact-match blocklist can do: one bounds check, the IPv4
+/// source read in place, one hash lookup in `BLOCKED_HOSTS`. The benchmarks
+/// compare the drop path with it; never attached.
+#[xdp]
+pub fn scanwatch_floor_blocklist(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 34 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the 34 bytes read from lie inside the packet (checked above).
+    let (ethertype, source) = unsafe {
+        (
+            [*p.add(12), *p.add(13)],
+            [*p.add(26), *p.add(27), *p.add(28), *p.add(29)],
+        )
+    };
+    if ethertype == [0x08, 0x00] && BLOCKED_HOSTS.get_ptr(&SourceKey::v4(source)).is_some() {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
 /// Sends every frame back out of the interface it came in on: with
 /// BPF_PROG_TEST_RUN's live-frames mode this is the benchmarks' packet
 /// generator. Never attached by the agent.
@@ -124,12 +179,12 @@ fn try_scanwatch(
     counters: *mut IfaceCounters,
     state: &MitigationState,
 ) -> Result<u32, ParseError> {
-    let dropping = (state.blocks | state.drop_feeds) != 0;
+    let dropping = (state.host_blocks | state.net_blocks | state.drop_feeds) != 0;
     match parse(ctx)? {
         Outcome::NotIp => bump_counter(counters, Counter::NotIp),
         Outcome::NotProbe(ip) => {
             // The fast path: nothing blocked or fed, nothing more to read.
-            if dropping && let Some(dropped) = drop_reason(&ip.source(ctx)?, counters) {
+            if dropping && let Some(dropped) = drop_reason(&ip.source(ctx)?, counters, state) {
                 bump_counter(counters, dropped);
                 return Ok(xdp_action::XDP_DROP);
             }
@@ -142,7 +197,7 @@ fn try_scanwatch(
                 dst_hash: found.ip.dst_hash(ctx)?,
                 port: found.port,
             };
-            if dropping && let Some(dropped) = drop_reason(&probe.source, counters) {
+            if dropping && let Some(dropped) = drop_reason(&probe.source, counters, state) {
                 bump_counter(counters, dropped);
                 return Ok(xdp_action::XDP_DROP);
             }
@@ -154,28 +209,46 @@ fn try_scanwatch(
 }
 
 /// Why a packet from `source` is dropped: an unexpired block or a `drop`
-/// feed, unless the source is in `never_block` (checked first).
+/// feed, unless the source is in `never_block` (checked last, only for a
+/// packet about to be dropped). Lookups of empty maps are skipped.
 #[inline(always)]
-fn drop_reason(source: &SourceKey, counters: *mut IfaceCounters) -> Option<Counter> {
+fn drop_reason(
+    source: &SourceKey,
+    counters: *mut IfaceCounters,
+    state: &MitigationState,
+) -> Option<Counter> {
+    let host_blocked = state.host_blocks != 0
+        && BLOCKED_HOSTS
+            .get_ptr(source)
+            // SAFETY: a live map value, read under RCU; the agent may
+            // rewrite it meanwhile (a torn expiry only delays a decision).
+            .is_some_and(|block| live(unsafe { &*block }));
     let key = Key::new(128, source.addr);
-    let reason = match BLOCKS.get(&key) {
-        Some(block) => {
-            // SAFETY: helper without preconditions.
-            let now = unsafe { bpf_ktime_get_boot_ns() };
-            let expires = block.expires_ns;
-            (expires == 0 || now < expires).then_some(Counter::DroppedBlocklist)
-        }
-        None => None,
+    let reason = if host_blocked || (state.net_blocks != 0 && BLOCKS.get(&key).is_some_and(live)) {
+        Counter::DroppedBlocklist
+    } else if state.drop_feeds != 0
+        && FEEDS
+            .get(&key)
+            .is_some_and(|feed| feed.action == feed_action::DROP)
+    {
+        Counter::DroppedFeed
+    } else {
+        return None;
     };
-    let reason = reason.or_else(|| match FEEDS.get(&key) {
-        Some(feed) if feed.action == feed_action::DROP => Some(Counter::DroppedFeed),
-        _ => None,
-    })?;
     if NEVER_BLOCK.get(&key).is_some() {
         bump_counter(counters, Counter::NeverBlockSpared);
         return None;
     }
     Some(reason)
+}
+
+/// A block in force: no expiry, or one still ahead (the clock is read only
+/// for blocks with an expiry).
+#[inline(always)]
+fn live(block: &BlockValue) -> bool {
+    let expires = block.expires_ns;
+    // SAFETY: helper without preconditions.
+    expires == 0 || unsafe { bpf_ktime_get_boot_ns() } < expires
 }
 
 /// This CPU's counters for `ifindex` (slot 0 when the agent assigned none).

@@ -16,7 +16,10 @@ use std::{
 
 use ipnet::IpNet;
 use scanwatch::{config::MitigationConfig, testrun::XdpHarness};
-use scanwatch_common::block_origin;
+use scanwatch_common::{
+    block_origin,
+    maps::{FLOOR_BLOCKLIST_PROGRAM, FLOOR_COUNT_PROGRAM},
+};
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021Q, Transport, tcp},
     netns::Lab,
@@ -90,17 +93,20 @@ fn machine() -> Value {
 }
 
 /// One per-packet case: scanwatch and the no-op program alternate `rounds`
-/// times on the same frame, `repeat` runs each inside the kernel.
+/// times on the same frame, `repeat` runs each inside the kernel. With a
+/// floor program (the least any program doing this job can do), that runs
+/// in the same rounds too.
 fn per_packet(
     h: &mut XdpHarness,
     name: &str,
     frame: &[u8],
-    repeat: u32,
-    rounds: usize,
+    (repeat, rounds): (u32, usize),
     expect: u32,
+    floor: Option<&str>,
 ) -> Value {
     let mut sw = Vec::new();
     let mut noop = Vec::new();
+    let mut fl = Vec::new();
     let mut action = 0;
     for _ in 0..rounds {
         let (a, ns) = h.run_repeat(frame, repeat).expect("test run");
@@ -108,14 +114,32 @@ fn per_packet(
         sw.push(ns as f64);
         let (_, ns) = h.run_noop_repeat(frame, repeat).expect("noop run");
         noop.push(ns as f64);
+        if let Some(program) = floor {
+            let (a, ns) = h
+                .run_other_repeat(program, frame, repeat)
+                .expect("floor run");
+            assert_eq!(a, expect, "{name}: floor program's XDP action");
+            fl.push(ns as f64);
+        }
     }
     assert_eq!(action, expect, "{name}: XDP action");
     let (s, n) = (median(sw), median(noop));
+    let mut v = json!({ "case": name, "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": repeat, "rounds": rounds });
+    let floor_text = match floor {
+        Some(program) => {
+            let f = median(fl);
+            v["floor_program"] = json!(program);
+            v["floor_ns"] = json!(f);
+            v["floor_ratio"] = json!(f / n.max(0.1));
+            format!("  floor {f:>6.1} ns  floor ratio {:>5.2}", f / n.max(0.1))
+        }
+        None => String::new(),
+    };
     println!(
-        "{name:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}",
+        "{name:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}{floor_text}",
         s / n.max(0.1)
     );
-    json!({ "case": name, "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": repeat, "rounds": rounds })
+    v
 }
 
 /// SYNs from sources never seen before: each run is one new entry, so each
@@ -182,50 +206,50 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             &mut h,
             "established TCP ACK with 512 B payload (benign)",
             &ack,
-            repeat,
-            rounds,
+            (repeat, rounds),
             pass,
+            Some(FLOOR_COUNT_PROGRAM),
         ),
         new_sources(&mut h, fresh, rounds.min(5)),
         per_packet(
             &mut h,
             "SYN from a tracked source",
             &syn,
-            repeat,
-            rounds,
+            (repeat, rounds),
             pass,
+            None,
         ),
         per_packet(
             &mut h,
             "UDP probe (tracked source)",
             &udp,
-            repeat,
-            rounds,
+            (repeat, rounds),
             pass,
+            None,
         ),
         per_packet(
             &mut h,
             "ICMP echo (tracked source)",
             &icmp,
-            repeat,
-            rounds,
+            (repeat, rounds),
             pass,
+            None,
         ),
         per_packet(
             &mut h,
             "IPv6 SYN with hop-by-hop header",
             &syn6,
-            repeat,
-            rounds,
+            (repeat, rounds),
             pass,
+            None,
         ),
         per_packet(
             &mut h,
             "802.1Q VLAN-tagged SYN",
             &vlan,
-            repeat,
-            rounds,
+            (repeat, rounds),
             pass,
+            None,
         ),
     ];
     // Mitigation: one blocked source, one drop-feed network.
@@ -260,25 +284,25 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         &mut h,
         "packet from a blocked source (drop)",
         &blocked,
-        repeat,
-        rounds,
+        (repeat, rounds),
         drop,
+        Some(FLOOR_BLOCKLIST_PROGRAM),
     ));
     out.push(per_packet(
         &mut h,
         "packet from a drop-feed CIDR (drop)",
         &fed,
-        repeat,
-        rounds,
+        (repeat, rounds),
         drop,
+        None,
     ));
     out.push(per_packet(
         &mut h,
         "benign ACK while blocks and feeds are loaded",
         &ack,
-        repeat,
-        rounds,
+        (repeat, rounds),
         pass,
+        None,
     ));
     let _ = std::fs::remove_dir_all(&feed_dir);
     out

@@ -141,6 +141,10 @@ pub fn load_with(
     loader
         .map_max_entries(SOURCES_MAP, map_size)
         .map_max_entries(scanwatch_common::maps::BLOCKS_MAP, opts.blocklist_capacity)
+        .map_max_entries(
+            scanwatch_common::maps::BLOCKED_HOSTS_MAP,
+            opts.blocklist_capacity,
+        )
         .map_max_entries(scanwatch_common::maps::FEEDS_MAP, opts.feed_capacity);
     if let Some(pin) = opts.blocks_pin {
         loader.map_pin_path(scanwatch_common::maps::BLOCKS_MAP, pin);

@@ -14,8 +14,10 @@ use aya::{
 };
 use ipnet::IpNet;
 use scanwatch_common::{
-    BlockValue, FeedValue, LpmData, MitigationState, Name32, block_origin, feed_action,
-    maps::{BLOCKS_MAP, FEED_NAMES_MAP, FEEDS_MAP, MITIGATION_MAP, NEVER_BLOCK_MAP},
+    BlockValue, FeedValue, LpmData, MitigationState, Name32, SourceKey, block_origin, feed_action,
+    maps::{
+        BLOCKED_HOSTS_MAP, BLOCKS_MAP, FEED_NAMES_MAP, FEEDS_MAP, MITIGATION_MAP, NEVER_BLOCK_MAP,
+    },
 };
 use serde::Serialize;
 
@@ -69,6 +71,15 @@ pub fn lpm_net(key: &Key<LpmData>) -> Option<IpNet> {
     match v6.to_ipv4_mapped() {
         Some(v4) if prefix >= 96 => IpNet::new(IpAddr::V4(v4), (prefix - 96) as u8).ok(),
         _ => IpNet::new(IpAddr::V6(v6), prefix as u8).ok(),
+    }
+}
+
+/// The exact-map key of a single-address network (None for wider networks).
+pub fn host_key(net: &IpNet) -> Option<SourceKey> {
+    match net {
+        IpNet::V4(v4) if v4.prefix_len() == 32 => Some(SourceKey::v4(v4.addr().octets())),
+        IpNet::V6(v6) if v6.prefix_len() == 128 => Some(SourceKey::v6(v6.addr().octets())),
+        _ => None,
     }
 }
 
@@ -144,6 +155,8 @@ impl Action {
 pub struct Mitigation {
     cfg: MitigationConfig,
     blocks: LpmTrie<MapData, LpmData, BlockValue>,
+    /// The single-address entries of `blocks` again, for the kernel's exact lookup.
+    hosts: HashMap<MapData, SourceKey, BlockValue>,
     feeds: LpmTrie<MapData, LpmData, FeedValue>,
     never: LpmTrie<MapData, LpmData, u32>,
     state: Array<MapData, MitigationState>,
@@ -175,6 +188,8 @@ impl Mitigation {
     ) -> Result<Self, BlockError> {
         let mut m = Self {
             blocks: LpmTrie::try_from(take(ebpf, BLOCKS_MAP)?).map_err(map_err(BLOCKS_MAP))?,
+            hosts: HashMap::try_from(take(ebpf, BLOCKED_HOSTS_MAP)?)
+                .map_err(map_err(BLOCKED_HOSTS_MAP))?,
             feeds: LpmTrie::try_from(take(ebpf, FEEDS_MAP)?).map_err(map_err(FEEDS_MAP))?,
             never: LpmTrie::try_from(take(ebpf, NEVER_BLOCK_MAP)?)
                 .map_err(map_err(NEVER_BLOCK_MAP))?,
@@ -201,6 +216,16 @@ impl Mitigation {
             .filter_map(|(k, v)| Some((lpm_net(&k)?, v)))
             .collect();
         m.expire();
+        // A reused blocklist's host entries go into this load's exact map.
+        let hosts: Vec<(IpNet, BlockValue)> = m
+            .mirror
+            .iter()
+            .filter(|(net, _)| host_key(net).is_some())
+            .map(|(net, v)| (*net, *v))
+            .collect();
+        for (net, value) in hosts {
+            m.store_host(&net, value)?;
+        }
         m.sync_state()?;
         Ok(m)
     }
@@ -221,10 +246,34 @@ impl Mitigation {
         u32::try_from(self.mirror.len()).unwrap_or(u32::MAX)
     }
 
+    /// Writes a single-address block into the exact map (no-op for networks).
+    fn store_host(&mut self, net: &IpNet, value: BlockValue) -> Result<(), BlockError> {
+        match host_key(net) {
+            Some(key) => self
+                .hosts
+                .insert(key, value, 0)
+                .map_err(map_err(BLOCKED_HOSTS_MAP)),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes a network from both kernel maps.
+    fn remove_stored(&mut self, net: &IpNet) -> Result<(), MapError> {
+        if let Some(key) = host_key(net) {
+            match self.hosts.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.blocks.remove(&lpm_key(net))
+    }
+
     /// Tells the kernel which lookups it needs.
     fn sync_state(&mut self) -> Result<(), BlockError> {
         let blocks = self.count_blocks();
         self.stats.blocked_sources = u64::from(blocks);
+        let host_blocks = self.mirror.keys().filter(|n| host_key(n).is_some()).count();
+        let host_blocks = u32::try_from(host_blocks).unwrap_or(u32::MAX);
         let drop_feeds = self
             .loaded_feeds
             .values()
@@ -232,10 +281,10 @@ impl Mitigation {
             .count();
         let tag_feeds = self.loaded_feeds.len() - drop_feeds;
         let state = MitigationState {
-            blocks,
+            net_blocks: blocks.saturating_sub(host_blocks),
             drop_feeds: u32::try_from(drop_feeds).unwrap_or(u32::MAX),
             tag_feeds: u32::try_from(tag_feeds).unwrap_or(u32::MAX),
-            _pad: 0,
+            host_blocks,
         };
         self.state.set(0, state, 0).map_err(map_err(MITIGATION_MAP))
     }
@@ -283,6 +332,14 @@ impl Mitigation {
                 map_err(BLOCKS_MAP)(e)
             }
         })?;
+        if let Err(e) = self.store_host(&net, value) {
+            // Both maps or neither: a host block the kernel cannot find fast
+            // would still drop (through the trie), but keep them in step.
+            let _ = self.blocks.remove(&key);
+            self.mirror.remove(&net);
+            let _ = self.sync_state();
+            return Err(e);
+        }
         self.mirror.insert(net, value);
         self.stats.blocks_made += 1;
         self.sync_state()?;
@@ -363,7 +420,7 @@ impl Mitigation {
         if !self.mirror.contains_key(&net) {
             return Err(BlockError::NotBlocked(net));
         }
-        match self.blocks.remove(&lpm_key(&net)) {
+        match self.remove_stored(&net) {
             Ok(()) => {
                 self.mirror.remove(&net);
                 self.sync_state()
@@ -402,19 +459,17 @@ impl Mitigation {
     /// Removes expired blocks (the kernel already ignores them).
     pub fn expire(&mut self) {
         let now = boottime_ns();
-        let expired: Vec<Key<LpmData>> = self
+        let expired: Vec<IpNet> = self
             .mirror
             .iter()
             .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
-            .map(|(net, _)| lpm_key(net))
+            .map(|(net, _)| *net)
             .collect();
-        for k in &expired {
-            if self.blocks.remove(k).is_ok() {
+        for net in &expired {
+            if self.remove_stored(net).is_ok() {
                 self.stats.expired_removed += 1;
             }
-            if let Some(net) = lpm_net(k) {
-                self.mirror.remove(&net);
-            }
+            self.mirror.remove(net);
         }
         if !expired.is_empty() {
             let _ = self.sync_state();

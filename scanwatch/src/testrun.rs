@@ -68,10 +68,22 @@ impl XdpHarness {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, u64), TestRunError> {
+        self.run_other_repeat(scanwatch_common::maps::NOOP_PROGRAM, frame, repeat)
+    }
+
+    /// Runs another XDP program of the object (the benchmarks' baselines,
+    /// loaded on first use) `repeat` times on `frame`; returns its action
+    /// and ns per run.
+    pub fn run_other_repeat(
+        &mut self,
+        name: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, u64), TestRunError> {
         let program: &mut aya::programs::Xdp = self
             .ebpf
-            .program_mut(scanwatch_common::maps::NOOP_PROGRAM)
-            .ok_or_else(|| TestRunError::Run("no noop program in the object".into()))?
+            .program_mut(name)
+            .ok_or_else(|| TestRunError::Run(format!("no program {name} in the object")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| TestRunError::Run(error_chain(&e)))?;
         if program.fd().is_err() {
