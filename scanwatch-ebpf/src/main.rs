@@ -164,6 +164,33 @@ pub fn scanwatch_floor_blocklist(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Per-source packet counts of `scanwatch_floor_track` (one entry unless
+/// the benchmarks size it like `SOURCES`).
+#[map]
+static FLOOR_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(1, 0);
+
+/// The least a per-source tracker can do: one bounds check, the IPv4 source
+/// read in place, one LRU lookup, and an insert of an 8-byte value for a new
+/// source. The benchmarks compare the new-source path with it; never attached.
+#[xdp]
+pub fn scanwatch_floor_track(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 34 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the 34 bytes read from lie inside the packet (checked above).
+    let source = SourceKey::v4(unsafe { [*p.add(26), *p.add(27), *p.add(28), *p.add(29)] });
+    match FLOOR_SOURCES.get_ptr_mut(&source) {
+        // SAFETY: a live map value.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            let _ = FLOOR_SOURCES.insert(&source, &1, u64::from(BPF_NOEXIST));
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
 /// Sends every frame back out of the interface it came in on: with
 /// BPF_PROG_TEST_RUN's live-frames mode this is the benchmarks' packet
 /// generator. Never attached by the agent.

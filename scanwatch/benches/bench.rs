@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use scanwatch::{config::MitigationConfig, testrun::XdpHarness};
 use scanwatch_common::{
     block_origin,
-    maps::{FLOOR_BLOCKLIST_PROGRAM, FLOOR_COUNT_PROGRAM},
+    maps::{FLOOR_BLOCKLIST_PROGRAM, FLOOR_COUNT_PROGRAM, FLOOR_TRACK_PROGRAM},
 };
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021Q, Transport, tcp},
@@ -148,31 +148,43 @@ fn per_packet(
 fn new_sources(h: &mut XdpHarness, count: u32, rounds: usize) -> Value {
     let mut sw = Vec::new();
     let mut noop = Vec::new();
+    let mut floor = Vec::new();
     let mut next = 0u32;
+    let frame = |n: u32| {
+        let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)); // never seen before
+        Packet::from_ips(
+            src,
+            "198.18.0.2".parse().expect("ip"),
+            Transport::tcp(22, tcp::SYN),
+        )
+        .build()
+    };
     for _ in 0..rounds {
-        let (mut s_sum, mut n_sum) = (0u64, 0u64);
+        let (mut s_sum, mut n_sum, mut f_sum) = (0u64, 0u64, 0u64);
         for _ in 0..count {
             next += 1;
-            let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + next)); // never seen before
-            let f = Packet::from_ips(
-                src,
-                "198.18.0.2".parse().expect("ip"),
-                Transport::tcp(22, tcp::SYN),
-            )
-            .build();
+            let f = frame(next);
             s_sum += h.run_repeat(&f, 1).expect("run").1;
             n_sum += h.run_noop_repeat(&f, 1).expect("noop").1;
+            // The floor program's map is separate: the source is new to it too.
+            f_sum += h
+                .run_other_repeat(FLOOR_TRACK_PROGRAM, &f, 1)
+                .expect("floor")
+                .1;
         }
         sw.push(s_sum as f64 / f64::from(count));
         noop.push(n_sum as f64 / f64::from(count));
+        floor.push(f_sum as f64 / f64::from(count));
     }
-    let (s, n) = (median(sw), median(noop));
+    let (s, n, f) = (median(sw), median(noop), median(floor));
     println!(
-        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}",
+        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}",
         "SYN from a new source (repeat 1 each)",
-        s / n.max(0.1)
+        s / n.max(0.1),
+        f / n.max(0.1)
     );
-    json!({ "case": "SYN from a new source", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "sources_per_round": count, "rounds": rounds })
+    json!({ "case": "SYN from a new source", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "sources_per_round": count, "rounds": rounds,
+            "floor_program": FLOOR_TRACK_PROGRAM, "floor_ns": f, "floor_ratio": f / n.max(0.1) })
 }
 
 fn per_packet_all(o: &Opts) -> Vec<Value> {
@@ -181,7 +193,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
     } else {
         (1_000_000, 7, 20_000)
     };
-    let mut h = XdpHarness::load(262_144).expect("load the XDP program");
+    let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
     let mut ack = Packet::new(
         "198.18.50.1",
         "198.18.0.2",

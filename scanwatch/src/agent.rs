@@ -149,6 +149,7 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
             blocklist_capacity: config.mitigation.capacity,
             feed_capacity: config.mitigation.feed_capacity,
             blocks_pin: Some(&blocks_pin),
+            ..loader::LoadOptions::default()
         },
     )?;
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();

@@ -112,6 +112,8 @@ pub struct LoadOptions<'a> {
     pub feed_capacity: u32,
     /// Reuse (or create and pin) the blocklist at this path.
     pub blocks_pin: Option<&'a std::path::Path>,
+    /// Entries of the benchmarks' floor-program map (1 unless benchmarking).
+    pub floor_sources: u32,
 }
 
 impl Default for LoadOptions<'_> {
@@ -120,6 +122,7 @@ impl Default for LoadOptions<'_> {
             blocklist_capacity: scanwatch_common::maps::DEFAULT_BLOCKLIST_CAPACITY,
             feed_capacity: scanwatch_common::maps::DEFAULT_FEED_CAPACITY,
             blocks_pin: None,
+            floor_sources: 1,
         }
     }
 }
@@ -145,7 +148,11 @@ pub fn load_with(
             scanwatch_common::maps::BLOCKED_HOSTS_MAP,
             opts.blocklist_capacity,
         )
-        .map_max_entries(scanwatch_common::maps::FEEDS_MAP, opts.feed_capacity);
+        .map_max_entries(scanwatch_common::maps::FEEDS_MAP, opts.feed_capacity)
+        .map_max_entries(
+            scanwatch_common::maps::FLOOR_SOURCES_MAP,
+            opts.floor_sources.max(1),
+        );
     if let Some(pin) = opts.blocks_pin {
         loader.map_pin_path(scanwatch_common::maps::BLOCKS_MAP, pin);
     }

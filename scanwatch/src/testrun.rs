@@ -42,12 +42,28 @@ impl XdpHarness {
         )
     }
 
-    /// Loads the program with the given detection settings.
-    pub fn load_with(map_size: u32, detect: &DetectConfig) -> Result<Self, TestRunError> {
-        let mut ebpf = loader::load(map_size, detect)?;
+    /// [`Self::load`] for the benchmarks: the floor programs' map is sized
+    /// like the source map.
+    pub fn load_for_bench(map_size: u32) -> Result<Self, TestRunError> {
+        Self::from_loaded(loader::load_with(
+            map_size,
+            &crate::config::Detection::default().kernel_config(),
+            &loader::LoadOptions {
+                floor_sources: map_size,
+                ..loader::LoadOptions::default()
+            },
+        )?)
+    }
+
+    fn from_loaded(mut ebpf: Ebpf) -> Result<Self, TestRunError> {
         let maps = ScanwatchMaps::take(&mut ebpf)?;
         let events = take_events(&mut ebpf)?;
         Ok(Self { ebpf, maps, events })
+    }
+
+    /// Loads the program with the given detection settings.
+    pub fn load_with(map_size: u32, detect: &DetectConfig) -> Result<Self, TestRunError> {
+        Self::from_loaded(loader::load(map_size, detect)?)
     }
 
     /// Runs the program once on `frame`; returns its XDP action.
@@ -131,17 +147,14 @@ impl XdpHarness {
         map_size: u32,
         blocklist_capacity: u32,
     ) -> Result<Self, TestRunError> {
-        let mut ebpf = loader::load_with(
+        Self::from_loaded(loader::load_with(
             map_size,
             &crate::config::Detection::default().kernel_config(),
             &loader::LoadOptions {
                 blocklist_capacity,
                 ..loader::LoadOptions::default()
             },
-        )?;
-        let maps = ScanwatchMaps::take(&mut ebpf)?;
-        let events = take_events(&mut ebpf)?;
-        Ok(Self { ebpf, maps, events })
+        )?)
     }
 
     /// Threshold crossings sent since the last call.
