@@ -64,7 +64,7 @@ fn agent_with_only_the_units_capabilities_runs_from_its_config_and_detects_nmap(
     {
         return;
     }
-    common::assert_installed(&["nmap", "setpriv", "curl"]);
+    common::assert_installed(&["nmap", "setpriv", "prlimit", "curl"]);
     let caps = common::unit_capabilities();
     let mut lab = AgentLab::prepare();
     let iface = lab.lab.target_if.clone();
@@ -79,6 +79,9 @@ fn agent_with_only_the_units_capabilities_runs_from_its_config_and_detects_nmap(
     // systemd's environment.
     let unit_command = |lab: &AgentLab, stderr: std::fs::File| {
         let mut cmd = lab.lab.in_target();
+        // RLIMIT_MEMLOCK at 64 KiB, which the agent cannot lift without
+        // CAP_SYS_RESOURCE: this kernel charges BPF memory to the cgroup.
+        cmd.args(["prlimit", "--memlock=65536:65536", "--"]);
         common::with_only_capabilities(&mut cmd, &caps);
         cmd.arg(AGENT)
             .arg("run")
@@ -107,6 +110,14 @@ fn agent_with_only_the_units_capabilities_runs_from_its_config_and_detects_nmap(
     assert!(
         lab.ctl(&["status"]).status.success(),
         "control socket answers at READY"
+    );
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", lab.agent_pid)).expect("limits");
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max locked memory") && l.contains("65536")),
+        "{limits}"
     );
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", lab.agent_pid)).expect("comm");
     assert_eq!(comm.trim(), "scanwatch", "the pid is the agent itself");

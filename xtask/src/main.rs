@@ -25,7 +25,7 @@ enum Task {
     Setup,
     /// Formatting and clippy (userspace and the eBPF crate).
     Lint,
-    /// Setup, lint, then every test (the privileged ones need root).
+    /// Setup, lint, the .deb, then every test (the privileged ones need root).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
