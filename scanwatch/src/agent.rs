@@ -51,6 +51,10 @@ pub enum AgentError {
     AlertLog(#[from] AlertLogError),
     #[error("interface {0} given twice")]
     DuplicateInterface(String),
+    #[error(
+        "no interface to watch: give --iface IF or set `interfaces` in the config's [agent] table"
+    )]
+    NoInterfaces,
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
     #[error("cannot poll the events ring buffer: {0}")]
@@ -74,11 +78,20 @@ impl AgentError {
         match self {
             Self::Config(_)
             | Self::DuplicateInterface(_)
+            | Self::NoInterfaces
             | Self::Alertmanager(AlertmanagerError::Url(_)) => 2,
             _ => 1,
         }
     }
 }
+
+/// What `scanwatch run` needs (CAP_SYS_ADMIN stands in for CAP_BPF and
+/// CAP_PERFMON): CAP_BPF to create the maps and load the program,
+/// CAP_PERFMON for the verifier to accept it (without it the program is
+/// verified as an unprivileged one and refused), CAP_NET_ADMIN to attach XDP.
+/// The packaged systemd unit grants exactly these.
+pub const RUN_CAPABILITIES: &[Capability] =
+    &[Capability::Bpf, Capability::Perfmon, Capability::NetAdmin];
 
 /// What `run` has set up; torn down in reverse order.
 struct Running {
@@ -112,38 +125,42 @@ struct Started {
 
 /// Checks configuration, privileges and arguments, then sets everything up.
 fn start(args: &RunArgs) -> Result<Started, AgentError> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let alertmanager = args
-        .alertmanager_url
-        .as_deref()
+    args.override_config(&mut config.agent);
+    let settings = config.agent.clone();
+    if settings.interfaces.is_empty() {
+        return Err(AgentError::NoInterfaces);
+    }
+    let alertmanager = Some(settings.alertmanager_url.as_str())
+        .filter(|url| !url.is_empty())
         .map(Alertmanager::parse)
         .transpose()?;
-    privileges::require("scanwatch run", &[Capability::Bpf, Capability::NetAdmin])?;
+    privileges::require("scanwatch run", RUN_CAPABILITIES)?;
     privileges::raise_memlock_rlimit();
     let mut interfaces: Vec<Interface> = Vec::new();
-    for name in &args.ifaces {
+    for name in &settings.interfaces {
         let iface = Interface::resolve(name)?;
         if interfaces.iter().any(|i| i.ifindex == iface.ifindex) {
             return Err(AgentError::DuplicateInterface(name.clone()));
         }
         interfaces.push(iface);
     }
-    loader::validate_map_size(args.map_size)?;
-    let alert_log = AlertLog::open(&args.alert_log)?;
-    let pins = PinDir::acquire(&args.pin_dir)?;
-    let metrics_listener = std::net::TcpListener::bind(args.metrics_addr)
+    loader::validate_map_size(settings.map_size)?;
+    let alert_log = AlertLog::open(&settings.alert_log)?;
+    let pins = PinDir::acquire(&settings.pin_dir)?;
+    let metrics_listener = std::net::TcpListener::bind(settings.metrics_addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| AgentError::Metrics {
-            addr: args.metrics_addr,
+            addr: settings.metrics_addr,
             source,
         })?;
     pins.check_kept_blocklist(config.mitigation.capacity);
     let blocks_pin = pins.pin_path(crate::bpffs::KEPT_PIN);
     let mut ebpf = loader::load_with(
-        args.map_size,
+        settings.map_size,
         &config.detection.kernel_config(),
         &loader::LoadOptions {
             blocklist_capacity: config.mitigation.capacity,
@@ -157,7 +174,7 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let mut attachments = Vec::new();
     for iface in &interfaces {
         // On error, dropping `ebpf` detaches what was attached so far.
-        let attachment = loader::attach(&mut ebpf, iface, args.xdp_mode)?;
+        let attachment = loader::attach(&mut ebpf, iface, settings.xdp_mode)?;
         log::info!(
             "attached to {} (ifindex {}) in {} mode",
             iface.name,
@@ -195,7 +212,7 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
     for problem in mitigation.load_feeds(&config.feeds) {
         log::warn!("{problem}");
     }
-    let control = match crate::control::bind(&args.control_socket) {
+    let control = match crate::control::bind(&settings.control_socket) {
         Ok(c) => c,
         Err(e) => {
             pins.remove_pins();
@@ -404,6 +421,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         mitigation,
         control,
     } = start(&args)?;
+    let settings = running.config.agent.clone();
     let names: BTreeMap<u32, String> = running
         .attachments
         .iter()
@@ -444,17 +462,17 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let poll_duration = metrics.poll_duration.clone();
     let listener = tokio::net::TcpListener::from_std(metrics_listener).map_err(|source| {
         AgentError::Metrics {
-            addr: args.metrics_addr,
+            addr: settings.metrics_addr,
             source,
         }
     })?;
-    log::info!("metrics on http://{}/metrics", args.metrics_addr);
+    log::info!("metrics on http://{}/metrics", settings.metrics_addr);
     let server = tokio::spawn(crate::http::serve(listener, Arc::new(metrics.registry)));
     let stop_counter = Arc::new(AtomicBool::new(false));
     let counter = spawn_counter(
         running.pins.path().to_path_buf(),
         Arc::clone(&snapshot),
-        Duration::from_secs(args.count_interval),
+        Duration::from_secs(settings.count_interval_seconds),
         Arc::clone(&stop_counter),
     );
     let instance = alertmanager::hostname();
@@ -467,9 +485,17 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| AgentError::Events(e.into()))?;
     let mut summary = Summary::default();
-    let mut ticker = tokio::time::interval(Duration::from_secs(args.interval));
+    let mut ticker = tokio::time::interval(Duration::from_secs(settings.summary_interval_seconds));
     let mut active = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await; // the first tick is immediate
+    // Attached, pinned, listening: tell systemd (Type=notify) we are up.
+    let ready = format!(
+        "READY=1\nSTATUS=watching {}",
+        names.values().cloned().collect::<Vec<_>>().join(", ")
+    );
+    if let Err(e) = crate::systemd::notify(&ready) {
+        log::warn!("cannot notify readiness: {e}");
+    }
     loop {
         // Time spent working in this step (not waiting in select).
         let mut busy = Duration::ZERO;
@@ -584,7 +610,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
             s.engine = engine.stats;
             s.detections.clone_from(&engine.detections);
             s.active = engine.active_by_type();
-            s.top = engine.top_flagged(usize::from(args.metrics_top));
+            s.top = engine.top_flagged(usize::from(settings.metrics_top));
             if let Some(m) = &engine.mitigation {
                 s.mitigation = m.stats;
                 s.feeds.clone_from(&m.feed_stats);
@@ -592,9 +618,12 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         }
         poll_duration.observe((busy + post.elapsed()).as_secs_f64());
     }
+    if let Err(e) = crate::systemd::notify("STOPPING=1") {
+        log::warn!("cannot notify stopping: {e}");
+    }
     server.abort();
     control_server.abort();
-    let _ = std::fs::remove_file(&args.control_socket);
+    let _ = std::fs::remove_file(&settings.control_socket);
     stop_counter.store(true, Ordering::Relaxed);
     let _ = counter.join();
     let s = engine.stats;

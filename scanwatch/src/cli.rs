@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use scanwatch_common::maps::{DEFAULT_SOURCE_MAP_SIZE, MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE};
+use scanwatch_common::maps::{MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE};
 
 use crate::{
-    alerts::DEFAULT_ALERT_LOG, bpffs::DEFAULT_PIN_DIR, control::DEFAULT_CONTROL_SOCKET,
+    bpffs::DEFAULT_PIN_DIR, config::AgentConfig, control::DEFAULT_CONTROL_SOCKET,
     loader::AttachMode,
 };
 
@@ -24,6 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load the XDP program, attach it to interfaces and report what it sees.
+    #[command(after_long_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Show the busiest sources from a running agent's pinned maps.
     Top(TopArgs),
@@ -35,7 +36,24 @@ pub enum Command {
     Blocks(ListArgs),
     /// The agent's interfaces, modes, counts and configuration summary.
     Status(ListArgs),
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
+
+const RUN_AFTER_HELP: &str = "\
+Files:
+  /etc/scanwatch/scanwatch.toml   the configuration (Debian package); every option is there, commented, with its default
+  /var/log/scanwatch/alerts.jsonl the alert log; SIGHUP reopens it (logrotate) and reloads the feeds
+  /sys/fs/bpf/scanwatch           the pinned maps; the blocklist pin outlives the agent
+
+Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (CAP_SYS_ADMIN stands in for the first two). \
+Started by systemd (Type=notify) it signals readiness on $NOTIFY_SOCKET and logs without timestamps.
+
+Exit status: 0 after SIGINT/SIGTERM, 2 for bad arguments or configuration, 1 for other errors.";
 
 #[derive(Debug, Args)]
 pub struct BlockArgs {
@@ -98,64 +116,90 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(secs))
 }
 
+/// `scanwatch run`. Every option but `--config` has a key of the same meaning
+/// in the configuration file's `[agent]` table; a flag given here wins.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Interface to watch (repeat for several).
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    /// Interface to watch (repeat for several) [config: agent.interfaces; at least one is needed].
+    #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
-    /// XDP attach mode: auto tries native and falls back to skb with a warning.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    pub xdp_mode: AttachMode,
-    /// bpffs directory where the maps are pinned (mounted if needed).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
-    pub pin_dir: PathBuf,
-    /// Number of sources tracked (LRU: the least recently seen is evicted when full).
+    /// XDP attach mode: auto tries native and falls back to skb with a warning [default: auto].
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<AttachMode>,
+    /// bpffs directory where the maps are pinned (mounted if needed) [default: /sys/fs/bpf/scanwatch].
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// Number of sources tracked (LRU: the least recently seen is evicted when full) [default: 262144].
     #[arg(
         long,
         value_name = "N",
-        default_value_t = DEFAULT_SOURCE_MAP_SIZE,
         value_parser = clap::value_parser!(u32).range(i64::from(MIN_SOURCE_MAP_SIZE)..=i64::from(MAX_SOURCE_MAP_SIZE))
     )]
-    pub map_size: u32,
-    /// Seconds between summary log lines.
+    pub map_size: Option<u32>,
+    /// Seconds between summary log lines [default: 10; config: agent.summary_interval_seconds].
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
-    pub interval: u64,
-    /// TOML configuration (detection windows, thresholds, ignore list); defaults without it.
+    pub interval: Option<u64>,
+    /// TOML configuration: the [agent] settings, detection windows, thresholds, ignore list,
+    /// mitigation, feeds; defaults without it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// File the alerts are appended to, one JSON object per line.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_ALERT_LOG)]
-    pub alert_log: PathBuf,
-    /// Address the Prometheus `/metrics` endpoint listens on.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9477")]
-    pub metrics_addr: std::net::SocketAddr,
-    /// How many flagged sources `scanwatch_top_source_probes` exports.
+    /// File the alerts are appended to, one JSON object per line [default: /var/log/scanwatch/alerts.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub alert_log: Option<PathBuf>,
+    /// Address the Prometheus `/metrics` endpoint listens on [default: 127.0.0.1:9477].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// How many flagged sources `scanwatch_top_source_probes` exports [default: 10].
     #[arg(
         long,
         value_name = "N",
-        default_value_t = 10,
         value_parser = clap::value_parser!(u16).range(0..=1000)
     )]
-    pub metrics_top: u16,
-    /// Seconds between counts of the source map (`scanwatch_tracked_sources`).
+    pub metrics_top: Option<u16>,
+    /// Seconds between counts of the source map (`scanwatch_tracked_sources`) [default: 60;
+    /// config: agent.count_interval_seconds].
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value_t = 60,
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
-    pub count_interval: u64,
-    /// Push detections to this Alertmanager (v2 API), e.g. http://127.0.0.1:9093.
+    pub count_interval: Option<u64>,
+    /// Push detections to this Alertmanager (v2 API), e.g. http://127.0.0.1:9093 [default: none].
     #[arg(long, value_name = "URL")]
     pub alertmanager_url: Option<String>,
-    /// The root-only control socket (`scanwatch block`, `blocks`, `status`).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
-    pub control_socket: PathBuf,
+    /// The root-only control socket (`scanwatch block`, `blocks`, `status`) [default: /run/scanwatch/control.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Lays the flags given on the command line over the file's `[agent]` table.
+    pub fn override_config(&self, agent: &mut AgentConfig) {
+        if !self.ifaces.is_empty() {
+            agent.interfaces.clone_from(&self.ifaces);
+        }
+        let set = |slot: &mut PathBuf, flag: &Option<PathBuf>| {
+            if let Some(v) = flag {
+                slot.clone_from(v);
+            }
+        };
+        set(&mut agent.pin_dir, &self.pin_dir);
+        set(&mut agent.alert_log, &self.alert_log);
+        set(&mut agent.control_socket, &self.control_socket);
+        agent.xdp_mode = self.xdp_mode.unwrap_or(agent.xdp_mode);
+        agent.map_size = self.map_size.unwrap_or(agent.map_size);
+        agent.summary_interval_seconds = self.interval.unwrap_or(agent.summary_interval_seconds);
+        agent.metrics_addr = self.metrics_addr.unwrap_or(agent.metrics_addr);
+        agent.metrics_top = self.metrics_top.unwrap_or(agent.metrics_top);
+        agent.count_interval_seconds = self.count_interval.unwrap_or(agent.count_interval_seconds);
+        if let Some(url) = &self.alertmanager_url {
+            agent.alertmanager_url.clone_from(url);
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -187,25 +231,75 @@ mod tests {
         else {
             panic!("run should parse");
         };
-        assert_eq!(run.ifaces, ["eth0", "eth1"]);
-        assert_eq!(run.xdp_mode, AttachMode::Auto);
-        assert_eq!(run.pin_dir, PathBuf::from("/sys/fs/bpf/scanwatch"));
-        assert_eq!(run.map_size, 262_144);
+        let mut agent = AgentConfig::default();
+        run.override_config(&mut agent);
+        assert_eq!(agent.interfaces, ["eth0", "eth1"]);
+        assert_eq!(agent.xdp_mode, AttachMode::Auto);
+        assert_eq!(agent.pin_dir, PathBuf::from("/sys/fs/bpf/scanwatch"));
+        assert_eq!(agent.map_size, 262_144);
         assert_eq!(
-            run.alert_log,
+            agent.alert_log,
             PathBuf::from("/var/log/scanwatch/alerts.jsonl")
         );
         assert_eq!(run.config, None);
-        assert_eq!(run.metrics_addr.to_string(), "127.0.0.1:9477");
-        assert_eq!(run.metrics_top, 10);
-        assert_eq!(run.alertmanager_url, None);
+        assert_eq!(agent.metrics_addr.to_string(), "127.0.0.1:9477");
+        assert_eq!(agent.metrics_top, 10);
+        assert_eq!(agent.summary_interval_seconds, 10);
+        assert_eq!(agent.count_interval_seconds, 60);
+        assert_eq!(agent.alertmanager_url, "");
+        assert_eq!(
+            agent.control_socket,
+            PathBuf::from("/run/scanwatch/control.sock")
+        );
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let file = crate::config::Config::parse(
+            "[agent]\ninterfaces = [\"eth0\"]\nmetrics_addr = \"0.0.0.0:9477\"\nmetrics_top = 5\nxdp_mode = \"skb\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        // Nothing on the command line: the file's values.
+        let Ok(Cli {
+            command: Command::Run(bare),
+        }) = parse(&["run", "--config", "x.toml"])
+        else {
+            panic!("run should parse");
+        };
+        let mut agent = file.agent.clone();
+        bare.override_config(&mut agent);
+        assert_eq!(agent, file.agent);
+        assert_eq!(agent.interfaces, ["eth0"]);
+        assert_eq!(agent.xdp_mode, AttachMode::Skb);
+        // Flags win, key by key; the rest stays as the file says.
+        let Ok(Cli {
+            command: Command::Run(flags),
+        }) = parse(&[
+            "run",
+            "--iface",
+            "eth9",
+            "--metrics-addr",
+            "127.0.0.1:1",
+            "--interval",
+            "3",
+        ])
+        else {
+            panic!("run should parse");
+        };
+        let mut agent = file.agent.clone();
+        flags.override_config(&mut agent);
+        assert_eq!(agent.interfaces, ["eth9"]);
+        assert_eq!(agent.metrics_addr.to_string(), "127.0.0.1:1");
+        assert_eq!(agent.summary_interval_seconds, 3);
+        assert_eq!(agent.metrics_top, 5, "from the file");
+        assert_eq!(agent.xdp_mode, AttachMode::Skb, "from the file");
     }
 
     #[test]
     fn rejects_bad_values() {
         for args in [
-            &["run"][..],
-            &["run", "--iface", "eth0", "--map-size", "10"],
+            &["run", "--iface", "eth0", "--map-size", "10"][..],
             &["run", "--iface", "eth0", "--map-size", "99999999999"],
             &["run", "--iface", "eth0", "--map-size", "lots"],
             &["run", "--iface", "eth0", "--xdp-mode", "turbo"],

@@ -1,15 +1,23 @@
-//! The TOML configuration file (`--config`): detection windows, thresholds,
-//! suppression and the `ignore` list. Every field has a default, so an empty
-//! file (or no file) is a valid configuration.
+//! The TOML configuration file (`--config`): the agent's own settings
+//! (`[agent]`: interfaces, metrics address, alert log, ...), detection windows,
+//! thresholds, suppression and the `ignore` list, mitigation and feeds. Every
+//! field has a default, so an empty file (or no file) is a valid
+//! configuration; `scanwatch run` flags override `[agent]`.
 
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use scanwatch_common::{
     DetectConfig,
     sketch::{HOST_BITS, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, UDP_BITS, bits_for_threshold},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::loader::AttachMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,16 +38,74 @@ pub enum ConfigError {
 }
 
 /// The whole file.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub agent: AgentConfig,
     pub detection: Detection,
     pub mitigation: MitigationConfig,
     pub feeds: Vec<FeedConfig>,
 }
 
+/// `[agent]`: what `scanwatch run` does besides detecting; each key has a
+/// `run` flag of the same meaning that overrides it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Interfaces to watch (`--iface`); `run` needs at least one, here or there.
+    pub interfaces: Vec<String>,
+    /// `--xdp-mode`: auto, native or skb.
+    pub xdp_mode: AttachMode,
+    /// `--pin-dir`: bpffs directory where the maps are pinned.
+    pub pin_dir: PathBuf,
+    /// `--map-size`: sources tracked.
+    pub map_size: u32,
+    /// `--interval`: seconds between summary log lines.
+    pub summary_interval_seconds: u64,
+    /// `--alert-log`: alerts appended here, one JSON object per line.
+    pub alert_log: PathBuf,
+    /// `--metrics-addr`: where `/metrics` listens.
+    pub metrics_addr: SocketAddr,
+    /// `--metrics-top`: flagged sources exported with a `source` label.
+    pub metrics_top: u16,
+    /// `--count-interval`: seconds between counts of the source map.
+    pub count_interval_seconds: u64,
+    /// `--alertmanager-url`: push detections there; empty: no push.
+    pub alertmanager_url: String,
+    /// `--control-socket`: the root-only control socket.
+    pub control_socket: PathBuf,
+}
+
+/// `[agent] metrics_addr` and `--metrics-addr` default.
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9477);
+/// `summary_interval_seconds` / `--interval` default.
+pub const DEFAULT_SUMMARY_INTERVAL: u64 = 10;
+/// `count_interval_seconds` / `--count-interval` default.
+pub const DEFAULT_COUNT_INTERVAL: u64 = 60;
+/// `metrics_top` / `--metrics-top` default.
+pub const DEFAULT_METRICS_TOP: u16 = 10;
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            xdp_mode: AttachMode::Auto,
+            pin_dir: PathBuf::from(crate::bpffs::DEFAULT_PIN_DIR),
+            map_size: scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE,
+            summary_interval_seconds: DEFAULT_SUMMARY_INTERVAL,
+            alert_log: PathBuf::from(crate::alerts::DEFAULT_ALERT_LOG),
+            metrics_addr: DEFAULT_METRICS_ADDR,
+            metrics_top: DEFAULT_METRICS_TOP,
+            count_interval_seconds: DEFAULT_COUNT_INTERVAL,
+            alertmanager_url: String::new(),
+            control_socket: PathBuf::from(crate::control::DEFAULT_CONTROL_SOCKET),
+        }
+    }
+}
+
 /// `[mitigation]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MitigationConfig {
     /// Block detected sources in XDP (off by default).
@@ -80,7 +146,7 @@ impl Default for MitigationConfig {
 }
 
 /// What a feed does with matching sources.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedAction {
     /// Mark them `known_bad` in alerts and `top`, and raise alert confidence.
@@ -90,7 +156,7 @@ pub enum FeedAction {
 }
 
 /// `[[feeds]]`
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     pub name: String,
@@ -99,7 +165,7 @@ pub struct FeedConfig {
 }
 
 /// `[detection]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Detection {
     /// Length of each source's tumbling window (Zeek: 5 minutes).
@@ -153,7 +219,7 @@ impl Default for Detection {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DistinctPorts {
     #[serde(default = "yes")]
@@ -161,7 +227,7 @@ pub struct DistinctPorts {
     pub distinct_ports: u32,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DistinctHosts {
     #[serde(default = "yes")]
@@ -169,7 +235,7 @@ pub struct DistinctHosts {
     pub distinct_hosts: u32,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StealthScan {
     #[serde(default = "yes")]
@@ -177,7 +243,7 @@ pub struct StealthScan {
     pub probes: u32,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SynFlood {
     #[serde(default = "yes")]
@@ -239,6 +305,60 @@ impl Config {
                 ))
             }
         };
+        let a = &self.agent;
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &a.interfaces {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+                return Err(invalid(
+                    "agent",
+                    "interfaces",
+                    format!("{name:?} is not an interface name (1 to 15 bytes, no '/' or spaces)"),
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(invalid(
+                    "agent",
+                    "interfaces",
+                    format!("interface {name:?} is listed twice"),
+                ));
+            }
+        }
+        range(
+            "agent",
+            "map_size",
+            u64::from(a.map_size),
+            u64::from(scanwatch_common::maps::MIN_SOURCE_MAP_SIZE),
+            u64::from(scanwatch_common::maps::MAX_SOURCE_MAP_SIZE),
+        )?;
+        range(
+            "agent",
+            "summary_interval_seconds",
+            a.summary_interval_seconds,
+            1,
+            3600,
+        )?;
+        range(
+            "agent",
+            "count_interval_seconds",
+            a.count_interval_seconds,
+            1,
+            3600,
+        )?;
+        range("agent", "metrics_top", u64::from(a.metrics_top), 0, 1000)?;
+        for (key, path) in [
+            ("pin_dir", &a.pin_dir),
+            ("alert_log", &a.alert_log),
+            ("control_socket", &a.control_socket),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(invalid("agent", key, "must not be empty".to_string()));
+            }
+        }
+        if !a.alertmanager_url.is_empty()
+            && let Err(e) = crate::alertmanager::Alertmanager::parse(&a.alertmanager_url)
+        {
+            return Err(invalid("agent", "alertmanager_url", e.to_string()));
+        }
         range("detection", "window_seconds", d.window_seconds, 1, 86_400)?;
         range(
             "detection",
@@ -619,5 +739,130 @@ action = "tag"
         )
         .unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    /// The packaged /etc/scanwatch/scanwatch.toml (deploy/debian/scanwatch.toml).
+    const PACKAGED: &str = include_str!("../../deploy/debian/scanwatch.toml");
+
+    /// Its option lines (`#key = value`, `#[table]`) uncommented; prose
+    /// comments (`# ...`) stay comments.
+    fn uncommented(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c == '[' || c.is_ascii_lowercase()) => {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every leaf key of a TOML value, as dotted paths.
+    fn leaf_keys(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(t) if !t.is_empty() => {
+                for (k, v) in t {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaf_keys(&path, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    #[test]
+    fn packaged_config_lists_every_option_with_its_default() {
+        // As shipped (all commented): the defaults.
+        assert_eq!(
+            Config::parse(PACKAGED, "scanwatch.toml").unwrap(),
+            Config::default()
+        );
+        // Uncommented: still exactly the defaults, so each value shown is the default...
+        let text = uncommented(PACKAGED);
+        let parsed = Config::parse(&text, "uncommented").unwrap();
+        assert_eq!(parsed, Config::default(), "{text}");
+        // ...and every option is there: each key of the default configuration is set.
+        let set: toml::Value = toml::from_str(&text).unwrap();
+        let mut shown = Vec::new();
+        leaf_keys("", &set, &mut shown);
+        let mut all = Vec::new();
+        leaf_keys(
+            "",
+            &toml::Value::try_from(Config::default()).unwrap(),
+            &mut all,
+        );
+        let missing: Vec<&String> = all.iter().filter(|k| !shown.contains(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "options missing from the packaged config: {missing:?}"
+        );
+        assert!(all.len() >= 38, "{all:?}");
+    }
+
+    #[test]
+    fn agent_table() {
+        let c = Config::parse(
+            r#"
+[agent]
+interfaces = ["eth0", "eth1"]
+xdp_mode = "native"
+pin_dir = "/sys/fs/bpf/edge"
+map_size = 1048576
+summary_interval_seconds = 30
+alert_log = "/var/log/edge/alerts.jsonl"
+metrics_addr = "[::]:9477"
+metrics_top = 0
+count_interval_seconds = 120
+alertmanager_url = "http://127.0.0.1:9093"
+control_socket = "/run/edge.sock"
+"#,
+            "a.toml",
+        )
+        .unwrap();
+        let a = &c.agent;
+        assert_eq!(a.interfaces, ["eth0", "eth1"]);
+        assert_eq!(a.xdp_mode, AttachMode::Native);
+        assert_eq!(a.metrics_addr.to_string(), "[::]:9477");
+        assert_eq!(a.map_size, 1 << 20);
+        for (text, needle) in [
+            (
+                "[agent]\nmap_size = 10\n",
+                "line 2: field `agent.map_size`: 10 is out of range 1024..=16777216",
+            ),
+            (
+                "[agent]\n\ninterfaces = [\"eth0\", \"eth0\"]\n",
+                "line 3: field `agent.interfaces`: interface \"eth0\" is listed twice",
+            ),
+            ("[agent]\ninterfaces = [\"\"]\n", "field `agent.interfaces`"),
+            (
+                "[agent]\nsummary_interval_seconds = 0\n",
+                "line 2: field `agent.summary_interval_seconds`",
+            ),
+            (
+                "[agent]\nmetrics_top = 5000\n",
+                "field `agent.metrics_top`: 5000 is out of range 0..=1000",
+            ),
+            (
+                "[agent]\nalertmanager_url = \"https://am\"\n",
+                "line 2: field `agent.alertmanager_url`",
+            ),
+            (
+                "[agent]\nalert_log = \"\"\n",
+                "field `agent.alert_log`: must not be empty",
+            ),
+            ("[agent]\nmetrics_addr = \"localhost\"\n", "line 2"),
+            ("[agent]\nxdp_mode = \"turbo\"\n", "line 2"),
+            ("[agent]\ninterface = [\"eth0\"]\n", "interface"),
+        ] {
+            let e = Config::parse(text, "/etc/scanwatch/scanwatch.toml").unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("/etc/scanwatch/scanwatch.toml"), "{msg}");
+            assert!(msg.contains(needle), "{text:?}: {needle:?} in {msg}");
+        }
     }
 }

@@ -34,8 +34,11 @@ pub enum LoadError {
     },
 }
 
-/// `--xdp-mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--xdp-mode` (`[agent] xdp_mode`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native (driver) mode, falling back to skb (generic) mode with a warning.
     Auto,

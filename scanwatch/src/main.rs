@@ -6,12 +6,12 @@ use scanwatch::{
     agent,
     cli::{Cli, Command},
     control::client,
-    top,
+    generated_docs, systemd, top,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    systemd::init_logging();
     let result: Result<(), (anyhow::Error, u8)> = match cli.command {
         Command::Run(args) => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -28,6 +28,13 @@ fn main() -> ExitCode {
         Command::Unblock(a) => client::unblock(&a).map_err(|e| (e.into(), 1)),
         Command::Blocks(a) => client::blocks(&a).map_err(|e| (e.into(), 1)),
         Command::Status(a) => client::status(&a).map_err(|e| (e.into(), 1)),
+        Command::GenerateDocs { dir } => generated_docs::generate(&dir)
+            .map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            })
+            .map_err(|e| (e.into(), 1)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -266,3 +266,55 @@ fn stale_pins_from_a_killed_agent_are_replaced() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(agent.stop_agent(), "restarted agent stops cleanly");
 }
+
+/// `run` takes everything from the configuration file's [agent] table; its
+/// errors name the file, line and field (exit 2), and with no interface
+/// anywhere it says where to give one (exit 2), before any privilege check.
+#[test]
+fn agent_config_errors_exit_2() {
+    let dir = std::env::temp_dir().join(format!("scanwatch-agent-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let run_with = |text: &str, extra: &[&str]| {
+        let path = dir.join("scanwatch.toml");
+        std::fs::write(&path, text).expect("write config");
+        Command::new(AGENT)
+            .args(["run", "--config"])
+            .arg(&path)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scanwatch")
+    };
+    let shown = dir.join("scanwatch.toml").display().to_string();
+    let o = run_with("[agent]\nmetrics_top = 5000\n", &[]);
+    assert_fails_with(
+        &o,
+        2,
+        &format!(
+            "config {shown}: line 2: field `agent.metrics_top`: 5000 is out of range 0..=1000"
+        ),
+        "out of range",
+    );
+    let o = run_with("[agent]\ninterfaces = [\"eth0\", \"eth0\"]\n", &[]);
+    assert_fails_with(&o, 2, "listed twice", "duplicate interface in the file");
+    let o = run_with("[agent]\nmetrics_addr = \"nowhere\"\n", &[]);
+    assert_fails_with(&o, 2, &format!("config {shown}"), "bad address");
+    let o = run_with("[agent]\n", &[]);
+    assert_fails_with(
+        &o,
+        2,
+        "no interface to watch: give --iface IF or set `interfaces` in the config's [agent] table",
+        "no interface",
+    );
+    // A flag overrides the file: its interface is the one looked up.
+    let o = run_with(
+        "[agent]\ninterfaces = [\"eth0\"]\n",
+        &["--iface", "nosuch0"],
+    );
+    assert!(
+        stderr(&o).contains("nosuch0") || stderr(&o).contains("needs CAP_"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | test | lint | demo`.
+//! Project tasks: `cargo xtask setup | test | lint | demo | bench | deb`.
 //!
 //! `setup` installs what is missing on a Debian machine (nightly rust-src,
-//! bpf-linker 0.10.3, Debian packages); `test` and `demo` run it first.
+//! bpf-linker 0.10.3, cargo-deb, Debian packages); `test` and `demo` run it first.
 
+mod deb;
 mod demo;
 mod setup;
 
@@ -24,7 +25,7 @@ enum Task {
     Setup,
     /// Formatting and clippy (userspace and the eBPF crate).
     Lint,
-    /// Setup, lint, then every test (the privileged ones need root).
+    /// Setup, lint, the .deb, then every test (the privileged ones need root).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
@@ -32,6 +33,8 @@ enum Task {
     },
     /// A namespace lab: attach the agent, run a real nmap scan, show what it saw.
     Demo,
+    /// The Debian package: target/debian/scanwatch_<version>_amd64.deb.
+    Deb,
     /// Benchmarks: writes BENCHMARKS.md and benchmarks.json (needs root).
     Bench {
         /// Short runs (under 2 minutes) into target/bench-quick/; the test suite runs this.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
             .and_then(|()| lint())
             .and_then(|()| test(&cargo_args)),
         Task::Demo => setup::ensure().and_then(|()| demo::demo()),
+        Task::Deb => setup::ensure().and_then(|()| deb::deb().map(|_| ())),
         Task::Bench { quick } => setup::ensure().and_then(|()| bench(quick)),
     };
     match result {
@@ -104,7 +108,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
              (sudo -E cargo xtask test), or set SCANWATCH_ALLOW_SKIP_PRIVILEGED=1 to skip those tests"
         );
     }
-    run_cmd(cargo().arg("test").args(extra))?;
+    // The package tests (scanwatch/tests/package_deb.rs) install this .deb.
+    let deb = deb::deb()?;
+    run_cmd(cargo().arg("test").args(extra).env("SCANWATCH_DEB", deb))?;
     // The benchmark keeps working: a short run that checks it produced numbers.
     bench(true)
 }

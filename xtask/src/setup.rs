@@ -7,6 +7,8 @@ use anyhow::{Context as _, bail};
 use crate::run_cmd;
 
 const BPF_LINKER_VERSION: &str = "0.10.3";
+/// Builds with Rust 1.95 (`--locked`).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Debian packages the tests and the demo use.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
@@ -27,6 +29,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("nft", "nftables"),
     ("iptables-restore", "iptables"),
+    // The package tests: build, inspect, install and purge the .deb, verify the unit.
+    ("dpkg-deb", "dpkg"),
+    ("systemd-analyze", "systemd"),
+    ("deb-systemd-helper", "init-system-helpers"),
+    ("logrotate", "logrotate"),
+    ("strip", "binutils"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {
@@ -47,6 +55,7 @@ fn output(cmd: &mut Command) -> Option<String> {
 pub fn ensure() -> anyhow::Result<()> {
     nightly_rust_src().context("nightly toolchain")?;
     bpf_linker().context("bpf-linker")?;
+    cargo_deb().context("cargo-deb")?;
     debian_packages().context("Debian packages")
 }
 
@@ -93,6 +102,18 @@ fn bpf_linker() -> anyhow::Result<()> {
     run_cmd(Command::new("cargo").args([
         "install",
         &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+    ]))
+}
+
+fn cargo_deb() -> anyhow::Result<()> {
+    let version = output(Command::new("cargo").args(["deb", "--version"])).unwrap_or_default();
+    if version.contains(CARGO_DEB_VERSION) {
+        return Ok(());
+    }
+    run_cmd(Command::new("cargo").args([
+        "install",
+        &format!("cargo-deb@{CARGO_DEB_VERSION}"),
         "--locked",
     ]))
 }

@@ -53,6 +53,14 @@ pub struct AgentLab {
 
 impl AgentLab {
     pub fn start(extra_args: &[&str]) -> Self {
+        let mut me = Self::prepare();
+        me.spawn_agent(extra_args);
+        me
+    }
+
+    /// The lab and this agent's paths, with no agent running yet: start
+    /// one with [`AgentLab::spawn_with`] (or [`AgentLab::restart`]).
+    pub fn prepare() -> Self {
         static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let serial = SERIAL
             .lock()
@@ -62,16 +70,25 @@ impl AgentLab {
         let alert_log =
             std::env::temp_dir().join(format!("scanwatch-test-{}/alerts.jsonl", lab.target_ns));
         let control_socket = alert_log.with_file_name("control.sock");
-        let mut me = Self {
+        Self {
             lab,
             _serial: serial,
             pin_dir,
             alert_log,
             control_socket,
             agent_pid: 0,
-        };
-        me.spawn_agent(extra_args);
-        me
+        }
+    }
+
+    /// Starts an agent command of the caller's making (which must use this
+    /// lab's pin dir, alert log and control socket) without waiting for it.
+    pub fn spawn_with(&mut self, cmd: Command) {
+        self.agent_pid = self.lab.spawn(cmd).expect("start the agent");
+    }
+
+    /// Waits until the agent is ready (see `wait_ready`).
+    pub fn wait_until_ready(&self) {
+        self.wait_ready();
     }
 
     /// Starts `scanwatch run` on the target veth with this lab's pin dir,
@@ -223,6 +240,50 @@ impl Drop for AgentLab {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// The packaged systemd unit.
+pub const UNIT: &str = include_str!("../../../deploy/debian/scanwatch.service");
+
+/// The capabilities the unit grants (`CapabilityBoundingSet=`), e.g. `CAP_BPF`.
+pub fn unit_capabilities() -> Vec<String> {
+    let caps: Vec<String> = UNIT
+        .lines()
+        .filter_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect();
+    assert!(!caps.is_empty(), "the unit sets CapabilityBoundingSet=");
+    caps
+}
+
+/// Appends `setpriv` to `cmd` so that what follows runs with only `caps`
+/// (names like `CAP_BPF`): bounding, inheritable and ambient sets, as a
+/// unit's `CapabilityBoundingSet=`/`AmbientCapabilities=` leave a root service.
+pub fn with_only_capabilities(cmd: &mut Command, caps: &[String]) {
+    let list: String = caps
+        .iter()
+        .map(|c| format!(",+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    cmd.arg("setpriv")
+        .arg(format!("--inh-caps=-all{list}"))
+        .arg(format!("--ambient-caps=-all{list}"))
+        .arg(format!("--bounding-set=-all{list}"))
+        .arg("--");
+}
+
+/// The capability numbers of the names `with_only_capabilities` takes.
+pub fn capability_mask(caps: &[String]) -> u64 {
+    caps.iter()
+        .map(|c| match c.as_str() {
+            "CAP_NET_ADMIN" => 1u64 << 12,
+            "CAP_SYS_ADMIN" => 1 << 21,
+            "CAP_SYS_RESOURCE" => 1 << 24,
+            "CAP_PERFMON" => 1 << 38,
+            "CAP_BPF" => 1 << 39,
+            other => panic!("capability {other} not known to the tests"),
+        })
+        .fold(0, |m, b| m | b)
 }
 
 /// Probe counts by kind, in the order of `scanwatch top --json` fields.
