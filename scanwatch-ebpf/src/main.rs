@@ -157,7 +157,7 @@ pub fn scanwatch_floor_blocklist(ctx: XdpContext) -> u32 {
             [*p.add(26), *p.add(27), *p.add(28), *p.add(29)],
         )
     };
-    if ethertype == [0x08, 0x00] && BLOCKED_HOSTS.get_ptr(&SourceKey::v4(source)).is_some() {
+    if ethertype == [0x08, 0x00] && BLOCKED_HOSTS.get_ptr(SourceKey::v4(source)).is_some() {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
@@ -181,11 +181,11 @@ pub fn scanwatch_floor_track(ctx: XdpContext) -> u32 {
     let p = start as *const u8;
     // SAFETY: the 34 bytes read from lie inside the packet (checked above).
     let source = SourceKey::v4(unsafe { [*p.add(26), *p.add(27), *p.add(28), *p.add(29)] });
-    match FLOOR_SOURCES.get_ptr_mut(&source) {
+    match FLOOR_SOURCES.get_ptr_mut(source) {
         // SAFETY: a live map value.
         Some(count) => unsafe { *count += 1 },
         None => {
-            let _ = FLOOR_SOURCES.insert(&source, &1, u64::from(BPF_NOEXIST));
+            let _ = FLOOR_SOURCES.insert(source, 1, u64::from(BPF_NOEXIST));
         }
     }
     xdp_action::XDP_PASS
