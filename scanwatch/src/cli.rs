@@ -156,6 +156,11 @@ pub struct RunArgs {
     /// The root-only control socket (`scanwatch block`, `blocks`, `status`).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
     pub control_socket: PathBuf,
+    /// Leave the XDP program attached (its link pinned in the pin dir) when
+    /// the agent stops or dies, so blocks keep dropping; the next `run` takes
+    /// it over. Default: detach on stop. Config: `[agent] keep_attached`.
+    #[arg(long)]
+    pub keep_attached: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,9 +33,18 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub agent: AgentConfig,
     pub detection: Detection,
     pub mitigation: MitigationConfig,
     pub feeds: Vec<FeedConfig>,
+}
+
+/// `[agent]`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Leave the XDP program attached when the agent stops (`--keep-attached`).
+    pub keep_attached: bool,
 }
 
 /// `[mitigation]`

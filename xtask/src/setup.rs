@@ -27,6 +27,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("nft", "nftables"),
     ("iptables-restore", "iptables"),
+    ("bpftool", "bpftool"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {
