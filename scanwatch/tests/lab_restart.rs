@@ -162,10 +162,11 @@ fn kill_9_mid_scan_keeps_blocks_and_detection_resumes() {
     );
     assert!(lab.ctl(&["block", "198.18.0.81"]).status.success());
 
-    // A slow scan from .11: detected and auto-blocked while it still runs.
+    // A slow scan from .11 (50 probes/s, about 20 s): detected and
+    // auto-blocked while it still runs.
     let mut scan = lab.lab.in_scanner();
     scan.args(nmap_args(&lab, "198.18.0.11", "1-1000"))
-        .args(["--scan-delay", "20ms"])
+        .args(["--min-rate", "50", "--max-rate", "50"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut scan = scan.spawn().expect("nmap");
