@@ -170,17 +170,26 @@ fn kill_9_mid_scan_keeps_blocks_and_detection_resumes() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut scan = scan.spawn().expect("nmap");
-    assert!(lab.wait_alert("198.18.0.11", WAIT).is_some(), "scan alerted");
+    assert!(
+        lab.wait_alert("198.18.0.11", WAIT).is_some(),
+        "scan alerted"
+    );
     wait_until("the auto-block of .11", || {
         blocks(&lab).iter().any(|(t, _)| t == "198.18.0.11/32")
     });
     let before = blocks(&lab);
     assert_eq!(before.len(), 3, "{before:?}");
     let syn_before = lines_sum(&lab, "kind=\"syn\"");
-    assert!(syn_before > 15.0, "the scan's SYNs before the kill: {syn_before}");
+    assert!(
+        syn_before > 15.0,
+        "the scan's SYNs before the kill: {syn_before}"
+    );
 
     // kill -9 while the scan still runs.
-    assert!(scan.try_wait().expect("nmap").is_none(), "nmap still running");
+    assert!(
+        scan.try_wait().expect("nmap").is_none(),
+        "nmap still running"
+    );
     lab.lab.kill(lab.agent_pid);
     assert_eq!(attached_prog(&lab), None, "a killed agent's link is gone");
     assert!(
@@ -207,7 +216,10 @@ fn kill_9_mid_scan_keeps_blocks_and_detection_resumes() {
             other => panic!("{t}: expiry changed: {other:?}"),
         }
     }
-    assert!(!pings(&lab, "198.18.0.80"), "still dropped after the restart");
+    assert!(
+        !pings(&lab, "198.18.0.80"),
+        "still dropped after the restart"
+    );
     let _ = scan.wait();
     // The scan's remaining probes were dropped, not counted as probes.
     assert!(metric(&lab, "scanwatch_dropped_packets_total{") > 0.0);
@@ -285,7 +297,10 @@ fn pinned_blocklist_of_wrong_layout_or_size_is_replaced() {
         log.contains("replacing the pinned blocklist") && log.contains("1024"),
         "{log}"
     );
-    assert!(blocks_of(&lab).is_empty(), "blocks of the replaced map are gone");
+    assert!(
+        blocks_of(&lab).is_empty(),
+        "blocks of the replaced map are gone"
+    );
     let info = aya::maps::MapData::from_pin(&pin)
         .and_then(|m| m.info())
         .expect("pinned blocklist");
@@ -346,7 +361,11 @@ fn clean_stop_detaches_by_default_and_keep_attached_keeps_dropping() {
     lab.lab
         .add_scanner_address("198.18.0.12/24")
         .expect("address");
-    assert!(lab.ctl(&["block", "198.18.0.80", "--ttl", "1h"]).status.success());
+    assert!(
+        lab.ctl(&["block", "198.18.0.80", "--ttl", "1h"])
+            .status
+            .success()
+    );
     assert!(!pings(&lab, "198.18.0.80"));
 
     // Default: a clean stop detaches; nothing is dropped any more.
@@ -361,7 +380,11 @@ fn clean_stop_detaches_by_default_and_keep_attached_keeps_dropping() {
     let first = attached_prog(&lab).expect("attached");
     assert!(!pings(&lab, "198.18.0.80"));
     assert!(lab.stop_agent());
-    assert_eq!(attached_prog(&lab), Some(first), "still attached after stop");
+    assert_eq!(
+        attached_prog(&lab),
+        Some(first),
+        "still attached after stop"
+    );
     assert!(!pings(&lab, "198.18.0.80"), "still dropped with no agent");
     assert!(pings(&lab, "198.18.0.12"), "others pass");
     let left = common::pins_left(&lab.pin_dir);
@@ -374,7 +397,10 @@ fn clean_stop_detaches_by_default_and_keep_attached_keeps_dropping() {
     lab.restart(&[]);
     assert!(lab.log_text().contains("took over the XDP program"));
     let second = attached_prog(&lab).expect("attached");
-    assert_ne!(second, first, "the new agent's program replaced the kept one");
+    assert_ne!(
+        second, first,
+        "the new agent's program replaced the kept one"
+    );
     assert!(!pings(&lab, "198.18.0.80"));
     let out = lab.scan(&nmap_args(&lab, "198.18.0.12", "1-300"));
     assert!(out.status.success());
