@@ -204,6 +204,14 @@ mod tests {
         assert_eq!(run.metrics_addr.to_string(), "127.0.0.1:9477");
         assert_eq!(run.metrics_top, 10);
         assert_eq!(run.alertmanager_url, None);
+        assert!(!run.keep_attached);
+        let Ok(Cli {
+            command: Command::Run(run),
+        }) = parse(&["run", "--iface", "eth0", "--keep-attached"])
+        else {
+            panic!("--keep-attached should parse");
+        };
+        assert!(run.keep_attached);
     }
 
     #[test]

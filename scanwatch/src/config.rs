@@ -505,6 +505,14 @@ mod tests {
         assert_eq!(d.window_seconds, 300);
         assert_eq!(d.port_scan.distinct_ports, 15);
         assert_eq!(d.host_sweep.distinct_hosts, 25);
+        assert!(!c.agent.keep_attached, "detach on stop by default");
+    }
+
+    #[test]
+    fn agent_keep_attached() {
+        let c = Config::parse("[agent]\nkeep_attached = true\n", "x.toml").unwrap();
+        assert!(c.agent.keep_attached);
+        assert!(Config::parse("[agent]\nkeep = true\n", "x.toml").is_err());
     }
 
     #[test]

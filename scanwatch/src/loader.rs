@@ -469,6 +469,35 @@ mod tests {
     }
 
     #[test]
+    fn kept_link_pin_names() {
+        let dir = std::env::temp_dir().join(format!("scanwatch-links-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let eth = Interface {
+            name: "eth0.100".into(),
+            ifindex: 7,
+        };
+        let path = link_pin_path(&dir, &eth, AttachedMode::Skb);
+        assert_eq!(
+            path.file_name().unwrap(),
+            "XDP_LINK_7_skb",
+            "no dots (bpffs)"
+        );
+        for name in [
+            "XDP_LINK_7_skb",
+            "XDP_LINK_9_native",
+            "XDP_LINK_x_skb",
+            "XDP_LINK_3_turbo",
+            "BLOCKS",
+        ] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        let kept = kept_links(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let found: Vec<(u32, AttachedMode)> = kept.iter().map(|k| (k.ifindex, k.mode)).collect();
+        assert_eq!(found, [(7, AttachedMode::Skb), (9, AttachedMode::Native)]);
+    }
+
+    #[test]
     fn unknown_interfaces() {
         for bad in ["", "no-such-if0", "way-too-long-interface-name", "nul\0x"] {
             assert!(

@@ -796,3 +796,50 @@ fn a_million_hostile_frames() {
     }
     assert!(fuzz.actions[1] > 0 && fuzz.actions[2] > 0);
 }
+
+/// The limit spoofing sets on detection (README, threat model): a scanner
+/// keeps its counts while fewer than the map's capacity of other new
+/// sources arrive between two of its probes, and loses them when more do.
+#[test]
+fn churn_between_probes_erases_a_slow_scanners_counts() {
+    if !require_root("churn_between_probes_erases_a_slow_scanners_counts") {
+        return;
+    }
+    let scanner: IpAddr = "198.18.5.5".parse().expect("ip");
+    let mut alerted = Vec::new();
+    for between in [256u32, 4096] {
+        let mut h = XdpHarness::load(1024).expect("load");
+        for port in 1..=30u16 {
+            let probe = Packet::from_ips(
+                scanner,
+                "198.18.0.2".parse().expect("ip"),
+                Transport::tcp(port, scanwatch_lab::frames::tcp::SYN),
+            )
+            .build();
+            assert_eq!(h.run(&probe).expect("run"), XDP_PASS);
+            for i in 0..between {
+                let other = IpAddr::V6(Ipv6Addr::new(
+                    0xfd00,
+                    0x5,
+                    0,
+                    0,
+                    0,
+                    port,
+                    (i >> 16) as u16,
+                    i as u16,
+                ));
+                let f = Packet::from_ips(
+                    other,
+                    "fd00::2".parse().expect("ip"),
+                    Transport::tcp(80, scanwatch_lab::frames::tcp::SYN),
+                )
+                .build();
+                assert_eq!(h.run(&f).expect("run"), XDP_PASS);
+            }
+        }
+        let hit = h.events().iter().any(|e| e.source.ip() == scanner);
+        println!("{between} new sources between probes: scanner detected: {hit}");
+        alerted.push(hit);
+    }
+    assert_eq!(alerted, [true, false]);
+}
