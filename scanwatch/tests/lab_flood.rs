@@ -104,7 +104,7 @@ impl Rng {
 /// /24 and the spoofed scanners' networks excluded; only 129,280 addresses).
 fn flood_source(rng: &mut Rng) -> IpAddr {
     let r = rng.next();
-    if r % 4 != 0 {
+    if !r.is_multiple_of(4) {
         let mut o = (u128::from(r) | (u128::from(rng.next()) << 64)).to_be_bytes();
         o[0] = 0xfd; // fd00::/8
         o[1] |= 0x80; // never the lab's own fd00::1, fd00::2
@@ -223,7 +223,7 @@ fn spoofed_flood_churns_but_scanners_are_caught_and_never_block_is_spared() {
                 return None;
             }
             // Every 50th frame (while they last) is a spoofed scanner's probe.
-            let scanner = i % 50 == 0 && i / 50 <= scanner_frames;
+            let scanner = i.is_multiple_of(50) && i / 50 <= scanner_frames;
             let (src, dport) = if scanner {
                 let k = i / 50 - 1;
                 let who = k % scanners;
