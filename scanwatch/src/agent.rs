@@ -105,7 +105,7 @@ struct Running {
 impl Running {
     fn shutdown(mut self) {
         for attachment in std::mem::take(&mut self.attachments) {
-            loader::detach(&mut self.ebpf, attachment);
+            loader::release(&mut self.ebpf, attachment);
         }
         self.pins.remove_pins();
         log::info!("stopped; pins removed from {}", self.pins.path().display());
@@ -158,6 +158,16 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
             source,
         })?;
     pins.check_kept_blocklist(config.mitigation.capacity);
+    let keep_attached = settings.keep_attached;
+    for kept in loader::kept_links(pins.path()) {
+        if !interfaces.iter().any(|i| i.ifindex == kept.ifindex) {
+            log::warn!(
+                "{} keeps an XDP program attached to ifindex {}, which this agent does not watch; remove the pin to detach it",
+                kept.path.display(),
+                kept.ifindex
+            );
+        }
+    }
     let blocks_pin = pins.pin_path(crate::bpffs::KEPT_PIN);
     let mut ebpf = loader::load_with(
         settings.map_size,
@@ -174,7 +184,13 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let mut attachments = Vec::new();
     for iface in &interfaces {
         // On error, dropping `ebpf` detaches what was attached so far.
-        let attachment = loader::attach(&mut ebpf, iface, settings.xdp_mode)?;
+        let attachment = loader::attach_or_take_over(
+            &mut ebpf,
+            iface,
+            settings.xdp_mode,
+            pins.path(),
+            keep_attached,
+        )?;
         log::info!(
             "attached to {} (ifindex {}) in {} mode",
             iface.name,

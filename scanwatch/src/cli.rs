@@ -174,6 +174,11 @@ pub struct RunArgs {
     /// The root-only control socket (`scanwatch block`, `blocks`, `status`) [default: /run/scanwatch/control.sock].
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+    /// Leave the XDP program attached (its link pinned in the pin dir) when
+    /// the agent stops or dies, so blocks keep dropping; the next `run` takes
+    /// it over. Default: detach on stop. Config: `[agent] keep_attached`.
+    #[arg(long)]
+    pub keep_attached: bool,
 }
 
 impl RunArgs {
@@ -199,6 +204,7 @@ impl RunArgs {
         if let Some(url) = &self.alertmanager_url {
             agent.alertmanager_url.clone_from(url);
         }
+        agent.keep_attached |= self.keep_attached;
     }
 }
 
@@ -294,6 +300,16 @@ mod tests {
         assert_eq!(agent.summary_interval_seconds, 3);
         assert_eq!(agent.metrics_top, 5, "from the file");
         assert_eq!(agent.xdp_mode, AttachMode::Skb, "from the file");
+        assert!(!agent.keep_attached);
+        let Ok(Cli {
+            command: Command::Run(run),
+        }) = parse(&["run", "--iface", "eth0", "--keep-attached"])
+        else {
+            panic!("--keep-attached should parse");
+        };
+        let mut agent = file.agent.clone();
+        run.override_config(&mut agent);
+        assert!(agent.keep_attached);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct AgentConfig {
     pub alertmanager_url: String,
     /// `--control-socket`: the root-only control socket.
     pub control_socket: PathBuf,
+    /// `--keep-attached`: leave the XDP program attached when the agent stops.
+    pub keep_attached: bool,
 }
 
 /// `[agent] metrics_addr` and `--metrics-addr` default.
@@ -100,6 +102,7 @@ impl Default for AgentConfig {
             count_interval_seconds: DEFAULT_COUNT_INTERVAL,
             alertmanager_url: String::new(),
             control_socket: PathBuf::from(crate::control::DEFAULT_CONTROL_SOCKET),
+            keep_attached: false,
         }
     }
 }
@@ -616,6 +619,14 @@ mod tests {
         assert_eq!(d.window_seconds, 300);
         assert_eq!(d.port_scan.distinct_ports, 15);
         assert_eq!(d.host_sweep.distinct_hosts, 25);
+        assert!(!c.agent.keep_attached, "detach on stop by default");
+    }
+
+    #[test]
+    fn agent_keep_attached() {
+        let c = Config::parse("[agent]\nkeep_attached = true\n", "x.toml").unwrap();
+        assert!(c.agent.keep_attached);
+        assert!(Config::parse("[agent]\nkeep = true\n", "x.toml").is_err());
     }
 
     #[test]

@@ -35,6 +35,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("deb-systemd-helper", "init-system-helpers"),
     ("logrotate", "logrotate"),
     ("strip", "binutils"),
+    ("bpftool", "bpftool"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {

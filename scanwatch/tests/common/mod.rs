@@ -49,11 +49,24 @@ pub struct AgentLab {
     pub alert_log: PathBuf,
     pub control_socket: PathBuf,
     pub agent_pid: u32,
+    /// Where the agent's stderr (its log) goes when started with
+    /// [`AgentLab::start_logged`]; otherwise it is the test's stderr.
+    pub agent_log: Option<PathBuf>,
 }
 
 impl AgentLab {
     pub fn start(extra_args: &[&str]) -> Self {
-        let mut me = Self::prepare();
+        Self::start_with(extra_args, false)
+    }
+
+    /// [`AgentLab::start`] with the agent's log appended to a file (every
+    /// restart too): for tests that check log lines.
+    pub fn start_logged(extra_args: &[&str]) -> Self {
+        Self::start_with(extra_args, true)
+    }
+
+    fn start_with(extra_args: &[&str], logged: bool) -> Self {
+        let mut me = Self::prepare_with(logged);
         me.spawn_agent(extra_args);
         me
     }
@@ -61,6 +74,10 @@ impl AgentLab {
     /// The lab and this agent's paths, with no agent running yet: start
     /// one with [`AgentLab::spawn_with`] (or [`AgentLab::restart`]).
     pub fn prepare() -> Self {
+        Self::prepare_with(false)
+    }
+
+    fn prepare_with(logged: bool) -> Self {
         static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let serial = SERIAL
             .lock()
@@ -70,11 +87,13 @@ impl AgentLab {
         let alert_log =
             std::env::temp_dir().join(format!("scanwatch-test-{}/alerts.jsonl", lab.target_ns));
         let control_socket = alert_log.with_file_name("control.sock");
+        let agent_log = logged.then(|| alert_log.with_file_name("agent.log"));
         Self {
             lab,
             _serial: serial,
             pin_dir,
             alert_log,
+            agent_log,
             control_socket,
             agent_pid: 0,
         }
@@ -110,6 +129,17 @@ impl AgentLab {
             .arg("--control-socket")
             .arg(&self.control_socket)
             .args(extra_args);
+        if let Some(log) = &self.agent_log {
+            if let Some(dir) = log.parent() {
+                std::fs::create_dir_all(dir).expect("log dir");
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("agent log file");
+            cmd.stderr(file);
+        }
         self.agent_pid = self.lab.spawn(cmd).expect("start the agent");
         self.wait_ready();
     }
@@ -133,6 +163,14 @@ impl AgentLab {
             assert!(Instant::now() < deadline, "agent not ready after 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The agent's log so far ([`AgentLab::start_logged`] only).
+    pub fn log_text(&self) -> String {
+        self.agent_log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 
     /// `scanwatch top --json --limit 0` from the root namespace (pins are shared).
