@@ -6,6 +6,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod egress;
 mod parse;
 mod window;
 
@@ -147,6 +148,8 @@ fn try_scanwatch(
                 return Ok(xdp_action::XDP_DROP);
             }
             bump_counter(counters, Counter::probe(probe.kind));
+            // First contacts (SYN, UDP) for the reply-aware detector.
+            egress::record_contact(ctx, &found, &probe.source)?;
             track_source(&probe, ifindex, counters, state.tag_feeds != 0);
         }
     }

@@ -20,6 +20,7 @@ pub mod maps;
 pub mod metrics;
 pub mod mitigation;
 pub mod privileges;
+pub mod reply;
 pub mod summary;
 pub mod testrun;
 pub mod top;

@@ -112,6 +112,8 @@ pub struct LoadOptions<'a> {
     pub feed_capacity: u32,
     /// Reuse (or create and pin) the blocklist at this path.
     pub blocks_pin: Option<&'a std::path::Path>,
+    /// The reply-aware detector's test (disabled: no contacts recorded).
+    pub reply: scanwatch_common::reply::ReplyConfig,
 }
 
 impl Default for LoadOptions<'_> {
@@ -120,6 +122,7 @@ impl Default for LoadOptions<'_> {
             blocklist_capacity: scanwatch_common::maps::DEFAULT_BLOCKLIST_CAPACITY,
             feed_capacity: scanwatch_common::maps::DEFAULT_FEED_CAPACITY,
             blocks_pin: None,
+            reply: scanwatch_common::reply::ReplyConfig::DISABLED,
         }
     }
 }
@@ -147,9 +150,17 @@ pub fn load_with(
     }
     let mut ebpf = loader
         .override_global(DETECT_CONFIG_GLOBAL, detect, true)
+        .override_global(
+            scanwatch_common::reply::REPLY_CONFIG_GLOBAL,
+            &opts.reply,
+            true,
+        )
         .load(OBJECT)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
     xdp_program(&mut ebpf)?
+        .load()
+        .map_err(|e| LoadError::Load(error_chain(&e)))?;
+    crate::reply::egress_program(&mut ebpf)?
         .load()
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
     Ok(ebpf)

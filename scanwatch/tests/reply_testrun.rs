@@ -1,0 +1,328 @@
+//! The reply-aware detector's kernel half through BPF_PROG_TEST_RUN: XDP
+//! records first contacts, the TC egress program resolves them from this
+//! host's answers and runs the sequential test (TRW); the agent's sweep
+//! marks unanswered contacts. Needs root (CAP_BPF); fails rather than
+//! skips without it.
+
+use std::net::IpAddr;
+
+use scanwatch::{config::Detection, testrun::XdpHarness};
+use scanwatch_common::{
+    SourceKey,
+    reply::{ContactKey, ReplyConfig, ReplyCounter, outcome},
+    sketch::port_entry,
+    trigger,
+};
+use scanwatch_lab::{
+    frames::{Packet, Transport, tcp},
+    privileged::require_root,
+};
+
+const LOCAL: &str = "198.18.0.2";
+/// `TC_ACT_UNSPEC`: the egress program leaves every packet to the next filter.
+const TC_ACT_UNSPEC: i32 = -1;
+
+fn harness(test: &str) -> Option<XdpHarness> {
+    if !require_root(test) {
+        return None;
+    }
+    Some(
+        XdpHarness::load_reply(4096, Detection::default().reply_config())
+            .expect("load the programs"),
+    )
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("addr")
+}
+
+fn tcp_from(sport: u16, dport: u16, flags: u8) -> Transport {
+    Transport::Tcp {
+        sport,
+        dport,
+        flags,
+        options: Vec::new(),
+        payload: Vec::new(),
+    }
+}
+
+/// A SYN from `remote` to the local `port` (ingress, XDP).
+fn syn(h: &mut XdpHarness, remote: &str, local: &str, port: u16) {
+    h.run(&Packet::new(remote, local, tcp_from(40000, port, tcp::SYN)).build())
+        .expect("xdp run");
+}
+
+/// This host's answer from local `port` to `remote` (egress, TC).
+fn answer(h: &mut XdpHarness, local: &str, remote: &str, port: u16, flags: u8) {
+    let action = h
+        .run_egress(&Packet::new(local, remote, tcp_from(port, 40000, flags)).build())
+        .expect("tc run");
+    assert_eq!(action, TC_ACT_UNSPEC, "the egress program never decides");
+}
+
+fn stats(h: &mut XdpHarness, remote: &str) -> scanwatch_common::reply::ReplyStats {
+    h.reply()
+        .expect("reply maps")
+        .stats(&SourceKey::from_ip(ip(remote)))
+        .expect("read")
+        .unwrap_or_default()
+}
+
+fn contact(h: &mut XdpHarness, remote: &str, local: &str, port: u32) -> Option<u64> {
+    h.reply()
+        .expect("reply maps")
+        .contact(&ContactKey {
+            remote: SourceKey::from_ip(ip(remote)).addr,
+            local: SourceKey::from_ip(ip(local)).addr,
+            port,
+        })
+        .expect("read")
+        .map(|c| c.outcome)
+}
+
+fn counter(h: &mut XdpHarness, c: ReplyCounter) -> u64 {
+    h.reply()
+        .expect("reply maps")
+        .counters()
+        .expect("counters")
+        .get(c)
+}
+
+fn reply_events(h: &mut XdpHarness) -> usize {
+    h.events()
+        .iter()
+        .filter(|e| e.triggers == trigger::REPLY_SCAN)
+        .count()
+}
+
+#[test]
+fn closed_ports_flag_after_four_failures_reported_once() {
+    let Some(mut h) = harness("closed_ports_flag_after_four_failures_reported_once") else {
+        return;
+    };
+    let cfg = Detection::default().reply_config();
+    let remote = "198.18.0.7";
+    for (i, port) in (1000u16..1012).enumerate() {
+        syn(&mut h, remote, LOCAL, port);
+        assert_eq!(
+            contact(&mut h, remote, LOCAL, port_entry(port, false)),
+            Some(outcome::PENDING)
+        );
+        answer(&mut h, LOCAL, remote, port, tcp::RST | tcp::ACK);
+        assert_eq!(
+            contact(&mut h, remote, LOCAL, port_entry(port, false)),
+            Some(outcome::FAILURE)
+        );
+        let s = stats(&mut h, remote);
+        assert_eq!(s.failures, i as u64 + 1);
+        assert_eq!(s.llr, (i as i64 + 1) * cfg.failure_step, "exact steps");
+        let events = reply_events(&mut h);
+        if i == 3 {
+            assert_eq!(events, 1, "the fourth failure crosses ln(99)");
+            assert!(s.reported_ns != 0);
+        } else {
+            assert_eq!(events, 0, "failure {}: one report per interval", i + 1);
+        }
+    }
+    assert_eq!(counter(&mut h, ReplyCounter::Failures), 12);
+    assert_eq!(counter(&mut h, ReplyCounter::EventsSent), 1);
+    // The same RST again resolves nothing.
+    answer(&mut h, LOCAL, remote, 1000, tcp::RST | tcp::ACK);
+    assert_eq!(stats(&mut h, remote).failures, 12);
+    assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 1);
+}
+
+#[test]
+fn legitimate_client_repeating_connections_to_open_ports_is_never_flagged() {
+    let Some(mut h) = harness("legitimate_client_repeating_connections") else {
+        return;
+    };
+    let cfg = Detection::default().reply_config();
+    let remote = "198.18.0.8";
+    for round in 0..1000 {
+        for port in [22u16, 80, 443] {
+            syn(&mut h, remote, LOCAL, port);
+            answer(&mut h, LOCAL, remote, port, tcp::SYN | tcp::ACK);
+            // Established traffic and the close: not answers.
+            answer(&mut h, LOCAL, remote, port, tcp::ACK);
+            answer(&mut h, LOCAL, remote, port, tcp::FIN | tcp::ACK);
+        }
+        if round == 0 {
+            assert_eq!(stats(&mut h, remote).llr, 3 * cfg.success_step);
+        }
+    }
+    let s = stats(&mut h, remote);
+    assert_eq!((s.successes, s.failures), (3, 0), "three first contacts");
+    assert_eq!(s.llr, 3 * cfg.success_step);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 3);
+    assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 3 * 999);
+    assert_eq!(reply_events(&mut h), 0);
+    // A later closed port or two does not flag it either.
+    for port in [8080u16, 8443] {
+        syn(&mut h, remote, LOCAL, port);
+        answer(&mut h, LOCAL, remote, port, tcp::RST | tcp::ACK);
+    }
+    assert_eq!(stats(&mut h, remote).llr, cfg.success_step);
+    assert_eq!(reply_events(&mut h), 0);
+}
+
+#[test]
+fn four_successes_reach_the_benign_boundary_and_reset_the_walk() {
+    let Some(mut h) = harness("four_successes_reach_the_benign_boundary") else {
+        return;
+    };
+    let remote = "198.18.0.9";
+    for port in [22u16, 80, 443, 8080] {
+        syn(&mut h, remote, LOCAL, port);
+        answer(&mut h, LOCAL, remote, port, tcp::SYN | tcp::ACK);
+    }
+    let s = stats(&mut h, remote);
+    assert_eq!((s.llr, s.benign_resets, s.successes), (0, 1, 4));
+}
+
+#[test]
+fn udp_and_icmp_unreachable_and_ipv6() {
+    let Some(mut h) = harness("udp_and_icmp_unreachable_and_ipv6") else {
+        return;
+    };
+    let remote = "198.18.0.10";
+    // UDP probe answered by ICMP port unreachable quoting it.
+    let probe = Packet::new(remote, LOCAL, Transport::udp(53)).build();
+    h.run(&probe).expect("xdp run");
+    let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&probe[14..14 + 28]);
+    let err = Packet::new(
+        LOCAL,
+        remote,
+        Transport::Raw {
+            protocol: 1,
+            bytes: icmp,
+        },
+    )
+    .build();
+    assert_eq!(h.run_egress(&err).expect("tc run"), TC_ACT_UNSPEC);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(53, true)),
+        Some(outcome::FAILURE)
+    );
+    // A UDP reply is a success.
+    h.run(&Packet::new(remote, LOCAL, Transport::udp(123)).build())
+        .expect("xdp run");
+    h.run_egress(
+        &Packet::new(
+            LOCAL,
+            remote,
+            Transport::Udp {
+                sport: 123,
+                dport: 40000,
+                payload: vec![0; 48],
+            },
+        )
+        .build(),
+    )
+    .expect("tc run");
+    let s = stats(&mut h, remote);
+    assert_eq!((s.successes, s.failures), (1, 1));
+
+    // IPv6: RST, and ICMPv6 port unreachable for UDP.
+    let r6 = "fd00::7";
+    let l6 = "fd00::2";
+    syn(&mut h, r6, l6, 25);
+    answer(&mut h, l6, r6, 25, tcp::RST | tcp::ACK);
+    let probe6 = Packet::new(r6, l6, Transport::udp(161)).build();
+    h.run(&probe6).expect("xdp run");
+    let mut icmp6 = vec![1u8, 4, 0, 0, 0, 0, 0, 0];
+    icmp6.extend_from_slice(&probe6[14..14 + 48]);
+    h.run_egress(
+        &Packet::new(
+            l6,
+            r6,
+            Transport::Raw {
+                protocol: 58,
+                bytes: icmp6,
+            },
+        )
+        .build(),
+    )
+    .expect("tc run");
+    let s6 = stats(&mut h, r6);
+    assert_eq!((s6.successes, s6.failures), (0, 2));
+    assert_eq!(
+        contact(&mut h, r6, l6, port_entry(161, true)),
+        Some(outcome::FAILURE)
+    );
+    // Other ICMP (echo reply, time exceeded) and truncated frames resolve nothing.
+    let before = counter(&mut h, ReplyCounter::Unmatched);
+    h.run_egress(&Packet::new(LOCAL, remote, Transport::icmp(0)).build())
+        .expect("tc run");
+    let frame = Packet::new(LOCAL, remote, tcp_from(1, 2, tcp::RST)).build();
+    // BPF_PROG_TEST_RUN wants the IP header of an IPv4 frame: cut after it.
+    // Frames holding the TCP flags (14 bytes) are RSTs answering nothing
+    // pending (unmatched); shorter ones are ignored.
+    for len in 34..frame.len() {
+        h.run_egress(&frame[..len]).expect("tc run");
+    }
+    let with_flags = (frame.len() - (34 + 14)) as u64;
+    assert_eq!(
+        counter(&mut h, ReplyCounter::Unmatched),
+        before + with_flags
+    );
+}
+
+#[test]
+fn sweep_marks_unanswered_contacts_and_reports_the_crossing() {
+    let Some(mut h) = harness("sweep_marks_unanswered_contacts") else {
+        return;
+    };
+    let remote = "198.18.0.11";
+    for port in 2000u16..2003 {
+        syn(&mut h, remote, LOCAL, port);
+    }
+    // One closed port answers; three filtered ones never do.
+    syn(&mut h, remote, LOCAL, 2003);
+    answer(&mut h, LOCAL, remote, 2003, tcp::RST | tcp::ACK);
+    let now = scanwatch::clock::boottime_ns();
+    let reply = h.reply().expect("reply maps");
+    // Not yet timed out: nothing marked.
+    let r = reply.sweep(3_600_000_000_000, now).expect("sweep");
+    assert_eq!((r.scanned, r.no_answers, r.crossings.len()), (4, 0, 0));
+    let r = reply.sweep(0, now + 1).expect("sweep");
+    assert_eq!(r.no_answers, 3);
+    assert_eq!(r.crossings.len(), 1, "1 failure + 3 no-answers cross");
+    assert_eq!(r.crossings[0].triggers, trigger::REPLY_SCAN);
+    assert_eq!(r.crossings[0].source, SourceKey::from_ip(ip(remote)));
+    let s = stats(&mut h, remote);
+    assert_eq!((s.failures, s.no_answers), (1, 3));
+    assert_eq!(
+        s.llr,
+        4 * ReplyConfig::from_params(0.8, 0.2, 0.01, 0.99, 1)
+            .unwrap()
+            .failure_step
+    );
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(2000, false)),
+        Some(outcome::NO_ANSWER)
+    );
+    // Marked once: a late answer and a second sweep change nothing.
+    answer(&mut h, LOCAL, remote, 2000, tcp::SYN | tcp::ACK);
+    let r = h
+        .reply()
+        .expect("reply maps")
+        .sweep(0, now + 2)
+        .expect("sweep");
+    assert_eq!((r.no_answers, r.crossings.len()), (0, 0));
+    assert_eq!(stats(&mut h, remote).successes, 0);
+}
+
+#[test]
+fn disabled_detector_records_nothing() {
+    if !require_root("disabled_detector_records_nothing") {
+        return;
+    }
+    let mut h = XdpHarness::load_reply(4096, ReplyConfig::DISABLED).expect("load");
+    syn(&mut h, "198.18.0.12", LOCAL, 1);
+    answer(&mut h, LOCAL, "198.18.0.12", 1, tcp::RST | tcp::ACK);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 0);
+    assert_eq!(counter(&mut h, ReplyCounter::EgressPackets), 0);
+    assert_eq!(stats(&mut h, "198.18.0.12").failures, 0);
+}
