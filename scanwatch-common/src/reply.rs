@@ -80,6 +80,10 @@ pub struct ReplyStats {
     pub reported_ns: u64,
     /// Times the lower boundary was reached (walk reset: judged benign).
     pub benign_resets: u64,
+    /// Successes, and failures plus no-answers, when the last reported
+    /// crossing happened (the evidence at the moment of the verdict).
+    pub crossing_successes: u64,
+    pub crossing_failures: u64,
 }
 
 /// Where a step of the walk leaves the source.
@@ -303,7 +307,7 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<ContactKey>(), 36);
         assert_eq!(core::mem::size_of::<ContactValue>(), 16);
-        assert_eq!(core::mem::size_of::<ReplyStats>(), 48);
+        assert_eq!(core::mem::size_of::<ReplyStats>(), 64);
         assert_eq!(core::mem::size_of::<ReplyConfig>(), 48);
         assert_eq!(core::mem::size_of::<ReplyCounters>(), 64);
         for (i, c) in ReplyCounter::ALL.iter().enumerate() {

@@ -72,6 +72,8 @@ static EMPTY_STATS: ReplyStats = ReplyStats {
     no_answers: 0,
     reported_ns: 0,
     benign_resets: 0,
+    crossing_successes: 0,
+    crossing_failures: 0,
 };
 
 #[inline(always)]
@@ -419,6 +421,13 @@ unsafe fn report(stats: *mut ReplyStats, source: &SourceKey, ifindex: u32, cfg: 
     };
     if !won {
         return;
+    }
+    // SAFETY: `stats` is a live map value; plain reads and writes of the
+    // evidence at the verdict (only the CAS winner writes them).
+    unsafe {
+        (*stats).crossing_successes = core::ptr::read_volatile(&raw const (*stats).successes);
+        (*stats).crossing_failures = core::ptr::read_volatile(&raw const (*stats).failures)
+            + core::ptr::read_volatile(&raw const (*stats).no_answers);
     }
     let event = ScanEvent {
         source: *source,

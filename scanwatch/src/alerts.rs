@@ -298,6 +298,7 @@ mod tests {
                     failures: 4,
                     successes: 0,
                     no_answers: 1,
+                    crossing_failures: 4,
                     ..Default::default()
                 },
                 &cfg,
@@ -311,6 +312,8 @@ mod tests {
         assert_eq!(v["reply"]["successes"], 0);
         assert_eq!(v["reply"]["log_likelihood"], 5.545);
         assert_eq!(v["reply"]["threshold"], 4.595);
+        assert_eq!(v["reply"]["failures_at_verdict"], 4);
+        assert_eq!(v["reply"]["successes_at_verdict"], 0);
         assert_eq!(
             detector_of(&[ScanType::PortScan, ScanType::ReplyScan]),
             "threshold+reply"

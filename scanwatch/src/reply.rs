@@ -122,6 +122,9 @@ pub struct ReplyEvidence {
     pub upper: i64,
     /// At or above the upper boundary: a scanner.
     pub flagged: bool,
+    /// Successes, and failures plus no-answers, at the last reported crossing.
+    pub crossing_successes: u64,
+    pub crossing_failures: u64,
 }
 
 impl ReplyEvidence {
@@ -133,6 +136,8 @@ impl ReplyEvidence {
             llr: s.llr,
             upper: cfg.upper,
             flagged: cfg.enabled != 0 && s.llr >= cfg.upper,
+            crossing_successes: s.crossing_successes,
+            crossing_failures: s.crossing_failures,
         }
     }
 
@@ -155,6 +160,12 @@ pub struct ReplyAlert {
     pub log_likelihood: f64,
     /// The scanner boundary ln(β/α).
     pub threshold: f64,
+    /// At the moment the test crossed the boundary (the verdict): successes,
+    /// and failed plus unanswered first contacts. Absent before any crossing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub successes_at_verdict: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures_at_verdict: Option<u64>,
 }
 
 impl From<&ReplyEvidence> for ReplyAlert {
@@ -166,6 +177,8 @@ impl From<&ReplyEvidence> for ReplyAlert {
             no_answers: e.no_answers,
             log_likelihood: round(ReplyConfig::to_f64(e.llr)),
             threshold: round(ReplyConfig::to_f64(e.upper)),
+            successes_at_verdict: (e.crossing_failures > 0).then_some(e.crossing_successes),
+            failures_at_verdict: (e.crossing_failures > 0).then_some(e.crossing_failures),
         }
     }
 }
@@ -348,6 +361,8 @@ impl ReplyMaps {
                     || now_ns.saturating_sub(s.reported_ns) >= self.cfg.report_interval_ns)
             {
                 s.reported_ns = now_ns;
+                s.crossing_successes = s.successes;
+                s.crossing_failures = s.failures + s.no_answers;
                 result.crossings.push(ScanEvent {
                     source: key,
                     time_ns: now_ns,

@@ -120,12 +120,15 @@ fn closed_ports_flag_after_four_failures_reported_once() {
         if i == 3 {
             assert_eq!(events, 1, "the fourth failure crosses ln(99)");
             assert!(s.reported_ns != 0);
+            assert_eq!((s.crossing_successes, s.crossing_failures), (0, 4));
         } else {
             assert_eq!(events, 0, "failure {}: one report per interval", i + 1);
         }
     }
     assert_eq!(counter(&mut h, ReplyCounter::Failures), 12);
     assert_eq!(counter(&mut h, ReplyCounter::EventsSent), 1);
+    let s = stats(&mut h, remote);
+    assert_eq!((s.crossing_successes, s.crossing_failures), (0, 4), "kept");
     // The same RST again resolves nothing.
     answer(&mut h, LOCAL, remote, 1000, tcp::RST | tcp::ACK);
     assert_eq!(stats(&mut h, remote).failures, 12);
@@ -293,6 +296,7 @@ fn sweep_marks_unanswered_contacts_and_reports_the_crossing() {
     assert_eq!(r.crossings[0].source, SourceKey::from_ip(ip(remote)));
     let s = stats(&mut h, remote);
     assert_eq!((s.failures, s.no_answers), (1, 3));
+    assert_eq!((s.crossing_successes, s.crossing_failures), (0, 4));
     assert_eq!(
         s.llr,
         4 * ReplyConfig::from_params(0.8, 0.2, 0.01, 0.99, 1)
