@@ -44,6 +44,18 @@ pub struct ContactKey {
     pub port: u32,
 }
 
+/// The contact-map key marking that `remote` already had a success credited
+/// on `local` (port 0: no real contact has it, every port entry carries
+/// `SLOT_USED`).
+#[inline(always)]
+pub const fn host_marker(remote: [u8; 16], local: [u8; 16]) -> ContactKey {
+    ContactKey {
+        remote,
+        local,
+        port: 0,
+    }
+}
+
 /// Outcomes of a first contact ([`ContactValue::outcome`]).
 pub mod outcome {
     /// No answer seen yet.
@@ -103,7 +115,11 @@ pub enum Decision {
 pub struct ReplyConfig {
     /// 0: the kernel records no contacts and runs no test.
     pub enabled: u32,
-    pub _pad: u32,
+    /// 0: a success moves the walk once per (source, local address) — the
+    /// first open port found on a host; later open ports of that host are
+    /// counted but do not move it (see [`host_marker`]). 1: every
+    /// successful (address, port) first contact moves it.
+    pub per_port_successes: u32,
     /// ln(θ1/θ0) (negative for θ1 < θ0).
     pub success_step: i64,
     /// ln((1-θ1)/(1-θ0)) (positive for θ1 < θ0).
@@ -131,7 +147,7 @@ impl ReplyConfig {
     /// Records nothing, never decides.
     pub const DISABLED: Self = Self {
         enabled: 0,
-        _pad: 0,
+        per_port_successes: 0,
         success_step: 0,
         failure_step: 0,
         upper: i64::MAX,
@@ -187,7 +203,7 @@ impl ReplyConfig {
         let fixed = |v: f64| (v * SCALE as f64).round() as i64;
         Ok(Self {
             enabled: 1,
-            _pad: 0,
+            per_port_successes: 0,
             success_step: fixed((theta1 / theta0).ln()),
             failure_step: fixed(((1.0 - theta1) / (1.0 - theta0)).ln()),
             upper: fixed((beta / alpha).ln()),

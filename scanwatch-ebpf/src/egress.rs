@@ -22,7 +22,7 @@ use scanwatch_common::{
     ProbeKind, ScanEvent, SourceKey,
     reply::{
         ContactKey, ContactValue, DEFAULT_CONTACTS_CAPACITY, DEFAULT_REPLY_SOURCES_CAPACITY,
-        Decision, ReplyConfig, ReplyCounter, ReplyCounters, ReplyStats, outcome,
+        Decision, ReplyConfig, ReplyCounter, ReplyCounters, ReplyStats, host_marker, outcome,
     },
     sketch::port_entry,
     trigger,
@@ -64,6 +64,12 @@ const IPPROTO_ICMPV6: u8 = 58;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
+
+/// Value of a host marker: resolved, so the no-answer sweep skips it.
+static CREDITED: ContactValue = ContactValue {
+    first_ns: 0,
+    outcome: outcome::SUCCESS,
+};
 
 static EMPTY_STATS: ReplyStats = ReplyStats {
     llr: 0,
@@ -350,6 +356,19 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
     } else {
         ReplyCounter::Failures
     });
+    // SAFETY: a volatile read keeps LLVM from folding the load-time value.
+    let cfg = unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG) };
+    // A success moves the walk once per local host (unless configured per
+    // port): only the first success on a host inserts its marker.
+    let step = !success
+        || cfg.per_port_successes != 0
+        || CONTACTS
+            .insert(
+                &host_marker(key.remote, key.local),
+                &CREDITED,
+                u64::from(BPF_NOEXIST),
+            )
+            .is_ok();
     let source = SourceKey { addr: key.remote };
     let stats = match REPLY_SOURCES.get_ptr_mut(source) {
         Some(s) => s,
@@ -365,8 +384,6 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
             }
         }
     };
-    // SAFETY: a volatile read keeps LLVM from folding the load-time value.
-    let cfg = unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG) };
     // SAFETY: `stats` is a live map value; every pointer stays inside it.
     unsafe {
         let count = if success {
@@ -375,6 +392,9 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
             &raw mut (*stats).failures
         };
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, 1);
+        if !step {
+            return;
+        }
         let llr_p = (&raw mut (*stats).llr).cast::<u64>();
         let mut decision = Decision::Pending;
         let mut tries = 0;

@@ -205,6 +205,11 @@ pub struct ReplyScan {
     pub beta: f64,
     /// A first contact unanswered this long counts as a failure.
     pub no_answer_timeout_seconds: u64,
+    /// Every open (address, port) a source reaches moves its walk toward
+    /// benign. Off (the default): only its first open port on each local
+    /// address does, so a port scan that happens to hit a host's few open
+    /// ports first is not excused by them.
+    pub successes_per_port: bool,
 }
 
 impl Default for ReplyScan {
@@ -216,6 +221,7 @@ impl Default for ReplyScan {
             alpha: 0.01,
             beta: 0.99,
             no_answer_timeout_seconds: 10,
+            successes_per_port: false,
         }
     }
 }
@@ -499,6 +505,10 @@ impl Detection {
             r.beta,
             self.window_seconds.saturating_mul(1_000_000_000),
         )
+        .map(|c| ReplyConfig {
+            per_port_successes: u32::from(r.successes_per_port),
+            ..c
+        })
         .unwrap_or(ReplyConfig::DISABLED)
     }
 
@@ -724,6 +734,13 @@ action = "tag"
         .unwrap();
         assert_eq!(c.detection.reply_scan.no_answer_timeout_seconds, 3);
         assert_eq!(c.detection.reply_config().failures_to_flag(), 4);
+        assert_eq!(c.detection.reply_config().per_port_successes, 0);
+        let per_port = Config::parse(
+            "[detection.reply_scan]\nsuccesses_per_port = true\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(per_port.detection.reply_config().per_port_successes, 1);
         let off = Config::parse("[detection.reply_scan]\nenabled = false\n", "x.toml").unwrap();
         assert_eq!(off.detection.reply_config().enabled, 0);
         let err = Config::parse(

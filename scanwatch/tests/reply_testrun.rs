@@ -32,6 +32,16 @@ fn harness(test: &str) -> Option<XdpHarness> {
     )
 }
 
+/// Every successful (address, port) moves the walk (`successes_per_port`).
+fn harness_per_port(test: &str) -> Option<XdpHarness> {
+    if !require_root(test) {
+        return None;
+    }
+    let mut d = Detection::default();
+    d.reply_scan.successes_per_port = true;
+    Some(XdpHarness::load_reply(4096, d.reply_config()).expect("load the programs"))
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("addr")
 }
@@ -151,22 +161,73 @@ fn legitimate_client_repeating_connections_to_open_ports_is_never_flagged() {
             answer(&mut h, LOCAL, remote, port, tcp::FIN | tcp::ACK);
         }
         if round == 0 {
-            assert_eq!(stats(&mut h, remote).llr, 3 * cfg.success_step);
+            // Three open ports of one host: the walk moves once.
+            assert_eq!(stats(&mut h, remote).llr, cfg.success_step);
         }
     }
     let s = stats(&mut h, remote);
     assert_eq!((s.successes, s.failures), (3, 0), "three first contacts");
-    assert_eq!(s.llr, 3 * cfg.success_step);
+    assert_eq!(s.llr, cfg.success_step);
     assert_eq!(counter(&mut h, ReplyCounter::Contacts), 3);
     assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 3 * 999);
     assert_eq!(reply_events(&mut h), 0);
-    // A later closed port or two does not flag it either.
-    for port in [8080u16, 8443] {
+    // Later closed ports: four more leave it one step short of the boundary.
+    for (i, port) in [8080u16, 8443, 8444, 8445].into_iter().enumerate() {
         syn(&mut h, remote, LOCAL, port);
         answer(&mut h, LOCAL, remote, port, tcp::RST | tcp::ACK);
+        assert_eq!(
+            stats(&mut h, remote).llr,
+            cfg.success_step + (i as i64 + 1) * cfg.failure_step
+        );
+        assert_eq!(reply_events(&mut h), 0);
     }
-    assert_eq!(stats(&mut h, remote).llr, cfg.success_step);
-    assert_eq!(reply_events(&mut h), 0);
+}
+
+#[test]
+fn open_ports_found_first_on_one_host_excuse_one_failure() {
+    let Some(mut h) = harness("open_ports_found_first_on_one_host") else {
+        return;
+    };
+    // nmap -sT probes common ports first: the 3 open ones answer first.
+    let remote = "198.18.0.13";
+    let mut flagged_after = None;
+    for (i, port) in [22u16, 80, 443].into_iter().chain(1000..1010).enumerate() {
+        syn(&mut h, remote, LOCAL, port);
+        let flags = if port < 1000 {
+            tcp::SYN | tcp::ACK
+        } else {
+            tcp::RST | tcp::ACK
+        };
+        answer(&mut h, LOCAL, remote, port, flags);
+        if flagged_after.is_none() && reply_events(&mut h) == 1 {
+            flagged_after = Some(i - 2);
+        }
+    }
+    assert_eq!(
+        flagged_after,
+        Some(5),
+        "five failures after one credited success"
+    );
+    let s = stats(&mut h, remote);
+    assert_eq!((s.crossing_successes, s.crossing_failures), (3, 5));
+    // Counted per port (`successes_per_port`), the same order needs seven.
+    let Some(mut h) = harness_per_port("open_ports_found_first_per_port") else {
+        return;
+    };
+    let mut flagged_after = None;
+    for (i, port) in [22u16, 80, 443].into_iter().chain(1000..1010).enumerate() {
+        syn(&mut h, remote, LOCAL, port);
+        let flags = if port < 1000 {
+            tcp::SYN | tcp::ACK
+        } else {
+            tcp::RST | tcp::ACK
+        };
+        answer(&mut h, LOCAL, remote, port, flags);
+        if flagged_after.is_none() && reply_events(&mut h) == 1 {
+            flagged_after = Some(i - 2);
+        }
+    }
+    assert_eq!(flagged_after, Some(7));
 }
 
 #[test]
@@ -174,7 +235,25 @@ fn four_successes_reach_the_benign_boundary_and_reset_the_walk() {
     let Some(mut h) = harness("four_successes_reach_the_benign_boundary") else {
         return;
     };
+    // Four hosts with an open port each (a sweep finding live services).
     let remote = "198.18.0.9";
+    for (i, local) in ["198.19.0.1", "198.19.0.2", "198.19.0.3", "198.19.0.4"]
+        .into_iter()
+        .enumerate()
+    {
+        syn(&mut h, remote, local, 80);
+        answer(&mut h, local, remote, 80, tcp::SYN | tcp::ACK);
+        let s = stats(&mut h, remote);
+        if i < 3 {
+            assert_eq!(s.benign_resets, 0);
+        }
+    }
+    let s = stats(&mut h, remote);
+    assert_eq!((s.llr, s.benign_resets, s.successes), (0, 1, 4));
+    // Per port, four open ports of one host do the same.
+    let Some(mut h) = harness_per_port("four_successes_per_port") else {
+        return;
+    };
     for port in [22u16, 80, 443, 8080] {
         syn(&mut h, remote, LOCAL, port);
         answer(&mut h, LOCAL, remote, port, tcp::SYN | tcp::ACK);
