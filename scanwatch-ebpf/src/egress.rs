@@ -103,6 +103,10 @@ fn enabled() -> bool {
 /// (source, local address, port) is already known, when the detector is
 /// enabled. A lookup first: an LRU insert that fails still takes (and may
 /// evict) a node.
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference: copies would take BPF stack"
+)]
 #[inline(always)]
 pub fn record_contact(
     ctx: &XdpContext,
@@ -325,6 +329,10 @@ fn transport(
 
 /// Resolves the pending first contact `key` (once: compare-and-swap from
 /// pending) and steps its source's walk.
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference: copies would take BPF stack"
+)]
 #[inline(always)]
 fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
     let Some(contact) = CONTACTS.get_ptr_mut(key) else {
@@ -373,10 +381,6 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
     let stats = match REPLY_SOURCES.get_ptr_mut(source) {
         Some(s) => s,
         None => {
-            #[allow(
-                clippy::needless_borrows_for_generic_args,
-                reason = "by reference: the value lives in a global"
-            )]
             let _ = REPLY_SOURCES.insert(&source, &EMPTY_STATS, u64::from(BPF_NOEXIST));
             match REPLY_SOURCES.get_ptr_mut(source) {
                 Some(s) => s,
