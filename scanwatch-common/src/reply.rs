@@ -64,8 +64,12 @@ pub mod outcome {
     pub const SUCCESS: u64 = 1;
     /// RST, or ICMP/ICMPv6 port/host unreachable or administratively prohibited.
     pub const FAILURE: u64 = 2;
-    /// Nothing within the timeout (marked by the agent; a failure for the test).
+    /// Nothing within the timeout (marked by the agent; a failure for the
+    /// test for TCP; UDP silence is no evidence, open or filtered).
     pub const NO_ANSWER: u64 = 3;
+    /// Not a contact: this host sent UDP to the remote first (its own query,
+    /// e.g. DNS), so the remote's datagrams to that port are answers, not probes.
+    pub const OUTBOUND: u64 = 4;
 }
 
 /// State of one first contact.

@@ -24,7 +24,7 @@ use scanwatch_common::{
         ContactKey, ContactValue, DEFAULT_CONTACTS_CAPACITY, DEFAULT_REPLY_SOURCES_CAPACITY,
         Decision, ReplyConfig, ReplyCounter, ReplyCounters, ReplyStats, host_marker, outcome,
     },
-    sketch::port_entry,
+    sketch::{PORT_UDP, port_entry},
     trigger,
 };
 
@@ -69,6 +69,12 @@ const TCP_ACK: u8 = 0x10;
 static CREDITED: ContactValue = ContactValue {
     first_ns: 0,
     outcome: outcome::SUCCESS,
+};
+
+/// Value of an outbound UDP flow's entry.
+static OUTBOUND_FLOW: ContactValue = ContactValue {
+    first_ns: 0,
+    outcome: outcome::OUTBOUND,
 };
 
 static EMPTY_STATS: ReplyStats = ReplyStats {
@@ -337,6 +343,11 @@ fn transport(
 fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
     let Some(contact) = CONTACTS.get_ptr_mut(key) else {
         bump(ReplyCounter::Unmatched);
+        if success && key.port & PORT_UDP != 0 {
+            // This host speaks first on this UDP flow (a query of its own):
+            // the remote's datagrams back are not first contacts.
+            let _ = CONTACTS.insert(key, &OUTBOUND_FLOW, u64::from(BPF_NOEXIST));
+        }
         return;
     };
     let result = if success {

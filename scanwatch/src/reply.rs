@@ -28,6 +28,7 @@ use scanwatch_common::{
         CONTACTS_MAP, ContactKey, ContactValue, Decision, EGRESS_PROGRAM, REPLY_COUNTERS_MAP,
         REPLY_SOURCES_MAP, ReplyConfig, ReplyCounters, ReplyStats, outcome,
     },
+    sketch::PORT_UDP,
     trigger,
 };
 use serde::Serialize;
@@ -335,6 +336,8 @@ impl ReplyMaps {
             v.outcome = outcome::NO_ANSWER;
             // BPF_EXIST: an entry evicted meanwhile is not re-created.
             match self.contacts.insert(k, v, BPF_EXIST) {
+                // UDP silence is no evidence (open or filtered): marked only.
+                Ok(()) if k.port & PORT_UDP != 0 => result.udp_silent += 1,
                 Ok(()) => *per_source.entry(k.remote).or_default() += 1,
                 Err(MapError::SyscallError(e))
                     if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
@@ -384,8 +387,10 @@ impl ReplyMaps {
 pub struct SweepResult {
     /// Contacts walked.
     pub scanned: u64,
-    /// Contacts newly marked no-answer.
+    /// TCP contacts newly marked no-answer (failures for the test).
     pub no_answers: u64,
+    /// UDP contacts newly marked no-answer (not counted).
+    pub udp_silent: u64,
     /// Sources whose walk crossed the upper boundary (to report).
     pub crossings: Vec<ScanEvent>,
 }

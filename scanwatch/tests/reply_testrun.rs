@@ -409,3 +409,58 @@ fn disabled_detector_records_nothing() {
     assert_eq!(counter(&mut h, ReplyCounter::EgressPackets), 0);
     assert_eq!(stats(&mut h, "198.18.0.12").failures, 0);
 }
+
+#[test]
+fn this_hosts_own_udp_queries_and_silent_udp_ports_are_no_evidence() {
+    let Some(mut h) = harness("this_hosts_own_udp_queries") else {
+        return;
+    };
+    let resolver = "198.18.0.53";
+    // This host queries a resolver from ports 40001..40010; the answers
+    // arrive afterwards and are not first contacts.
+    for port in 40001u16..40011 {
+        h.run_egress(
+            &Packet::new(
+                LOCAL,
+                resolver,
+                Transport::Udp {
+                    sport: port,
+                    dport: 53,
+                    payload: vec![0; 30],
+                },
+            )
+            .build(),
+        )
+        .expect("tc run");
+        h.run(
+            &Packet::new(
+                resolver,
+                LOCAL,
+                Transport::Udp {
+                    sport: 53,
+                    dport: port,
+                    payload: vec![0; 60],
+                },
+            )
+            .build(),
+        )
+        .expect("xdp run");
+    }
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 0);
+    // Unanswered datagrams to 10 UDP ports: marked by the sweep, not counted.
+    let remote = "198.18.0.54";
+    for port in 5000u16..5010 {
+        h.run(&Packet::new(remote, LOCAL, Transport::udp(port)).build())
+            .expect("xdp run");
+    }
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 10);
+    let now = scanwatch::clock::boottime_ns();
+    let r = h.reply().expect("reply maps").sweep(0, now).expect("sweep");
+    assert_eq!((r.no_answers, r.udp_silent, r.crossings.len()), (0, 10, 0));
+    assert_eq!(stats(&mut h, remote), Default::default());
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(5000, true)),
+        Some(outcome::NO_ANSWER)
+    );
+    assert_eq!(reply_events(&mut h), 0);
+}
