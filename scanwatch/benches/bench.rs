@@ -414,6 +414,47 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
     out
 }
 
+/// The agent's no-answer sweep over a full contact map (65,536 pending
+/// TCP contacts from 256 sources): the sweep that marks them all, then one
+/// that finds nothing to do (the steady cost of the per-second walk).
+fn reply_sweep() -> Value {
+    let mut h = XdpHarness::load_reply(
+        262_144,
+        scanwatch::config::Detection::default().reply_config(),
+    )
+    .expect("load with the reply-aware detector");
+    let capacity = scanwatch_common::reply::DEFAULT_CONTACTS_CAPACITY;
+    for i in 0..capacity {
+        let src = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + (i >> 8)));
+        let port = 1 + (i & 0xff) as u16;
+        let f = Packet::from_ips(
+            src,
+            "198.18.0.2".parse().expect("ip"),
+            Transport::tcp(port, tcp::SYN),
+        )
+        .build();
+        h.run(&f).expect("xdp run");
+    }
+    let reply = h.reply().expect("reply maps");
+    let now = scanwatch::clock::boottime_ns();
+    let t = Instant::now();
+    let first = reply.sweep(0, now).expect("sweep");
+    let marking = t.elapsed();
+    let t = Instant::now();
+    let second = reply.sweep(0, now + 1).expect("sweep");
+    let idle = t.elapsed();
+    println!(
+        "reply sweep of {} contacts: {:.1} ms marking {} no-answers ({} crossings), {:.1} ms with nothing to mark",
+        first.scanned,
+        marking.as_secs_f64() * 1e3,
+        first.no_answers,
+        first.crossings.len(),
+        idle.as_secs_f64() * 1e3
+    );
+    json!({ "contacts": first.scanned, "marking_ms": marking.as_secs_f64() * 1e3, "no_answers": first.no_answers,
+            "crossings": first.crossings.len(), "idle_walk_ms": idle.as_secs_f64() * 1e3, "idle_scanned": second.scanned })
+}
+
 /// Kernel memory of every map at default sizes, from fdinfo `memlock`.
 fn memory() -> Value {
     let h = XdpHarness::load(scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE).expect("load");
@@ -1051,10 +1092,11 @@ fn main() {
         return;
     }
     let memory = memory();
+    let reply_sweep = reply_sweep();
     let agent = agent_scale(&o);
     let throughput = throughput(&o);
     let drops = drop_rate(&o);
-    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops });
+    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep });
     // The benchmark itself must keep working: every figure is a number.
     for c in r["per_packet"].as_array().into_iter().flatten() {
         assert!(
