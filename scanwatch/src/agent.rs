@@ -503,10 +503,13 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
                 maps.config().failures_to_flag(),
                 timeout.as_secs()
             );
+            // A walk of a full contact map takes about 0.1 s (bench):
+            // every half timeout keeps it near 2% of a core by default.
+            let interval = Duration::from_secs((timeout.as_secs() / 2).max(1));
             Some(crate::reply::spawn_sweeper(
                 maps,
                 timeout,
-                Duration::from_secs(1),
+                interval,
                 reply_tx,
                 Arc::clone(&snapshot),
                 Arc::clone(&stop_counter),
