@@ -95,22 +95,23 @@ fn reply_aware_detection_in_the_lab() {
             .expect("address");
     }
     let scanner_if = lab.lab.scanner_if.clone();
-    // The listener is up once a connection succeeds.
-    let out = lab.scan(&[
-        "python3",
-        "-c",
-        CLIENT,
-        "198.18.0.1",
-        "3",
-        "22",
-        "80",
-        "443",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("connections 3"),
-        "listener not reachable: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The listener is up once a connection to each port succeeds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut c = lab.lab.in_scanner();
+        c.args(["python3", "-c", CLIENT, "198.18.0.1", "3"])
+            .args(OPEN_PORTS)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if c.status().is_ok_and(|s| s.success()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let mut rows = Vec::new();
 
     // 1. A legitimate client: 10,000 connections to the three open ports.
