@@ -347,25 +347,29 @@ impl ReplyMaps {
         for (addr, n) in per_source {
             let key = SourceKey { addr };
             let mut s = self.stats(&key)?.unwrap_or_default();
-            let mut crossed = false;
-            for _ in 0..n {
+            // The evidence at the first no-answer that crosses.
+            let mut crossed: Option<(u64, u64)> = None;
+            for i in 0..n {
                 let (llr, d) = self.cfg.step(s.llr, false);
                 s.llr = llr;
                 match d {
-                    Decision::Scanner => crossed = true,
+                    Decision::Scanner => {
+                        crossed =
+                            crossed.or(Some((s.successes, s.failures + s.no_answers + i + 1)));
+                    }
                     Decision::Benign => s.benign_resets += 1,
                     Decision::Pending => {}
                 }
             }
             s.no_answers += n;
             result.no_answers += n;
-            if crossed
+            if let Some((successes, failures)) = crossed
                 && (s.reported_ns == 0
                     || now_ns.saturating_sub(s.reported_ns) >= self.cfg.report_interval_ns)
             {
                 s.reported_ns = now_ns;
-                s.crossing_successes = s.successes;
-                s.crossing_failures = s.failures + s.no_answers;
+                s.crossing_successes = successes;
+                s.crossing_failures = failures;
                 result.crossings.push(ScanEvent {
                     source: key,
                     time_ns: now_ns,

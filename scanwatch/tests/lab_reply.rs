@@ -81,25 +81,40 @@ fn reply_aware_detection_in_the_lab() {
     if !require_root("reply_aware_detection_in_the_lab") {
         return;
     }
-    common::assert_installed(&["nmap", "python3"]);
-    let mut lab = AgentLab::start(&[]);
+    common::assert_installed(&["nmap", "python3", "nft", "curl"]);
+    // A short no-answer timeout for the firewalled scan below.
+    let config = std::env::temp_dir().join(format!("scanwatch-reply-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[detection.reply_scan]\nno_answer_timeout_seconds = 2\n",
+    )
+    .expect("config");
+    let config_s = config.to_string_lossy().into_owned();
+    let mut lab = AgentLab::start(&["--config", &config_s, "--metrics-addr", METRICS]);
     let mut c = lab.lab.in_target();
     c.args(["python3", "-c", LISTENER])
         .args(OPEN_PORTS)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let listener = lab.lab.spawn(c).expect("listener");
-    for addr in ["198.18.0.21", "198.18.0.23", "198.18.0.30"] {
+    for addr in [
+        "198.18.0.21",
+        "198.18.0.23",
+        "198.18.0.24",
+        "198.18.0.30",
+        "198.18.0.31",
+    ] {
         lab.lab
             .add_scanner_address(&format!("{addr}/24"))
             .expect("address");
     }
     let scanner_if = lab.lab.scanner_if.clone();
-    // The listener is up once a connection to each port succeeds.
+    // The listener is up once a connection to each port succeeds (from an
+    // address of its own: the connect scan below comes from 198.18.0.1).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let mut c = lab.lab.in_scanner();
-        c.args(["python3", "-c", CLIENT, "198.18.0.1", "3"])
+        c.args(["python3", "-c", CLIENT, "198.18.0.31", "3"])
             .args(OPEN_PORTS)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -188,6 +203,43 @@ fn reply_aware_detection_in_the_lab() {
     assert_eq!(a["detector"], "reply", "{a}");
     rows.push(("nmap -sS --scan-delay 2s (8 closed ports)", a));
 
+    // 5. Ports 2000-2007 silently dropped by the target's firewall: only
+    // no-answers, flagged by the agent's sweep after the timeout.
+    let ns = lab.lab.target_ns.clone();
+    for rule in [
+        "add table inet swreply",
+        "add chain inet swreply input { type filter hook input priority 0 ; }",
+        "add rule inet swreply input tcp dport 2000-2007 drop",
+    ] {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ns, "nft"]).args(rule.split(' '));
+        assert!(c.status().expect("nft").success(), "nft {rule}");
+    }
+    nmap(
+        &lab,
+        "firewalled scan",
+        &[
+            "-Pn",
+            "-sS",
+            "--max-retries",
+            "0",
+            "-p",
+            "2000-2007",
+            "-e",
+            &scanner_if,
+            "-S",
+            "198.18.0.24",
+            TARGET_V4,
+        ],
+    );
+    let a = reply_alert(&lab, "firewalled scan", "198.18.0.24");
+    assert!(
+        a["reply"]["no_answers"].as_u64().is_some_and(|n| n >= 4),
+        "flagged on no-answers: {a}"
+    );
+    assert_eq!(a["reply"]["failures"], 0, "{a}");
+    rows.push(("nmap -sS -p 2000-2007, target drops them (no answers)", a));
+
     println!(
         "| scan | detector | first contacts at the verdict (successes / failures) | log-likelihood when alerted |"
     );
@@ -234,6 +286,51 @@ fn reply_aware_detection_in_the_lab() {
         client["syn"].as_u64().is_some_and(|n| n >= 10_000),
         "{client}"
     );
+    // The metrics (refreshed by the sweep thread).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(
+        &lab,
+        "scanwatch_reply_outcomes_total{outcome=\"no_answer\"}",
+    ) < 8.0
+    {
+        assert!(std::time::Instant::now() < deadline, "reply metrics");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let failures = metric(&lab, "scanwatch_reply_outcomes_total{outcome=\"failure\"}");
+    let successes = metric(&lab, "scanwatch_reply_outcomes_total{outcome=\"success\"}");
+    let contacts = metric(&lab, "scanwatch_reply_first_contacts_total");
+    let sent = metric(&lab, "scanwatch_reply_crossings_total{result=\"sent\"}");
+    println!(
+        "reply metrics: {contacts} first contacts, {successes} successes, {failures} failures, {sent} crossings sent"
+    );
+    assert!(failures >= 12.0 && successes >= 6.0 && sent >= 3.0);
+    assert!(contacts >= failures + successes);
+    assert_eq!(metric(&lab, "scanwatch_reply_contact_errors_total"), 0.0);
     assert!(lab.stop_agent(), "agent exits 0 on SIGTERM");
     lab.lab.stop(listener, Duration::from_secs(5));
+    let _ = std::fs::remove_file(&config);
+}
+
+const METRICS: &str = "198.18.0.2:9478";
+
+/// Sum of the samples of `name` (a prefix) on the agent's /metrics, read
+/// from the scanner namespace.
+fn metric(lab: &AgentLab, name: &str) -> f64 {
+    let out = lab
+        .lab
+        .in_scanner()
+        .args([
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{METRICS}/metrics"),
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
 }

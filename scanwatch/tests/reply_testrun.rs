@@ -464,3 +464,24 @@ fn this_hosts_own_udp_queries_and_silent_udp_ports_are_no_evidence() {
     );
     assert_eq!(reply_events(&mut h), 0);
 }
+
+#[test]
+fn a_batch_of_no_answers_records_the_one_that_crossed() {
+    let Some(mut h) = harness("a_batch_of_no_answers_records_the_one_that_crossed") else {
+        return;
+    };
+    let remote = "198.18.0.14";
+    for port in 3000u16..3008 {
+        syn(&mut h, remote, LOCAL, port);
+    }
+    let now = scanwatch::clock::boottime_ns();
+    let r = h.reply().expect("reply maps").sweep(0, now).expect("sweep");
+    assert_eq!((r.no_answers, r.crossings.len()), (8, 1));
+    let s = stats(&mut h, remote);
+    assert_eq!(s.no_answers, 8);
+    assert_eq!(
+        (s.crossing_successes, s.crossing_failures),
+        (0, 4),
+        "the fourth no-answer crossed"
+    );
+}
