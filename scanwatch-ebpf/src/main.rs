@@ -6,8 +6,8 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
-mod egress;
 mod parse;
+mod reply;
 mod window;
 
 use aya_ebpf::{
@@ -149,7 +149,7 @@ fn try_scanwatch(
             }
             bump_counter(counters, Counter::probe(probe.kind));
             // First contacts (SYN, UDP) for the reply-aware detector.
-            egress::record_contact(ctx, &found, &probe.source)?;
+            reply::record_contact(ctx, &found, &probe.source)?;
             track_source(&probe, ifindex, counters, state.tag_feeds != 0);
         }
     }
