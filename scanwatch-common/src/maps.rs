@@ -136,6 +136,11 @@ pub mod trigger {
     /// SYNs within one rate bucket (2^30 ns, about 1.07 s) reached the `syn_flood_source` threshold.
     pub const SYN_RATE: u32 = 1 << 5;
     pub const ALL: u32 = PORTS | UDP_PORTS | HOSTS | ICMP_HOSTS | STEALTH | SYN_RATE;
+    /// The source's reply-aware sequential test (TRW, [`crate::reply`])
+    /// crossed its upper boundary. Only in [`super::ScanEvent::triggers`]
+    /// (sent by the TC egress program or the agent's no-answer sweep), never in
+    /// [`super::WindowState::reported`].
+    pub const REPLY_SCAN: u32 = 1 << 6;
 }
 
 /// Per-source state of the current detection window; zeroed when a new

@@ -7,6 +7,7 @@
 #![allow(internal_features)]
 
 mod parse;
+mod reply;
 mod window;
 
 use aya_ebpf::{
@@ -229,6 +230,8 @@ fn try_scanwatch(
                 return Ok(xdp_action::XDP_DROP);
             }
             bump_counter(counters, Counter::probe(probe.kind));
+            // First contacts (SYN, UDP) for the reply-aware detector.
+            reply::record_contact(ctx, &found, &probe.source)?;
             track_source(&probe, ifindex, counters, state.tag_feeds != 0);
         }
     }

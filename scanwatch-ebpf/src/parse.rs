@@ -88,6 +88,19 @@ impl Ip {
         }
     }
 
+    /// The destination (local) address, IPv4-mapped for IPv4 (first
+    /// contacts of the reply-aware detector).
+    #[inline(always)]
+    pub fn dst(self, ctx: &XdpContext) -> Result<[u8; 16], ParseError> {
+        if self.v6 {
+            // SAFETY: ptr_at checked the 16 bytes lie inside the packet.
+            Ok(unsafe { *ptr_at::<[u8; 16]>(ctx, self.l3 + 24)? })
+        } else {
+            // SAFETY: as above, 4 bytes.
+            Ok(SourceKey::v4(unsafe { *ptr_at::<[u8; 4]>(ctx, self.l3 + 16)? }).addr)
+        }
+    }
+
     /// `sketch::addr_hash` of the destination address.
     #[inline(always)]
     pub fn dst_hash(self, ctx: &XdpContext) -> Result<u32, ParseError> {

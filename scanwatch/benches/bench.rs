@@ -317,7 +317,178 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         None,
     ));
     let _ = std::fs::remove_dir_all(&feed_dir);
+    out.extend(reply_per_packet(repeat, rounds, fresh));
     out
+}
+
+/// One egress case: the TC program against the no-op TC program.
+fn egress_case(h: &mut XdpHarness, name: &str, frame: &[u8], repeat: u32, rounds: usize) -> Value {
+    let mut sw = Vec::new();
+    let mut noop = Vec::new();
+    for _ in 0..rounds {
+        let (a, ns) = h.run_egress_repeat(frame, repeat).expect("tc run");
+        assert_eq!(a, -1, "{name}: the egress program never decides");
+        sw.push(ns as f64);
+        noop.push(h.run_egress_noop_repeat(frame, repeat).expect("noop").1 as f64);
+    }
+    let (s, n) = (median(sw), median(noop));
+    println!(
+        "{name:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}",
+        s / n.max(0.1)
+    );
+    json!({ "case": name, "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": repeat, "rounds": rounds, "program": "tc egress" })
+}
+
+/// The reply-aware detector: XDP with first-contact bookkeeping on, and
+/// the TC egress program (ratio to the no-op TC program).
+fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
+    let mut h = XdpHarness::load_reply(
+        262_144,
+        scanwatch::config::Detection::default().reply_config(),
+    )
+    .expect("load with the reply-aware detector");
+    let ack = Packet::new(
+        "198.18.0.2",
+        "198.18.53.1",
+        Transport::Tcp {
+            sport: 443,
+            dport: 40000,
+            flags: tcp::ACK | tcp::PSH,
+            options: Vec::new(),
+            payload: vec![0x17; 512],
+        },
+    )
+    .build();
+    let syn = Packet::new("198.18.53.2", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
+    let answer = |flags: u8, remote: &str| {
+        Packet::new(
+            "198.18.0.2",
+            remote,
+            Transport::Tcp {
+                sport: 22,
+                dport: 40000,
+                flags,
+                options: Vec::new(),
+                payload: Vec::new(),
+            },
+        )
+        .build()
+    };
+    // The SYN's contact exists after the first run: every later run is a repeat.
+    h.run(&syn).expect("xdp run");
+    let syn_ack = answer(tcp::SYN | tcp::ACK, "198.18.53.2");
+    h.run_egress(&syn_ack).expect("tc run");
+    let mut out = vec![
+        per_packet(
+            &mut h,
+            "XDP, reply-aware on: benign ACK (ingress)",
+            &ack,
+            repeat,
+            rounds,
+            2,
+        ),
+        per_packet(
+            &mut h,
+            "XDP, reply-aware on: SYN, known first contact",
+            &syn,
+            repeat,
+            rounds,
+            2,
+        ),
+        egress_case(
+            &mut h,
+            "egress: established ACK, 512 B payload (benign)",
+            &ack,
+            repeat,
+            rounds,
+        ),
+        egress_case(
+            &mut h,
+            "egress: SYN-ACK answering no pending contact",
+            &syn_ack,
+            repeat,
+            rounds,
+        ),
+    ];
+    // An RST resolving a pending first contact changes state: one fresh
+    // contact per run (repeat 1), against the no-op run the same way.
+    let (mut sw, mut noop) = (Vec::new(), Vec::new());
+    let mut next = 0u32;
+    for _ in 0..rounds.min(5) {
+        let (mut s_sum, mut n_sum) = (0u64, 0u64);
+        for _ in 0..fresh {
+            next += 1;
+            let port = 1000 + (next % 60_000) as u16;
+            let remote = Ipv4Addr::from(0x0b00_0000 + next / 60_000).to_string();
+            let probe = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
+            h.run(&probe).expect("xdp run");
+            let rst = Packet::new(
+                "198.18.0.2",
+                &remote,
+                Transport::Tcp {
+                    sport: port,
+                    dport: 40000,
+                    flags: tcp::RST | tcp::ACK,
+                    options: Vec::new(),
+                    payload: Vec::new(),
+                },
+            )
+            .build();
+            s_sum += h.run_egress_repeat(&rst, 1).expect("tc run").1;
+            n_sum += h.run_egress_noop_repeat(&rst, 1).expect("noop").1;
+        }
+        sw.push(s_sum as f64 / f64::from(fresh));
+        noop.push(n_sum as f64 / f64::from(fresh));
+    }
+    let (s, n) = (median(sw), median(noop));
+    println!(
+        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}",
+        "egress: RST resolving a first contact (repeat 1)",
+        s / n.max(0.1)
+    );
+    out.push(json!({ "case": "egress: RST resolving a pending first contact (test step)", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "contacts_per_round": fresh, "rounds": rounds.min(5), "program": "tc egress" }));
+    out
+}
+
+/// The agent's no-answer sweep over a full contact map (65,536 pending
+/// TCP contacts from 256 sources): the sweep that marks them all, then one
+/// that finds nothing to do (the steady cost of the per-second walk).
+fn reply_sweep() -> Value {
+    let mut h = XdpHarness::load_reply(
+        262_144,
+        scanwatch::config::Detection::default().reply_config(),
+    )
+    .expect("load with the reply-aware detector");
+    let capacity = scanwatch_common::reply::DEFAULT_CONTACTS_CAPACITY;
+    for i in 0..capacity {
+        let src = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + (i >> 8)));
+        let port = 1 + (i & 0xff) as u16;
+        let f = Packet::from_ips(
+            src,
+            "198.18.0.2".parse().expect("ip"),
+            Transport::tcp(port, tcp::SYN),
+        )
+        .build();
+        h.run(&f).expect("xdp run");
+    }
+    let reply = h.reply().expect("reply maps");
+    let now = scanwatch::clock::boottime_ns();
+    let t = Instant::now();
+    let first = reply.sweep(0, now).expect("sweep");
+    let marking = t.elapsed();
+    let t = Instant::now();
+    let second = reply.sweep(0, now + 1).expect("sweep");
+    let idle = t.elapsed();
+    println!(
+        "reply sweep of {} contacts: {:.1} ms marking {} no-answers ({} crossings), {:.1} ms with nothing to mark",
+        first.scanned,
+        marking.as_secs_f64() * 1e3,
+        first.no_answers,
+        first.crossings.len(),
+        idle.as_secs_f64() * 1e3
+    );
+    json!({ "contacts": first.scanned, "marking_ms": marking.as_secs_f64() * 1e3, "no_answers": first.no_answers,
+            "crossings": first.crossings.len(), "idle_walk_ms": idle.as_secs_f64() * 1e3, "idle_scanned": second.scanned })
 }
 
 /// Kernel memory of every map at default sizes, from fdinfo `memlock`.
@@ -957,10 +1128,11 @@ fn main() {
         return;
     }
     let memory = memory();
+    let reply_sweep = reply_sweep();
     let agent = agent_scale(&o);
     let throughput = throughput(&o);
     let drops = drop_rate(&o);
-    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops });
+    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep });
     // The benchmark itself must keep working: every figure is a number.
     for c in r["per_packet"].as_array().into_iter().flatten() {
         assert!(

@@ -70,6 +70,8 @@ pub enum AgentError {
     Mitigation(#[from] crate::mitigation::BlockError),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Reply(#[from] crate::reply::ReplyError),
 }
 
 impl AgentError {
@@ -99,11 +101,16 @@ struct Running {
     maps: ScanwatchMaps,
     pins: PinDir,
     attachments: Vec<Attachment>,
+    /// The reply-aware detector's egress attachments (empty when disabled).
+    egress: Vec<crate::reply::EgressAttachment>,
     config: Config,
 }
 
 impl Running {
     fn shutdown(mut self) {
+        for attachment in std::mem::take(&mut self.egress) {
+            crate::reply::detach_egress(&mut self.ebpf, attachment);
+        }
         for attachment in std::mem::take(&mut self.attachments) {
             loader::release(&mut self.ebpf, attachment);
         }
@@ -121,6 +128,8 @@ struct Started {
     alertmanager: Option<Alertmanager>,
     mitigation: Mitigation,
     control: tokio::net::UnixListener,
+    /// The reply-aware detector's maps (when enabled).
+    reply: Option<crate::reply::ReplyMaps>,
 }
 
 /// Checks configuration, privileges and arguments, then sets everything up.
@@ -176,6 +185,7 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
             blocklist_capacity: config.mitigation.capacity,
             feed_capacity: config.mitigation.feed_capacity,
             blocks_pin: Some(&blocks_pin),
+            reply: config.detection.reply_config(),
             ..loader::LoadOptions::default()
         },
     )?;
@@ -199,6 +209,25 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
         );
         attachments.push(attachment);
     }
+    let mut egress = Vec::new();
+    if config.detection.reply_scan.enabled {
+        for iface in &interfaces {
+            // On error, dropping `ebpf` detaches what was attached so far.
+            egress.push(crate::reply::attach_egress(&mut ebpf, iface)?);
+            log::info!(
+                "reply-aware detector: egress program attached to {}",
+                iface.name
+            );
+        }
+    }
+    let reply = if config.detection.reply_scan.enabled {
+        Some(crate::reply::ReplyMaps::take(
+            &mut ebpf,
+            config.detection.reply_config(),
+        )?)
+    } else {
+        None
+    };
     let names: Vec<(u32, &str)> = interfaces
         .iter()
         .map(|i| (i.ifindex, i.name.as_str()))
@@ -250,6 +279,7 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
         maps,
         pins,
         attachments,
+        egress,
         config,
     };
     Ok(Started {
@@ -260,6 +290,7 @@ fn start(args: &RunArgs) -> Result<Started, AgentError> {
         alertmanager,
         mitigation,
         control,
+        reply,
     })
 }
 
@@ -436,6 +467,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         alertmanager,
         mitigation,
         control,
+        reply,
     } = start(&args)?;
     let settings = running.config.agent.clone();
     let names: BTreeMap<u32, String> = running
@@ -491,6 +523,38 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         Duration::from_secs(settings.count_interval_seconds),
         Arc::clone(&stop_counter),
     );
+    // Crossings of the reply-aware test found by the no-answer sweep.
+    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<scanwatch_common::ScanEvent>(1024);
+    let sweeper = match reply {
+        Some(maps) => {
+            engine.reply = Some(maps.try_clone()?);
+            let timeout = Duration::from_secs(d.reply_scan.no_answer_timeout_seconds);
+            log::info!(
+                "reply-aware detector: TRW theta0 {} theta1 {} alpha {} beta {} ({} failed first contacts in a row flag a source), no-answer timeout {} s",
+                d.reply_scan.theta0,
+                d.reply_scan.theta1,
+                d.reply_scan.alpha,
+                d.reply_scan.beta,
+                maps.config().failures_to_flag(),
+                timeout.as_secs()
+            );
+            // A walk of a full contact map takes about 0.1 s (bench):
+            // every half timeout keeps it near 2% of a core by default.
+            let interval = Duration::from_secs((timeout.as_secs() / 2).max(1));
+            Some(crate::reply::spawn_sweeper(
+                maps,
+                timeout,
+                interval,
+                reply_tx,
+                Arc::clone(&snapshot),
+                Arc::clone(&stop_counter),
+            ))
+        }
+        None => {
+            drop(reply_tx);
+            None
+        }
+    };
     let instance = alertmanager::hostname();
     let mut pushed: HashMap<String, Flagged> = HashMap::new();
     let mut since: HashMap<String, SystemTime> = HashMap::new();
@@ -563,6 +627,11 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
                         }
                     }
                 }
+                busy = t.elapsed();
+            }
+            Some(event) = reply_rx.recv() => {
+                let t = Instant::now();
+                engine.on_event(&event, &running.maps, Instant::now());
                 busy = t.elapsed();
             }
             Some((req, reply)) = ctl_rx.recv() => {
@@ -642,6 +711,11 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let _ = std::fs::remove_file(&settings.control_socket);
     stop_counter.store(true, Ordering::Relaxed);
     let _ = counter.join();
+    // The sweeper may wait on a full channel: close it first.
+    reply_rx.close();
+    if let Some(sweeper) = sweeper {
+        let _ = sweeper.join();
+    }
     let s = engine.stats;
     log::info!(
         "{} crossings, {} alerts ({} write errors), {} ignored",

@@ -39,7 +39,13 @@ pub struct Alert {
     pub interface: Option<String>,
     pub scan_types: Vec<ScanType>,
     pub attack_technique: &'static str,
+    /// Which detector fired: `threshold` (distinct ports/hosts, stealth,
+    /// rate), `reply` (the reply-aware sequential test) or `threshold+reply`.
     pub detector: &'static str,
+    /// The reply-aware test's evidence (outcomes of the source's first
+    /// contacts and the log-likelihood ratio), once any was answered or timed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<crate::reply::ReplyAlert>,
     pub reason: AlertReason,
     pub window_seconds: u64,
     pub window_start: String,
@@ -87,6 +93,17 @@ pub struct AlertInput<'a> {
     pub clock: &'a BootClock,
 }
 
+/// Which detector found `types`.
+fn detector_of(types: &[ScanType]) -> &'static str {
+    let reply = types.contains(&ScanType::ReplyScan);
+    let threshold = types.iter().any(|t| *t != ScanType::ReplyScan);
+    match (threshold, reply) {
+        (true, true) => "threshold+reply",
+        (false, true) => "reply",
+        _ => "threshold",
+    }
+}
+
 impl Alert {
     pub fn new(i: AlertInput<'_>) -> Self {
         let ev = i.evidence;
@@ -95,8 +112,9 @@ impl Alert {
             source: i.key.ip().to_string(),
             interface: i.interface,
             attack_technique: attack_technique(&i.types),
+            detector: detector_of(&i.types),
+            reply: ev.reply.any().then(|| (&ev.reply).into()),
             scan_types: i.types,
-            detector: "threshold",
             reason: i.reason,
             window_seconds: i.window_seconds,
             window_start: i.clock.rfc3339(ev.window_start_ns),
@@ -212,6 +230,7 @@ mod tests {
             sample_ports: vec![22, 80, 443],
             triggers: 1,
             window_start_ns: 1_000_000_000,
+            reply: crate::reply::ReplyEvidence::default(),
         };
         let clock = BootClock::at(
             SystemTime::UNIX_EPOCH + Duration::from_secs(100),
@@ -263,6 +282,42 @@ mod tests {
         assert_eq!(v["action"], "none");
         assert_eq!(v["first_seen"], "1970-01-01T00:01:31.000Z");
         assert_eq!(v["crossed_at"], "1970-01-01T00:01:39.000Z");
+        assert_eq!(v["detector"], "threshold");
+        assert!(v.get("reply").is_none(), "no reply evidence: {v}");
+    }
+
+    #[test]
+    fn reply_alerts_carry_the_test_evidence() {
+        let mut a = sample();
+        a.detector = detector_of(&[ScanType::ReplyScan]);
+        let cfg = crate::config::Detection::default().reply_config();
+        a.reply = Some(
+            (&crate::reply::ReplyEvidence::from_stats(
+                &scanwatch_common::reply::ReplyStats {
+                    llr: 4 * cfg.failure_step,
+                    failures: 4,
+                    successes: 0,
+                    no_answers: 1,
+                    crossing_failures: 4,
+                    ..Default::default()
+                },
+                &cfg,
+            ))
+                .into(),
+        );
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["detector"], "reply");
+        assert_eq!(v["reply"]["failures"], 4);
+        assert_eq!(v["reply"]["no_answers"], 1);
+        assert_eq!(v["reply"]["successes"], 0);
+        assert_eq!(v["reply"]["log_likelihood"], 5.545);
+        assert_eq!(v["reply"]["threshold"], 4.595);
+        assert_eq!(v["reply"]["failures_at_verdict"], 4);
+        assert_eq!(v["reply"]["successes_at_verdict"], 0);
+        assert_eq!(
+            detector_of(&[ScanType::PortScan, ScanType::ReplyScan]),
+            "threshold+reply"
+        );
     }
 
     #[test]

@@ -185,6 +185,7 @@ pub struct Detection {
     pub ping_sweep: DistinctHosts,
     pub stealth_scan: StealthScan,
     pub syn_flood_source: SynFlood,
+    pub reply_scan: ReplyScan,
 }
 
 impl Default for Detection {
@@ -218,6 +219,7 @@ impl Default for Detection {
                 enabled: true,
                 syns_per_second: 50_000,
             },
+            reply_scan: ReplyScan::default(),
         }
     }
 }
@@ -252,6 +254,45 @@ pub struct SynFlood {
     #[serde(default = "yes")]
     pub enabled: bool,
     pub syns_per_second: u32,
+}
+
+/// `[detection.reply_scan]`: the reply-aware detector, a Threshold Random
+/// Walk (Jung et al. 2004) over the outcomes of each source's first
+/// contacts with local (address, port): success (SYN-ACK, UDP reply),
+/// failure (RST, ICMP unreachable) or no answer within the timeout.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplyScan {
+    pub enabled: bool,
+    /// Probability that a benign source's first contact succeeds.
+    pub theta0: f64,
+    /// Probability that a scanner's first contact succeeds (below `theta0`).
+    pub theta1: f64,
+    /// Bound on the false-positive probability.
+    pub alpha: f64,
+    /// Detection probability (above `alpha`).
+    pub beta: f64,
+    /// A first contact unanswered this long counts as a failure.
+    pub no_answer_timeout_seconds: u64,
+    /// Every open (address, port) a source reaches moves its walk toward
+    /// benign. Off (the default): only its first open port on each local
+    /// address does, so a port scan that happens to hit a host's few open
+    /// ports first is not excused by them.
+    pub successes_per_port: bool,
+}
+
+impl Default for ReplyScan {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            theta0: 0.8,
+            theta1: 0.2,
+            alpha: 0.01,
+            beta: 0.99,
+            no_answer_timeout_seconds: 10,
+            successes_per_port: false,
+        }
+    }
 }
 
 const fn yes() -> bool {
@@ -416,6 +457,42 @@ impl Config {
             1,
             1_000_000,
         )?;
+        range(
+            "detection.reply_scan",
+            "no_answer_timeout_seconds",
+            d.reply_scan.no_answer_timeout_seconds,
+            1,
+            3600,
+        )?;
+        let r = &d.reply_scan;
+        if let Err(e) = scanwatch_common::reply::ReplyConfig::from_params(
+            r.theta0, r.theta1, r.alpha, r.beta, 1,
+        ) {
+            use scanwatch_common::reply::TrwParamError;
+            let (key, message) = match e {
+                TrwParamError::OutOfRange => {
+                    let key = [
+                        ("theta0", r.theta0),
+                        ("theta1", r.theta1),
+                        ("alpha", r.alpha),
+                        ("beta", r.beta),
+                    ]
+                    .into_iter()
+                    .find(|(_, v)| !(v.is_finite() && *v > 0.0 && *v < 1.0))
+                    .map_or("theta0", |(k, _)| k);
+                    (key, "must lie strictly between 0 and 1".to_string())
+                }
+                TrwParamError::Theta1NotBelowTheta0 => (
+                    "theta1",
+                    format!("{} must be below theta0 ({})", r.theta1, r.theta0),
+                ),
+                TrwParamError::AlphaNotBelowBeta => (
+                    "alpha",
+                    format!("{} must be below beta ({})", r.alpha, r.beta),
+                ),
+            };
+            return Err(invalid("detection.reply_scan", key, message));
+        }
         let m = &self.mitigation;
         range(
             "mitigation",
@@ -535,6 +612,27 @@ impl Detection {
 
     pub fn suppression(&self) -> Duration {
         Duration::from_secs(self.suppression_seconds)
+    }
+
+    /// The reply-aware test as the kernel runs it (disabled: no contacts recorded).
+    pub fn reply_config(&self) -> scanwatch_common::reply::ReplyConfig {
+        use scanwatch_common::reply::ReplyConfig;
+        let r = &self.reply_scan;
+        if !r.enabled {
+            return ReplyConfig::DISABLED;
+        }
+        ReplyConfig::from_params(
+            r.theta0,
+            r.theta1,
+            r.alpha,
+            r.beta,
+            self.window_seconds.saturating_mul(1_000_000_000),
+        )
+        .map(|c| ReplyConfig {
+            per_port_successes: u32::from(r.successes_per_port),
+            ..c
+        })
+        .unwrap_or(ReplyConfig::DISABLED)
     }
 
     /// Whether `ip` is in an `ignore` network.
@@ -875,5 +973,46 @@ control_socket = "/run/edge.sock"
             assert!(msg.contains("/etc/scanwatch/scanwatch.toml"), "{msg}");
             assert!(msg.contains(needle), "{text:?}: {needle:?} in {msg}");
         }
+    }
+
+    #[test]
+    fn reply_scan_section() {
+        let d = Config::default().detection;
+        assert!(d.reply_scan.enabled);
+        let k = d.reply_config();
+        assert_eq!(k.enabled, 1);
+        assert_eq!(k.failures_to_flag(), 4);
+        assert_eq!(k.report_interval_ns, 300_000_000_000);
+        let c = Config::parse(
+            "[detection.reply_scan]\ntheta0 = 0.9\ntheta1 = 0.1\nalpha = 0.001\nbeta = 0.999\nno_answer_timeout_seconds = 3\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.detection.reply_scan.no_answer_timeout_seconds, 3);
+        assert_eq!(c.detection.reply_config().failures_to_flag(), 4);
+        assert_eq!(c.detection.reply_config().per_port_successes, 0);
+        let per_port = Config::parse(
+            "[detection.reply_scan]\nsuccesses_per_port = true\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(per_port.detection.reply_config().per_port_successes, 1);
+        let off = Config::parse("[detection.reply_scan]\nenabled = false\n", "x.toml").unwrap();
+        assert_eq!(off.detection.reply_config().enabled, 0);
+        let err = Config::parse(
+            "[detection.reply_scan]\ntheta0 = 0.2\ntheta1 = 0.8\n",
+            "x.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("detection.reply_scan.theta1"),
+            "{err}"
+        );
+        let err = Config::parse("[detection.reply_scan]\nbeta = 1.5\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("detection.reply_scan.beta"), "{err}");
+        assert!(Config::parse("[detection.reply_scan]\nbogus = 1\n", "x.toml").is_err());
     }
 }

@@ -30,16 +30,19 @@ pub enum ScanType {
     StealthScan,
     UdpScan,
     SynFloodSource,
+    /// The reply-aware sequential test (TRW) judged the source a scanner.
+    ReplyScan,
 }
 
 impl ScanType {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::PortScan,
         Self::HostSweep,
         Self::PingSweep,
         Self::StealthScan,
         Self::UdpScan,
         Self::SynFloodSource,
+        Self::ReplyScan,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl ScanType {
             Self::StealthScan => "stealth_scan",
             Self::UdpScan => "udp_scan",
             Self::SynFloodSource => "syn_flood_source",
+            Self::ReplyScan => "reply_scan",
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct Evidence {
     /// Trigger bits the kernel reported in this window.
     pub triggers: u32,
     pub window_start_ns: u64,
+    /// The reply-aware test's state (zero until the engine reads it).
+    pub reply: crate::reply::ReplyEvidence,
 }
 
 impl Evidence {
@@ -149,6 +155,7 @@ impl Evidence {
             sample_ports,
             triggers: n(w.reported),
             window_start_ns: s.window_start_ns,
+            reply: crate::reply::ReplyEvidence::default(),
         }
     }
 
@@ -190,6 +197,9 @@ pub fn classify(ev: &Evidence, cfg: &Detection) -> Vec<ScanType> {
     if cfg.syn_flood_source.enabled && t & trigger::SYN_RATE != 0 && !scanning {
         types.push(ScanType::SynFloodSource);
     }
+    if cfg.reply_scan.enabled && ev.reply.flagged {
+        types.push(ScanType::ReplyScan);
+    }
     types
 }
 
@@ -202,8 +212,10 @@ pub enum Confidence {
     High,
 }
 
-/// `high`: several scan types at once, stealth probes (no real stack sends
-/// them), or at least 4x a threshold; `medium`: at least 2x a threshold;
+/// `high`: several scan types at once (a threshold detection confirmed by
+/// the reply-aware test included), stealth probes (no real stack sends
+/// them), or at least 4x a threshold; `medium`: at least 2x a threshold, or
+/// the reply-aware test alone;
 /// `low`: just over a threshold. A source listed by a `tag` feed
 /// (`known_bad`) is raised one level.
 pub fn confidence_with(
@@ -235,6 +247,9 @@ pub fn confidence(types: &[ScanType], ev: &Evidence, cfg: &Detection) -> Confide
             ScanType::PingSweep => ratio(ev.distinct_icmp_hosts, cfg.ping_sweep.distinct_hosts),
             ScanType::StealthScan => 4.0,
             ScanType::SynFloodSource => 1.0,
+            // The test bounds false positives by alpha: medium on its own,
+            // high together with a threshold detection.
+            ScanType::ReplyScan => 2.0,
         })
         .fold(0.0, f64::max);
     let kinds = types
@@ -387,7 +402,45 @@ mod tests {
             sample_ports: vec![22, 80],
             triggers,
             window_start_ns,
+            reply: crate::reply::ReplyEvidence::default(),
         }
+    }
+
+    #[test]
+    fn reply_scan_comes_from_the_sequential_test() {
+        let cfg = Detection::default();
+        let mut ev = evidence(0, 6, 1);
+        assert!(classify(&ev, &cfg).is_empty());
+        let k = cfg.reply_config();
+        ev.reply = crate::reply::ReplyEvidence::from_stats(
+            &scanwatch_common::reply::ReplyStats {
+                llr: 4 * k.failure_step,
+                failures: 4,
+                ..Default::default()
+            },
+            &k,
+        );
+        assert!(ev.reply.flagged);
+        assert_eq!(classify(&ev, &cfg), vec![ScanType::ReplyScan]);
+        assert_eq!(
+            confidence(&[ScanType::ReplyScan], &ev, &cfg),
+            Confidence::Medium
+        );
+        // Confirming a threshold detection raises it to high.
+        let ev2 = Evidence {
+            triggers: trigger::PORTS,
+            ..ev.clone()
+        };
+        let types = classify(&ev2, &cfg);
+        assert_eq!(types, vec![ScanType::PortScan, ScanType::ReplyScan]);
+        assert_eq!(confidence(&types, &ev2, &cfg), Confidence::High);
+        // Three failures stay below the boundary; disabled never fires.
+        ev.reply.flagged = false;
+        assert!(classify(&ev, &cfg).is_empty());
+        let mut off = cfg.clone();
+        off.reply_scan.enabled = false;
+        ev.reply.flagged = true;
+        assert!(classify(&ev, &off).is_empty());
     }
 
     fn key(last: u8) -> SourceKey {

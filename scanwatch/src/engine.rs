@@ -55,6 +55,8 @@ pub struct Engine {
     written: Vec<Alert>,
     /// Blocks and feeds (absent in tests without kernel maps).
     pub mitigation: Option<Mitigation>,
+    /// The reply-aware detector's maps (absent when it is disabled).
+    pub reply: Option<crate::reply::ReplyMaps>,
 }
 
 impl Engine {
@@ -69,6 +71,7 @@ impl Engine {
             detections: BTreeMap::new(),
             written: Vec::new(),
             mitigation: None,
+            reply: None,
         }
     }
 
@@ -83,12 +86,18 @@ impl Engine {
 
     /// Handles one ring-buffer record.
     pub fn on_record(&mut self, bytes: &[u8], maps: &ScanwatchMaps, now: Instant) {
-        self.stats.events += 1;
         let Some(event) = Self::decode(bytes) else {
+            self.stats.events += 1;
             self.stats.malformed_events += 1;
             log::warn!("malformed event of {} bytes", bytes.len());
             return;
         };
+        self.on_event(&event, maps, now);
+    }
+
+    /// Handles one crossing (from the ring buffer, or the reply sweep's no-answers).
+    pub fn on_event(&mut self, event: &ScanEvent, maps: &ScanwatchMaps, now: Instant) {
+        self.stats.events += 1;
         if self.cfg.ignored(event.source.ip()) {
             self.stats.ignored += 1;
             log::debug!(
@@ -138,7 +147,10 @@ impl Engine {
                 return;
             }
         };
-        let evidence = Evidence::from_stats(&stats);
+        let mut evidence = Evidence::from_stats(&stats);
+        if let Some(reply) = &self.reply {
+            evidence.reply = reply.evidence(key);
+        }
         let types = classify(&evidence, &self.cfg);
         if let Some(a) = self.active.get_mut(key) {
             a.types.clone_from(&types);

@@ -21,6 +21,7 @@ pub mod maps;
 pub mod metrics;
 pub mod mitigation;
 pub mod privileges;
+pub mod reply;
 pub mod summary;
 pub mod systemd;
 pub mod testrun;

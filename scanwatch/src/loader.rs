@@ -125,6 +125,8 @@ pub struct LoadOptions<'a> {
     pub blocks_pin: Option<&'a std::path::Path>,
     /// Entries of the benchmarks' floor-program map (1 unless benchmarking).
     pub floor_sources: u32,
+    /// The reply-aware detector's test (disabled: no contacts recorded).
+    pub reply: scanwatch_common::reply::ReplyConfig,
 }
 
 impl Default for LoadOptions<'_> {
@@ -134,6 +136,7 @@ impl Default for LoadOptions<'_> {
             feed_capacity: scanwatch_common::maps::DEFAULT_FEED_CAPACITY,
             blocks_pin: None,
             floor_sources: 1,
+            reply: scanwatch_common::reply::ReplyConfig::DISABLED,
         }
     }
 }
@@ -169,9 +172,17 @@ pub fn load_with(
     }
     let mut ebpf = loader
         .override_global(DETECT_CONFIG_GLOBAL, detect, true)
+        .override_global(
+            scanwatch_common::reply::REPLY_CONFIG_GLOBAL,
+            &opts.reply,
+            true,
+        )
         .load(OBJECT)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
     xdp_program(&mut ebpf)?
+        .load()
+        .map_err(|e| LoadError::Load(error_chain(&e)))?;
+    crate::reply::egress_program(&mut ebpf)?
         .load()
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
     Ok(ebpf)

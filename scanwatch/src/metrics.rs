@@ -54,6 +54,9 @@ pub struct AgentSnapshot {
     pub alertmanager_errors: u64,
     pub mitigation: crate::mitigation::MitigationStats,
     pub feeds: BTreeMap<String, crate::mitigation::FeedStats>,
+    /// The reply-aware detector's kernel counters (summed over CPUs) and the
+    /// no-answers the agent marked; `None` while it is disabled.
+    pub reply: Option<(scanwatch_common::reply::ReplyCounters, u64)>,
 }
 
 /// The scrape-time collector.
@@ -464,8 +467,84 @@ impl Scrape<'_> {
             &[],
             snapshot.alertmanager_errors,
         )?;
+        if let Some((reply, no_answers)) = &snapshot.reply {
+            encode_reply(e, reply, *no_answers)?;
+        }
         Ok(())
     }
+}
+
+/// The reply-aware detector's metrics.
+fn encode_reply(
+    e: &mut DescriptorEncoder<'_>,
+    reply: &scanwatch_common::reply::ReplyCounters,
+    no_answers: u64,
+) -> fmt::Result {
+    use scanwatch_common::reply::ReplyCounter as R;
+    counter(
+        e,
+        "reply_first_contacts",
+        "First contacts (SYN or UDP probe to a new local address and port) recorded for the reply-aware test.",
+        &[],
+        reply.get(R::Contacts),
+    )?;
+    counter(
+        e,
+        "reply_contact_errors",
+        "First contacts the kernel could not record (should stay zero).",
+        &[],
+        reply.get(R::ContactErrors),
+    )?;
+    family(
+        e,
+        "reply_outcomes",
+        "Outcomes of first contacts: success (SYN-ACK, UDP reply), failure (RST, ICMP unreachable), no_answer (timeout).",
+        &ConstCounter::new(0u64),
+        vec![
+            (
+                vec![("outcome", "success".to_string())],
+                ConstCounter::new(reply.get(R::Successes)),
+            ),
+            (
+                vec![("outcome", "failure".to_string())],
+                ConstCounter::new(reply.get(R::Failures)),
+            ),
+            (
+                vec![("outcome", "no_answer".to_string())],
+                ConstCounter::new(no_answers),
+            ),
+        ],
+    )?;
+    counter(
+        e,
+        "reply_unmatched_answers",
+        "Answers seen on egress that resolve no pending first contact (repeat connections, already resolved).",
+        &[],
+        reply.get(R::Unmatched),
+    )?;
+    counter(
+        e,
+        "reply_egress_packets",
+        "Packets seen by the TC egress program.",
+        &[],
+        reply.get(R::EgressPackets),
+    )?;
+    family(
+        e,
+        "reply_crossings",
+        "Crossings of the reply-aware test's scanner boundary sent by the kernel to the agent (sent) or lost to a full ring buffer (dropped).",
+        &ConstCounter::new(0u64),
+        vec![
+            (
+                vec![("result", "sent".to_string())],
+                ConstCounter::new(reply.get(R::EventsSent)),
+            ),
+            (
+                vec![("result", "dropped".to_string())],
+                ConstCounter::new(reply.get(R::EventsDropped)),
+            ),
+        ],
+    )
 }
 
 /// The registry and the handles the agent updates.
@@ -621,5 +700,49 @@ mod tests {
         let text = rendered(true);
         assert!(text.ends_with("# EOF\n"));
         assert!(text.contains("# TYPE scanwatch_packets counter"));
+    }
+
+    #[test]
+    fn reply_metrics() {
+        use scanwatch_common::reply::{ReplyCounter, ReplyCounters};
+        let mut c = ReplyCounters::ZERO;
+        c.counters[ReplyCounter::Contacts as usize] = 9;
+        c.counters[ReplyCounter::Failures as usize] = 5;
+        c.counters[ReplyCounter::Successes as usize] = 3;
+        let snapshot = AgentSnapshot {
+            reply: Some((c, 1)),
+            ..AgentSnapshot::default()
+        };
+        let mut text = String::new();
+        struct One(AgentSnapshot);
+        impl fmt::Debug for One {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("One")
+            }
+        }
+        impl Collector for One {
+            fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+                Scrape {
+                    counters: &BTreeMap::new(),
+                    snapshot: &self.0,
+                    interfaces: &[],
+                    capacity: 1024,
+                }
+                .encode(encoder)
+            }
+        }
+        let mut registry = Registry::with_prefix("scanwatch");
+        registry.register_collector(Box::new(One(snapshot)));
+        text.push_str(&render(&registry, false).unwrap());
+        for line in [
+            "# TYPE scanwatch_reply_outcomes_total counter",
+            "scanwatch_reply_outcomes_total{outcome=\"success\"} 3",
+            "scanwatch_reply_outcomes_total{outcome=\"failure\"} 5",
+            "scanwatch_reply_outcomes_total{outcome=\"no_answer\"} 1",
+            "scanwatch_reply_first_contacts_total 9",
+            "scanwatch_reply_crossings_total{result=\"sent\"} 0",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
     }
 }

@@ -23,6 +23,8 @@ pub enum TestRunError {
     Maps(#[from] MapsError),
     #[error("BPF_PROG_TEST_RUN: {0}")]
     Run(String),
+    #[error(transparent)]
+    Reply(#[from] crate::reply::ReplyError),
 }
 
 /// A loaded, unattached scanwatch program with its own (unpinned) maps.
@@ -30,6 +32,8 @@ pub struct XdpHarness {
     ebpf: Ebpf,
     maps: ScanwatchMaps,
     events: RingBuf<MapData>,
+    /// The reply-aware detector's maps ([`XdpHarness::load_reply`] only).
+    reply: Option<crate::reply::ReplyMaps>,
 }
 
 impl XdpHarness {
@@ -58,7 +62,72 @@ impl XdpHarness {
     fn from_loaded(mut ebpf: Ebpf) -> Result<Self, TestRunError> {
         let maps = ScanwatchMaps::take(&mut ebpf)?;
         let events = take_events(&mut ebpf)?;
-        Ok(Self { ebpf, maps, events })
+        Ok(Self {
+            ebpf,
+            maps,
+            events,
+            reply: None,
+        })
+    }
+
+    /// Loads the program with the default detection settings and the
+    /// reply-aware test `reply` (its maps are taken: see [`XdpHarness::reply`]).
+    pub fn load_reply(
+        map_size: u32,
+        reply: scanwatch_common::reply::ReplyConfig,
+    ) -> Result<Self, TestRunError> {
+        let mut harness = Self::from_loaded(loader::load_with(
+            map_size,
+            &crate::config::Detection::default().kernel_config(),
+            &loader::LoadOptions {
+                reply,
+                ..loader::LoadOptions::default()
+            },
+        )?)?;
+        harness.reply = Some(crate::reply::ReplyMaps::take(&mut harness.ebpf, reply)?);
+        Ok(harness)
+    }
+
+    /// The reply maps of a harness from [`XdpHarness::load_reply`].
+    pub fn reply(&mut self) -> Option<&mut crate::reply::ReplyMaps> {
+        self.reply.as_mut()
+    }
+
+    /// Runs the TC egress program once on `frame` (an outgoing frame);
+    /// returns its TC action.
+    pub fn run_egress(&mut self, frame: &[u8]) -> Result<i32, TestRunError> {
+        self.run_egress_repeat(frame, 1).map(|(action, _)| action)
+    }
+
+    /// Runs the TC egress program `repeat` times on `frame`; returns its
+    /// action and ns per run.
+    pub fn run_egress_repeat(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(i32, u64), TestRunError> {
+        run_classifier(crate::reply::egress_program(&mut self.ebpf)?, frame, repeat)
+    }
+
+    /// Runs the do-nothing TC program `repeat` times on `frame` (loaded on
+    /// first use); returns its action and ns per run.
+    pub fn run_egress_noop_repeat(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(i32, u64), TestRunError> {
+        let program: &mut aya::programs::SchedClassifier = self
+            .ebpf
+            .program_mut(scanwatch_common::reply::EGRESS_NOOP_PROGRAM)
+            .ok_or_else(|| TestRunError::Run("no egress noop program in the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| TestRunError::Run(error_chain(&e)))?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .map_err(|e| TestRunError::Run(error_chain(&e)))?;
+        }
+        run_classifier(program, frame, repeat)
     }
 
     /// Loads the program with the given detection settings.
@@ -184,4 +253,24 @@ fn run_program(
         .test_run(opts)
         .map_err(|e| TestRunError::Run(error_chain(&e)))?;
     Ok((result.return_value, result.duration.as_nanos() as u64))
+}
+
+/// One BPF_PROG_TEST_RUN of a TC program: its action and ns per run.
+fn run_classifier(
+    program: &mut aya::programs::SchedClassifier,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(i32, u64), TestRunError> {
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::default()
+    };
+    let result = program
+        .test_run(opts)
+        .map_err(|e| TestRunError::Run(error_chain(&e)))?;
+    Ok((
+        result.return_value as i32,
+        result.duration.as_nanos() as u64,
+    ))
 }

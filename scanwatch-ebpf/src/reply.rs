@@ -1,0 +1,478 @@
+//! Reply-aware detection, kernel side. XDP records first contacts (SYN and
+//! UDP probes) in `CONTACTS`; the TC egress program below watches this
+//! host's answers (SYN-ACK, RST, UDP replies, ICMP/ICMPv6 unreachable),
+//! resolves the pending first contact they answer, and steps the remote
+//! source's Threshold Random Walk in `REPLY_SOURCES` (see
+//! `scanwatch_common::reply`). A crossing of the upper boundary is sent to
+//! the agent through `EVENTS`, at most once per source and report interval.
+//!
+//! The egress program never changes or drops a packet: it returns
+//! `TC_ACT_UNSPEC`, so the next filter (or the default action) decides.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::generated::bpf_ktime_get_boot_ns,
+    macros::{classifier, map},
+    maps::{LruHashMap, PerCpuArray},
+    programs::{TcContext, XdpContext},
+};
+use scanwatch_common::{
+    ProbeKind, ScanEvent, SourceKey,
+    reply::{
+        ContactKey, ContactValue, DEFAULT_CONTACTS_CAPACITY, DEFAULT_REPLY_SOURCES_CAPACITY,
+        Decision, ReplyConfig, ReplyCounter, ReplyCounters, ReplyStats, host_marker, outcome,
+    },
+    sketch::{PORT_UDP, port_entry},
+    trigger,
+};
+
+use crate::{
+    EVENTS,
+    parse::{Found, ParseError},
+};
+
+/// TRW settings, set by the agent at load time.
+#[unsafe(no_mangle)]
+static REPLY_CONFIG: ReplyConfig = ReplyConfig::DISABLED;
+
+/// First contacts of remote sources with local (address, port).
+#[map]
+static CONTACTS: LruHashMap<ContactKey, ContactValue> =
+    LruHashMap::with_max_entries(DEFAULT_CONTACTS_CAPACITY, 0);
+
+/// Per-source sequential test state.
+#[map]
+static REPLY_SOURCES: LruHashMap<SourceKey, ReplyStats> =
+    LruHashMap::with_max_entries(DEFAULT_REPLY_SOURCES_CAPACITY, 0);
+
+/// Per-CPU counters of the reply path (one entry).
+#[map]
+static REPLY_COUNTERS: PerCpuArray<ReplyCounters> = PerCpuArray::with_max_entries(1, 0);
+
+const EEXIST: i32 = 17;
+/// Lets the next filter (or the qdisc's default) decide.
+const TC_ACT_UNSPEC: i32 = -1;
+
+const ETH_HLEN: usize = 14;
+const MAX_OFFSET: usize = 512;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// Value of a host marker: resolved, so the no-answer sweep skips it.
+static CREDITED: ContactValue = ContactValue {
+    first_ns: 0,
+    outcome: outcome::SUCCESS,
+};
+
+/// Value of an outbound UDP flow's entry.
+static OUTBOUND_FLOW: ContactValue = ContactValue {
+    first_ns: 0,
+    outcome: outcome::OUTBOUND,
+};
+
+static EMPTY_STATS: ReplyStats = ReplyStats {
+    llr: 0,
+    successes: 0,
+    failures: 0,
+    no_answers: 0,
+    reported_ns: 0,
+    benign_resets: 0,
+    crossing_successes: 0,
+    crossing_failures: 0,
+};
+
+#[inline(always)]
+fn bump(c: ReplyCounter) {
+    if let Some(counters) = REPLY_COUNTERS.get_ptr_mut(0) {
+        let slot = c as usize;
+        if slot < scanwatch_common::reply::REPLY_COUNTER_SLOTS {
+            // SAFETY: this CPU's copy of the one entry; slot in bounds.
+            unsafe { (*counters).counters[slot] += 1 };
+        }
+    }
+}
+
+#[inline(always)]
+fn enabled() -> bool {
+    // SAFETY: a volatile read keeps LLVM from folding the load-time value.
+    unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG.enabled) != 0 }
+}
+
+/// Records a SYN or UDP probe with a port as a first contact unless its
+/// (source, local address, port) is already known, when the detector is
+/// enabled. A lookup first: an LRU insert that fails still takes (and may
+/// evict) a node.
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference: copies would take BPF stack"
+)]
+#[inline(always)]
+pub fn record_contact(
+    ctx: &XdpContext,
+    found: &Found,
+    source: &SourceKey,
+) -> Result<(), ParseError> {
+    if found.port == 0 || !matches!(found.kind, ProbeKind::Syn | ProbeKind::Udp) || !enabled() {
+        return Ok(());
+    }
+    let key = ContactKey {
+        remote: source.addr,
+        local: found.ip.dst(ctx)?,
+        port: found.port,
+    };
+    if CONTACTS.get_ptr(&key).is_some() {
+        return Ok(());
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let value = ContactValue {
+        first_ns: now,
+        outcome: outcome::PENDING,
+    };
+    match CONTACTS.insert(&key, &value, u64::from(BPF_NOEXIST)) {
+        Ok(()) => bump(ReplyCounter::Contacts),
+        Err(e) if e == -EEXIST => {}
+        Err(_) => bump(ReplyCounter::ContactErrors),
+    }
+    Ok(())
+}
+
+/// Watches this host's answers; never changes a packet.
+#[classifier]
+pub fn scanwatch_egress(ctx: TcContext) -> i32 {
+    if enabled() {
+        bump(ReplyCounter::EgressPackets);
+        if let Some((key, success)) = answer(&ctx) {
+            // SAFETY: ctx.skb.skb is the kernel's valid __sk_buff.
+            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            resolve(&key, success, ifindex);
+        }
+    }
+    TC_ACT_UNSPEC
+}
+
+/// Does nothing: the baseline the benchmarks compare the egress program with.
+/// Never attached by the agent.
+#[classifier]
+pub fn scanwatch_egress_noop(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    // SAFETY: ctx.skb.skb is the kernel's valid __sk_buff; volatile so LLVM
+    // keeps every bounds check the verifier needs.
+    let end = unsafe { core::ptr::read_volatile(&raw const (*ctx.skb.skb).data_end) } as usize;
+    if offset > MAX_OFFSET || start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+    // SAFETY: ptr_at checked the bytes lie inside the packet; callers read byte arrays (align 1).
+    Some(unsafe { *ptr_at::<T>(ctx, offset)? })
+}
+
+#[inline(always)]
+fn mapped_v4(a: [u8; 4]) -> [u8; 16] {
+    SourceKey::v4(a).addr
+}
+
+/// The first contact an outgoing packet answers, and whether the answer is
+/// a success. Only SYN-ACK, RST, UDP and ICMP/ICMPv6 unreachable qualify;
+/// everything else returns at the first check that fails.
+#[inline(always)]
+fn answer(ctx: &TcContext) -> Option<(ContactKey, bool)> {
+    let eth: [u8; 14] = read(ctx, 0)?;
+    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    let mut l3 = ETH_HLEN;
+    if ethertype == 0x8100 || ethertype == 0x88A8 {
+        let tag: [u8; 4] = read(ctx, l3)?;
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        l3 += 4;
+    }
+    match ethertype {
+        0x0800 => {
+            let ip: [u8; 20] = read(ctx, l3)?;
+            if ip[0] >> 4 != 4 || u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+                return None;
+            }
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            if ihl < 20 {
+                return None;
+            }
+            let local = mapped_v4([ip[12], ip[13], ip[14], ip[15]]);
+            let remote = mapped_v4([ip[16], ip[17], ip[18], ip[19]]);
+            let l4 = l3 + ihl;
+            match ip[9] {
+                IPPROTO_ICMP => {
+                    let icmp: [u8; 8] = read(ctx, l4)?;
+                    // Destination unreachable: host (1), port (3), prohibited (9, 10, 13).
+                    if icmp[0] != 3 || !matches!(icmp[1], 1 | 3 | 9 | 10 | 13) {
+                        return None;
+                    }
+                    // The probe it answers: remote -> local.
+                    let inner: [u8; 20] = read(ctx, l4 + 8)?;
+                    if inner[0] >> 4 != 4 {
+                        return None;
+                    }
+                    let inner_ihl = usize::from(inner[0] & 0x0f) * 4;
+                    if inner_ihl < 20 {
+                        return None;
+                    }
+                    let ports: [u8; 4] = read(ctx, l4 + 8 + inner_ihl)?;
+                    let udp = match inner[9] {
+                        IPPROTO_UDP => true,
+                        IPPROTO_TCP => false,
+                        _ => return None,
+                    };
+                    Some((
+                        ContactKey {
+                            remote: mapped_v4([inner[12], inner[13], inner[14], inner[15]]),
+                            local: mapped_v4([inner[16], inner[17], inner[18], inner[19]]),
+                            port: port_entry(u16::from_be_bytes([ports[2], ports[3]]), udp),
+                        },
+                        false,
+                    ))
+                }
+                proto => transport(ctx, proto, l4, remote, local),
+            }
+        }
+        0x86DD => {
+            let ip: [u8; 40] = read(ctx, l3)?;
+            if ip[0] >> 4 != 6 {
+                return None;
+            }
+            let l4 = l3 + 40;
+            match ip[6] {
+                IPPROTO_ICMPV6 => {
+                    let icmp: [u8; 8] = read(ctx, l4)?;
+                    // Destination unreachable: prohibited (1), address (3), port (4).
+                    if icmp[0] != 1 || !matches!(icmp[1], 1 | 3 | 4) {
+                        return None;
+                    }
+                    let inner: [u8; 40] = read(ctx, l4 + 8)?;
+                    let ports: [u8; 4] = read(ctx, l4 + 48)?;
+                    let udp = match inner[6] {
+                        IPPROTO_UDP => true,
+                        IPPROTO_TCP => false,
+                        _ => return None,
+                    };
+                    let mut remote = [0u8; 16];
+                    let mut local = [0u8; 16];
+                    remote.copy_from_slice(&inner[8..24]);
+                    local.copy_from_slice(&inner[24..40]);
+                    Some((
+                        ContactKey {
+                            remote,
+                            local,
+                            port: port_entry(u16::from_be_bytes([ports[2], ports[3]]), udp),
+                        },
+                        false,
+                    ))
+                }
+                proto => {
+                    let mut local = [0u8; 16];
+                    let mut remote = [0u8; 16];
+                    local.copy_from_slice(&ip[8..24]);
+                    remote.copy_from_slice(&ip[24..40]);
+                    transport(ctx, proto, l4, remote, local)
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+/// TCP SYN-ACK (success) or RST (failure), or a UDP reply (success), from
+/// local `port` to `remote`.
+#[inline(always)]
+fn transport(
+    ctx: &TcContext,
+    proto: u8,
+    l4: usize,
+    remote: [u8; 16],
+    local: [u8; 16],
+) -> Option<(ContactKey, bool)> {
+    let (port, udp, success) = match proto {
+        IPPROTO_TCP => {
+            let tcp: [u8; 14] = read(ctx, l4)?;
+            let flags = tcp[13];
+            let success = if flags & TCP_RST != 0 {
+                false
+            } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+                true
+            } else {
+                return None;
+            };
+            (u16::from_be_bytes([tcp[0], tcp[1]]), false, success)
+        }
+        IPPROTO_UDP => {
+            let udp: [u8; 4] = read(ctx, l4)?;
+            (u16::from_be_bytes([udp[0], udp[1]]), true, true)
+        }
+        _ => return None,
+    };
+    Some((
+        ContactKey {
+            remote,
+            local,
+            port: port_entry(port, udp),
+        },
+        success,
+    ))
+}
+
+/// Resolves the pending first contact `key` (once: compare-and-swap from
+/// pending) and steps its source's walk.
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference: copies would take BPF stack"
+)]
+#[inline(always)]
+fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
+    let Some(contact) = CONTACTS.get_ptr_mut(key) else {
+        bump(ReplyCounter::Unmatched);
+        if success && key.port & PORT_UDP != 0 {
+            // This host speaks first on this UDP flow (a query of its own):
+            // the remote's datagrams back are not first contacts.
+            let _ = CONTACTS.insert(key, &OUTBOUND_FLOW, u64::from(BPF_NOEXIST));
+        }
+        return;
+    };
+    let result = if success {
+        outcome::SUCCESS
+    } else {
+        outcome::FAILURE
+    };
+    // SAFETY: `contact` is a live map value for this program run.
+    let won = unsafe {
+        let p = &raw mut (*contact).outcome;
+        core::ptr::read_volatile(p) == outcome::PENDING
+            && atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                p,
+                outcome::PENDING,
+                result,
+            )
+            .1
+    };
+    if !won {
+        bump(ReplyCounter::Unmatched);
+        return;
+    }
+    bump(if success {
+        ReplyCounter::Successes
+    } else {
+        ReplyCounter::Failures
+    });
+    // SAFETY: a volatile read keeps LLVM from folding the load-time value.
+    let cfg = unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG) };
+    // A success moves the walk once per local host (unless configured per
+    // port): only the first success on a host inserts its marker.
+    let step = !success
+        || cfg.per_port_successes != 0
+        || CONTACTS
+            .insert(
+                &host_marker(key.remote, key.local),
+                &CREDITED,
+                u64::from(BPF_NOEXIST),
+            )
+            .is_ok();
+    let source = SourceKey { addr: key.remote };
+    let stats = match REPLY_SOURCES.get_ptr_mut(source) {
+        Some(s) => s,
+        None => {
+            let _ = REPLY_SOURCES.insert(&source, &EMPTY_STATS, u64::from(BPF_NOEXIST));
+            match REPLY_SOURCES.get_ptr_mut(source) {
+                Some(s) => s,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: `stats` is a live map value; every pointer stays inside it.
+    unsafe {
+        let count = if success {
+            &raw mut (*stats).successes
+        } else {
+            &raw mut (*stats).failures
+        };
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, 1);
+        if !step {
+            return;
+        }
+        let llr_p = (&raw mut (*stats).llr).cast::<u64>();
+        let mut decision = Decision::Pending;
+        let mut tries = 0;
+        while tries < 3 {
+            let old = core::ptr::read_volatile(llr_p);
+            let (new, d) = cfg.step(old as i64, success);
+            let (_, ok) =
+                atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                    llr_p, old, new as u64,
+                );
+            if ok {
+                decision = d;
+                break;
+            }
+            tries += 1;
+        }
+        match decision {
+            Decision::Scanner => report(stats, &source, ifindex, &cfg),
+            Decision::Benign => {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                    &raw mut (*stats).benign_resets,
+                    1,
+                );
+            }
+            Decision::Pending => {}
+        }
+    }
+}
+
+/// Sends the crossing unless one was sent within the report interval.
+#[inline(always)]
+unsafe fn report(stats: *mut ReplyStats, source: &SourceKey, ifindex: u32, cfg: &ReplyConfig) {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: `stats` is a live map value.
+    let won = unsafe {
+        let p = &raw mut (*stats).reported_ns;
+        let last = core::ptr::read_volatile(p);
+        (last == 0 || now.wrapping_sub(last) >= cfg.report_interval_ns)
+            && atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                p, last, now,
+            )
+            .1
+    };
+    if !won {
+        return;
+    }
+    // SAFETY: `stats` is a live map value; plain reads and writes of the
+    // evidence at the verdict (only the CAS winner writes them).
+    unsafe {
+        (*stats).crossing_successes = core::ptr::read_volatile(&raw const (*stats).successes);
+        (*stats).crossing_failures = core::ptr::read_volatile(&raw const (*stats).failures)
+            + core::ptr::read_volatile(&raw const (*stats).no_answers);
+    }
+    let event = ScanEvent {
+        source: *source,
+        time_ns: now,
+        window_start_ns: 0,
+        ifindex,
+        triggers: trigger::REPLY_SCAN,
+    };
+    match EVENTS.output::<ScanEvent>(&event, 0) {
+        Ok(()) => bump(ReplyCounter::EventsSent),
+        Err(_) => bump(ReplyCounter::EventsDropped),
+    }
+}

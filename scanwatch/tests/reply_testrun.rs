@@ -1,0 +1,487 @@
+//! The reply-aware detector's kernel half through BPF_PROG_TEST_RUN: XDP
+//! records first contacts, the TC egress program resolves them from this
+//! host's answers and runs the sequential test (TRW); the agent's sweep
+//! marks unanswered contacts. Needs root (CAP_BPF); fails rather than
+//! skips without it.
+
+use std::net::IpAddr;
+
+use scanwatch::{config::Detection, testrun::XdpHarness};
+use scanwatch_common::{
+    SourceKey,
+    reply::{ContactKey, ReplyConfig, ReplyCounter, outcome},
+    sketch::port_entry,
+    trigger,
+};
+use scanwatch_lab::{
+    frames::{Packet, Transport, tcp},
+    privileged::require_root,
+};
+
+const LOCAL: &str = "198.18.0.2";
+/// `TC_ACT_UNSPEC`: the egress program leaves every packet to the next filter.
+const TC_ACT_UNSPEC: i32 = -1;
+
+fn harness(test: &str) -> Option<XdpHarness> {
+    if !require_root(test) {
+        return None;
+    }
+    Some(
+        XdpHarness::load_reply(4096, Detection::default().reply_config())
+            .expect("load the programs"),
+    )
+}
+
+/// Every successful (address, port) moves the walk (`successes_per_port`).
+fn harness_per_port(test: &str) -> Option<XdpHarness> {
+    if !require_root(test) {
+        return None;
+    }
+    let mut d = Detection::default();
+    d.reply_scan.successes_per_port = true;
+    Some(XdpHarness::load_reply(4096, d.reply_config()).expect("load the programs"))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("addr")
+}
+
+fn tcp_from(sport: u16, dport: u16, flags: u8) -> Transport {
+    Transport::Tcp {
+        sport,
+        dport,
+        flags,
+        options: Vec::new(),
+        payload: Vec::new(),
+    }
+}
+
+/// A SYN from `remote` to the local `port` (ingress, XDP).
+fn syn(h: &mut XdpHarness, remote: &str, local: &str, port: u16) {
+    h.run(&Packet::new(remote, local, tcp_from(40000, port, tcp::SYN)).build())
+        .expect("xdp run");
+}
+
+/// This host's answer from local `port` to `remote` (egress, TC).
+fn answer(h: &mut XdpHarness, local: &str, remote: &str, port: u16, flags: u8) {
+    let action = h
+        .run_egress(&Packet::new(local, remote, tcp_from(port, 40000, flags)).build())
+        .expect("tc run");
+    assert_eq!(action, TC_ACT_UNSPEC, "the egress program never decides");
+}
+
+fn stats(h: &mut XdpHarness, remote: &str) -> scanwatch_common::reply::ReplyStats {
+    h.reply()
+        .expect("reply maps")
+        .stats(&SourceKey::from_ip(ip(remote)))
+        .expect("read")
+        .unwrap_or_default()
+}
+
+fn contact(h: &mut XdpHarness, remote: &str, local: &str, port: u32) -> Option<u64> {
+    h.reply()
+        .expect("reply maps")
+        .contact(&ContactKey {
+            remote: SourceKey::from_ip(ip(remote)).addr,
+            local: SourceKey::from_ip(ip(local)).addr,
+            port,
+        })
+        .expect("read")
+        .map(|c| c.outcome)
+}
+
+fn counter(h: &mut XdpHarness, c: ReplyCounter) -> u64 {
+    h.reply()
+        .expect("reply maps")
+        .counters()
+        .expect("counters")
+        .get(c)
+}
+
+fn reply_events(h: &mut XdpHarness) -> usize {
+    h.events()
+        .iter()
+        .filter(|e| e.triggers == trigger::REPLY_SCAN)
+        .count()
+}
+
+#[test]
+fn closed_ports_flag_after_four_failures_reported_once() {
+    let Some(mut h) = harness("closed_ports_flag_after_four_failures_reported_once") else {
+        return;
+    };
+    let cfg = Detection::default().reply_config();
+    let remote = "198.18.0.7";
+    for (i, port) in (1000u16..1012).enumerate() {
+        syn(&mut h, remote, LOCAL, port);
+        assert_eq!(
+            contact(&mut h, remote, LOCAL, port_entry(port, false)),
+            Some(outcome::PENDING)
+        );
+        answer(&mut h, LOCAL, remote, port, tcp::RST | tcp::ACK);
+        assert_eq!(
+            contact(&mut h, remote, LOCAL, port_entry(port, false)),
+            Some(outcome::FAILURE)
+        );
+        let s = stats(&mut h, remote);
+        assert_eq!(s.failures, i as u64 + 1);
+        assert_eq!(s.llr, (i as i64 + 1) * cfg.failure_step, "exact steps");
+        let events = reply_events(&mut h);
+        if i == 3 {
+            assert_eq!(events, 1, "the fourth failure crosses ln(99)");
+            assert!(s.reported_ns != 0);
+            assert_eq!((s.crossing_successes, s.crossing_failures), (0, 4));
+        } else {
+            assert_eq!(events, 0, "failure {}: one report per interval", i + 1);
+        }
+    }
+    assert_eq!(counter(&mut h, ReplyCounter::Failures), 12);
+    assert_eq!(counter(&mut h, ReplyCounter::EventsSent), 1);
+    let s = stats(&mut h, remote);
+    assert_eq!((s.crossing_successes, s.crossing_failures), (0, 4), "kept");
+    // The same RST again resolves nothing.
+    answer(&mut h, LOCAL, remote, 1000, tcp::RST | tcp::ACK);
+    assert_eq!(stats(&mut h, remote).failures, 12);
+    assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 1);
+}
+
+#[test]
+fn legitimate_client_repeating_connections_to_open_ports_is_never_flagged() {
+    let Some(mut h) = harness("legitimate_client_repeating_connections") else {
+        return;
+    };
+    let cfg = Detection::default().reply_config();
+    let remote = "198.18.0.8";
+    for round in 0..1000 {
+        for port in [22u16, 80, 443] {
+            syn(&mut h, remote, LOCAL, port);
+            answer(&mut h, LOCAL, remote, port, tcp::SYN | tcp::ACK);
+            // Established traffic and the close: not answers.
+            answer(&mut h, LOCAL, remote, port, tcp::ACK);
+            answer(&mut h, LOCAL, remote, port, tcp::FIN | tcp::ACK);
+        }
+        if round == 0 {
+            // Three open ports of one host: the walk moves once.
+            assert_eq!(stats(&mut h, remote).llr, cfg.success_step);
+        }
+    }
+    let s = stats(&mut h, remote);
+    assert_eq!((s.successes, s.failures), (3, 0), "three first contacts");
+    assert_eq!(s.llr, cfg.success_step);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 3);
+    assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 3 * 999);
+    assert_eq!(reply_events(&mut h), 0);
+    // Later closed ports: four more leave it one step short of the boundary.
+    for (i, port) in [8080u16, 8443, 8444, 8445].into_iter().enumerate() {
+        syn(&mut h, remote, LOCAL, port);
+        answer(&mut h, LOCAL, remote, port, tcp::RST | tcp::ACK);
+        assert_eq!(
+            stats(&mut h, remote).llr,
+            cfg.success_step + (i as i64 + 1) * cfg.failure_step
+        );
+        assert_eq!(reply_events(&mut h), 0);
+    }
+}
+
+#[test]
+fn open_ports_found_first_on_one_host_excuse_one_failure() {
+    let Some(mut h) = harness("open_ports_found_first_on_one_host") else {
+        return;
+    };
+    // nmap -sT probes common ports first: the 3 open ones answer first.
+    let remote = "198.18.0.13";
+    let mut flagged_after = None;
+    for (i, port) in [22u16, 80, 443].into_iter().chain(1000..1010).enumerate() {
+        syn(&mut h, remote, LOCAL, port);
+        let flags = if port < 1000 {
+            tcp::SYN | tcp::ACK
+        } else {
+            tcp::RST | tcp::ACK
+        };
+        answer(&mut h, LOCAL, remote, port, flags);
+        if flagged_after.is_none() && reply_events(&mut h) == 1 {
+            flagged_after = Some(i - 2);
+        }
+    }
+    assert_eq!(
+        flagged_after,
+        Some(5),
+        "five failures after one credited success"
+    );
+    let s = stats(&mut h, remote);
+    assert_eq!((s.crossing_successes, s.crossing_failures), (3, 5));
+    // Counted per port (`successes_per_port`), the same order needs seven.
+    let Some(mut h) = harness_per_port("open_ports_found_first_per_port") else {
+        return;
+    };
+    let mut flagged_after = None;
+    for (i, port) in [22u16, 80, 443].into_iter().chain(1000..1010).enumerate() {
+        syn(&mut h, remote, LOCAL, port);
+        let flags = if port < 1000 {
+            tcp::SYN | tcp::ACK
+        } else {
+            tcp::RST | tcp::ACK
+        };
+        answer(&mut h, LOCAL, remote, port, flags);
+        if flagged_after.is_none() && reply_events(&mut h) == 1 {
+            flagged_after = Some(i - 2);
+        }
+    }
+    assert_eq!(flagged_after, Some(7));
+}
+
+#[test]
+fn four_successes_reach_the_benign_boundary_and_reset_the_walk() {
+    let Some(mut h) = harness("four_successes_reach_the_benign_boundary") else {
+        return;
+    };
+    // Four hosts with an open port each (a sweep finding live services).
+    let remote = "198.18.0.9";
+    for (i, local) in ["198.19.0.1", "198.19.0.2", "198.19.0.3", "198.19.0.4"]
+        .into_iter()
+        .enumerate()
+    {
+        syn(&mut h, remote, local, 80);
+        answer(&mut h, local, remote, 80, tcp::SYN | tcp::ACK);
+        let s = stats(&mut h, remote);
+        if i < 3 {
+            assert_eq!(s.benign_resets, 0);
+        }
+    }
+    let s = stats(&mut h, remote);
+    assert_eq!((s.llr, s.benign_resets, s.successes), (0, 1, 4));
+    // Per port, four open ports of one host do the same.
+    let Some(mut h) = harness_per_port("four_successes_per_port") else {
+        return;
+    };
+    for port in [22u16, 80, 443, 8080] {
+        syn(&mut h, remote, LOCAL, port);
+        answer(&mut h, LOCAL, remote, port, tcp::SYN | tcp::ACK);
+    }
+    let s = stats(&mut h, remote);
+    assert_eq!((s.llr, s.benign_resets, s.successes), (0, 1, 4));
+}
+
+#[test]
+fn udp_and_icmp_unreachable_and_ipv6() {
+    let Some(mut h) = harness("udp_and_icmp_unreachable_and_ipv6") else {
+        return;
+    };
+    let remote = "198.18.0.10";
+    // UDP probe answered by ICMP port unreachable quoting it.
+    let probe = Packet::new(remote, LOCAL, Transport::udp(53)).build();
+    h.run(&probe).expect("xdp run");
+    let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&probe[14..14 + 28]);
+    let err = Packet::new(
+        LOCAL,
+        remote,
+        Transport::Raw {
+            protocol: 1,
+            bytes: icmp,
+        },
+    )
+    .build();
+    assert_eq!(h.run_egress(&err).expect("tc run"), TC_ACT_UNSPEC);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(53, true)),
+        Some(outcome::FAILURE)
+    );
+    // A UDP reply is a success.
+    h.run(&Packet::new(remote, LOCAL, Transport::udp(123)).build())
+        .expect("xdp run");
+    h.run_egress(
+        &Packet::new(
+            LOCAL,
+            remote,
+            Transport::Udp {
+                sport: 123,
+                dport: 40000,
+                payload: vec![0; 48],
+            },
+        )
+        .build(),
+    )
+    .expect("tc run");
+    let s = stats(&mut h, remote);
+    assert_eq!((s.successes, s.failures), (1, 1));
+
+    // IPv6: RST, and ICMPv6 port unreachable for UDP.
+    let r6 = "fd00::7";
+    let l6 = "fd00::2";
+    syn(&mut h, r6, l6, 25);
+    answer(&mut h, l6, r6, 25, tcp::RST | tcp::ACK);
+    let probe6 = Packet::new(r6, l6, Transport::udp(161)).build();
+    h.run(&probe6).expect("xdp run");
+    let mut icmp6 = vec![1u8, 4, 0, 0, 0, 0, 0, 0];
+    icmp6.extend_from_slice(&probe6[14..14 + 48]);
+    h.run_egress(
+        &Packet::new(
+            l6,
+            r6,
+            Transport::Raw {
+                protocol: 58,
+                bytes: icmp6,
+            },
+        )
+        .build(),
+    )
+    .expect("tc run");
+    let s6 = stats(&mut h, r6);
+    assert_eq!((s6.successes, s6.failures), (0, 2));
+    assert_eq!(
+        contact(&mut h, r6, l6, port_entry(161, true)),
+        Some(outcome::FAILURE)
+    );
+    // Other ICMP (echo reply, time exceeded) and truncated frames resolve nothing.
+    let before = counter(&mut h, ReplyCounter::Unmatched);
+    h.run_egress(&Packet::new(LOCAL, remote, Transport::icmp(0)).build())
+        .expect("tc run");
+    let frame = Packet::new(LOCAL, remote, tcp_from(1, 2, tcp::RST)).build();
+    // BPF_PROG_TEST_RUN wants the IP header of an IPv4 frame: cut after it.
+    // Frames holding the TCP flags (14 bytes) are RSTs answering nothing
+    // pending (unmatched); shorter ones are ignored.
+    for len in 34..frame.len() {
+        h.run_egress(&frame[..len]).expect("tc run");
+    }
+    let with_flags = (frame.len() - (34 + 14)) as u64;
+    assert_eq!(
+        counter(&mut h, ReplyCounter::Unmatched),
+        before + with_flags
+    );
+}
+
+#[test]
+fn sweep_marks_unanswered_contacts_and_reports_the_crossing() {
+    let Some(mut h) = harness("sweep_marks_unanswered_contacts") else {
+        return;
+    };
+    let remote = "198.18.0.11";
+    for port in 2000u16..2003 {
+        syn(&mut h, remote, LOCAL, port);
+    }
+    // One closed port answers; three filtered ones never do.
+    syn(&mut h, remote, LOCAL, 2003);
+    answer(&mut h, LOCAL, remote, 2003, tcp::RST | tcp::ACK);
+    let now = scanwatch::clock::boottime_ns();
+    let reply = h.reply().expect("reply maps");
+    // Not yet timed out: nothing marked.
+    let r = reply.sweep(3_600_000_000_000, now).expect("sweep");
+    assert_eq!((r.scanned, r.no_answers, r.crossings.len()), (4, 0, 0));
+    let r = reply.sweep(0, now + 1).expect("sweep");
+    assert_eq!(r.no_answers, 3);
+    assert_eq!(r.crossings.len(), 1, "1 failure + 3 no-answers cross");
+    assert_eq!(r.crossings[0].triggers, trigger::REPLY_SCAN);
+    assert_eq!(r.crossings[0].source, SourceKey::from_ip(ip(remote)));
+    let s = stats(&mut h, remote);
+    assert_eq!((s.failures, s.no_answers), (1, 3));
+    assert_eq!((s.crossing_successes, s.crossing_failures), (0, 4));
+    assert_eq!(
+        s.llr,
+        4 * ReplyConfig::from_params(0.8, 0.2, 0.01, 0.99, 1)
+            .unwrap()
+            .failure_step
+    );
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(2000, false)),
+        Some(outcome::NO_ANSWER)
+    );
+    // Marked once: a late answer and a second sweep change nothing.
+    answer(&mut h, LOCAL, remote, 2000, tcp::SYN | tcp::ACK);
+    let r = h
+        .reply()
+        .expect("reply maps")
+        .sweep(0, now + 2)
+        .expect("sweep");
+    assert_eq!((r.no_answers, r.crossings.len()), (0, 0));
+    assert_eq!(stats(&mut h, remote).successes, 0);
+}
+
+#[test]
+fn disabled_detector_records_nothing() {
+    if !require_root("disabled_detector_records_nothing") {
+        return;
+    }
+    let mut h = XdpHarness::load_reply(4096, ReplyConfig::DISABLED).expect("load");
+    syn(&mut h, "198.18.0.12", LOCAL, 1);
+    answer(&mut h, LOCAL, "198.18.0.12", 1, tcp::RST | tcp::ACK);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 0);
+    assert_eq!(counter(&mut h, ReplyCounter::EgressPackets), 0);
+    assert_eq!(stats(&mut h, "198.18.0.12").failures, 0);
+}
+
+#[test]
+fn this_hosts_own_udp_queries_and_silent_udp_ports_are_no_evidence() {
+    let Some(mut h) = harness("this_hosts_own_udp_queries") else {
+        return;
+    };
+    let resolver = "198.18.0.53";
+    // This host queries a resolver from ports 40001..40010; the answers
+    // arrive afterwards and are not first contacts.
+    for port in 40001u16..40011 {
+        h.run_egress(
+            &Packet::new(
+                LOCAL,
+                resolver,
+                Transport::Udp {
+                    sport: port,
+                    dport: 53,
+                    payload: vec![0; 30],
+                },
+            )
+            .build(),
+        )
+        .expect("tc run");
+        h.run(
+            &Packet::new(
+                resolver,
+                LOCAL,
+                Transport::Udp {
+                    sport: 53,
+                    dport: port,
+                    payload: vec![0; 60],
+                },
+            )
+            .build(),
+        )
+        .expect("xdp run");
+    }
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 0);
+    // Unanswered datagrams to 10 UDP ports: marked by the sweep, not counted.
+    let remote = "198.18.0.54";
+    for port in 5000u16..5010 {
+        h.run(&Packet::new(remote, LOCAL, Transport::udp(port)).build())
+            .expect("xdp run");
+    }
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 10);
+    let now = scanwatch::clock::boottime_ns();
+    let r = h.reply().expect("reply maps").sweep(0, now).expect("sweep");
+    assert_eq!((r.no_answers, r.udp_silent, r.crossings.len()), (0, 10, 0));
+    assert_eq!(stats(&mut h, remote), Default::default());
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(5000, true)),
+        Some(outcome::NO_ANSWER)
+    );
+    assert_eq!(reply_events(&mut h), 0);
+}
+
+#[test]
+fn a_batch_of_no_answers_records_the_one_that_crossed() {
+    let Some(mut h) = harness("a_batch_of_no_answers_records_the_one_that_crossed") else {
+        return;
+    };
+    let remote = "198.18.0.14";
+    for port in 3000u16..3008 {
+        syn(&mut h, remote, LOCAL, port);
+    }
+    let now = scanwatch::clock::boottime_ns();
+    let r = h.reply().expect("reply maps").sweep(0, now).expect("sweep");
+    assert_eq!((r.no_answers, r.crossings.len()), (8, 1));
+    let s = stats(&mut h, remote);
+    assert_eq!(s.no_answers, 8);
+    assert_eq!(
+        (s.crossing_successes, s.crossing_failures),
+        (0, 4),
+        "the fourth no-answer crossed"
+    );
+}
