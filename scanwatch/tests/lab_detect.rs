@@ -149,13 +149,15 @@ fn scans_are_detected_as_the_right_type() {
             &["port_scan"],
         ),
         (
-            "hping3 -S -p 80 --flood (1 s)",
+            // 3 s: the rate is judged per ~1.07 s bucket, so a 1 s flood
+            // on a loaded machine can fall short in both buckets it spans.
+            "hping3 -S -p 80 --flood (3 s)",
             "198.18.0.20",
             vec![
                 "timeout".into(),
                 "-s".into(),
                 "INT".into(),
-                "1".into(),
+                "3".into(),
                 "hping3".into(),
                 "-S".into(),
                 "-p".into(),
