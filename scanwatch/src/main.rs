@@ -3,7 +3,7 @@ use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 use scanwatch::{
-    agent,
+    agent, check_config,
     cli::{Cli, Command},
     control::client,
     top,
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Unblock(a) => client::unblock(&a).map_err(|e| (e.into(), 1)),
         Command::Blocks(a) => client::blocks(&a).map_err(|e| (e.into(), 1)),
         Command::Status(a) => client::status(&a).map_err(|e| (e.into(), 1)),
+        Command::CheckConfig(a) => check_config::run(&a).map_err(|e| (e.into(), 2)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
