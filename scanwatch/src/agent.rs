@@ -505,6 +505,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
             _ = active.tick() => {
                 let t = Instant::now();
                 engine.poll_active(&running.maps, Instant::now());
+                engine.tick_alert_log();
                 ticks += 1;
                 if let Some(m) = engine.mitigation.as_mut() {
                     m.expire();
