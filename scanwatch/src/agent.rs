@@ -74,6 +74,7 @@ impl AgentError {
         match self {
             Self::Config(_)
             | Self::DuplicateInterface(_)
+            | Self::Load(LoadError::UnknownInterface(_) | LoadError::MapSize(_))
             | Self::Alertmanager(AlertmanagerError::Url(_)) => 2,
             _ => 1,
         }
