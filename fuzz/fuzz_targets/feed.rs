@@ -11,6 +11,12 @@ fuzz_target!(|data: &[u8]| {
     let lines = text.lines().count();
     assert!(parsed.nets.len() <= lines);
     assert!(parsed.bad.iter().all(|b| (1..=lines).contains(&b.line)));
-    assert!(parsed.nets.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
-    assert!(parsed.nets.iter().all(|n| n.trunc() == *n), "host bits cleared");
+    assert!(
+        parsed.nets.windows(2).all(|w| w[0] < w[1]),
+        "sorted, no duplicates"
+    );
+    assert!(
+        parsed.nets.iter().all(|n| n.trunc() == *n),
+        "host bits cleared"
+    );
 });
