@@ -358,6 +358,31 @@ impl AlertLog {
     }
 }
 
+/// Stopping with alerts still waiting (the log never recovered): one last
+/// try, then each one goes to the agent's own log (journald), not nowhere.
+impl Drop for AlertLog {
+    fn drop(&mut self) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        self.flush_at(Instant::now());
+        if self.backlog.is_empty() {
+            return;
+        }
+        log::error!(
+            "alert log {}: stopping with {} alerts never written; they follow",
+            self.path.display(),
+            self.backlog.len()
+        );
+        for line in &self.backlog {
+            log::error!(
+                "unwritten alert: {}",
+                String::from_utf8_lossy(line).trim_end()
+            );
+        }
+    }
+}
+
 fn open_append(path: &Path) -> Result<File, AlertLogError> {
     let io = |op| {
         move |source| AlertLogError::Io {
@@ -560,6 +585,48 @@ mod tests {
         log.append_at(&sample(), t0).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Captures log messages (this test binary's global logger).
+    struct Capture;
+    static CAPTURED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if let Ok(mut v) = CAPTURED.lock() {
+                v.push(record.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn alerts_still_waiting_at_stop_go_to_the_agent_log() {
+        static LOGGER: Capture = Capture;
+        let _ = log::set_logger(&LOGGER);
+        log::set_max_level(log::LevelFilter::Info);
+        let mut log = AlertLog::open(Path::new("/dev/full")).unwrap();
+        let mut alert = sample();
+        alert.source = "198.18.0.123".into();
+        for _ in 0..3 {
+            log.append(&alert).unwrap_err();
+        }
+        drop(log);
+        let captured = CAPTURED.lock().unwrap().clone();
+        assert!(
+            captured
+                .iter()
+                .any(|m| m
+                    == "alert log /dev/full: stopping with 3 alerts never written; they follow"),
+            "{captured:?}"
+        );
+        let unwritten = captured
+            .iter()
+            .filter(|m| m.starts_with("unwritten alert: {") && m.contains("198.18.0.123"))
+            .count();
+        assert_eq!(unwritten, 3);
     }
 
     #[test]
