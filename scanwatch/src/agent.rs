@@ -81,6 +81,7 @@ impl AgentError {
             Self::Config(_)
             | Self::DuplicateInterface(_)
             | Self::NoInterfaces
+            | Self::Load(LoadError::UnknownInterface(_) | LoadError::MapSize(_))
             | Self::Alertmanager(AlertmanagerError::Url(_)) => 2,
             _ => 1,
         }
@@ -612,6 +613,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
             _ = active.tick() => {
                 let t = Instant::now();
                 engine.poll_active(&running.maps, Instant::now());
+                engine.tick_alert_log();
                 ticks += 1;
                 if let Some(m) = engine.mitigation.as_mut() {
                     m.expire();

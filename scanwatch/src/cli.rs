@@ -42,6 +42,16 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Validate a configuration file without loading anything (no root
+    /// needed): exit 0 if valid, 2 with the file, line and field if not.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The TOML file `scanwatch run --config` would read.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 const RUN_AFTER_HELP: &str = "\

@@ -26,15 +26,42 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("config {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("config {path}: line {line}: field `{field}`: {message}")]
+    /// Not TOML, or TOML that no field can be named for.
+    #[error("config {path}: {}{message}", at_line(*line))]
+    Parse {
+        path: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A field's value is wrong (or unknown, or of the wrong type). `line`
+    /// is `None` when the file does not set the field (its default is used).
+    #[error("config {path}: {}field `{field}`: {message}", at_line(*line))]
     Invalid {
         path: String,
-        line: usize,
+        line: Option<usize>,
         field: String,
         message: String,
     },
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!("line {l}: ")).unwrap_or_default()
+}
+
+/// `["feeds", "1", "name"]` as `feeds[1].name`.
+fn field_name(path: &[&str]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if !out.is_empty() && seg.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
 }
 
 /// The whole file.
@@ -318,9 +345,30 @@ impl Config {
 
     /// Parses and validates TOML text; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_string(),
-            message: e.to_string().trim().replace('\n', " | "),
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " | ");
+            let located = e.span().map(|span| {
+                crate::toml_spans::key_at(text, span.clone())
+                    .ok_or_else(|| crate::toml_spans::line_at(text, span.start))
+            });
+            match located {
+                Some(Ok((field, line))) => ConfigError::Invalid {
+                    path: path.to_string(),
+                    line: Some(line),
+                    field,
+                    message,
+                },
+                Some(Err(line)) => ConfigError::Parse {
+                    path: path.to_string(),
+                    line: Some(line),
+                    message,
+                },
+                None => ConfigError::Parse {
+                    path: path.to_string(),
+                    line: None,
+                    message,
+                },
+            }
         })?;
         config.validate(text, path)?;
         Ok(config)
@@ -328,25 +376,17 @@ impl Config {
 
     fn validate(&self, text: &str, path: &str) -> Result<(), ConfigError> {
         let d = &self.detection;
-        let invalid = |table: &str, key: &str, message: String| ConfigError::Invalid {
+        let invalid = |field: &[&str], message: String| ConfigError::Invalid {
             path: path.to_string(),
-            line: line_of(text, table, key),
-            field: if table.is_empty() {
-                key.to_string()
-            } else {
-                format!("{table}.{key}")
-            },
+            line: crate::toml_spans::line_of_key(text, field),
+            field: field_name(field),
             message,
         };
-        let range = |table: &str, key: &str, v: u64, lo: u64, hi: u64| {
+        let range = |field: &[&str], v: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(invalid(
-                    table,
-                    key,
-                    format!("{v} is out of range {lo}..={hi}"),
-                ))
+                Err(invalid(field, format!("{v} is out of range {lo}..={hi}")))
             }
         };
         let a = &self.agent;
@@ -354,67 +394,65 @@ impl Config {
         for name in &a.interfaces {
             if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
                 return Err(invalid(
-                    "agent",
-                    "interfaces",
+                    &["agent", "interfaces"],
                     format!("{name:?} is not an interface name (1 to 15 bytes, no '/' or spaces)"),
                 ));
             }
             if !seen.insert(name) {
                 return Err(invalid(
-                    "agent",
-                    "interfaces",
+                    &["agent", "interfaces"],
                     format!("interface {name:?} is listed twice"),
                 ));
             }
         }
         range(
-            "agent",
-            "map_size",
+            &["agent", "map_size"],
             u64::from(a.map_size),
             u64::from(scanwatch_common::maps::MIN_SOURCE_MAP_SIZE),
             u64::from(scanwatch_common::maps::MAX_SOURCE_MAP_SIZE),
         )?;
         range(
-            "agent",
-            "summary_interval_seconds",
+            &["agent", "summary_interval_seconds"],
             a.summary_interval_seconds,
             1,
             3600,
         )?;
         range(
-            "agent",
-            "count_interval_seconds",
+            &["agent", "count_interval_seconds"],
             a.count_interval_seconds,
             1,
             3600,
         )?;
-        range("agent", "metrics_top", u64::from(a.metrics_top), 0, 1000)?;
+        range(&["agent", "metrics_top"], u64::from(a.metrics_top), 0, 1000)?;
         for (key, path) in [
             ("pin_dir", &a.pin_dir),
             ("alert_log", &a.alert_log),
             ("control_socket", &a.control_socket),
         ] {
             if path.as_os_str().is_empty() {
-                return Err(invalid("agent", key, "must not be empty".to_string()));
+                return Err(invalid(&["agent", key], "must not be empty".to_string()));
             }
         }
         if !a.alertmanager_url.is_empty()
             && let Err(e) = crate::alertmanager::Alertmanager::parse(&a.alertmanager_url)
         {
-            return Err(invalid("agent", "alertmanager_url", e.to_string()));
+            return Err(invalid(&["agent", "alertmanager_url"], e.to_string()));
         }
-        range("detection", "window_seconds", d.window_seconds, 1, 86_400)?;
         range(
-            "detection",
-            "suppression_seconds",
+            &["detection", "window_seconds"],
+            d.window_seconds,
+            1,
+            86_400,
+        )?;
+        range(
+            &["detection", "suppression_seconds"],
             d.suppression_seconds,
             0,
             7 * 86_400,
         )?;
         if !(d.escalation_factor.is_finite() && d.escalation_factor > 1.0) {
             return Err(invalid(
-                "detection",
-                "escalation_factor",
+                &["detection", "escalation_factor"],
                 format!("{} must be a number above 1", d.escalation_factor),
             ));
         }
@@ -423,43 +461,43 @@ impl Config {
         let hosts_max = u64::from(sketch_limit(HOST_BITS));
         let icmp_max = u64::from(sketch_limit(ICMP_BITS));
         range(
-            "detection.port_scan",
-            "distinct_ports",
+            &["detection", "port_scan", "distinct_ports"],
             u64::from(d.port_scan.distinct_ports),
             2,
             ports_max,
         )?;
         range(
-            "detection.udp_scan",
-            "distinct_ports",
+            &["detection", "udp_scan", "distinct_ports"],
             u64::from(d.udp_scan.distinct_ports),
             2,
             udp_max,
         )?;
         range(
-            "detection.host_sweep",
-            "distinct_hosts",
+            &["detection", "host_sweep", "distinct_hosts"],
             u64::from(d.host_sweep.distinct_hosts),
             2,
             hosts_max,
         )?;
         range(
-            "detection.ping_sweep",
-            "distinct_hosts",
+            &["detection", "ping_sweep", "distinct_hosts"],
             u64::from(d.ping_sweep.distinct_hosts),
             2,
             icmp_max,
         )?;
         range(
-            "detection.stealth_scan",
-            "probes",
+            &["detection", "stealth_scan", "probes"],
             u64::from(d.stealth_scan.probes),
             1,
             1_000_000,
         )?;
         range(
-            "detection.reply_scan",
-            "no_answer_timeout_seconds",
+            &["detection", "syn_flood_source", "syns_per_second"],
+            u64::from(d.syn_flood_source.syns_per_second),
+            100,
+            100_000_000,
+        )?;
+        range(
+            &["detection", "reply_scan", "no_answer_timeout_seconds"],
             d.reply_scan.no_answer_timeout_seconds,
             1,
             3600,
@@ -491,97 +529,96 @@ impl Config {
                     format!("{} must be below beta ({})", r.alpha, r.beta),
                 ),
             };
-            return Err(invalid("detection.reply_scan", key, message));
+            return Err(invalid(&["detection", "reply_scan", key], message));
         }
         let m = &self.mitigation;
         range(
-            "mitigation",
-            "default_ttl_seconds",
+            &["mitigation", "default_ttl_seconds"],
             m.default_ttl_seconds,
             1,
             30 * 86_400,
         )?;
         range(
-            "mitigation",
-            "max_ttl_seconds",
+            &["mitigation", "max_ttl_seconds"],
             m.max_ttl_seconds,
-            m.default_ttl_seconds.min(30 * 86_400),
+            1,
             365 * 86_400,
         )?;
+        if m.max_ttl_seconds < m.default_ttl_seconds {
+            // Name the field the file sets (the other is a default).
+            let max_set =
+                crate::toml_spans::line_of_key(text, &["mitigation", "max_ttl_seconds"]).is_some();
+            return Err(if max_set {
+                invalid(
+                    &["mitigation", "max_ttl_seconds"],
+                    format!(
+                        "{} is below default_ttl_seconds ({})",
+                        m.max_ttl_seconds, m.default_ttl_seconds
+                    ),
+                )
+            } else {
+                invalid(
+                    &["mitigation", "default_ttl_seconds"],
+                    format!(
+                        "{} is above max_ttl_seconds ({}, the default): raise max_ttl_seconds too",
+                        m.default_ttl_seconds, m.max_ttl_seconds
+                    ),
+                )
+            });
+        }
         range(
-            "mitigation",
-            "capacity",
+            &["mitigation", "capacity"],
             u64::from(m.capacity),
             16,
             16_777_216,
         )?;
         range(
-            "mitigation",
-            "feed_capacity",
+            &["mitigation", "feed_capacity"],
             u64::from(m.feed_capacity),
             16,
             16_777_216,
         )?;
         if !(m.repeat_factor.is_finite() && m.repeat_factor >= 1.0) {
             return Err(invalid(
-                "mitigation",
-                "repeat_factor",
+                &["mitigation", "repeat_factor"],
                 format!("{} must be a number of at least 1", m.repeat_factor),
             ));
         }
         for (ty, ttl) in &m.ttl_seconds {
+            let field = ["mitigation", "ttl_seconds", ty.as_str()];
             if !crate::detect::ScanType::ALL.iter().any(|t| t.name() == ty) {
-                return Err(invalid(
-                    "mitigation.ttl_seconds",
-                    ty,
-                    format!("unknown scan type {ty:?}"),
-                ));
+                return Err(invalid(&field, format!("unknown scan type {ty:?}")));
             }
-            range("mitigation.ttl_seconds", ty, *ttl, 1, 30 * 86_400)?;
+            range(&field, *ttl, 1, 30 * 86_400)?;
         }
-        let mut names = std::collections::BTreeSet::new();
         if self.feeds.len() > scanwatch_common::maps::MAX_FEEDS as usize {
             return Err(invalid(
-                "",
-                "feeds",
-                format!("at most {} feeds", scanwatch_common::maps::MAX_FEEDS),
+                &["feeds"],
+                format!(
+                    "{} feeds: at most {}",
+                    self.feeds.len(),
+                    scanwatch_common::maps::MAX_FEEDS
+                ),
             ));
         }
-        for f in &self.feeds {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, f) in self.feeds.iter().enumerate() {
+            let index = i.to_string();
             if f.name.is_empty() || f.name.len() > 32 || !names.insert(f.name.clone()) {
                 return Err(invalid(
-                    "",
-                    "feeds",
+                    &["feeds", &index, "name"],
                     format!("feed name {:?} must be 1 to 32 bytes and unique", f.name),
                 ));
             }
+            if f.path.as_os_str().is_empty() {
+                return Err(invalid(
+                    &["feeds", &index, "path"],
+                    "a feed needs the path of its file".to_string(),
+                ));
+            }
         }
-        range(
-            "detection.syn_flood_source",
-            "syns_per_second",
-            u64::from(d.syn_flood_source.syns_per_second),
-            100,
-            100_000_000,
-        )?;
         Ok(())
     }
-}
-
-/// The 1-based line where `key` is set inside `[table]` (0 if not found:
-/// the value is a default).
-fn line_of(text: &str, table: &str, key: &str) -> usize {
-    let mut current = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            current = name.trim().to_string();
-            continue;
-        }
-        if current == table && t.split('=').next().map(str::trim) == Some(key) {
-            return i + 1;
-        }
-    }
-    0
 }
 
 impl MitigationConfig {

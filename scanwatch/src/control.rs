@@ -124,20 +124,18 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Pending>) {
                     .await
                 {
                     _ if !root => Response::err("permission denied: root only"),
-                    Ok(Ok(n)) if n > 0 && n <= MAX_REQUEST => {
-                        match serde_json::from_str::<Request>(&line) {
-                            Ok(req) => {
-                                let (otx, orx) = oneshot::channel();
-                                if tx.send((req, otx)).await.is_err() {
-                                    Response::err("agent is stopping")
-                                } else {
-                                    orx.await
-                                        .unwrap_or_else(|_| Response::err("agent is stopping"))
-                                }
+                    Ok(Ok(n)) if n > 0 && n <= MAX_REQUEST => match decode_request(&line) {
+                        Ok(req) => {
+                            let (otx, orx) = oneshot::channel();
+                            if tx.send((req, otx)).await.is_err() {
+                                Response::err("agent is stopping")
+                            } else {
+                                orx.await
+                                    .unwrap_or_else(|_| Response::err("agent is stopping"))
                             }
-                            Err(e) => Response::err(format!("bad request: {e}")),
                         }
-                    }
+                        Err(e) => Response::err(e),
+                    },
                     _ => Response::err("bad request"),
                 };
             let mut out =
@@ -147,6 +145,47 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Pending>) {
         });
     }
 }
+
+/// Decodes and checks one request line (what the agent does with every
+/// line it reads from the socket): JSON of a known command, at most
+/// 64 KiB, a target that is an address or CIDR, a TTL the CLI would accept.
+pub fn decode_request(line: &str) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST {
+        return Err(format!("bad request: longer than {MAX_REQUEST} bytes"));
+    }
+    let req: Request = serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))?;
+    match &req {
+        Request::Block {
+            target,
+            ttl_seconds,
+            reason,
+        } => {
+            crate::cli::parse_target(target).map_err(|e| format!("bad request: {e}"))?;
+            if let Some(ttl) = ttl_seconds
+                && !(1..=MAX_TTL_SECONDS).contains(ttl)
+            {
+                return Err(format!(
+                    "bad request: ttl_seconds {ttl} is out of range 1..={MAX_TTL_SECONDS}"
+                ));
+            }
+            if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+                return Err(format!(
+                    "bad request: reason longer than {MAX_REASON} bytes"
+                ));
+            }
+        }
+        Request::Unblock { target } => {
+            crate::cli::parse_target(target).map_err(|e| format!("bad request: {e}"))?;
+        }
+        Request::Blocks | Request::Status => {}
+    }
+    Ok(req)
+}
+
+/// Longest block (as `scanwatch block --ttl` accepts): 365 days.
+pub const MAX_TTL_SECONDS: u64 = 365 * 86_400;
+/// Longest reason accepted (the kernel keeps the first 48 bytes).
+pub const MAX_REASON: usize = 1024;
 
 /// Reads at most MAX_REQUEST bytes.
 trait TakeLimited {
@@ -223,6 +262,44 @@ mod tests {
             Request::Blocks
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn decode_checks_what_the_agent_acts_on() {
+        assert_eq!(
+            decode_request("{\"cmd\":\"status\"}\n"),
+            Ok(Request::Status)
+        );
+        for (line, needle) in [
+            ("", "bad request"),
+            ("{\"cmd\":\"explode\"}", "unknown variant"),
+            (
+                "{\"cmd\":\"block\",\"target\":\"nope\"}",
+                "not an IPv4/IPv6",
+            ),
+            (
+                "{\"cmd\":\"unblock\",\"target\":\"10.0.0.0/33\"}",
+                "not an IPv4/IPv6",
+            ),
+            (
+                "{\"cmd\":\"block\",\"target\":\"198.18.0.9\",\"ttl_seconds\":0}",
+                "ttl_seconds 0 is out of range",
+            ),
+            (
+                "{\"cmd\":\"block\",\"target\":\"198.18.0.9\",\"ttl_seconds\":18446744073709551615}",
+                "out of range",
+            ),
+        ] {
+            let e = decode_request(line).expect_err(line);
+            assert!(e.contains(needle), "{line}: {e}");
+        }
+        let long = format!(
+            "{{\"cmd\":\"block\",\"target\":\"198.18.0.9\",\"reason\":\"{}\"}}",
+            "x".repeat(2000)
+        );
+        assert!(decode_request(&long).unwrap_err().contains("reason longer"));
+        let huge = " ".repeat(MAX_REQUEST + 1);
+        assert!(decode_request(&huge).unwrap_err().contains("longer than"));
     }
 
     #[test]

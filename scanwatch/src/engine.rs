@@ -30,6 +30,12 @@ pub struct EngineStats {
     pub ignored: u64,
     pub alerts: u64,
     pub alert_write_errors: u64,
+    /// Alert-log reopens (SIGHUP) that failed.
+    pub alert_log_reopen_errors: u64,
+    /// Alerts never written to the log (its in-memory backlog overflowed).
+    pub alerts_dropped: u64,
+    /// Alerts waiting in memory for the log to take them.
+    pub alert_log_backlog: u64,
 }
 
 /// A source that crossed a threshold recently.
@@ -198,10 +204,10 @@ impl Engine {
         }
         log::warn!("{}", alert.summary());
         self.stats.alerts += 1;
-        if let Err(e) = self.log.append(&alert) {
-            self.stats.alert_write_errors += 1;
-            log::error!("{e}");
-        }
+        // A failure is logged (rate-limited) and counted by the log itself;
+        // the alert waits in memory and still goes to Alertmanager.
+        let _ = self.log.append(&alert);
+        self.sync_log_stats();
         self.written.push(alert);
     }
 
@@ -239,12 +245,26 @@ impl Engine {
         v
     }
 
-    /// SIGHUP: reopen the alert log.
+    /// SIGHUP: reopen the alert log (a failure is logged by the log).
     pub fn reopen_log(&mut self) {
-        match self.log.reopen() {
-            Ok(()) => log::info!("reopened alert log {}", self.log.path().display()),
-            Err(e) => log::error!("{e}"),
+        if self.log.reopen().is_ok() {
+            log::info!("reopened alert log {}", self.log.path().display());
         }
+        self.sync_log_stats();
+    }
+
+    /// Every second: the alert log retries what failed.
+    pub fn tick_alert_log(&mut self) {
+        self.log.tick();
+        self.sync_log_stats();
+    }
+
+    fn sync_log_stats(&mut self) {
+        let s = self.log.stats();
+        self.stats.alert_write_errors = s.write_errors;
+        self.stats.alert_log_reopen_errors = s.reopen_errors;
+        self.stats.alerts_dropped = s.dropped;
+        self.stats.alert_log_backlog = s.backlog;
     }
 
     pub fn active_sources(&self) -> usize {

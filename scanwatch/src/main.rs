@@ -3,7 +3,7 @@ use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 use scanwatch::{
-    agent,
+    agent, check_config,
     cli::{Cli, Command},
     control::client,
     generated_docs, systemd, top,
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
                 }
             })
             .map_err(|e| (e.into(), 1)),
+        Command::CheckConfig(a) => check_config::run(&a).map_err(|e| (e.into(), 2)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

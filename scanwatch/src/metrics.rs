@@ -331,9 +331,30 @@ impl Scrape<'_> {
         counter(
             e,
             "alert_write_errors",
-            "Alerts that could not be appended to the alert log.",
+            "Failed writes to the alert log (disk full, I/O errors); each retry of a waiting alert counts.",
             &[],
             snapshot.engine.alert_write_errors,
+        )?;
+        counter(
+            e,
+            "alert_log_reopen_errors",
+            "Failed reopens of the alert log (SIGHUP, and their retries).",
+            &[],
+            snapshot.engine.alert_log_reopen_errors,
+        )?;
+        counter(
+            e,
+            "alerts_dropped",
+            "Alerts never written to the alert log: the in-memory backlog was full.",
+            &[],
+            snapshot.engine.alerts_dropped,
+        )?;
+        gauge(
+            e,
+            "alert_log_backlog",
+            "Alerts waiting in memory for the alert log to take them.",
+            &[],
+            saturating_i64(snapshot.engine.alert_log_backlog),
         )?;
         counter(
             e,

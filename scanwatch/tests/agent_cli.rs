@@ -45,7 +45,7 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
     let lab = Lab::new().expect("lab");
     let pin = format!("/sys/fs/bpf/scanwatch-cli-{}", lab.target_ns);
     let o = agent_in(&lab, &["run", "--iface", "nosuch0", "--pin-dir", &pin]);
-    assert_fails_with(&o, 1, "unknown interface \"nosuch0\"", "unknown interface");
+    assert_fails_with(&o, 2, "unknown interface \"nosuch0\"", "unknown interface");
     let o = agent_in(
         &lab,
         &["run", "--iface", &lab.target_if, "--map-size", "10"],
@@ -167,29 +167,200 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
     let _ = std::fs::remove_dir_all(&pin);
 }
 
+/// A real unprivileged account, created if missing (a system user with no
+/// login shell): its uid and gid.
+fn unprivileged_account() -> (u32, u32) {
+    const USER: &str = "scanwatch-test";
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, USER]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let o = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                USER,
+            ])
+            .output()
+            .expect("run useradd");
+        // Another test process may have created it meanwhile.
+        assert!(
+            o.status.success() || id("-u").is_some(),
+            "cannot create the test account {USER}: {}",
+            stderr(&o)
+        );
+    }
+    let (uid, gid) = (id("-u"), id("-g"));
+    let (Some(uid), Some(gid)) = (uid, gid) else {
+        panic!("no uid/gid for {USER}");
+    };
+    assert_ne!(uid, 0, "{USER} must not be root");
+    (uid, gid)
+}
+
+/// The agent binary copied where any account can run it (the build tree
+/// may sit under a directory only root can enter).
+fn agent_for_anyone(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = dir.join("scanwatch");
+    std::fs::copy(AGENT, &bin).expect("copy the agent");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
+/// `setpriv` to the account: real and effective ids, no supplementary
+/// groups, no capabilities left (inheritable, ambient or bounding).
+fn as_user(uid: u32, gid: u32, mut prefix: Command) -> Command {
+    prefix.args([
+        "setpriv",
+        &format!("--reuid={uid}"),
+        &format!("--regid={gid}"),
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]);
+    prefix
+}
+
+/// A real unprivileged account: `run` and `top` refuse naming the missing
+/// capabilities, the control socket of a running root agent refuses it (even
+/// with the socket file opened to everyone, the agent checks the peer's
+/// uid), and `check-config` works for it.
 #[test]
 fn unprivileged_user_is_refused() {
     if !require_root("unprivileged_user_is_refused") {
         return;
     }
-    let lab = Lab::new().expect("lab");
-    for args in [vec!["run", "--iface", lab.target_if.as_str()], vec!["top"]] {
-        let o = lab
-            .in_target()
-            .args([
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(AGENT)
-            .args(&args)
+    let (uid, gid) = unprivileged_account();
+    let mut agent = AgentLab::start(&[]);
+    let dir = std::env::temp_dir().join(format!("scanwatch-unpriv-{}", agent.lab.target_ns));
+    let bin = agent_for_anyone(&dir);
+    let user = |prefix: Command, args: &[&str]| -> Output {
+        as_user(uid, gid, prefix)
+            .arg(&bin)
+            .args(args)
             .stdin(Stdio::null())
             .output()
-            .expect("setpriv");
-        assert_fails_with(&o, 1, "needs CAP_BPF", &format!("unprivileged {args:?}"));
+            .expect("setpriv")
+    };
+    // The account really is unprivileged.
+    let o = as_user(uid, gid, Command::new("env"))
+        .args(["sh", "-c", "id -u; grep CapEff /proc/self/status"])
+        .output()
+        .expect("setpriv sh");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with(&format!("{uid}\n")) && out.contains("0000000000000000"),
+        "{out}"
+    );
+
+    let pin = format!("/sys/fs/bpf/scanwatch-unpriv-{}", agent.lab.target_ns);
+    for (args, needle) in [
+        (
+            vec![
+                "run",
+                "--iface",
+                agent.lab.target_if.as_str(),
+                "--pin-dir",
+                &pin,
+            ],
+            "scanwatch run needs CAP_BPF and CAP_PERFMON and CAP_NET_ADMIN (effective capabilities)",
+        ),
+        (
+            vec!["top"],
+            "scanwatch top needs CAP_BPF (effective capabilities)",
+        ),
+    ] {
+        let o = user(agent.lab.in_target(), &args);
+        assert_fails_with(&o, 1, needle, &format!("unprivileged {args:?}"));
     }
+    assert!(!std::path::Path::new(&pin).exists(), "nothing pinned");
+
+    // The running root agent's control socket (mode 0600): refused.
+    let sock = agent.control_socket.to_string_lossy().into_owned();
+    for args in [
+        vec!["status", "--control-socket", &sock],
+        vec!["block", "198.18.0.77", "--control-socket", &sock],
+    ] {
+        let o = user(Command::new("env"), &args);
+        assert_fails_with(&o, 1, "is root-only", &format!("socket file: {args:?}"));
+    }
+    // Opened to everyone by mistake: the agent's peer-uid check still refuses.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for p in [
+            agent.control_socket.as_path(),
+            agent.control_socket.parent().expect("dir"),
+        ] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        }
+    }
+    for args in [
+        vec!["block", "198.18.0.77", "--control-socket", &sock],
+        vec!["unblock", "198.18.0.0/24", "--control-socket", &sock],
+        vec!["blocks", "--control-socket", &sock],
+    ] {
+        let o = user(Command::new("env"), &args);
+        assert_fails_with(&o, 1, "is root-only", &format!("peer uid: {args:?}"));
+    }
+    // The raw answer: the agent accepted the connection and refused the uid.
+    let o = as_user(uid, gid, Command::new("env"))
+        .args([
+            // Not a PATH lookup: root's PATH may lead to shims the account cannot read.
+            "/usr/bin/python3",
+            "-c",
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
+             s.sendall(b'{\"cmd\":\"blocks\"}\\n')\nprint(s.recv(4096).decode())",
+            &sock,
+        ])
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        r#"{"ok":false,"error":"permission denied: root only"}"#,
+        "{}",
+        stderr(&o)
+    );
+    let blocks = agent.ctl(&["blocks", "--json"]);
+    assert!(blocks.status.success(), "{}", stderr(&blocks));
+    assert!(
+        !String::from_utf8_lossy(&blocks.stdout).contains("198.18.0.77"),
+        "nothing blocked by the unprivileged account"
+    );
+
+    // check-config needs no privilege.
+    let cfg = dir.join("ok.toml");
+    std::fs::write(&cfg, "[detection]\nwindow_seconds = 60\n").expect("write");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "# bad\n[mitigation]\ncapacity = 1\n").expect("write");
+    let o = user(
+        Command::new("env"),
+        &["check-config", &cfg.to_string_lossy()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = user(
+        Command::new("env"),
+        &["check-config", &bad.to_string_lossy()],
+    );
+    assert_fails_with(
+        &o,
+        2,
+        &format!(
+            "config {}: line 3: field `mitigation.capacity`: 1 is out of range",
+            bad.display()
+        ),
+        "check-config unprivileged",
+    );
+    assert!(agent.stop_agent(), "the root agent is unaffected");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup | test | lint | demo | bench | deb`.
+//! Project tasks: `cargo xtask setup | test | lint | demo | bench | deb | fuzz`.
 //!
 //! `setup` installs what is missing on a Debian machine (nightly rust-src,
 //! bpf-linker 0.10.3, cargo-deb, Debian packages); `test` and `demo` run it first.
 
 mod deb;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -41,6 +42,15 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Coverage-guided fuzzing (cargo fuzz, nightly) of the config, feed,
+    /// control-request and ring-buffer event parsers.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Only these targets (config, feed, control_request, ring_event).
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +64,9 @@ fn main() -> ExitCode {
         Task::Demo => setup::ensure().and_then(|()| demo::demo()),
         Task::Deb => setup::ensure().and_then(|()| deb::deb().map(|_| ())),
         Task::Bench { quick } => setup::ensure().and_then(|()| bench(quick)),
+        Task::Fuzz { seconds, targets } => {
+            setup::ensure().and_then(|()| fuzz::run(&root(), seconds, &targets).map(|_| ()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,8 +92,21 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// The workspace root (xtask's parent directory).
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| ".".into(), std::path::Path::to_path_buf)
+}
+
 fn lint() -> anyhow::Result<()> {
     run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
+    // The fuzz crate is a workspace of its own.
+    run_cmd(
+        cargo()
+            .args(["fmt", "--check", "--manifest-path"])
+            .arg(root().join("fuzz/Cargo.toml")),
+    )?;
     // Default members only: never --workspace (it would build the eBPF crate for the host).
     run_cmd(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     run_cmd(Command::new("cargo").args([
@@ -111,9 +137,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // The package tests (scanwatch/tests/package_deb.rs) install this .deb.
     let deb = deb::deb()?;
     run_cmd(cargo().arg("test").args(extra).env("SCANWATCH_DEB", deb))?;
+    // The fuzz targets keep building and running: a few seconds each.
+    fuzz::run(&root(), FUZZ_SMOKE_SECONDS, &[])?;
     // The benchmark keeps working: a short run that checks it produced numbers.
     bench(true)
 }
+
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SMOKE_SECONDS: u64 = 5;
 
 fn bench(quick: bool) -> anyhow::Result<()> {
     let mut cmd = cargo();

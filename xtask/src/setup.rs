@@ -17,6 +17,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
+    ("chattr", "e2fsprogs"),
+    ("useradd", "passwd"),
     ("masscan", "masscan"),
     ("hping3", "hping3"),
     ("ab", "apache2-utils"),

@@ -1,0 +1,279 @@
+//! Bad command-line values, run through the real binary: a clear one-line
+//! message naming the value, no panic, exit 2 for usage errors, and nothing
+//! attached or pinned. (More run-time refusals: `agent_cli.rs`.)
+//! The `run` cases need root (they get past the privilege check, in a lab
+//! namespace of their own); fails rather than skips without it.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::AGENT;
+use scanwatch_lab::{netns::Lab, privileged::require_root};
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Checks one refusal; returns a description of what is wrong, if anything.
+fn refused(o: &Output, code: i32, needle: &str, args: &[&str]) -> Option<String> {
+    let err = stderr(o);
+    let ok = o.status.code() == Some(code)
+        && err.contains(needle)
+        && err.contains("error")
+        && !err.contains("panicked")
+        && !err.contains("RUST_BACKTRACE");
+    (!ok).then(|| {
+        format!(
+            "{args:?}: exit {:?} (want {code}), want {needle:?} in: {err}",
+            o.status.code()
+        )
+    })
+}
+
+/// Values clap rejects before the agent does anything (no root needed).
+const USAGE_ERRORS: &[(&[&str], &str)] = &[
+    (&["run"], "--iface <IF>"),
+    (
+        &["run", "--iface", "eth0", "--map-size", "0"],
+        "0 is not in 1024..=16777216",
+    ),
+    (
+        &["run", "--iface", "eth0", "--map-size", "4294967296"],
+        "4294967296 is not in 1024..=16777216",
+    ),
+    (
+        &["run", "--iface", "eth0", "--map-size=-1"],
+        "-1 is not in 1024..=16777216",
+    ),
+    (
+        &["run", "--iface", "eth0", "--map-size", "1k"],
+        "invalid digit",
+    ),
+    (
+        &["run", "--iface", "eth0", "--interval", "0"],
+        "0 is not in 1..=3600",
+    ),
+    (
+        &["run", "--iface", "eth0", "--count-interval", "86400"],
+        "86400 is not in 1..=3600",
+    ),
+    (
+        &["run", "--iface", "eth0", "--metrics-top", "5000"],
+        "5000 is not in 0..=1000",
+    ),
+    (
+        &["run", "--iface", "eth0", "--xdp-mode", "turbo"],
+        "invalid value 'turbo'",
+    ),
+    (
+        &["run", "--iface", "eth0", "--metrics-addr", "localhost"],
+        "invalid socket address syntax",
+    ),
+    (
+        &[
+            "run",
+            "--iface",
+            "eth0",
+            "--metrics-addr",
+            "127.0.0.1:99999",
+        ],
+        "invalid socket address syntax",
+    ),
+    (
+        &["run", "--iface", "eth0", "--metrics-addr", "300.1.1.1:9477"],
+        "invalid socket address syntax",
+    ),
+    (
+        &["run", "--iface", "eth0", "--metrics-addr", "::1:9477"],
+        "invalid socket address syntax",
+    ),
+    (
+        &["block", "not-an-ip"],
+        "\"not-an-ip\" is not an IPv4/IPv6 address or CIDR",
+    ),
+    (
+        &["block", "10.0.0.0/33"],
+        "\"10.0.0.0/33\" is not an IPv4/IPv6 address or CIDR",
+    ),
+    (
+        &["block", "fd00::/129"],
+        "is not an IPv4/IPv6 address or CIDR",
+    ),
+    (
+        &["block", "198.18.0.1/"],
+        "is not an IPv4/IPv6 address or CIDR",
+    ),
+    (&["block", ""], "is not an IPv4/IPv6 address or CIDR"),
+    (
+        &["unblock", "10.0.0.256"],
+        "is not an IPv4/IPv6 address or CIDR",
+    ),
+    (
+        &["block", "198.18.0.9", "--ttl", "0"],
+        "\"0\": between 1 s and 365 d",
+    ),
+    (
+        &["block", "198.18.0.9", "--ttl", "366d"],
+        "\"366d\": between 1 s and 365 d",
+    ),
+    (
+        &["block", "198.18.0.9", "--ttl", "5y"],
+        "\"5y\" is not a duration",
+    ),
+    (
+        &["block", "198.18.0.9", "--ttl=-5"],
+        "\"-5\" is not a duration",
+    ),
+    (
+        &["block", "198.18.0.9", "--ttl", "99999999999999999999"],
+        "is not a duration",
+    ),
+    (
+        &["block", "198.18.0.9", "--ttl", "9999999999999999d"],
+        "between 1 s and 365 d",
+    ),
+    (&["top", "--limit=-1"], "invalid digit"),
+    (&["check-config"], "<FILE>"),
+    (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+];
+
+#[test]
+fn usage_errors_exit_2_with_a_clear_message() {
+    let mut failures = Vec::new();
+    for (args, needle) in USAGE_ERRORS {
+        let o = Command::new(AGENT)
+            .args(*args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scanwatch");
+        failures.extend(refused(&o, 2, needle, args));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `run` values only the agent can check (interfaces exist in this network
+/// namespace, URLs, addresses to bind): refused before anything is attached.
+#[test]
+fn run_time_values_are_refused_and_nothing_is_attached() {
+    if !require_root("run_time_values_are_refused_and_nothing_is_attached") {
+        return;
+    }
+    let lab = Lab::new().expect("lab");
+    let pin = format!("/sys/fs/bpf/scanwatch-cli-values-{}", lab.target_ns);
+    let scratch = std::env::temp_dir().join(format!("scanwatch-cli-values-{}", lab.target_ns));
+    let log = scratch.join("alerts.jsonl").to_string_lossy().into_owned();
+    let sock = scratch.join("control.sock").to_string_lossy().into_owned();
+    let iface = lab.target_if.clone();
+    let long = "x".repeat(16);
+    let cases: Vec<(Vec<&str>, i32, String)> = vec![
+        (
+            vec!["--iface", "nosuch0"],
+            2,
+            "unknown interface \"nosuch0\"".into(),
+        ),
+        (vec!["--iface", ""], 2, "unknown interface \"\"".into()),
+        (
+            vec!["--iface", &long],
+            2,
+            format!("unknown interface \"{long}\""),
+        ),
+        (
+            vec!["--iface", "eth0/x"],
+            2,
+            "unknown interface \"eth0/x\"".into(),
+        ),
+        (
+            vec!["--iface", &iface, "--iface", "nosuch1"],
+            2,
+            "unknown interface \"nosuch1\"".into(),
+        ),
+        (
+            vec!["--iface", &iface, "--alertmanager-url", "localhost:9093"],
+            2,
+            "--alertmanager-url \"localhost:9093\": expected http://HOST:PORT".into(),
+        ),
+        (
+            vec!["--iface", &iface, "--alertmanager-url", "https://am:9093"],
+            2,
+            "https is not supported".into(),
+        ),
+        (
+            vec!["--iface", &iface, "--alertmanager-url", "http://am:99999"],
+            2,
+            "--alertmanager-url \"http://am:99999\"".into(),
+        ),
+        // Well-formed but unusable here: run-time errors (exit 1), still clear.
+        (
+            vec!["--iface", &iface, "--metrics-addr", "192.0.2.1:9477"],
+            1,
+            "cannot listen for metrics on 192.0.2.1:9477".into(),
+        ),
+        (
+            vec!["--iface", &iface, "--config", "/nonexistent/scanwatch.toml"],
+            2,
+            "cannot read config /nonexistent/scanwatch.toml".into(),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (extra, code, needle) in &cases {
+        let mut args = vec!["run"];
+        args.extend(extra.iter().copied());
+        args.extend([
+            "--pin-dir",
+            &pin,
+            "--alert-log",
+            &log,
+            "--control-socket",
+            &sock,
+        ]);
+        let o = lab
+            .in_target()
+            .arg(AGENT)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scanwatch");
+        failures.extend(refused(&o, *code, needle, &args));
+    }
+    // A control socket path that cannot be created (after the attach:
+    // the error detaches again).
+    let args = [
+        "run",
+        "--iface",
+        &iface,
+        "--pin-dir",
+        &pin,
+        "--alert-log",
+        &log,
+        "--control-socket",
+        "/proc/scanwatch/control.sock",
+    ];
+    let o = lab
+        .in_target()
+        .arg(AGENT)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scanwatch");
+    failures.extend(refused(
+        &o,
+        1,
+        "control socket /proc/scanwatch/control.sock",
+        &args,
+    ));
+    let links = Command::new("ip")
+        .args(["-n", &lab.target_ns, "-d", "link", "show"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout);
+    let pins = common::pins_left(std::path::Path::new(&pin));
+    let _ = std::fs::remove_dir_all(&pin);
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(!links.contains("xdp"), "nothing attached: {links}");
+    assert!(
+        pins.iter().all(|p| p == "BLOCKS"),
+        "no pins but the kept blocklist: {pins:?}"
+    );
+}
