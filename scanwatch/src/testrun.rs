@@ -46,14 +46,17 @@ impl XdpHarness {
         )
     }
 
-    /// [`Self::load`] for the benchmarks: the floor programs' map is sized
-    /// like the source map.
+    /// [`Self::load`] for the benchmarks: the default configuration of the
+    /// agent, and the floor programs' map sized like the source map.
     pub fn load_for_bench(map_size: u32) -> Result<Self, TestRunError> {
         Self::from_loaded(loader::load_with(
             map_size,
             &crate::config::Detection::default().kernel_config(),
             &loader::LoadOptions {
                 floor_sources: map_size,
+                // As the agent loads it by default: the reply-aware
+                // detector records first contacts.
+                reply: crate::config::Detection::default().reply_config(),
                 ..loader::LoadOptions::default()
             },
         )?)

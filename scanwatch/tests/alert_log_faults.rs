@@ -110,6 +110,7 @@ fn sample_alert(last: u8) -> Alert {
         sample_ports: vec![22, 80, 443],
         triggers: 1,
         window_start_ns: 1_000_000_000,
+        reply: scanwatch::reply::ReplyEvidence::default(),
     };
     let clock = BootClock::now();
     Alert::new(AlertInput {
