@@ -5,7 +5,7 @@
 use aya::maps::{MapData, RingBuf};
 use aya::{
     Ebpf,
-    programs::{TestRun as _, TestRunOptions},
+    programs::{TestRun, TestRunOptions, TestRunResult},
 };
 use scanwatch_common::{DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats};
 
@@ -241,12 +241,12 @@ impl XdpHarness {
     }
 }
 
-/// One BPF_PROG_TEST_RUN of `program`: its XDP action and ns per run.
-fn run_program(
-    program: &mut aya::programs::Xdp,
-    frame: &[u8],
-    repeat: u32,
-) -> Result<(u32, u64), TestRunError> {
+/// One BPF_PROG_TEST_RUN of `program` (XDP or TC) on `frame`, `repeat`
+/// times: its return value and the kernel's ns per run.
+fn run_test<P>(program: &mut P, frame: &[u8], repeat: u32) -> Result<(u32, u64), TestRunError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let opts = TestRunOptions {
         data_in: Some(frame),
         repeat,
@@ -258,22 +258,20 @@ fn run_program(
     Ok((result.return_value, result.duration.as_nanos() as u64))
 }
 
-/// One BPF_PROG_TEST_RUN of a TC program: its action and ns per run.
+/// [`run_test`] for an XDP program: its XDP action and ns per run.
+fn run_program(
+    program: &mut aya::programs::Xdp,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(u32, u64), TestRunError> {
+    run_test(program, frame, repeat)
+}
+
+/// [`run_test`] for a TC program: its action and ns per run.
 fn run_classifier(
     program: &mut aya::programs::SchedClassifier,
     frame: &[u8],
     repeat: u32,
 ) -> Result<(i32, u64), TestRunError> {
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        repeat,
-        ..TestRunOptions::default()
-    };
-    let result = program
-        .test_run(opts)
-        .map_err(|e| TestRunError::Run(error_chain(&e)))?;
-    Ok((
-        result.return_value as i32,
-        result.duration.as_nanos() as u64,
-    ))
+    run_test(program, frame, repeat).map(|(action, ns)| (action as i32, ns))
 }

@@ -224,23 +224,7 @@ fn alert_log_reopen_refused_keeps_writing_and_retries() {
 }
 
 fn metric(lab: &AgentLab, name: &str) -> Option<f64> {
-    let out = lab
-        .lab
-        .in_scanner()
-        .args([
-            "curl",
-            "-s",
-            "--max-time",
-            "5",
-            "http://198.18.0.2:9477/metrics",
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    common::metric_value(&lab.scrape("198.18.0.2:9477"), name)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {

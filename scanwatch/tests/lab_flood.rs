@@ -43,27 +43,12 @@ const SCANNER_PROBES: u32 = 20;
 const NEVER_BLOCK_NET: &str = "198.19.255.0/24";
 
 fn metrics(lab: &AgentLab) -> String {
-    let out = lab
-        .lab
-        .in_scanner()
-        .args([
-            "curl",
-            "-s",
-            "--max-time",
-            "10",
-            &format!("http://{METRICS}/metrics"),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    lab.scrape(METRICS)
 }
 
 /// Sum of the samples whose line starts with `prefix`.
 fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
+    common::metric_sum(text, prefix)
 }
 
 fn rss_kib(pid: u32) -> u64 {

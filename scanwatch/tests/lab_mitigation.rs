@@ -51,23 +51,7 @@ fn connects(lab: &AgentLab, source: &str) -> bool {
 }
 
 fn metric(lab: &AgentLab, name: &str) -> f64 {
-    let out = lab
-        .lab
-        .in_scanner()
-        .args([
-            "curl",
-            "-s",
-            "--max-time",
-            "5",
-            "http://198.18.0.2:9477/metrics",
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
+    common::metric_sum(&lab.scrape("198.18.0.2:9477"), name)
 }
 
 fn stderr(o: &std::process::Output) -> String {

@@ -316,21 +316,5 @@ const METRICS: &str = "198.18.0.2:9478";
 /// Sum of the samples of `name` (a prefix) on the agent's /metrics, read
 /// from the scanner namespace.
 fn metric(lab: &AgentLab, name: &str) -> f64 {
-    let out = lab
-        .lab
-        .in_scanner()
-        .args([
-            "curl",
-            "-s",
-            "--max-time",
-            "5",
-            &format!("http://{METRICS}/metrics"),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
+    common::metric_sum(&lab.scrape(METRICS), name)
 }

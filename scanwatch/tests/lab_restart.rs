@@ -54,23 +54,7 @@ fn nmap_args<'a>(lab: &'a AgentLab, source: &'a str, ports: &'a str) -> Vec<&'a 
 
 /// Sum of the samples of a metric family whose line starts with `prefix`.
 fn metric(lab: &AgentLab, prefix: &str) -> f64 {
-    let out = lab
-        .lab
-        .in_scanner()
-        .args([
-            "curl",
-            "-s",
-            "--max-time",
-            "5",
-            &format!("http://{METRICS}/metrics"),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
+    common::metric_sum(&lab.scrape(METRICS), prefix)
 }
 
 /// Does the target answer `source` at all? One TCP connection attempt to a

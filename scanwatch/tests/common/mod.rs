@@ -26,6 +26,23 @@ pub fn assert_installed(tools: &[&str]) {
     }
 }
 
+/// Sum of the samples on the lines of a `/metrics` text that start with
+/// `prefix` (a name, or a name and the start of its labels).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// The value of the unlabelled sample `name` of a `/metrics` text.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 /// The pins left in a pin directory, sorted.
 pub fn pins_left(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -55,6 +72,24 @@ pub struct AgentLab {
 }
 
 impl AgentLab {
+    /// The agent's `/metrics` text at `addr` (its `--metrics-addr`, on the
+    /// target side of the veth), fetched from the scanner namespace.
+    pub fn scrape(&self, addr: &str) -> String {
+        let out = self
+            .lab
+            .in_scanner()
+            .args([
+                "curl",
+                "-s",
+                "--max-time",
+                "10",
+                &format!("http://{addr}/metrics"),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn start(extra_args: &[&str]) -> Self {
         Self::start_with(extra_args, false)
     }
