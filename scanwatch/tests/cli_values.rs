@@ -33,7 +33,7 @@ fn refused(o: &Output, code: i32, needle: &str, args: &[&str]) -> Option<String>
 
 /// Values clap rejects before the agent does anything (no root needed).
 const USAGE_ERRORS: &[(&[&str], &str)] = &[
-    (&["run"], "--iface <IF>"),
+    (&["run"], "no interface to watch: give --iface IF"),
     (
         &["run", "--iface", "eth0", "--map-size", "0"],
         "0 is not in 1024..=16777216",
