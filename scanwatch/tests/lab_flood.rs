@@ -197,14 +197,19 @@ fn spoofed_flood_churns_but_scanners_are_caught_and_never_block_is_spared() {
     let ns = PathBuf::from(format!("/run/netns/{}", lab.lab.scanner_ns));
     let seed = 0x5ca7_f100d;
     println!("flood seed {seed:#x}");
+    // At least FLOOD_SOURCES frames, and on until `stop`: the flood must
+    // outlast the real scans however fast this machine sends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let frames = {
+        let stop = std::sync::Arc::clone(&stop);
         let mut rng = Rng(seed);
         let scanners = SPOOFED_SCANNERS + NEVER_BLOCK_SCANNERS;
         let scanner_frames = scanners * SCANNER_PROBES;
         let mut i = 0u32;
         std::iter::from_fn(move || {
-            i += 1;
-            if i > FLOOD_SOURCES + scanner_frames {
+            i = i.saturating_add(1);
+            if i > FLOOD_SOURCES + scanner_frames && stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 return None;
             }
             // Every 50th frame (while they last) is a spoofed scanner's probe.
@@ -269,6 +274,8 @@ fn spoofed_flood_churns_but_scanners_are_caught_and_never_block_is_spared() {
     let spared = nmap("198.18.0.12", &[]);
     assert!(spared.status.success());
     let spared_out = String::from_utf8_lossy(&spared.stdout).into_owned();
+    // The flood ends once its minimum is sent.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
 
     // While the flood runs: the blocklist never exceeds its capacity.
     let mut max_blocks = 0usize;
