@@ -1,6 +1,9 @@
 //! scanwatch XDP program: classifies every ingress packet, counts probes per
-//! source in a bounded LRU map and per interface in per-CPU counters. It never
-//! drops: every packet, parseable or not, gets `XDP_PASS`.
+//! source in a bounded LRU map and per interface in per-CPU counters. It
+//! drops only packets from blocked sources and `drop` feeds (never from
+//! `never_block` networks); everything else, parseable or not, gets
+//! `XDP_PASS`. The TC egress program of the reply-aware detector is in
+//! `reply.rs`.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]

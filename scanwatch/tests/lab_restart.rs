@@ -129,9 +129,12 @@ fn kill_9_mid_scan_keeps_blocks_and_detection_resumes() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("scanwatch-kill9-{}", std::process::id()));
+    // The threshold detectors only: the reply-aware one would block the
+    // scan after 4 RSTs, before enough SYNs are counted to show that the
+    // restarted agent's counters start again from zero.
     let cfg = config(
         &dir,
-        "[mitigation]\nauto_block = true\nnever_block = [\"198.18.0.12/32\"]\n",
+        "[detection.reply_scan]\nenabled = false\n\n[mitigation]\nauto_block = true\nnever_block = [\"198.18.0.12/32\"]\n",
     );
     let args = ["--config", &cfg, "--metrics-addr", METRICS];
     let mut lab = AgentLab::start(&args);
