@@ -14,7 +14,7 @@ mod reply;
 mod window;
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
     helpers::generated::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
@@ -65,10 +65,12 @@ static BLOCKS: LpmTrie<LpmData, BlockValue> =
     LpmTrie::with_max_entries(DEFAULT_BLOCKLIST_CAPACITY, 0);
 
 /// Blocked single addresses (also in `BLOCKS`): one hash lookup on the drop
-/// path instead of a trie walk. The agent sets the size at load time.
+/// path instead of a trie walk. The agent sets the size at load time;
+/// entries are allocated as blocks are made (a mostly empty blocklist costs
+/// no memory, like the tries).
 #[map]
 static BLOCKED_HOSTS: HashMap<SourceKey, BlockValue> =
-    HashMap::with_max_entries(DEFAULT_BLOCKLIST_CAPACITY, 0);
+    HashMap::with_max_entries(DEFAULT_BLOCKLIST_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Threat-intel feed entries (tag or drop).
 #[map]
