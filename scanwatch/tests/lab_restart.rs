@@ -243,23 +243,9 @@ fn kill_9_mid_scan_keeps_blocks_and_detection_resumes() {
 
 /// Sum of the `scanwatch_packets_total` samples whose labels contain `label`.
 fn lines_sum(lab: &AgentLab, label: &str) -> f64 {
-    let out = lab
-        .lab
-        .in_scanner()
-        .args([
-            "curl",
-            "-s",
-            "--max-time",
-            "5",
-            &format!("http://{METRICS}/metrics"),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("scanwatch_packets_total{") && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
+    let text = lab.scrape(METRICS);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(label)).collect();
+    common::metric_sum(&lines.join("\n"), "scanwatch_packets_total{")
 }
 
 #[test]
