@@ -8,3 +8,4 @@
 pub mod frames;
 pub mod netns;
 pub mod privileged;
+pub mod rng;

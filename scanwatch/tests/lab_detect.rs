@@ -27,14 +27,7 @@ fn require_tools(test: &str) -> bool {
 }
 
 fn types(alert: &Value) -> Vec<String> {
-    alert["scan_types"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    common::scan_types(alert)
 }
 
 /// Seconds from the source's first probe to the alert.

@@ -71,26 +71,16 @@ fn mac(text: &str) -> [u8; 6] {
     m
 }
 
-/// SplitMix64 (reproducible spoofed addresses).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+/// Reproducible spoofed addresses.
+use scanwatch_lab::rng::SplitMix64 as Rng;
 
 /// A spoofed flood source: random IPv6 in fd00::/8 (three in four: every
 /// one distinct), or random IPv4 in 198.18.1.0-198.19.249.255 (the lab's own
 /// /24 and the spoofed scanners' networks excluded; only 129,280 addresses).
 fn flood_source(rng: &mut Rng) -> IpAddr {
-    let r = rng.next();
+    let r = rng.next_u64();
     if !r.is_multiple_of(4) {
-        let mut o = (u128::from(r) | (u128::from(rng.next()) << 64)).to_be_bytes();
+        let mut o = (u128::from(r) | (u128::from(rng.next_u64()) << 64)).to_be_bytes();
         o[0] = 0xfd; // fd00::/8
         o[1] |= 0x80; // never the lab's own fd00::1, fd00::2
         IpAddr::V6(Ipv6Addr::from(o))
@@ -225,7 +215,7 @@ fn spoofed_flood_churns_but_scanners_are_caught_and_never_block_is_spared() {
                 };
                 (IpAddr::V4(addr), port)
             } else {
-                (flood_source(&mut rng), (rng.next() % 1024) as u16 + 1)
+                (flood_source(&mut rng), (rng.next_u64() % 1024) as u16 + 1)
             };
             let dst: IpAddr = match src {
                 IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(198, 19, 200, 1)),

@@ -45,14 +45,7 @@ print("connections", done)
 "#;
 
 fn types(alert: &Value) -> Vec<String> {
-    alert["scan_types"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    common::scan_types(alert)
 }
 
 /// The first alert about `source` naming `reply_scan`.

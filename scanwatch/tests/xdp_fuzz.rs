@@ -30,6 +30,7 @@ use scanwatch_common::{
     Counter, IfaceCounters, ProbeKind, SourceKey, block_origin, classify_icmp, classify_icmpv6,
     classify_tcp, maps::MAX_IPV6_EXT_HEADERS,
 };
+use scanwatch_lab::rng::SplitMix64;
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021AD, TPID_8021Q, Transport},
     privileged::require_root,
@@ -42,16 +43,12 @@ const DEFAULT_SEED: u64 = 0x5ca7_0a7c_4f00_d5ed;
 const DEFAULT_FRAMES: u64 = 1_000_000;
 const BATCH: usize = 20_000;
 
-/// SplitMix64: small, fast and good enough to drive a fuzzer.
-struct Rng(u64);
+/// The fuzzer's seeded generator (SplitMix64) with the draws it needs.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
@@ -724,7 +721,7 @@ fn a_million_hostile_frames() {
     let h = XdpHarness::load(1024).expect("load the XDP program");
     let mut fuzz = Fuzz {
         h,
-        rng: Rng(seed),
+        rng: Rng(SplitMix64(seed)),
         seed,
         sent: 0,
         expect: IfaceCounters::ZERO,

@@ -43,6 +43,18 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The scan types an alert line names (`scan_types`).
+pub fn scan_types(alert: &serde_json::Value) -> Vec<String> {
+    alert["scan_types"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The pins left in a pin directory, sorted.
 pub fn pins_left(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -263,13 +275,7 @@ impl AgentLab {
                     a["source"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(want)
                 })
                 .collect();
-            let named = |t: &str| {
-                alerts.iter().any(|a| {
-                    a["scan_types"]
-                        .as_array()
-                        .is_some_and(|ts| ts.iter().any(|x| x == t))
-                })
-            };
+            let named = |t: &str| alerts.iter().any(|a| scan_types(a).iter().any(|x| x == t));
             if (!alerts.is_empty() && expected.iter().all(|t| named(t)))
                 || Instant::now() >= deadline
             {
