@@ -7,7 +7,7 @@
 
 pub mod classify;
 pub mod maps;
-pub mod reply;
+pub mod trw;
 pub mod sketch;
 
 pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};

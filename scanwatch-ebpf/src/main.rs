@@ -3,14 +3,14 @@
 //! drops only packets from blocked sources and `drop` feeds (never from
 //! `never_block` networks); everything else, parseable or not, gets
 //! `XDP_PASS`. The TC egress program of the reply-aware detector is in
-//! `reply.rs`.
+//! `contacts.rs`.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
 mod parse;
-mod reply;
+mod contacts;
 mod window;
 
 use aya_ebpf::{
@@ -236,7 +236,7 @@ fn try_scanwatch(
             }
             bump_counter(counters, Counter::probe(probe.kind));
             // First contacts (SYN, UDP) for the reply-aware detector.
-            reply::record_contact(ctx, &found, &probe.source)?;
+            contacts::record_contact(ctx, &found, &probe.source)?;
             track_source(&probe, ifindex, counters, state.tag_feeds != 0);
         }
     }

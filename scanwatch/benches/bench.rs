@@ -445,7 +445,7 @@ fn reply_sweep() -> Value {
         scanwatch::config::Detection::default().reply_config(),
     )
     .expect("load with the reply-aware detector");
-    let capacity = scanwatch_common::reply::DEFAULT_CONTACTS_CAPACITY;
+    let capacity = scanwatch_common::trw::DEFAULT_CONTACTS_CAPACITY;
     for i in 0..capacity {
         let src = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + (i >> 8)));
         let port = 1 + (i & 0xff) as u16;

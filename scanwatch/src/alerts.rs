@@ -512,7 +512,7 @@ mod tests {
         let cfg = crate::config::Detection::default().reply_config();
         a.reply = Some(
             (&crate::reply::ReplyEvidence::from_stats(
-                &scanwatch_common::reply::ReplyStats {
+                &scanwatch_common::trw::ReplyStats {
                     llr: 4 * cfg.failure_step,
                     failures: 4,
                     successes: 0,

@@ -503,10 +503,10 @@ impl Config {
             3600,
         )?;
         let r = &d.reply_scan;
-        if let Err(e) = scanwatch_common::reply::ReplyConfig::from_params(
+        if let Err(e) = scanwatch_common::trw::ReplyConfig::from_params(
             r.theta0, r.theta1, r.alpha, r.beta, 1,
         ) {
-            use scanwatch_common::reply::TrwParamError;
+            use scanwatch_common::trw::TrwParamError;
             let (key, message) = match e {
                 TrwParamError::OutOfRange => {
                     let key = [
@@ -652,8 +652,8 @@ impl Detection {
     }
 
     /// The reply-aware test as the kernel runs it (disabled: no contacts recorded).
-    pub fn reply_config(&self) -> scanwatch_common::reply::ReplyConfig {
-        use scanwatch_common::reply::ReplyConfig;
+    pub fn reply_config(&self) -> scanwatch_common::trw::ReplyConfig {
+        use scanwatch_common::trw::ReplyConfig;
         let r = &self.reply_scan;
         if !r.enabled {
             return ReplyConfig::DISABLED;

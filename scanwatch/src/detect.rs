@@ -413,7 +413,7 @@ mod tests {
         assert!(classify(&ev, &cfg).is_empty());
         let k = cfg.reply_config();
         ev.reply = crate::reply::ReplyEvidence::from_stats(
-            &scanwatch_common::reply::ReplyStats {
+            &scanwatch_common::trw::ReplyStats {
                 llr: 4 * k.failure_step,
                 failures: 4,
                 ..Default::default()

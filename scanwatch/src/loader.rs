@@ -126,7 +126,7 @@ pub struct LoadOptions<'a> {
     /// Entries of the benchmarks' floor-program map (1 unless benchmarking).
     pub floor_sources: u32,
     /// The reply-aware detector's test (disabled: no contacts recorded).
-    pub reply: scanwatch_common::reply::ReplyConfig,
+    pub reply: scanwatch_common::trw::ReplyConfig,
 }
 
 impl Default for LoadOptions<'_> {
@@ -136,7 +136,7 @@ impl Default for LoadOptions<'_> {
             feed_capacity: scanwatch_common::maps::DEFAULT_FEED_CAPACITY,
             blocks_pin: None,
             floor_sources: 1,
-            reply: scanwatch_common::reply::ReplyConfig::DISABLED,
+            reply: scanwatch_common::trw::ReplyConfig::DISABLED,
         }
     }
 }
@@ -173,7 +173,7 @@ pub fn load_with(
     let mut ebpf = loader
         .override_global(DETECT_CONFIG_GLOBAL, detect, true)
         .override_global(
-            scanwatch_common::reply::REPLY_CONFIG_GLOBAL,
+            scanwatch_common::trw::REPLY_CONFIG_GLOBAL,
             &opts.reply,
             true,
         )

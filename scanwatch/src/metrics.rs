@@ -56,7 +56,7 @@ pub struct AgentSnapshot {
     pub feeds: BTreeMap<String, crate::mitigation::FeedStats>,
     /// The reply-aware detector's kernel counters (summed over CPUs) and the
     /// no-answers the agent marked; `None` while it is disabled.
-    pub reply: Option<(scanwatch_common::reply::ReplyCounters, u64)>,
+    pub reply: Option<(scanwatch_common::trw::ReplyCounters, u64)>,
 }
 
 /// The scrape-time collector.
@@ -498,10 +498,10 @@ impl Scrape<'_> {
 /// The reply-aware detector's metrics.
 fn encode_reply(
     e: &mut DescriptorEncoder<'_>,
-    reply: &scanwatch_common::reply::ReplyCounters,
+    reply: &scanwatch_common::trw::ReplyCounters,
     no_answers: u64,
 ) -> fmt::Result {
-    use scanwatch_common::reply::ReplyCounter as R;
+    use scanwatch_common::trw::ReplyCounter as R;
     counter(
         e,
         "reply_first_contacts",
@@ -725,7 +725,7 @@ mod tests {
 
     #[test]
     fn reply_metrics() {
-        use scanwatch_common::reply::{ReplyCounter, ReplyCounters};
+        use scanwatch_common::trw::{ReplyCounter, ReplyCounters};
         let mut c = ReplyCounters::ZERO;
         c.counters[ReplyCounter::Contacts as usize] = 9;
         c.counters[ReplyCounter::Failures as usize] = 5;

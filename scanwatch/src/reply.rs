@@ -2,7 +2,7 @@
 //! program (clsact / TCX egress, next to XDP on the same interfaces), reads
 //! the per-source Threshold Random Walk state as alert evidence, and sweeps
 //! first contacts left unanswered past the timeout (no-answer: a failure
-//! for the test). See `scanwatch_common::reply` for the test itself.
+//! for the test). See `scanwatch_common::trw` for the test itself.
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -24,7 +24,7 @@ use aya::{
 };
 use scanwatch_common::{
     ScanEvent, SourceKey,
-    reply::{
+    trw::{
         CONTACTS_MAP, ContactKey, ContactValue, Decision, EGRESS_PROGRAM, REPLY_COUNTERS_MAP,
         REPLY_SOURCES_MAP, ReplyConfig, ReplyCounters, ReplyStats, outcome,
     },
@@ -117,7 +117,7 @@ pub struct ReplyEvidence {
     pub successes: u64,
     pub failures: u64,
     pub no_answers: u64,
-    /// Fixed-point log-likelihood ratio (`reply::SCALE`).
+    /// Fixed-point log-likelihood ratio (`trw::SCALE`).
     pub llr: i64,
     /// Fixed-point upper boundary ln(β/α).
     pub upper: i64,

@@ -77,7 +77,7 @@ impl XdpHarness {
     /// reply-aware test `reply` (its maps are taken: see [`XdpHarness::reply`]).
     pub fn load_reply(
         map_size: u32,
-        reply: scanwatch_common::reply::ReplyConfig,
+        reply: scanwatch_common::trw::ReplyConfig,
     ) -> Result<Self, TestRunError> {
         let mut harness = Self::from_loaded(loader::load_with(
             map_size,
@@ -121,7 +121,7 @@ impl XdpHarness {
     ) -> Result<(i32, u64), TestRunError> {
         let program: &mut aya::programs::SchedClassifier = self
             .ebpf
-            .program_mut(scanwatch_common::reply::EGRESS_NOOP_PROGRAM)
+            .program_mut(scanwatch_common::trw::EGRESS_NOOP_PROGRAM)
             .ok_or_else(|| TestRunError::Run("no egress noop program in the object".into()))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| TestRunError::Run(error_chain(&e)))?;

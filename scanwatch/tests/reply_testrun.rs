@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use scanwatch::{config::Detection, testrun::XdpHarness};
 use scanwatch_common::{
     SourceKey,
-    reply::{ContactKey, ReplyConfig, ReplyCounter, outcome},
+    trw::{ContactKey, ReplyConfig, ReplyCounter, outcome},
     sketch::port_entry,
     trigger,
 };
@@ -70,7 +70,7 @@ fn answer(h: &mut XdpHarness, local: &str, remote: &str, port: u16, flags: u8) {
     assert_eq!(action, TC_ACT_UNSPEC, "the egress program never decides");
 }
 
-fn stats(h: &mut XdpHarness, remote: &str) -> scanwatch_common::reply::ReplyStats {
+fn stats(h: &mut XdpHarness, remote: &str) -> scanwatch_common::trw::ReplyStats {
     h.reply()
         .expect("reply maps")
         .stats(&SourceKey::from_ip(ip(remote)))

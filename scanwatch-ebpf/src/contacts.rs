@@ -3,7 +3,7 @@
 //! host's answers (SYN-ACK, RST, UDP replies, ICMP/ICMPv6 unreachable),
 //! resolves the pending first contact they answer, and steps the remote
 //! source's Threshold Random Walk in `REPLY_SOURCES` (see
-//! `scanwatch_common::reply`). A crossing of the upper boundary is sent to
+//! `scanwatch_common::trw`). A crossing of the upper boundary is sent to
 //! the agent through `EVENTS`, at most once per source and report interval.
 //!
 //! The egress program never changes or drops a packet: it returns
@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use scanwatch_common::{
     ProbeKind, ScanEvent, SourceKey,
-    reply::{
+    trw::{
         ContactKey, ContactValue, DEFAULT_CONTACTS_CAPACITY, DEFAULT_REPLY_SOURCES_CAPACITY,
         Decision, ReplyConfig, ReplyCounter, ReplyCounters, ReplyStats, host_marker, outcome,
     },
@@ -92,7 +92,7 @@ static EMPTY_STATS: ReplyStats = ReplyStats {
 fn bump(c: ReplyCounter) {
     if let Some(counters) = REPLY_COUNTERS.get_ptr_mut(0) {
         let slot = c as usize;
-        if slot < scanwatch_common::reply::REPLY_COUNTER_SLOTS {
+        if slot < scanwatch_common::trw::REPLY_COUNTER_SLOTS {
             // SAFETY: this CPU's copy of the one entry; slot in bounds.
             unsafe { (*counters).counters[slot] += 1 };
         }
