@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scanwatch::control::{Request, decode_request};
+use scanwatch::app::control::{Request, decode_request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(line) = std::str::from_utf8(data) else {
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     match decode_request(line) {
         Ok(req) => {
             if let Request::Block { target, .. } | Request::Unblock { target } = &req {
-                assert!(scanwatch::cli::parse_target(target).is_ok());
+                assert!(scanwatch::model::parse_target(target).is_ok());
             }
             let again = serde_json::to_string(&req).expect("encode");
             assert_eq!(decode_request(&again), Ok(req));
@@ -20,5 +20,5 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => assert!(e.starts_with("bad request"), "{e}"),
     }
     // The CLI's duration parser (block --ttl) on the same bytes.
-    let _ = scanwatch::cli::parse_duration(line);
+    let _ = scanwatch::model::parse_duration(line);
 });

@@ -7,7 +7,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let parsed = scanwatch::feeds::parse(text);
+    let parsed = scanwatch::output::feeds::parse(text);
     let lines = text.lines().count();
     assert!(parsed.nets.len() <= lines);
     assert!(parsed.bad.iter().all(|b| (1..=lines).contains(&b.line)));

@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scanwatch::{config::Detection, engine::Engine};
+use scanwatch::{config::Detection, kernel::decode_event};
 use scanwatch_common::ScanEvent;
 
 fuzz_target!(|data: &[u8]| {
-    let decoded = Engine::decode(data);
+    let decoded = decode_event(data);
     assert_eq!(decoded.is_some(), data.len() >= size_of::<ScanEvent>());
     if let Some(event) = decoded {
         // What the engine does with an event before it reads the maps.

@@ -7,8 +7,8 @@
 
 pub mod classify;
 pub mod maps;
-pub mod trw;
 pub mod sketch;
+pub mod trw;
 
 pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
 pub use maps::{

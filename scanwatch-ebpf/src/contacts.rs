@@ -20,12 +20,12 @@ use aya_ebpf::{
 };
 use scanwatch_common::{
     ProbeKind, ScanEvent, SourceKey,
+    sketch::{PORT_UDP, port_entry},
+    trigger,
     trw::{
         ContactKey, ContactValue, DEFAULT_CONTACTS_CAPACITY, DEFAULT_REPLY_SOURCES_CAPACITY,
         Decision, ReplyConfig, ReplyCounter, ReplyCounters, ReplyStats, host_marker, outcome,
     },
-    sketch::{PORT_UDP, port_entry},
-    trigger,
 };
 
 use crate::{

@@ -9,8 +9,8 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
-mod parse;
 mod contacts;
+mod parse;
 mod window;
 
 use aya_ebpf::{

@@ -5,6 +5,7 @@
 //! routes, unreachable guard routes in the root namespace, and everything it
 //! creates is removed when the [`netns::Lab`] is dropped (also on panic).
 
+pub mod agent_bin;
 pub mod frames;
 pub mod netns;
 pub mod privileged;

@@ -1,30 +1,29 @@
-//! The scanwatch agent: loads and attaches the XDP program, pins its maps,
-//! reports what it counts, and serves `scanwatch top` from the pins.
+//! The scanwatch agent: loads and attaches the XDP and TC programs, pins
+//! their maps, turns the kernel's threshold crossings into alerts, blocks,
+//! metrics and Alertmanager pushes, and serves `scanwatch top` from the pins.
 //!
-//! `main.rs` only wires these modules together.
+//! Layers, each a folder; a module imports only from its own layer or the
+//! ones below (`cargo xtask lint` checks it):
+//!
+//! | layer | folder | what |
+//! |---|---|---|
+//! | 0 | [`model`] | shared vocabulary: scan types, attach mode, targets, errors, clock |
+//! | 1 | [`config`] | the configuration file as plain data, with defaults and validation |
+//! | 2 | [`kernel`] | loading, attaching, pins, typed map access, the no-answer sweep |
+//! | 3 | [`detect`] | evidence, verdicts, suppression, the engine (no I/O) |
+//! | 4 | [`output`] | alerts, alert log, mitigation, Alertmanager, metrics |
+//! | 5 | [`app`] | the agent loop, control socket, CLI and the other commands |
+//!
+//! `main.rs` only wires the commands together.
 
-pub mod agent;
-pub mod alertmanager;
-pub mod alerts;
-pub mod bpffs;
-pub mod check_config;
-pub mod cli;
-pub mod clock;
+pub mod model;
+
 pub mod config;
-pub mod control;
+
+pub mod kernel;
+
 pub mod detect;
-pub mod engine;
-pub mod feeds;
-pub mod generated_docs;
-pub mod http;
-pub mod loader;
-pub mod maps;
-pub mod metrics;
-pub mod mitigation;
-pub mod privileges;
-pub mod reply;
-pub mod summary;
-pub mod systemd;
-pub mod testrun;
-pub mod toml_spans;
-pub mod top;
+
+pub mod output;
+
+pub mod app;

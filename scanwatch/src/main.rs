@@ -2,7 +2,7 @@
 use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
-use scanwatch::{
+use scanwatch::app::{
     agent, check_config,
     cli::{Cli, Command},
     control::client,

@@ -4,10 +4,10 @@
 
 use std::io::Write as _;
 
+use super::cli::CheckConfigArgs;
 use crate::{
-    cli::CheckConfigArgs,
     config::{Config, ConfigError},
-    feeds,
+    output::feeds,
 };
 
 /// Validates the file; prints a summary (stdout) and feed warnings (stderr).

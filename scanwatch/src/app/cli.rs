@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use scanwatch_common::maps::{MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE};
 
 use crate::{
-    bpffs::DEFAULT_PIN_DIR, config::AgentConfig, control::DEFAULT_CONTROL_SOCKET,
-    loader::AttachMode,
+    config::{AgentConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR},
+    model::{AttachMode, parse_duration, parse_target},
 };
 
 #[derive(Debug, Parser)]
@@ -95,35 +95,6 @@ pub struct ListArgs {
     pub json: bool,
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
     pub control_socket: PathBuf,
-}
-
-/// An address (as a host network) or a CIDR.
-pub fn parse_target(s: &str) -> Result<ipnet::IpNet, String> {
-    s.parse::<ipnet::IpNet>()
-        .map(|n| n.trunc())
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("{s:?} is not an IPv4/IPv6 address or CIDR"))
-}
-
-/// `90`, `90s`, `15m`, `1h`, `2d`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("{s:?} is not a duration (e.g. 90, 90s, 15m, 1h, 2d)");
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    let secs = n
-        .checked_mul(mult)
-        .filter(|v| (1..=365 * 86_400).contains(v))
-        .ok_or_else(|| format!("{s:?}: between 1 s and 365 d"))?;
-    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// `scanwatch run`. Every option but `--config` has a key of the same meaning

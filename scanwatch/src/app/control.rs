@@ -16,7 +16,6 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/scanwatch/control.sock";
 const MAX_REQUEST: usize = 64 * 1024;
 
 /// A request to the agent.
@@ -160,7 +159,7 @@ pub fn decode_request(line: &str) -> Result<Request, String> {
             ttl_seconds,
             reason,
         } => {
-            crate::cli::parse_target(target).map_err(|e| format!("bad request: {e}"))?;
+            crate::model::parse_target(target).map_err(|e| format!("bad request: {e}"))?;
             if let Some(ttl) = ttl_seconds
                 && !(1..=MAX_TTL_SECONDS).contains(ttl)
             {
@@ -175,7 +174,7 @@ pub fn decode_request(line: &str) -> Result<Request, String> {
             }
         }
         Request::Unblock { target } => {
-            crate::cli::parse_target(target).map_err(|e| format!("bad request: {e}"))?;
+            crate::model::parse_target(target).map_err(|e| format!("bad request: {e}"))?;
         }
         Request::Blocks | Request::Status => {}
     }
@@ -319,8 +318,8 @@ pub mod client {
 
     use super::{ControlError, Request, call};
     use crate::{
-        cli::{BlockArgs, ListArgs, UnblockArgs},
-        mitigation::BlockRow,
+        app::cli::{BlockArgs, ListArgs, UnblockArgs},
+        output::mitigation::BlockRow,
     };
 
     fn out(s: &str) {

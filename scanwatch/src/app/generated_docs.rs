@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory as _;
 use clap_complete::Shell;
 
-use crate::cli::Cli;
+use super::cli::Cli;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}")]

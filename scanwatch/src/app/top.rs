@@ -5,14 +5,18 @@ use std::collections::BTreeMap;
 use scanwatch_common::{SourceKey, SourceStats};
 use serde::Serialize;
 
-use crate::{
-    bpffs::PinDirError,
+use super::{
     cli::TopArgs,
-    clock::BootClock,
-    config::Detection,
-    detect::{Evidence, ProbeCounts, ScanType, classify},
-    maps::{MapsError, ScanwatchMaps},
     privileges::{self, Capability, PrivilegeError},
+};
+use crate::{
+    config::Detection,
+    detect::{Evidence, ProbeCounts, classify},
+    kernel::{
+        detect_maps::{MapsError, ScanwatchMaps},
+        pins::PinDirError,
+    },
+    model::{BootClock, ScanType},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -1,41 +1,43 @@
-//! The detection engine: turns the kernel's threshold crossings (ring-buffer
-//! events) into alerts, and re-checks the sources it is already alerting on
-//! for escalation. It never walks the whole source map: its work is bounded
-//! by the number of sources that crossed a threshold.
+//! The detection engine: turns the kernel's threshold crossings into
+//! findings, and re-checks the sources it already flags for escalation. No
+//! I/O: a source's kernel state comes through the caller's [`SourceView`].
+//! Its work is bounded by the number of sources that crossed a threshold;
+//! it never walks the whole source map.
 
 use std::{
     collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
-use scanwatch_common::{ScanEvent, SourceKey};
+use scanwatch_common::{ScanEvent, SourceKey, SourceStats};
 
-use crate::{
-    alerts::{Alert, AlertInput, AlertLog},
-    clock::BootClock,
-    config::Detection,
-    detect::{Alerter, Evidence, ScanType, classify, confidence_with, make_room},
-    maps::ScanwatchMaps,
-    mitigation::{Action, Mitigation},
+use super::{
+    alerter::{AlertReason, Alerter, make_room},
+    evidence::{Evidence, ReplyEvidence},
+    verdict::{Confidence, classify, confidence_with},
 };
+use crate::{config::Detection, model::ScanType};
 
 /// Most sources re-checked for escalation (the most recent crossings win).
 pub const MAX_ACTIVE_SOURCES: usize = 4096;
 
-/// Counters the engine keeps (exported as metrics later).
+/// A source's kernel state, as the engine reads it.
+pub trait SourceView {
+    /// The source's entry in the source map (`None`: not tracked, e.g. evicted).
+    fn stats(&self, key: &SourceKey) -> Option<SourceStats>;
+    /// The reply-aware test's evidence (zero when it has none or is disabled).
+    fn reply(&self, key: &SourceKey) -> ReplyEvidence;
+}
+
+/// Counters the engine keeps (exported as metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
+    /// Crossings received (malformed ones included).
     pub events: u64,
     pub malformed_events: u64,
     pub ignored: u64,
+    /// Findings handed out (each becomes one alert).
     pub alerts: u64,
-    pub alert_write_errors: u64,
-    /// Alert-log reopens (SIGHUP) that failed.
-    pub alert_log_reopen_errors: u64,
-    /// Alerts never written to the log (its in-memory backlog overflowed).
-    pub alerts_dropped: u64,
-    /// Alerts waiting in memory for the log to take them.
-    pub alert_log_backlog: u64,
 }
 
 /// A source that crossed a threshold recently.
@@ -48,61 +50,55 @@ pub struct ActiveSource {
     pub window_probes: u64,
 }
 
+/// What the engine concluded about one source: the value every output
+/// (mitigation, alert, Alertmanager, metrics) is made from.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub key: SourceKey,
+    /// The source's kernel entry at the evaluation.
+    pub stats: SourceStats,
+    pub evidence: Evidence,
+    pub types: Vec<ScanType>,
+    pub reason: AlertReason,
+    pub confidence: Confidence,
+    /// The kernel's time of the crossing that prompted this (absent for
+    /// escalations found by re-checking an active source).
+    pub crossed_ns: Option<u64>,
+}
+
 pub struct Engine {
     cfg: Detection,
     alerter: Alerter,
     active: HashMap<SourceKey, ActiveSource>,
-    log: AlertLog,
-    names: BTreeMap<u32, String>,
     pub stats: EngineStats,
     /// New detections per scan type.
     pub detections: BTreeMap<ScanType, u64>,
-    /// Alerts written since the last call to [`Engine::take_alerts`].
-    written: Vec<Alert>,
-    /// Blocks and feeds (absent in tests without kernel maps).
-    pub mitigation: Option<Mitigation>,
-    /// The reply-aware detector's maps (absent when it is disabled).
-    pub reply: Option<crate::reply::ReplyMaps>,
 }
 
 impl Engine {
-    pub fn new(cfg: Detection, log: AlertLog, names: BTreeMap<u32, String>) -> Self {
+    pub fn new(cfg: Detection) -> Self {
         Self {
             alerter: Alerter::new(cfg.suppression(), cfg.escalation_factor, 65_536),
             cfg,
             active: HashMap::new(),
-            log,
-            names,
             stats: EngineStats::default(),
             detections: BTreeMap::new(),
-            written: Vec::new(),
-            mitigation: None,
-            reply: None,
         }
     }
 
-    /// Decodes one ring-buffer record.
-    pub fn decode(bytes: &[u8]) -> Option<ScanEvent> {
-        if bytes.len() < std::mem::size_of::<ScanEvent>() {
-            return None;
-        }
-        // SAFETY: length checked; ScanEvent is plain old data valid for any bits.
-        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ScanEvent>()) })
-    }
-
-    /// Handles one ring-buffer record.
-    pub fn on_record(&mut self, bytes: &[u8], maps: &ScanwatchMaps, now: Instant) {
-        let Some(event) = Self::decode(bytes) else {
-            self.stats.events += 1;
-            self.stats.malformed_events += 1;
-            log::warn!("malformed event of {} bytes", bytes.len());
-            return;
-        };
-        self.on_event(&event, maps, now);
+    /// A ring-buffer record that could not be decoded.
+    pub fn on_malformed(&mut self) {
+        self.stats.events += 1;
+        self.stats.malformed_events += 1;
     }
 
     /// Handles one crossing (from the ring buffer, or the reply sweep's no-answers).
-    pub fn on_event(&mut self, event: &ScanEvent, maps: &ScanwatchMaps, now: Instant) {
+    pub fn on_event(
+        &mut self,
+        event: &ScanEvent,
+        view: &impl SourceView,
+        now: Instant,
+    ) -> Option<Finding> {
         self.stats.events += 1;
         if self.cfg.ignored(event.source.ip()) {
             self.stats.ignored += 1;
@@ -110,7 +106,7 @@ impl Engine {
                 "ignoring crossing by {} (in an ignore network)",
                 event.source.ip()
             );
-            return;
+            return None;
         }
         make_room(&mut self.active, &event.source, MAX_ACTIVE_SOURCES, |a| {
             a.crossed
@@ -123,97 +119,51 @@ impl Engine {
                 types: Vec::new(),
                 window_probes: 0,
             });
-        self.evaluate(&event.source, maps, now, Some(event.time_ns));
+        self.evaluate(&event.source, view, now, Some(event.time_ns))
     }
 
     /// Re-checks active sources (escalation) and forgets those idle for a window.
-    pub fn poll_active(&mut self, maps: &ScanwatchMaps, now: Instant) {
+    pub fn poll_active(&mut self, view: &impl SourceView, now: Instant) -> Vec<Finding> {
         let idle = self.cfg.window() + Duration::from_secs(1);
         self.active
             .retain(|_, a| now.saturating_duration_since(a.crossed) < idle);
         let keys: Vec<SourceKey> = self.active.keys().copied().collect();
-        for key in keys {
-            self.evaluate(&key, maps, now, None);
-        }
+        keys.iter()
+            .filter_map(|key| self.evaluate(key, view, now, None))
+            .collect()
     }
 
     /// `crossed_ns`: the kernel's time of the crossing that prompted this, if any.
     fn evaluate(
         &mut self,
         key: &SourceKey,
-        maps: &ScanwatchMaps,
+        view: &impl SourceView,
         now: Instant,
         crossed_ns: Option<u64>,
-    ) {
-        let stats = match maps.source(key) {
-            Ok(Some(stats)) => stats,
-            Ok(None) => return, // evicted since
-            Err(e) => {
-                log::warn!("cannot read source {}: {e}", key.ip());
-                return;
-            }
-        };
+    ) -> Option<Finding> {
+        // None: evicted since.
+        let stats = view.stats(key)?;
         let mut evidence = Evidence::from_stats(&stats);
-        if let Some(reply) = &self.reply {
-            evidence.reply = reply.evidence(key);
-        }
+        evidence.reply = view.reply(key);
         let types = classify(&evidence, &self.cfg);
         if let Some(a) = self.active.get_mut(key) {
             a.types.clone_from(&types);
             a.window_probes = evidence.total();
         }
-        let Some((reason, fresh)) = self.alerter.decide(*key, &types, &evidence, now) else {
-            return;
-        };
+        let (reason, fresh) = self.alerter.decide(*key, &types, &evidence, now)?;
         for t in fresh {
             *self.detections.entry(t).or_default() += 1;
         }
-        let clock = BootClock::now();
-        let known_bad = match (&self.mitigation, stats.known_bad) {
-            (_, 0) | (None, _) => None,
-            (Some(m), id) => Some(m.feed_name(id).unwrap_or_else(|| format!("feed {id}"))),
-        };
-        let action = match self.mitigation.as_mut() {
-            Some(m) if matches!(reason, crate::detect::AlertReason::New) => {
-                m.on_detection(key.ip(), &types, &clock)
-            }
-            Some(m) => m.current_action(key.ip(), &clock),
-            None => Action::None,
-        };
-        let mut alert = Alert::new(AlertInput {
-            key,
-            stats: &stats,
-            evidence: &evidence,
-            confidence: confidence_with(&types, &evidence, &self.cfg, known_bad.is_some()),
+        self.stats.alerts += 1;
+        Some(Finding {
+            key: *key,
+            confidence: confidence_with(&types, &evidence, &self.cfg, stats.known_bad != 0),
+            stats,
+            evidence,
             types,
             reason,
-            interface: self.names.get(&stats.last_ifindex).cloned(),
-            window_seconds: self.cfg.window_seconds,
             crossed_ns,
-            clock: &clock,
-        });
-        alert.action = action.name();
-        alert.known_bad = known_bad;
-        match action {
-            Action::Blocked { expires } | Action::WouldBlock { expires } => {
-                alert.block_expires = Some(expires)
-            }
-            Action::NeverBlock => alert.not_blocked = Some("never_block"),
-            Action::BlocklistFull => alert.not_blocked = Some("blocklist_full"),
-            Action::None => {}
-        }
-        log::warn!("{}", alert.summary());
-        self.stats.alerts += 1;
-        // A failure is logged (rate-limited) and counted by the log itself;
-        // the alert waits in memory and still goes to Alertmanager.
-        let _ = self.log.append(&alert);
-        self.sync_log_stats();
-        self.written.push(alert);
-    }
-
-    /// Alerts written since the last call (for Alertmanager).
-    pub fn take_alerts(&mut self) -> Vec<Alert> {
-        std::mem::take(&mut self.written)
+        })
     }
 
     /// The active sources.
@@ -245,28 +195,6 @@ impl Engine {
         v
     }
 
-    /// SIGHUP: reopen the alert log (a failure is logged by the log).
-    pub fn reopen_log(&mut self) {
-        if self.log.reopen().is_ok() {
-            log::info!("reopened alert log {}", self.log.path().display());
-        }
-        self.sync_log_stats();
-    }
-
-    /// Every second: the alert log retries what failed.
-    pub fn tick_alert_log(&mut self) {
-        self.log.tick();
-        self.sync_log_stats();
-    }
-
-    fn sync_log_stats(&mut self) {
-        let s = self.log.stats();
-        self.stats.alert_write_errors = s.write_errors;
-        self.stats.alert_log_reopen_errors = s.reopen_errors;
-        self.stats.alerts_dropped = s.dropped;
-        self.stats.alert_log_backlog = s.backlog;
-    }
-
     pub fn active_sources(&self) -> usize {
         self.active.len()
     }
@@ -274,25 +202,88 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use scanwatch_common::trigger;
+
     use super::*;
 
-    #[test]
-    fn decodes_events() {
-        let e = ScanEvent {
-            source: SourceKey::v4([198, 18, 0, 1]),
-            time_ns: 5,
-            window_start_ns: 4,
+    /// A fixed view: one source with `probes` SYNs to 20 ports, crossed PORTS.
+    struct Fixed(SourceKey, SourceStats);
+
+    impl SourceView for Fixed {
+        fn stats(&self, key: &SourceKey) -> Option<SourceStats> {
+            (*key == self.0).then_some(self.1)
+        }
+        fn reply(&self, _: &SourceKey) -> ReplyEvidence {
+            ReplyEvidence::default()
+        }
+    }
+
+    fn scanner(last: u8, ports: u16) -> Fixed {
+        let key = SourceKey::v4([198, 18, 0, last]);
+        let mut s = SourceStats::new(1, 2);
+        s.window.probes[0] = u64::from(ports);
+        s.window.port_set_len = u64::from(ports.min(16));
+        for p in 0..ports.min(16) {
+            let entry = u64::from(scanwatch_common::sketch::port_entry(p + 1, false));
+            s.window.port_set[usize::from(p / 2)] |= entry << (32 * (p % 2));
+        }
+        s.window.reported = u64::from(trigger::PORTS);
+        Fixed(key, s)
+    }
+
+    fn crossing(view: &Fixed) -> ScanEvent {
+        ScanEvent {
+            source: view.0,
+            time_ns: 7,
+            window_start_ns: 1,
             ifindex: 2,
-            triggers: 1,
-        };
-        // SAFETY: reading the bytes of a plain struct.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&raw const e).cast::<u8>(),
-                std::mem::size_of::<ScanEvent>(),
-            )
-        };
-        assert_eq!(Engine::decode(bytes), Some(e));
-        assert_eq!(Engine::decode(&bytes[..10]), None);
+            triggers: trigger::PORTS,
+        }
+    }
+
+    #[test]
+    fn a_crossing_becomes_one_finding_then_is_suppressed() {
+        let mut engine = Engine::new(Detection::default());
+        let view = scanner(9, 10);
+        let now = Instant::now();
+        let f = engine.on_event(&crossing(&view), &view, now).unwrap();
+        assert_eq!(f.types, vec![ScanType::PortScan]);
+        assert_eq!(f.reason, AlertReason::New);
+        assert_eq!(f.crossed_ns, Some(7));
+        assert_eq!(f.confidence, Confidence::Low);
+        assert!(engine.on_event(&crossing(&view), &view, now).is_none());
+        assert!(engine.poll_active(&view, now).is_empty());
+        assert_eq!(engine.stats.events, 2);
+        assert_eq!(engine.stats.alerts, 1);
+        assert_eq!(engine.detections.get(&ScanType::PortScan), Some(&1));
+        assert_eq!(engine.active_by_type().get(&ScanType::PortScan), Some(&1));
+        assert_eq!(
+            engine.top_flagged(5),
+            vec![("198.18.0.9".to_string(), vec![ScanType::PortScan], 10)]
+        );
+    }
+
+    #[test]
+    fn ignored_and_evicted_sources_give_nothing() {
+        let mut engine = Engine::new(Detection {
+            ignore: vec!["198.18.0.0/24".parse().unwrap()],
+            ..Detection::default()
+        });
+        let view = scanner(9, 10);
+        assert!(
+            engine
+                .on_event(&crossing(&view), &view, Instant::now())
+                .is_none()
+        );
+        assert_eq!(engine.stats.ignored, 1);
+        let mut engine = Engine::new(Detection::default());
+        let gone = Fixed(SourceKey::v4([198, 18, 1, 1]), view.1);
+        assert!(
+            engine
+                .on_event(&crossing(&view), &gone, Instant::now())
+                .is_none()
+        );
+        engine.on_malformed();
+        assert_eq!((engine.stats.events, engine.stats.malformed_events), (2, 1));
     }
 }

@@ -1,4 +1,5 @@
-//! Typed access to the scanwatch maps, either straight from the loaded
+//! Typed access to the detection maps (sources, interface counters and
+//! names, the crossing ring buffer), either straight from the loaded
 //! object (the agent) or from their pins (`scanwatch top`, other processes).
 
 use std::{collections::BTreeMap, collections::HashMap as StdHashMap, path::Path};
@@ -8,17 +9,15 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
 };
 use scanwatch_common::{
-    IfaceCounters, IfaceName, SourceKey, SourceStats,
+    IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
     maps::{
         EVENTS_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, IFACE_SLOTS_MAP, IFINDEX_SLOTS,
         MAX_INTERFACES, SOURCES_MAP,
     },
 };
 
-use crate::{
-    bpffs::{PinDir, PinDirError, existing_pin},
-    loader::error_chain,
-};
+use super::pins::{PinDir, PinDirError, existing_pin};
+use crate::model::{boottime_ns, error_chain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -35,6 +34,16 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
         name,
         detail: error_chain(&e),
     }
+}
+
+/// Decodes one ring-buffer record (a [`ScanEvent`] the XDP program sent);
+/// `None` when it is too short.
+pub fn decode_event(bytes: &[u8]) -> Option<ScanEvent> {
+    if bytes.len() < std::mem::size_of::<ScanEvent>() {
+        return None;
+    }
+    // SAFETY: length checked; ScanEvent is plain old data valid for any bits.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ScanEvent>()) })
 }
 
 /// The threshold-crossing ring buffer of a loaded object (not pinned: only
@@ -278,7 +287,7 @@ impl ScanwatchMaps {
     /// Fills the source map with `count` idle sources fdNN::<i> (NN = `tag`),
     /// as if that many had probed once: load tests and benchmarks.
     pub fn insert_idle_sources(&mut self, count: u32, tag: u8) -> Result<(), MapsError> {
-        let stats = SourceStats::new(crate::clock::boottime_ns(), 0);
+        let stats = SourceStats::new(boottime_ns(), 0);
         for i in 0..count {
             let mut addr = [0u8; 16];
             addr[0] = 0xfd;
@@ -315,4 +324,29 @@ pub fn map_memlock_bytes(map_id: u32) -> Option<u64> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_events() {
+        let e = ScanEvent {
+            source: SourceKey::v4([198, 18, 0, 1]),
+            time_ns: 5,
+            window_start_ns: 4,
+            ifindex: 2,
+            triggers: 1,
+        };
+        // SAFETY: reading the bytes of a plain struct.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const e).cast::<u8>(),
+                std::mem::size_of::<ScanEvent>(),
+            )
+        };
+        assert_eq!(decode_event(bytes), Some(e));
+        assert_eq!(decode_event(&bytes[..10]), None);
+    }
 }

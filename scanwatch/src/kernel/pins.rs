@@ -12,7 +12,6 @@ use scanwatch_common::maps::{
     BLOCKS_MAP, FEED_NAMES_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, SOURCES_MAP,
 };
 
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/scanwatch";
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 

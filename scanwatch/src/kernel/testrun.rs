@@ -9,11 +9,13 @@ use aya::{
 };
 use scanwatch_common::{DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats};
 
-use crate::{
-    engine::Engine,
-    loader::{self, LoadError, error_chain},
-    maps::{MapsError, ScanwatchMaps, take_events},
+use super::{
+    block_maps::{BlockMapError, BlockMaps},
+    detect_maps::{MapsError, ScanwatchMaps, decode_event, take_events},
+    object::{self as loader, LoadError, egress_program},
+    reply_maps::{ReplyError, ReplyMaps},
 };
+use crate::{config::Detection, model::error_chain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestRunError {
@@ -24,7 +26,7 @@ pub enum TestRunError {
     #[error("BPF_PROG_TEST_RUN: {0}")]
     Run(String),
     #[error(transparent)]
-    Reply(#[from] crate::reply::ReplyError),
+    Reply(#[from] ReplyError),
 }
 
 /// A loaded, unattached scanwatch program with its own (unpinned) maps.
@@ -33,17 +35,14 @@ pub struct XdpHarness {
     maps: ScanwatchMaps,
     events: RingBuf<MapData>,
     /// The reply-aware detector's maps ([`XdpHarness::load_reply`] only).
-    reply: Option<crate::reply::ReplyMaps>,
+    reply: Option<ReplyMaps>,
 }
 
 impl XdpHarness {
     /// Loads the program with a source map of `map_size` entries and the
     /// default detection settings.
     pub fn load(map_size: u32) -> Result<Self, TestRunError> {
-        Self::load_with(
-            map_size,
-            &crate::config::Detection::default().kernel_config(),
-        )
+        Self::load_with(map_size, &Detection::default().kernel_config())
     }
 
     /// [`Self::load`] for the benchmarks: the default configuration of the
@@ -51,12 +50,12 @@ impl XdpHarness {
     pub fn load_for_bench(map_size: u32) -> Result<Self, TestRunError> {
         Self::from_loaded(loader::load_with(
             map_size,
-            &crate::config::Detection::default().kernel_config(),
+            &Detection::default().kernel_config(),
             &loader::LoadOptions {
                 floor_sources: map_size,
                 // As the agent loads it by default: the reply-aware
                 // detector records first contacts.
-                reply: crate::config::Detection::default().reply_config(),
+                reply: Detection::default().reply_config(),
                 ..loader::LoadOptions::default()
             },
         )?)
@@ -81,18 +80,18 @@ impl XdpHarness {
     ) -> Result<Self, TestRunError> {
         let mut harness = Self::from_loaded(loader::load_with(
             map_size,
-            &crate::config::Detection::default().kernel_config(),
+            &Detection::default().kernel_config(),
             &loader::LoadOptions {
                 reply,
                 ..loader::LoadOptions::default()
             },
         )?)?;
-        harness.reply = Some(crate::reply::ReplyMaps::take(&mut harness.ebpf, reply)?);
+        harness.reply = Some(ReplyMaps::take(&mut harness.ebpf, reply)?);
         Ok(harness)
     }
 
     /// The reply maps of a harness from [`XdpHarness::load_reply`].
-    pub fn reply(&mut self) -> Option<&mut crate::reply::ReplyMaps> {
+    pub fn reply(&mut self) -> Option<&mut ReplyMaps> {
         self.reply.as_mut()
     }
 
@@ -109,7 +108,7 @@ impl XdpHarness {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(i32, u64), TestRunError> {
-        run_classifier(crate::reply::egress_program(&mut self.ebpf)?, frame, repeat)
+        run_classifier(egress_program(&mut self.ebpf)?, frame, repeat)
     }
 
     /// Runs the do-nothing TC program `repeat` times on `frame` (loaded on
@@ -206,12 +205,8 @@ impl XdpHarness {
     }
 
     /// Takes the mitigation maps (blocklist, feeds, never-block) once.
-    pub fn take_mitigation(
-        &mut self,
-        cfg: crate::config::MitigationConfig,
-        never_block: Vec<ipnet::IpNet>,
-    ) -> Result<crate::mitigation::Mitigation, crate::mitigation::BlockError> {
-        crate::mitigation::Mitigation::take(&mut self.ebpf, cfg, never_block)
+    pub fn take_block_maps(&mut self) -> Result<BlockMaps, BlockMapError> {
+        BlockMaps::take(&mut self.ebpf)
     }
 
     /// Loads with the given blocklist capacity.
@@ -221,7 +216,7 @@ impl XdpHarness {
     ) -> Result<Self, TestRunError> {
         Self::from_loaded(loader::load_with(
             map_size,
-            &crate::config::Detection::default().kernel_config(),
+            &Detection::default().kernel_config(),
             &loader::LoadOptions {
                 blocklist_capacity,
                 ..loader::LoadOptions::default()
@@ -233,7 +228,7 @@ impl XdpHarness {
     pub fn events(&mut self) -> Vec<ScanEvent> {
         let mut out = Vec::new();
         while let Some(item) = self.events.next() {
-            if let Some(e) = Engine::decode(&item) {
+            if let Some(e) = decode_event(&item) {
                 out.push(e);
             }
         }

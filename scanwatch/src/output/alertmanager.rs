@@ -5,7 +5,11 @@
 //! more with `endsAt` = now when it stops.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -16,7 +20,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::detect::ScanType;
+use crate::model::{HttpEndpoint, ScanType};
 
 /// How often active alerts are re-sent.
 pub const RESEND: Duration = Duration::from_secs(30);
@@ -24,8 +28,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlertmanagerError {
-    #[error("--alertmanager-url {0:?}: expected http://HOST:PORT[/PATH] (https is not supported)")]
-    Url(String),
     #[error("alertmanager {url}: {detail}")]
     Push { url: String, detail: String },
 }
@@ -33,56 +35,37 @@ pub enum AlertmanagerError {
 /// An Alertmanager endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alertmanager {
-    pub url: String,
-    host: String,
-    port: u16,
-    path: String,
+    endpoint: HttpEndpoint,
 }
 
 impl Alertmanager {
-    pub fn parse(url: &str) -> Result<Self, AlertmanagerError> {
-        let bad = || AlertmanagerError::Url(url.to_string());
-        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
-        let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h, p.parse::<u16>().map_err(|_| bad())?)
-            }
-            _ => (authority, 80),
-        };
-        if host.is_empty() {
-            return Err(bad());
-        }
-        let prefix = prefix.trim_end_matches('/');
-        let path = if prefix.is_empty() {
-            "/api/v2/alerts".to_string()
-        } else {
-            format!("/{prefix}/api/v2/alerts")
-        };
-        Ok(Self {
-            url: url.to_string(),
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port,
-            path,
-        })
+    pub const fn new(endpoint: HttpEndpoint) -> Self {
+        Self { endpoint }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.endpoint.url
     }
 
     /// POSTs a JSON body; Ok when Alertmanager answers 200.
     pub async fn post(&self, body: &[u8]) -> Result<(), AlertmanagerError> {
+        let HttpEndpoint {
+            url,
+            host,
+            port,
+            path,
+        } = &self.endpoint;
         let err = |detail: String| AlertmanagerError::Push {
-            url: self.url.clone(),
+            url: url.clone(),
             detail,
         };
         let exchange = async {
-            let mut stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
+            let mut stream = TcpStream::connect((host.as_str(), *port)).await?;
             let head = format!(
                 "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                self.path,
-                self.host,
-                self.port,
+                path,
+                host,
+                port,
                 body.len()
             );
             stream.write_all(head.as_bytes()).await?;
@@ -158,6 +141,105 @@ pub fn body(firing: &[Flagged], resolved: &[Flagged], instance: &str, now: Syste
     serde_json::to_vec(&alerts).unwrap_or_else(|_| b"[]".to_vec())
 }
 
+/// Push outcomes, counted by the pushing tasks (metrics read them).
+#[derive(Debug, Default)]
+pub struct PushCounters {
+    pub pushes: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What has been pushed: sources firing at the last push and since when,
+/// so that a source that stops is sent once more as resolved.
+#[derive(Debug)]
+pub struct Pusher {
+    am: Alertmanager,
+    instance: String,
+    pushed: HashMap<String, Flagged>,
+    since: HashMap<String, SystemTime>,
+    pub counters: Arc<PushCounters>,
+}
+
+impl Pusher {
+    pub fn new(am: Alertmanager) -> Self {
+        Self {
+            am,
+            instance: hostname(),
+            pushed: HashMap::new(),
+            since: HashMap::new(),
+            counters: Arc::new(PushCounters::default()),
+        }
+    }
+
+    /// `flagged`: each flagged source with its scan types, now.
+    fn firing(&mut self, flagged: Vec<(String, Vec<ScanType>)>) -> Vec<Flagged> {
+        flagged
+            .into_iter()
+            .map(|(source, types)| {
+                let since = *self
+                    .since
+                    .entry(source.clone())
+                    .or_insert_with(SystemTime::now);
+                Flagged {
+                    source,
+                    types,
+                    since,
+                }
+            })
+            .collect()
+    }
+
+    /// Every [`RESEND`]: re-sends the firing sources and resolves those that
+    /// stopped.
+    pub fn resend(&mut self, flagged: Vec<(String, Vec<ScanType>)>) {
+        let firing = self.firing(flagged);
+        let resolved: Vec<Flagged> = self
+            .pushed
+            .values()
+            .filter(|p| !firing.iter().any(|f| f.source == p.source))
+            .cloned()
+            .collect();
+        for r in &resolved {
+            self.since.remove(&r.source);
+        }
+        self.pushed = firing
+            .iter()
+            .map(|f| (f.source.clone(), f.clone()))
+            .collect();
+        if !firing.is_empty() || !resolved.is_empty() {
+            self.push(body(&firing, &resolved, &self.instance, SystemTime::now()));
+        }
+    }
+
+    /// New alerts go out at once, not at the next re-send: `alerted` are
+    /// their sources.
+    pub fn alerted(&mut self, flagged: Vec<(String, Vec<ScanType>)>, alerted: &[String]) {
+        let firing: Vec<Flagged> = self
+            .firing(flagged)
+            .into_iter()
+            .filter(|f| alerted.contains(&f.source))
+            .collect();
+        for f in &firing {
+            self.pushed.insert(f.source.clone(), f.clone());
+        }
+        self.push(body(&firing, &[], &self.instance, SystemTime::now()));
+    }
+
+    /// Pushes in the background; counts the outcome.
+    fn push(&self, body: Vec<u8>) {
+        let am = self.am.clone();
+        let counters = Arc::clone(&self.counters);
+        tokio::spawn(async move {
+            match am.post(&body).await {
+                Ok(()) => counters.pushes.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    log::warn!("{e}");
+                    counters.errors.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        });
+    }
+}
+
 /// This host's name, for the `instance` label.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -174,28 +256,6 @@ pub fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        let am = Alertmanager::parse("http://198.18.0.1:19093").unwrap();
-        assert_eq!(
-            (am.host.as_str(), am.port, am.path.as_str()),
-            ("198.18.0.1", 19093, "/api/v2/alerts")
-        );
-        let am = Alertmanager::parse("http://am.example:9093/prefix/").unwrap();
-        assert_eq!(am.path, "/prefix/api/v2/alerts");
-        let am = Alertmanager::parse("http://[fd00::1]:9093").unwrap();
-        assert_eq!((am.host.as_str(), am.port), ("fd00::1", 9093));
-        assert_eq!(Alertmanager::parse("http://am").unwrap().port, 80);
-        for bad in [
-            "https://am:9093",
-            "am:9093",
-            "http://",
-            "http://am:notaport",
-        ] {
-            assert!(Alertmanager::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn body_has_one_alert_per_type() {

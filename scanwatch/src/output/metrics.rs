@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
 };
 
 use prometheus_client::{
@@ -19,9 +19,17 @@ use prometheus_client::{
     },
     registry::{Registry, Unit},
 };
-use scanwatch_common::Counter;
+use scanwatch_common::{Counter, trw::ReplyCounters};
 
-use crate::{detect::ScanType, engine::EngineStats, maps::ScanwatchMaps};
+use super::{
+    alert_log::AlertLogStats,
+    mitigation::{FeedStats, MitigationStats},
+};
+use crate::{
+    detect::EngineStats,
+    kernel::{detect_maps::ScanwatchMaps, reply_maps::ReplyMaps, sweep::SweepCounters},
+    model::ScanType,
+};
 
 /// Default number of flagged sources exported with a `source` label.
 pub const DEFAULT_TOP_SOURCES: usize = 10;
@@ -38,6 +46,7 @@ pub struct AttachedInterface {
 #[derive(Clone, Debug, Default)]
 pub struct AgentSnapshot {
     pub engine: EngineStats,
+    pub alert_log: AlertLogStats,
     /// Sources newly detected per scan type (counter).
     pub detections: BTreeMap<ScanType, u64>,
     /// Active (recently crossed) sources per scan type.
@@ -52,16 +61,21 @@ pub struct AgentSnapshot {
     pub evictions: u64,
     pub alertmanager_pushes: u64,
     pub alertmanager_errors: u64,
-    pub mitigation: crate::mitigation::MitigationStats,
-    pub feeds: BTreeMap<String, crate::mitigation::FeedStats>,
-    /// The reply-aware detector's kernel counters (summed over CPUs) and the
-    /// no-answers the agent marked; `None` while it is disabled.
-    pub reply: Option<(scanwatch_common::trw::ReplyCounters, u64)>,
+    pub mitigation: MitigationStats,
+    pub feeds: BTreeMap<String, FeedStats>,
+}
+
+/// The reply-aware detector's state for the metrics: its maps (kernel
+/// counters read at scrape time) and the sweeper's counters.
+pub struct ReplySource {
+    pub maps: ReplyMaps,
+    pub sweep: Arc<SweepCounters>,
 }
 
 /// The scrape-time collector.
 pub struct ScanwatchCollector {
     maps: Mutex<ScanwatchMaps>,
+    reply: Option<Mutex<ReplySource>>,
     snapshot: Arc<Mutex<AgentSnapshot>>,
     interfaces: Vec<AttachedInterface>,
     capacity: u32,
@@ -151,11 +165,19 @@ impl Collector for ScanwatchCollector {
             .unwrap_or_else(PoisonError::into_inner)
             .iface_counters()
             .unwrap_or_default();
+        let reply = self.reply.as_ref().map(|r| {
+            let r = r.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                r.maps.counters().unwrap_or(ReplyCounters::ZERO),
+                r.sweep.no_answers.load(Ordering::Relaxed),
+            )
+        });
         Scrape {
             counters: &counters,
             snapshot: &snapshot,
             interfaces: &self.interfaces,
             capacity: self.capacity,
+            reply,
         }
         .encode(encoder)
     }
@@ -167,21 +189,60 @@ pub struct Scrape<'a> {
     pub snapshot: &'a AgentSnapshot,
     pub interfaces: &'a [AttachedInterface],
     pub capacity: u32,
+    /// The reply-aware detector's kernel counters (summed over CPUs) and the
+    /// no-answers the sweeper marked; `None` while it is disabled.
+    pub reply: Option<(ReplyCounters, u64)>,
+}
+
+type Samples<M> = Vec<(Vec<(&'static str, String)>, M)>;
+
+/// The per-interface families, one sample per watched interface.
+#[derive(Default)]
+struct IfaceFamilies {
+    packets: Samples<ConstCounter>,
+    errors: Samples<ConstCounter>,
+    created: Samples<ConstCounter>,
+    events_dropped: Samples<ConstCounter>,
+    tracked: Samples<ConstGauge>,
+    dropped: Samples<ConstCounter>,
+    attached: Samples<ConstGauge>,
+    spared: Samples<ConstCounter>,
 }
 
 impl Scrape<'_> {
     pub fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
-        let (counters, snapshot) = (self.counters, self.snapshot);
         let e = &mut encoder;
+        let f = self.interface_families();
+        self.encode_kernel(
+            e,
+            f.packets,
+            f.errors,
+            f.created,
+            f.events_dropped,
+            f.tracked,
+        )?;
+        encode_detection(e, self.snapshot)?;
+        encode_top(e, self.snapshot)?;
+        encode_mitigation(e, self.snapshot, f.dropped, f.spared)?;
+        encode_agent(e, self.snapshot, f.attached)?;
+        if let Some((reply, no_answers)) = &self.reply {
+            encode_reply(e, reply, *no_answers)?;
+        }
+        Ok(())
+    }
 
-        let mut packets = Vec::new();
-        let mut errors = Vec::new();
-        let mut created = Vec::new();
-        let mut events_dropped = Vec::new();
-        let mut tracked = Vec::new();
-        let mut dropped = Vec::new();
-        let mut attached = Vec::new();
-        let mut spared = Vec::new();
+    fn interface_families(&self) -> IfaceFamilies {
+        let (counters, snapshot) = (self.counters, self.snapshot);
+        let IfaceFamilies {
+            mut packets,
+            mut errors,
+            mut created,
+            mut events_dropped,
+            mut tracked,
+            mut dropped,
+            mut attached,
+            mut spared,
+        } = IfaceFamilies::default();
         for iface in self.interfaces {
             let c = counters
                 .get(&iface.ifindex)
@@ -237,6 +298,29 @@ impl Scrape<'_> {
                 ConstGauge::new(1i64),
             ));
         }
+        IfaceFamilies {
+            packets,
+            errors,
+            created,
+            events_dropped,
+            tracked,
+            dropped,
+            attached,
+            spared,
+        }
+    }
+
+    /// What the kernel counts: packets, parse errors, the source map.
+    fn encode_kernel(
+        &self,
+        e: &mut DescriptorEncoder<'_>,
+        packets: Samples<ConstCounter>,
+        errors: Samples<ConstCounter>,
+        created: Samples<ConstCounter>,
+        events_dropped: Samples<ConstCounter>,
+        tracked: Samples<ConstGauge>,
+    ) -> fmt::Result {
+        let snapshot = self.snapshot;
         family(
             e,
             "packets",
@@ -293,212 +377,235 @@ impl Scrape<'_> {
             &[],
             snapshot.evictions,
         )?;
-
-        let types = ScanType::ALL;
-        family(
-            e,
-            "detections",
-            "Sources newly detected, by scan type.",
-            &ConstCounter::new(0u64),
-            types
-                .iter()
-                .map(|t| {
-                    (
-                        vec![("type", t.name().to_string())],
-                        ConstCounter::new(snapshot.detections.get(t).copied().unwrap_or(0)),
-                    )
-                })
-                .collect(),
-        )?;
-        family(
-            e,
-            "active_scanners",
-            "Sources that crossed a threshold within the current window, by scan type.",
-            &ConstGauge::new(0i64),
-            types
-                .iter()
-                .map(|t| {
-                    (
-                        vec![("type", t.name().to_string())],
-                        ConstGauge::new(saturating_i64(
-                            snapshot.active.get(t).copied().unwrap_or(0),
-                        )),
-                    )
-                })
-                .collect(),
-        )?;
-        counter(e, "alerts", "Alerts written.", &[], snapshot.engine.alerts)?;
-        counter(
-            e,
-            "alert_write_errors",
-            "Failed writes to the alert log (disk full, I/O errors); each retry of a waiting alert counts.",
-            &[],
-            snapshot.engine.alert_write_errors,
-        )?;
-        counter(
-            e,
-            "alert_log_reopen_errors",
-            "Failed reopens of the alert log (SIGHUP, and their retries).",
-            &[],
-            snapshot.engine.alert_log_reopen_errors,
-        )?;
-        counter(
-            e,
-            "alerts_dropped",
-            "Alerts never written to the alert log: the in-memory backlog was full.",
-            &[],
-            snapshot.engine.alerts_dropped,
-        )?;
-        gauge(
-            e,
-            "alert_log_backlog",
-            "Alerts waiting in memory for the alert log to take them.",
-            &[],
-            saturating_i64(snapshot.engine.alert_log_backlog),
-        )?;
-        counter(
-            e,
-            "crossings",
-            "Threshold crossings received from the kernel.",
-            &[],
-            snapshot.engine.events,
-        )?;
-        counter(
-            e,
-            "ignored_crossings",
-            "Threshold crossings by sources in `ignore` networks (never alerted).",
-            &[],
-            snapshot.engine.ignored,
-        )?;
-        let mut top = Vec::new();
-        for (source, types, probes) in &snapshot.top {
-            for t in types {
-                top.push((
-                    vec![("source", source.clone()), ("type", t.name().to_string())],
-                    ConstGauge::new(saturating_i64(*probes)),
-                ));
-            }
-        }
-        family(
-            e,
-            "top_source_probes",
-            "Probes in the current window of the busiest flagged sources (top N only), by scan type.",
-            &ConstGauge::new(0i64),
-            top,
-        )?;
-        gauge(
-            e,
-            "blocked_sources",
-            "Entries (addresses and networks) in the kernel blocklist.",
-            &[],
-            saturating_i64(snapshot.mitigation.blocked_sources),
-        )?;
-        family(
-            e,
-            "dropped_packets",
-            "Packets dropped by XDP, by reason (blocklist, drop feed).",
-            &ConstCounter::new(0u64),
-            dropped,
-        )?;
-        family(
-            e,
-            "never_block_spared_packets",
-            "Packets that matched a block or drop feed but were passed: their source is in never_block.",
-            &ConstCounter::new(0u64),
-            spared,
-        )?;
-        counter(
-            e,
-            "blocks",
-            "Blocks made (detections and manual).",
-            &[],
-            snapshot.mitigation.blocks_made,
-        )?;
-        counter(
-            e,
-            "blocklist_full",
-            "Blocks refused because the blocklist was full (the source was alerted, not blocked).",
-            &[],
-            snapshot.mitigation.blocklist_full,
-        )?;
-        counter(
-            e,
-            "never_block_refusals",
-            "Blocks refused because the source is in never_block.",
-            &[],
-            snapshot.mitigation.never_block_refusals,
-        )?;
-        family(
-            e,
-            "feed_entries",
-            "Networks loaded from each feed.",
-            &ConstGauge::new(0i64),
-            snapshot
-                .feeds
-                .iter()
-                .map(|(n, f)| {
-                    (
-                        vec![("feed", n.clone())],
-                        ConstGauge::new(saturating_i64(f.entries)),
-                    )
-                })
-                .collect(),
-        )?;
-        family(
-            e,
-            "feed_invalid_lines",
-            "Feed lines skipped as not an address or CIDR (each load).",
-            &ConstCounter::new(0u64),
-            snapshot
-                .feeds
-                .iter()
-                .map(|(n, f)| {
-                    (
-                        vec![("feed", n.clone())],
-                        ConstCounter::new(f.invalid_lines_total),
-                    )
-                })
-                .collect(),
-        )?;
-        family(
-            e,
-            "xdp_attached",
-            "1 for each interface the XDP program is attached to, with its mode.",
-            &ConstGauge::new(0i64),
-            attached,
-        )?;
-        gauge(
-            e,
-            "build_info",
-            "scanwatch build information.",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            1,
-        )?;
-        counter(
-            e,
-            "alertmanager_pushes",
-            "Alert batches pushed to Alertmanager.",
-            &[],
-            snapshot.alertmanager_pushes,
-        )?;
-        counter(
-            e,
-            "alertmanager_push_errors",
-            "Alert batches Alertmanager did not accept.",
-            &[],
-            snapshot.alertmanager_errors,
-        )?;
-        if let Some((reply, no_answers)) = &snapshot.reply {
-            encode_reply(e, reply, *no_answers)?;
-        }
         Ok(())
     }
+}
+
+/// Detections, active scanners, alerts and the alert log, crossings.
+fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> fmt::Result {
+    let types = ScanType::ALL;
+    family(
+        e,
+        "detections",
+        "Sources newly detected, by scan type.",
+        &ConstCounter::new(0u64),
+        types
+            .iter()
+            .map(|t| {
+                (
+                    vec![("type", t.name().to_string())],
+                    ConstCounter::new(snapshot.detections.get(t).copied().unwrap_or(0)),
+                )
+            })
+            .collect(),
+    )?;
+    family(
+        e,
+        "active_scanners",
+        "Sources that crossed a threshold within the current window, by scan type.",
+        &ConstGauge::new(0i64),
+        types
+            .iter()
+            .map(|t| {
+                (
+                    vec![("type", t.name().to_string())],
+                    ConstGauge::new(saturating_i64(snapshot.active.get(t).copied().unwrap_or(0))),
+                )
+            })
+            .collect(),
+    )?;
+    counter(e, "alerts", "Alerts written.", &[], snapshot.engine.alerts)?;
+    counter(
+        e,
+        "alert_write_errors",
+        "Failed writes to the alert log (disk full, I/O errors); each retry of a waiting alert counts.",
+        &[],
+        snapshot.alert_log.write_errors,
+    )?;
+    counter(
+        e,
+        "alert_log_reopen_errors",
+        "Failed reopens of the alert log (SIGHUP, and their retries).",
+        &[],
+        snapshot.alert_log.reopen_errors,
+    )?;
+    counter(
+        e,
+        "alerts_dropped",
+        "Alerts never written to the alert log: the in-memory backlog was full.",
+        &[],
+        snapshot.alert_log.dropped,
+    )?;
+    gauge(
+        e,
+        "alert_log_backlog",
+        "Alerts waiting in memory for the alert log to take them.",
+        &[],
+        saturating_i64(snapshot.alert_log.backlog),
+    )?;
+    counter(
+        e,
+        "crossings",
+        "Threshold crossings received from the kernel.",
+        &[],
+        snapshot.engine.events,
+    )?;
+    counter(
+        e,
+        "ignored_crossings",
+        "Threshold crossings by sources in `ignore` networks (never alerted).",
+        &[],
+        snapshot.engine.ignored,
+    )?;
+    Ok(())
+}
+
+/// The busiest flagged sources (the only family with a per-address label).
+fn encode_top(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> fmt::Result {
+    let mut top = Vec::new();
+    for (source, types, probes) in &snapshot.top {
+        for t in types {
+            top.push((
+                vec![("source", source.clone()), ("type", t.name().to_string())],
+                ConstGauge::new(saturating_i64(*probes)),
+            ));
+        }
+    }
+    family(
+        e,
+        "top_source_probes",
+        "Probes in the current window of the busiest flagged sources (top N only), by scan type.",
+        &ConstGauge::new(0i64),
+        top,
+    )?;
+    Ok(())
+}
+
+/// Blocks, drops and feeds.
+fn encode_mitigation(
+    e: &mut DescriptorEncoder<'_>,
+    snapshot: &AgentSnapshot,
+    dropped: Samples<ConstCounter>,
+    spared: Samples<ConstCounter>,
+) -> fmt::Result {
+    gauge(
+        e,
+        "blocked_sources",
+        "Entries (addresses and networks) in the kernel blocklist.",
+        &[],
+        saturating_i64(snapshot.mitigation.blocked_sources),
+    )?;
+    family(
+        e,
+        "dropped_packets",
+        "Packets dropped by XDP, by reason (blocklist, drop feed).",
+        &ConstCounter::new(0u64),
+        dropped,
+    )?;
+    family(
+        e,
+        "never_block_spared_packets",
+        "Packets that matched a block or drop feed but were passed: their source is in never_block.",
+        &ConstCounter::new(0u64),
+        spared,
+    )?;
+    counter(
+        e,
+        "blocks",
+        "Blocks made (detections and manual).",
+        &[],
+        snapshot.mitigation.blocks_made,
+    )?;
+    counter(
+        e,
+        "blocklist_full",
+        "Blocks refused because the blocklist was full (the source was alerted, not blocked).",
+        &[],
+        snapshot.mitigation.blocklist_full,
+    )?;
+    counter(
+        e,
+        "never_block_refusals",
+        "Blocks refused because the source is in never_block.",
+        &[],
+        snapshot.mitigation.never_block_refusals,
+    )?;
+    family(
+        e,
+        "feed_entries",
+        "Networks loaded from each feed.",
+        &ConstGauge::new(0i64),
+        snapshot
+            .feeds
+            .iter()
+            .map(|(n, f)| {
+                (
+                    vec![("feed", n.clone())],
+                    ConstGauge::new(saturating_i64(f.entries)),
+                )
+            })
+            .collect(),
+    )?;
+    family(
+        e,
+        "feed_invalid_lines",
+        "Feed lines skipped as not an address or CIDR (each load).",
+        &ConstCounter::new(0u64),
+        snapshot
+            .feeds
+            .iter()
+            .map(|(n, f)| {
+                (
+                    vec![("feed", n.clone())],
+                    ConstCounter::new(f.invalid_lines_total),
+                )
+            })
+            .collect(),
+    )?;
+    Ok(())
+}
+
+/// The agent itself: attachments, build, Alertmanager pushes.
+fn encode_agent(
+    e: &mut DescriptorEncoder<'_>,
+    snapshot: &AgentSnapshot,
+    attached: Samples<ConstGauge>,
+) -> fmt::Result {
+    family(
+        e,
+        "xdp_attached",
+        "1 for each interface the XDP program is attached to, with its mode.",
+        &ConstGauge::new(0i64),
+        attached,
+    )?;
+    gauge(
+        e,
+        "build_info",
+        "scanwatch build information.",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    )?;
+    counter(
+        e,
+        "alertmanager_pushes",
+        "Alert batches pushed to Alertmanager.",
+        &[],
+        snapshot.alertmanager_pushes,
+    )?;
+    counter(
+        e,
+        "alertmanager_push_errors",
+        "Alert batches Alertmanager did not accept.",
+        &[],
+        snapshot.alertmanager_errors,
+    )?;
+    Ok(())
 }
 
 /// The reply-aware detector's metrics.
 fn encode_reply(
     e: &mut DescriptorEncoder<'_>,
-    reply: &scanwatch_common::trw::ReplyCounters,
+    reply: &ReplyCounters,
     no_answers: u64,
 ) -> fmt::Result {
     use scanwatch_common::trw::ReplyCounter as R;
@@ -577,7 +684,11 @@ pub struct Metrics {
 
 /// Registers every metric: the scrape-time collector over `maps` and the
 /// agent's own poll-duration histogram.
-pub fn build_registry(maps: ScanwatchMaps, interfaces: Vec<AttachedInterface>) -> Metrics {
+pub fn build_registry(
+    maps: ScanwatchMaps,
+    reply: Option<ReplySource>,
+    interfaces: Vec<AttachedInterface>,
+) -> Metrics {
     let mut registry = Registry::with_prefix("scanwatch");
     let snapshot = Arc::new(Mutex::new(AgentSnapshot::default()));
     let poll_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
@@ -590,6 +701,7 @@ pub fn build_registry(maps: ScanwatchMaps, interfaces: Vec<AttachedInterface>) -
     let capacity = maps.source_capacity();
     registry.register_collector(Box::new(ScanwatchCollector {
         maps: Mutex::new(maps),
+        reply: reply.map(Mutex::new),
         snapshot: Arc::clone(&snapshot),
         interfaces,
         capacity,
@@ -632,6 +744,7 @@ mod tests {
                 snapshot: &self.snapshot,
                 interfaces: &self.interfaces,
                 capacity: 262_144,
+                reply: None,
             }
             .encode(encoder)
         }
@@ -725,17 +838,14 @@ mod tests {
 
     #[test]
     fn reply_metrics() {
-        use scanwatch_common::trw::{ReplyCounter, ReplyCounters};
+        use scanwatch_common::trw::ReplyCounter;
         let mut c = ReplyCounters::ZERO;
         c.counters[ReplyCounter::Contacts as usize] = 9;
         c.counters[ReplyCounter::Failures as usize] = 5;
         c.counters[ReplyCounter::Successes as usize] = 3;
-        let snapshot = AgentSnapshot {
-            reply: Some((c, 1)),
-            ..AgentSnapshot::default()
-        };
+        let snapshot = AgentSnapshot::default();
         let mut text = String::new();
-        struct One(AgentSnapshot);
+        struct One(AgentSnapshot, ReplyCounters);
         impl fmt::Debug for One {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("One")
@@ -748,12 +858,13 @@ mod tests {
                     snapshot: &self.0,
                     interfaces: &[],
                     capacity: 1024,
+                    reply: Some((self.1, 1)),
                 }
                 .encode(encoder)
             }
         }
         let mut registry = Registry::with_prefix("scanwatch");
-        registry.register_collector(Box::new(One(snapshot)));
+        registry.register_collector(Box::new(One(snapshot, c)));
         text.push_str(&render(&registry, false).unwrap());
         for line in [
             "# TYPE scanwatch_reply_outcomes_total counter",

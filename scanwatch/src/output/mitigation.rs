@@ -1,31 +1,20 @@
-//! The kernel blocklist, the never-block networks and the feed tries: what
-//! the agent puts in them and takes out. The kernel enforces expiries by
-//! itself; the agent removes expired entries too, and keeps the count the
-//! kernel uses to skip lookups while nothing is blocked.
+//! Mitigation policy: what to block, for how long, what never to block, and
+//! the feeds; the kernel maps it writes are `kernel::block_maps`. The
+//! kernel enforces expiries by itself; the agent removes expired entries
+//! too, and keeps the count the kernel uses to skip lookups while nothing is
+//! blocked.
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-use aya::{
-    Ebpf,
-    maps::{
-        Array, HashMap, Map, MapData, MapError,
-        lpm_trie::{Key, LpmTrie},
-    },
-};
 use ipnet::IpNet;
-use scanwatch_common::{
-    BlockValue, FeedValue, LpmData, MitigationState, Name32, SourceKey, block_origin, feed_action,
-    maps::{
-        BLOCKED_HOSTS_MAP, BLOCKS_MAP, FEED_NAMES_MAP, FEEDS_MAP, MITIGATION_MAP, NEVER_BLOCK_MAP,
-    },
-};
+use scanwatch_common::{BlockValue, FeedValue, MitigationState, block_origin, feed_action};
 use serde::Serialize;
 
+use super::feeds;
 use crate::{
-    clock::{BootClock, boottime_ns},
     config::{FeedAction, FeedConfig, MitigationConfig},
-    feeds,
-    loader::error_chain,
+    kernel::block_maps::{BlockMapError, BlockMaps, host_key},
+    model::{BootClock, ScanType, boottime_ns},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,51 +25,8 @@ pub enum BlockError {
     Full(u32, IpNet),
     #[error("{0} is not blocked")]
     NotBlocked(IpNet),
-    #[error("map {name}: {detail}")]
-    Map { name: &'static str, detail: String },
-}
-
-fn map_err(name: &'static str) -> impl Fn(MapError) -> BlockError {
-    move |e| BlockError::Map {
-        name,
-        detail: error_chain(&e),
-    }
-}
-
-/// The LPM key of a network: IPv4 as IPv4-mapped, prefix counted over 128 bits.
-pub fn lpm_key(net: &IpNet) -> Key<LpmData> {
-    match net {
-        IpNet::V4(v4) => {
-            let o = v4.addr().octets();
-            Key::new(
-                96 + u32::from(v4.prefix_len()),
-                [
-                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
-                ],
-            )
-        }
-        IpNet::V6(v6) => Key::new(u32::from(v6.prefix_len()), v6.addr().octets()),
-    }
-}
-
-/// The network of an LPM key.
-pub fn lpm_net(key: &Key<LpmData>) -> Option<IpNet> {
-    let data = key.data();
-    let prefix = key.prefix_len();
-    let v6 = std::net::Ipv6Addr::from(data);
-    match v6.to_ipv4_mapped() {
-        Some(v4) if prefix >= 96 => IpNet::new(IpAddr::V4(v4), (prefix - 96) as u8).ok(),
-        _ => IpNet::new(IpAddr::V6(v6), prefix as u8).ok(),
-    }
-}
-
-/// The exact-map key of a single-address network (None for wider networks).
-pub fn host_key(net: &IpNet) -> Option<SourceKey> {
-    match net {
-        IpNet::V4(v4) if v4.prefix_len() == 32 => Some(SourceKey::v4(v4.addr().octets())),
-        IpNet::V6(v6) if v6.prefix_len() == 128 => Some(SourceKey::v6(v6.addr().octets())),
-        _ => None,
-    }
+    #[error(transparent)]
+    Map(#[from] BlockMapError),
 }
 
 /// A host route for an address.
@@ -154,13 +100,7 @@ impl Action {
 
 pub struct Mitigation {
     cfg: MitigationConfig,
-    blocks: LpmTrie<MapData, LpmData, BlockValue>,
-    /// The single-address entries of `blocks` again, for the kernel's exact lookup.
-    hosts: HashMap<MapData, SourceKey, BlockValue>,
-    feeds: LpmTrie<MapData, LpmData, FeedValue>,
-    never: LpmTrie<MapData, LpmData, u32>,
-    state: Array<MapData, MitigationState>,
-    feed_names: HashMap<MapData, u32, Name32>,
+    maps: BlockMaps,
     never_nets: Vec<IpNet>,
     /// The blocklist's entries, mirrored (read once at start, then kept in
     /// step): exact-key checks and counts without walking the trie.
@@ -171,31 +111,16 @@ pub struct Mitigation {
     pub stats: MitigationStats,
 }
 
-fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BlockError> {
-    ebpf.take_map(name).ok_or(BlockError::Map {
-        name,
-        detail: "missing from the object".into(),
-    })
-}
-
 impl Mitigation {
-    /// Takes the mitigation maps from a loaded object (the blocklist may be a
-    /// reused pin) and sets the never-block networks.
-    pub fn take(
-        ebpf: &mut Ebpf,
+    /// Takes over the mitigation maps (the blocklist may be a reused pin,
+    /// whose blocks are kept) and sets the never-block networks.
+    pub fn new(
+        maps: BlockMaps,
         cfg: MitigationConfig,
         never_block: Vec<IpNet>,
     ) -> Result<Self, BlockError> {
         let mut m = Self {
-            blocks: LpmTrie::try_from(take(ebpf, BLOCKS_MAP)?).map_err(map_err(BLOCKS_MAP))?,
-            hosts: HashMap::try_from(take(ebpf, BLOCKED_HOSTS_MAP)?)
-                .map_err(map_err(BLOCKED_HOSTS_MAP))?,
-            feeds: LpmTrie::try_from(take(ebpf, FEEDS_MAP)?).map_err(map_err(FEEDS_MAP))?,
-            never: LpmTrie::try_from(take(ebpf, NEVER_BLOCK_MAP)?)
-                .map_err(map_err(NEVER_BLOCK_MAP))?,
-            state: Array::try_from(take(ebpf, MITIGATION_MAP)?).map_err(map_err(MITIGATION_MAP))?,
-            feed_names: HashMap::try_from(take(ebpf, FEED_NAMES_MAP)?)
-                .map_err(map_err(FEED_NAMES_MAP))?,
+            maps,
             cfg,
             never_nets: Vec::new(),
             mirror: BTreeMap::new(),
@@ -204,17 +129,10 @@ impl Mitigation {
             stats: MitigationStats::default(),
         };
         for net in &never_block {
-            m.never
-                .insert(&lpm_key(net), 1, 0)
-                .map_err(map_err(NEVER_BLOCK_MAP))?;
+            m.maps.insert_never(net)?;
         }
         m.never_nets = never_block;
-        m.mirror = m
-            .blocks
-            .iter()
-            .filter_map(Result::ok)
-            .filter_map(|(k, v)| Some((lpm_net(&k)?, v)))
-            .collect();
+        m.mirror = m.maps.blocks().into_iter().collect();
         m.expire();
         // A reused blocklist's host entries go into this load's exact map.
         let hosts: Vec<(IpNet, BlockValue)> = m
@@ -224,7 +142,7 @@ impl Mitigation {
             .map(|(net, v)| (*net, *v))
             .collect();
         for (net, value) in hosts {
-            m.store_host(&net, value)?;
+            m.maps.store_host(&net, value)?;
         }
         m.sync_state()?;
         Ok(m)
@@ -246,28 +164,6 @@ impl Mitigation {
         u32::try_from(self.mirror.len()).unwrap_or(u32::MAX)
     }
 
-    /// Writes a single-address block into the exact map (no-op for networks).
-    fn store_host(&mut self, net: &IpNet, value: BlockValue) -> Result<(), BlockError> {
-        match host_key(net) {
-            Some(key) => self
-                .hosts
-                .insert(key, value, 0)
-                .map_err(map_err(BLOCKED_HOSTS_MAP)),
-            None => Ok(()),
-        }
-    }
-
-    /// Removes a network from both kernel maps.
-    fn remove_stored(&mut self, net: &IpNet) -> Result<(), MapError> {
-        if let Some(key) = host_key(net) {
-            match self.hosts.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.blocks.remove(&lpm_key(net))
-    }
-
     /// Tells the kernel which lookups it needs.
     fn sync_state(&mut self) -> Result<(), BlockError> {
         let blocks = self.count_blocks();
@@ -286,7 +182,7 @@ impl Mitigation {
             tag_feeds: u32::try_from(tag_feeds).unwrap_or(u32::MAX),
             host_blocks,
         };
-        self.state.set(0, state, 0).map_err(map_err(MITIGATION_MAP))
+        Ok(self.maps.set_state(state)?)
     }
 
     /// Blocks `net` for `ttl` (None: until unblocked).
@@ -302,7 +198,6 @@ impl Mitigation {
             self.stats.never_block_refusals += 1;
             return Err(BlockError::NeverBlock(net, never));
         }
-        let key = lpm_key(&net);
         let existing = self.exact(&net);
         if existing.is_none() && self.count_blocks() >= self.cfg.capacity {
             self.stats.blocklist_full += 1;
@@ -324,21 +219,18 @@ impl Mitigation {
             offenses: existing.map_or(1, |e| e.offenses.saturating_add(1)),
             reason: reason_bytes,
         };
-        self.blocks.insert(&key, value, 0).map_err(|e| {
-            if matches!(&e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOSPC)) {
+        match self.maps.insert_block(&net, value) {
+            Ok(()) => {}
+            Err(BlockMapError::Full(name)) if name == scanwatch_common::maps::BLOCKS_MAP => {
                 self.stats.blocklist_full += 1;
-                BlockError::Full(self.cfg.capacity, net)
-            } else {
-                map_err(BLOCKS_MAP)(e)
+                return Err(BlockError::Full(self.cfg.capacity, net));
             }
-        })?;
-        if let Err(e) = self.store_host(&net, value) {
-            // Both maps or neither: a host block the kernel cannot find fast
-            // would still drop (through the trie), but keep them in step.
-            let _ = self.blocks.remove(&key);
-            self.mirror.remove(&net);
-            let _ = self.sync_state();
-            return Err(e);
+            Err(e) => {
+                // The maps dropped the entry (both or neither): so does the mirror.
+                self.mirror.remove(&net);
+                let _ = self.sync_state();
+                return Err(e.into());
+            }
         }
         self.mirror.insert(net, value);
         self.stats.blocks_made += 1;
@@ -356,12 +248,7 @@ impl Mitigation {
     }
 
     /// Blocks a detected source per the configuration; returns the action.
-    pub fn on_detection(
-        &mut self,
-        ip: IpAddr,
-        types: &[crate::detect::ScanType],
-        clock: &BootClock,
-    ) -> Action {
+    pub fn on_detection(&mut self, ip: IpAddr, types: &[ScanType], clock: &BootClock) -> Action {
         if !self.cfg.auto_block {
             return Action::None;
         }
@@ -420,13 +307,13 @@ impl Mitigation {
         if !self.mirror.contains_key(&net) {
             return Err(BlockError::NotBlocked(net));
         }
-        match self.remove_stored(&net) {
+        match self.maps.remove_block(&net) {
             Ok(()) => {
                 self.mirror.remove(&net);
                 self.sync_state()
             }
-            Err(MapError::KeyNotFound) => Err(BlockError::NotBlocked(net)),
-            Err(e) => Err(map_err(BLOCKS_MAP)(e)),
+            Err(BlockMapError::NotFound(_)) => Err(BlockError::NotBlocked(net)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -466,7 +353,7 @@ impl Mitigation {
             .map(|(net, _)| *net)
             .collect();
         for net in &expired {
-            if self.remove_stored(net).is_ok() {
+            if self.maps.remove_block(net).is_ok() {
                 self.stats.expired_removed += 1;
             }
             self.mirror.remove(net);
@@ -488,7 +375,7 @@ impl Mitigation {
                 FeedAction::Tag => feed_action::TAG,
                 FeedAction::Drop => feed_action::DROP,
             };
-            let _ = self.feed_names.insert(id, Name32::new(&f.name), 0);
+            let _ = self.maps.set_feed_name(id, &f.name);
             let previous_invalid = self
                 .feed_stats
                 .get(&f.name)
@@ -525,7 +412,7 @@ impl Mitigation {
         }
         for net in self.loaded_feeds.keys() {
             if !wanted.contains_key(net) {
-                let _ = self.feeds.remove(&lpm_key(net));
+                let _ = self.maps.remove_feed(net);
             }
         }
         let mut loaded = BTreeMap::new();
@@ -541,18 +428,17 @@ impl Mitigation {
                 ));
                 break;
             }
-            match self.feeds.insert(
-                &lpm_key(&net),
+            match self.maps.insert_feed(
+                &net,
                 FeedValue {
                     feed_id: id,
                     action,
                 },
-                0,
             ) {
                 Ok(()) => {
                     loaded.insert(net, (id, action));
                 }
-                Err(e) => report.push(format!("feed entry {net}: {}", error_chain(&e))),
+                Err(e) => report.push(format!("feed entry {net}: {e}")),
             }
         }
         self.loaded_feeds = loaded;
@@ -563,7 +449,7 @@ impl Mitigation {
 
     /// The name of feed `id`.
     pub fn feed_name(&self, id: u32) -> Option<String> {
-        self.feed_names.get(&id, 0).ok().map(|n| n.as_string())
+        self.maps.feed_name(id)
     }
 }
 
@@ -622,19 +508,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lpm_keys_round_trip() {
-        for s in [
-            "198.18.0.9/32",
-            "10.0.0.0/8",
-            "0.0.0.0/0",
-            "fd00::1/128",
-            "2001:db8::/32",
-            "::/0",
-        ] {
-            let net: IpNet = s.parse().unwrap();
-            assert_eq!(lpm_net(&lpm_key(&net)).unwrap().to_string(), s);
-        }
-        assert_eq!(lpm_key(&"10.0.0.0/8".parse().unwrap()).prefix_len(), 104);
+    fn host_nets() {
         assert_eq!(
             host_net("::ffff:198.18.0.1".parse().unwrap()).to_string(),
             "198.18.0.1/32"

@@ -24,12 +24,13 @@ use std::{
 use ipnet::IpNet;
 use scanwatch::{
     config::{FeedAction, FeedConfig, MitigationConfig},
-    testrun::XdpHarness,
+    kernel::testrun::XdpHarness,
 };
 use scanwatch_common::{
     Counter, IfaceCounters, ProbeKind, SourceKey, block_origin, classify_icmp, classify_icmpv6,
     classify_tcp, maps::MAX_IPV6_EXT_HEADERS,
 };
+use scanwatch_integration::TakeMitigation;
 use scanwatch_lab::rng::SplitMix64;
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021AD, TPID_8021Q, Transport},

@@ -15,18 +15,17 @@ use std::{
 };
 
 use ipnet::IpNet;
-use scanwatch::{config::MitigationConfig, testrun::XdpHarness};
+use scanwatch::{config::MitigationConfig, kernel::testrun::XdpHarness};
 use scanwatch_common::{
     block_origin,
     maps::{FLOOR_BLOCKLIST_PROGRAM, FLOOR_COUNT_PROGRAM, FLOOR_TRACK_PROGRAM},
 };
+use scanwatch_integration::TakeMitigation;
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021Q, Transport, tcp},
     netns::Lab,
 };
 use serde_json::{Value, json};
-
-const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
 
 struct Opts {
     quick: bool,
@@ -458,7 +457,7 @@ fn reply_sweep() -> Value {
         h.run(&f).expect("xdp run");
     }
     let reply = h.reply().expect("reply maps");
-    let now = scanwatch::clock::boottime_ns();
+    let now = scanwatch::model::boottime_ns();
     let t = Instant::now();
     let first = reply.sweep(0, now).expect("sweep");
     let marking = t.elapsed();
@@ -542,7 +541,7 @@ fn agent_scale(o: &Opts) -> Value {
     let pin = PathBuf::from(format!("/sys/fs/bpf/scanwatch-bench-{}", lab.target_ns));
     let dir = std::env::temp_dir().join(format!("scanwatch-bench-{}", lab.target_ns));
     let mut cmd = lab.in_target();
-    cmd.arg(AGENT)
+    cmd.arg(scanwatch_lab::agent_bin::agent_binary())
         .args([
             "run",
             "--iface",
@@ -567,7 +566,7 @@ fn agent_scale(o: &Opts) -> Value {
         std::thread::sleep(Duration::from_millis(50));
     }
     let t = Instant::now();
-    let mut maps = scanwatch::maps::ScanwatchMaps::open_pinned(&pin).expect("pins");
+    let mut maps = scanwatch::kernel::detect_maps::ScanwatchMaps::open_pinned(&pin).expect("pins");
     maps.insert_idle_sources(sources, 0xee)
         .expect("fill the source map");
     println!(
@@ -682,11 +681,11 @@ fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> f64 {
     let ifname = lab.scanner_if.clone();
     in_netns(ns, move || {
         use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
-        let ifindex = scanwatch::loader::Interface::resolve(&ifname)
+        let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
             .expect("scanner veth")
             .ifindex;
         let mut ebpf = aya::EbpfLoader::new()
-            .load(scanwatch::loader::OBJECT)
+            .load(scanwatch::kernel::object::OBJECT)
             .expect("object");
         let prog: &mut Xdp = ebpf
             .program_mut("scanwatch_bench_tx")
@@ -726,7 +725,7 @@ fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option
             "none" => None,
             "noop" => {
                 let mut ebpf = aya::EbpfLoader::new()
-                    .load(scanwatch::loader::OBJECT)
+                    .load(scanwatch::kernel::object::OBJECT)
                     .expect("object");
                 let prog: &mut Xdp = ebpf
                     .program_mut("scanwatch_noop")
@@ -739,20 +738,27 @@ fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option
             }
             _ => {
                 let detection = scanwatch::config::Detection::default();
-                let mut ebpf = scanwatch::loader::load_with(
+                let mut ebpf = scanwatch::kernel::object::load_with(
                     262_144,
                     &detection.kernel_config(),
-                    &scanwatch::loader::LoadOptions {
+                    &scanwatch::kernel::object::LoadOptions {
                         reply: detection.reply_config(),
-                        ..scanwatch::loader::LoadOptions::default()
+                        ..scanwatch::kernel::object::LoadOptions::default()
                     },
                 )
                 .expect("load");
-                let iface = scanwatch::loader::Interface::resolve(&ifname).expect("iface");
-                scanwatch::maps::ScanwatchMaps::assign_slots(&mut ebpf, &[iface.ifindex])
-                    .expect("slots");
-                scanwatch::loader::attach(&mut ebpf, &iface, scanwatch::loader::AttachMode::Native)
-                    .expect("attach");
+                let iface = scanwatch::kernel::object::Interface::resolve(&ifname).expect("iface");
+                scanwatch::kernel::detect_maps::ScanwatchMaps::assign_slots(
+                    &mut ebpf,
+                    &[iface.ifindex],
+                )
+                .expect("slots");
+                scanwatch::kernel::xdp_link::attach(
+                    &mut ebpf,
+                    &iface,
+                    scanwatch::model::AttachMode::Native,
+                )
+                .expect("attach");
                 Some(ebpf)
             }
         }
@@ -927,20 +933,29 @@ fn drop_rate(o: &Opts) -> Value {
                             never_block_host_addresses: false,
                             ..MitigationConfig::default()
                         };
-                        let mut ebpf = scanwatch::loader::load_with(
+                        let mut ebpf = scanwatch::kernel::object::load_with(
                             262_144,
                             &scanwatch::config::Detection::default().kernel_config(),
-                            &scanwatch::loader::LoadOptions {
+                            &scanwatch::kernel::object::LoadOptions {
                                 blocklist_capacity: 131_072,
-                                ..scanwatch::loader::LoadOptions::default()
+                                ..scanwatch::kernel::object::LoadOptions::default()
                             },
                         )
                         .expect("load");
-                        let iface = scanwatch::loader::Interface::resolve(&ifname).expect("iface");
-                        scanwatch::maps::ScanwatchMaps::assign_slots(&mut ebpf, &[iface.ifindex])
-                            .expect("slots");
-                        let mut m = scanwatch::mitigation::Mitigation::take(&mut ebpf, cfg, vec![])
-                            .expect("mitigation");
+                        let iface =
+                            scanwatch::kernel::object::Interface::resolve(&ifname).expect("iface");
+                        scanwatch::kernel::detect_maps::ScanwatchMaps::assign_slots(
+                            &mut ebpf,
+                            &[iface.ifindex],
+                        )
+                        .expect("slots");
+                        let mut m = scanwatch::output::mitigation::Mitigation::new(
+                            scanwatch::kernel::block_maps::BlockMaps::take(&mut ebpf)
+                                .expect("block maps"),
+                            cfg,
+                            vec![],
+                        )
+                        .expect("mitigation");
                         for i in 0..entries {
                             m.block(
                                 IpNet::from(IpAddr::V4(entry_addr(i))),
@@ -950,13 +965,14 @@ fn drop_rate(o: &Opts) -> Value {
                             )
                             .expect("block");
                         }
-                        scanwatch::loader::attach(
+                        scanwatch::kernel::xdp_link::attach(
                             &mut ebpf,
                             &iface,
-                            scanwatch::loader::AttachMode::Native,
+                            scanwatch::model::AttachMode::Native,
                         )
                         .expect("attach");
-                        let maps = scanwatch::maps::ScanwatchMaps::take(&mut ebpf).expect("maps");
+                        let maps = scanwatch::kernel::detect_maps::ScanwatchMaps::take(&mut ebpf)
+                            .expect("maps");
                         (ebpf, m, maps)
                     }));
                 }

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use scanwatch::testrun::XdpHarness;
+use scanwatch::kernel::testrun::XdpHarness;
 use scanwatch_common::{Counter, IfaceCounters, ProbeKind};
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021AD, TPID_8021Q, Transport, tcp},

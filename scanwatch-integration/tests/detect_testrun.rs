@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use scanwatch::{config::Detection, detect::Evidence, testrun::XdpHarness};
+use scanwatch::{config::Detection, detect::Evidence, kernel::testrun::XdpHarness};
 use scanwatch_common::{DetectConfig, trigger};
 use scanwatch_lab::{
     frames::{Packet, Transport, tcp},

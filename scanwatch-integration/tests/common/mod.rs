@@ -10,7 +10,10 @@ use std::{
 
 use scanwatch_lab::netns::{Lab, run};
 
-pub const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
+/// The agent binary (built on first use unless `SCANWATCH_BIN` names it).
+pub fn agent_bin() -> &'static std::path::Path {
+    scanwatch_lab::agent_bin::agent_binary()
+}
 
 /// Fails (never skips) when a tool the test drives is missing.
 pub fn assert_installed(tools: &[&str]) {
@@ -161,7 +164,7 @@ impl AgentLab {
     /// alert log and control socket, and waits until it is ready.
     fn spawn_agent(&mut self, extra_args: &[&str]) {
         let mut cmd = self.lab.in_target();
-        cmd.arg(AGENT)
+        cmd.arg(agent_bin())
             .args([
                 "run",
                 "--iface",
@@ -226,7 +229,7 @@ impl AgentLab {
     }
 
     fn top_limit(&self, limit: usize) -> Vec<serde_json::Value> {
-        let out = run(Command::new(AGENT)
+        let out = run(Command::new(agent_bin())
             .args(["top", "--json", "--limit", &limit.to_string(), "--pin-dir"])
             .arg(&self.pin_dir))
         .expect("scanwatch top --json");
@@ -295,7 +298,7 @@ impl AgentLab {
     /// Runs a `scanwatch` control command (block, unblock, blocks, status)
     /// against this agent's socket.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(AGENT)
+        Command::new(agent_bin())
             .args(args)
             .arg("--control-socket")
             .arg(&self.control_socket)

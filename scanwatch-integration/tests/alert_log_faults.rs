@@ -15,9 +15,12 @@ use std::{
 
 use common::AgentLab;
 use scanwatch::{
-    alerts::{Alert, AlertInput, AlertLog},
-    clock::BootClock,
-    detect::{AlertReason, Confidence, Evidence, ScanType},
+    detect::{AlertReason, Confidence, Evidence},
+    model::{BootClock, ScanType},
+    output::{
+        alert::{Alert, AlertInput},
+        alert_log::AlertLog,
+    },
 };
 use scanwatch_common::{SourceKey, SourceStats};
 use scanwatch_lab::privileged::require_root;
@@ -110,7 +113,7 @@ fn sample_alert(last: u8) -> Alert {
         sample_ports: vec![22, 80, 443],
         triggers: 1,
         window_start_ns: 1_000_000_000,
-        reply: scanwatch::reply::ReplyEvidence::default(),
+        reply: scanwatch::detect::ReplyEvidence::default(),
     };
     let clock = BootClock::now();
     Alert::new(AlertInput {

@@ -420,7 +420,8 @@ fn full_source_map_ignore_and_log_rotation() {
 
     // Fill the agent's source map with 1,000,000 other sources.
     let started = std::time::Instant::now();
-    let mut maps = scanwatch::maps::ScanwatchMaps::open_pinned(&lab.pin_dir).expect("open pins");
+    let mut maps = scanwatch::kernel::detect_maps::ScanwatchMaps::open_pinned(&lab.pin_dir)
+        .expect("open pins");
     maps.insert_idle_sources(1_000_000, 0xff)
         .expect("fill the source map");
     println!(

@@ -7,13 +7,13 @@ use std::{net::IpAddr, time::Duration};
 
 use ipnet::IpNet;
 use scanwatch::{
-    clock::BootClock,
     config::{FeedAction, FeedConfig, MitigationConfig},
-    detect::ScanType,
-    mitigation::{Action, BlockError},
-    testrun::XdpHarness,
+    kernel::testrun::XdpHarness,
+    model::{BootClock, ScanType},
+    output::mitigation::{Action, BlockError},
 };
 use scanwatch_common::{Counter, SourceKey, block_origin};
+use scanwatch_integration::TakeMitigation;
 use scanwatch_lab::{
     frames::{Packet, Transport, tcp},
     privileged::require_root,

@@ -9,7 +9,7 @@ mod common;
 
 use std::{os::unix::net::UnixDatagram, path::Path, process::Stdio, time::Duration};
 
-use common::{AGENT, AgentLab};
+use common::{AgentLab, agent_bin};
 use scanwatch_lab::{
     netns::{Lab, SCANNER_V4, TARGET_V4},
     privileged::require_root,
@@ -83,7 +83,7 @@ fn agent_with_only_the_units_capabilities_runs_from_its_config_and_detects_nmap(
         // CAP_SYS_RESOURCE: this kernel charges BPF memory to the cgroup.
         cmd.args(["prlimit", "--memlock=65536:65536", "--"]);
         common::with_only_capabilities(&mut cmd, &caps);
-        cmd.arg(AGENT)
+        cmd.arg(agent_bin())
             .arg("run")
             .arg("--config")
             .arg(&config)
@@ -192,7 +192,7 @@ fn agent_with_only_the_units_capabilities_runs_from_its_config_and_detects_nmap(
     let log = std::fs::read_to_string(&stderr_path).expect("agent stderr");
     assert!(
         log.lines()
-            .any(|l| l.starts_with("<6>scanwatch::agent: attached to")),
+            .any(|l| l.starts_with("<6>scanwatch::") && l.contains(": attached to ")),
         "{log}"
     );
     for line in log.lines() {
@@ -219,7 +219,7 @@ fn each_missing_capability_is_named() {
         let mut cmd = lab.in_target();
         common::with_only_capabilities(&mut cmd, &rest);
         let o = cmd
-            .arg(AGENT)
+            .arg(agent_bin())
             .args(["run", "--iface", &lab.target_if, "--pin-dir", &pin_dir])
             .arg("--alert-log")
             .arg(dir.join("alerts.jsonl"))

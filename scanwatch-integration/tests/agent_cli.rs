@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-use common::{AGENT, AgentLab};
+use common::{AgentLab, agent_bin};
 use scanwatch_lab::{netns::Lab, privileged::require_root};
 
 fn stderr(o: &Output) -> String {
@@ -16,7 +16,7 @@ fn stderr(o: &Output) -> String {
 /// Runs the agent binary in the lab's target namespace.
 fn agent_in(lab: &Lab, args: &[&str]) -> Output {
     lab.in_target()
-        .arg(AGENT)
+        .arg(agent_bin())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -209,7 +209,7 @@ fn agent_for_anyone(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).expect("dir");
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let bin = dir.join("scanwatch");
-    std::fs::copy(AGENT, &bin).expect("copy the agent");
+    std::fs::copy(agent_bin(), &bin).expect("copy the agent");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     bin
 }
@@ -390,7 +390,7 @@ fn second_agent_on_same_pin_dir_is_refused_and_stop_is_clean() {
     };
     assert!(links(&agent.lab.target_ns).contains("prog/xdp"), "attached");
     // `top` with an empty map prints a table header.
-    let out = Command::new(AGENT)
+    let out = Command::new(agent_bin())
         .args(["top", "--pin-dir", &pin])
         .output()
         .expect("top");
@@ -407,7 +407,7 @@ fn second_agent_on_same_pin_dir_is_refused_and_stop_is_clean() {
         ["BLOCKS"],
         "pins removed on clean stop, but the blocklist, kept for the next agent"
     );
-    let o = Command::new(AGENT)
+    let o = Command::new(agent_bin())
         .args(["top", "--pin-dir", &pin])
         .output()
         .expect("top");
@@ -430,62 +430,10 @@ fn stale_pins_from_a_killed_agent_are_replaced() {
     // The new agent replaces the stale pins with its own (restart waits for them).
     agent.restart(&[]);
     let pin = agent.pin_dir.to_string_lossy().into_owned();
-    let out = Command::new(AGENT)
+    let out = Command::new(agent_bin())
         .args(["top", "--pin-dir", &pin])
         .output()
         .expect("top");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(agent.stop_agent(), "restarted agent stops cleanly");
-}
-
-/// `run` takes everything from the configuration file's [agent] table; its
-/// errors name the file, line and field (exit 2), and with no interface
-/// anywhere it says where to give one (exit 2), before any privilege check.
-#[test]
-fn agent_config_errors_exit_2() {
-    let dir = std::env::temp_dir().join(format!("scanwatch-agent-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let run_with = |text: &str, extra: &[&str]| {
-        let path = dir.join("scanwatch.toml");
-        std::fs::write(&path, text).expect("write config");
-        Command::new(AGENT)
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run scanwatch")
-    };
-    let shown = dir.join("scanwatch.toml").display().to_string();
-    let o = run_with("[agent]\nmetrics_top = 5000\n", &[]);
-    assert_fails_with(
-        &o,
-        2,
-        &format!(
-            "config {shown}: line 2: field `agent.metrics_top`: 5000 is out of range 0..=1000"
-        ),
-        "out of range",
-    );
-    let o = run_with("[agent]\ninterfaces = [\"eth0\", \"eth0\"]\n", &[]);
-    assert_fails_with(&o, 2, "listed twice", "duplicate interface in the file");
-    let o = run_with("[agent]\nmetrics_addr = \"nowhere\"\n", &[]);
-    assert_fails_with(&o, 2, &format!("config {shown}"), "bad address");
-    let o = run_with("[agent]\n", &[]);
-    assert_fails_with(
-        &o,
-        2,
-        "no interface to watch: give --iface IF or set `interfaces` in the config's [agent] table",
-        "no interface",
-    );
-    // A flag overrides the file: its interface is the one looked up.
-    let o = run_with(
-        "[agent]\ninterfaces = [\"eth0\"]\n",
-        &["--iface", "nosuch0"],
-    );
-    assert!(
-        stderr(&o).contains("nosuch0") || stderr(&o).contains("needs CAP_"),
-        "{}",
-        stderr(&o)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{AGENT, AgentLab};
+use common::{AgentLab, agent_bin};
 use scanwatch_lab::{netns::TARGET_V4, privileged::require_root};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -258,10 +258,9 @@ fn scans_are_blocked_and_dropped_others_are_not() {
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            AGENT,
-            "blocks",
-            "--control-socket",
         ])
+        .arg(agent_bin())
+        .args(["blocks", "--control-socket"])
         .arg(&lab.control_socket)
         .output()
         .expect("setpriv");

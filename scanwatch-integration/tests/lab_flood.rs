@@ -107,7 +107,7 @@ fn send_frames(
             0,
             "setns"
         );
-        let ifindex = scanwatch::loader::Interface::resolve(&ifname)
+        let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
             .expect("scanner veth")
             .ifindex;
         // SAFETY: plain socket(2) call.

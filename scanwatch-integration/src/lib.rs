@@ -1,0 +1,34 @@
+//! scanwatch's privileged tests and benchmarks live in `tests/` and
+//! `benches/` of this crate: they load BPF programs, build network
+//! namespaces and run real scanners, so they need root. The crate is not a
+//! default workspace member: a plain `cargo test` leaves it out, and
+//! `cargo xtask test` (as root) runs it. See DEVELOPING.md.
+//!
+//! The library holds what the tests and the benchmarks share.
+
+use ipnet::IpNet;
+use scanwatch::{
+    config::MitigationConfig,
+    kernel::testrun::XdpHarness,
+    output::mitigation::{BlockError, Mitigation},
+};
+
+/// Mitigation over a test harness's maps, as the agent builds it.
+pub trait TakeMitigation {
+    /// Takes the harness's mitigation maps (once) and sets the never-block networks.
+    fn take_mitigation(
+        &mut self,
+        cfg: MitigationConfig,
+        never_block: Vec<IpNet>,
+    ) -> Result<Mitigation, BlockError>;
+}
+
+impl TakeMitigation for XdpHarness {
+    fn take_mitigation(
+        &mut self,
+        cfg: MitigationConfig,
+        never_block: Vec<IpNet>,
+    ) -> Result<Mitigation, BlockError> {
+        Mitigation::new(self.take_block_maps()?, cfg, never_block)
+    }
+}

@@ -1,0 +1,258 @@
+//! Starting `scanwatch run`: configuration, privileges and interfaces are
+//! checked first; then the pin dir is taken, the programs loaded and
+//! attached, and the maps taken and pinned. A guard removes this agent's
+//! pins on every error path (the kept blocklist stays).
+
+use std::net::SocketAddr;
+
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
+
+use super::AgentError;
+use crate::{
+    app::{cli::RunArgs, control, privileges},
+    config::Config,
+    kernel::{
+        block_maps::BlockMaps,
+        detect_maps::{ScanwatchMaps, take_events},
+        egress::{EgressAttachment, attach_egress, detach_egress},
+        object::{self, Interface, LoadOptions},
+        pins::{KEPT_PIN, PinDir},
+        reply_maps::ReplyMaps,
+        xdp_link::{self, Attachment},
+    },
+    output::{
+        alert_log::AlertLog,
+        alertmanager::Alertmanager,
+        mitigation::{Mitigation, default_never_block},
+    },
+};
+
+/// What `run` has set up; torn down in reverse order.
+pub(super) struct Running {
+    pub ebpf: Ebpf,
+    pub maps: ScanwatchMaps,
+    pub pins: PinDir,
+    pub attachments: Vec<Attachment>,
+    /// The reply-aware detector's egress attachments (empty when disabled).
+    pub egress: Vec<EgressAttachment>,
+    pub config: Config,
+}
+
+impl Running {
+    pub fn shutdown(mut self) {
+        for attachment in std::mem::take(&mut self.egress) {
+            detach_egress(&mut self.ebpf, attachment);
+        }
+        for attachment in std::mem::take(&mut self.attachments) {
+            xdp_link::release(&mut self.ebpf, attachment);
+        }
+        self.pins.remove_pins();
+        log::info!("stopped; pins removed from {}", self.pins.path().display());
+    }
+}
+
+/// What `start` hands to the loop.
+pub(super) struct Started {
+    pub running: Running,
+    pub events: RingBuf<MapData>,
+    pub alert_log: AlertLog,
+    pub metrics_listener: std::net::TcpListener,
+    pub alertmanager: Option<Alertmanager>,
+    pub mitigation: Mitigation,
+    pub control: tokio::net::UnixListener,
+    /// The reply-aware detector's maps (when enabled).
+    pub reply: Option<ReplyMaps>,
+}
+
+/// Holds the pin dir while `start` runs: dropped on an error path, it
+/// removes this agent's pins (never the kept blocklist).
+struct PinGuard(Option<PinDir>);
+
+impl PinGuard {
+    fn dir(&self) -> &PinDir {
+        // Only `into_inner` empties it, and it consumes the guard.
+        self.0.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    fn into_inner(mut self) -> PinDir {
+        self.0.take().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        if let Some(pins) = &self.0 {
+            pins.remove_pins();
+        }
+    }
+}
+
+/// The configuration with the command line laid over it, the Alertmanager
+/// to push to, and the interfaces: all checked before anything is touched.
+fn prepare(args: &RunArgs) -> Result<(Config, Option<Alertmanager>, Vec<Interface>), AgentError> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    args.override_config(&mut config.agent);
+    let settings = &config.agent;
+    if settings.interfaces.is_empty() {
+        return Err(AgentError::NoInterfaces);
+    }
+    let alertmanager = settings.alertmanager()?.map(Alertmanager::new);
+    privileges::require("scanwatch run", super::RUN_CAPABILITIES)?;
+    privileges::raise_memlock_rlimit();
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for name in &settings.interfaces {
+        let iface = Interface::resolve(name)?;
+        if interfaces.iter().any(|i| i.ifindex == iface.ifindex) {
+            return Err(AgentError::DuplicateInterface(name.clone()));
+        }
+        interfaces.push(iface);
+    }
+    object::validate_map_size(settings.map_size)?;
+    Ok((config, alertmanager, interfaces))
+}
+
+fn bind_metrics(addr: SocketAddr) -> Result<std::net::TcpListener, AgentError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| AgentError::Metrics { addr, source })
+}
+
+/// Loads the object (reusing the kept blocklist) and attaches the XDP
+/// program, and the egress program when the reply-aware detector is on.
+/// On error, dropping the object detaches what was attached so far.
+fn load_and_attach(
+    config: &Config,
+    interfaces: &[Interface],
+    pins: &PinDir,
+) -> Result<(Ebpf, Vec<Attachment>, Vec<EgressAttachment>), AgentError> {
+    let settings = &config.agent;
+    pins.check_kept_blocklist(config.mitigation.capacity);
+    for kept in xdp_link::kept_links(pins.path()) {
+        if !interfaces.iter().any(|i| i.ifindex == kept.ifindex) {
+            log::warn!(
+                "{} keeps an XDP program attached to ifindex {}, which this agent does not watch; remove the pin to detach it",
+                kept.path.display(),
+                kept.ifindex
+            );
+        }
+    }
+    let blocks_pin = pins.pin_path(KEPT_PIN);
+    let mut ebpf = object::load_with(
+        settings.map_size,
+        &config.detection.kernel_config(),
+        &LoadOptions {
+            blocklist_capacity: config.mitigation.capacity,
+            feed_capacity: config.mitigation.feed_capacity,
+            blocks_pin: Some(&blocks_pin),
+            reply: config.detection.reply_config(),
+            ..LoadOptions::default()
+        },
+    )?;
+    let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
+    ScanwatchMaps::assign_slots(&mut ebpf, &ifindexes)?;
+    let mut attachments = Vec::new();
+    for iface in interfaces {
+        let attachment = xdp_link::attach_or_take_over(
+            &mut ebpf,
+            iface,
+            settings.xdp_mode,
+            pins.path(),
+            settings.keep_attached,
+        )?;
+        log::info!(
+            "attached to {} (ifindex {}) in {} mode",
+            iface.name,
+            iface.ifindex,
+            attachment.mode.as_str()
+        );
+        attachments.push(attachment);
+    }
+    let mut egress = Vec::new();
+    if config.detection.reply_scan.enabled {
+        for iface in interfaces {
+            egress.push(attach_egress(&mut ebpf, iface)?);
+            log::info!(
+                "reply-aware detector: egress program attached to {}",
+                iface.name
+            );
+        }
+    }
+    Ok((ebpf, attachments, egress))
+}
+
+/// The blocklist, never-block list and feeds, with the feed names pinned
+/// for `scanwatch top`.
+fn take_mitigation(
+    ebpf: &mut Ebpf,
+    config: &Config,
+    pins: &PinDir,
+) -> Result<Mitigation, AgentError> {
+    let never_block = default_never_block(&config.mitigation);
+    log::info!(
+        "never blocked: {}",
+        never_block
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(map) = ebpf.map(scanwatch_common::maps::FEED_NAMES_MAP) {
+        let path = pins.pin_path(scanwatch_common::maps::FEED_NAMES_MAP);
+        if let Err(e) = map.pin(&path) {
+            log::warn!("cannot pin {}: {e}", path.display());
+        }
+    }
+    let maps = BlockMaps::take(ebpf).map_err(crate::output::mitigation::BlockError::from)?;
+    let mut mitigation = Mitigation::new(maps, config.mitigation.clone(), never_block)?;
+    for problem in mitigation.load_feeds(&config.feeds) {
+        log::warn!("{problem}");
+    }
+    Ok(mitigation)
+}
+
+/// Checks configuration, privileges and arguments, then sets everything up.
+pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
+    let (config, alertmanager, interfaces) = prepare(args)?;
+    let settings = config.agent.clone();
+    let alert_log = AlertLog::open(&settings.alert_log)?;
+    let pins = PinGuard(Some(PinDir::acquire(&settings.pin_dir)?));
+    let metrics_listener = bind_metrics(settings.metrics_addr)?;
+    let (mut ebpf, attachments, egress) = load_and_attach(&config, &interfaces, pins.dir())?;
+    let reply = if config.detection.reply_scan.enabled {
+        Some(ReplyMaps::take(&mut ebpf, config.detection.reply_config())?)
+    } else {
+        None
+    };
+    let mitigation = take_mitigation(&mut ebpf, &config, pins.dir())?;
+    let control = control::bind(&settings.control_socket)?;
+    let events = take_events(&mut ebpf)?;
+    let names: Vec<(u32, &str)> = interfaces
+        .iter()
+        .map(|i| (i.ifindex, i.name.as_str()))
+        .collect();
+    let maps = ScanwatchMaps::take_and_pin(&mut ebpf, pins.dir(), &names)?;
+    let running = Running {
+        ebpf,
+        maps,
+        pins: pins.into_inner(),
+        attachments,
+        egress,
+        config,
+    };
+    Ok(Started {
+        running,
+        events,
+        alert_log,
+        metrics_listener,
+        alertmanager,
+        mitigation,
+        control,
+        reply,
+    })
+}

@@ -1,0 +1,206 @@
+//! The agent's state between steps of its loop, and what each step does:
+//! a crossing becomes a finding (detect), the finding goes to mitigation,
+//! then to the outputs (alert log, Alertmanager, metrics).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
+    time::{Instant, SystemTime},
+};
+
+use scanwatch_common::ScanEvent;
+
+use super::{start::Running, view::KernelView};
+use crate::{
+    config::FeedConfig,
+    detect::{AlertReason, Engine, Finding},
+    kernel::{detect_maps::decode_event, reply_maps::ReplyMaps},
+    model::{BootClock, ScanType},
+    output::{
+        alert::Alert, alert_log::AlertLog, alertmanager::Pusher, metrics::AgentSnapshot,
+        mitigation::Mitigation, summary::Summary,
+    },
+};
+
+/// Modification times of the feed files (a change reloads them).
+pub(super) fn feed_mtimes_of(feeds: &[FeedConfig]) -> Vec<Option<SystemTime>> {
+    feeds
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+pub(super) struct Agent {
+    pub running: Running,
+    pub engine: Engine,
+    pub mitigation: Mitigation,
+    pub alert_log: AlertLog,
+    /// The reply-aware detector's maps (when enabled).
+    pub reply: Option<ReplyMaps>,
+    /// ifindex -> name of the watched interfaces.
+    pub names: BTreeMap<u32, String>,
+    pub pusher: Option<Pusher>,
+    pub snapshot: Arc<Mutex<AgentSnapshot>>,
+    pub summary: Summary,
+    pub feed_mtimes: Vec<Option<SystemTime>>,
+    /// Seconds since start (feeds are checked every 5).
+    pub ticks: u64,
+    /// Sources alerted in this step (pushed to Alertmanager at its end).
+    pub alerted: Vec<String>,
+}
+
+impl Agent {
+    /// One ring-buffer record from the XDP program.
+    pub fn on_record(&mut self, bytes: &[u8]) {
+        match decode_event(bytes) {
+            Some(event) => self.on_event(&event),
+            None => {
+                self.engine.on_malformed();
+                log::warn!("malformed event of {} bytes", bytes.len());
+            }
+        }
+    }
+
+    /// One crossing (from the ring buffer, or the reply sweep's no-answers).
+    pub fn on_event(&mut self, event: &ScanEvent) {
+        let view = KernelView {
+            maps: &self.running.maps,
+            reply: self.reply.as_ref(),
+        };
+        if let Some(finding) = self.engine.on_event(event, &view, Instant::now()) {
+            self.report(&finding);
+        }
+    }
+
+    /// Every second: escalations of active sources, the alert log's
+    /// retries, expired blocks, and (every 5 s) changed feed files.
+    pub fn every_second(&mut self) {
+        let view = KernelView {
+            maps: &self.running.maps,
+            reply: self.reply.as_ref(),
+        };
+        for finding in self.engine.poll_active(&view, Instant::now()) {
+            self.report(&finding);
+        }
+        self.alert_log.tick();
+        self.ticks += 1;
+        self.mitigation.expire();
+        if self.ticks.is_multiple_of(5) {
+            let now = feed_mtimes_of(&self.running.config.feeds);
+            if now != self.feed_mtimes {
+                self.feed_mtimes = now;
+                log::info!("feed files changed: reloading");
+                self.reload_feeds();
+            }
+        }
+    }
+
+    /// SIGHUP: reopen the alert log, reload the feeds.
+    pub fn on_sighup(&mut self) {
+        // A failure is logged by the log (and retried).
+        if self.alert_log.reopen().is_ok() {
+            log::info!("reopened alert log {}", self.alert_log.path().display());
+        }
+        log::info!("SIGHUP: reloading feeds");
+        self.reload_feeds();
+        self.feed_mtimes = feed_mtimes_of(&self.running.config.feeds);
+    }
+
+    fn reload_feeds(&mut self) {
+        for problem in self.mitigation.load_feeds(&self.running.config.feeds) {
+            log::warn!("{problem}");
+        }
+    }
+
+    /// The summary lines: per interface, and the detection counts.
+    pub fn log_summary(&mut self) {
+        match self.running.maps.iface_counters() {
+            Ok(counters) => {
+                for line in self.summary.lines(&counters, &self.names) {
+                    log::info!("{line}");
+                }
+            }
+            Err(e) => log::warn!("cannot read counters: {e}"),
+        }
+        let s = self.engine.stats;
+        log::info!(
+            "detection: {} crossings, {} alerts, {} ignored, {} active sources",
+            s.events,
+            s.alerts,
+            s.ignored,
+            self.engine.active_sources()
+        );
+    }
+
+    /// A finding goes to mitigation first (its action is part of the
+    /// alert), then to the alert log and, at the end of the step, to
+    /// Alertmanager.
+    fn report(&mut self, finding: &Finding) {
+        let clock = BootClock::now();
+        let ip = finding.key.ip();
+        let action = match finding.reason {
+            AlertReason::New => self.mitigation.on_detection(ip, &finding.types, &clock),
+            AlertReason::Escalated => self.mitigation.current_action(ip, &clock),
+        };
+        let id = finding.stats.known_bad;
+        let known_bad = (id != 0).then(|| {
+            self.mitigation
+                .feed_name(id)
+                .unwrap_or_else(|| format!("feed {id}"))
+        });
+        let mut alert = Alert::from_finding(
+            finding,
+            self.names.get(&finding.stats.last_ifindex).cloned(),
+            self.running.config.detection.window_seconds,
+            &clock,
+        );
+        alert.set_outcome(action, known_bad);
+        log::warn!("{}", alert.summary());
+        // A failure is logged (rate-limited) and counted by the log itself;
+        // the alert waits in memory and still goes to Alertmanager.
+        let _ = self.alert_log.append(&alert);
+        self.alerted.push(alert.source);
+    }
+
+    /// The flagged active sources with their scan types (for Alertmanager).
+    fn flagged(&self) -> Vec<(String, Vec<ScanType>)> {
+        self.engine
+            .active()
+            .iter()
+            .filter(|(_, a)| !a.types.is_empty())
+            .map(|(k, a)| (k.ip().to_string(), a.types.clone()))
+            .collect()
+    }
+
+    /// Every `alertmanager::RESEND`: re-send what fires, resolve what stopped.
+    pub fn resend_alerts(&mut self) {
+        let flagged = self.flagged();
+        if let Some(p) = self.pusher.as_mut() {
+            p.resend(flagged);
+        }
+    }
+
+    /// After each step: new alerts to Alertmanager at once, and the
+    /// snapshot the metrics read.
+    pub fn finish_step(&mut self, metrics_top: usize) {
+        let alerted = std::mem::take(&mut self.alerted);
+        if !alerted.is_empty() {
+            let flagged = self.flagged();
+            if let Some(p) = self.pusher.as_mut() {
+                p.alerted(flagged, &alerted);
+            }
+        }
+        let mut s = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        s.engine = self.engine.stats;
+        s.alert_log = self.alert_log.stats();
+        s.detections.clone_from(&self.engine.detections);
+        s.active = self.engine.active_by_type();
+        s.top = self.engine.top_flagged(metrics_top);
+        s.mitigation = self.mitigation.stats;
+        s.feeds.clone_from(&self.mitigation.feed_stats);
+        if let Some(p) = &self.pusher {
+            s.alertmanager_pushes = p.counters.pushes.load(Ordering::Relaxed);
+            s.alertmanager_errors = p.counters.errors.load(Ordering::Relaxed);
+        }
+    }
+}

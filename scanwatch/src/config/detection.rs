@@ -1,0 +1,358 @@
+//! `[detection]`: windows, thresholds, suppression, the `ignore` list and
+//! the reply-aware test; and their conversion into what the kernel applies.
+
+use std::{net::IpAddr, time::Duration};
+
+use ipnet::IpNet;
+use scanwatch_common::{
+    DetectConfig,
+    sketch::{HOST_BITS, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, UDP_BITS, bits_for_threshold},
+    trw::{ReplyConfig, TrwParamError},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Validator};
+
+/// `[detection]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Detection {
+    /// Length of each source's tumbling window (Zeek: 5 minutes).
+    pub window_seconds: u64,
+    /// At most one alert per source and scan type within this time...
+    pub suppression_seconds: u64,
+    /// ...unless the source's probes in the window grow by this factor.
+    pub escalation_factor: f64,
+    /// Sources never alerted on (health checkers, monitoring, own networks).
+    pub ignore: Vec<IpNet>,
+    pub port_scan: DistinctPorts,
+    pub udp_scan: DistinctPorts,
+    pub host_sweep: DistinctHosts,
+    pub ping_sweep: DistinctHosts,
+    pub stealth_scan: StealthScan,
+    pub syn_flood_source: SynFlood,
+    pub reply_scan: ReplyScan,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Self {
+            window_seconds: 300,
+            suppression_seconds: 600,
+            escalation_factor: 4.0,
+            ignore: Vec::new(),
+            port_scan: DistinctPorts {
+                enabled: true,
+                distinct_ports: 15,
+            },
+            udp_scan: DistinctPorts {
+                enabled: true,
+                distinct_ports: 15,
+            },
+            host_sweep: DistinctHosts {
+                enabled: true,
+                distinct_hosts: 25,
+            },
+            ping_sweep: DistinctHosts {
+                enabled: true,
+                distinct_hosts: 10,
+            },
+            stealth_scan: StealthScan {
+                enabled: true,
+                probes: 5,
+            },
+            syn_flood_source: SynFlood {
+                enabled: true,
+                syns_per_second: 50_000,
+            },
+            reply_scan: ReplyScan::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DistinctPorts {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub distinct_ports: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DistinctHosts {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub distinct_hosts: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StealthScan {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub probes: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SynFlood {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub syns_per_second: u32,
+}
+
+/// `[detection.reply_scan]`: the reply-aware detector, a Threshold Random
+/// Walk (Jung et al. 2004) over the outcomes of each source's first
+/// contacts with local (address, port): success (SYN-ACK, UDP reply),
+/// failure (RST, ICMP unreachable) or no answer within the timeout.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplyScan {
+    pub enabled: bool,
+    /// Probability that a benign source's first contact succeeds.
+    pub theta0: f64,
+    /// Probability that a scanner's first contact succeeds (below `theta0`).
+    pub theta1: f64,
+    /// Bound on the false-positive probability.
+    pub alpha: f64,
+    /// Detection probability (above `alpha`).
+    pub beta: f64,
+    /// A first contact unanswered this long counts as a failure.
+    pub no_answer_timeout_seconds: u64,
+    /// Every open (address, port) a source reaches moves its walk toward
+    /// benign. Off (the default): only its first open port on each local
+    /// address does, so a port scan that happens to hit a host's few open
+    /// ports first is not excused by them.
+    pub successes_per_port: bool,
+}
+
+impl Default for ReplyScan {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            theta0: 0.8,
+            theta1: 0.2,
+            alpha: 0.01,
+            beta: 0.99,
+            no_answer_timeout_seconds: 10,
+            successes_per_port: false,
+        }
+    }
+}
+
+const fn yes() -> bool {
+    true
+}
+
+/// Most that linear counting over `bits` can tell apart (m ln m, rounded down).
+fn sketch_limit(bits: u32) -> u32 {
+    let m = f64::from(bits);
+    (m * m.ln()).floor() as u32 - 1
+}
+
+impl Detection {
+    pub(super) fn validate(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
+        v.range(
+            &["detection", "window_seconds"],
+            self.window_seconds,
+            1,
+            86_400,
+        )?;
+        v.range(
+            &["detection", "suppression_seconds"],
+            self.suppression_seconds,
+            0,
+            7 * 86_400,
+        )?;
+        if !(self.escalation_factor.is_finite() && self.escalation_factor > 1.0) {
+            return Err(v.invalid(
+                &["detection", "escalation_factor"],
+                format!("{} must be a number above 1", self.escalation_factor),
+            ));
+        }
+        for (table, key, value, bits) in [
+            (
+                "port_scan",
+                "distinct_ports",
+                self.port_scan.distinct_ports,
+                PORT_BITS,
+            ),
+            (
+                "udp_scan",
+                "distinct_ports",
+                self.udp_scan.distinct_ports,
+                UDP_BITS,
+            ),
+            (
+                "host_sweep",
+                "distinct_hosts",
+                self.host_sweep.distinct_hosts,
+                HOST_BITS,
+            ),
+            (
+                "ping_sweep",
+                "distinct_hosts",
+                self.ping_sweep.distinct_hosts,
+                ICMP_BITS,
+            ),
+        ] {
+            v.range(
+                &["detection", table, key],
+                u64::from(value),
+                2,
+                u64::from(sketch_limit(bits)),
+            )?;
+        }
+        v.range(
+            &["detection", "stealth_scan", "probes"],
+            u64::from(self.stealth_scan.probes),
+            1,
+            1_000_000,
+        )?;
+        v.range(
+            &["detection", "syn_flood_source", "syns_per_second"],
+            u64::from(self.syn_flood_source.syns_per_second),
+            100,
+            100_000_000,
+        )?;
+        self.reply_scan.validate(v)
+    }
+}
+
+impl ReplyScan {
+    fn validate(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
+        v.range(
+            &["detection", "reply_scan", "no_answer_timeout_seconds"],
+            self.no_answer_timeout_seconds,
+            1,
+            3600,
+        )?;
+        let Err(e) = ReplyConfig::from_params(self.theta0, self.theta1, self.alpha, self.beta, 1)
+        else {
+            return Ok(());
+        };
+        let (key, message) = match e {
+            TrwParamError::OutOfRange => {
+                let key = [
+                    ("theta0", self.theta0),
+                    ("theta1", self.theta1),
+                    ("alpha", self.alpha),
+                    ("beta", self.beta),
+                ]
+                .into_iter()
+                .find(|(_, v)| !(v.is_finite() && *v > 0.0 && *v < 1.0))
+                .map_or("theta0", |(k, _)| k);
+                (key, "must lie strictly between 0 and 1".to_string())
+            }
+            TrwParamError::Theta1NotBelowTheta0 => (
+                "theta1",
+                format!("{} must be below theta0 ({})", self.theta1, self.theta0),
+            ),
+            TrwParamError::AlphaNotBelowBeta => (
+                "alpha",
+                format!("{} must be below beta ({})", self.alpha, self.beta),
+            ),
+        };
+        Err(v.invalid(&["detection", "reply_scan", key], message))
+    }
+}
+
+impl Detection {
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_seconds)
+    }
+
+    pub fn suppression(&self) -> Duration {
+        Duration::from_secs(self.suppression_seconds)
+    }
+
+    /// The reply-aware test as the kernel runs it (disabled: no contacts recorded).
+    pub fn reply_config(&self) -> ReplyConfig {
+        let r = &self.reply_scan;
+        if !r.enabled {
+            return ReplyConfig::DISABLED;
+        }
+        ReplyConfig::from_params(
+            r.theta0,
+            r.theta1,
+            r.alpha,
+            r.beta,
+            self.window_seconds.saturating_mul(1_000_000_000),
+        )
+        .map(|c| ReplyConfig {
+            per_port_successes: u32::from(r.successes_per_port),
+            ..c
+        })
+        .unwrap_or(ReplyConfig::DISABLED)
+    }
+
+    /// Whether `ip` is in an `ignore` network.
+    pub fn ignored(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.ignore.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The thresholds as the kernel applies them: exact-set counts where the
+    /// threshold fits the set, bitmap bit counts beyond. Disabled types never cross.
+    pub fn kernel_config(&self) -> DetectConfig {
+        fn split(enabled: bool, threshold: u32, set: usize, bits: u32) -> (u32, u32) {
+            if !enabled {
+                (u32::MAX, u32::MAX)
+            } else if threshold as usize <= set {
+                (threshold, u32::MAX)
+            } else {
+                (u32::MAX, bits_for_threshold(threshold, bits))
+            }
+        }
+        let (ports_exact, ports_bits) = split(
+            self.port_scan.enabled,
+            self.port_scan.distinct_ports,
+            PORT_SET,
+            PORT_BITS,
+        );
+        let (udp_exact, udp_bits) = split(
+            self.udp_scan.enabled,
+            self.udp_scan.distinct_ports,
+            PORT_SET,
+            UDP_BITS,
+        );
+        let (hosts_exact, hosts_bits) = split(
+            self.host_sweep.enabled,
+            self.host_sweep.distinct_hosts,
+            HOST_SET,
+            HOST_BITS,
+        );
+        let (icmp_exact, icmp_bits) = split(
+            self.ping_sweep.enabled,
+            self.ping_sweep.distinct_hosts,
+            HOST_SET,
+            ICMP_BITS,
+        );
+        DetectConfig {
+            window_ns: self.window_seconds.saturating_mul(1_000_000_000),
+            ports_exact,
+            ports_bits,
+            udp_exact,
+            udp_bits,
+            hosts_exact,
+            hosts_bits,
+            icmp_exact,
+            icmp_bits,
+            stealth: if self.stealth_scan.enabled {
+                self.stealth_scan.probes
+            } else {
+                u32::MAX
+            },
+            syn_rate: if self.syn_flood_source.enabled {
+                // Per ~1.07 s rate bucket (2^30 ns).
+                ((f64::from(self.syn_flood_source.syns_per_second) * 1.073_741_824).ceil()) as u32
+            } else {
+                u32::MAX
+            },
+        }
+    }
+}

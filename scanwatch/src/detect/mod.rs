@@ -1,0 +1,13 @@
+//! Layer 3, no I/O: evidence decoded from the kernel's entries, scan-type
+//! verdicts and confidence, suppression and escalation, and the engine that
+//! turns a crossing into a [`Finding`].
+
+pub mod alerter;
+pub mod engine;
+pub mod evidence;
+pub mod verdict;
+
+pub use alerter::{AlertReason, Alerter};
+pub use engine::{ActiveSource, Engine, EngineStats, Finding, SourceView};
+pub use evidence::{Evidence, ProbeCounts, ReplyEvidence};
+pub use verdict::{Confidence, attack_technique, classify, confidence, confidence_with};

@@ -1,0 +1,229 @@
+//! Typed access to the mitigation maps: the blocklist (an LPM trie plus an
+//! exact-match map of its single addresses), the feed trie, the
+//! never-block trie, the lookup-skipping state and the feed names. The
+//! policy (what to block, for how long) is `output::mitigation`'s.
+
+use aya::{
+    Ebpf,
+    maps::{
+        Array, HashMap, Map, MapData, MapError,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use ipnet::IpNet;
+use scanwatch_common::{
+    BlockValue, FeedValue, LpmData, MitigationState, Name32, SourceKey,
+    maps::{
+        BLOCKED_HOSTS_MAP, BLOCKS_MAP, FEED_NAMES_MAP, FEEDS_MAP, MITIGATION_MAP, NEVER_BLOCK_MAP,
+    },
+};
+
+use crate::model::error_chain;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockMapError {
+    #[error("map {name}: {detail}")]
+    Map { name: &'static str, detail: String },
+    /// The map has no room (ENOSPC).
+    #[error("map {0} is full")]
+    Full(&'static str),
+    /// No such entry.
+    #[error("no such entry in {0}")]
+    NotFound(&'static str),
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> BlockMapError {
+    move |e| match e {
+        MapError::KeyNotFound => BlockMapError::NotFound(name),
+        MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOSPC) => {
+            BlockMapError::Full(name)
+        }
+        MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            BlockMapError::NotFound(name)
+        }
+        e => BlockMapError::Map {
+            name,
+            detail: error_chain(&e),
+        },
+    }
+}
+
+/// The LPM key of a network: IPv4 as IPv4-mapped, prefix counted over 128 bits.
+pub fn lpm_key(net: &IpNet) -> Key<LpmData> {
+    match net {
+        IpNet::V4(v4) => {
+            let o = v4.addr().octets();
+            Key::new(
+                96 + u32::from(v4.prefix_len()),
+                [
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
+                ],
+            )
+        }
+        IpNet::V6(v6) => Key::new(u32::from(v6.prefix_len()), v6.addr().octets()),
+    }
+}
+
+/// The network of an LPM key.
+pub fn lpm_net(key: &Key<LpmData>) -> Option<IpNet> {
+    let data = key.data();
+    let prefix = key.prefix_len();
+    let v6 = std::net::Ipv6Addr::from(data);
+    match v6.to_ipv4_mapped() {
+        Some(v4) if prefix >= 96 => IpNet::new(std::net::IpAddr::V4(v4), (prefix - 96) as u8).ok(),
+        _ => IpNet::new(std::net::IpAddr::V6(v6), prefix as u8).ok(),
+    }
+}
+
+/// The exact-map key of a single-address network (None for wider networks).
+pub fn host_key(net: &IpNet) -> Option<SourceKey> {
+    match net {
+        IpNet::V4(v4) if v4.prefix_len() == 32 => Some(SourceKey::v4(v4.addr().octets())),
+        IpNet::V6(v6) if v6.prefix_len() == 128 => Some(SourceKey::v6(v6.addr().octets())),
+        _ => None,
+    }
+}
+
+/// The mitigation maps of a loaded object.
+pub struct BlockMaps {
+    blocks: LpmTrie<MapData, LpmData, BlockValue>,
+    /// The single-address entries of `blocks` again, for the kernel's exact lookup.
+    hosts: HashMap<MapData, SourceKey, BlockValue>,
+    feeds: LpmTrie<MapData, LpmData, FeedValue>,
+    never: LpmTrie<MapData, LpmData, u32>,
+    state: Array<MapData, MitigationState>,
+    feed_names: HashMap<MapData, u32, Name32>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BlockMapError> {
+    ebpf.take_map(name).ok_or(BlockMapError::Map {
+        name,
+        detail: "missing from the object".into(),
+    })
+}
+
+impl BlockMaps {
+    /// Takes the maps out of a loaded object (the blocklist may be a reused pin).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, BlockMapError> {
+        Ok(Self {
+            blocks: LpmTrie::try_from(take(ebpf, BLOCKS_MAP)?).map_err(map_err(BLOCKS_MAP))?,
+            hosts: HashMap::try_from(take(ebpf, BLOCKED_HOSTS_MAP)?)
+                .map_err(map_err(BLOCKED_HOSTS_MAP))?,
+            feeds: LpmTrie::try_from(take(ebpf, FEEDS_MAP)?).map_err(map_err(FEEDS_MAP))?,
+            never: LpmTrie::try_from(take(ebpf, NEVER_BLOCK_MAP)?)
+                .map_err(map_err(NEVER_BLOCK_MAP))?,
+            state: Array::try_from(take(ebpf, MITIGATION_MAP)?).map_err(map_err(MITIGATION_MAP))?,
+            feed_names: HashMap::try_from(take(ebpf, FEED_NAMES_MAP)?)
+                .map_err(map_err(FEED_NAMES_MAP))?,
+        })
+    }
+
+    /// Every entry of the blocklist trie (a reused pin holds an earlier agent's).
+    pub fn blocks(&self) -> Vec<(IpNet, BlockValue)> {
+        self.blocks
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| Some((lpm_net(&k)?, v)))
+            .collect()
+    }
+
+    /// Writes a single-address block into the exact map (no-op for networks).
+    pub fn store_host(&mut self, net: &IpNet, value: BlockValue) -> Result<(), BlockMapError> {
+        match host_key(net) {
+            Some(key) => self
+                .hosts
+                .insert(key, value, 0)
+                .map_err(map_err(BLOCKED_HOSTS_MAP)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a block into the trie and, for a single address, the exact
+    /// map: both or neither.
+    pub fn insert_block(&mut self, net: &IpNet, value: BlockValue) -> Result<(), BlockMapError> {
+        let key = lpm_key(net);
+        self.blocks
+            .insert(&key, value, 0)
+            .map_err(map_err(BLOCKS_MAP))?;
+        if let Err(e) = self.store_host(net, value) {
+            // A host block the kernel cannot find fast would still drop
+            // (through the trie), but keep the two maps in step.
+            let _ = self.blocks.remove(&key);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes a network from both blocklist maps.
+    pub fn remove_block(&mut self, net: &IpNet) -> Result<(), BlockMapError> {
+        if let Some(key) = host_key(net) {
+            match self.hosts.remove(&key).map_err(map_err(BLOCKED_HOSTS_MAP)) {
+                Ok(()) | Err(BlockMapError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.blocks
+            .remove(&lpm_key(net))
+            .map_err(map_err(BLOCKS_MAP))
+    }
+
+    /// Adds a never-block network.
+    pub fn insert_never(&mut self, net: &IpNet) -> Result<(), BlockMapError> {
+        self.never
+            .insert(&lpm_key(net), 1, 0)
+            .map_err(map_err(NEVER_BLOCK_MAP))
+    }
+
+    /// Tells the kernel which lookups it needs.
+    pub fn set_state(&mut self, state: MitigationState) -> Result<(), BlockMapError> {
+        self.state.set(0, state, 0).map_err(map_err(MITIGATION_MAP))
+    }
+
+    pub fn insert_feed(&mut self, net: &IpNet, value: FeedValue) -> Result<(), BlockMapError> {
+        self.feeds
+            .insert(&lpm_key(net), value, 0)
+            .map_err(map_err(FEEDS_MAP))
+    }
+
+    pub fn remove_feed(&mut self, net: &IpNet) -> Result<(), BlockMapError> {
+        self.feeds.remove(&lpm_key(net)).map_err(map_err(FEEDS_MAP))
+    }
+
+    /// Records feed `id`'s name for readers (`scanwatch top`).
+    pub fn set_feed_name(&mut self, id: u32, name: &str) -> Result<(), BlockMapError> {
+        self.feed_names
+            .insert(id, Name32::new(name), 0)
+            .map_err(map_err(FEED_NAMES_MAP))
+    }
+
+    /// The name of feed `id`.
+    pub fn feed_name(&self, id: u32) -> Option<String> {
+        self.feed_names.get(&id, 0).ok().map(|n| n.as_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lpm_keys_round_trip() {
+        for s in [
+            "198.18.0.9/32",
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "fd00::1/128",
+            "2001:db8::/32",
+            "::/0",
+        ] {
+            let net: IpNet = s.parse().unwrap();
+            assert_eq!(lpm_net(&lpm_key(&net)).unwrap().to_string(), s);
+        }
+        assert_eq!(lpm_key(&"10.0.0.0/8".parse().unwrap()).prefix_len(), 104);
+        assert_eq!(
+            host_key(&"198.18.0.1/32".parse().unwrap()),
+            Some(SourceKey::v4([198, 18, 0, 1]))
+        );
+        assert_eq!(host_key(&"198.18.0.0/24".parse().unwrap()), None);
+    }
+}

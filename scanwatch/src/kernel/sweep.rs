@@ -1,0 +1,173 @@
+//! The no-answer sweep of the reply-aware detector: first contacts left
+//! unanswered past the timeout count as failures for the test. It runs in a
+//! thread of its own and keeps its own counters, which the metrics read.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::MapError;
+use scanwatch_common::{
+    ScanEvent, SourceKey,
+    sketch::PORT_UDP,
+    trigger,
+    trw::{CONTACTS_MAP, ContactKey, ContactValue, Decision, REPLY_SOURCES_MAP, outcome},
+};
+
+use super::reply_maps::{ReplyError, ReplyMaps, map_err};
+use crate::model::boottime_ns;
+
+/// `BPF_EXIST`: update only an existing entry.
+const BPF_EXIST: u64 = 2;
+
+impl ReplyMaps {
+    /// Marks first contacts pending for at least `timeout_ns` (at boot time
+    /// `now_ns`) as no-answer and steps their sources' walks; returns the
+    /// crossings to report. One walk of the contact map.
+    ///
+    /// The source state is read, changed and written back: an answer the
+    /// kernel adds to the same source in between is lost (a narrow race; the
+    /// kernel's own updates are atomic).
+    pub fn sweep(&mut self, timeout_ns: u64, now_ns: u64) -> Result<SweepResult, ReplyError> {
+        let mut result = SweepResult::default();
+        let mut expired: Vec<(ContactKey, ContactValue)> = Vec::new();
+        for item in self.contacts.iter() {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                // An entry evicted during the walk: skip it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(CONTACTS_MAP)(e)),
+            };
+            result.scanned += 1;
+            if v.outcome == outcome::PENDING && now_ns.saturating_sub(v.first_ns) >= timeout_ns {
+                expired.push((k, v));
+            }
+        }
+        let mut per_source: StdHashMap<[u8; 16], u64> = StdHashMap::new();
+        for (k, mut v) in expired {
+            v.outcome = outcome::NO_ANSWER;
+            // BPF_EXIST: an entry evicted meanwhile is not re-created.
+            match self.contacts.insert(k, v, BPF_EXIST) {
+                // UDP silence is no evidence (open or filtered): marked only.
+                Ok(()) if k.port & PORT_UDP != 0 => result.udp_silent += 1,
+                Ok(()) => *per_source.entry(k.remote).or_default() += 1,
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(map_err(CONTACTS_MAP)(e)),
+            }
+        }
+        for (addr, n) in per_source {
+            let key = SourceKey { addr };
+            let mut s = self.stats(&key)?.unwrap_or_default();
+            // The evidence at the first no-answer that crosses.
+            let mut crossed: Option<(u64, u64)> = None;
+            for i in 0..n {
+                let (llr, d) = self.cfg.step(s.llr, false);
+                s.llr = llr;
+                match d {
+                    Decision::Scanner => {
+                        crossed =
+                            crossed.or(Some((s.successes, s.failures + s.no_answers + i + 1)));
+                    }
+                    Decision::Benign => s.benign_resets += 1,
+                    Decision::Pending => {}
+                }
+            }
+            s.no_answers += n;
+            result.no_answers += n;
+            if let Some((successes, failures)) = crossed
+                && (s.reported_ns == 0
+                    || now_ns.saturating_sub(s.reported_ns) >= self.cfg.report_interval_ns)
+            {
+                s.reported_ns = now_ns;
+                s.crossing_successes = successes;
+                s.crossing_failures = failures;
+                result.crossings.push(ScanEvent {
+                    source: key,
+                    time_ns: now_ns,
+                    window_start_ns: 0,
+                    ifindex: 0,
+                    triggers: trigger::REPLY_SCAN,
+                });
+            }
+            self.sources
+                .insert(key, s, 0)
+                .map_err(map_err(REPLY_SOURCES_MAP))?;
+        }
+        Ok(result)
+    }
+}
+
+/// What one sweep did.
+#[derive(Clone, Debug, Default)]
+pub struct SweepResult {
+    /// Contacts walked.
+    pub scanned: u64,
+    /// TCP contacts newly marked no-answer (failures for the test).
+    pub no_answers: u64,
+    /// UDP contacts newly marked no-answer (not counted).
+    pub udp_silent: u64,
+    /// Sources whose walk crossed the upper boundary (to report).
+    pub crossings: Vec<ScanEvent>,
+}
+
+/// What the sweeper has done so far (read by the metrics at scrape time).
+#[derive(Debug, Default)]
+pub struct SweepCounters {
+    /// TCP first contacts marked no-answer.
+    pub no_answers: AtomicU64,
+    /// Sweeps that failed (each is logged).
+    pub errors: AtomicU64,
+}
+
+/// Sweeps every `interval` in a thread of its own (a full walk of the
+/// contact map: kept off the detection path) until `stop` is set; sends
+/// crossings to the agent's loop and counts what it did in `counters`.
+pub fn spawn_sweeper(
+    mut maps: ReplyMaps,
+    timeout: Duration,
+    interval: Duration,
+    crossings: tokio::sync::mpsc::Sender<ScanEvent>,
+    counters: Arc<SweepCounters>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next {
+                next = Instant::now() + interval;
+                let started = Instant::now();
+                match maps.sweep(timeout_ns, boottime_ns()) {
+                    Ok(r) => {
+                        counters
+                            .no_answers
+                            .fetch_add(r.no_answers, Ordering::Relaxed);
+                        log::debug!(
+                            "reply sweep: {} contacts, {} no-answers, {} crossings in {:?}",
+                            r.scanned,
+                            r.no_answers,
+                            r.crossings.len(),
+                            started.elapsed()
+                        );
+                        for c in r.crossings {
+                            if crossings.blocking_send(c).is_err() {
+                                return; // the loop has stopped
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        log::warn!("reply sweep: {e}");
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}

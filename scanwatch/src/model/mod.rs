@@ -1,0 +1,17 @@
+//! Layer 0: the small vocabulary every other layer shares — scan types,
+//! the XDP attach mode, target and duration parsing, an HTTP endpoint,
+//! error chains and the boot clock. Imports std and scanwatch-common only.
+
+pub mod attach_mode;
+pub mod clock;
+pub mod endpoint;
+pub mod errors;
+pub mod scan_type;
+pub mod target;
+
+pub use attach_mode::AttachMode;
+pub use clock::{BootClock, boottime_ns};
+pub use endpoint::{EndpointError, HttpEndpoint};
+pub use errors::error_chain;
+pub use scan_type::ScanType;
+pub use target::{parse_duration, parse_target};

@@ -1,0 +1,68 @@
+//! The scan types scanwatch names in config, alerts and metrics.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The scan types scanwatch names in config, alerts and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanType {
+    PortScan,
+    HostSweep,
+    PingSweep,
+    StealthScan,
+    UdpScan,
+    SynFloodSource,
+    /// The reply-aware sequential test (TRW) judged the source a scanner.
+    ReplyScan,
+}
+
+impl ScanType {
+    pub const ALL: [Self; 7] = [
+        Self::PortScan,
+        Self::HostSweep,
+        Self::PingSweep,
+        Self::StealthScan,
+        Self::UdpScan,
+        Self::SynFloodSource,
+        Self::ReplyScan,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PortScan => "port_scan",
+            Self::HostSweep => "host_sweep",
+            Self::PingSweep => "ping_sweep",
+            Self::StealthScan => "stealth_scan",
+            Self::UdpScan => "udp_scan",
+            Self::SynFloodSource => "syn_flood_source",
+            Self::ReplyScan => "reply_scan",
+        }
+    }
+
+    /// The type named `name` (as in config keys and alerts).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+impl fmt::Display for ScanType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in ScanType::ALL {
+            assert_eq!(ScanType::from_name(t.name()), Some(t));
+            assert_eq!(t.to_string(), t.name());
+        }
+        assert_eq!(ScanType::from_name("port_scna"), None);
+    }
+}
