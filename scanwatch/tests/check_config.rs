@@ -483,24 +483,39 @@ fn valid_files_exit_0_and_feed_problems_are_warnings() {
     let dir = temp_dir("valid");
     let feed = dir.join("lab.netset");
     std::fs::write(&feed, "198.18.0.0/24\nbogus\n").expect("feed");
-    let readme = include_str!("../../README.md");
-    // Every ```toml block of the README is a valid configuration.
+    // Every ```toml block of the README and of docs/*.md is a valid configuration.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo.join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("docs/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    docs.insert(0, repo.join("README.md"));
     let mut blocks = 0;
-    for (i, block) in readme.split("```toml\n").skip(1).enumerate() {
-        let toml = block.split("```").next().unwrap_or_default();
-        let path = dir.join(format!("readme{i}.toml"));
-        std::fs::write(&path, toml).expect("write");
-        let o = check(&path);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "README block {i}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(String::from_utf8_lossy(&o.stdout).contains(": valid"));
-        blocks += 1;
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap_or_else(|e| panic!("{doc:?}: {e}"));
+        let name = doc.file_stem().and_then(|n| n.to_str()).unwrap_or("doc");
+        for (i, block) in text.split("```toml\n").skip(1).enumerate() {
+            let toml = block.split("```").next().unwrap_or_default();
+            let path = dir.join(format!("{name}{i}.toml"));
+            std::fs::write(&path, toml).expect("write");
+            let o = check(&path);
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{} block {i}: {}",
+                doc.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(String::from_utf8_lossy(&o.stdout).contains(": valid"));
+            blocks += 1;
+        }
     }
-    assert!(blocks >= 2, "README has its configuration examples");
+    assert!(
+        blocks >= 3,
+        "the README and docs/ have their configuration examples"
+    );
     let path = dir.join("feeds.toml");
     std::fs::write(
         &path,

@@ -6,6 +6,7 @@
 mod deb;
 mod demo;
 mod fuzz;
+mod links;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -24,7 +25,7 @@ struct Cli {
 enum Task {
     /// Install missing toolchain pieces and Debian packages.
     Setup,
-    /// Formatting and clippy (userspace and the eBPF crate).
+    /// Documentation links, formatting and clippy (userspace and the eBPF crate).
     Lint,
     /// Setup, lint, the .deb, then every test (the privileged ones need root).
     Test {
@@ -100,6 +101,9 @@ fn root() -> std::path::PathBuf {
 }
 
 fn lint() -> anyhow::Result<()> {
+    // Relative links and anchors of README.md, DEVELOPING.md, BENCHMARKS.md and docs/.
+    let checked = links::check(&root())?;
+    eprintln!("xtask: {checked} documentation links checked");
     run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
     // The fuzz crate is a workspace of its own.
     run_cmd(
