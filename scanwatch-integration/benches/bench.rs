@@ -3,7 +3,7 @@
 //! million tracked sources. Ratios and medians of repeated runs: these
 //! machines are shared and noisy.
 //!
-//! `cargo bench -p scanwatch --bench bench -- [--quick] [--out DIR]`
+//! `cargo bench -p scanwatch-integration --bench bench -- [--quick] [--out DIR]`
 //! (`cargo xtask bench` runs it). Needs root.
 
 use std::{

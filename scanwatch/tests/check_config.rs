@@ -1,7 +1,7 @@
 //! `scanwatch check-config FILE`: every field of the configuration, given an
 //! invalid value, is an error naming the file, the line and the field, with
-//! exit code 2; a valid file exits 0. No root needed (unprivileged runs are
-//! in `unprivileged.rs`).
+//! exit code 2; a valid file exits 0. No root needed (the other unprivileged
+//! runs of the binary are in `cli_usage.rs`).
 
 use std::{
     collections::BTreeSet,

@@ -6,6 +6,7 @@
 mod deb;
 mod demo;
 mod fuzz;
+mod layers;
 mod links;
 mod setup;
 
@@ -104,6 +105,9 @@ fn lint() -> anyhow::Result<()> {
     // Relative links and anchors of README.md, DEVELOPING.md, BENCHMARKS.md and docs/.
     let checked = links::check(&root())?;
     eprintln!("xtask: {checked} documentation links checked");
+    // The agent crate's layers: imports only go down, and no cycles.
+    let files = layers::check(&root().join("scanwatch/src"))?;
+    eprintln!("xtask: {files} agent source files checked: layered, no import cycles");
     run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
     // The fuzz crate is a workspace of its own.
     run_cmd(
@@ -113,6 +117,16 @@ fn lint() -> anyhow::Result<()> {
     )?;
     // Default members only: never --workspace (it would build the eBPF crate for the host).
     run_cmd(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The privileged tests and the benchmarks (not a default member).
+    run_cmd(cargo().args([
+        "clippy",
+        "-p",
+        "scanwatch-integration",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run_cmd(Command::new("cargo").args([
         "+nightly",
         "clippy",
@@ -138,9 +152,17 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
              (sudo -E cargo xtask test), or set SCANWATCH_ALLOW_SKIP_PRIVILEGED=1 to skip those tests"
         );
     }
-    // The package tests (scanwatch/tests/package_deb.rs) install this .deb.
+    // What any contributor runs: unit tests and the unprivileged tests.
+    run_cmd(cargo().arg("test").args(extra))?;
+    // The privileged tests (BPF, namespaces, real scanners and servers). The
+    // package tests (scanwatch-integration/tests/package_deb.rs) install this .deb.
     let deb = deb::deb()?;
-    run_cmd(cargo().arg("test").args(extra).env("SCANWATCH_DEB", deb))?;
+    run_cmd(
+        cargo()
+            .args(["test", "-p", "scanwatch-integration"])
+            .args(extra)
+            .env("SCANWATCH_DEB", deb),
+    )?;
     // The fuzz targets keep building and running: a few seconds each.
     fuzz::run(&root(), FUZZ_SMOKE_SECONDS, &[])?;
     // The benchmark keeps working: a short run that checks it produced numbers.
@@ -152,7 +174,7 @@ const FUZZ_SMOKE_SECONDS: u64 = 5;
 
 fn bench(quick: bool) -> anyhow::Result<()> {
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "scanwatch", "--bench", "bench", "--"]);
+    cmd.args(["bench", "-p", "scanwatch-integration", "--bench", "bench", "--"]);
     if quick {
         cmd.arg("--quick");
     }

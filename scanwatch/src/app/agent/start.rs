@@ -10,7 +10,7 @@ use aya::{
     maps::{MapData, RingBuf},
 };
 
-use super::AgentError;
+use super::error::{AgentError, RUN_CAPABILITIES};
 use crate::{
     app::{cli::RunArgs, control, privileges},
     config::Config,
@@ -103,7 +103,7 @@ fn prepare(args: &RunArgs) -> Result<(Config, Option<Alertmanager>, Vec<Interfac
         return Err(AgentError::NoInterfaces);
     }
     let alertmanager = settings.alertmanager()?.map(Alertmanager::new);
-    privileges::require("scanwatch run", super::RUN_CAPABILITIES)?;
+    privileges::require("scanwatch run", RUN_CAPABILITIES)?;
     privileges::raise_memlock_rlimit();
     let mut interfaces: Vec<Interface> = Vec::new();
     for name in &settings.interfaces {
