@@ -16,6 +16,8 @@
 //!
 //! `main.rs` only wires the commands together.
 
+#![warn(clippy::too_many_lines)]
+
 pub mod model;
 
 pub mod config;

@@ -1,4 +1,6 @@
 //! scanwatch: wiring only. See the library modules for the work.
+#![warn(clippy::too_many_lines)]
+
 use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
