@@ -7,11 +7,11 @@ mod common;
 use std::process::{Command, Output, Stdio};
 
 use common::{AgentLab, agent_bin};
-use scanwatch_lab::{netns::Lab, privileged::require_root};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use scanwatch_lab::{
+    netns::Lab,
+    privileged::require_root,
+    refusal::{assert_fails_with, stderr},
+};
 
 /// Runs the agent binary in the lab's target namespace.
 fn agent_in(lab: &Lab, args: &[&str]) -> Output {
@@ -21,20 +21,6 @@ fn agent_in(lab: &Lab, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run scanwatch")
-}
-
-fn assert_fails_with(o: &Output, code: i32, needle: &str, what: &str) {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "{what}: exit code; stderr: {err}"
-    );
-    assert!(
-        err.contains(needle),
-        "{what}: expected {needle:?} in: {err}"
-    );
-    assert!(!err.contains("panicked"), "{what}: no panic: {err}");
 }
 
 #[test]

@@ -6,30 +6,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use common::agent_bin;
-use scanwatch_lab::{netns::Lab, privileged::require_root};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Checks one refusal; returns a description of what is wrong, if anything.
-fn refused(o: &Output, code: i32, needle: &str, args: &[&str]) -> Option<String> {
-    let err = stderr(o);
-    let ok = o.status.code() == Some(code)
-        && err.contains(needle)
-        && err.contains("error")
-        && !err.contains("panicked")
-        && !err.contains("RUST_BACKTRACE");
-    (!ok).then(|| {
-        format!(
-            "{args:?}: exit {:?} (want {code}), want {needle:?} in: {err}",
-            o.status.code()
-        )
-    })
-}
+use scanwatch_lab::{netns::Lab, privileged::require_root, refusal::refused};
 
 /// `run` values only the agent can check (interfaces exist in this network
 /// namespace, URLs, addresses to bind): refused before anything is attached.

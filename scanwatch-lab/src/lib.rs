@@ -9,4 +9,5 @@ pub mod agent_bin;
 pub mod frames;
 pub mod netns;
 pub mod privileged;
+pub mod refusal;
 pub mod rng;

@@ -3,43 +3,11 @@
 //! the value, file, line and field, no panic, exit 2. The refusals that need
 //! root are in `scanwatch-integration/tests/cli_values.rs` and `agent_cli.rs`.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+use scanwatch_lab::refusal::{assert_fails_with, refused, stderr};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Checks one refusal; returns a description of what is wrong, if anything.
-fn refused(o: &Output, code: i32, needle: &str, args: &[&str]) -> Option<String> {
-    let err = stderr(o);
-    let ok = o.status.code() == Some(code)
-        && err.contains(needle)
-        && err.contains("error")
-        && !err.contains("panicked")
-        && !err.contains("RUST_BACKTRACE");
-    (!ok).then(|| {
-        format!(
-            "{args:?}: exit {:?} (want {code}), want {needle:?} in: {err}",
-            o.status.code()
-        )
-    })
-}
-
-fn assert_fails_with(o: &Output, code: i32, needle: &str, what: &str) {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "{what}: exit code; stderr: {err}"
-    );
-    assert!(
-        err.contains(needle),
-        "{what}: expected {needle:?} in: {err}"
-    );
-    assert!(!err.contains("panicked"), "{what}: no panic: {err}");
-}
 
 /// Values clap rejects before the agent does anything (no root needed).
 const USAGE_ERRORS: &[(&[&str], &str)] = &[

@@ -174,7 +174,14 @@ const FUZZ_SMOKE_SECONDS: u64 = 5;
 
 fn bench(quick: bool) -> anyhow::Result<()> {
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "scanwatch-integration", "--bench", "bench", "--"]);
+    cmd.args([
+        "bench",
+        "-p",
+        "scanwatch-integration",
+        "--bench",
+        "bench",
+        "--",
+    ]);
     if quick {
         cmd.arg("--quick");
     }
