@@ -50,17 +50,6 @@ pub const NEVER_BLOCK_CAPACITY: u32 = 4_096;
 pub const MAX_FEEDS: u32 = 64;
 /// Name of the XDP program in the object file.
 pub const XDP_PROGRAM: &str = "scanwatch";
-/// Name of the do-nothing XDP program (the benchmarks' baseline).
-pub const NOOP_PROGRAM: &str = "scanwatch_noop";
-/// Bench-only: the least a counting detector can do (benign-path floor).
-pub const FLOOR_COUNT_PROGRAM: &str = "scanwatch_floor_count";
-/// Bench-only: the least an exact-match blocklist can do (drop-path floor).
-pub const FLOOR_BLOCKLIST_PROGRAM: &str = "scanwatch_floor_blocklist";
-/// Bench-only: the least a per-source tracker can do (new-source floor).
-pub const FLOOR_TRACK_PROGRAM: &str = "scanwatch_floor_track";
-/// Bench-only map of [`FLOOR_TRACK_PROGRAM`] (one entry unless the
-/// benchmarks size it like the source map).
-pub const FLOOR_SOURCES_MAP: &str = "FLOOR_SOURCES";
 
 /// Default number of tracked sources.
 pub const DEFAULT_SOURCE_MAP_SIZE: u32 = 262_144;

@@ -20,8 +20,6 @@ pub const REPLY_COUNTERS_MAP: &str = "REPLY_COUNTERS";
 pub const REPLY_CONFIG_GLOBAL: &str = "REPLY_CONFIG";
 /// Name of the TC egress program in the object file.
 pub const EGRESS_PROGRAM: &str = "scanwatch_egress";
-/// Name of the do-nothing TC program (the benchmarks' baseline).
-pub const EGRESS_NOOP_PROGRAM: &str = "scanwatch_egress_noop";
 /// Default capacity of the first-contact map.
 pub const DEFAULT_CONTACTS_CAPACITY: u32 = 65_536;
 /// Default capacity of the per-source test state map.

@@ -158,13 +158,6 @@ pub fn scanwatch_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Does nothing: the baseline the benchmarks compare the egress program with.
-/// Never attached by the agent.
-#[classifier]
-pub fn scanwatch_egress_noop(_ctx: TcContext) -> i32 {
-    TC_ACT_UNSPEC
-}
-
 #[inline(always)]
 fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();

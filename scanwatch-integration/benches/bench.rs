@@ -16,11 +16,11 @@ use std::{
 
 use ipnet::IpNet;
 use scanwatch::{config::MitigationConfig, kernel::testrun::XdpHarness};
-use scanwatch_common::{
-    block_origin,
-    maps::{FLOOR_BLOCKLIST_PROGRAM, FLOOR_COUNT_PROGRAM, FLOOR_TRACK_PROGRAM},
-};
+use scanwatch_common::block_origin;
 use scanwatch_integration::TakeMitigation;
+use scanwatch_integration::bench_programs::{
+    BENCH_TX, BenchPrograms, FLOOR_BLOCKLIST, FLOOR_COUNT, FLOOR_TRACK, NOOP,
+};
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021Q, Transport, tcp},
     netns::Lab,
@@ -97,6 +97,7 @@ fn machine() -> Value {
 /// in the same rounds too.
 fn per_packet(
     h: &mut XdpHarness,
+    b: &mut BenchPrograms,
     name: &str,
     frame: &[u8],
     (repeat, rounds): (u32, usize),
@@ -111,12 +112,10 @@ fn per_packet(
         let (a, ns) = h.run_repeat(frame, repeat).expect("test run");
         action = a;
         sw.push(ns as f64);
-        let (_, ns) = h.run_noop_repeat(frame, repeat).expect("noop run");
+        let (_, ns) = b.run_noop(frame, repeat).expect("noop run");
         noop.push(ns as f64);
         if let Some(program) = floor {
-            let (a, ns) = h
-                .run_other_repeat(program, frame, repeat)
-                .expect("floor run");
+            let (a, ns) = b.run(program, frame, repeat).expect("floor run");
             assert_eq!(a, expect, "{name}: floor program's XDP action");
             fl.push(ns as f64);
         }
@@ -144,7 +143,7 @@ fn per_packet(
 /// SYNs from sources never seen before: each run is one new entry, so each
 /// is a separate test run (repeat 1), compared with the no-op program run
 /// the same way (both include the kernel's per-run timing overhead).
-fn new_sources(h: &mut XdpHarness, count: u32, rounds: usize) -> Value {
+fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: usize) -> Value {
     let mut sw = Vec::new();
     let mut noop = Vec::new();
     let mut floor = Vec::new();
@@ -164,12 +163,9 @@ fn new_sources(h: &mut XdpHarness, count: u32, rounds: usize) -> Value {
             next += 1;
             let f = frame(next);
             s_sum += h.run_repeat(&f, 1).expect("run").1;
-            n_sum += h.run_noop_repeat(&f, 1).expect("noop").1;
+            n_sum += b.run_noop(&f, 1).expect("noop").1;
             // The floor program's map is separate: the source is new to it too.
-            f_sum += h
-                .run_other_repeat(FLOOR_TRACK_PROGRAM, &f, 1)
-                .expect("floor")
-                .1;
+            f_sum += b.run(FLOOR_TRACK, &f, 1).expect("floor").1;
         }
         sw.push(s_sum as f64 / f64::from(count));
         noop.push(n_sum as f64 / f64::from(count));
@@ -183,7 +179,7 @@ fn new_sources(h: &mut XdpHarness, count: u32, rounds: usize) -> Value {
         f / n.max(0.1)
     );
     json!({ "case": "SYN from a new source", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "sources_per_round": count, "rounds": rounds,
-            "floor_program": FLOOR_TRACK_PROGRAM, "floor_ns": f, "floor_ratio": f / n.max(0.1) })
+            "floor_program": FLOOR_TRACK, "floor_ns": f, "floor_ratio": f / n.max(0.1) })
 }
 
 fn per_packet_all(o: &Opts) -> Vec<Value> {
@@ -193,6 +189,9 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         (1_000_000, 7, 20_000)
     };
     let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
+    // The baselines and floors, the floor tracker sized like the source map.
+    let mut b = BenchPrograms::load(262_144).expect("load the benchmark programs");
+    let b = &mut b;
     let mut ack = Packet::new(
         "198.18.50.1",
         "198.18.0.2",
@@ -215,15 +214,17 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
     let mut out = vec![
         per_packet(
             &mut h,
+            b,
             "established TCP ACK with 512 B payload (benign)",
             &ack,
             (repeat, rounds),
             pass,
-            Some(FLOOR_COUNT_PROGRAM),
+            Some(FLOOR_COUNT),
         ),
-        new_sources(&mut h, fresh, rounds.min(5)),
+        new_sources(&mut h, b, fresh, rounds.min(5)),
         per_packet(
             &mut h,
+            b,
             "SYN from a tracked source",
             &syn,
             (repeat, rounds),
@@ -232,6 +233,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         ),
         per_packet(
             &mut h,
+            b,
             "UDP probe (tracked source)",
             &udp,
             (repeat, rounds),
@@ -240,6 +242,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         ),
         per_packet(
             &mut h,
+            b,
             "ICMP echo (tracked source)",
             &icmp,
             (repeat, rounds),
@@ -248,6 +251,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         ),
         per_packet(
             &mut h,
+            b,
             "IPv6 SYN with hop-by-hop header",
             &syn6,
             (repeat, rounds),
@@ -256,6 +260,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         ),
         per_packet(
             &mut h,
+            b,
             "802.1Q VLAN-tagged SYN",
             &vlan,
             (repeat, rounds),
@@ -282,6 +287,8 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         "bench",
     )
     .expect("block");
+    b.block_floor_host("198.18.51.1".parse().expect("ip"))
+        .expect("floor block");
     let feed_dir = std::env::temp_dir().join(format!("scanwatch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&feed_dir).expect("dir");
     std::fs::write(feed_dir.join("feed.netset"), "198.18.52.0/24\n").expect("feed");
@@ -293,14 +300,16 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
     let fed = Packet::new("198.18.52.9", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
     out.push(per_packet(
         &mut h,
+        b,
         "packet from a blocked source (drop)",
         &blocked,
         (repeat, rounds),
         drop,
-        Some(FLOOR_BLOCKLIST_PROGRAM),
+        Some(FLOOR_BLOCKLIST),
     ));
     out.push(per_packet(
         &mut h,
+        b,
         "packet from a drop-feed CIDR (drop)",
         &fed,
         (repeat, rounds),
@@ -309,6 +318,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
     ));
     out.push(per_packet(
         &mut h,
+        b,
         "benign ACK while blocks and feeds are loaded",
         &ack,
         (repeat, rounds),
@@ -321,14 +331,21 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
 }
 
 /// One egress case: the TC program against the no-op TC program.
-fn egress_case(h: &mut XdpHarness, name: &str, frame: &[u8], repeat: u32, rounds: usize) -> Value {
+fn egress_case(
+    h: &mut XdpHarness,
+    b: &mut BenchPrograms,
+    name: &str,
+    frame: &[u8],
+    repeat: u32,
+    rounds: usize,
+) -> Value {
     let mut sw = Vec::new();
     let mut noop = Vec::new();
     for _ in 0..rounds {
         let (a, ns) = h.run_egress_repeat(frame, repeat).expect("tc run");
         assert_eq!(a, -1, "{name}: the egress program never decides");
         sw.push(ns as f64);
-        noop.push(h.run_egress_noop_repeat(frame, repeat).expect("noop").1 as f64);
+        noop.push(b.run_egress_noop(frame, repeat).expect("noop").1 as f64);
     }
     let (s, n) = (median(sw), median(noop));
     println!(
@@ -346,6 +363,7 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
         scanwatch::config::Detection::default().reply_config(),
     )
     .expect("load with the reply-aware detector");
+    let mut b = BenchPrograms::load(1).expect("load the benchmark programs");
     let ack = Packet::new(
         "198.18.0.2",
         "198.18.53.1",
@@ -382,6 +400,7 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
     let mut out = vec![
         egress_case(
             &mut h,
+            &mut b,
             "egress: established ACK, 512 B payload (benign)",
             &ack,
             repeat,
@@ -389,6 +408,7 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
         ),
         egress_case(
             &mut h,
+            &mut b,
             "egress: SYN-ACK answering no pending contact",
             &syn_ack,
             repeat,
@@ -420,7 +440,7 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
             )
             .build();
             s_sum += h.run_egress_repeat(&rst, 1).expect("tc run").1;
-            n_sum += h.run_egress_noop_repeat(&rst, 1).expect("noop").1;
+            n_sum += b.run_egress_noop(&rst, 1).expect("noop").1;
         }
         sw.push(s_sum as f64 / f64::from(fresh));
         noop.push(n_sum as f64 / f64::from(fresh));
@@ -680,19 +700,12 @@ fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> f64 {
     let ns = PathBuf::from(format!("/run/netns/{}", lab.scanner_ns));
     let ifname = lab.scanner_if.clone();
     in_netns(ns, move || {
-        use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
+        use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
         let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
             .expect("scanner veth")
             .ifindex;
-        let mut ebpf = aya::EbpfLoader::new()
-            .load(scanwatch::kernel::object::OBJECT)
-            .expect("object");
-        let prog: &mut Xdp = ebpf
-            .program_mut("scanwatch_bench_tx")
-            .expect("tx program")
-            .try_into()
-            .expect("xdp");
-        prog.load().expect("load tx");
+        let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+        let prog = programs.xdp(BENCH_TX).expect("tx program");
         let len = frame.len() as u32;
         let ctx: Vec<u8> = [0u32, len, 0, ifindex, 0, 0]
             .iter()
@@ -718,23 +731,26 @@ fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> f64 {
 
 /// Attaches what `case` names to the target veth: nothing, the no-op
 /// program, or scanwatch loaded as the agent loads it by default.
-fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option<aya::Ebpf> {
+/// What `attach_case` attached (detached when dropped).
+#[allow(dead_code, reason = "held for its Drop")]
+enum Attached {
+    Noop(BenchPrograms),
+    Scanwatch(aya::Ebpf),
+}
+
+fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option<Attached> {
     in_netns(target_ns, move || {
-        use aya::programs::{Xdp, XdpMode};
+        use aya::programs::XdpMode;
         match case {
             "none" => None,
             "noop" => {
-                let mut ebpf = aya::EbpfLoader::new()
-                    .load(scanwatch::kernel::object::OBJECT)
-                    .expect("object");
-                let prog: &mut Xdp = ebpf
-                    .program_mut("scanwatch_noop")
+                let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+                programs
+                    .xdp(NOOP)
                     .expect("noop")
-                    .try_into()
-                    .expect("xdp");
-                prog.load().expect("load noop");
-                prog.attach(&ifname, XdpMode::Driver).expect("attach noop");
-                Some(ebpf)
+                    .attach(&ifname, XdpMode::Driver)
+                    .expect("attach noop");
+                Some(Attached::Noop(programs))
             }
             _ => {
                 let detection = scanwatch::config::Detection::default();
@@ -759,7 +775,7 @@ fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option
                     scanwatch::model::AttachMode::Native,
                 )
                 .expect("attach");
-                Some(ebpf)
+                Some(Attached::Scanwatch(ebpf))
             }
         }
     })

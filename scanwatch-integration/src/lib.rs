@@ -4,7 +4,10 @@
 //! default workspace member: a plain `cargo test` leaves it out, and
 //! `cargo xtask test` (as root) runs it. See DEVELOPING.md.
 //!
-//! The library holds what the tests and the benchmarks share.
+//! The library holds what the tests and the benchmarks share: the
+//! benchmark programs ([`bench_programs`]) and mitigation over a test harness.
+
+pub mod bench_programs;
 
 use ipnet::IpNet;
 use scanwatch::{

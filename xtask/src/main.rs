@@ -127,19 +127,23 @@ fn lint() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run_cmd(Command::new("cargo").args([
-        "+nightly",
-        "clippy",
-        "-Z",
-        "build-std=core",
-        "--target",
-        "bpfel-unknown-none",
-        "-p",
-        "scanwatch-ebpf",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    // The kernel programs, for the bpf target: the agent's and the benchmarks'.
+    for crate_name in ["scanwatch-ebpf", "scanwatch-ebpf-bench"] {
+        run_cmd(Command::new("cargo").args([
+            "+nightly",
+            "clippy",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "-p",
+            crate_name,
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    Ok(())
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {

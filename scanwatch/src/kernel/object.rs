@@ -80,8 +80,6 @@ pub struct LoadOptions<'a> {
     pub feed_capacity: u32,
     /// Reuse (or create and pin) the blocklist at this path.
     pub blocks_pin: Option<&'a std::path::Path>,
-    /// Entries of the benchmarks' floor-program map (1 unless benchmarking).
-    pub floor_sources: u32,
     /// The reply-aware detector's test (disabled: no contacts recorded).
     pub reply: scanwatch_common::trw::ReplyConfig,
 }
@@ -92,7 +90,6 @@ impl Default for LoadOptions<'_> {
             blocklist_capacity: scanwatch_common::maps::DEFAULT_BLOCKLIST_CAPACITY,
             feed_capacity: scanwatch_common::maps::DEFAULT_FEED_CAPACITY,
             blocks_pin: None,
-            floor_sources: 1,
             reply: scanwatch_common::trw::ReplyConfig::DISABLED,
         }
     }
@@ -119,11 +116,7 @@ pub fn load_with(
             scanwatch_common::maps::BLOCKED_HOSTS_MAP,
             opts.blocklist_capacity,
         )
-        .map_max_entries(scanwatch_common::maps::FEEDS_MAP, opts.feed_capacity)
-        .map_max_entries(
-            scanwatch_common::maps::FLOOR_SOURCES_MAP,
-            opts.floor_sources.max(1),
-        );
+        .map_max_entries(scanwatch_common::maps::FEEDS_MAP, opts.feed_capacity);
     if let Some(pin) = opts.blocks_pin {
         loader.map_pin_path(scanwatch_common::maps::BLOCKS_MAP, pin);
     }

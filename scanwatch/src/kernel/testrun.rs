@@ -46,13 +46,12 @@ impl XdpHarness {
     }
 
     /// [`Self::load`] for the benchmarks: the default configuration of the
-    /// agent, and the floor programs' map sized like the source map.
+    /// agent (the reply-aware detector on).
     pub fn load_for_bench(map_size: u32) -> Result<Self, TestRunError> {
         Self::from_loaded(loader::load_with(
             map_size,
             &Detection::default().kernel_config(),
             &loader::LoadOptions {
-                floor_sources: map_size,
                 // As the agent loads it by default: the reply-aware
                 // detector records first contacts.
                 reply: Detection::default().reply_config(),
@@ -111,27 +110,6 @@ impl XdpHarness {
         run_classifier(egress_program(&mut self.ebpf)?, frame, repeat)
     }
 
-    /// Runs the do-nothing TC program `repeat` times on `frame` (loaded on
-    /// first use); returns its action and ns per run.
-    pub fn run_egress_noop_repeat(
-        &mut self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(i32, u64), TestRunError> {
-        let program: &mut aya::programs::SchedClassifier = self
-            .ebpf
-            .program_mut(scanwatch_common::trw::EGRESS_NOOP_PROGRAM)
-            .ok_or_else(|| TestRunError::Run("no egress noop program in the object".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| TestRunError::Run(error_chain(&e)))?;
-        if program.fd().is_err() {
-            program
-                .load()
-                .map_err(|e| TestRunError::Run(error_chain(&e)))?;
-        }
-        run_classifier(program, frame, repeat)
-    }
-
     /// Loads the program with the given detection settings.
     pub fn load_with(map_size: u32, detect: &DetectConfig) -> Result<Self, TestRunError> {
         Self::from_loaded(loader::load(map_size, detect)?)
@@ -146,39 +124,6 @@ impl XdpHarness {
     /// the kernel's average duration per run in nanoseconds.
     pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, u64), TestRunError> {
         run_program(loader::xdp_program(&mut self.ebpf)?, frame, repeat)
-    }
-
-    /// Runs the do-nothing baseline program `repeat` times on `frame`
-    /// (loaded on first use); returns its action and ns per run.
-    pub fn run_noop_repeat(
-        &mut self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, u64), TestRunError> {
-        self.run_other_repeat(scanwatch_common::maps::NOOP_PROGRAM, frame, repeat)
-    }
-
-    /// Runs another XDP program of the object (the benchmarks' baselines,
-    /// loaded on first use) `repeat` times on `frame`; returns its action
-    /// and ns per run.
-    pub fn run_other_repeat(
-        &mut self,
-        name: &str,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, u64), TestRunError> {
-        let program: &mut aya::programs::Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| TestRunError::Run(format!("no program {name} in the object")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| TestRunError::Run(error_chain(&e)))?;
-        if program.fd().is_err() {
-            program
-                .load()
-                .map_err(|e| TestRunError::Run(error_chain(&e)))?;
-        }
-        run_program(program, frame, repeat)
     }
 
     /// Counters summed over CPUs and interfaces.

@@ -151,7 +151,6 @@ fn load_and_attach(
             feed_capacity: config.mitigation.feed_capacity,
             blocks_pin: Some(&blocks_pin),
             reply: config.detection.reply_config(),
-            ..LoadOptions::default()
         },
     )?;
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();

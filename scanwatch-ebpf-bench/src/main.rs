@@ -1,0 +1,136 @@
+//! Programs the benchmarks and tests compare scanwatch with, and the
+//! benchmarks' packet generator. A separate object from the agent's: none
+//! of these is ever loaded or attached by the agent.
+//!
+//! - `scanwatch_noop` / `scanwatch_egress_noop`: pass every packet, do
+//!   nothing else (the XDP and TC baselines of every ratio);
+//! - `scanwatch_floor_*`: the least a program doing one job can do (count,
+//!   look up a blocklist, track a new source): a target below a floor's
+//!   ratio is below what any design can reach;
+//! - `scanwatch_bench_tx`: sends every frame back out (with
+//!   BPF_PROG_TEST_RUN's live-frames mode, a packet generator).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, map, xdp},
+    maps::{HashMap, LruHashMap, PerCpuArray},
+    programs::{TcContext, XdpContext},
+};
+use scanwatch_common::SourceKey;
+
+/// Slots of [`FLOOR_COUNTERS`]: 0 counts probes, 1 other packets.
+const FLOOR_COUNTER_SLOTS: u32 = 2;
+
+/// Per-CPU packet counters of `scanwatch_floor_count`.
+#[map]
+static FLOOR_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOOR_COUNTER_SLOTS, 0);
+
+/// Blocked IPv4 sources of `scanwatch_floor_blocklist` (filled by the benchmark).
+#[map]
+static FLOOR_HOSTS: HashMap<SourceKey, u32> = HashMap::with_max_entries(65_536, BPF_F_NO_PREALLOC);
+
+/// Per-source packet counts of `scanwatch_floor_track` (the benchmark sizes
+/// it like the agent's source map).
+#[map]
+static FLOOR_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(1, 0);
+
+/// Passes every packet and does nothing else: the baseline the benchmarks
+/// compare scanwatch with.
+#[xdp]
+pub fn scanwatch_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Does nothing: the baseline the benchmarks compare the egress program with.
+#[classifier]
+pub fn scanwatch_egress_noop(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+/// The least a counting detector can do: one bounds check, the Ethernet
+/// type, IPv4 header byte, protocol and TCP flags read in place, one per-CPU
+/// counter. The benchmarks compare the benign path with it.
+#[xdp]
+pub fn scanwatch_floor_count(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 54 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the 54 bytes read from lie inside the packet (checked above).
+    let (ethertype, version_ihl, protocol, flags) =
+        unsafe { ([*p.add(12), *p.add(13)], *p.add(14), *p.add(23), *p.add(47)) };
+    let plain_tcp = ethertype == [0x08, 0x00] && version_ihl == 0x45 && protocol == 6;
+    let slot = u32::from(plain_tcp && flags & 0x02 == 0);
+    if let Some(counter) = FLOOR_COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's value of a live per-CPU map entry.
+        unsafe { *counter += 1 };
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The least an exact-match blocklist can do: one bounds check, the IPv4
+/// source read in place, one hash lookup. The benchmarks compare the drop
+/// path with it.
+#[xdp]
+pub fn scanwatch_floor_blocklist(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 34 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the 34 bytes read from lie inside the packet (checked above).
+    let (ethertype, source) = unsafe {
+        (
+            [*p.add(12), *p.add(13)],
+            [*p.add(26), *p.add(27), *p.add(28), *p.add(29)],
+        )
+    };
+    if ethertype == [0x08, 0x00] && FLOOR_HOSTS.get_ptr(SourceKey::v4(source)).is_some() {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The least a per-source tracker can do: one bounds check, the IPv4 source
+/// read in place, one LRU lookup, and an insert of an 8-byte value for a new
+/// source. The benchmarks compare the new-source path with it.
+#[xdp]
+pub fn scanwatch_floor_track(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 34 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the 34 bytes read from lie inside the packet (checked above).
+    let source = SourceKey::v4(unsafe { [*p.add(26), *p.add(27), *p.add(28), *p.add(29)] });
+    match FLOOR_SOURCES.get_ptr_mut(source) {
+        // SAFETY: a live map value.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            let _ = FLOOR_SOURCES.insert(source, 1, u64::from(BPF_NOEXIST));
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Sends every frame back out of the interface it came in on: with
+/// BPF_PROG_TEST_RUN's live-frames mode this is the benchmarks' packet
+/// generator.
+#[xdp]
+pub fn scanwatch_bench_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
