@@ -6,9 +6,10 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 
 pub mod classify;
+mod layout;
 pub mod maps;
-pub mod trw;
 pub mod sketch;
+pub mod trw;
 
 pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
 pub use maps::{
