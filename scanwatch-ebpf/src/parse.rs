@@ -11,11 +11,12 @@ use scanwatch_common::{
 };
 
 use crate::packet::{
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, WHOLE_DATAGRAM, walk,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ip, Packet, ParseError, WHOLE_DATAGRAM,
+    walk,
 };
-pub use crate::packet::{Ip, ParseError};
 
 impl ParseError {
+    /// The interface counter of a packet the XDP program could not parse.
     #[inline(always)]
     pub fn counter(self) -> Counter {
         match self {
