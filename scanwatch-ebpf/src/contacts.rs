@@ -31,8 +31,8 @@ use scanwatch_common::{
 use crate::{
     EVENTS,
     packet::{
-        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LINEAR_PART, Packet, ParseError,
-        walk,
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ip, LINEAR_PART, Packet,
+        ParseError, walk,
     },
     parse::Found,
 };
@@ -171,6 +171,17 @@ pub fn scanwatch_egress_noop(_ctx: TcContext) -> i32 {
 fn answer(ctx: &TcContext) -> Option<(ContactKey, bool)> {
     let pkt = Packet::new(ctx);
     let ip = walk::<LINEAR_PART, _>(pkt).ok()??;
+    // One inlined copy per family, each knowing its family (as in
+    // `parse::parse`): the addresses are read without a branch.
+    if ip.v6 {
+        answer_ip(pkt, Ip { v6: true, ..ip })
+    } else {
+        answer_ip(pkt, Ip { v6: false, ..ip })
+    }
+}
+
+#[inline(always)]
+fn answer_ip(pkt: Packet<'_, TcContext>, ip: Ip) -> Option<(ContactKey, bool)> {
     if ip.later_fragment() {
         return None;
     }
