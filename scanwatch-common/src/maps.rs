@@ -2,10 +2,12 @@
 //!
 //! All types are `#[repr(C)]`, contain no implicit padding (explicit `_pad`
 //! or reserved fields instead) and are plain old data, so the agent can read
-//! them with `aya::Pod`.
+//! them with `aya::Pod`. Each one's size, alignment and lack of padding are
+//! checked at compile time (`assert_layout!`), for the host and bpf alike.
 
 use crate::{
     classify::{PROBE_KINDS, ProbeKind},
+    layout::assert_layout,
     sketch::{HOST_SET, PORT_SET},
 };
 
@@ -71,6 +73,8 @@ pub struct SourceKey {
     pub addr: [u8; 16],
 }
 
+assert_layout!(SourceKey { addr }, size 16, align 1);
+
 impl SourceKey {
     /// An IPv4 source, given as its four bytes in network order.
     #[inline(always)]
@@ -125,7 +129,7 @@ pub mod trigger {
     /// SYNs within one rate bucket (2^30 ns, about 1.07 s) reached the `syn_flood_source` threshold.
     pub const SYN_RATE: u32 = 1 << 5;
     pub const ALL: u32 = PORTS | UDP_PORTS | HOSTS | ICMP_HOSTS | STEALTH | SYN_RATE;
-    /// The source's reply-aware sequential test (TRW, [`crate::reply`])
+    /// The source's reply-aware sequential test (TRW, [`crate::trw`])
     /// crossed its upper boundary. Only in [`super::ScanEvent::triggers`]
     /// (sent by the TC egress program or the agent's no-answer sweep), never in
     /// [`super::WindowState::reported`].
@@ -166,6 +170,31 @@ pub struct WindowState {
     pub host_bits: [u64; 8],
     pub icmp_bits: [u64; 4],
 }
+
+assert_layout!(
+    WindowState {
+        reported,
+        rate_bucket,
+        rate_syn,
+        port_set_len,
+        udp_set_len,
+        host_set_len,
+        icmp_set_len,
+        port_bits_set,
+        udp_bits_set,
+        host_bits_set,
+        icmp_bits_set,
+        probes,
+        port_set,
+        host_set,
+        port_bits,
+        udp_bits,
+        host_bits,
+        icmp_bits,
+    },
+    size 520,
+    align 8
+);
 
 impl WindowState {
     pub const ZERO: Self = Self {
@@ -218,6 +247,20 @@ pub struct SourceStats {
     pub window_start_ns: u64,
     pub window: WindowState,
 }
+
+assert_layout!(
+    SourceStats {
+        probes,
+        first_seen_ns,
+        last_seen_ns,
+        last_ifindex,
+        known_bad,
+        window_start_ns,
+        window,
+    },
+    size 600,
+    align 8
+);
 
 impl SourceStats {
     /// All zero: the kernel inserts this (from a global, to stay within the
@@ -273,6 +316,24 @@ pub struct DetectConfig {
     pub syn_rate: u32,
 }
 
+assert_layout!(
+    DetectConfig {
+        window_ns,
+        ports_exact,
+        ports_bits,
+        udp_exact,
+        udp_bits,
+        hosts_exact,
+        hosts_bits,
+        icmp_exact,
+        icmp_bits,
+        stealth,
+        syn_rate,
+    },
+    size 48,
+    align 8
+);
+
 impl DetectConfig {
     /// Never crosses anything (used until the agent sets real values).
     pub const DISABLED: Self = Self {
@@ -318,6 +379,18 @@ pub struct BlockValue {
     pub reason: [u8; 48],
 }
 
+assert_layout!(
+    BlockValue {
+        expires_ns,
+        created_ns,
+        origin,
+        offenses,
+        reason,
+    },
+    size 72,
+    align 8
+);
+
 /// What a feed does with a matching source.
 pub mod feed_action {
     pub const TAG: u32 = 1;
@@ -334,6 +407,8 @@ pub struct FeedValue {
     pub action: u32,
 }
 
+assert_layout!(FeedValue { feed_id, action }, size 8, align 4);
+
 /// Which mitigation lookups the kernel must do (all zero: none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -349,12 +424,25 @@ pub struct MitigationState {
     pub host_blocks: u32,
 }
 
+assert_layout!(
+    MitigationState {
+        net_blocks,
+        drop_feeds,
+        tag_feeds,
+        host_blocks,
+    },
+    size 16,
+    align 4
+);
+
 /// A 32-byte NUL-padded name.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Name32 {
     pub name: [u8; 32],
 }
+
+assert_layout!(Name32 { name }, size 32, align 1);
 
 #[cfg(not(target_arch = "bpf"))]
 impl Name32 {
@@ -393,6 +481,18 @@ pub struct ScanEvent {
     /// The trigger bits that crossed with this probe.
     pub triggers: u32,
 }
+
+assert_layout!(
+    ScanEvent {
+        source,
+        time_ns,
+        window_start_ns,
+        ifindex,
+        triggers,
+    },
+    size 40,
+    align 8
+);
 
 /// Per-interface counters. Every packet increments `Packets` and exactly one
 /// of the outcome counters (the six probe kinds, `NotProbe`, `NotIp`,
@@ -508,6 +608,8 @@ pub struct IfaceCounters {
     pub counters: [u64; COUNTER_SLOTS],
 }
 
+assert_layout!(IfaceCounters { counters }, size 192, align 8);
+
 impl IfaceCounters {
     pub const ZERO: Self = Self {
         counters: [0; COUNTER_SLOTS],
@@ -532,6 +634,8 @@ impl IfaceCounters {
 pub struct IfaceName {
     pub name: [u8; 16],
 }
+
+assert_layout!(IfaceName { name }, size 16, align 1);
 
 #[cfg(not(target_arch = "bpf"))]
 impl IfaceName {

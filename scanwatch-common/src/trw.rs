@@ -10,6 +10,8 @@
 //! counted as a failure). The test runs in fixed point (integers only), so
 //! the kernel and the agent run the very same [`ReplyConfig::step`].
 
+use crate::layout::assert_layout;
+
 /// Name of the first-contact LRU map (`ContactKey` -> `ContactValue`).
 pub const CONTACTS_MAP: &str = "CONTACTS";
 /// Name of the per-source test state LRU map (`SourceKey` -> `ReplyStats`).
@@ -41,6 +43,8 @@ pub struct ContactKey {
     /// Local port as a `sketch::port_entry` (carries the UDP flag).
     pub port: u32,
 }
+
+assert_layout!(ContactKey { remote, local, port }, size 36, align 4);
 
 /// The contact-map key marking that `remote` already had a success credited
 /// on `local` (port 0: no real contact has it, every port entry carries
@@ -80,6 +84,8 @@ pub struct ContactValue {
     pub outcome: u64,
 }
 
+assert_layout!(ContactValue { first_ns, outcome }, size 16, align 8);
+
 /// Per-source state of the sequential test.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,6 +105,21 @@ pub struct ReplyStats {
     pub crossing_successes: u64,
     pub crossing_failures: u64,
 }
+
+assert_layout!(
+    ReplyStats {
+        llr,
+        successes,
+        failures,
+        no_answers,
+        reported_ns,
+        benign_resets,
+        crossing_successes,
+        crossing_failures,
+    },
+    size 64,
+    align 8
+);
 
 /// Where a step of the walk leaves the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +154,20 @@ pub struct ReplyConfig {
     /// A source's crossing is reported at most once per this interval.
     pub report_interval_ns: u64,
 }
+
+assert_layout!(
+    ReplyConfig {
+        enabled,
+        per_port_successes,
+        success_step,
+        failure_step,
+        upper,
+        lower,
+        report_interval_ns,
+    },
+    size 48,
+    align 8
+);
 
 /// Why TRW parameters were refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +320,8 @@ impl ReplyCounter {
 pub struct ReplyCounters {
     pub counters: [u64; REPLY_COUNTER_SLOTS],
 }
+
+assert_layout!(ReplyCounters { counters }, size 64, align 8);
 
 impl ReplyCounters {
     pub const ZERO: Self = Self {

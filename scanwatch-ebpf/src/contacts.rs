@@ -30,7 +30,11 @@ use scanwatch_common::{
 
 use crate::{
     EVENTS,
-    parse::{Found, ParseError},
+    packet::{
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ip, LINEAR_PART, Packet,
+        ParseError, walk,
+    },
+    parse::Found,
 };
 
 /// TRW settings, set by the agent at load time.
@@ -55,12 +59,6 @@ const EEXIST: i32 = 17;
 /// Lets the next filter (or the qdisc's default) decide.
 const TC_ACT_UNSPEC: i32 = -1;
 
-const ETH_HLEN: usize = 14;
-const MAX_OFFSET: usize = 512;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
@@ -115,7 +113,7 @@ fn enabled() -> bool {
 )]
 #[inline(always)]
 pub fn record_contact(
-    ctx: &XdpContext,
+    pkt: Packet<'_, XdpContext>,
     found: &Found,
     source: &SourceKey,
 ) -> Result<(), ParseError> {
@@ -124,7 +122,7 @@ pub fn record_contact(
     }
     let key = ContactKey {
         remote: source.addr,
-        local: found.ip.dst(ctx)?,
+        local: found.ip.dst_addr(pkt)?,
         port: found.port,
     };
     if CONTACTS.get_ptr(&key).is_some() {
@@ -158,148 +156,33 @@ pub fn scanwatch_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-#[inline(always)]
-fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
-    let start = ctx.data();
-    // SAFETY: ctx.skb.skb is the kernel's valid __sk_buff; volatile so LLVM
-    // keeps every bounds check the verifier needs.
-    let end = unsafe { core::ptr::read_volatile(&raw const (*ctx.skb.skb).data_end) } as usize;
-    if offset > MAX_OFFSET || start + offset + core::mem::size_of::<T>() > end {
-        return None;
-    }
-    Some((start + offset) as *const T)
-}
-
-#[inline(always)]
-fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
-    // SAFETY: ptr_at checked the bytes lie inside the packet; callers read byte arrays (align 1).
-    Some(unsafe { *ptr_at::<T>(ctx, offset)? })
-}
-
-#[inline(always)]
-fn mapped_v4(a: [u8; 4]) -> [u8; 16] {
-    SourceKey::v4(a).addr
-}
-
 /// The first contact an outgoing packet answers, and whether the answer is
 /// a success. Only SYN-ACK, RST, UDP and ICMP/ICMPv6 unreachable qualify;
-/// everything else returns at the first check that fails.
+/// everything else returns at the first check that fails. Later fragments
+/// carry no transport header: never an answer.
 #[inline(always)]
 fn answer(ctx: &TcContext) -> Option<(ContactKey, bool)> {
-    let eth: [u8; 14] = read(ctx, 0)?;
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
-    let mut l3 = ETH_HLEN;
-    if ethertype == 0x8100 || ethertype == 0x88A8 {
-        let tag: [u8; 4] = read(ctx, l3)?;
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        l3 += 4;
-    }
-    match ethertype {
-        0x0800 => {
-            let ip: [u8; 20] = read(ctx, l3)?;
-            if ip[0] >> 4 != 4 || u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
-                return None;
-            }
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            if ihl < 20 {
-                return None;
-            }
-            let local = mapped_v4([ip[12], ip[13], ip[14], ip[15]]);
-            let remote = mapped_v4([ip[16], ip[17], ip[18], ip[19]]);
-            let l4 = l3 + ihl;
-            match ip[9] {
-                IPPROTO_ICMP => {
-                    let icmp: [u8; 8] = read(ctx, l4)?;
-                    // Destination unreachable: host (1), port (3), prohibited (9, 10, 13).
-                    if icmp[0] != 3 || !matches!(icmp[1], 1 | 3 | 9 | 10 | 13) {
-                        return None;
-                    }
-                    // The probe it answers: remote -> local.
-                    let inner: [u8; 20] = read(ctx, l4 + 8)?;
-                    if inner[0] >> 4 != 4 {
-                        return None;
-                    }
-                    let inner_ihl = usize::from(inner[0] & 0x0f) * 4;
-                    if inner_ihl < 20 {
-                        return None;
-                    }
-                    let ports: [u8; 4] = read(ctx, l4 + 8 + inner_ihl)?;
-                    let udp = match inner[9] {
-                        IPPROTO_UDP => true,
-                        IPPROTO_TCP => false,
-                        _ => return None,
-                    };
-                    Some((
-                        ContactKey {
-                            remote: mapped_v4([inner[12], inner[13], inner[14], inner[15]]),
-                            local: mapped_v4([inner[16], inner[17], inner[18], inner[19]]),
-                            port: port_entry(u16::from_be_bytes([ports[2], ports[3]]), udp),
-                        },
-                        false,
-                    ))
-                }
-                proto => transport(ctx, proto, l4, remote, local),
-            }
-        }
-        0x86DD => {
-            let ip: [u8; 40] = read(ctx, l3)?;
-            if ip[0] >> 4 != 6 {
-                return None;
-            }
-            let l4 = l3 + 40;
-            match ip[6] {
-                IPPROTO_ICMPV6 => {
-                    let icmp: [u8; 8] = read(ctx, l4)?;
-                    // Destination unreachable: prohibited (1), address (3), port (4).
-                    if icmp[0] != 1 || !matches!(icmp[1], 1 | 3 | 4) {
-                        return None;
-                    }
-                    let inner: [u8; 40] = read(ctx, l4 + 8)?;
-                    let ports: [u8; 4] = read(ctx, l4 + 48)?;
-                    let udp = match inner[6] {
-                        IPPROTO_UDP => true,
-                        IPPROTO_TCP => false,
-                        _ => return None,
-                    };
-                    let mut remote = [0u8; 16];
-                    let mut local = [0u8; 16];
-                    remote.copy_from_slice(&inner[8..24]);
-                    local.copy_from_slice(&inner[24..40]);
-                    Some((
-                        ContactKey {
-                            remote,
-                            local,
-                            port: port_entry(u16::from_be_bytes([ports[2], ports[3]]), udp),
-                        },
-                        false,
-                    ))
-                }
-                proto => {
-                    let mut local = [0u8; 16];
-                    let mut remote = [0u8; 16];
-                    local.copy_from_slice(&ip[8..24]);
-                    remote.copy_from_slice(&ip[24..40]);
-                    transport(ctx, proto, l4, remote, local)
-                }
-            }
-        }
-        _ => None,
+    let pkt = Packet::new(ctx);
+    let ip = walk::<LINEAR_PART, _>(pkt).ok()??;
+    // One inlined copy per family, each knowing its family (as in
+    // `parse::parse`): the addresses are read without a branch.
+    if ip.v6 {
+        answer_ip(pkt, Ip { v6: true, ..ip })
+    } else {
+        answer_ip(pkt, Ip { v6: false, ..ip })
     }
 }
 
-/// TCP SYN-ACK (success) or RST (failure), or a UDP reply (success), from
-/// local `port` to `remote`.
 #[inline(always)]
-fn transport(
-    ctx: &TcContext,
-    proto: u8,
-    l4: usize,
-    remote: [u8; 16],
-    local: [u8; 16],
-) -> Option<(ContactKey, bool)> {
-    let (port, udp, success) = match proto {
-        IPPROTO_TCP => {
-            let tcp: [u8; 14] = read(ctx, l4)?;
+fn answer_ip(pkt: Packet<'_, TcContext>, ip: Ip) -> Option<(ContactKey, bool)> {
+    if ip.later_fragment() {
+        return None;
+    }
+    let (port, success) = match (ip.proto, ip.v6) {
+        (IPPROTO_ICMP, false) => return icmp_unreachable(pkt, ip.l4).ok()?,
+        (IPPROTO_ICMPV6, true) => return icmpv6_unreachable(pkt, ip.l4).ok()?,
+        (IPPROTO_TCP, _) => {
+            let tcp = pkt.bytes::<14>(ip.l4).ok()?;
             let flags = tcp[13];
             let success = if flags & TCP_RST != 0 {
                 false
@@ -308,22 +191,99 @@ fn transport(
             } else {
                 return None;
             };
-            (u16::from_be_bytes([tcp[0], tcp[1]]), false, success)
+            (
+                port_entry(u16::from_be_bytes([tcp[0], tcp[1]]), false),
+                success,
+            )
         }
-        IPPROTO_UDP => {
-            let udp: [u8; 4] = read(ctx, l4)?;
-            (u16::from_be_bytes([udp[0], udp[1]]), true, true)
+        (IPPROTO_UDP, _) => {
+            let udp = pkt.bytes::<4>(ip.l4).ok()?;
+            (port_entry(u16::from_be_bytes([udp[0], udp[1]]), true), true)
         }
         _ => return None,
     };
+    // From local `port` to the remote that contacted it.
     Some((
         ContactKey {
-            remote,
-            local,
-            port: port_entry(port, udp),
+            remote: ip.dst_addr(pkt).ok()?,
+            local: ip.src_addr(pkt).ok()?,
+            port,
         },
         success,
     ))
+}
+
+/// An ICMP destination unreachable (host 1, port 3, prohibited 9, 10, 13)
+/// at `l4`: a failure of the contact its quoted probe (remote -> local) made.
+#[inline(always)]
+fn icmp_unreachable(
+    pkt: Packet<'_, TcContext>,
+    l4: usize,
+) -> Result<Option<(ContactKey, bool)>, ParseError> {
+    let icmp = pkt.bytes::<8>(l4)?;
+    if icmp[0] != 3 || !matches!(icmp[1], 1 | 3 | 9 | 10 | 13) {
+        return Ok(None);
+    }
+    let inner = pkt.bytes::<20>(l4 + 8)?;
+    if inner[0] >> 4 != 4 {
+        return Ok(None);
+    }
+    let inner_ihl = usize::from(inner[0] & 0x0f) * 4;
+    if inner_ihl < 20 {
+        return Ok(None);
+    }
+    let udp = match inner[9] {
+        IPPROTO_UDP => true,
+        IPPROTO_TCP => false,
+        _ => return Ok(None),
+    };
+    let ports = pkt.bytes::<4>(l4 + 8 + inner_ihl)?;
+    Ok(Some((
+        ContactKey {
+            remote: mapped_v4([inner[12], inner[13], inner[14], inner[15]]),
+            local: mapped_v4([inner[16], inner[17], inner[18], inner[19]]),
+            port: port_entry(u16::from_be_bytes([ports[2], ports[3]]), udp),
+        },
+        false,
+    )))
+}
+
+/// An ICMPv6 destination unreachable (prohibited 1, address 3, port 4) at
+/// `l4`: a failure of the contact its quoted probe made (the quoted
+/// header's extension headers are not walked).
+#[inline(always)]
+fn icmpv6_unreachable(
+    pkt: Packet<'_, TcContext>,
+    l4: usize,
+) -> Result<Option<(ContactKey, bool)>, ParseError> {
+    let icmp = pkt.bytes::<8>(l4)?;
+    if icmp[0] != 1 || !matches!(icmp[1], 1 | 3 | 4) {
+        return Ok(None);
+    }
+    let inner = pkt.bytes::<40>(l4 + 8)?;
+    let udp = match inner[6] {
+        IPPROTO_UDP => true,
+        IPPROTO_TCP => false,
+        _ => return Ok(None),
+    };
+    let ports = pkt.bytes::<4>(l4 + 48)?;
+    let mut remote = [0u8; 16];
+    let mut local = [0u8; 16];
+    remote.copy_from_slice(&inner[8..24]);
+    local.copy_from_slice(&inner[24..40]);
+    Ok(Some((
+        ContactKey {
+            remote,
+            local,
+            port: port_entry(u16::from_be_bytes([ports[2], ports[3]]), udp),
+        },
+        false,
+    )))
+}
+
+#[inline(always)]
+fn mapped_v4(a: [u8; 4]) -> [u8; 16] {
+    SourceKey::v4(a).addr
 }
 
 /// Resolves the pending first contact `key` (once: compare-and-swap from

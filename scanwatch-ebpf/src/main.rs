@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 
 mod contacts;
+mod packet;
 mod parse;
 mod window;
 
@@ -29,7 +30,10 @@ use scanwatch_common::{
     },
 };
 
-use crate::parse::{Outcome, ParseError, Probe, parse};
+use crate::{
+    packet::{Packet, ParseError},
+    parse::{Outcome, Probe, parse},
+};
 
 /// Detection settings, set by the agent at load time.
 #[unsafe(no_mangle)]
@@ -122,11 +126,12 @@ fn try_scanwatch(
     state: &MitigationState,
 ) -> Result<u32, ParseError> {
     let dropping = (state.host_blocks | state.net_blocks | state.drop_feeds) != 0;
-    match parse(ctx)? {
+    let pkt = Packet::new(ctx);
+    match parse(pkt)? {
         Outcome::NotIp => bump_counter(counters, Counter::NotIp),
         Outcome::NotProbe(ip) => {
             // The fast path: nothing blocked or fed, nothing more to read.
-            if dropping && let Some(dropped) = drop_reason(&ip.source(ctx)?, counters, state) {
+            if dropping && let Some(dropped) = drop_reason(&ip.source(pkt)?, counters, state) {
                 bump_counter(counters, dropped);
                 return Ok(xdp_action::XDP_DROP);
             }
@@ -135,8 +140,8 @@ fn try_scanwatch(
         Outcome::Probe(found) => {
             let probe = Probe {
                 kind: found.kind,
-                source: found.ip.source(ctx)?,
-                dst_hash: found.ip.dst_hash(ctx)?,
+                source: found.ip.source(pkt)?,
+                dst_hash: found.ip.dst_hash(pkt)?,
                 port: found.port,
             };
             if dropping && let Some(dropped) = drop_reason(&probe.source, counters, state) {
@@ -145,7 +150,7 @@ fn try_scanwatch(
             }
             bump_counter(counters, Counter::probe(probe.kind));
             // First contacts (SYN, UDP) for the reply-aware detector.
-            contacts::record_contact(ctx, &found, &probe.source)?;
+            contacts::record_contact(pkt, &found, &probe.source)?;
             track_source(&probe, ifindex, counters, state.tag_feeds != 0);
         }
     }
