@@ -22,6 +22,9 @@ pub const IFACE_SLOTS_MAP: &str = "IFACE_SLOTS";
 pub const IFINDEX_SLOTS: u32 = 4096;
 /// Name of the ifindex -> interface name map written by the agent (`u32` -> `IfaceName`).
 pub const IFACE_NAMES_MAP: &str = "IFACE_NAMES";
+/// The prefix lengths sources are counted by (IPv4, IPv6), written by the
+/// agent for readers (`scanwatch top`); unused in the kernel.
+pub const SOURCE_PREFIXES_MAP: &str = "SOURCE_PREFIXES";
 /// Name of the ring buffer of threshold crossings (`ScanEvent`).
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Size of the events ring buffer in bytes.
@@ -314,6 +317,13 @@ pub struct DetectConfig {
     pub stealth: u32,
     /// SYNs in one rate bucket.
     pub syn_rate: u32,
+    /// Sources by prefix: the mask of an IPv4 source's four address bytes
+    /// (`[detection] ipv4_prefix`), ...
+    pub v4_mask: [u8; 4],
+    /// Explicit padding (zero).
+    pub _pad: u32,
+    /// ...and of an IPv6 source's sixteen (`ipv6_prefix`).
+    pub v6_mask: [u8; 16],
 }
 
 assert_layout!(
@@ -329,8 +339,11 @@ assert_layout!(
         icmp_bits,
         stealth,
         syn_rate,
+        v4_mask,
+        _pad,
+        v6_mask,
     },
-    size 48,
+    size 72,
     align 8
 );
 
@@ -348,7 +361,38 @@ impl DetectConfig {
         icmp_bits: u32::MAX,
         stealth: u32::MAX,
         syn_rate: u32::MAX,
+        v4_mask: [0xff; 4],
+        _pad: 0,
+        v6_mask: [0xff; 16],
     };
+
+    /// The key a source is counted under: its address masked to its
+    /// prefix (IPv4-mapped for IPv4; `v6` tells the family).
+    #[inline(always)]
+    pub fn source_key(&self, addr: [u8; 16], v6: bool) -> SourceKey {
+        if v6 {
+            let (hi, lo) = halves(addr);
+            let (mhi, mlo) = halves(self.v6_mask);
+            let mut out = [0u8; 16];
+            out[..8].copy_from_slice(&(hi & mhi).to_ne_bytes());
+            out[8..].copy_from_slice(&(lo & mlo).to_ne_bytes());
+            SourceKey { addr: out }
+        } else {
+            let v4 = u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]])
+                & u32::from_ne_bytes(self.v4_mask);
+            SourceKey::v4(v4.to_ne_bytes())
+        }
+    }
+}
+
+/// The two native-endian halves of 16 address bytes (for masking with
+/// 64-bit operations).
+#[inline(always)]
+const fn halves(a: [u8; 16]) -> (u64, u64) {
+    (
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    )
 }
 
 /// LPM trie key data: an address (IPv4-mapped for IPv4, like [`SourceKey`]).
@@ -677,6 +721,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn source_keys_are_masked_to_the_prefix() {
+        let cfg = DetectConfig {
+            v4_mask: [255, 255, 255, 0],
+            v6_mask: [
+                255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            ..DetectConfig::DISABLED
+        };
+        let v4 = SourceKey::v4([198, 18, 0, 9]);
+        assert_eq!(
+            cfg.source_key(v4.addr, false),
+            SourceKey::v4([198, 18, 0, 0])
+        );
+        let v6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 1, 0, 2, 0xaa, 0, 0, 0, 0, 0, 0, 9];
+        let mut net = v6;
+        net[8..].fill(0);
+        assert_eq!(cfg.source_key(v6, true), SourceKey { addr: net });
+        let hosts = DetectConfig::DISABLED;
+        assert_eq!(hosts.source_key(v6, true), SourceKey { addr: v6 });
+        assert_eq!(hosts.source_key(v4.addr, false), v4);
+    }
+
+    #[test]
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<SourceKey>(), 16);
         assert_eq!(core::mem::size_of::<WindowState>(), 520);
@@ -685,7 +752,7 @@ mod tests {
             core::mem::size_of::<SourceStats>(),
             8 * PROBE_KINDS + 8 + 8 + 8 + 8 + 520
         );
-        assert_eq!(core::mem::size_of::<DetectConfig>(), 48);
+        assert_eq!(core::mem::size_of::<DetectConfig>(), 72);
         assert_eq!(core::mem::size_of::<ScanEvent>(), 40);
         assert_eq!(core::mem::size_of::<BlockValue>(), 72);
         assert_eq!(core::mem::size_of::<FeedValue>(), 8);

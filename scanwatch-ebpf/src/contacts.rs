@@ -103,7 +103,8 @@ fn enabled() -> bool {
     unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG.enabled) != 0 }
 }
 
-/// Records a SYN or UDP probe with a port as a first contact unless its
+/// Records a SYN or UDP probe (or a TCP header split by fragmentation) with
+/// a port as a first contact unless its
 /// (source, local address, port) is already known, when the detector is
 /// enabled. A lookup first: an LRU insert that fails still takes (and may
 /// evict) a node.
@@ -117,7 +118,14 @@ pub fn record_contact(
     found: &Found,
     source: &SourceKey,
 ) -> Result<(), ParseError> {
-    if found.port == 0 || !matches!(found.kind, ProbeKind::Syn | ProbeKind::Udp) || !enabled() {
+    // SYNs, UDP probes, and first fragments that split a TCP header (the
+    // host answers the reassembled probe).
+    let first_contact = match found.kind {
+        ProbeKind::Syn | ProbeKind::Udp => true,
+        ProbeKind::Stealth => found.ip.first_fragment(),
+        _ => false,
+    };
+    if found.port == 0 || !first_contact || !enabled() {
         return Ok(());
     }
     let key = ContactKey {
@@ -202,10 +210,10 @@ fn answer_ip(pkt: Packet<'_, TcContext>, ip: Ip) -> Option<(ContactKey, bool)> {
         }
         _ => return None,
     };
-    // From local `port` to the remote that contacted it.
+    // From local `port` to the remote (its prefix) that contacted it.
     Some((
         ContactKey {
-            remote: ip.dst_addr(pkt).ok()?,
+            remote: crate::source_key(ip.dst_addr(pkt).ok()?, ip.v6).addr,
             local: ip.src_addr(pkt).ok()?,
             port,
         },
@@ -240,7 +248,11 @@ fn icmp_unreachable(
     let ports = pkt.bytes::<4>(l4 + 8 + inner_ihl)?;
     Ok(Some((
         ContactKey {
-            remote: mapped_v4([inner[12], inner[13], inner[14], inner[15]]),
+            remote: crate::source_key(
+                mapped_v4([inner[12], inner[13], inner[14], inner[15]]),
+                false,
+            )
+            .addr,
             local: mapped_v4([inner[16], inner[17], inner[18], inner[19]]),
             port: port_entry(u16::from_be_bytes([ports[2], ports[3]]), udp),
         },
@@ -273,7 +285,7 @@ fn icmpv6_unreachable(
     local.copy_from_slice(&inner[24..40]);
     Ok(Some((
         ContactKey {
-            remote,
+            remote: crate::source_key(remote, true).addr,
             local,
             port: port_entry(u16::from_be_bytes([ports[2], ports[3]]), udp),
         },

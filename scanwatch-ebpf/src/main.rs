@@ -39,6 +39,19 @@ use crate::{
 #[unsafe(no_mangle)]
 static DETECT_CONFIG: DetectConfig = DetectConfig::DISABLED;
 
+/// The key `addr` (of family `v6`) is counted under: masked to its prefix
+/// (`[detection] ipv4_prefix`, `ipv6_prefix`).
+#[inline(always)]
+pub(crate) fn source_key(addr: [u8; 16], v6: bool) -> SourceKey {
+    // SAFETY: volatile reads keep LLVM from folding the load-time values.
+    let cfg = DetectConfig {
+        v4_mask: unsafe { core::ptr::read_volatile(&raw const DETECT_CONFIG.v4_mask) },
+        v6_mask: unsafe { core::ptr::read_volatile(&raw const DETECT_CONFIG.v6_mask) },
+        ..DetectConfig::DISABLED
+    };
+    cfg.source_key(addr, v6)
+}
+
 /// Threshold crossings for the agent: at most one per source, trigger and window.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -62,6 +75,12 @@ static IFACE_SLOTS: Array<u32> = Array::with_max_entries(IFINDEX_SLOTS, 0);
 /// top`) can name interfaces of another network namespace. Unused in the kernel.
 #[map]
 static IFACE_NAMES: HashMap<u32, IfaceName> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+
+/// The prefix lengths (IPv4, IPv6) sources are counted by, written by the
+/// agent for other processes (`scanwatch top`). Unused in the kernel: the
+/// masks are in `DETECT_CONFIG`.
+#[map]
+static SOURCE_PREFIXES: Array<u32> = Array::with_max_entries(2, 0);
 
 /// Blocked sources and networks; entries carry their own expiry.
 #[map]
@@ -138,16 +157,20 @@ fn try_scanwatch(
             bump_counter(counters, Counter::NotProbe);
         }
         Outcome::Probe(found) => {
-            let probe = Probe {
-                kind: found.kind,
-                source: found.ip.source(pkt)?,
-                dst_hash: found.ip.dst_hash(pkt)?,
-                port: found.port,
-            };
-            if dropping && let Some(dropped) = drop_reason(&probe.source, counters, state) {
+            let address = found.ip.src_addr(pkt)?;
+            if dropping
+                && let Some(dropped) = drop_reason(&SourceKey { addr: address }, counters, state)
+            {
                 bump_counter(counters, dropped);
                 return Ok(xdp_action::XDP_DROP);
             }
+            // Counted, and its first contacts recorded, by its prefix.
+            let probe = Probe {
+                kind: found.kind,
+                source: source_key(address, found.ip.v6),
+                dst_hash: found.ip.dst_hash(pkt)?,
+                port: found.port,
+            };
             bump_counter(counters, Counter::probe(probe.kind));
             // First contacts (SYN, UDP) for the reply-aware detector.
             contacts::record_contact(pkt, &found, &probe.source)?;

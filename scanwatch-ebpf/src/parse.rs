@@ -124,7 +124,7 @@ fn short(ip: Ip) -> Result<Outcome, ParseError> {
 #[inline(always)]
 fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
     if !ip.l4_holds(20) {
-        return short(ip);
+        return tiny_fragment(pkt, ip);
     }
     let tcp = pkt.bytes::<20>(ip.l4)?;
     let data_offset = usize::from(tcp[12] >> 4) * 4;
@@ -135,6 +135,27 @@ fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
         Some(kind) => port_probe(kind, ip, u16::from_be_bytes([tcp[2], tcp[3]]), false),
         None => Outcome::NotProbe(ip),
     })
+}
+
+/// A first fragment that ends inside the TCP header (`nmap -f`): no stack
+/// sends one (RFC 1858, RFC 3128), so it is a stealth probe in itself, and
+/// a port probe of its destination port when the fragment holds the ports.
+/// Not a first fragment: a malformed packet.
+#[inline(always)]
+fn tiny_fragment(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
+    if !ip.first_fragment() {
+        return Err(ParseError::Malformed);
+    }
+    if !ip.l4_holds(4) {
+        return Ok(probe(ProbeKind::Stealth, ip));
+    }
+    let ports = pkt.bytes::<4>(ip.l4)?;
+    Ok(port_probe(
+        ProbeKind::Stealth,
+        ip,
+        u16::from_be_bytes([ports[2], ports[3]]),
+        false,
+    ))
 }
 
 #[inline(always)]

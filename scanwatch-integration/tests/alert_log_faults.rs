@@ -22,7 +22,7 @@ use scanwatch::{
         alert_log::AlertLog,
     },
 };
-use scanwatch_common::{SourceKey, SourceStats};
+use scanwatch_common::SourceStats;
 use scanwatch_lab::privileged::require_root;
 
 /// A small tmpfs mounted by the test; unmounted (and made mutable again)
@@ -102,7 +102,7 @@ fn chattr(flag: &str, path: &Path) {
 }
 
 fn sample_alert(last: u8) -> Alert {
-    let key = SourceKey::v4([198, 18, 0, last]);
+    let source = ipnet::IpNet::from(std::net::IpAddr::from([198, 18, 0, last]));
     let stats = SourceStats::new(1_000_000_000, 2);
     let evidence = Evidence {
         window_probes: [1000, 0, 0, 0, 0, 0],
@@ -117,7 +117,7 @@ fn sample_alert(last: u8) -> Alert {
     };
     let clock = BootClock::now();
     Alert::new(AlertInput {
-        key: &key,
+        source: &source,
         stats: &stats,
         evidence: &evidence,
         types: vec![ScanType::PortScan],

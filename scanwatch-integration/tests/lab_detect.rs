@@ -245,7 +245,7 @@ fn scans_are_detected_as_the_right_type() {
         let n = lab
             .alerts()
             .iter()
-            .filter(|a| a["source"] == *source)
+            .filter(|a| common::is_source(&a["source"], source))
             .count();
         assert!(n >= 1, "{what}");
     }

@@ -15,13 +15,12 @@ mod common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::AsRawFd as _,
     path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
 
-use common::{AgentLab, assert_installed};
+use common::{AgentLab, assert_installed, mac, send_frames};
 use scanwatch_lab::{
     frames::{Packet, Transport, tcp},
     netns::TARGET_V4,
@@ -63,14 +62,6 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("agent VmRSS")
 }
 
-fn mac(text: &str) -> [u8; 6] {
-    let mut m = [0u8; 6];
-    for (i, p) in text.split(':').enumerate().take(6) {
-        m[i] = u8::from_str_radix(p, 16).expect("MAC");
-    }
-    m
-}
-
 /// Reproducible spoofed addresses.
 use scanwatch_lab::rng::SplitMix64 as Rng;
 
@@ -90,56 +81,6 @@ fn flood_source(rng: &mut Rng) -> IpAddr {
         let n = 0xc612_0100 + (r >> 8) as u32 % span;
         IpAddr::V4(Ipv4Addr::from(n))
     }
-}
-
-/// Sends raw frames out of the scanner veth (AF_PACKET), from a thread in
-/// the scanner namespace. Returns (sent, refused).
-fn send_frames(
-    ns: PathBuf,
-    ifname: String,
-    frames: impl Iterator<Item = Vec<u8>> + Send + 'static,
-) -> std::thread::JoinHandle<(u64, u64)> {
-    std::thread::spawn(move || {
-        let netns = std::fs::File::open(&ns).expect("netns");
-        // SAFETY: setns on a valid namespace fd, for this thread only.
-        assert_eq!(
-            unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns"
-        );
-        let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
-            .expect("scanner veth")
-            .ifindex;
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "AF_PACKET socket");
-        // SAFETY: a zeroed sockaddr_ll is valid; we fill family and ifindex.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        // SAFETY: addr is a valid sockaddr_ll of the given size.
-        let bound = unsafe {
-            libc::bind(
-                fd,
-                (&raw const addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(bound, 0, "bind AF_PACKET");
-        let (mut sent, mut refused) = (0u64, 0u64);
-        for f in frames {
-            // SAFETY: f is a valid buffer of f.len() bytes.
-            let n = unsafe { libc::send(fd, f.as_ptr().cast(), f.len(), 0) };
-            if n == f.len() as isize {
-                sent += 1;
-            } else {
-                refused += 1;
-            }
-        }
-        // SAFETY: closing the socket we opened.
-        unsafe { libc::close(fd) };
-        (sent, refused)
-    })
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn cidr_blocks_feeds_and_never_block() {
     let clock = BootClock::now();
     assert_eq!(
         m.on_detection(
-            "198.18.33.7".parse().expect("ip"),
+            "198.18.33.7/32".parse().expect("net"),
             &[ScanType::PortScan],
             &clock
         ),
@@ -265,7 +265,7 @@ fn full_blocklist_and_dry_run() {
     let clock = BootClock::now();
     assert_eq!(
         m.on_detection(
-            "198.18.36.201".parse().expect("ip"),
+            "198.18.36.201/32".parse().expect("net"),
             &[ScanType::PortScan],
             &clock
         ),
@@ -296,7 +296,7 @@ fn full_blocklist_and_dry_run() {
         .expect("maps");
     let src: IpAddr = "198.18.37.1".parse().expect("ip");
     assert!(matches!(
-        m.on_detection(src, &[ScanType::PortScan], &clock),
+        m.on_detection(IpNet::from(src), &[ScanType::PortScan], &clock),
         Action::WouldBlock { .. }
     ));
     assert_eq!(h.run(&syn_from("198.18.37.1")).expect("run"), XDP_PASS);
@@ -326,7 +326,7 @@ fn repeat_offenders_get_longer_blocks() {
     let mut remaining = Vec::new();
     for _ in 0..3 {
         assert!(matches!(
-            m.on_detection(src, &[ScanType::PortScan], &clock),
+            m.on_detection(IpNet::from(src), &[ScanType::PortScan], &clock),
             Action::Blocked { .. }
         ));
         remaining.push(m.list(&clock)[0].remaining_seconds.expect("ttl"));

@@ -70,19 +70,22 @@ fn answer(h: &mut XdpHarness, local: &str, remote: &str, port: u16, flags: u8) {
     assert_eq!(action, TC_ACT_UNSPEC, "the egress program never decides");
 }
 
+/// The reply-aware test's state of `remote`'s source (its prefix).
 fn stats(h: &mut XdpHarness, remote: &str) -> scanwatch_common::trw::ReplyStats {
+    let h_key = h.source_key(ip(remote));
     h.reply()
         .expect("reply maps")
-        .stats(&SourceKey::from_ip(ip(remote)))
+        .stats(&h_key)
         .expect("read")
         .unwrap_or_default()
 }
 
 fn contact(h: &mut XdpHarness, remote: &str, local: &str, port: u32) -> Option<u64> {
+    let remote = h.source_key(ip(remote)).addr;
     h.reply()
         .expect("reply maps")
         .contact(&ContactKey {
-            remote: SourceKey::from_ip(ip(remote)).addr,
+            remote,
             local: SourceKey::from_ip(ip(local)).addr,
             port,
         })

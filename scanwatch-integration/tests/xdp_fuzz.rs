@@ -463,11 +463,18 @@ fn transport(
         _ => return Ok(Outcome::NotProbe(src)),
     };
     if len < need {
-        // Too short for its header: a fragmentation trick if more fragments follow.
-        return if first_fragment {
-            Ok(Outcome::Probe(ProbeKind::Fragment, src))
-        } else {
-            Err(Outcome::Malformed)
+        // Too short for its header: a fragmentation trick if more fragments
+        // follow; one that splits a TCP header is a stealth probe.
+        return match (first_fragment, proto) {
+            (true, 6) => {
+                // The ports (when there) must lie in the frame, like any read.
+                if len >= 4 {
+                    r.at(offset, 4)?;
+                }
+                Ok(Outcome::Probe(ProbeKind::Stealth, src))
+            }
+            (true, _) => Ok(Outcome::Probe(ProbeKind::Fragment, src)),
+            (false, _) => Err(Outcome::Malformed),
         };
     }
     let h = r.at(offset, need)?;
@@ -593,10 +600,6 @@ struct Fuzz {
     actions: [u64; 5],
 }
 
-fn key(ip: IpAddr) -> SourceKey {
-    SourceKey::from_ip(ip)
-}
-
 impl Fuzz {
     /// Sends `count` frames under `policy`, checking each action and, per
     /// batch, every counter.
@@ -636,7 +639,7 @@ impl Fuzz {
                 if let Outcome::Probe(_, s) = outcome
                     && !drop
                 {
-                    self.probing.insert(key(s));
+                    self.probing.insert(self.h.source_key(s));
                     self.probes_tracked += 1;
                 }
             }
@@ -816,15 +819,16 @@ fn churn_between_probes_erases_a_slow_scanners_counts() {
             .build();
             assert_eq!(h.run(&probe).expect("run"), XDP_PASS);
             for i in 0..between {
+                // Each from a /64 of its own (IPv6 sources count per /64).
                 let other = IpAddr::V6(Ipv6Addr::new(
-                    0xfd00,
-                    0x5,
-                    0,
-                    0,
-                    0,
+                    0xfd05,
                     port,
                     (i >> 16) as u16,
                     i as u16,
+                    0,
+                    0,
+                    0,
+                    1,
                 ));
                 let f = Packet::from_ips(
                     other,

@@ -135,40 +135,40 @@ fn every_probe_kind_counted_exactly_once() {
             Counter::ProbeFragment,
         ),
         (
-            "ipv4 first fragment with 8 bytes of TCP (nmap -f)",
+            "ipv4 first fragment with 8 bytes of TCP (nmap -f): a stealth probe",
             v4("198.18.1.12", Transport::tcp(22, tcp::SYN))
                 .ipv4_fragment(0, true)
                 .transport_len(8),
-            Counter::ProbeFragment,
+            Counter::ProbeStealth,
         ),
         (
             "ipv6 syn",
-            v6("fd00::1:1", Transport::tcp(22, tcp::SYN)),
+            v6("fd00:1:1::1", Transport::tcp(22, tcp::SYN)),
             Counter::ProbeSyn,
         ),
         (
             "ipv6 fin",
-            v6("fd00::1:2", Transport::tcp(22, tcp::FIN)),
+            v6("fd00:1:2::1", Transport::tcp(22, tcp::FIN)),
             Counter::ProbeStealth,
         ),
         (
             "ipv6 udp",
-            v6("fd00::1:3", Transport::udp(53)),
+            v6("fd00:1:3::1", Transport::udp(53)),
             Counter::ProbeUdp,
         ),
         (
             "icmpv6 echo",
-            v6("fd00::1:4", Transport::icmp(128)),
+            v6("fd00:1:4::1", Transport::icmp(128)),
             Counter::ProbeIcmpEcho,
         ),
         (
             "icmpv6 node information query",
-            v6("fd00::1:5", Transport::icmp(139)),
+            v6("fd00:1:5::1", Transport::icmp(139)),
             Counter::ProbeIcmpOtherProbe,
         ),
         (
             "ipv6 non-first fragment",
-            v6("fd00::1:6", Transport::udp(53)).ipv6_ext(Ipv6Ext::Fragment {
+            v6("fd00:1:6::1", Transport::udp(53)).ipv6_ext(Ipv6Ext::Fragment {
                 offset: 10,
                 more: false,
             }),
@@ -232,7 +232,7 @@ fn non_probes_are_counted_but_not_tracked() {
         ),
         (
             "icmpv6 neighbour solicitation",
-            v6("fd00::2:1", Transport::icmp(135)).build(),
+            v6("fd00:2:1::1", Transport::icmp(135)).build(),
         ),
         (
             "gre",
@@ -266,7 +266,7 @@ fn vlan_and_qinq() {
     let two = v4("198.18.3.2", Transport::tcp(22, tcp::SYN))
         .vlan(TPID_8021AD)
         .vlan(TPID_8021Q);
-    let two_v6 = v6("fd00::3:1", Transport::udp(161))
+    let two_v6 = v6("fd00:3:1::1", Transport::udp(161))
         .vlan(TPID_8021AD)
         .vlan(TPID_8021Q);
     let three = v4("198.18.3.3", Transport::tcp(22, tcp::SYN))
@@ -321,7 +321,7 @@ fn ipv6_extension_headers() {
     let Some(mut h) = harness("ipv6_extension_headers") else {
         return;
     };
-    let chain = v6("fd00::5:1", Transport::tcp(22, tcp::SYN))
+    let chain = v6("fd00:5:1::1", Transport::tcp(22, tcp::SYN))
         .ipv6_ext(Ipv6Ext::HopByHop)
         .ipv6_ext(Ipv6Ext::DestinationOptions)
         .ipv6_ext(Ipv6Ext::Routing)
@@ -336,7 +336,7 @@ fn ipv6_extension_headers() {
     );
 
     // First fragment (offset 0, more fragments) with a full header: classified by it.
-    let first = v6("fd00::5:2", Transport::icmp(128)).ipv6_ext(Ipv6Ext::Fragment {
+    let first = v6("fd00:5:2::1", Transport::icmp(128)).ipv6_ext(Ipv6Ext::Fragment {
         offset: 0,
         more: true,
     });
@@ -345,7 +345,7 @@ fn ipv6_extension_headers() {
         Counter::ProbeIcmpEcho
     );
 
-    let mut eight = v6("fd00::5:3", Transport::udp(53));
+    let mut eight = v6("fd00:5:3::1", Transport::udp(53));
     for _ in 0..8 {
         eight = eight.ipv6_ext(Ipv6Ext::DestinationOptions);
     }
@@ -354,7 +354,7 @@ fn ipv6_extension_headers() {
         Counter::ProbeUdp
     );
 
-    let mut nine = v6("fd00::5:4", Transport::udp(53));
+    let mut nine = v6("fd00:5:4::1", Transport::udp(53));
     for _ in 0..9 {
         nine = nine.ipv6_ext(Ipv6Ext::DestinationOptions);
     }
@@ -363,7 +363,7 @@ fn ipv6_extension_headers() {
         Counter::Ipv6ExtChainTooLong
     );
     assert!(
-        h.source("fd00::5:4".parse().expect("addr"))
+        h.source("fd00:5:4::1".parse().expect("addr"))
             .expect("read")
             .is_none()
     );
@@ -405,7 +405,7 @@ fn truncated_at_every_offset() {
         options.extend_from_slice(&[2, 4, 0x05, 0xb4]); // MSS, as nmap sends
     }
     assert_every_cut_truncated(&mut h, &syn.build(), "IPv4 SYN");
-    let syn6 = v6("fd00::6:1", Transport::tcp(443, tcp::SYN)).ipv6_ext(Ipv6Ext::HopByHop);
+    let syn6 = v6("fd00:6:1::1", Transport::tcp(443, tcp::SYN)).ipv6_ext(Ipv6Ext::HopByHop);
     assert_every_cut_truncated(&mut h, &syn6.build(), "IPv6 SYN");
     let vlan = v4("198.18.6.2", Transport::tcp(443, tcp::SYN))
         .vlan(TPID_8021AD)
@@ -434,10 +434,10 @@ fn malformed_headers() {
     long_doff[14 + 20 + 12] = 0xf0; // 60-byte header in a 20-byte segment
     let mut short_tcp = base.clone();
     short_tcp[16..18].copy_from_slice(&30u16.to_be_bytes()); // 10 bytes of TCP, not a fragment
-    let mut bad_v6 = v6("fd00::7:1", Transport::udp(1)).build();
+    let mut bad_v6 = v6("fd00:7:1::1", Transport::udp(1)).build();
     bad_v6[14] = 0x40;
     let over_claiming_ext = {
-        let mut f = v6("fd00::7:2", Transport::udp(1))
+        let mut f = v6("fd00:7:2::1", Transport::udp(1))
             .ipv6_ext(Ipv6Ext::HopByHop)
             .build();
         f[14 + 40 + 1] = 200; // hop-by-hop claims 1608 bytes

@@ -130,6 +130,16 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "out of range 0..=604800",
     ),
     (
+        "detection.ipv4_prefix",
+        "[detection]\nipv4_prefix = 33\n",
+        "33 is out of range 8..=32",
+    ),
+    (
+        "detection.ipv6_prefix",
+        "[detection]\nipv6_prefix = 8\n",
+        "8 is out of range 16..=128",
+    ),
+    (
         "detection.escalation_factor",
         "[detection]\nescalation_factor = 1.0\n",
         "must be a number above 1",

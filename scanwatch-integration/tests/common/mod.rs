@@ -10,6 +10,22 @@ use std::{
 
 use scanwatch_lab::netns::{Lab, run};
 
+/// Whether a source as alerts and `top` show it (an address, or a network
+/// when sources are counted by prefix, like IPv6 /64s) stands for `ip`.
+pub fn is_source(shown: &serde_json::Value, ip: &str) -> bool {
+    let want: IpAddr = ip.parse().expect("address literal");
+    let want = match want {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(want, IpAddr::V4),
+        v4 => v4,
+    };
+    shown.as_str().is_some_and(|s| {
+        s.parse::<ipnet::IpNet>()
+            .map(|net| net.contains(&want))
+            .or_else(|_| s.parse::<IpAddr>().map(|a| a == want))
+            .unwrap_or(false)
+    })
+}
+
 /// The agent binary (built on first use unless `SCANWATCH_BIN` names it).
 pub fn agent_bin() -> &'static std::path::Path {
     scanwatch_lab::agent_bin::agent_binary()
@@ -238,10 +254,9 @@ impl AgentLab {
 
     /// The `top --json` object of one source among the 100 busiest.
     pub fn source(&self, ip: &str) -> Option<serde_json::Value> {
-        let want: IpAddr = ip.parse().expect("address literal");
         self.top_limit(100)
             .into_iter()
-            .find(|o| o["source"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(want))
+            .find(|o| is_source(&o["source"], ip))
     }
 
     /// Runs a command in the scanner namespace and returns its output.
@@ -268,15 +283,12 @@ impl AgentLab {
         expected: &[&str],
         timeout: Duration,
     ) -> Vec<serde_json::Value> {
-        let want: IpAddr = source.parse().expect("address literal");
         let deadline = Instant::now() + timeout;
         loop {
             let alerts: Vec<serde_json::Value> = self
                 .alerts()
                 .into_iter()
-                .filter(|a| {
-                    a["source"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(want)
-                })
+                .filter(|a| is_source(&a["source"], source))
                 .collect();
             let named = |t: &str| alerts.iter().any(|a| scan_types(a).iter().any(|x| x == t));
             if (!alerts.is_empty() && expected.iter().all(|t| named(t)))
@@ -427,6 +439,65 @@ fn icmp_type(line: &str) -> Option<u8> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
+}
+
+/// A MAC address from `ip link` text (`aa:bb:cc:dd:ee:ff`).
+pub fn mac(text: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in text.split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(p, 16).expect("MAC");
+    }
+    m
+}
+
+/// Sends raw frames out of the scanner veth (AF_PACKET), from a thread in
+/// the scanner namespace. Returns (sent, refused).
+pub fn send_frames(
+    ns: PathBuf,
+    ifname: String,
+    frames: impl Iterator<Item = Vec<u8>> + Send + 'static,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(&ns).expect("netns");
+        // SAFETY: setns on a valid namespace fd, for this thread only.
+        assert_eq!(
+            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
+        let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
+            .expect("scanner veth")
+            .ifindex;
+        // SAFETY: plain socket(2) call.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "AF_PACKET socket");
+        // SAFETY: a zeroed sockaddr_ll is valid; we fill family and ifindex.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: addr is a valid sockaddr_ll of the given size.
+        let bound = unsafe {
+            libc::bind(
+                fd,
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(bound, 0, "bind AF_PACKET");
+        let (mut sent, mut refused) = (0u64, 0u64);
+        for f in frames {
+            // SAFETY: f is a valid buffer of f.len() bytes.
+            let n = unsafe { libc::send(fd, f.as_ptr().cast(), f.len(), 0) };
+            if n == f.len() as isize {
+                sent += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // SAFETY: closing the socket we opened.
+        unsafe { libc::close(fd) };
+        (sent, refused)
+    })
 }
 
 #[cfg(test)]

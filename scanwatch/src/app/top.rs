@@ -13,10 +13,10 @@ use crate::{
     config::Detection,
     detect::{Evidence, ProbeCounts, classify},
     kernel::{
-        detect_maps::{MapsError, ScanwatchMaps},
+        detect_maps::{MapsError, ScanwatchMaps, pinned_prefixes},
         pins::PinDirError,
     },
-    model::{BootClock, ScanType},
+    model::{BootClock, ScanType, SourcePrefixes},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +43,11 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
     let sources = maps.sources()?;
     let tracked = sources.len();
     let feed_names = feed_names(&args.pin_dir);
+    let prefixes = pinned_prefixes(&args.pin_dir);
     let rows = sources
         .iter()
         .map(|(k, v)| {
-            let mut row = SourceRow::new(k, v, &names, &clock);
+            let mut row = SourceRow::new(k, v, &names, &clock, prefixes);
             if v.known_bad != 0 {
                 row.known_bad = Some(
                     feed_names
@@ -102,6 +103,7 @@ impl SourceRow {
         stats: &SourceStats,
         names: &BTreeMap<u32, String>,
         clock: &BootClock,
+        prefixes: SourcePrefixes,
     ) -> Self {
         let evidence = Evidence::from_stats(stats);
         Self {
@@ -110,7 +112,7 @@ impl SourceRow {
             // The kernel only crosses thresholds of enabled types.
             flagged: classify(&evidence, &Detection::default()),
             known_bad: None,
-            source: key.ip().to_string(),
+            source: prefixes.label(key.ip()),
             interface: names.get(&stats.last_ifindex).cloned(),
             probes: ProbeCounts::from_array(&stats.probes),
             total: stats.total_probes(),
@@ -218,7 +220,7 @@ mod tests {
             SystemTime::UNIX_EPOCH + Duration::from_secs(100),
             10_000_000_000,
         );
-        SourceRow::new(&key, &s, &names, &clock)
+        SourceRow::new(&key, &s, &names, &clock, SourcePrefixes::HOSTS)
     }
 
     #[test]

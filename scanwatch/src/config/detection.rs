@@ -12,6 +12,7 @@ use scanwatch_common::{
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Validator};
+use crate::model::SourcePrefixes;
 
 /// `[detection]`
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -25,6 +26,11 @@ pub struct Detection {
     pub escalation_factor: f64,
     /// Sources never alerted on (health checkers, monitoring, own networks).
     pub ignore: Vec<IpNet>,
+    /// IPv4 sources are counted per network of this length (32: per address).
+    pub ipv4_prefix: u8,
+    /// IPv6 sources are counted per network of this length (64: per subnet;
+    /// one host picks addresses of its /64 at will).
+    pub ipv6_prefix: u8,
     pub port_scan: DistinctPorts,
     pub udp_scan: DistinctPorts,
     pub host_sweep: DistinctHosts,
@@ -41,6 +47,8 @@ impl Default for Detection {
             suppression_seconds: 600,
             escalation_factor: 4.0,
             ignore: Vec::new(),
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
             port_scan: DistinctPorts {
                 enabled: true,
                 distinct_ports: 15,
@@ -165,6 +173,18 @@ impl Detection {
             0,
             7 * 86_400,
         )?;
+        v.range(
+            &["detection", "ipv4_prefix"],
+            u64::from(self.ipv4_prefix),
+            8,
+            32,
+        )?;
+        v.range(
+            &["detection", "ipv6_prefix"],
+            u64::from(self.ipv6_prefix),
+            16,
+            128,
+        )?;
         if !(self.escalation_factor.is_finite() && self.escalation_factor > 1.0) {
             return Err(v.invalid(
                 &["detection", "escalation_factor"],
@@ -287,13 +307,19 @@ impl Detection {
         .unwrap_or(ReplyConfig::DISABLED)
     }
 
-    /// Whether `ip` is in an `ignore` network.
+    /// The prefix lengths sources are counted by.
+    pub const fn prefixes(&self) -> SourcePrefixes {
+        SourcePrefixes {
+            v4: self.ipv4_prefix,
+            v6: self.ipv6_prefix,
+        }
+    }
+
+    /// Whether the source `ip` (an address or, with prefixes, a network's
+    /// key) lies in an `ignore` network: its whole prefix must.
     pub fn ignored(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.ignore.iter().any(|net| net.contains(&ip))
+        let source = self.prefixes().network(ip);
+        self.ignore.iter().any(|net| net.contains(&source))
     }
 
     /// The thresholds as the kernel applies them: exact-set counts where the
@@ -332,6 +358,7 @@ impl Detection {
             HOST_SET,
             ICMP_BITS,
         );
+        let (v4_mask, v6_mask) = self.prefixes().masks();
         DetectConfig {
             window_ns: self.window_seconds.saturating_mul(1_000_000_000),
             ports_exact,
@@ -353,6 +380,9 @@ impl Detection {
             } else {
                 u32::MAX
             },
+            v4_mask,
+            _pad: 0,
+            v6_mask,
         }
     }
 }

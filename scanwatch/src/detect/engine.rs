@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
 use scanwatch_common::{ScanEvent, SourceKey, SourceStats};
 
 use super::{
@@ -55,6 +56,9 @@ pub struct ActiveSource {
 #[derive(Clone, Debug)]
 pub struct Finding {
     pub key: SourceKey,
+    /// The network the key stands for (one address unless sources are
+    /// counted by prefix).
+    pub network: IpNet,
     /// The source's kernel entry at the evaluation.
     pub stats: SourceStats,
     pub evidence: Evidence,
@@ -157,6 +161,7 @@ impl Engine {
         self.stats.alerts += 1;
         Some(Finding {
             key: *key,
+            network: self.cfg.prefixes().network(key.ip()),
             confidence: confidence_with(&types, &evidence, &self.cfg, stats.known_bad != 0),
             stats,
             evidence,
@@ -188,7 +193,10 @@ impl Engine {
             .active
             .iter()
             .filter(|(_, a)| !a.types.is_empty())
-            .map(|(k, a)| (k.ip().to_string(), a.types.clone(), a.window_probes))
+            .map(|(k, a)| {
+                let label = self.cfg.prefixes().label(k.ip());
+                (label, a.types.clone(), a.window_probes)
+            })
             .collect();
         v.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);

@@ -12,12 +12,12 @@ use scanwatch_common::{
     IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
     maps::{
         EVENTS_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, IFACE_SLOTS_MAP, IFINDEX_SLOTS,
-        MAX_INTERFACES, SOURCES_MAP,
+        MAX_INTERFACES, SOURCE_PREFIXES_MAP, SOURCES_MAP,
     },
 };
 
 use super::pins::{PinDir, PinDirError, existing_pin};
-use crate::model::{boottime_ns, error_chain};
+use crate::model::{SourcePrefixes, boottime_ns, error_chain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -34,6 +34,45 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
         name,
         detail: error_chain(&e),
     }
+}
+
+/// Records the prefix lengths sources are counted by in the object's
+/// `SOURCE_PREFIXES` map and pins it (for `scanwatch top`).
+pub fn pin_prefixes(
+    ebpf: &mut Ebpf,
+    prefixes: SourcePrefixes,
+    pins: &PinDir,
+) -> Result<(), MapsError> {
+    let map = ebpf
+        .map_mut(SOURCE_PREFIXES_MAP)
+        .ok_or(MapsError::Missing(SOURCE_PREFIXES_MAP))?;
+    let mut array: Array<&mut MapData, u32> =
+        Array::try_from(&mut *map).map_err(map_err(SOURCE_PREFIXES_MAP))?;
+    for (i, len) in [prefixes.v4, prefixes.v6].into_iter().enumerate() {
+        array
+            .set(i as u32, u32::from(len), 0)
+            .map_err(map_err(SOURCE_PREFIXES_MAP))?;
+    }
+    map.pin(pins.pin_path(SOURCE_PREFIXES_MAP))
+        .map_err(|e| MapsError::Map {
+            name: SOURCE_PREFIXES_MAP,
+            detail: format!("cannot pin: {}", error_chain(&e)),
+        })
+}
+
+/// The prefix lengths a running agent pinned in `dir` (per address when it
+/// pinned none).
+pub fn pinned_prefixes(dir: &Path) -> SourcePrefixes {
+    let read = || -> Option<SourcePrefixes> {
+        let data = MapData::from_pin(dir.join(SOURCE_PREFIXES_MAP)).ok()?;
+        let array: Array<MapData, u32> = Array::try_from(Map::Array(data)).ok()?;
+        let len = |i: u32| array.get(&i, 0).ok().and_then(|v| u8::try_from(v).ok());
+        Some(SourcePrefixes {
+            v4: len(0)?,
+            v6: len(1)?,
+        })
+    };
+    read().unwrap_or(SourcePrefixes::HOSTS)
 }
 
 /// Decodes one ring-buffer record (a [`ScanEvent`] the XDP program sent);

@@ -32,6 +32,8 @@ pub enum TestRunError {
 /// A loaded, unattached scanwatch program with its own (unpinned) maps.
 pub struct XdpHarness {
     ebpf: Ebpf,
+    /// The detection settings it was loaded with (its prefixes key sources).
+    detect: DetectConfig,
     maps: ScanwatchMaps,
     events: RingBuf<MapData>,
     /// The reply-aware detector's maps ([`XdpHarness::load_reply`] only).
@@ -48,22 +50,28 @@ impl XdpHarness {
     /// [`Self::load`] for the benchmarks: the default configuration of the
     /// agent (the reply-aware detector on).
     pub fn load_for_bench(map_size: u32) -> Result<Self, TestRunError> {
-        Self::from_loaded(loader::load_with(
+        Self::load_default(
             map_size,
-            &Detection::default().kernel_config(),
             &loader::LoadOptions {
                 // As the agent loads it by default: the reply-aware
                 // detector records first contacts.
                 reply: Detection::default().reply_config(),
                 ..loader::LoadOptions::default()
             },
-        )?)
+        )
     }
 
-    fn from_loaded(mut ebpf: Ebpf) -> Result<Self, TestRunError> {
+    /// The default detection settings with `opts`.
+    fn load_default(map_size: u32, opts: &loader::LoadOptions<'_>) -> Result<Self, TestRunError> {
+        let detect = Detection::default().kernel_config();
+        Self::from_loaded(loader::load_with(map_size, &detect, opts)?, detect)
+    }
+
+    fn from_loaded(mut ebpf: Ebpf, detect: DetectConfig) -> Result<Self, TestRunError> {
         let maps = ScanwatchMaps::take(&mut ebpf)?;
         let events = take_events(&mut ebpf)?;
         Ok(Self {
+            detect,
             ebpf,
             maps,
             events,
@@ -77,14 +85,13 @@ impl XdpHarness {
         map_size: u32,
         reply: scanwatch_common::trw::ReplyConfig,
     ) -> Result<Self, TestRunError> {
-        let mut harness = Self::from_loaded(loader::load_with(
+        let mut harness = Self::load_default(
             map_size,
-            &Detection::default().kernel_config(),
             &loader::LoadOptions {
                 reply,
                 ..loader::LoadOptions::default()
             },
-        )?)?;
+        )?;
         harness.reply = Some(ReplyMaps::take(&mut harness.ebpf, reply)?);
         Ok(harness)
     }
@@ -112,7 +119,7 @@ impl XdpHarness {
 
     /// Loads the program with the given detection settings.
     pub fn load_with(map_size: u32, detect: &DetectConfig) -> Result<Self, TestRunError> {
-        Self::from_loaded(loader::load(map_size, detect)?)
+        Self::from_loaded(loader::load(map_size, detect)?, *detect)
     }
 
     /// Runs the program once on `frame`; returns its XDP action.
@@ -136,8 +143,19 @@ impl XdpHarness {
     }
 
     /// A source's entry.
+    /// The entry of the source `ip` is counted under (its prefix's).
     pub fn source(&self, ip: std::net::IpAddr) -> Result<Option<SourceStats>, TestRunError> {
-        Ok(self.maps.source(&SourceKey::from_ip(ip))?)
+        let key = self.source_key(ip);
+        Ok(self.maps.source(&key)?)
+    }
+
+    /// The key the kernel counts `ip` under (masked to its prefix).
+    pub fn source_key(&self, ip: std::net::IpAddr) -> SourceKey {
+        let v6 = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_none(),
+            std::net::IpAddr::V4(_) => false,
+        };
+        self.detect.source_key(SourceKey::from_ip(ip).addr, v6)
     }
 
     /// All tracked sources.
@@ -159,14 +177,13 @@ impl XdpHarness {
         map_size: u32,
         blocklist_capacity: u32,
     ) -> Result<Self, TestRunError> {
-        Self::from_loaded(loader::load_with(
+        Self::load_default(
             map_size,
-            &Detection::default().kernel_config(),
             &loader::LoadOptions {
                 blocklist_capacity,
                 ..loader::LoadOptions::default()
             },
-        )?)
+        )
     }
 
     /// Threshold crossings sent since the last call.

@@ -6,6 +6,7 @@ pub mod attach_mode;
 pub mod clock;
 pub mod endpoint;
 pub mod errors;
+pub mod prefix;
 pub mod scan_type;
 pub mod target;
 
@@ -13,5 +14,6 @@ pub use attach_mode::AttachMode;
 pub use clock::{BootClock, boottime_ns};
 pub use endpoint::{EndpointError, HttpEndpoint};
 pub use errors::error_chain;
+pub use prefix::SourcePrefixes;
 pub use scan_type::ScanType;
 pub use target::{parse_duration, parse_target};

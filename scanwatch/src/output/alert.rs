@@ -1,7 +1,8 @@
 //! One alert: a JSON object with the evidence, the verdict and what
 //! mitigation did, made from a detection [`Finding`].
 
-use scanwatch_common::{SourceKey, SourceStats, trw::ReplyConfig};
+use ipnet::IpNet;
+use scanwatch_common::{SourceStats, trw::ReplyConfig};
 use serde::Serialize;
 
 use super::mitigation::Action;
@@ -62,7 +63,8 @@ pub struct Alert {
 
 /// Everything an alert is built from.
 pub struct AlertInput<'a> {
-    pub key: &'a SourceKey,
+    /// The source: an address, or a network when sources are counted by prefix.
+    pub source: &'a IpNet,
     pub stats: &'a SourceStats,
     pub evidence: &'a Evidence,
     pub types: Vec<ScanType>,
@@ -126,7 +128,7 @@ impl Alert {
         let ev = i.evidence;
         Self {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            source: i.key.ip().to_string(),
+            source: crate::model::prefix::label(i.source),
             interface: i.interface,
             attack_technique: attack_technique(&i.types),
             detector: detector_of(&i.types),
@@ -182,7 +184,7 @@ impl Alert {
         clock: &BootClock,
     ) -> Self {
         Self::new(AlertInput {
-            key: &f.key,
+            source: &f.network,
             stats: &f.stats,
             evidence: &f.evidence,
             types: f.types.clone(),
@@ -218,7 +220,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Alert {
-        let key = SourceKey::v4([198, 18, 0, 9]);
+        let source: IpNet = "198.18.0.9/32".parse().unwrap();
         let stats = SourceStats::new(1_000_000_000, 2);
         let ev = Evidence {
             window_probes: [1000, 0, 0, 0, 0, 0],
@@ -236,7 +238,7 @@ pub(crate) mod tests {
             10_000_000_000,
         );
         Alert::new(AlertInput {
-            key: &key,
+            source: &source,
             stats: &stats,
             evidence: &ev,
             types: vec![ScanType::PortScan],

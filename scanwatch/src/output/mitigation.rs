@@ -248,11 +248,10 @@ impl Mitigation {
     }
 
     /// Blocks a detected source per the configuration; returns the action.
-    pub fn on_detection(&mut self, ip: IpAddr, types: &[ScanType], clock: &BootClock) -> Action {
+    pub fn on_detection(&mut self, net: IpNet, types: &[ScanType], clock: &BootClock) -> Action {
         if !self.cfg.auto_block {
             return Action::None;
         }
-        let net = host_net(ip);
         if self.never_match(&net).is_some() {
             self.stats.never_block_refusals += 1;
             return Action::NeverBlock;
@@ -273,14 +272,14 @@ impl Mitigation {
             },
             Err(BlockError::Full(..)) => {
                 log::warn!(
-                    "blocklist full ({} entries): {ip} not blocked",
+                    "blocklist full ({} entries): {net} not blocked",
                     self.cfg.capacity
                 );
                 Action::BlocklistFull
             }
             Err(BlockError::NeverBlock(..)) => Action::NeverBlock,
             Err(e) => {
-                log::error!("cannot block {ip}: {e}");
+                log::error!("cannot block {net}: {e}");
                 Action::None
             }
         }
@@ -288,8 +287,8 @@ impl Mitigation {
 
     /// The action already in force for a source (an escalation of a scan
     /// that is blocked reports `blocked`).
-    pub fn current_action(&self, ip: IpAddr, clock: &BootClock) -> Action {
-        match self.exact(&host_net(ip)) {
+    pub fn current_action(&self, net: IpNet, clock: &BootClock) -> Action {
+        match self.exact(&net) {
             Some(v) if self.cfg.auto_block && !self.cfg.dry_run => Action::Blocked {
                 expires: if v.expires_ns == 0 {
                     "never".into()

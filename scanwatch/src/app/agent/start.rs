@@ -16,7 +16,7 @@ use crate::{
     config::Config,
     kernel::{
         block_maps::BlockMaps,
-        detect_maps::{ScanwatchMaps, take_events},
+        detect_maps::{ScanwatchMaps, pin_prefixes, take_events},
         egress::{EgressAttachment, attach_egress, detach_egress},
         object::{self, Interface, LoadOptions},
         pins::{KEPT_PIN, PinDir},
@@ -231,6 +231,7 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let mitigation = take_mitigation(&mut ebpf, &config, pins.dir())?;
     let control = control::bind(&settings.control_socket)?;
     let events = take_events(&mut ebpf)?;
+    pin_prefixes(&mut ebpf, config.detection.prefixes(), pins.dir())?;
     let names: Vec<(u32, &str)> = interfaces
         .iter()
         .map(|i| (i.ifindex, i.name.as_str()))

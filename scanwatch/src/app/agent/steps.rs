@@ -137,10 +137,10 @@ impl Agent {
     /// Alertmanager.
     fn report(&mut self, finding: &Finding) {
         let clock = BootClock::now();
-        let ip = finding.key.ip();
+        let net = finding.network;
         let action = match finding.reason {
-            AlertReason::New => self.mitigation.on_detection(ip, &finding.types, &clock),
-            AlertReason::Escalated => self.mitigation.current_action(ip, &clock),
+            AlertReason::New => self.mitigation.on_detection(net, &finding.types, &clock),
+            AlertReason::Escalated => self.mitigation.current_action(net, &clock),
         };
         let id = finding.stats.known_bad;
         let known_bad = (id != 0).then(|| {
@@ -164,11 +164,12 @@ impl Agent {
 
     /// The flagged active sources with their scan types (for Alertmanager).
     fn flagged(&self) -> Vec<(String, Vec<ScanType>)> {
+        let prefixes = self.running.config.detection.prefixes();
         self.engine
             .active()
             .iter()
             .filter(|(_, a)| !a.types.is_empty())
-            .map(|(k, a)| (k.ip().to_string(), a.types.clone()))
+            .map(|(k, a)| (prefixes.label(k.ip()), a.types.clone()))
             .collect()
     }
 
