@@ -9,11 +9,11 @@ pub mod classify;
 mod layout;
 pub mod maps;
 pub mod sketch;
+pub mod tracking;
 pub mod trw;
 
 pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
 pub use maps::{
     BlockValue, Counter, DetectConfig, FeedValue, IfaceCounters, IfaceName, LpmData,
-    MitigationState, Name32, ScanEvent, SourceKey, SourceStats, WindowState, block_origin,
-    feed_action, trigger,
+    MitigationState, Name32, ScanEvent, SourceKey, SourceStats, block_origin, feed_action, trigger,
 };

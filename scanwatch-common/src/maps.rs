@@ -8,7 +8,7 @@
 use crate::{
     classify::{PROBE_KINDS, ProbeKind},
     layout::assert_layout,
-    sketch::{HOST_SET, PORT_SET},
+    sketch::{HOST_BITS, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, UDP_BITS},
 };
 
 /// Name of the per-source LRU hash map (`SourceKey` -> `SourceStats`).
@@ -94,6 +94,29 @@ impl SourceKey {
     pub const fn v6(addr: [u8; 16]) -> Self {
         Self { addr }
     }
+
+    /// The address as two native-endian words (how the source table stores
+    /// and compares keys).
+    #[inline(always)]
+    pub const fn words(&self) -> [u64; 2] {
+        let a = self.addr;
+        [
+            u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+            u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+        ]
+    }
+
+    /// The key of [`Self::words`].
+    #[inline(always)]
+    pub const fn from_words(w: [u64; 2]) -> Self {
+        let (h, l) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+        Self {
+            addr: [
+                h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5],
+                l[6], l[7],
+            ],
+        }
+    }
 }
 
 #[cfg(not(target_arch = "bpf"))]
@@ -139,54 +162,67 @@ pub mod trigger {
     pub const REPLY_SCAN: u32 = 1 << 6;
 }
 
-/// Per-source state of the current detection window; zeroed when a new
-/// window starts. See [`crate::sketch`] for the sets and bitmaps. Every
-/// field the kernel updates atomically is 64 bits wide: the generic BPF cpu
-/// has 64-bit atomic fetch and compare-and-swap only.
+/// What the kernel keeps per tracked source (an address, or a prefix):
+/// one slot of the `SOURCES` table, 256 bytes with its key. A source gets a
+/// slot once it has sent [`DetectConfig::admit_after`] probes in a window
+/// (before that, its probes wait in the `ADMISSION` table; see
+/// [`crate::tracking`]). The window's counts, exact sets and bitmaps are
+/// reset when a new window starts. See [`crate::sketch`] for the sets and
+/// bitmaps. Fields shared between CPUs are updated atomically: 32-bit adds,
+/// 64-bit compare-and-swap and fetch-or (the generic BPF cpu has no 32-bit
+/// fetch operations).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WindowState {
-    /// Trigger bits already reported (one ring-buffer event per bit per window).
-    pub reported: u64,
-    /// Rate bucket (boot ns >> 30) of `rate_syn`.
-    pub rate_bucket: u64,
-    /// SYNs in that bucket.
-    pub rate_syn: u64,
-    /// Used slots of `port_set`, of which UDP-tagged.
-    pub port_set_len: u64,
-    pub udp_set_len: u64,
-    /// Used slots of `host_set`, of which ICMP-flagged.
-    pub host_set_len: u64,
-    pub icmp_set_len: u64,
-    /// Set bits of each bitmap.
-    pub port_bits_set: u64,
-    pub udp_bits_set: u64,
-    pub host_bits_set: u64,
-    pub icmp_bits_set: u64,
-    /// Probes in this window, by kind.
-    pub probes: [u64; PROBE_KINDS],
-    /// Exact sets: two `u32` entries per word (low half first).
+pub struct SourceStats {
+    /// The source's key ([`SourceKey::addr`]) as two native-endian words.
+    pub key: [u64; 2],
+    /// `CLOCK_BOOTTIME` nanoseconds of the first probe seen; 0 marks a free
+    /// slot (a slot is claimed by compare-and-swap of this word).
+    pub first_seen_ns: u64,
+    /// `CLOCK_BOOTTIME` nanoseconds of the latest probe.
+    pub last_seen_ns: u64,
+    /// Start of the current detection window (`CLOCK_BOOTTIME` ns).
+    pub window_start_ns: u64,
+    /// Trigger bits already reported in this window (low 32 bits; one
+    /// ring-buffer event per bit per window), and the SYNs of the current
+    /// rate bucket (high 32 bits).
+    pub crossed: u64,
+    /// Interface index the latest probe arrived on.
+    pub last_ifindex: u32,
+    /// Rate bucket (boot ns >> 30, low 16 bits) of the SYN count in `crossed`.
+    pub rate_bucket: u16,
+    /// Id of a `tag` feed listing this source (0: none), looked up when the
+    /// source is admitted and at each new window.
+    pub known_bad: u16,
+    /// Entries in the exact sets: ports, of which UDP, hosts, of which ICMP
+    /// (one byte each, low to high; see [`lens`]).
+    pub lens: u32,
+    /// Bits set in the port, UDP, host and ICMP bitmaps (one byte each).
+    pub bits: u32,
+    /// Probes in this window, by kind ([`ProbeKind::index`]).
+    pub probes: [u32; PROBE_KINDS],
+    /// Exact port set: two `u32` entries per word (low half first).
     pub port_set: [u64; PORT_SET / 2],
-    pub host_set: [u64; HOST_SET / 2],
-    pub port_bits: [u64; 8],
-    pub udp_bits: [u64; 4],
-    pub host_bits: [u64; 8],
-    pub icmp_bits: [u64; 4],
+    /// Exact host set: four `u16` entries per word (lowest first).
+    pub host_set: [u64; HOST_SET / 4],
+    pub port_bits: [u64; PORT_BITS as usize / 64],
+    pub udp_bits: [u64; UDP_BITS as usize / 64],
+    pub host_bits: [u64; HOST_BITS as usize / 64],
+    pub icmp_bits: [u64; ICMP_BITS as usize / 64],
 }
 
 assert_layout!(
-    WindowState {
-        reported,
+    SourceStats {
+        key,
+        first_seen_ns,
+        last_seen_ns,
+        window_start_ns,
+        crossed,
+        last_ifindex,
         rate_bucket,
-        rate_syn,
-        port_set_len,
-        udp_set_len,
-        host_set_len,
-        icmp_set_len,
-        port_bits_set,
-        udp_bits_set,
-        host_bits_set,
-        icmp_bits_set,
+        known_bad,
+        lens,
+        bits,
         probes,
         port_set,
         host_set,
@@ -195,104 +231,116 @@ assert_layout!(
         host_bits,
         icmp_bits,
     },
-    size 520,
+    size 256,
     align 8
 );
 
-impl WindowState {
+/// The byte lanes of [`SourceStats::lens`] and [`SourceStats::bits`].
+pub mod lens {
+    /// Ports (lens: exact-set entries; bits: port bitmap).
+    pub const PORTS: u32 = 0;
+    /// UDP ports.
+    pub const UDP: u32 = 8;
+    /// Hosts.
+    pub const HOSTS: u32 = 16;
+    /// Hosts sent ICMP probes.
+    pub const ICMP: u32 = 24;
+
+    /// The value of `lane` in `word`.
+    #[inline(always)]
+    pub const fn get(word: u32, lane: u32) -> u32 {
+        (word >> lane) & 0xff
+    }
+}
+
+impl SourceStats {
+    /// A free slot: all zero.
     pub const ZERO: Self = Self {
-        reported: 0,
+        key: [0; 2],
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        window_start_ns: 0,
+        crossed: 0,
+        last_ifindex: 0,
         rate_bucket: 0,
-        rate_syn: 0,
-        port_set_len: 0,
-        udp_set_len: 0,
-        host_set_len: 0,
-        icmp_set_len: 0,
-        port_bits_set: 0,
-        udp_bits_set: 0,
-        host_bits_set: 0,
-        icmp_bits_set: 0,
+        known_bad: 0,
+        lens: 0,
+        bits: 0,
         probes: [0; PROBE_KINDS],
         port_set: [0; PORT_SET / 2],
-        host_set: [0; HOST_SET / 2],
-        port_bits: [0; 8],
-        udp_bits: [0; 4],
-        host_bits: [0; 8],
-        icmp_bits: [0; 4],
+        host_set: [0; HOST_SET / 4],
+        port_bits: [0; PORT_BITS as usize / 64],
+        udp_bits: [0; UDP_BITS as usize / 64],
+        host_bits: [0; HOST_BITS as usize / 64],
+        icmp_bits: [0; ICMP_BITS as usize / 64],
     };
-    /// Size in 8-byte words (the kernel zeroes it word by word).
-    pub const WORDS: usize = core::mem::size_of::<Self>() / 8;
 
-    /// The entries of an exact set stored two per word (empty slots are 0).
-    pub fn entries(words: &[u64]) -> impl Iterator<Item = u32> + '_ {
+    /// Size in 8-byte words (the kernel clears a slot word by word).
+    pub const WORDS: usize = core::mem::size_of::<Self>() / 8;
+    /// Word index of `window_start_ns`: a new window clears the words from
+    /// `crossed` on (the counts, sets and bitmaps), keeping key and times.
+    pub const WINDOW_WORDS_FROM: usize = 5;
+
+    /// A fresh entry for `key` whose first probe arrives at `now_ns`, on
+    /// `ifindex` (the caller then records the probe itself).
+    #[inline(always)]
+    pub const fn new(key: &SourceKey, now_ns: u64, ifindex: u32) -> Self {
+        Self {
+            key: key.words(),
+            first_seen_ns: now_ns,
+            last_seen_ns: now_ns,
+            window_start_ns: now_ns,
+            last_ifindex: ifindex,
+            ..Self::ZERO
+        }
+    }
+
+    /// The source's key.
+    pub const fn source(&self) -> SourceKey {
+        SourceKey::from_words(self.key)
+    }
+
+    /// Whether the slot holds a source.
+    pub const fn is_used(&self) -> bool {
+        self.first_seen_ns != 0
+    }
+
+    /// Probes in the window, all kinds.
+    pub fn total_probes(&self) -> u64 {
+        self.probes.iter().map(|p| u64::from(*p)).sum()
+    }
+
+    /// Probes of one kind in the window.
+    pub const fn probes_of(&self, kind: ProbeKind) -> u64 {
+        self.probes[kind as usize] as u64
+    }
+
+    /// Trigger bits reported in this window.
+    pub const fn reported(&self) -> u32 {
+        self.crossed as u32
+    }
+
+    /// The entries of an exact set stored two `u32` per word (empty slots are 0).
+    pub fn entries32(words: &[u64]) -> impl Iterator<Item = u32> + '_ {
         words
             .iter()
             .flat_map(|w| [*w as u32, (*w >> 32) as u32])
             .filter(|e| *e != 0)
     }
-}
 
-/// What the kernel keeps per source address.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SourceStats {
-    /// Probe counters since the source was first seen, indexed by [`ProbeKind::index`].
-    pub probes: [u64; PROBE_KINDS],
-    /// `CLOCK_BOOTTIME` nanoseconds of the first probe seen (entry creation).
-    pub first_seen_ns: u64,
-    /// `CLOCK_BOOTTIME` nanoseconds of the latest probe.
-    pub last_seen_ns: u64,
-    /// Interface index the latest probe arrived on.
-    pub last_ifindex: u32,
-    /// Id of a `tag` feed listing this source (0: none).
-    pub known_bad: u32,
-    /// Start of the current detection window (`CLOCK_BOOTTIME` ns).
-    pub window_start_ns: u64,
-    pub window: WindowState,
-}
-
-assert_layout!(
-    SourceStats {
-        probes,
-        first_seen_ns,
-        last_seen_ns,
-        last_ifindex,
-        known_bad,
-        window_start_ns,
-        window,
-    },
-    size 600,
-    align 8
-);
-
-impl SourceStats {
-    /// All zero: the kernel inserts this (from a global, to stay within the
-    /// 512-byte BPF stack) and then stamps the times.
-    pub const ZERO: Self = Self::new(0, 0);
-
-    /// A fresh entry for a source whose first probe arrives at `now_ns`
-    /// (the caller then records the probe itself).
-    #[inline(always)]
-    pub const fn new(now_ns: u64, ifindex: u32) -> Self {
-        Self {
-            probes: [0u64; PROBE_KINDS],
-            first_seen_ns: now_ns,
-            last_seen_ns: now_ns,
-            last_ifindex: ifindex,
-            known_bad: 0,
-            window_start_ns: now_ns,
-            window: WindowState::ZERO,
-        }
-    }
-
-    /// Sum of all probe counters.
-    pub fn total_probes(&self) -> u64 {
-        self.probes.iter().fold(0u64, |a, b| a.saturating_add(*b))
-    }
-
-    /// Counter for one kind.
-    pub const fn probes_of(&self, kind: ProbeKind) -> u64 {
-        self.probes[kind as usize]
+    /// The entries of an exact set stored four `u16` per word (empty slots are 0).
+    pub fn entries16(words: &[u64]) -> impl Iterator<Item = u16> + '_ {
+        words
+            .iter()
+            .flat_map(|w| {
+                [
+                    *w as u16,
+                    (*w >> 16) as u16,
+                    (*w >> 32) as u16,
+                    (*w >> 48) as u16,
+                ]
+            })
+            .filter(|e| *e != 0)
     }
 }
 
@@ -320,10 +368,15 @@ pub struct DetectConfig {
     /// Sources by prefix: the mask of an IPv4 source's four address bytes
     /// (`[detection] ipv4_prefix`), ...
     pub v4_mask: [u8; 4],
-    /// Explicit padding (zero).
-    pub _pad: u32,
+    /// Probes in a window before a source is admitted to the source table
+    /// (1 to [`crate::tracking::MAX_ADMIT_AFTER`]; below every threshold).
+    pub admit_after: u32,
     /// ...and of an IPv6 source's sixteen (`ipv6_prefix`).
     pub v6_mask: [u8; 16],
+    /// Slots of the source table (its size, set at load time).
+    pub source_slots: u32,
+    /// Explicit padding (zero).
+    pub _pad: u32,
 }
 
 assert_layout!(
@@ -340,10 +393,12 @@ assert_layout!(
         stealth,
         syn_rate,
         v4_mask,
-        _pad,
+        admit_after,
         v6_mask,
+        source_slots,
+        _pad,
     },
-    size 72,
+    size 80,
     align 8
 );
 
@@ -362,26 +417,31 @@ impl DetectConfig {
         stealth: u32::MAX,
         syn_rate: u32::MAX,
         v4_mask: [0xff; 4],
-        _pad: 0,
+        admit_after: 1,
         v6_mask: [0xff; 16],
+        source_slots: DEFAULT_SOURCE_MAP_SIZE,
+        _pad: 0,
     };
 
     /// The key a source is counted under: its address masked to its
     /// prefix (IPv4-mapped for IPv4; `v6` tells the family).
     #[inline(always)]
     pub fn source_key(&self, addr: [u8; 16], v6: bool) -> SourceKey {
-        if v6 {
-            let (hi, lo) = halves(addr);
-            let (mhi, mlo) = halves(self.v6_mask);
-            let mut out = [0u8; 16];
-            out[..8].copy_from_slice(&(hi & mhi).to_ne_bytes());
-            out[8..].copy_from_slice(&(lo & mlo).to_ne_bytes());
-            SourceKey { addr: out }
-        } else {
-            let v4 = u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]])
-                & u32::from_ne_bytes(self.v4_mask);
-            SourceKey::v4(v4.to_ne_bytes())
-        }
+        masked_key(addr, v6, self.v4_mask, self.v6_mask)
+    }
+}
+
+/// [`DetectConfig::source_key`] with the masks given.
+#[inline(always)]
+pub fn masked_key(addr: [u8; 16], v6: bool, v4_mask: [u8; 4], v6_mask: [u8; 16]) -> SourceKey {
+    if v6 {
+        let (hi, lo) = halves(addr);
+        let (mhi, mlo) = halves(v6_mask);
+        SourceKey::from_words([hi & mhi, lo & mlo])
+    } else {
+        let v4 = u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]])
+            & u32::from_ne_bytes(v4_mask);
+        SourceKey::v4(v4.to_ne_bytes())
     }
 }
 
@@ -563,9 +623,10 @@ pub enum Counter {
     Ipv6ExtChainTooLong = 10,
     /// All packets.
     Packets = 11,
-    /// Source entries created (the LRU evicts when full; created minus live entries = evicted).
+    /// Sources admitted into the source table (they sent `admit_after` probes in a window).
     SourcesCreated = 12,
-    /// Source map updates the kernel refused (should stay zero).
+    /// Probes not recorded because their source's slot changed hands while
+    /// they were being recorded (should stay near zero).
     SourceUpdateErrors = 13,
     /// Threshold crossings lost because the ring buffer was full.
     EventsDropped = 14,
@@ -577,6 +638,12 @@ pub enum Counter {
     DroppedFeed = 17,
     /// Packets passed only because their source is in `never_block`.
     NeverBlockSpared = 18,
+    /// Tracked sources whose slot went to a newly admitted source.
+    SourcesEvicted = 19,
+    /// Sources on their way to admission (fewer than `admit_after` probes
+    /// in the window) whose waiting probes were overwritten by another
+    /// source hashing to the same admission slot.
+    AdmissionOverwritten = 20,
 }
 
 /// Number of counter slots (room left for later counters).
@@ -584,7 +651,7 @@ pub const COUNTER_SLOTS: usize = 24;
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 21] = [
         Self::ProbeSyn,
         Self::ProbeStealth,
         Self::ProbeUdp,
@@ -604,6 +671,8 @@ impl Counter {
         Self::DroppedBlocklist,
         Self::DroppedFeed,
         Self::NeverBlockSpared,
+        Self::SourcesEvicted,
+        Self::AdmissionOverwritten,
     ];
 
     /// The counter slot of a probe kind.
@@ -641,6 +710,8 @@ impl Counter {
             Self::DroppedBlocklist => "dropped_blocklist",
             Self::DroppedFeed => "dropped_feed",
             Self::NeverBlockSpared => "never_block_spared",
+            Self::SourcesEvicted => "sources_evicted",
+            Self::AdmissionOverwritten => "admission_overwritten",
         }
     }
 }
@@ -746,13 +817,14 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<SourceKey>(), 16);
-        assert_eq!(core::mem::size_of::<WindowState>(), 520);
-        assert_eq!(WindowState::WORDS * 8, core::mem::size_of::<WindowState>());
+        assert_eq!(core::mem::size_of::<SourceStats>(), 256);
+        assert_eq!(SourceStats::WORDS, 32);
+        // The words a new window clears start at `crossed`.
         assert_eq!(
-            core::mem::size_of::<SourceStats>(),
-            8 * PROBE_KINDS + 8 + 8 + 8 + 8 + 520
+            core::mem::offset_of!(SourceStats, crossed),
+            8 * SourceStats::WINDOW_WORDS_FROM
         );
-        assert_eq!(core::mem::size_of::<DetectConfig>(), 72);
+        assert_eq!(core::mem::size_of::<DetectConfig>(), 80);
         assert_eq!(core::mem::size_of::<ScanEvent>(), 40);
         assert_eq!(core::mem::size_of::<BlockValue>(), 72);
         assert_eq!(core::mem::size_of::<FeedValue>(), 8);
@@ -786,8 +858,12 @@ mod tests {
 
     #[test]
     fn new_entry() {
-        let s = SourceStats::new(5, 3);
+        let key = SourceKey::v4([198, 18, 0, 9]);
+        let s = SourceStats::new(&key, 5, 3);
         assert_eq!(s.total_probes(), 0);
+        assert_eq!(s.source(), key);
+        assert_eq!(SourceKey::from_words(key.words()), key);
+        assert!(s.is_used() && !SourceStats::ZERO.is_used());
         assert_eq!(
             (
                 s.first_seen_ns,

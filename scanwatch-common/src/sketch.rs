@@ -6,10 +6,16 @@
 //!
 //! | dimension            | exact set            | bitmap   | used by |
 //! |----------------------|----------------------|----------|---------|
-//! | ports (TCP and UDP)  | 16 ports (`u32` each, tagged by protocol) | 512 bits | `port_scan` |
-//! | UDP ports            | the UDP-tagged ports of the same set | 256 bits | `udp_scan` |
-//! | hosts (any probe)    | 32 address hashes    | 512 bits | `host_sweep` |
-//! | ICMP hosts           | the ICMP-flagged hosts of the same set | 256 bits | `ping_sweep` |
+//! | ports (TCP and UDP)  | 16 ports (`u32` each, tagged by protocol) | 128 bits | `port_scan` |
+//! | UDP ports            | the UDP-tagged ports of the same set | 64 bits | `udp_scan` |
+//! | hosts (any probe)    | 28 host fingerprints (`u16` each) | 128 bits | `host_sweep` |
+//! | ICMP hosts           | the ICMP-flagged hosts of the same set | 64 bits | `ping_sweep` |
+//!
+//! A host fingerprint folds the destination address's eight 16-bit words
+//! together by XOR into 15 bits (never 0): addresses that differ in the low
+//! 14 bits of one 16-bit word only (a sweep of an aligned block of up to
+//! 16,384 addresses, or of one host address across many subnets) never
+//! share one; others share one with probability about 1 in 32,768 a pair.
 //!
 //! The hash functions live here so that the kernel, the agent and the
 //! tests agree on them.
@@ -17,22 +23,23 @@
 /// Slots in the exact port set.
 pub const PORT_SET: usize = 16;
 /// Slots in the exact host set.
-pub const HOST_SET: usize = 32;
+pub const HOST_SET: usize = 28;
 /// Bits in the port bitmap.
-pub const PORT_BITS: u32 = 512;
+pub const PORT_BITS: u32 = 128;
 /// Bits in the UDP port bitmap.
-pub const UDP_BITS: u32 = 256;
+pub const UDP_BITS: u32 = 64;
 /// Bits in the host bitmap.
-pub const HOST_BITS: u32 = 512;
+pub const HOST_BITS: u32 = 128;
 /// Bits in the ICMP host bitmap.
-pub const ICMP_BITS: u32 = 256;
+pub const ICMP_BITS: u32 = 64;
 
 /// Marks a used slot (0 means empty).
 pub const SLOT_USED: u32 = 0x8000_0000;
 /// Port entries: this bit marks a UDP port.
 pub const PORT_UDP: u32 = 0x0001_0000;
-/// Host entries: this bit marks a host that got an ICMP probe.
-pub const HOST_ICMP: u32 = 0x0000_0001;
+/// Host entries (`u16`): this bit marks a host that got an ICMP probe; the
+/// other fifteen are the host's fingerprint.
+pub const HOST_ICMP: u16 = 0x8000;
 
 /// A 32-bit integer mixer (lowbias32, by Chris Wellons).
 #[inline(always)]
@@ -45,25 +52,27 @@ pub const fn mix32(mut x: u32) -> u32 {
     x
 }
 
-/// Hash of a destination address (IPv4-mapped or IPv6, network order).
+/// The 15-bit fingerprint of a destination address (IPv4-mapped or IPv6,
+/// network order): its eight 16-bit words folded by XOR, never 0.
 #[inline(always)]
-pub const fn addr_hash(a: &[u8; 16]) -> u32 {
-    let w0 = u32::from_be_bytes([a[0], a[1], a[2], a[3]]);
-    let w1 = u32::from_be_bytes([a[4], a[5], a[6], a[7]]);
-    let w2 = u32::from_be_bytes([a[8], a[9], a[10], a[11]]);
-    let w3 = u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
-    mix32(mix32(mix32(mix32(w0) ^ w1) ^ w2) ^ w3)
+pub const fn host_fingerprint(a: &[u8; 16]) -> u16 {
+    let mut f = 0u16;
+    let mut i = 0;
+    while i < 16 {
+        f ^= u16::from_be_bytes([a[i], a[i + 1]]);
+        i += 2;
+    }
+    let f = (f ^ (f >> 15)) & 0x7fff;
+    if f == 0 { 0x7fff } else { f }
 }
 
-/// The hash state after the first twelve bytes of an IPv4-mapped address
-/// (`::ffff:`): [`addr_hash_v4`] starts from it.
-const V4_MAPPED_PREFIX: u32 = mix32(mix32(mix32(0)) ^ 0x0000_ffff);
-
-/// [`addr_hash`] of the IPv4-mapped form of `a`, with one mixing round
-/// instead of four (the prefix is constant).
+/// [`host_fingerprint`] of the IPv4-mapped form of `a` (the `::ffff:`
+/// prefix folds to 0xffff).
 #[inline(always)]
-pub const fn addr_hash_v4(a: [u8; 4]) -> u32 {
-    mix32(V4_MAPPED_PREFIX ^ u32::from_be_bytes(a))
+pub const fn host_fingerprint_v4(a: [u8; 4]) -> u16 {
+    let f = 0xffff ^ u16::from_be_bytes([a[0], a[1]]) ^ u16::from_be_bytes([a[2], a[3]]);
+    let f = (f ^ (f >> 15)) & 0x7fff;
+    if f == 0 { 0x7fff } else { f }
 }
 
 /// The exact-set entry of a destination port.
@@ -83,10 +92,10 @@ pub const fn port_hash(entry: u32) -> u32 {
     mix32(entry)
 }
 
-/// The exact-set entry of a host hash (bit 0 is left for the ICMP flag).
+/// Hash of a host fingerprint, for the bitmaps.
 #[inline(always)]
-pub const fn host_entry(hash: u32) -> u32 {
-    SLOT_USED | (hash & 0x7fff_fffe)
+pub const fn host_hash(fingerprint: u16) -> u32 {
+    mix32(fingerprint as u32 | 0x0001_0000)
 }
 
 /// Bit index of a hash in a bitmap of `bits` bits (a power of two).
@@ -133,20 +142,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn v4_hash_matches_the_mapped_address_hash() {
-        for a in [[0u8; 4], [198, 18, 0, 2], [255; 4], [10, 1, 2, 3]] {
+    fn v4_fingerprint_matches_the_mapped_address_fingerprint() {
+        for a in [
+            [0u8; 4],
+            [198, 18, 0, 2],
+            [255; 4],
+            [10, 1, 2, 3],
+            [0, 0, 0xff, 0xff],
+        ] {
             let mut mapped = [0u8; 16];
             mapped[10] = 0xff;
             mapped[11] = 0xff;
             mapped[12..].copy_from_slice(&a);
-            assert_eq!(addr_hash_v4(a), addr_hash(&mapped), "{a:?}");
+            assert_eq!(host_fingerprint_v4(a), host_fingerprint(&mapped), "{a:?}");
+            assert_ne!(host_fingerprint_v4(a), 0);
+        }
+    }
+
+    #[test]
+    fn sweeps_in_one_word_never_share_a_fingerprint() {
+        // Every address of each /18 of 198.18.0.0/15, and ::1 of 1,000 subnets.
+        for block in 0..8u32 {
+            let mut seen = std::collections::BTreeSet::new();
+            for i in 0..16_384u32 {
+                let b = (0xc612_0000u32 + block * 16_384 + i).to_be_bytes();
+                assert!(seen.insert(host_fingerprint_v4(b)), "{b:?}");
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in 0..1000u16 {
+            let mut a = [0u8; 16];
+            a[0] = 0xfd;
+            a[6..8].copy_from_slice(&s.to_be_bytes());
+            a[15] = 1;
+            assert!(seen.insert(host_fingerprint(&a)));
         }
     }
 
     #[test]
     fn linear_counting_accuracy() {
-        // Simulate inserting n distinct hashed ports into the 512-bit map.
-        for n in [16u32, 50, 100, 250, 500, 750, 1000] {
+        // Simulate inserting n distinct hashed ports into the port bitmap.
+        for n in [16u32, 30, 50, 100, 200] {
             let mut bits = [false; PORT_BITS as usize];
             for p in 0..n {
                 bits[bit_index(port_hash(port_entry(p as u16 * 7 + 1, false)), PORT_BITS)
@@ -156,7 +192,7 @@ mod tests {
             let est = linear_count(set, PORT_BITS);
             let err = (est - f64::from(n)).abs() / f64::from(n);
             assert!(
-                err <= 0.10,
+                err <= 0.15,
                 "n={n}: estimate {est:.1} is {:.1}% off",
                 err * 100.0
             );
@@ -165,10 +201,10 @@ mod tests {
 
     #[test]
     fn thresholds_in_bits() {
-        for t in [20u32, 25, 50, 100, 1000] {
-            let k = bits_for_threshold(t, 512);
-            assert!(linear_count(k, 512) >= f64::from(t));
-            assert!(linear_count(k - 1, 512) < f64::from(t));
+        for t in [20u32, 25, 50, 100, 300] {
+            let k = bits_for_threshold(t, 128);
+            assert!(linear_count(k, 128) >= f64::from(t));
+            assert!(linear_count(k - 1, 128) < f64::from(t));
         }
     }
 
@@ -189,9 +225,8 @@ mod tests {
         assert_eq!(entry_port(e), 443);
         assert_ne!(e & PORT_UDP, 0);
         assert_ne!(port_entry(0, false), 0, "port 0 is not an empty slot");
-        assert_eq!(host_entry(u32::MAX) & HOST_ICMP, 0);
-        assert_ne!(host_entry(0), 0);
-        assert!(bit_index(u32::MAX, 512) < 512);
-        assert!(bit_index(u32::MAX, 256) < 256);
+        assert!(bit_index(u32::MAX, 128) < 128);
+        assert!(bit_index(u32::MAX, 64) < 64);
+        assert!(bit_index(host_hash(0x7fff), 128) < 128);
     }
 }

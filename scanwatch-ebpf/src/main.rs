@@ -1,5 +1,8 @@
 //! scanwatch XDP program: classifies every ingress packet, counts probes per
-//! source in a bounded LRU map and per interface in per-CPU counters. It
+//! source (an address or a prefix) in bounded tables — first in the
+//! admission table, then, from the source's `admit_after`-th probe in a
+//! window, in its slot of the source table (see `scanwatch_common::tracking`)
+//! — and per interface in per-CPU counters. It
 //! drops only packets from blocked sources and `drop` feeds (never from
 //! `never_block` networks); everything else, parseable or not, gets
 //! `XDP_PASS`. The TC egress program of the reply-aware detector is in
@@ -12,22 +15,24 @@
 mod contacts;
 mod packet;
 mod parse;
+mod sources;
 mod window;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, xdp_action},
     helpers::generated::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use scanwatch_common::{
     BlockValue, Counter, DetectConfig, FeedValue, IfaceCounters, IfaceName, LpmData,
-    MitigationState, Name32, ScanEvent, SourceKey, SourceStats, feed_action,
+    MitigationState, Name32, SourceKey, SourceStats, feed_action,
     maps::{
         COUNTER_SLOTS, DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY, DEFAULT_SOURCE_MAP_SIZE,
         EVENTS_BYTES, IFINDEX_SLOTS, MAX_FEEDS, MAX_INTERFACES, NEVER_BLOCK_CAPACITY,
     },
+    tracking::{ADMISSION_SLOTS, AdmitSlot},
 };
 
 use crate::{
@@ -37,29 +42,36 @@ use crate::{
 
 /// Detection settings, set by the agent at load time.
 #[unsafe(no_mangle)]
-static DETECT_CONFIG: DetectConfig = DetectConfig::DISABLED;
+pub(crate) static DETECT_CONFIG: DetectConfig = DetectConfig::DISABLED;
 
 /// The key `addr` (of family `v6`) is counted under: masked to its prefix
 /// (`[detection] ipv4_prefix`, `ipv6_prefix`).
 #[inline(always)]
 pub(crate) fn source_key(addr: [u8; 16], v6: bool) -> SourceKey {
     // SAFETY: volatile reads keep LLVM from folding the load-time values.
-    let cfg = DetectConfig {
-        v4_mask: unsafe { core::ptr::read_volatile(&raw const DETECT_CONFIG.v4_mask) },
-        v6_mask: unsafe { core::ptr::read_volatile(&raw const DETECT_CONFIG.v6_mask) },
-        ..DetectConfig::DISABLED
+    let (v4_mask, v6_mask) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const DETECT_CONFIG.v4_mask),
+            core::ptr::read_volatile(&raw const DETECT_CONFIG.v6_mask),
+        )
     };
-    cfg.source_key(addr, v6)
+    scanwatch_common::maps::masked_key(addr, v6, v4_mask, v6_mask)
 }
 
 /// Threshold crossings for the agent: at most one per source, trigger and window.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-/// Per-source probe counters. The agent sets the size at load time.
+/// The source table: one slot per tracked source (the key is in the slot),
+/// two candidate slots per source. The agent sets the size at load time and
+/// reads the table through mmap.
 #[map]
-static SOURCES: LruHashMap<SourceKey, SourceStats> =
-    LruHashMap::with_max_entries(DEFAULT_SOURCE_MAP_SIZE, 0);
+pub(crate) static SOURCES: Array<SourceStats> =
+    Array::with_max_entries(DEFAULT_SOURCE_MAP_SIZE, BPF_F_MMAPABLE);
+
+/// The admission table: where a source's first probes of a window wait.
+#[map]
+pub(crate) static ADMISSION: Array<AdmitSlot> = Array::with_max_entries(ADMISSION_SLOTS, 0);
 
 /// Per-interface, per-CPU packet counters, by slot. Array lookups are
 /// inlined by the verifier: no helper call on the path every packet takes.
@@ -97,7 +109,8 @@ static BLOCKED_HOSTS: HashMap<SourceKey, BlockValue> =
 
 /// Threat-intel feed entries (tag or drop).
 #[map]
-static FEEDS: LpmTrie<LpmData, FeedValue> = LpmTrie::with_max_entries(DEFAULT_FEED_CAPACITY, 0);
+pub(crate) static FEEDS: LpmTrie<LpmData, FeedValue> =
+    LpmTrie::with_max_entries(DEFAULT_FEED_CAPACITY, 0);
 
 /// Networks never dropped, whatever else matches.
 #[map]
@@ -110,11 +123,6 @@ static MITIGATION: Array<MitigationState> = Array::with_max_entries(1, 0);
 /// Feed names for readers (`scanwatch top`); unused in the kernel.
 #[map]
 static FEED_NAMES: HashMap<u32, Name32> = HashMap::with_max_entries(MAX_FEEDS, 0);
-
-const EEXIST: i32 = 17;
-
-/// Initial map values, inserted from globals: too large for the BPF stack.
-static EMPTY_SOURCE: SourceStats = SourceStats::ZERO;
 
 #[xdp]
 pub fn scanwatch(ctx: XdpContext) -> u32 {
@@ -168,13 +176,13 @@ fn try_scanwatch(
             let probe = Probe {
                 kind: found.kind,
                 source: source_key(address, found.ip.v6),
-                dst_hash: found.ip.dst_hash(pkt)?,
+                host: found.ip.dst_fingerprint(pkt)?,
                 port: found.port,
             };
             bump_counter(counters, Counter::probe(probe.kind));
             // First contacts (SYN, UDP) for the reply-aware detector.
             contacts::record_contact(pkt, &found, &probe.source)?;
-            track_source(&probe, ifindex, counters, state.tag_feeds != 0);
+            sources::track_source(&probe, ifindex, counters, state.tag_feeds != 0);
         }
     }
     Ok(xdp_action::XDP_PASS)
@@ -234,78 +242,11 @@ fn iface_counters(ifindex: u32) -> Option<*mut IfaceCounters> {
 }
 
 #[inline(always)]
-fn bump_counter(counters: *mut IfaceCounters, counter: Counter) {
+pub(crate) fn bump_counter(counters: *mut IfaceCounters, counter: Counter) {
     let slot = counter as usize;
     if slot < COUNTER_SLOTS {
         // SAFETY: `counters` points to this CPU's map value; slot is in bounds.
         unsafe { (*counters).counters[slot] += 1 };
-    }
-}
-
-#[inline(always)]
-fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters, tag_feeds: bool) {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    // SAFETY: a volatile read keeps LLVM from folding the load-time value.
-    let cfg = unsafe { core::ptr::read_volatile(&raw const DETECT_CONFIG) };
-    let entry = match SOURCES.get_ptr_mut(probe.source) {
-        Some(entry) => entry,
-        None => {
-            let mut created = false;
-            #[allow(
-                clippy::needless_borrows_for_generic_args,
-                reason = "by reference: a copy would not fit the BPF stack"
-            )]
-            let inserted = SOURCES.insert(probe.source, &EMPTY_SOURCE, u64::from(BPF_NOEXIST));
-            match inserted {
-                Ok(()) => {
-                    created = true;
-                    bump_counter(counters, Counter::SourcesCreated);
-                }
-                // Another CPU created it between our lookup and insert.
-                Err(e) if e == -EEXIST => {}
-                Err(_) => {
-                    bump_counter(counters, Counter::SourceUpdateErrors);
-                    return;
-                }
-            }
-            match SOURCES.get_ptr_mut(probe.source) {
-                Some(entry) => {
-                    if created {
-                        // SAFETY: entry is the live value this CPU just inserted.
-                        unsafe {
-                            (*entry).first_seen_ns = now;
-                            (*entry).window_start_ns = now;
-                        }
-                    }
-                    entry
-                }
-                None => {
-                    bump_counter(counters, Counter::SourceUpdateErrors);
-                    return;
-                }
-            }
-        }
-    };
-    if tag_feeds && let Some(feed) = FEEDS.get(Key::new(128, probe.source.addr)) {
-        // SAFETY: entry is a live map value.
-        unsafe { (*entry).known_bad = feed.feed_id };
-    }
-    let fresh = window::record(entry, probe, now, ifindex, &cfg);
-    if fresh != 0 {
-        // SAFETY: entry is live; the window start is a plain read.
-        let window_start_ns = unsafe { (*entry).window_start_ns };
-        let event = ScanEvent {
-            source: probe.source,
-            time_ns: now,
-            window_start_ns,
-            ifindex,
-            triggers: fresh,
-        };
-        match EVENTS.output::<ScanEvent>(&event, 0) {
-            Ok(()) => bump_counter(counters, Counter::EventsSent),
-            Err(_) => bump_counter(counters, Counter::EventsDropped),
-        }
     }
 }
 

@@ -7,7 +7,7 @@
 use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey, classify_icmp, classify_icmpv6, classify_tcp,
-    sketch::{addr_hash, addr_hash_v4, port_entry},
+    sketch::{host_fingerprint, host_fingerprint_v4, port_entry},
 };
 
 use crate::packet::{
@@ -31,20 +31,20 @@ impl ParseError {
 pub struct Probe {
     pub kind: ProbeKind,
     pub source: SourceKey,
-    /// Hash of the destination address (`sketch::addr_hash`).
-    pub dst_hash: u32,
+    /// Fingerprint of the destination address (`sketch::host_fingerprint`).
+    pub host: u16,
     /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
     pub port: u32,
 }
 
 impl Ip {
-    /// `sketch::addr_hash` of the destination address.
+    /// `sketch::host_fingerprint` of the destination address.
     #[inline(always)]
-    pub fn dst_hash(self, pkt: Packet<'_, XdpContext>) -> Result<u32, ParseError> {
+    pub fn dst_fingerprint(self, pkt: Packet<'_, XdpContext>) -> Result<u16, ParseError> {
         if self.v6 {
-            Ok(addr_hash(pkt.bytes::<16>(self.l3 + 24)?))
+            Ok(host_fingerprint(pkt.bytes::<16>(self.l3 + 24)?))
         } else {
-            Ok(addr_hash_v4(*pkt.bytes::<4>(self.l3 + 16)?))
+            Ok(host_fingerprint_v4(*pkt.bytes::<4>(self.l3 + 16)?))
         }
     }
 }

@@ -1,33 +1,58 @@
-//! Per-source window state: counts, exact sets, bitmaps and threshold
-//! crossings. Several CPUs can update one source at once, so counters use
-//! atomic adds, set slots are claimed with compare-and-swap and bitmap bits
-//! with fetch-or (64-bit BPF atomics, kernel 5.12+).
+//! Per-source window state in a `SOURCES` slot: counts, exact sets,
+//! bitmaps and threshold crossings. Several CPUs can update one source at
+//! once: counters use 32-bit atomic adds, set slots are claimed with 64-bit
+//! compare-and-swap and bitmap bits with 64-bit fetch-or (the generic BPF
+//! cpu has no 32-bit fetch operations; kernel 5.12+).
 
-use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_and, atomic_cxchg, atomic_or, atomic_xadd};
 
 use scanwatch_common::{
-    DetectConfig, ProbeKind, SourceStats, WindowState,
+    DetectConfig, ProbeKind, SourceStats,
     classify::PROBE_KINDS,
+    maps::lens,
     sketch::{
         HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
-        bit_index, host_entry, port_hash,
+        bit_index, host_hash, port_hash,
     },
     trigger,
 };
 
-use crate::parse::Probe;
+/// Set in [`record`]'s result when the probe started a new window (the
+/// caller refreshes what it keeps per window).
+pub const NEW_WINDOW: u32 = 1 << 31;
 
-/// Atomic add; returns the value read right after it (at least this CPU's
-/// sum; the generic BPF cpu cannot return the old value of an add).
+/// A load-time setting, read with a volatile load (LLVM would otherwise
+/// fold the global's initial value).
 #[inline(always)]
-unsafe fn add(p: *mut u64, v: u64) -> u64 {
+pub fn setting<T: Copy>(field: *const T) -> T {
+    // SAFETY: `field` points into the settings global.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// One probe as the window code records it.
+#[derive(Clone, Copy)]
+pub struct Seen {
+    /// [`ProbeKind`] as `u8`.
+    pub kind: u8,
+    /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
+    pub port: u32,
+    /// Destination host fingerprint (`sketch::host_fingerprint`).
+    pub host: u16,
+    /// When (boot ns).
+    pub time: u64,
+}
+
+/// 32-bit atomic add; returns the value read right after it (at least this
+/// CPU's sum: the generic BPF cpu cannot return the old value of an add).
+#[inline(always)]
+unsafe fn add32(p: *mut u32, v: u32) -> u32 {
     unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v);
+        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, v);
         core::ptr::read_volatile(p)
     }
 }
 
-/// Sets bit `index` of `bits` (a `[u64; N]`); returns whether it was newly set.
+/// Sets bit `index` of `bits` (a `[u64; words]`); returns whether it was newly set.
 #[inline(always)]
 unsafe fn set_bit(bits: *mut u64, words: u32, index: u32) -> bool {
     let word = index / 64;
@@ -51,39 +76,48 @@ enum Slot {
     Full,
 }
 
-/// Finds or claims `entry` in `set`, a set of `slots` u32 entries stored
-/// two per u64 word (compared under `mask`). A slot is claimed with a 64-bit
-/// compare-and-swap of its word; a lost race re-reads the word once.
+/// Finds or claims `entry` (nonzero) in a set of `slots` entries of `LANE`
+/// bits (32 or 16) stored `64 / LANE` per u64 word, compared under `mask`.
+/// A slot is claimed with a 64-bit compare-and-swap of its word; a lost
+/// race re-reads the word once.
 #[inline(always)]
-unsafe fn set_insert(set: *mut u64, slots: usize, entry: u32, mask: u32) -> Slot {
+unsafe fn set_insert<const LANE: u32>(set: *mut u64, slots: usize, entry: u64, mask: u64) -> Slot {
+    let per_word = (64 / LANE) as usize;
+    let lane_mask = if LANE == 64 {
+        u64::MAX
+    } else {
+        (1u64 << LANE) - 1
+    };
     let mut w = 0;
-    while w < slots / 2 {
+    while w < slots / per_word {
         let word_p = unsafe { set.add(w) };
         let mut tries = 0;
         while tries < 2 {
             let word = unsafe { core::ptr::read_volatile(word_p) };
-            let lo = word as u32;
-            let hi = (word >> 32) as u32;
-            if lo != 0 && lo & mask == entry & mask {
-                return Slot::Found(2 * w);
+            let mut free = per_word;
+            let mut lane = 0;
+            while lane < per_word {
+                let v = (word >> (lane as u32 * LANE)) & lane_mask;
+                if v == 0 {
+                    if free == per_word {
+                        free = lane;
+                    }
+                } else if v & mask == entry & mask {
+                    return Slot::Found(w * per_word + lane);
+                }
+                lane += 1;
             }
-            if hi != 0 && hi & mask == entry & mask {
-                return Slot::Found(2 * w + 1);
+            if free == per_word {
+                break; // every lane holds another entry
             }
-            let (new, slot) = if lo == 0 {
-                (word | u64::from(entry), 2 * w)
-            } else if hi == 0 {
-                (word | (u64::from(entry) << 32), 2 * w + 1)
-            } else {
-                break; // both halves hold other entries
-            };
+            let new = word | (entry << (free as u32 * LANE));
             let (_, claimed) = unsafe {
                 atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
                     word_p, word, new,
                 )
             };
             if claimed {
-                return Slot::New(slot);
+                return Slot::New(w * per_word + free);
             }
             tries += 1;
         }
@@ -92,186 +126,339 @@ unsafe fn set_insert(set: *mut u64, slots: usize, entry: u32, mask: u32) -> Slot
     Slot::Full
 }
 
-/// Zeroes the window state word by word (no memset on BPF).
+/// Clears the window's words of a slot (the counts, sets and bitmaps: from
+/// `crossed` on), one by one (no memset on BPF).
 #[inline(always)]
-unsafe fn reset(w: *mut WindowState) {
-    let words = w.cast::<u64>();
-    let mut i = 0;
-    while i < WindowState::WORDS {
+pub unsafe fn clear_window(entry: *mut SourceStats) {
+    let words = entry.cast::<u64>();
+    let mut i = SourceStats::WINDOW_WORDS_FROM;
+    while i < SourceStats::WORDS {
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
         i += 1;
     }
 }
 
-/// Records one probe in the source's entry. Returns the trigger bits that
-/// crossed their threshold with this probe and were not yet reported in
-/// this window (the caller sends them to the agent).
+/// Seeds a slot being set up (nobody else writes it yet) with the probes
+/// that waited for admission: counts, exact sets and bitmaps, plain writes.
+/// At most two, so the sets need no search: the second is compared with
+/// the first. Crossings are left to the probe recorded next.
 #[inline(always)]
-pub fn record(
-    entry: *mut SourceStats,
-    probe: &Probe,
-    now: u64,
-    ifindex: u32,
-    cfg: &DetectConfig,
-) -> u32 {
-    // Through a volatile read: LLVM knows the enum is < 6 and would drop the
-    // bounds check the verifier needs.
-    let raw = probe.kind as u8;
+pub unsafe fn seed(entry: *mut SourceStats, waiting: &[Seen; 2]) {
+    let mut ports = [0u32; 2];
+    let mut hosts = [0u16; 2];
+    let mut i = 0;
+    while i < 2 {
+        let seen = waiting[i];
+        let idx = usize::from(seen.kind);
+        if seen.time == 0 || idx >= PROBE_KINDS {
+            i += 1;
+            continue;
+        }
+        // SAFETY: the caller owns the slot; every pointer stays inside it.
+        unsafe {
+            let probes = (&raw mut (*entry).probes).cast::<u32>().add(idx);
+            *probes += 1;
+            if seen.port != 0 && (i == 0 || ports[0] != seen.port) {
+                let udp = seen.port & PORT_UDP != 0;
+                let n = lens::get((*entry).lens, lens::PORTS) as usize;
+                if n < PORT_SET {
+                    let word = (&raw mut (*entry).port_set).cast::<u64>().add(n / 2);
+                    *word |= u64::from(seen.port) << (32 * (n % 2));
+                    (*entry).lens += (1 << lens::PORTS) | if udp { 1 << lens::UDP } else { 0 };
+                }
+                let h = port_hash(seen.port);
+                if seed_bit(
+                    (&raw mut (*entry).port_bits).cast(),
+                    bit_index(h, PORT_BITS),
+                ) {
+                    (*entry).bits += 1 << lens::PORTS;
+                }
+                if udp && seed_bit((&raw mut (*entry).udp_bits).cast(), bit_index(h, UDP_BITS)) {
+                    (*entry).bits += 1 << lens::UDP;
+                }
+                ports[i] = seen.port;
+            }
+            let icmp =
+                idx == ProbeKind::IcmpEcho as usize || idx == ProbeKind::IcmpOtherProbe as usize;
+            let host = seen.host & !HOST_ICMP;
+            let known = i == 1 && hosts[0] == host;
+            let n = lens::get((*entry).lens, lens::HOSTS) as usize;
+            let lane = if known { n.saturating_sub(1) } else { n };
+            if lane < HOST_SET {
+                let word = (&raw mut (*entry).host_set).cast::<u64>().add(lane / 4);
+                let flag = if icmp { HOST_ICMP } else { 0 };
+                let had_icmp = known && *word & (u64::from(HOST_ICMP) << (16 * (lane % 4))) != 0;
+                *word |= u64::from(host | flag) << (16 * (lane % 4));
+                if !known {
+                    (*entry).lens += 1 << lens::HOSTS;
+                }
+                if icmp && !had_icmp {
+                    (*entry).lens += 1 << lens::ICMP;
+                }
+            }
+            let h = host_hash(host);
+            if seed_bit(
+                (&raw mut (*entry).host_bits).cast(),
+                bit_index(h, HOST_BITS),
+            ) {
+                (*entry).bits += 1 << lens::HOSTS;
+            }
+            if icmp
+                && seed_bit(
+                    (&raw mut (*entry).icmp_bits).cast(),
+                    bit_index(h, ICMP_BITS),
+                )
+            {
+                (*entry).bits += 1 << lens::ICMP;
+            }
+            if idx == ProbeKind::Syn as usize {
+                let bucket = (seen.time >> 30) as u16;
+                if (*entry).rate_bucket != bucket {
+                    (*entry).rate_bucket = bucket;
+                    (*entry).crossed &= 0xffff_ffff;
+                }
+                (*entry).crossed += 1 << 32;
+            }
+            hosts[i] = host;
+        }
+        i += 1;
+    }
+}
+
+/// Sets bit `index` (below 128) of a slot being set up; whether it was new.
+#[inline(always)]
+unsafe fn seed_bit(bits: *mut u64, index: u32) -> bool {
+    let mask = 1u64 << (index % 64);
+    // SAFETY: the caller's bitmap has at least index / 64 + 1 words.
+    unsafe {
+        let word = bits.add((index / 64) as usize & 1);
+        let new = *word & mask == 0;
+        *word |= mask;
+        new
+    }
+}
+
+/// Records one probe in the source's slot. Returns the trigger bits that
+/// crossed their threshold with this probe and were not yet reported in
+/// this window (the caller sends them to the agent), with [`NEW_WINDOW`]
+/// set when the probe started a window. Not inlined: admission calls it for
+/// each waiting probe and the current one.
+#[inline(never)]
+pub fn record(entry: *mut SourceStats, seen: &Seen, ifindex: u32, cfg: *const DetectConfig) -> u32 {
+    // Through a volatile read: LLVM knows the kind is < 6 only from the
+    // enum and would drop the bounds check the verifier needs.
     // SAFETY: reading a local.
-    let idx = usize::from(unsafe { core::ptr::read_volatile(&raw) });
+    let idx = usize::from(unsafe { core::ptr::read_volatile(&seen.kind) });
     if idx >= PROBE_KINDS {
         return 0;
     }
+    let now = seen.time;
     // SAFETY: `entry` points to a live map value for the duration of this
     // program run; every pointer below stays inside it.
     unsafe {
         // A new window when the current one has expired; one CPU wins the reset.
-        let start_p = core::ptr::addr_of_mut!((*entry).window_start_ns);
+        let mut new_window = 0;
+        let start_p = &raw mut (*entry).window_start_ns;
         let start = core::ptr::read_volatile(start_p);
-        if now.wrapping_sub(start) >= cfg.window_ns && now > start {
+        if now.wrapping_sub(start) >= setting(&raw const (*cfg).window_ns) && now > start {
             let (_, won) =
                 atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
                     start_p, start, now,
                 );
             if won {
-                reset(core::ptr::addr_of_mut!((*entry).window));
+                clear_window(entry);
+                new_window = NEW_WINDOW;
             }
         }
-        let counter = core::ptr::addr_of_mut!((*entry).probes)
-            .cast::<u64>()
-            .add(idx);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1);
-        (*entry).last_seen_ns = now;
-        (*entry).last_ifindex = ifindex;
-
-        let w = core::ptr::addr_of_mut!((*entry).window);
-        let window_kind = add(
-            core::ptr::addr_of_mut!((*w).probes).cast::<u64>().add(idx),
-            1,
-        );
-
-        // Destination ports (TCP and UDP probes).
-        if probe.port != 0 {
-            let udp = probe.port & PORT_UDP != 0;
-            if let Slot::New(_) = set_insert(
-                core::ptr::addr_of_mut!((*w).port_set).cast(),
-                PORT_SET,
-                probe.port,
-                u32::MAX,
-            ) {
-                add(core::ptr::addr_of_mut!((*w).port_set_len), 1);
-                if udp {
-                    add(core::ptr::addr_of_mut!((*w).udp_set_len), 1);
-                }
-            }
-            let h = port_hash(probe.port);
-            if set_bit(
-                core::ptr::addr_of_mut!((*w).port_bits).cast(),
-                PORT_BITS / 64,
-                bit_index(h, PORT_BITS),
-            ) {
-                add(core::ptr::addr_of_mut!((*w).port_bits_set), 1);
-            }
-            if udp
-                && set_bit(
-                    core::ptr::addr_of_mut!((*w).udp_bits).cast(),
-                    UDP_BITS / 64,
-                    bit_index(h, UDP_BITS),
-                )
-            {
-                add(core::ptr::addr_of_mut!((*w).udp_bits_set), 1);
-            }
+        let window_kind = add32((&raw mut (*entry).probes).cast::<u32>().add(idx), 1);
+        if now > core::ptr::read_volatile(&raw const (*entry).last_seen_ns) {
+            core::ptr::write_volatile(&raw mut (*entry).last_seen_ns, now);
         }
+        core::ptr::write_volatile(&raw mut (*entry).last_ifindex, ifindex);
+        if seen.port != 0 {
+            record_port(entry, seen.port);
+        }
+        let icmp = idx == ProbeKind::IcmpEcho as usize || idx == ProbeKind::IcmpOtherProbe as usize;
+        record_host(entry, seen.host, icmp);
+        let rate_syn = if idx == ProbeKind::Syn as usize {
+            count_syn(entry, now)
+        } else {
+            0
+        };
+        let mut crossed = crossings(entry, cfg, rate_syn);
+        if idx == ProbeKind::Stealth as usize && window_kind >= setting(&raw const (*cfg).stealth) {
+            crossed |= trigger::STEALTH;
+        }
+        let crossed_p = &raw mut (*entry).crossed;
+        let fresh = u64::from(crossed) & !core::ptr::read_volatile(crossed_p) & 0xffff_ffff;
+        if fresh == 0 {
+            return new_window;
+        }
+        let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(crossed_p, fresh);
+        (fresh & !old) as u32 | new_window
+    }
+}
 
-        // Destination hosts (every probe), and those sent ICMP probes.
-        let icmp = matches!(probe.kind, ProbeKind::IcmpEcho | ProbeKind::IcmpOtherProbe);
-        let host = host_entry(probe.dst_hash);
-        let host_set = core::ptr::addr_of_mut!((*w).host_set).cast::<u64>();
-        let slot = match set_insert(host_set, HOST_SET, host, !HOST_ICMP) {
+/// Destination ports (TCP and UDP probes): the exact set, then the bitmaps.
+#[inline(always)]
+unsafe fn record_port(entry: *mut SourceStats, port: u32) {
+    let udp = port & PORT_UDP != 0;
+    unsafe {
+        let lens_p = &raw mut (*entry).lens;
+        let bits_p = &raw mut (*entry).bits;
+        if let Slot::New(_) = set_insert::<32>(
+            (&raw mut (*entry).port_set).cast(),
+            PORT_SET,
+            u64::from(port),
+            u64::from(u32::MAX),
+        ) {
+            let v = if udp {
+                (1 << lens::PORTS) | (1 << lens::UDP)
+            } else {
+                1 << lens::PORTS
+            };
+            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(lens_p, v);
+        }
+        let h = port_hash(port);
+        if set_bit(
+            (&raw mut (*entry).port_bits).cast(),
+            PORT_BITS / 64,
+            bit_index(h, PORT_BITS),
+        ) {
+            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(bits_p, 1 << lens::PORTS);
+        }
+        if udp
+            && set_bit(
+                (&raw mut (*entry).udp_bits).cast(),
+                UDP_BITS / 64,
+                bit_index(h, UDP_BITS),
+            )
+        {
+            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(bits_p, 1 << lens::UDP);
+        }
+    }
+}
+
+/// Destination hosts (every probe), and those sent ICMP probes.
+#[inline(always)]
+unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) {
+    unsafe {
+        let lens_p = &raw mut (*entry).lens;
+        let bits_p = &raw mut (*entry).bits;
+        let host_set = (&raw mut (*entry).host_set).cast::<u64>();
+        let slot = match set_insert::<16>(
+            host_set,
+            HOST_SET,
+            u64::from(host & !HOST_ICMP),
+            u64::from(!HOST_ICMP),
+        ) {
             Slot::New(i) => {
-                add(core::ptr::addr_of_mut!((*w).host_set_len), 1);
+                atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(lens_p, 1 << lens::HOSTS);
                 Some(i)
             }
             Slot::Found(i) => Some(i),
             Slot::Full => None,
         };
+        let h = host_hash(host & !HOST_ICMP);
         if icmp {
             if let Some(i) = slot
                 && i < HOST_SET
             {
-                let flag = u64::from(HOST_ICMP) << (32 * (i % 2));
-                let word = host_set.add(i / 2);
+                let flag = u64::from(HOST_ICMP) << (16 * (i % 4));
+                let word = host_set.add(i / 4);
                 if core::ptr::read_volatile(word) & flag == 0 {
                     let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, flag);
                     if old & flag == 0 {
-                        add(core::ptr::addr_of_mut!((*w).icmp_set_len), 1);
+                        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(
+                            lens_p,
+                            1 << lens::ICMP,
+                        );
                     }
                 }
             }
             if set_bit(
-                core::ptr::addr_of_mut!((*w).icmp_bits).cast(),
+                (&raw mut (*entry).icmp_bits).cast(),
                 ICMP_BITS / 64,
-                bit_index(probe.dst_hash, ICMP_BITS),
+                bit_index(h, ICMP_BITS),
             ) {
-                add(core::ptr::addr_of_mut!((*w).icmp_bits_set), 1);
+                atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(bits_p, 1 << lens::ICMP);
             }
         }
         if set_bit(
-            core::ptr::addr_of_mut!((*w).host_bits).cast(),
-            HOST_BITS_WORDS,
-            bit_index(probe.dst_hash, HOST_BITS),
+            (&raw mut (*entry).host_bits).cast(),
+            HOST_BITS / 64,
+            bit_index(h, HOST_BITS),
         ) {
-            add(core::ptr::addr_of_mut!((*w).host_bits_set), 1);
+            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(bits_p, 1 << lens::HOSTS);
         }
-
-        // SYN rate in ~1 s buckets.
-        let mut rate_syn = 0;
-        if matches!(probe.kind, ProbeKind::Syn) {
-            let bucket = now >> 30;
-            let bucket_p = core::ptr::addr_of_mut!((*w).rate_bucket);
-            if core::ptr::read_volatile(bucket_p) != bucket {
-                core::ptr::write_volatile(bucket_p, bucket);
-                core::ptr::write_volatile(core::ptr::addr_of_mut!((*w).rate_syn), 0);
-            }
-            rate_syn = add(core::ptr::addr_of_mut!((*w).rate_syn), 1) + 1;
-        }
-
-        let mut crossed = 0;
-        let v = |p: *const u64| core::ptr::read_volatile(p);
-        if v(core::ptr::addr_of!((*w).port_set_len)) >= u64::from(cfg.ports_exact)
-            || v(core::ptr::addr_of!((*w).port_bits_set)) >= u64::from(cfg.ports_bits)
-        {
-            crossed |= trigger::PORTS;
-        }
-        if v(core::ptr::addr_of!((*w).udp_set_len)) >= u64::from(cfg.udp_exact)
-            || v(core::ptr::addr_of!((*w).udp_bits_set)) >= u64::from(cfg.udp_bits)
-        {
-            crossed |= trigger::UDP_PORTS;
-        }
-        if v(core::ptr::addr_of!((*w).host_set_len)) >= u64::from(cfg.hosts_exact)
-            || v(core::ptr::addr_of!((*w).host_bits_set)) >= u64::from(cfg.hosts_bits)
-        {
-            crossed |= trigger::HOSTS;
-        }
-        if v(core::ptr::addr_of!((*w).icmp_set_len)) >= u64::from(cfg.icmp_exact)
-            || v(core::ptr::addr_of!((*w).icmp_bits_set)) >= u64::from(cfg.icmp_bits)
-        {
-            crossed |= trigger::ICMP_HOSTS;
-        }
-        if matches!(probe.kind, ProbeKind::Stealth) && window_kind >= u64::from(cfg.stealth) {
-            crossed |= trigger::STEALTH;
-        }
-        if rate_syn >= u64::from(cfg.syn_rate) {
-            crossed |= trigger::SYN_RATE;
-        }
-        let reported_p = core::ptr::addr_of_mut!((*w).reported);
-        let fresh = u64::from(crossed) & !core::ptr::read_volatile(reported_p);
-        if fresh == 0 {
-            return 0;
-        }
-        let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(reported_p, fresh);
-        (fresh & !old) as u32
     }
 }
 
-const HOST_BITS_WORDS: u32 = HOST_BITS / 64;
+/// Counts a SYN in its ~1 s rate bucket; returns the bucket's count.
+#[inline(always)]
+unsafe fn count_syn(entry: *mut SourceStats, now: u64) -> u64 {
+    let bucket = (now >> 30) as u16;
+    unsafe {
+        let bucket_p = &raw mut (*entry).rate_bucket;
+        let crossed_p = &raw mut (*entry).crossed;
+        if core::ptr::read_volatile(bucket_p) != bucket {
+            core::ptr::write_volatile(bucket_p, bucket);
+            // Keep the reported bits (low half), restart the count (high half).
+            atomic_and::<u64, u64, { AtomicOrdering::Relaxed }>(crossed_p, 0xffff_ffff);
+        }
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(crossed_p, 1 << 32);
+        core::ptr::read_volatile(crossed_p) >> 32
+    }
+}
+
+/// The count thresholds crossed (all but stealth, which depends on the probe).
+#[inline(always)]
+unsafe fn crossings(entry: *mut SourceStats, cfg: *const DetectConfig, rate_syn: u64) -> u32 {
+    // SAFETY: plain reads of a live map value and of the settings.
+    let (l, b, c) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*entry).lens),
+            core::ptr::read_volatile(&raw const (*entry).bits),
+            |f: *const u32| setting(f),
+        )
+    };
+    let over = |lane: u32, exact: u32, bits: u32| {
+        lens::get(l, lane) >= exact || lens::get(b, lane) >= bits
+    };
+    let mut crossed = 0;
+    // SAFETY: `cfg` points to the load-time settings.
+    unsafe {
+        if over(
+            lens::PORTS,
+            c(&raw const (*cfg).ports_exact),
+            c(&raw const (*cfg).ports_bits),
+        ) {
+            crossed |= trigger::PORTS;
+        }
+        if over(
+            lens::UDP,
+            c(&raw const (*cfg).udp_exact),
+            c(&raw const (*cfg).udp_bits),
+        ) {
+            crossed |= trigger::UDP_PORTS;
+        }
+        if over(
+            lens::HOSTS,
+            c(&raw const (*cfg).hosts_exact),
+            c(&raw const (*cfg).hosts_bits),
+        ) {
+            crossed |= trigger::HOSTS;
+        }
+        if over(
+            lens::ICMP,
+            c(&raw const (*cfg).icmp_exact),
+            c(&raw const (*cfg).icmp_bits),
+        ) {
+            crossed |= trigger::ICMP_HOSTS;
+        }
+        if rate_syn >= u64::from(c(&raw const (*cfg).syn_rate)) {
+            crossed |= trigger::SYN_RATE;
+        }
+    }
+    crossed
+}

@@ -103,7 +103,11 @@ fn chattr(flag: &str, path: &Path) {
 
 fn sample_alert(last: u8) -> Alert {
     let source = ipnet::IpNet::from(std::net::IpAddr::from([198, 18, 0, last]));
-    let stats = SourceStats::new(1_000_000_000, 2);
+    let stats = SourceStats::new(
+        &scanwatch_common::SourceKey::v4([198, 18, 0, last]),
+        1_000_000_000,
+        2,
+    );
     let evidence = Evidence {
         window_probes: [1000, 0, 0, 0, 0, 0],
         distinct_ports: 1000,

@@ -249,10 +249,11 @@ fn scans_are_detected_as_the_right_type() {
             .count();
         assert!(n >= 1, "{what}");
     }
-    // top --json shows the window's estimates and flags.
+    // top --json shows the window's estimates and flags (1,000 ports
+    // saturate the 128-bit estimator near 620: see docs/detection.md).
     let top = lab.source("198.18.0.11").expect("tracked");
     assert!(
-        top["distinct_ports"].as_u64().is_some_and(|n| n >= 900),
+        top["distinct_ports"].as_u64().is_some_and(|n| n >= 600),
         "{top}"
     );
     assert_eq!(top["distinct_hosts"], 1);

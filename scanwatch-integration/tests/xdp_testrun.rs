@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use scanwatch::kernel::testrun::XdpHarness;
-use scanwatch_common::{Counter, IfaceCounters, ProbeKind};
+use scanwatch::{config::Detection, kernel::testrun::XdpHarness};
+use scanwatch_common::{Counter, DetectConfig, IfaceCounters, ProbeKind};
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021AD, TPID_8021Q, Transport, tcp},
     privileged::require_root,
@@ -29,11 +29,21 @@ const OUTCOMES: [Counter; 11] = [
     Counter::Ipv6ExtChainTooLong,
 ];
 
+/// The default configuration, but every source tracked from its first
+/// probe (`admit_after` 1): these tests look at one probe per source. The
+/// admission table has its own tests (`admission.rs`).
+fn per_probe() -> DetectConfig {
+    DetectConfig {
+        admit_after: 1,
+        ..Detection::default().kernel_config()
+    }
+}
+
 fn harness(test: &str) -> Option<XdpHarness> {
     if !require_root(test) {
         return None;
     }
-    Some(XdpHarness::load(4096).expect("load the XDP program"))
+    Some(XdpHarness::load_with(4096, &per_probe()).expect("load the XDP program"))
 }
 
 /// Runs one frame and returns the single outcome counter it moved.
@@ -503,11 +513,11 @@ fn repeated_probes_accumulate_per_source() {
 }
 
 #[test]
-fn lru_map_stays_bounded() {
-    let Some(_) = harness("lru_map_stays_bounded") else {
+fn source_table_stays_bounded() {
+    let Some(_) = harness("source_table_stays_bounded") else {
         return;
     };
-    let mut h = XdpHarness::load(1024).expect("load");
+    let mut h = XdpHarness::load_with(1024, &per_probe()).expect("load");
     for i in 0..5000u32 {
         let src = std::net::Ipv4Addr::from(0xc612_0000 | i); // 198.18.x.y
         let f = Packet::from_ips(
@@ -517,14 +527,23 @@ fn lru_map_stays_bounded() {
         );
         h.run(&f.build()).expect("run");
     }
-    let tracked = h.sources().expect("sources").len();
-    assert!(tracked <= 1024, "{tracked} sources in a 1024-entry map");
+    let tracked = h.sources().expect("sources").len() as u64;
+    assert!(tracked <= 1024, "{tracked} sources in a 1024-slot table");
+    assert!(
+        tracked >= 900,
+        "{tracked}: two candidate slots fill the table"
+    );
     let c = h.counters().expect("counters");
     assert_eq!(c.get(Counter::ProbeSyn), 5000);
     assert_eq!(
         c.get(Counter::SourcesCreated),
         5000,
-        "evicted sources are re-created"
+        "every source admitted"
+    );
+    assert_eq!(
+        c.get(Counter::SourcesEvicted),
+        5000 - tracked,
+        "every source not in the table was evicted, and counted"
     );
     assert_eq!(c.get(Counter::SourceUpdateErrors), 0);
 }
@@ -545,13 +564,19 @@ fn source_map_memory_per_entry() {
         println!(
             "source map: {size} entries -> {bytes} bytes of kernel memory ({per_entry} bytes per source)"
         );
-        let value_and_key = (std::mem::size_of::<scanwatch_common::SourceStats>()
-            + std::mem::size_of::<scanwatch_common::SourceKey>())
-            as u64;
-        assert!(per_entry >= value_and_key, "{per_entry} bytes per entry");
+        // The key is in the slot: a slot is all a source costs.
+        let slot = std::mem::size_of::<scanwatch_common::SourceStats>() as u64;
+        assert!(per_entry >= slot, "{per_entry} bytes per entry");
+        // An mmap-able array adds one page of header to the slots.
         assert!(
-            per_entry <= 680,
-            "{per_entry} bytes per entry (README says 680 on kernel 6.18)"
+            bytes <= u64::from(size) * slot + 4096,
+            "{bytes} bytes for {size} slots"
         );
+        if size == 262_144 {
+            assert_eq!(
+                per_entry, 256,
+                "docs say 256 bytes per source at the default size"
+            );
+        }
     }
 }

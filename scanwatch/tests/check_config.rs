@@ -162,7 +162,7 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
     (
         "detection.port_scan.distinct_ports",
         "[detection.port_scan]\ndistinct_ports = 1\n",
-        "1 is out of range 2..=3193",
+        "1 is out of range 2..=620",
     ),
     (
         "detection.udp_scan.enabled",
@@ -172,7 +172,7 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
     (
         "detection.udp_scan.distinct_ports",
         "[detection.udp_scan]\ndistinct_ports = 5000\n",
-        "out of range 2..=1418",
+        "out of range 2..=265",
     ),
     (
         "detection.host_sweep.enabled",
@@ -182,7 +182,7 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
     (
         "detection.host_sweep.distinct_hosts",
         "[detection]\nhost_sweep = { distinct_hosts = 0 }\n",
-        "out of range 2..=3193",
+        "out of range 2..=620",
     ),
     (
         "detection.ping_sweep.enabled",
@@ -192,7 +192,7 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
     (
         "detection.ping_sweep.distinct_hosts",
         "detection.ping_sweep.distinct_hosts = 99999\n",
-        "out of range 2..=1418",
+        "out of range 2..=265",
     ),
     (
         "detection.stealth_scan.enabled",

@@ -40,7 +40,7 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
     let maps = ScanwatchMaps::open_pinned(&args.pin_dir)?;
     let names = maps.iface_names();
     let clock = BootClock::now();
-    let sources = maps.sources()?;
+    let sources = maps.sources();
     let tracked = sources.len();
     let feed_names = feed_names(&args.pin_dir);
     let prefixes = pinned_prefixes(&args.pin_dir);
@@ -51,7 +51,7 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
             if v.known_bad != 0 {
                 row.known_bad = Some(
                     feed_names
-                        .get(&v.known_bad)
+                        .get(&u32::from(v.known_bad))
                         .cloned()
                         .unwrap_or_else(|| format!("feed {}", v.known_bad)),
                 );
@@ -79,7 +79,7 @@ pub struct SourceRow {
     pub source: String,
     /// Interface of the latest probe (as named by the agent).
     pub interface: Option<String>,
-    /// Probes since first seen, by kind.
+    /// Probes in the current window, by kind.
     #[serde(flatten)]
     pub probes: ProbeCounts,
     pub total: u64,
@@ -114,7 +114,7 @@ impl SourceRow {
             known_bad: None,
             source: prefixes.label(key.ip()),
             interface: names.get(&stats.last_ifindex).cloned(),
-            probes: ProbeCounts::from_array(&stats.probes),
+            probes: ProbeCounts::from_array(&stats.probes.map(u64::from)),
             total: stats.total_probes(),
             first_seen: clock.rfc3339(stats.first_seen_ns),
             last_seen: clock.rfc3339(stats.last_seen_ns),
@@ -212,8 +212,8 @@ mod tests {
 
     fn row(ip: &str, kind: ProbeKind, n: u64, last: u64) -> SourceRow {
         let key = SourceKey::from_ip(ip.parse().unwrap());
-        let mut s = SourceStats::new(1_000_000_000, 2);
-        s.probes[kind.index()] = n;
+        let mut s = SourceStats::new(&key, 1_000_000_000, 2);
+        s.probes[kind.index()] = u32::try_from(n).unwrap();
         s.last_seen_ns = last;
         let names = BTreeMap::from([(2, "veth0".to_string())]);
         let clock = BootClock::at(

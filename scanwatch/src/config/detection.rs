@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use scanwatch_common::{
     DetectConfig,
     sketch::{HOST_BITS, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, UDP_BITS, bits_for_threshold},
+    tracking::MAX_ADMIT_AFTER,
     trw::{ReplyConfig, TrwParamError},
 };
 use serde::{Deserialize, Serialize};
@@ -359,6 +360,17 @@ impl Detection {
             ICMP_BITS,
         );
         let (v4_mask, v6_mask) = self.prefixes().masks();
+        let stealth = if self.stealth_scan.enabled {
+            self.stealth_scan.probes
+        } else {
+            u32::MAX
+        };
+        // Admission before tracking: no enabled threshold is crossed by
+        // fewer probes than admission takes.
+        let admit_after = [ports_exact, udp_exact, hosts_exact, icmp_exact, stealth]
+            .into_iter()
+            .fold(MAX_ADMIT_AFTER, u32::min)
+            .max(1);
         DetectConfig {
             window_ns: self.window_seconds.saturating_mul(1_000_000_000),
             ports_exact,
@@ -369,11 +381,7 @@ impl Detection {
             hosts_bits,
             icmp_exact,
             icmp_bits,
-            stealth: if self.stealth_scan.enabled {
-                self.stealth_scan.probes
-            } else {
-                u32::MAX
-            },
+            stealth,
             syn_rate: if self.syn_flood_source.enabled {
                 // Per ~1.07 s rate bucket (2^30 ns).
                 ((f64::from(self.syn_flood_source.syns_per_second) * 1.073_741_824).ceil()) as u32
@@ -381,8 +389,11 @@ impl Detection {
                 u32::MAX
             },
             v4_mask,
-            _pad: 0,
+            admit_after,
             v6_mask,
+            // Set from the table's size when the object is loaded.
+            source_slots: scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE,
+            _pad: 0,
         }
     }
 }

@@ -291,7 +291,7 @@ action = "tag"
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "config /etc/s.toml: line 2: field `detection.port_scan.distinct_ports`: 1 is out of range 2..=3193"
+            "config /etc/s.toml: line 2: field `detection.port_scan.distinct_ports`: 1 is out of range 2..=620"
         );
         let e = Config::parse("[detection]\nwindow_secs = 5\n", "s.toml").unwrap_err();
         assert!(e.to_string().contains("window_secs"), "{e}");

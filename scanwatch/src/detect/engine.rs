@@ -228,14 +228,14 @@ mod tests {
 
     fn scanner(last: u8, ports: u16) -> Fixed {
         let key = SourceKey::v4([198, 18, 0, last]);
-        let mut s = SourceStats::new(1, 2);
-        s.window.probes[0] = u64::from(ports);
-        s.window.port_set_len = u64::from(ports.min(16));
+        let mut s = SourceStats::new(&key, 1, 2);
+        s.probes[0] = u32::from(ports);
+        s.lens = u32::from(ports.min(16));
         for p in 0..ports.min(16) {
             let entry = u64::from(scanwatch_common::sketch::port_entry(p + 1, false));
-            s.window.port_set[usize::from(p / 2)] |= entry << (32 * (p % 2));
+            s.port_set[usize::from(p / 2)] |= entry << (32 * (p % 2));
         }
-        s.window.reported = u64::from(trigger::PORTS);
+        s.crossed = u64::from(trigger::PORTS);
         Fixed(key, s)
     }
 

@@ -3,8 +3,9 @@
 //! kernel's crossings and the reply-aware test's state.
 
 use scanwatch_common::{
-    ProbeKind, SourceStats, WindowState,
+    ProbeKind, SourceStats,
     classify::PROBE_KINDS,
+    maps::lens,
     sketch::{
         self, HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
     },
@@ -57,51 +58,51 @@ pub struct Evidence {
 
 impl Evidence {
     pub fn from_stats(s: &SourceStats) -> Self {
-        let w = &s.window;
-        let ports_full = w.port_set_len as usize >= PORT_SET;
-        let hosts_full = w.host_set_len as usize >= HOST_SET;
-        let sample_ports = WindowState::entries(&w.port_set)
+        let len = |lane| lens::get(s.lens, lane);
+        let bits = |lane| lens::get(s.bits, lane);
+        let ports_full = len(lens::PORTS) as usize >= PORT_SET;
+        let hosts_full = len(lens::HOSTS) as usize >= HOST_SET;
+        let sample_ports = SourceStats::entries32(&s.port_set)
             .map(sketch::entry_port)
             .collect();
-        let udp_in_set = WindowState::entries(&w.port_set)
+        let udp_in_set = SourceStats::entries32(&s.port_set)
             .filter(|e| e & PORT_UDP != 0)
             .count() as u32;
-        let icmp_in_set = WindowState::entries(&w.host_set)
+        let icmp_in_set = SourceStats::entries16(&s.host_set)
             .filter(|e| e & HOST_ICMP != 0)
             .count() as u32;
-        let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         let mut window_probes = [0u64; PROBE_KINDS];
-        for (out, n) in window_probes.iter_mut().zip(w.probes.iter()) {
-            *out = *n;
+        for (out, n) in window_probes.iter_mut().zip(s.probes.iter()) {
+            *out = u64::from(*n);
         }
         Self {
             window_probes,
             distinct_ports: sketch::distinct(
-                n(w.port_set_len),
+                len(lens::PORTS),
                 ports_full,
-                n(w.port_bits_set),
+                bits(lens::PORTS),
                 PORT_BITS,
             ),
             distinct_udp_ports: sketch::distinct(
-                udp_in_set.max(n(w.udp_set_len)),
+                udp_in_set.max(len(lens::UDP)),
                 ports_full,
-                n(w.udp_bits_set),
+                bits(lens::UDP),
                 UDP_BITS,
             ),
             distinct_hosts: sketch::distinct(
-                n(w.host_set_len),
+                len(lens::HOSTS),
                 hosts_full,
-                n(w.host_bits_set),
+                bits(lens::HOSTS),
                 HOST_BITS,
             ),
             distinct_icmp_hosts: sketch::distinct(
-                icmp_in_set.max(n(w.icmp_set_len)),
+                icmp_in_set.max(len(lens::ICMP)),
                 hosts_full,
-                n(w.icmp_bits_set),
+                bits(lens::ICMP),
                 ICMP_BITS,
             ),
             sample_ports,
-            triggers: n(w.reported),
+            triggers: s.reported(),
             window_start_ns: s.window_start_ns,
             reply: ReplyEvidence::default(),
         }
@@ -177,17 +178,13 @@ mod tests {
 
     #[test]
     fn evidence_decodes_the_kernel_window() {
-        let mut s = SourceStats::new(5, 2);
-        let w: &mut WindowState = &mut s.window;
-        w.port_set[0] = u64::from(sketch::port_entry(22, false))
+        let mut s = SourceStats::new(&scanwatch_common::SourceKey::v4([198, 18, 0, 9]), 5, 2);
+        s.port_set[0] = u64::from(sketch::port_entry(22, false))
             | (u64::from(sketch::port_entry(53, true)) << 32);
-        w.port_set_len = 2;
-        w.udp_set_len = 1;
-        w.host_set[0] = u64::from(sketch::host_entry(0xdead_beef) | HOST_ICMP);
-        w.host_set_len = 1;
-        w.icmp_set_len = 1;
-        w.probes[0] = 3;
-        w.reported = u64::from(trigger::PORTS);
+        s.lens = 2 << lens::PORTS | 1 << lens::UDP | 1 << lens::HOSTS | 1 << lens::ICMP;
+        s.host_set[0] = u64::from(0x1234 | HOST_ICMP);
+        s.probes[0] = 3;
+        s.crossed = u64::from(trigger::PORTS) | (7 << 32);
         let ev = Evidence::from_stats(&s);
         assert_eq!(ev.sample_ports, vec![22, 53]);
         assert_eq!((ev.distinct_ports, ev.distinct_udp_ports), (2, 1));

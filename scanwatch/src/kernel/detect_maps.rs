@@ -2,11 +2,11 @@
 //! names, the crossing ring buffer), either straight from the loaded
 //! object (the agent) or from their pins (`scanwatch top`, other processes).
 
-use std::{collections::BTreeMap, collections::HashMap as StdHashMap, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
 };
 use scanwatch_common::{
     IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
@@ -16,25 +16,14 @@ use scanwatch_common::{
     },
 };
 
-use super::pins::{PinDir, PinDirError, existing_pin};
+use super::{
+    pins::{PinDir, existing_pin},
+    source_table::SourceTable,
+};
 use crate::model::{SourcePrefixes, boottime_ns, error_chain};
 
-#[derive(Debug, thiserror::Error)]
-pub enum MapsError {
-    #[error("map {0} missing from the object")]
-    Missing(&'static str),
-    #[error("map {name}: {detail}")]
-    Map { name: &'static str, detail: String },
-    #[error(transparent)]
-    Pins(#[from] PinDirError),
-}
-
-fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
-    move |e| MapsError::Map {
-        name,
-        detail: error_chain(&e),
-    }
-}
+pub use super::maps_error::MapsError;
+pub(super) use super::maps_error::map_err;
 
 /// Records the prefix lengths sources are counted by in the object's
 /// `SOURCE_PREFIXES` map and pins it (for `scanwatch top`).
@@ -96,7 +85,7 @@ pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
 
 /// The agent's maps.
 pub struct ScanwatchMaps {
-    sources: HashMap<MapData, SourceKey, SourceStats>,
+    sources: SourceTable,
     counters: PerCpuArray<MapData, IfaceCounters>,
     slots: Array<MapData, u32>,
     names: HashMap<MapData, u32, IfaceName>,
@@ -199,20 +188,16 @@ impl ScanwatchMaps {
     }
 
     fn from_maps(sources: Map, counters: Map, slots: Map, names: Map) -> Result<Self, MapsError> {
-        let (source_capacity, source_map_id) = match &sources {
-            Map::LruHashMap(data) => {
-                let info = data.info().map_err(map_err(SOURCES_MAP))?;
-                (info.max_entries(), info.id())
-            }
-            _ => {
-                return Err(MapsError::Map {
-                    name: SOURCES_MAP,
-                    detail: "not an LRU hash map".into(),
-                });
-            }
+        let Map::Array(data) = sources else {
+            return Err(MapsError::Map {
+                name: SOURCES_MAP,
+                detail: "not an array map".into(),
+            });
         };
+        let info = data.info().map_err(map_err(SOURCES_MAP))?;
+        let (source_capacity, source_map_id) = (info.max_entries(), info.id());
         Ok(Self {
-            sources: HashMap::try_from(sources).map_err(map_err(SOURCES_MAP))?,
+            sources: SourceTable::new(data, source_capacity)?,
             counters: PerCpuArray::try_from(counters).map_err(map_err(IFACE_COUNTERS_MAP))?,
             slots: Array::try_from(slots).map_err(map_err(IFACE_SLOTS_MAP))?,
             names: HashMap::try_from(names).map_err(map_err(IFACE_NAMES_MAP))?,
@@ -227,7 +212,7 @@ impl ScanwatchMaps {
         map_memlock_bytes(self.source_map_id)
     }
 
-    /// Maximum number of tracked sources (the LRU map's size).
+    /// Maximum number of tracked sources (the source table's slots).
     pub const fn source_capacity(&self) -> u32 {
         self.source_capacity
     }
@@ -283,67 +268,47 @@ impl ScanwatchMaps {
         Ok(out)
     }
 
-    /// Every tracked source. Walks the whole map: for `top` and tests, not
-    /// for the agent's periodic work. Entries evicted during the walk are
-    /// skipped; the walk is bounded even if the kernel restarts it under churn.
-    pub fn sources(&self) -> Result<Vec<(SourceKey, SourceStats)>, MapsError> {
-        let limit = 2 * self.source_capacity as usize;
-        let mut seen = StdHashMap::new();
-        for (visited, item) in self.sources.iter().enumerate() {
-            if visited >= limit {
-                break;
-            }
-            let (key, value) = item.map_err(map_err(SOURCES_MAP))?;
-            seen.insert(key, value);
-        }
-        Ok(seen.into_iter().collect())
+    /// Every tracked source: a walk of the whole table through its mapping
+    /// (no syscall per slot), for `top`, counts and tests.
+    pub fn sources(&self) -> Vec<(SourceKey, SourceStats)> {
+        self.sources.sources().map(|s| (s.source(), s)).collect()
     }
 
     /// Counts tracked sources, in total and by the interface of their latest
-    /// probe, without keeping them (one key and one value read per entry).
-    pub fn count_sources(&self) -> Result<(u64, BTreeMap<u32, u64>), MapsError> {
-        let limit = 2 * self.source_capacity as usize;
+    /// probe.
+    pub fn count_sources(&self) -> (u64, BTreeMap<u32, u64>) {
         let mut total = 0u64;
         let mut by_iface = BTreeMap::new();
-        for (visited, item) in self.sources.iter().enumerate() {
-            if visited >= limit {
-                break;
-            }
-            let (_, value) = item.map_err(map_err(SOURCES_MAP))?;
+        for s in self.sources.sources() {
             total += 1;
-            *by_iface.entry(value.last_ifindex).or_insert(0u64) += 1;
+            *by_iface.entry(s.last_ifindex).or_insert(0u64) += 1;
         }
-        Ok((total.min(u64::from(self.source_capacity)), by_iface))
+        (total, by_iface)
     }
 
-    /// Writes one source's entry (tests and tools: e.g. filling the map).
-    pub fn insert_source(&mut self, key: &SourceKey, stats: &SourceStats) -> Result<(), MapsError> {
-        self.sources
-            .insert(key, stats, 0)
-            .map_err(map_err(SOURCES_MAP))
+    /// Writes one source's entry (its key is in it) where the kernel looks
+    /// for it (tests and tools: e.g. filling the table).
+    pub fn insert_source(&mut self, stats: &SourceStats) -> Result<(), MapsError> {
+        self.sources.insert(stats)
     }
 
-    /// Fills the source map with `count` idle sources fdNN::<i> (NN = `tag`),
-    /// as if that many had probed once: load tests and benchmarks.
+    /// Fills the source table with `count` idle sources fdNN::<i> (NN =
+    /// `tag`), as if that many had probed once: load tests and benchmarks.
     pub fn insert_idle_sources(&mut self, count: u32, tag: u8) -> Result<(), MapsError> {
-        let stats = SourceStats::new(boottime_ns(), 0);
+        let now = boottime_ns();
         for i in 0..count {
             let mut addr = [0u8; 16];
             addr[0] = 0xfd;
             addr[1] = tag;
             addr[12..].copy_from_slice(&i.to_be_bytes());
-            self.insert_source(&SourceKey::v6(addr), &stats)?;
+            self.insert_source(&SourceStats::new(&SourceKey::v6(addr), now, 0))?;
         }
         Ok(())
     }
 
     /// One source's entry, if tracked.
-    pub fn source(&self, key: &SourceKey) -> Result<Option<SourceStats>, MapsError> {
-        match self.sources.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(SOURCES_MAP)(e)),
-        }
+    pub fn source(&self, key: &SourceKey) -> Option<SourceStats> {
+        self.sources.find(key).map(|(_, s)| s)
     }
 }
 

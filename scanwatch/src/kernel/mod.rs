@@ -6,9 +6,11 @@
 pub mod block_maps;
 pub mod detect_maps;
 pub mod egress;
+pub mod maps_error;
 pub mod object;
 pub mod pins;
 pub mod reply_maps;
+pub mod source_table;
 pub mod sweep;
 pub mod testrun;
 pub mod xdp_link;

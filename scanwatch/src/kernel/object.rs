@@ -120,8 +120,13 @@ pub fn load_with(
     if let Some(pin) = opts.blocks_pin {
         loader.map_pin_path(scanwatch_common::maps::BLOCKS_MAP, pin);
     }
+    // The kernel finds a source's slots from the table's size.
+    let detect = DetectConfig {
+        source_slots: map_size,
+        ..*detect
+    };
     let mut ebpf = loader
-        .override_global(DETECT_CONFIG_GLOBAL, detect, true)
+        .override_global(DETECT_CONFIG_GLOBAL, &detect, true)
         .override_global(
             scanwatch_common::trw::REPLY_CONFIG_GLOBAL,
             &opts.reply,

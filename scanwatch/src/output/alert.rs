@@ -221,7 +221,11 @@ pub(crate) mod tests {
 
     pub(crate) fn sample() -> Alert {
         let source: IpNet = "198.18.0.9/32".parse().unwrap();
-        let stats = SourceStats::new(1_000_000_000, 2);
+        let stats = SourceStats::new(
+            &scanwatch_common::SourceKey::v4([198, 18, 0, 9]),
+            1_000_000_000,
+            2,
+        );
         let ev = Evidence {
             window_probes: [1000, 0, 0, 0, 0, 0],
             distinct_ports: 1000,

@@ -57,8 +57,6 @@ pub struct AgentSnapshot {
     /// interface of their latest probe.
     pub tracked_total: Option<u64>,
     pub tracked_by_ifindex: BTreeMap<u32, u64>,
-    /// Sources evicted from the full map, estimated as created minus live (kept monotonic).
-    pub evictions: u64,
     pub alertmanager_pushes: u64,
     pub alertmanager_errors: u64,
     pub mitigation: MitigationStats,
@@ -338,7 +336,7 @@ impl Scrape<'_> {
         family(
             e,
             "sources_created",
-            "Source entries created in the source map.",
+            "Sources admitted into the source table (they sent enough probes in a window to be tracked).",
             &ConstCounter::new(0u64),
             created,
         )?;
@@ -370,12 +368,20 @@ impl Scrape<'_> {
             &[],
             saturating_i64(snapshot.tracked_total.unwrap_or(0)),
         )?;
+        let all = |c: Counter| self.counters.values().map(|v| v.get(c)).sum::<u64>();
         counter(
             e,
             "source_map_evictions",
-            "Sources evicted from the full source map (created minus live, estimated at each count).",
+            "Tracked sources whose slot went to a newly admitted source.",
             &[],
-            snapshot.evictions,
+            all(Counter::SourcesEvicted),
+        )?;
+        counter(
+            e,
+            "admission_overwrites",
+            "Sources waiting for admission (fewer probes than admit_after in the window) whose waiting probes another source overwrote.",
+            &[],
+            all(Counter::AdmissionOverwritten),
         )?;
         Ok(())
     }

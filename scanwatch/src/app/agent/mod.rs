@@ -41,8 +41,8 @@ use crate::{
     },
 };
 
-/// Counts the source map every `interval` in a thread of its own (a full
-/// walk: kept off the detection path), until `stop` is set.
+/// Counts the source table every `interval` in a thread of its own (a walk
+/// of its mapping: kept off the detection path), until `stop` is set.
 fn spawn_counter(
     pin_dir: PathBuf,
     snapshot: Arc<Mutex<AgentSnapshot>>,
@@ -61,23 +61,10 @@ fn spawn_counter(
         while !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next {
                 next = Instant::now() + interval;
-                let created: u64 = maps
-                    .iface_counters()
-                    .map(|c| {
-                        c.values()
-                            .map(|v| v.get(scanwatch_common::Counter::SourcesCreated))
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                match maps.count_sources() {
-                    Ok((total, by_iface)) => {
-                        let mut s = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
-                        s.tracked_total = Some(total);
-                        s.tracked_by_ifindex = by_iface;
-                        s.evictions = s.evictions.max(created.saturating_sub(total));
-                    }
-                    Err(e) => log::warn!("cannot count sources: {e}"),
-                }
+                let (total, by_iface) = maps.count_sources();
+                let mut s = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+                s.tracked_total = Some(total);
+                s.tracked_by_ifindex = by_iface;
             }
             std::thread::sleep(Duration::from_millis(200));
         }

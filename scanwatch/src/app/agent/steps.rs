@@ -142,7 +142,7 @@ impl Agent {
             AlertReason::New => self.mitigation.on_detection(net, &finding.types, &clock),
             AlertReason::Escalated => self.mitigation.current_action(net, &clock),
         };
-        let id = finding.stats.known_bad;
+        let id = u32::from(finding.stats.known_bad);
         let known_bad = (id != 0).then(|| {
             self.mitigation
                 .feed_name(id)

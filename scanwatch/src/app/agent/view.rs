@@ -15,13 +15,7 @@ pub(super) struct KernelView<'a> {
 
 impl SourceView for KernelView<'_> {
     fn stats(&self, key: &SourceKey) -> Option<SourceStats> {
-        match self.maps.source(key) {
-            Ok(stats) => stats,
-            Err(e) => {
-                log::warn!("cannot read source {}: {e}", key.ip());
-                None
-            }
-        }
+        self.maps.source(key)
     }
 
     fn reply(&self, key: &SourceKey) -> ReplyEvidence {

@@ -1,0 +1,194 @@
+//! Where a source's state lives, the same in the kernel and the agent.
+//!
+//! **Admission.** A source's first probes in a window wait in the
+//! `ADMISSION` table, a direct-mapped array of [`AdmitSlot`]s indexed by a
+//! hash of the source key: a tag, the window start, and the probes seen so
+//! far (at most [`ADMIT_RECORDS`], packed into one word each by
+//! [`record`]). The probe that makes [`DetectConfig::admit_after`](crate::DetectConfig)
+//! gives the source a slot in the `SOURCES` table, seeded with the waiting
+//! probes, so counts stay exact. A source that sends fewer probes in a
+//! window never takes a `SOURCES` slot: a flood of one-probe sources costs
+//! one admission-slot write per packet and cannot evict a tracked scanner.
+//! A probe of another source hashing to the same admission slot overwrites
+//! a waiting source (counted: `AdmissionOverwritten`); its next probes
+//! start over. The waiting probes are what an overwrite loses.
+//!
+//! **Tracking.** `SOURCES` is an array of [`SourceStats`](crate::SourceStats)
+//! slots (the key is in the slot); a source may live in one of two slots
+//! ([`slots`]), an admitted source takes a free one or the one seen least
+//! recently (counted: `SourcesEvicted`).
+
+/// Name of the admission table (`Array<AdmitSlot>`).
+pub const ADMISSION_MAP: &str = "ADMISSION";
+/// Slots of the admission table (a power of two).
+pub const ADMISSION_SLOTS: u32 = 65_536;
+/// Probes an admission slot keeps (admission needs at most one more).
+pub const ADMIT_RECORDS: usize = 2;
+/// Most probes in a window before admission (`admit_after` is 1 to this).
+pub const MAX_ADMIT_AFTER: u32 = ADMIT_RECORDS as u32 + 1;
+
+/// One admission slot: 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdmitSlot {
+    /// The source's tag (high 32 bits, never 0) and the window's start in
+    /// [`TIME_UNIT_SHIFT`] units (low 32 bits); 0: free.
+    pub head: u64,
+    /// The probes seen, in order (0: none yet).
+    pub records: [u64; ADMIT_RECORDS],
+}
+
+crate::layout::assert_layout!(AdmitSlot { head, records }, size 24, align 8);
+
+/// Times in admission slots count units of 2^20 ns (about 1.05 ms).
+pub const TIME_UNIT_SHIFT: u32 = 20;
+
+/// Mixes a source key into 64 bits (splitmix64's finaliser over both words).
+#[inline(always)]
+pub const fn key_hash(key: [u64; 2]) -> u64 {
+    let mut x = key[0] ^ key[1].wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The two `SOURCES` slots a source may live in, for a table of `n` slots.
+#[inline(always)]
+pub const fn slots(hash: u64, n: u32) -> (u32, u32) {
+    let n = if n == 0 { 1 } else { n as u64 };
+    let a = hash % n;
+    let mut b = (hash >> 32) % n;
+    if b == a {
+        b = (a + 1) % n;
+    }
+    (a as u32, b as u32)
+}
+
+/// The admission slot and tag of a source.
+#[inline(always)]
+pub const fn admission(hash: u64) -> (u32, u32) {
+    (
+        ((hash >> 8) as u32) & (ADMISSION_SLOTS - 1),
+        (hash >> 32) as u32 | 1,
+    )
+}
+
+/// An admission slot's head: the tag and the window start.
+#[inline(always)]
+pub const fn head(tag: u32, start_ns: u64) -> u64 {
+    ((tag as u64) << 32) | ((start_ns >> TIME_UNIT_SHIFT) & 0xffff_ffff)
+}
+
+/// The tag of a head.
+#[inline(always)]
+pub const fn head_tag(head: u64) -> u32 {
+    (head >> 32) as u32
+}
+
+/// The window start of a head, given the time now (both boot ns; the
+/// stored start is the low 32 bits of its units).
+#[inline(always)]
+pub const fn head_start(head: u64, now_ns: u64) -> u64 {
+    unwrap_units(head & 0xffff_ffff, 32, now_ns)
+}
+
+/// The boot time of `low` (the low `bits` bits of a time in units), the
+/// latest such time not after `now_ns`.
+#[inline(always)]
+const fn unwrap_units(low: u64, bits: u32, now_ns: u64) -> u64 {
+    let now = now_ns >> TIME_UNIT_SHIFT;
+    let mask = (1u64 << bits) - 1;
+    let back = now.wrapping_sub(low) & mask;
+    now.saturating_sub(back) << TIME_UNIT_SHIFT
+}
+
+/// Bits of a record's time (in units: about 3.3 days).
+const RECORD_TIME_BITS: u32 = 28;
+
+/// A waiting probe in one word: kind + 1 (3 bits), whether it has a
+/// destination port (1), the port (16), host fingerprint (16), time in
+/// units (28 bits).
+#[inline(always)]
+pub const fn record(kind: u8, port: Option<u16>, host: u16, now_ns: u64) -> u64 {
+    let port = match port {
+        Some(p) => (1 << 16) | p as u64,
+        None => 0,
+    };
+    ((kind as u64 + 1) << 61)
+        | (port << 44)
+        | ((host as u64) << RECORD_TIME_BITS)
+        | ((now_ns >> TIME_UNIT_SHIFT) & ((1 << RECORD_TIME_BITS) - 1))
+}
+
+/// The probe kind of a record ([`crate::ProbeKind`] as `u8`); `None` for an empty one.
+#[inline(always)]
+pub const fn record_kind(r: u64) -> Option<u8> {
+    match (r >> 61) as u8 {
+        0 => None,
+        k => Some(k - 1),
+    }
+}
+
+/// The destination port of a record, if the probe had one.
+#[inline(always)]
+pub const fn record_port(r: u64) -> Option<u16> {
+    if (r >> 60) & 1 == 1 {
+        Some((r >> 44) as u16)
+    } else {
+        None
+    }
+}
+
+/// The host fingerprint of a record.
+#[inline(always)]
+pub const fn record_host(r: u64) -> u16 {
+    (r >> RECORD_TIME_BITS) as u16
+}
+
+/// The boot time of a record, given the time now.
+#[inline(always)]
+pub const fn record_time(r: u64, now_ns: u64) -> u64 {
+    unwrap_units(r & ((1 << RECORD_TIME_BITS) - 1), RECORD_TIME_BITS, now_ns)
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), Copy, without padding, valid for any bit pattern.
+unsafe impl aya::Pod for AdmitSlot {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let now = 123_456_789_000_000u64;
+        let r = record(4, Some(443), 0x7abc, now);
+        assert_eq!(record_kind(r), Some(4));
+        assert_eq!(record_port(r), Some(443));
+        assert_eq!(record_port(record(2, Some(0), 1, now)), Some(0));
+        assert_eq!(record_port(record(3, None, 1, now)), None);
+        assert_eq!(record_host(r), 0x7abc);
+        let t = record_time(r, now + 5_000_000_000);
+        assert!(now - t < 1 << TIME_UNIT_SHIFT, "{now} {t}");
+        assert_eq!(record_kind(0), None);
+        assert_ne!(record(0, None, 0, 0), 0, "never empty");
+        let h = head(0xdead_beef, now);
+        assert_eq!(head_tag(h), 0xdead_beef);
+        assert!(now - head_start(h, now + 1_000_000) < 1 << TIME_UNIT_SHIFT);
+    }
+
+    #[test]
+    fn slots_are_two_distinct_indexes_in_range() {
+        for n in [1024u32, 262_144, 1_000_003] {
+            for i in 0..1000u64 {
+                let h = key_hash([i, i.wrapping_mul(7)]);
+                let (a, b) = slots(h, n);
+                assert!(a < n && b < n && a != b);
+            }
+        }
+        let (slot, tag) = admission(key_hash([1, 2]));
+        assert!(slot < ADMISSION_SLOTS && tag & 1 == 1);
+    }
+}

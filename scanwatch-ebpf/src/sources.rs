@@ -1,0 +1,291 @@
+//! The source table and the admission table, kernel side (the design is in
+//! `scanwatch_common::tracking`). A probe's source is looked up in its two
+//! candidate slots of `SOURCES`; a source not there waits in its
+//! `ADMISSION` slot until its `admit_after`-th probe of the window, which
+//! claims a `SOURCES` slot (a free one, or the one seen least recently)
+//! and seeds it with the waiting probes. No map insert, no lock: claims are
+//! compare-and-swaps of one word.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+
+use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
+use scanwatch_common::{
+    Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceStats,
+    sketch::port_entry,
+    tracking::{
+        MAX_ADMIT_AFTER, admission, head, head_start, head_tag, key_hash, record, record_host,
+        record_kind, record_port, record_time, slots,
+    },
+};
+
+use crate::{
+    ADMISSION, DETECT_CONFIG, EVENTS, FEEDS, SOURCES, bump_counter,
+    parse::Probe,
+    window::{self, NEW_WINDOW, Seen, setting},
+};
+
+/// `first_seen_ns` of a slot being set up for a new source: no lookup
+/// matches it (0 is a free slot, anything else a source's first probe).
+const BUSY: u64 = 1;
+
+/// Counts `probe` for its source: in its slot if it is tracked, else in
+/// the admission table (admitting it on its `admit_after`-th probe), and
+/// reports fresh threshold crossings to the agent.
+#[inline(always)]
+pub fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters, tag_feeds: bool) {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let cfg = &raw const DETECT_CONFIG;
+    let words = probe.source.words();
+    let hash = key_hash(words);
+    // SAFETY: `cfg` points to the settings global.
+    let (a, b) = slots(hash, setting(unsafe { &raw const (*cfg).source_slots }));
+    let seen = Seen {
+        kind: probe.kind as u8,
+        port: probe.port,
+        host: probe.host,
+        time: now,
+    };
+    let entry = match find(words, a, b) {
+        Some(entry) => entry,
+        None => match admit(
+            probe,
+            &seen,
+            hash,
+            (a, b),
+            (ifindex, tag_feeds),
+            counters,
+            cfg,
+        ) {
+            Some(admitted) => admitted,
+            None => return,
+        },
+    };
+    let fresh = window::record(entry, &seen, ifindex, cfg);
+    if fresh & NEW_WINDOW != 0 && tag_feeds {
+        refresh_known_bad(entry, probe);
+    }
+    let fresh = fresh & !NEW_WINDOW;
+    if fresh != 0 {
+        report(entry, probe, fresh, now, ifindex, counters);
+    }
+}
+
+/// The slot of the source whose key is `words`, among its two.
+#[inline(always)]
+fn find(words: [u64; 2], a: u32, b: u32) -> Option<*mut SourceStats> {
+    for i in [a, b] {
+        let entry = SOURCES.get_ptr_mut(i)?;
+        // SAFETY: plain reads of a live map value.
+        let matches = unsafe {
+            core::ptr::read_volatile(&raw const (*entry).key[0]) == words[0]
+                && core::ptr::read_volatile(&raw const (*entry).key[1]) == words[1]
+                && core::ptr::read_volatile(&raw const (*entry).first_seen_ns) > BUSY
+        };
+        if matches {
+            return Some(entry);
+        }
+    }
+    None
+}
+
+/// The probe's source is not tracked: wait in the admission table, or, on
+/// its `admit_after`-th probe of the window, claim a slot and seed it with
+/// the waiting probes. Returns the slot.
+#[inline(always)]
+fn admit(
+    probe: &Probe,
+    seen: &Seen,
+    hash: u64,
+    (a, b): (u32, u32),
+    (ifindex, tag_feeds): (u32, bool),
+    counters: *mut IfaceCounters,
+    cfg: *const DetectConfig,
+) -> Option<*mut SourceStats> {
+    let now = seen.time;
+    // SAFETY: `cfg` points to the settings global.
+    let (admit_after, window_ns) = unsafe {
+        (
+            setting(&raw const (*cfg).admit_after).clamp(1, MAX_ADMIT_AFTER),
+            setting(&raw const (*cfg).window_ns),
+        )
+    };
+    if admit_after == 1 {
+        return claim(
+            probe,
+            (a, b),
+            now,
+            (ifindex, tag_feeds),
+            counters,
+            &NO_SEEDS,
+        );
+    }
+    let (index, tag) = admission(hash);
+    let slot = ADMISSION.get_ptr_mut(index)?;
+    let port = (seen.port != 0).then_some(seen.port as u16);
+    let this = record(seen.kind, port, seen.host, now);
+    // SAFETY: `slot` is a live map value; every pointer stays inside it.
+    unsafe {
+        let head_p = &raw mut (*slot).head;
+        let first_p = (&raw mut (*slot).records).cast::<u64>();
+        let second_p = first_p.add(1);
+        let current = core::ptr::read_volatile(head_p);
+        let in_window = |h: u64| h != 0 && now.wrapping_sub(head_start(h, now)) < window_ns;
+        if !(head_tag(current) == tag && in_window(current)) {
+            // This source starts waiting here (a waiting one is overwritten).
+            if in_window(current) {
+                bump_counter(counters, Counter::AdmissionOverwritten);
+            }
+            let (_, won) = atomic_cxchg::<
+                u64,
+                { AtomicOrdering::Relaxed },
+                { AtomicOrdering::Relaxed },
+            >(head_p, current, head(tag, now));
+            if won {
+                core::ptr::write_volatile(second_p, 0);
+                core::ptr::write_volatile(first_p, this);
+            }
+            return None;
+        }
+        let first = core::ptr::read_volatile(first_p);
+        let second = core::ptr::read_volatile(second_p);
+        let waiting = u32::from(first != 0) + u32::from(second != 0);
+        if waiting + 1 < admit_after {
+            let free = if first == 0 { first_p } else { second_p };
+            let _ = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                free, 0, this,
+            );
+            return None;
+        }
+        // Admission: the CPU that frees the admission slot claims the source slot.
+        let (_, won) = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            head_p, current, 0,
+        );
+        if !won {
+            // Another CPU is admitting this source right now.
+            bump_counter(counters, Counter::SourceUpdateErrors);
+            return None;
+        }
+        let start = head_start(current, now);
+        let seeds = [seed_of(first, start, now), seed_of(second, start, now)];
+        claim(probe, (a, b), start, (ifindex, tag_feeds), counters, &seeds)
+    }
+}
+
+/// Nothing waited (admission at the first probe).
+const NO_SEEDS: [Seen; 2] = [Seen {
+    kind: 0,
+    port: 0,
+    host: 0,
+    time: 0,
+}; 2];
+
+/// A waiting probe as the window code records it (`time` 0: none).
+#[inline(always)]
+fn seed_of(waiting: u64, start: u64, now: u64) -> Seen {
+    match record_kind(waiting) {
+        Some(kind) => Seen {
+            kind,
+            port: match record_port(waiting) {
+                Some(p) => port_entry(p, kind == ProbeKind::Udp as u8),
+                None => 0,
+            },
+            host: record_host(waiting),
+            time: record_time(waiting, now).max(start),
+        },
+        None => NO_SEEDS[0],
+    }
+}
+
+/// Claims a slot for the probe's source, whose window started at `start`:
+/// a free one of its two, else the one seen least recently (its source is
+/// evicted). The slot is marked busy while it is set up.
+#[inline(always)]
+fn claim(
+    probe: &Probe,
+    (a, b): (u32, u32),
+    start: u64,
+    (ifindex, tag_feeds): (u32, bool),
+    counters: *mut IfaceCounters,
+    seeds: &[Seen; 2],
+) -> Option<*mut SourceStats> {
+    let ea = SOURCES.get_ptr_mut(a)?;
+    let eb = SOURCES.get_ptr_mut(b)?;
+    // SAFETY: both are live map values; every pointer stays inside them.
+    let entry = unsafe {
+        let seen_a = core::ptr::read_volatile(&raw const (*ea).first_seen_ns);
+        let seen_b = core::ptr::read_volatile(&raw const (*eb).first_seen_ns);
+        let (entry, old) = if seen_a == 0 {
+            (ea, seen_a)
+        } else if seen_b == 0 {
+            (eb, seen_b)
+        } else if core::ptr::read_volatile(&raw const (*ea).last_seen_ns)
+            <= core::ptr::read_volatile(&raw const (*eb).last_seen_ns)
+        {
+            (ea, seen_a)
+        } else {
+            (eb, seen_b)
+        };
+        let first_p = &raw mut (*entry).first_seen_ns;
+        let (_, won) = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            first_p, old, BUSY,
+        );
+        if !won || old == BUSY {
+            bump_counter(counters, Counter::SourceUpdateErrors);
+            return None;
+        }
+        if old != 0 {
+            bump_counter(counters, Counter::SourcesEvicted);
+        }
+        let words = probe.source.words();
+        core::ptr::write_volatile(&raw mut (*entry).key[0], words[0]);
+        core::ptr::write_volatile(&raw mut (*entry).key[1], words[1]);
+        core::ptr::write_volatile(&raw mut (*entry).window_start_ns, start);
+        core::ptr::write_volatile(&raw mut (*entry).last_seen_ns, start);
+        window::clear_window(entry);
+        window::seed(entry, seeds);
+        core::ptr::write_volatile(&raw mut (*entry).last_ifindex, ifindex);
+        core::ptr::write_volatile(first_p, start.max(BUSY + 1));
+        entry
+    };
+    bump_counter(counters, Counter::SourcesCreated);
+    if tag_feeds {
+        refresh_known_bad(entry, probe);
+    }
+    Some(entry)
+}
+
+/// Looks the source up in the `tag` feeds (at admission and each new window).
+#[inline(always)]
+fn refresh_known_bad(entry: *mut SourceStats, probe: &Probe) {
+    let id = FEEDS
+        .get(Key::new(128, probe.source.addr))
+        .map_or(0, |feed| feed.feed_id as u16);
+    // SAFETY: a plain write of a live map value's field.
+    unsafe { core::ptr::write_volatile(&raw mut (*entry).known_bad, id) };
+}
+
+/// Sends the crossings `fresh` to the agent.
+#[inline(always)]
+fn report(
+    entry: *mut SourceStats,
+    probe: &Probe,
+    fresh: u32,
+    now: u64,
+    ifindex: u32,
+    counters: *mut IfaceCounters,
+) {
+    // SAFETY: `entry` is live; the window start is a plain read.
+    let window_start_ns = unsafe { core::ptr::read_volatile(&raw const (*entry).window_start_ns) };
+    let event = ScanEvent {
+        source: probe.source,
+        time_ns: now,
+        window_start_ns,
+        ifindex,
+        triggers: fresh,
+    };
+    match EVENTS.output::<ScanEvent>(&event, 0) {
+        Ok(()) => bump_counter(counters, Counter::EventsSent),
+        Err(_) => bump_counter(counters, Counter::EventsDropped),
+    }
+}

@@ -1,0 +1,196 @@
+//! Admission before tracking, through BPF_PROG_TEST_RUN with the default
+//! configuration (`admit_after` 3): a source's first probes of a window
+//! wait in the admission table; its third takes a slot of the source table
+//! seeded with them, so every probe is counted and thresholds cross on the
+//! same probe as before; sources that send fewer probes never take a slot,
+//! so a flood of them cannot evict a tracked scanner. Needs root (CAP_BPF);
+//! fails rather than skips without it.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use scanwatch::{config::Detection, detect::Evidence, kernel::testrun::XdpHarness};
+use scanwatch_common::{
+    Counter, SourceKey,
+    tracking::{admission, key_hash},
+    trigger,
+};
+use scanwatch_lab::{
+    frames::{Packet, Transport, tcp},
+    privileged::require_root,
+};
+
+const TARGET: &str = "198.18.0.2";
+
+fn harness(test: &str, map_size: u32) -> Option<XdpHarness> {
+    if !require_root(test) {
+        return None;
+    }
+    assert_eq!(Detection::default().kernel_config().admit_after, 3);
+    Some(XdpHarness::load(map_size).expect("load the XDP program"))
+}
+
+fn probe(h: &mut XdpHarness, src: IpAddr, t: Transport) {
+    let f = Packet::from_ips(src, TARGET.parse().expect("ip"), t).build();
+    h.run(&f).expect("test run");
+}
+
+fn syn(h: &mut XdpHarness, src: IpAddr, port: u16) {
+    probe(h, src, Transport::tcp(port, tcp::SYN));
+}
+
+fn v4(a: u8, b: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, a, b))
+}
+
+#[test]
+fn a_source_is_tracked_from_its_third_probe_with_every_probe_counted() {
+    let Some(mut h) = harness(
+        "a_source_is_tracked_from_its_third_probe_with_every_probe_counted",
+        4096,
+    ) else {
+        return;
+    };
+    let src = v4(40, 1);
+    syn(&mut h, src, 22);
+    assert!(h.source(src).expect("read").is_none(), "one probe: waiting");
+    probe(&mut h, src, Transport::udp(53));
+    assert!(
+        h.source(src).expect("read").is_none(),
+        "two probes: waiting"
+    );
+    probe(&mut h, src, Transport::icmp(8));
+    let stats = h.source(src).expect("read").expect("tracked at the third");
+    let ev = Evidence::from_stats(&stats);
+    assert_eq!(
+        (
+            ev.probes(scanwatch_common::ProbeKind::Syn),
+            ev.probes(scanwatch_common::ProbeKind::Udp),
+            ev.probes(scanwatch_common::ProbeKind::IcmpEcho)
+        ),
+        (1, 1, 1),
+        "the waiting probes were seeded"
+    );
+    assert_eq!((ev.distinct_ports, ev.distinct_udp_ports), (2, 1));
+    assert_eq!((ev.distinct_hosts, ev.distinct_icmp_hosts), (1, 1));
+    assert!(stats.first_seen_ns > 0 && stats.first_seen_ns <= stats.last_seen_ns);
+    assert_eq!(ev.sample_ports, vec![22, 53]);
+    let c = h.counters().expect("counters");
+    assert_eq!(c.get(Counter::SourcesCreated), 1);
+    assert_eq!(c.get(Counter::AdmissionOverwritten), 0);
+}
+
+/// The port-scan threshold (15) crosses on the 15th distinct port, as it
+/// did when every source was tracked from its first probe.
+#[test]
+fn thresholds_cross_on_the_same_probe_as_without_admission() {
+    let Some(mut h) = harness(
+        "thresholds_cross_on_the_same_probe_as_without_admission",
+        4096,
+    ) else {
+        return;
+    };
+    let src = v4(41, 1);
+    for port in 1..=14 {
+        syn(&mut h, src, port * 11);
+    }
+    assert!(h.events().is_empty(), "no crossing below the threshold");
+    syn(&mut h, src, 15 * 11);
+    let events = h.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].source, SourceKey::from_ip(src));
+    assert_ne!(events[0].triggers & trigger::PORTS, 0);
+    let ev = Evidence::from_stats(&h.source(src).expect("read").expect("tracked"));
+    assert_eq!(
+        (ev.total(), ev.distinct_ports),
+        (15, 15),
+        "every SYN counted"
+    );
+}
+
+/// Between each two probes of a slow scanner, 2,000 sources that send one
+/// probe each: they never take a slot, so the scanner keeps its counts in a
+/// 1,024-slot table and is detected (before admission, a flood of new
+/// sources evicted whatever the LRU held longest).
+#[test]
+fn one_probe_sources_never_take_a_slot_nor_evict_a_scanner() {
+    let Some(mut h) = harness(
+        "one_probe_sources_never_take_a_slot_nor_evict_a_scanner",
+        1024,
+    ) else {
+        return;
+    };
+    let scanner = v4(42, 1);
+    let mut next = 0u32;
+    for port in 1..=30u16 {
+        syn(&mut h, scanner, port);
+        for _ in 0..2000 {
+            // Each a new address of 198.19.0.0/16: never the scanner.
+            next += 1;
+            let src = IpAddr::V4(Ipv4Addr::from(0xc613_0000 | next));
+            syn(&mut h, src, 80);
+        }
+    }
+    let events = h.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.source == SourceKey::from_ip(scanner) && e.triggers & trigger::PORTS != 0),
+        "the scanner crossed the port threshold"
+    );
+    let ev = Evidence::from_stats(&h.source(scanner).expect("read").expect("tracked"));
+    assert_eq!(ev.total(), 30, "every SYN counted");
+    assert!(ev.distinct_ports >= 30, "{} ports", ev.distinct_ports);
+    let c = h.counters().expect("counters");
+    let flood_sources_tracked = h.sources().expect("sources").len() - 1;
+    println!(
+        "60,000 one-probe sources: {} admitted ({flood_sources_tracked} tracked), {} evictions, {} admission overwrites",
+        c.get(Counter::SourcesCreated) - 1,
+        c.get(Counter::SourcesEvicted),
+        c.get(Counter::AdmissionOverwritten)
+    );
+    assert_eq!(c.get(Counter::SourcesEvicted), 0, "nothing evicted");
+    assert_eq!(
+        c.get(Counter::SourcesCreated),
+        1,
+        "only the scanner admitted"
+    );
+}
+
+/// Two sources sharing an admission slot: each one's arrival overwrites
+/// the other's waiting probes (counted); the overwritten probe is counted
+/// per interface, not for its source.
+#[test]
+fn admission_overwrites_are_counted() {
+    let Some(mut h) = harness("admission_overwrites_are_counted", 4096) else {
+        return;
+    };
+    let slot_of = |ip: IpAddr| admission(key_hash(SourceKey::from_ip(ip).words()));
+    let a = v4(43, 1);
+    let (slot, tag) = slot_of(a);
+    let b = (0..=u16::MAX)
+        .map(|i| v4(44 + (i >> 8) as u8, i as u8))
+        .find(|ip| {
+            let (s, t) = slot_of(*ip);
+            s == slot && t != tag
+        })
+        .expect("a source sharing the admission slot");
+    syn(&mut h, a, 1);
+    syn(&mut h, b, 1); // overwrites a
+    syn(&mut h, a, 2); // overwrites b: a waits anew
+    syn(&mut h, a, 3);
+    assert!(h.source(a).expect("read").is_none(), "two waiting probes");
+    syn(&mut h, a, 4);
+    let ev = Evidence::from_stats(&h.source(a).expect("read").expect("tracked"));
+    assert_eq!(
+        (ev.total(), ev.distinct_ports),
+        (3, 3),
+        "the first probe was lost to the overwrite"
+    );
+    let c = h.counters().expect("counters");
+    assert_eq!(c.get(Counter::AdmissionOverwritten), 2);
+    assert_eq!(
+        c.get(Counter::ProbeSyn),
+        5,
+        "every probe counted per interface"
+    );
+}

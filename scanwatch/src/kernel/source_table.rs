@@ -1,0 +1,134 @@
+//! The source table (`SOURCES`, an mmap-able array of `SourceStats`
+//! slots, the key in each slot) as the agent reads it: one source through
+//! its two candidate slots (as the kernel finds it), or every slot through
+//! a read-only mapping of the whole table (no syscall per slot).
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+};
+
+use aya::maps::{Array, MapData};
+use scanwatch_common::{
+    SourceKey, SourceStats,
+    maps::SOURCES_MAP,
+    tracking::{key_hash, slots},
+};
+
+use super::maps_error::{MapsError, map_err};
+
+/// `first_seen_ns` of a slot the kernel is setting up (not a source yet).
+const BUSY: u64 = 1;
+
+/// A read-only mapping of the table.
+struct Mapping {
+    base: NonNull<SourceStats>,
+    len: usize,
+    slots: u32,
+}
+
+// SAFETY: the mapping is read-only shared memory of the kernel's map; it is
+// read with volatile copies, from any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: base and len are those mmap returned.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+impl Mapping {
+    fn new(data: &MapData, slots: u32) -> Result<Self, MapsError> {
+        let page = 4096usize;
+        let bytes = slots as usize * std::mem::size_of::<SourceStats>();
+        let len = bytes.div_ceil(page) * page;
+        // SAFETY: a shared read-only mapping of an mmap-able map's fd, of
+        // its size; the kernel keeps it valid until munmap.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MapsError::Map {
+                name: SOURCES_MAP,
+                detail: format!("cannot map the table: {}", std::io::Error::last_os_error()),
+            });
+        }
+        let base = NonNull::new(ptr.cast::<SourceStats>()).ok_or(MapsError::Map {
+            name: SOURCES_MAP,
+            detail: "mmap returned null".into(),
+        })?;
+        Ok(Self { base, len, slots })
+    }
+
+    /// A copy of slot `i` (the kernel may be changing it meanwhile).
+    fn get(&self, i: u32) -> Option<SourceStats> {
+        if i >= self.slots {
+            return None;
+        }
+        // SAFETY: i is inside the mapping; a volatile copy of plain data.
+        Some(unsafe { std::ptr::read_volatile(self.base.as_ptr().add(i as usize)) })
+    }
+}
+
+/// The source table.
+pub struct SourceTable {
+    array: Array<MapData, SourceStats>,
+    mapping: Mapping,
+}
+
+impl SourceTable {
+    /// The table of the map `data` (an array of `slots` slots).
+    pub fn new(data: MapData, slots: u32) -> Result<Self, MapsError> {
+        let mapping = Mapping::new(&data, slots)?;
+        let array = Array::try_from(aya::maps::Map::Array(data)).map_err(map_err(SOURCES_MAP))?;
+        Ok(Self { array, mapping })
+    }
+
+    pub const fn slots(&self) -> u32 {
+        self.mapping.slots
+    }
+
+    /// The slot holding `key`'s source, with its index, if it is tracked.
+    pub fn find(&self, key: &SourceKey) -> Option<(u32, SourceStats)> {
+        let words = key.words();
+        let (a, b) = slots(key_hash(words), self.slots());
+        [a, b].into_iter().find_map(|i| {
+            let s = self.mapping.get(i)?;
+            (s.key == words && s.first_seen_ns > BUSY).then_some((i, s))
+        })
+    }
+
+    /// Every tracked source (a walk of the mapping: no syscall per slot).
+    pub fn sources(&self) -> impl Iterator<Item = SourceStats> + '_ {
+        (0..self.slots())
+            .filter_map(|i| self.mapping.get(i))
+            .filter(|s| s.first_seen_ns > BUSY)
+    }
+
+    /// Writes `stats` (with its key) where the kernel would look for it: its
+    /// slot if tracked, else a free one of its two, else the first
+    /// (tests and tools: e.g. filling the table).
+    pub fn insert(&mut self, stats: &SourceStats) -> Result<(), MapsError> {
+        let key = stats.source();
+        let (a, b) = slots(key_hash(stats.key), self.slots());
+        let index = match self.find(&key) {
+            Some((i, _)) => i,
+            None if self.mapping.get(a).is_some_and(|s| !s.is_used()) => a,
+            None if self.mapping.get(b).is_some_and(|s| !s.is_used()) => b,
+            None => a,
+        };
+        self.array
+            .set(index, stats, 0)
+            .map_err(map_err(SOURCES_MAP))
+    }
+}
