@@ -8,12 +8,15 @@
 //!   look up a blocklist, track a new source): a target below a floor's
 //!   ratio is below what any design can reach;
 //! - `scanwatch_bench_tx`: sends every frame back out (with
-//!   BPF_PROG_TEST_RUN's live-frames mode, a packet generator).
+//!   BPF_PROG_TEST_RUN's live-frames mode, a packet generator);
+//! - `scanwatch_bench_flood`: the same, from a fresh pseudo-random source
+//!   each time (a random-source flood).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_UNSPEC, xdp_action},
+    helpers::generated::bpf_get_prandom_u32,
     macros::{classifier, map, xdp},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -122,6 +125,72 @@ pub fn scanwatch_floor_track(ctx: XdpContext) -> u32 {
 /// generator.
 #[xdp]
 pub fn scanwatch_bench_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// Frame offset of the IPv4 header's identification field (untagged
+/// Ethernet, 14 bytes).
+const IPV4_ID: usize = 18;
+/// Frame offset of the low 16 bits of the IPv4 source address.
+const IPV4_SOURCE_LOW: usize = 28;
+/// Frame offset of bytes 4..8 of the IPv6 source address (the second 32
+/// bits of its /64 prefix).
+const IPV6_SOURCE_NET: usize = 26;
+
+/// Sends every frame back out like [`scanwatch_bench_tx`], first giving it
+/// a fresh pseudo-random source (`bpf_get_prandom_u32`): with live frames,
+/// a random-source flood, every packet (nearly) a new source. By the
+/// frame's EtherType (untagged Ethernet only; other frames go out as they
+/// are):
+///
+/// - IPv4: r in the source address's low 16 bits and !r in the IP ID. The
+///   two words always add up to 0xffff (one's-complement zero), so the
+///   header checksum of a frame built with ID + source low word = 0xffff
+///   stays valid whatever r is; the sources cover the /16 of the frame's
+///   source;
+/// - IPv6: r in bytes 4..8 of the source address, a fresh /64 each time
+///   inside the frame's /32 (IPv6 has no header checksum; the TCP checksum,
+///   which XDP never validates, goes stale and the receiving stack drops
+///   the frame, which a flood does not mind).
+///
+/// The writes are stateless: live-frames mode does not restore a recycled
+/// frame's data, and none is needed.
+#[xdp]
+pub fn scanwatch_bench_flood(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    // Both families' writes end by byte 30 (IPv6 source bytes 4..8 at 26..30).
+    if start + IPV6_SOURCE_NET + 4 > end {
+        return xdp_action::XDP_TX;
+    }
+    let p = start as *mut u8;
+    // SAFETY: bytes 12 and 13 lie inside the packet (checked above).
+    let ethertype = unsafe { [*p.add(12), *p.add(13)] };
+    // SAFETY: a helper without arguments.
+    let r = unsafe { bpf_get_prandom_u32() };
+    match ethertype {
+        [0x08, 0x00] => {
+            let low = (r as u16).to_be_bytes();
+            let id = (!(r as u16)).to_be_bytes();
+            // SAFETY: bytes 18..20 and 28..30 lie inside the packet (checked above).
+            unsafe {
+                *p.add(IPV4_ID) = id[0];
+                *p.add(IPV4_ID + 1) = id[1];
+                *p.add(IPV4_SOURCE_LOW) = low[0];
+                *p.add(IPV4_SOURCE_LOW + 1) = low[1];
+            }
+        }
+        [0x86, 0xdd] => {
+            let net = r.to_ne_bytes();
+            // SAFETY: bytes 26..30 lie inside the packet (checked above).
+            unsafe {
+                *p.add(IPV6_SOURCE_NET) = net[0];
+                *p.add(IPV6_SOURCE_NET + 1) = net[1];
+                *p.add(IPV6_SOURCE_NET + 2) = net[2];
+                *p.add(IPV6_SOURCE_NET + 3) = net[3];
+            }
+        }
+        _ => {}
+    }
     xdp_action::XDP_TX
 }
 

@@ -4,7 +4,8 @@
 //! machines are shared and noisy.
 //!
 //! `cargo bench -p scanwatch-integration --bench bench -- [--quick] [--out DIR]`
-//! (`cargo xtask bench` runs it). Needs root.
+//! (`cargo xtask bench` runs it; `--per-packet-only` or `--flood-only` print
+//! those figures alone). Needs root.
 
 use std::{
     collections::BTreeMap,
@@ -834,6 +835,250 @@ fn throughput(o: &Opts) -> Value {
     json!({ "streams": traffic, "frames_per_round": count, "rounds": rounds, "interleaved": true })
 }
 
+impl Attached {
+    /// The attached XDP program's kernel run-time statistics: total ns run
+    /// and runs (they grow only while BPF run-time statistics are enabled).
+    fn run_stats(&mut self) -> (u64, u64) {
+        let info = match self {
+            Self::Noop(programs) => programs.xdp(NOOP).expect("noop").info(),
+            Self::Scanwatch(ebpf) => scanwatch::kernel::object::xdp_program(ebpf)
+                .expect("scanwatch program")
+                .info(),
+        }
+        .expect("program info");
+        (
+            u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            info.run_count(),
+        )
+    }
+
+    /// Sources scanwatch created since it was loaded (its own counter); takes
+    /// its maps out of the object, so call it once, last.
+    fn sources_created(&mut self) -> Option<u64> {
+        match self {
+            Self::Noop(_) => None,
+            Self::Scanwatch(ebpf) => scanwatch::kernel::detect_maps::ScanwatchMaps::take(ebpf)
+                .ok()?
+                .total_counters()
+                .ok()
+                .map(|c| c.get(scanwatch_common::Counter::SourcesCreated)),
+        }
+    }
+}
+
+/// Like [`generate`], with XDP program `program` of the benchmark object
+/// as the generator (e.g. the random-source flood).
+fn generate_with(lab: &Lab, program: &'static str, frame: Vec<u8>, count: u32) -> f64 {
+    let ns = PathBuf::from(format!("/run/netns/{}", lab.scanner_ns));
+    let ifname = lab.scanner_if.clone();
+    in_netns(ns, move || {
+        use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
+        let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
+            .expect("scanner veth")
+            .ifindex;
+        let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+        let prog = programs.xdp(program).expect("generator program");
+        let len = frame.len() as u32;
+        let ctx: Vec<u8> = [0u32, len, 0, ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let started = Instant::now();
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(10_000_000);
+            let opts = TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: n,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::default()
+            };
+            prog.test_run(opts).expect("live frames run");
+            left -= n;
+        }
+        started.elapsed().as_secs_f64()
+    })
+}
+
+/// The flood streams' first frames: a SYN from 198.19.0.0 with IP ID
+/// 0xffff (ID + source low word = 0xffff, which the generator keeps, so
+/// the header checksum stays valid), and one from fd00:0:1:1::1; each to an
+/// address of the target's subnet that it does not own (its stack, not
+/// forwarding, drops them silently: no answers, no ICMP).
+fn flood_frames(lab: &Lab) -> (Vec<u8>, Vec<u8>) {
+    let target_mac = mac_of(&lab.target_ns, &lab.target_if);
+    let scanner_mac = mac_of(&lab.scanner_ns, &lab.scanner_if);
+    let macs = |mut f: Vec<u8>| {
+        f[0..6].copy_from_slice(&target_mac);
+        f[6..12].copy_from_slice(&scanner_mac);
+        f
+    };
+    let mut v4 =
+        macs(Packet::new("198.19.0.0", "198.18.0.200", Transport::tcp(80, tcp::SYN)).build());
+    v4[18..20].copy_from_slice(&0xffffu16.to_be_bytes());
+    v4[24..26].fill(0);
+    let sum = scanwatch_lab::frames::checksum(&v4[14..34]);
+    v4[24..26].copy_from_slice(&sum.to_be_bytes());
+    let v6 = macs(Packet::new("fd00:0:1:1::1", "fd00::c8", Transport::tcp(80, tcp::SYN)).build());
+    (v4, v6)
+}
+
+/// Checks the flood generator on plain test runs (no live frames): the
+/// frame goes out (XDP_TX) with only its source and (IPv4) ID changed, the
+/// IPv4 header checksum still valid, the source inside the first frame's
+/// /16 (IPv4) or /32 (IPv6), and different from run to run.
+fn check_flood_generator(v4: &[u8], v6: &[u8]) {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    use scanwatch_integration::bench_programs::BENCH_FLOOD;
+    let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+    let prog = programs.xdp(BENCH_FLOOD).expect("flood program");
+    let run = |frame: &[u8]| {
+        let mut out = vec![0u8; frame.len()];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("flood generator test run");
+        assert_eq!(result.return_value, 3, "the flood generator returns XDP_TX");
+        out
+    };
+    let (mut v4_sources, mut v6_nets) = (BTreeMap::new(), BTreeMap::new());
+    for _ in 0..16 {
+        let f = run(v4);
+        assert_eq!(
+            scanwatch_lab::frames::checksum(&f[14..34]),
+            0,
+            "IPv4 header checksum after the rewrite"
+        );
+        assert!(
+            f[..18] == v4[..18] && f[20..28] == v4[20..28] && f[30..] == v4[30..],
+            "the IPv4 rewrite touches only the ID and the source's low 16 bits"
+        );
+        *v4_sources.entry([f[28], f[29]]).or_insert(0) += 1;
+        let f = run(v6);
+        assert!(
+            f[..26] == v6[..26] && f[30..] == v6[30..],
+            "the IPv6 rewrite touches only source bytes 4..8"
+        );
+        *v6_nets.entry([f[26], f[27], f[28], f[29]]).or_insert(0) += 1;
+    }
+    assert!(
+        v4_sources.len() >= 8 && v6_nets.len() >= 8,
+        "the flood generator varies its sources: {} IPv4, {} IPv6 of 16",
+        v4_sources.len(),
+        v6_nets.len()
+    );
+}
+
+/// Random-source SYN floods on a veth pair: every packet a new source (an
+/// IPv4 source in a /16, or an IPv6 source in a fresh /64), from the
+/// `scanwatch_bench_flood` live-frames generator, received with no XDP
+/// program, the no-op program and scanwatch (as the agent loads it by
+/// default), alternating within each round. Packets per second received
+/// (medians) and, from the kernel's BPF run-time statistics (enabled for
+/// the flood only), the attached program's own ns per packet: generator
+/// and receiver share the softirq on this 2-core machine, so the
+/// generator's wall time includes the receiver's cost.
+fn flood(o: &Opts) -> Value {
+    use scanwatch_integration::bench_programs::BENCH_FLOOD;
+    // Several times the source map (262,144 entries at the default size):
+    // the IPv6 stream spends most of a round evicting, as a long flood does.
+    let count: u32 = if o.quick { 1_000_000 } else { 3_000_000 };
+    let rounds = if o.quick { 1 } else { 5 };
+    let lab = Lab::new().expect("lab");
+    gro_on(&lab);
+    let (v4, v6) = flood_frames(&lab);
+    check_flood_generator(&v4, &v6);
+    let streams = [
+        ("random-source SYN flood, IPv4 sources in a /16", v4),
+        ("random-source SYN flood, IPv6 sources in random /64s", v6),
+    ];
+    let target_ns = PathBuf::from(format!("/run/netns/{}", lab.target_ns));
+    let cases = ["none", "noop", "scanwatch"];
+    // Run-time statistics while this descriptor lives: the kernel turns
+    // them off again when it is closed (also on a panic or a kill).
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF run-time statistics");
+    let mut out = Vec::new();
+    for (stream, frame) in &streams {
+        let mut pps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut share: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut created = Vec::new();
+        for _ in 0..rounds {
+            for case in cases {
+                let mut attached = attach_case(target_ns.clone(), lab.target_if.clone(), case);
+                let stats_before = attached.as_mut().map(Attached::run_stats);
+                let before = rx_packets(&lab);
+                let secs = generate_with(&lab, BENCH_FLOOD, frame.clone(), count);
+                std::thread::sleep(Duration::from_millis(200));
+                let received = rx_packets(&lab) - before;
+                pps.entry(case).or_default().push(received as f64 / secs);
+                if let (Some(a), Some((t0, n0))) = (attached.as_mut(), stats_before) {
+                    let (t1, n1) = a.run_stats();
+                    ns.entry(case)
+                        .or_default()
+                        .push((t1 - t0) as f64 / (n1 - n0).max(1) as f64);
+                    share
+                        .entry(case)
+                        .or_default()
+                        .push((t1 - t0) as f64 / 1e9 / secs);
+                    if let Some(c) = a.sources_created() {
+                        created.push(c as f64);
+                    }
+                }
+                drop(attached);
+            }
+        }
+        let mut results = BTreeMap::new();
+        for case in cases {
+            let m = median(pps.remove(case).unwrap_or_default());
+            println!("veth throughput, {stream}, {case:<9}: {m:.0} packets/s received");
+            results.insert(case, m);
+        }
+        let ns: BTreeMap<&str, f64> = ns.into_iter().map(|(k, v)| (k, median(v))).collect();
+        let share: BTreeMap<&str, f64> = share.into_iter().map(|(k, v)| (k, median(v))).collect();
+        let ratio = results["scanwatch"] / results["noop"].max(1.0);
+        let created = median(created);
+        println!(
+            "veth throughput ratio scanwatch / no-op, {stream}: {ratio:.2} (target >= 0.8); receiver program {:.0} ns/packet no-op, {:.0} ns/packet scanwatch ({:.0}% of the wall time); scanwatch created {created:.0} sources a round",
+            ns.get("noop").copied().unwrap_or(f64::NAN),
+            ns.get("scanwatch").copied().unwrap_or(f64::NAN),
+            share.get("scanwatch").copied().unwrap_or(f64::NAN) * 100.0
+        );
+        out.push(json!({ "stream": stream, "packets_per_second": results, "scanwatch_over_noop": ratio, "target": 0.8,
+                         "program_ns_per_packet": ns, "program_share_of_wall_time": share, "scanwatch_sources_created_per_round": created }));
+    }
+    drop(stats);
+    json!({ "streams": out, "frames_per_round": count, "rounds": rounds, "interleaved": true, "generator": BENCH_FLOOD })
+}
+
+/// The random-source flood table of BENCHMARKS.md.
+fn flood_report(md: &mut String, f: &Value) {
+    md.push_str(&format!(
+        "\n## Random-source SYN flood on a veth pair\n\nThe live-frames generator `{}` gives every frame a fresh pseudo-random source before sending it (IPv4: a source in 198.19.0.0/16, the IP ID keeping the header checksum valid; IPv6: a fresh /64 inside fd00::/32), {} SYNs a round to an address of the target's subnet that it does not own (its stack drops them: no answers), median of {} rounds; no XDP, the no-op program and scanwatch alternate within each round. Packets per second received by the target veth, and the receiver program's own ns per packet from the kernel's BPF run-time statistics (enabled for the flood only; both programs carry their small cost). Generator and receiver share the softirq on this 2-core machine, so a slower receiver slows the generator.\n\n| stream | no XDP pps | no-op pps | scanwatch pps | scanwatch / no-op | target | no-op ns/packet | scanwatch ns/packet |\n|---|---|---|---|---|---|---|---|\n",
+        f["generator"].as_str().unwrap_or("?"),
+        f["frames_per_round"],
+        f["rounds"]
+    ));
+    for st in f["streams"].as_array().into_iter().flatten() {
+        let pps = &st["packets_per_second"];
+        let ns = &st["program_ns_per_packet"];
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | >= 0.8 | {:.0} | {:.0} |\n",
+            st["stream"].as_str().unwrap_or("?"),
+            pps["none"].as_f64().unwrap_or(f64::NAN),
+            pps["noop"].as_f64().unwrap_or(f64::NAN),
+            pps["scanwatch"].as_f64().unwrap_or(f64::NAN),
+            st["scanwatch_over_noop"].as_f64().unwrap_or(f64::NAN),
+            ns["noop"].as_f64().unwrap_or(f64::NAN),
+            ns["scanwatch"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+}
+
 fn mac_of(ns: &str, ifn: &str) -> [u8; 6] {
     let out = Command::new("ip")
         .args(["-n", ns, "-j", "link", "show", "dev", ifn])
@@ -1139,6 +1384,7 @@ fn write_report(o: &Opts, r: &Value) {
             st["scanwatch_over_noop"].as_f64().unwrap_or(f64::NAN)
         ));
     }
+    flood_report(&mut md, &r["flood"]);
     md.push_str(&format!(
         "\n## Dropping a blocked source\n\nThe same generator sends SYNs from a blocked address; packets per second dropped ({} frames a round), by scanwatch's blocklist (XDP), an nftables set (prerouting, raw priority) and iptables rules in the raw table (`iptables-restore`, iptables 1.8.9 with its nf_tables backend, one rule per address, the blocked source last), each holding the same number of addresses:\n\n| blocker | entries | dropped packets/s |\n|---|---|---|\n",
         r["drop_rate"]["frames_per_round"]
@@ -1178,6 +1424,12 @@ fn main() {
         "the benchmarks load XDP programs: run as root"
     );
     let started = Instant::now();
+    if std::env::args().any(|a| a == "--flood-only") {
+        // A quick look at the random-source flood while working on the
+        // data path: printed, no report written.
+        flood(&o);
+        return;
+    }
     let per_packet = per_packet_all(&o);
     if o.per_packet_only {
         // A quick look while working on the XDP program: no report written.
@@ -1187,8 +1439,15 @@ fn main() {
     let reply_sweep = reply_sweep();
     let agent = agent_scale(&o);
     let throughput = throughput(&o);
+    let flood = flood(&o);
     let drops = drop_rate(&o);
     let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep });
+    // The random-source flood rows (a key of their own).
+    let r = {
+        let mut r = r;
+        r["flood"] = flood;
+        r
+    };
     // The benchmark itself must keep working: every figure is a number.
     for c in r["per_packet"].as_array().into_iter().flatten() {
         assert!(

@@ -1,5 +1,5 @@
 //! The benchmark programs (`scanwatch-ebpf-bench`: baselines, floors, the
-//! packet generator), loaded from their own object and run through
+//! packet generators), loaded from their own object and run through
 //! `BPF_PROG_TEST_RUN`. Never part of the agent.
 
 use aya::{
@@ -26,6 +26,10 @@ pub const FLOOR_BLOCKLIST: &str = "scanwatch_floor_blocklist";
 pub const FLOOR_TRACK: &str = "scanwatch_floor_track";
 /// Sends every frame back out (a generator in live-frames mode).
 pub const BENCH_TX: &str = "scanwatch_bench_tx";
+/// Sends every frame back out from a fresh pseudo-random source (IPv4: the
+/// low 16 bits, the IP ID keeping the header checksum; IPv6: a fresh /64):
+/// a random-source flood in live-frames mode.
+pub const BENCH_FLOOD: &str = "scanwatch_bench_flood";
 
 /// Hosts `scanwatch_floor_blocklist` drops.
 const FLOOR_HOSTS_MAP: &str = "FLOOR_HOSTS";
