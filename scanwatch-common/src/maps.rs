@@ -11,7 +11,7 @@ use crate::{
     sketch::{HOST_BITS, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, UDP_BITS},
 };
 
-/// Name of the per-source LRU hash map (`SourceKey` -> `SourceStats`).
+/// Name of the source table (`Array<SourceStats>`, mmap-able; the key is in the slot).
 pub const SOURCES_MAP: &str = "SOURCES";
 /// Name of the per-interface per-CPU counters (array indexed by slot -> `IfaceCounters`).
 pub const IFACE_COUNTERS_MAP: &str = "IFACE_COUNTERS";
@@ -140,7 +140,7 @@ impl SourceKey {
 }
 
 /// Threshold crossings the kernel reports, as bits of
-/// [`WindowState::reported`] and [`ScanEvent::triggers`].
+/// [`SourceStats::reported`] and [`ScanEvent::triggers`].
 pub mod trigger {
     /// Distinct destination ports (TCP and UDP) reached the `port_scan` threshold.
     pub const PORTS: u32 = 1 << 0;
@@ -158,7 +158,7 @@ pub mod trigger {
     /// The source's reply-aware sequential test (TRW, [`crate::trw`])
     /// crossed its upper boundary. Only in [`super::ScanEvent::triggers`]
     /// (sent by the TC egress program or the agent's no-answer sweep), never in
-    /// [`super::WindowState::reported`].
+    /// [`super::SourceStats::reported`].
     pub const REPLY_SCAN: u32 = 1 << 6;
 }
 

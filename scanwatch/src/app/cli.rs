@@ -110,7 +110,7 @@ pub struct RunArgs {
     /// bpffs directory where the maps are pinned (mounted if needed) [default: /sys/fs/bpf/scanwatch].
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
-    /// Number of sources tracked (LRU: the least recently seen is evicted when full) [default: 262144].
+    /// Number of sources tracked (256 bytes each; a source may take one of two slots, the least recently seen of them is evicted) [default: 262144].
     #[arg(
         long,
         value_name = "N",

@@ -40,7 +40,7 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
     let maps = ScanwatchMaps::open_pinned(&args.pin_dir)?;
     let names = maps.iface_names();
     let clock = BootClock::now();
-    let sources = maps.sources();
+    let sources = maps.sources()?;
     let tracked = sources.len();
     let feed_names = feed_names(&args.pin_dir);
     let prefixes = pinned_prefixes(&args.pin_dir);

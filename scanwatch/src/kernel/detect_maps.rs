@@ -268,22 +268,22 @@ impl ScanwatchMaps {
         Ok(out)
     }
 
-    /// Every tracked source: a walk of the whole table through its mapping
-    /// (no syscall per slot), for `top`, counts and tests.
-    pub fn sources(&self) -> Vec<(SourceKey, SourceStats)> {
-        self.sources.sources().map(|s| (s.source(), s)).collect()
+    /// Every tracked source: a walk of the whole table through a mapping
+    /// of its own (no syscall per slot), for `top`, counts and tests.
+    pub fn sources(&self) -> Result<Vec<(SourceKey, SourceStats)>, MapsError> {
+        Ok(self.sources.sources()?.map(|s| (s.source(), s)).collect())
     }
 
     /// Counts tracked sources, in total and by the interface of their latest
     /// probe.
-    pub fn count_sources(&self) -> (u64, BTreeMap<u32, u64>) {
+    pub fn count_sources(&self) -> Result<(u64, BTreeMap<u32, u64>), MapsError> {
         let mut total = 0u64;
         let mut by_iface = BTreeMap::new();
-        for s in self.sources.sources() {
+        for s in self.sources.sources()? {
             total += 1;
             *by_iface.entry(s.last_ifindex).or_insert(0u64) += 1;
         }
-        (total, by_iface)
+        Ok((total, by_iface))
     }
 
     /// Writes one source's entry (its key is in it) where the kernel looks

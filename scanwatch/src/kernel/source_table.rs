@@ -2,9 +2,15 @@
 //! slots, the key in each slot) as the agent reads it: one source through
 //! its two candidate slots (as the kernel finds it), or every slot through
 //! a read-only mapping of the whole table (no syscall per slot).
+//!
+//! The mapped pages are the kernel's (no copy), but the kernel maps them
+//! all at once and a process's RSS counts them (as the OOM killer does):
+//! lookups read their two slots with syscalls, and each walk maps the table
+//! and unmaps it when done, so the agent's RSS holds the table only while
+//! it counts.
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     ptr::NonNull,
 };
 
@@ -41,7 +47,7 @@ impl Drop for Mapping {
 }
 
 impl Mapping {
-    fn new(data: &MapData, slots: u32) -> Result<Self, MapsError> {
+    fn new(fd: BorrowedFd<'_>, slots: u32) -> Result<Self, MapsError> {
         let page = 4096usize;
         let bytes = slots as usize * std::mem::size_of::<SourceStats>();
         let len = bytes.div_ceil(page) * page;
@@ -53,7 +59,7 @@ impl Mapping {
                 len,
                 libc::PROT_READ,
                 libc::MAP_SHARED,
-                data.fd().as_fd().as_raw_fd(),
+                fd.as_raw_fd(),
                 0,
             )
         };
@@ -80,22 +86,57 @@ impl Mapping {
     }
 }
 
+/// A walk over every slot of its own mapping, unmapped when dropped.
+struct Walk {
+    mapping: Mapping,
+    next: u32,
+}
+
+impl Iterator for Walk {
+    type Item = SourceStats;
+
+    fn next(&mut self) -> Option<SourceStats> {
+        while self.next < self.mapping.slots {
+            let s = self.mapping.get(self.next);
+            self.next += 1;
+            if let Some(s) = s.filter(|s| s.first_seen_ns > BUSY) {
+                return Some(s);
+            }
+        }
+        None
+    }
+}
+
 /// The source table.
 pub struct SourceTable {
     array: Array<MapData, SourceStats>,
-    mapping: Mapping,
+    /// The map's fd again, for the walks' mappings.
+    fd: OwnedFd,
+    slots: u32,
 }
 
 impl SourceTable {
     /// The table of the map `data` (an array of `slots` slots).
     pub fn new(data: MapData, slots: u32) -> Result<Self, MapsError> {
-        let mapping = Mapping::new(&data, slots)?;
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| MapsError::Map {
+                name: SOURCES_MAP,
+                detail: format!("cannot duplicate the fd: {e}"),
+            })?;
         let array = Array::try_from(aya::maps::Map::Array(data)).map_err(map_err(SOURCES_MAP))?;
-        Ok(Self { array, mapping })
+        Ok(Self { array, fd, slots })
     }
 
     pub const fn slots(&self) -> u32 {
-        self.mapping.slots
+        self.slots
+    }
+
+    /// A copy of slot `i` (one syscall), if it holds a source.
+    fn slot(&self, i: u32) -> Option<SourceStats> {
+        self.array.get(&i, 0).ok()
     }
 
     /// The slot holding `key`'s source, with its index, if it is tracked.
@@ -103,16 +144,18 @@ impl SourceTable {
         let words = key.words();
         let (a, b) = slots(key_hash(words), self.slots());
         [a, b].into_iter().find_map(|i| {
-            let s = self.mapping.get(i)?;
+            let s = self.slot(i)?;
             (s.key == words && s.first_seen_ns > BUSY).then_some((i, s))
         })
     }
 
-    /// Every tracked source (a walk of the mapping: no syscall per slot).
-    pub fn sources(&self) -> impl Iterator<Item = SourceStats> + '_ {
-        (0..self.slots())
-            .filter_map(|i| self.mapping.get(i))
-            .filter(|s| s.first_seen_ns > BUSY)
+    /// Every tracked source: a walk of a fresh mapping (no syscall per
+    /// slot), unmapped when the iterator is dropped.
+    pub fn sources(&self) -> Result<impl Iterator<Item = SourceStats> + use<>, MapsError> {
+        Ok(Walk {
+            mapping: Mapping::new(self.fd.as_fd(), self.slots())?,
+            next: 0,
+        })
     }
 
     /// Writes `stats` (with its key) where the kernel would look for it: its
@@ -123,8 +166,8 @@ impl SourceTable {
         let (a, b) = slots(key_hash(stats.key), self.slots());
         let index = match self.find(&key) {
             Some((i, _)) => i,
-            None if self.mapping.get(a).is_some_and(|s| !s.is_used()) => a,
-            None if self.mapping.get(b).is_some_and(|s| !s.is_used()) => b,
+            None if self.slot(a).is_some_and(|s| !s.is_used()) => a,
+            None if self.slot(b).is_some_and(|s| !s.is_used()) => b,
             None => a,
         };
         self.array

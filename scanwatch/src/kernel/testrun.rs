@@ -160,7 +160,7 @@ impl XdpHarness {
 
     /// All tracked sources.
     pub fn sources(&self) -> Result<Vec<(SourceKey, SourceStats)>, TestRunError> {
-        Ok(self.maps.sources())
+        Ok(self.maps.sources()?)
     }
 
     pub fn maps(&self) -> &ScanwatchMaps {

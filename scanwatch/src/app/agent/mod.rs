@@ -58,13 +58,24 @@ fn spawn_counter(
             }
         };
         let mut next = Instant::now();
+        let mut failing = false;
         while !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next {
                 next = Instant::now() + interval;
-                let (total, by_iface) = maps.count_sources();
-                let mut s = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
-                s.tracked_total = Some(total);
-                s.tracked_by_ifindex = by_iface;
+                match maps.count_sources() {
+                    Ok((total, by_iface)) => {
+                        failing = false;
+                        let mut s = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+                        s.tracked_total = Some(total);
+                        s.tracked_by_ifindex = by_iface;
+                    }
+                    // Once per run of failures; the gauges keep their last count.
+                    Err(e) if !failing => {
+                        failing = true;
+                        log::warn!("cannot count the tracked sources: {e}");
+                    }
+                    Err(_) => {}
+                }
             }
             std::thread::sleep(Duration::from_millis(200));
         }
