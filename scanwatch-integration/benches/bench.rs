@@ -31,6 +31,8 @@ struct Opts {
     quick: bool,
     /// `--per-packet-only`: the TEST_RUN figures only, printed, no report.
     per_packet_only: bool,
+    /// `--nmap-cpu-only`: the CPU of one nmap scan only, printed, no report.
+    nmap_cpu_only: bool,
     out: PathBuf,
 }
 
@@ -53,9 +55,11 @@ fn opts() -> Opts {
             PathBuf::from,
         );
     let per_packet_only = args.iter().any(|a| a == "--per-packet-only");
+    let nmap_cpu_only = args.iter().any(|a| a == "--nmap-cpu-only");
     Opts {
         quick,
         per_packet_only,
+        nmap_cpu_only,
         out,
     }
 }
@@ -455,27 +459,57 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
     out
 }
 
-/// The agent's no-answer sweep over a full contact map (65,536 pending
-/// TCP contacts from 256 sources): the sweep that marks them all, then one
-/// that finds nothing to do (the steady cost of the per-second walk).
+/// The agent's no-answer sweep over a full contact table (65,536 pending
+/// TCP contacts from 256 sources, one per slot: the keys are chosen with the
+/// harness's fixed hash seed): the sweep that marks them all, then one
+/// that finds nothing to do (the steady cost of the periodic pass).
 fn reply_sweep() -> Value {
+    use scanwatch_common::{
+        SourceKey,
+        contact_table::{CONTACTS_MASK, key_words},
+        sketch::port_entry,
+        trw::{ContactKey, ReplyCounter},
+    };
     let mut h = XdpHarness::load_reply(
         262_144,
         scanwatch::config::Detection::default().reply_config(),
     )
     .expect("load with the reply-aware detector");
-    let capacity = scanwatch_common::trw::DEFAULT_CONTACTS_CAPACITY;
-    for i in 0..capacity {
-        let src = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + (i >> 8)));
-        let port = 1 + (i & 0xff) as u16;
-        let f = Packet::from_ips(
-            src,
-            "198.18.0.2".parse().expect("ip"),
-            Transport::tcp(port, tcp::SYN),
-        )
-        .build();
-        h.run(&f).expect("xdp run");
+    let seed = scanwatch::kernel::testrun::HARNESS_CONTACT_SEED;
+    let capacity = scanwatch_common::trw::DEFAULT_CONTACTS_CAPACITY as usize;
+    let local_ip: IpAddr = "198.18.0.2".parse().expect("ip");
+    let local = SourceKey::from_ip(local_ip).addr;
+    let mut free = vec![true; capacity];
+    let mut left = capacity;
+    'fill: for port in 1..=u16::MAX {
+        for s in 0..256u32 {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + s));
+            let key = ContactKey {
+                remote: h.source_key(src).addr,
+                local,
+                port: port_entry(port, false),
+            };
+            let slot = seed.slot(&key_words(&key), CONTACTS_MASK) as usize;
+            if !std::mem::replace(&mut free[slot], false) {
+                continue;
+            }
+            let f = Packet::from_ips(src, local_ip, Transport::tcp(port, tcp::SYN)).build();
+            h.run(&f).expect("xdp run");
+            left -= 1;
+            if left == 0 {
+                break 'fill;
+            }
+        }
     }
+    let counters = h.reply().expect("reply maps").counters().expect("counters");
+    assert_eq!(
+        (
+            counters.get(ReplyCounter::Contacts),
+            counters.get(ReplyCounter::ContactsOverwritten)
+        ),
+        (capacity as u64, 0),
+        "one contact per slot"
+    );
     let reply = h.reply().expect("reply maps");
     let now = scanwatch::model::boottime_ns();
     let t = Instant::now();
@@ -485,7 +519,7 @@ fn reply_sweep() -> Value {
     let second = reply.sweep(0, now + 1).expect("sweep");
     let idle = t.elapsed();
     println!(
-        "reply sweep of {} contacts: {:.1} ms marking {} no-answers ({} crossings), {:.1} ms with nothing to mark",
+        "reply sweep of a full table ({} contacts): {:.2} ms marking {} no-answers ({} crossings), {:.2} ms with nothing to mark",
         first.scanned,
         marking.as_secs_f64() * 1e3,
         first.no_answers,
@@ -558,33 +592,11 @@ fn agent_scale(o: &Opts) -> Value {
         (1_000_000, 60)
     };
     let mut lab = Lab::new().expect("lab");
-    let pin = PathBuf::from(format!("/sys/fs/bpf/scanwatch-bench-{}", lab.target_ns));
-    let dir = std::env::temp_dir().join(format!("scanwatch-bench-{}", lab.target_ns));
-    let mut cmd = lab.in_target();
-    cmd.arg(scanwatch_lab::agent_bin::agent_binary())
-        .args([
-            "run",
-            "--iface",
-            &lab.target_if,
-            "--map-size",
-            "1048576",
-            "--metrics-addr",
-            "198.18.0.2:9477",
-            "--pin-dir",
-        ])
-        .arg(&pin)
-        .arg("--alert-log")
-        .arg(dir.join("alerts.jsonl"))
-        .arg("--control-socket")
-        .arg(dir.join("control.sock"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let pid = lab.spawn(cmd).expect("agent");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pin.join("IFACE_NAMES").exists() {
-        assert!(Instant::now() < deadline, "agent not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let agent = BenchAgent::start(
+        &mut lab,
+        &["--map-size", "1048576", "--metrics-addr", "198.18.0.2:9477"],
+    );
+    let (pid, pin, dir) = (agent.pid, agent.pin.clone(), agent.dir.clone());
     let t = Instant::now();
     let mut maps = scanwatch::kernel::detect_maps::ScanwatchMaps::open_pinned(&pin).expect("pins");
     maps.insert_idle_sources(sources, 0xee)
@@ -649,12 +661,224 @@ fn agent_scale(o: &Opts) -> Value {
         "agent with {sources} sources: {cpu:.2}% of one core over {seconds} s, RSS {:.1} MB, scrape {scrape_ms:.1} ms, crossing to alert {latency_ms:?} ms",
         rss as f64 / 1e6
     );
-    lab.stop(pid, Duration::from_secs(10));
+    agent.stop(&mut lab);
     drop(lab);
-    let _ = std::fs::remove_dir_all(&pin);
-    let _ = std::fs::remove_dir_all(&dir);
     json!({ "sources": sources, "seconds": seconds, "cpu_percent_of_one_core": cpu, "rss_bytes": rss,
             "scrape_ms_median": scrape_ms, "crossing_to_alert_ms": latency_ms })
+}
+
+/// The agent running in the lab's target namespace with a pin directory
+/// and alert log of its own (removed by [`BenchAgent::stop`]).
+struct BenchAgent {
+    pid: u32,
+    pin: PathBuf,
+    dir: PathBuf,
+}
+
+impl BenchAgent {
+    /// Starts the agent on the target's veth with `args` and waits until it
+    /// has attached (its pins are there).
+    fn start(lab: &mut Lab, args: &[&str]) -> Self {
+        let pin = PathBuf::from(format!("/sys/fs/bpf/scanwatch-bench-{}", lab.target_ns));
+        let dir = std::env::temp_dir().join(format!("scanwatch-bench-{}", lab.target_ns));
+        let mut cmd = lab.in_target();
+        cmd.arg(scanwatch_lab::agent_bin::agent_binary())
+            .args(["run", "--iface", &lab.target_if])
+            .args(args)
+            .arg("--pin-dir")
+            .arg(&pin)
+            .arg("--alert-log")
+            .arg(dir.join("alerts.jsonl"))
+            .arg("--control-socket")
+            .arg(dir.join("control.sock"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let pid = lab.spawn(cmd).expect("agent");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pin.join("IFACE_NAMES").exists() {
+            assert!(Instant::now() < deadline, "agent not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { pid, pin, dir }
+    }
+
+    fn stop(self, lab: &mut Lab) {
+        lab.stop(self.pid, Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(&self.pin);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// BPF run-time statistics on while the returned descriptor is open
+/// (`BPF_ENABLE_STATS`, the same switch as `kernel.bpf_stats_enabled`,
+/// counted: closing it restores what others set, even on a panic).
+fn enable_bpf_stats() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    const BPF_ENABLE_STATS: libc::c_long = 32;
+    const BPF_STATS_RUN_TIME: u32 = 0;
+    let attr = [BPF_STATS_RUN_TIME, 0u32];
+    // SAFETY: the bpf syscall reads `attr` (8 bytes) and returns a new fd.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_ENABLE_STATS,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_ENABLE_STATS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a descriptor the kernel just returned to us.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// CPU a process and the BPF programs it holds have used so far.
+#[derive(Clone, Copy, Default)]
+struct CpuSample {
+    /// utime + stime of every thread, in clock ticks (/proc/PID/stat).
+    ticks: u64,
+    /// Time on CPU of its live threads, ns (/proc/PID/task/*/schedstat).
+    sched_ns: u64,
+    /// (`run_time_ns`, `run_cnt`) of its XDP and its TC programs.
+    xdp: (u64, u64),
+    tc: (u64, u64),
+}
+
+fn cpu_sample(pid: u32) -> CpuSample {
+    const XDP: u32 = 6; // BPF_PROG_TYPE_XDP
+    const SCHED_CLS: u32 = 3; // BPF_PROG_TYPE_SCHED_CLS
+    let mut out = CpuSample {
+        ticks: proc_stat(pid).0,
+        ..CpuSample::default()
+    };
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        out.sched_ns += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    // Each program once (a link's fdinfo names its program, without stats).
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (Some(kind), Some(id), Some(ns), Some(cnt)) = (
+            field("prog_type:"),
+            field("prog_id:"),
+            field("run_time_ns:"),
+            field("run_cnt:"),
+        ) else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        match u32::try_from(kind) {
+            Ok(XDP) => out.xdp = (out.xdp.0 + ns, out.xdp.1 + cnt),
+            Ok(SCHED_CLS) => out.tc = (out.tc.0 + ns, out.tc.1 + cnt),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// CPU seconds between two samples: (agent from /proc/PID/stat, agent from
+/// schedstat, XDP program, TC program), and the programs' runs.
+fn cpu_between(a: CpuSample, b: CpuSample, tck: f64) -> Value {
+    let agent = b.ticks.saturating_sub(a.ticks) as f64 / tck;
+    let sched = b.sched_ns.saturating_sub(a.sched_ns) as f64 / 1e9;
+    let xdp = b.xdp.0.saturating_sub(a.xdp.0) as f64 / 1e9;
+    let tc = b.tc.0.saturating_sub(a.tc.0) as f64 / 1e9;
+    json!({ "agent_s": agent, "agent_schedstat_s": sched, "xdp_s": xdp, "tc_s": tc, "programs_s": xdp + tc, "total_s": agent + xdp + tc,
+            "xdp_runs": b.xdp.1.saturating_sub(a.xdp.1), "tc_runs": b.tc.1.saturating_sub(a.tc.1) })
+}
+
+/// CPU for one nmap SYN scan of every port of the target (`--quick`: ports
+/// 1-10000), agent and programs: the real agent in the lab with
+/// `no_answer_timeout_seconds = 2`, measured from before the scan until
+/// past the timeout and the sweep that follows it, and over the same time
+/// with no scan before it (idle).
+fn nmap_cpu(o: &Opts) -> Value {
+    let ports = if o.quick { "1-10000" } else { "1-65535" };
+    let timeout_s = 2;
+    let mut lab = Lab::new().expect("lab");
+    let config = std::env::temp_dir().join(format!("scanwatch-bench-{}.toml", lab.target_ns));
+    std::fs::write(
+        &config,
+        format!("[detection.reply_scan]\nno_answer_timeout_seconds = {timeout_s}\n"),
+    )
+    .expect("config");
+    let config_s = config.to_string_lossy().into_owned();
+    let agent = BenchAgent::start(
+        &mut lab,
+        &["--config", &config_s, "--metrics-addr", "198.18.0.2:9479"],
+    );
+    let stats = enable_bpf_stats();
+    let tck = sh("getconf CLK_TCK").parse::<f64>().unwrap_or(100.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_sample(agent.pid);
+    let t = Instant::now();
+    let out = lab
+        .in_scanner()
+        .args(["timeout", "90", "nmap", "-n", "-Pn", "-sS", "-p", ports])
+        .args(["--min-rate", "20000", "198.18.0.2"])
+        .output()
+        .expect("nmap");
+    let scan_s = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "nmap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Past the timeout, and a sweep (every half timeout) after it.
+    std::thread::sleep(Duration::from_secs(timeout_s + timeout_s / 2 + 1));
+    let after = cpu_sample(agent.pid);
+    let window = t.elapsed();
+    std::thread::sleep(window);
+    let idle_end = cpu_sample(agent.pid);
+    drop(stats);
+    agent.stop(&mut lab);
+    drop(lab);
+    let _ = std::fs::remove_file(&config);
+    let scan = cpu_between(before, after, tck);
+    let idle = cpu_between(after, idle_end, tck);
+    println!(
+        "nmap -sS -p {ports}{} in {scan_s:.1} s, measured over {:.1} s: agent {:.3} s (schedstat {:.3} s), XDP {:.4} s ({} runs), TC {:.4} s ({} runs), total {:.3} s (target <= 0.05 s); the same time idle after it: agent {:.3} s, programs {:.4} s",
+        if o.quick {
+            " (--quick: not all 65,535 ports)"
+        } else {
+            ""
+        },
+        window.as_secs_f64(),
+        scan["agent_s"].as_f64().unwrap_or(f64::NAN),
+        scan["agent_schedstat_s"].as_f64().unwrap_or(f64::NAN),
+        scan["xdp_s"].as_f64().unwrap_or(f64::NAN),
+        scan["xdp_runs"],
+        scan["tc_s"].as_f64().unwrap_or(f64::NAN),
+        scan["tc_runs"],
+        scan["total_s"].as_f64().unwrap_or(f64::NAN),
+        idle["agent_s"].as_f64().unwrap_or(f64::NAN),
+        idle["programs_s"].as_f64().unwrap_or(f64::NAN),
+    );
+    json!({ "ports": ports, "all_ports": !o.quick, "agent_binary": scanwatch_lab::agent_bin::agent_binary(), "nmap_seconds": scan_s, "window_seconds": window.as_secs_f64(),
+            "no_answer_timeout_seconds": timeout_s, "scan": scan, "idle_after": idle, "target_total_s": 0.05 })
 }
 
 /// Runs `f` on a thread that entered the network namespace at `ns_path`
@@ -1063,6 +1287,38 @@ fn drop_rate(o: &Opts) -> Value {
     json!({ "rows": rows, "ratios": ratios, "frames_per_round": count })
 }
 
+/// The CPU of one nmap scan (agent and programs) and the sweep, as a table.
+fn write_nmap_cpu(md: &mut String, n: &Value, sweep: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    md.push_str(&format!(
+        "\n## CPU for one nmap scan of every port, agent + programs\n\n`nmap -n -Pn -sS -p {} --min-rate 20000` from the scanner namespace against the real agent (`no_answer_timeout_seconds = {}`){}; {:.1} s of nmap, measured over {:.1} s (until past the timeout and the sweep after it). Agent: utime+stime from /proc/PID/stat (clock ticks; schedstat in brackets); programs: the sum of `run_time_ns` of the agent's XDP and TC programs (BPF run-time statistics on for the run). The idle row: the same time right after, without a scan.\n\n| window | agent s | XDP program s (runs) | TC egress program s (runs) | total s | target |\n|---|---|---|---|---|---|\n",
+        n["ports"].as_str().unwrap_or("?"),
+        n["no_answer_timeout_seconds"],
+        if n["all_ports"].as_bool() == Some(true) { "" } else { " (--quick: a smaller port range)" },
+        f(&n["nmap_seconds"]),
+        f(&n["window_seconds"]),
+    ));
+    for (name, w, target) in [
+        ("one scan", &n["scan"], "<= 0.05"),
+        ("idle, same time", &n["idle_after"], ""),
+    ] {
+        md.push_str(&format!(
+            "| {name} | {:.3} ({:.3}) | {:.4} ({}) | {:.4} ({}) | {:.3} | {target} |\n",
+            f(&w["agent_s"]),
+            f(&w["agent_schedstat_s"]),
+            f(&w["xdp_s"]),
+            w["xdp_runs"],
+            f(&w["tc_s"]),
+            w["tc_runs"],
+            f(&w["total_s"])
+        ));
+    }
+    md.push_str(&format!(
+        "\nThe agent's no-answer sweep over a full contact table ({} pending contacts, `reply_sweep`): {:.2} ms marking them all, {:.2} ms with nothing to mark.\n",
+        sweep["contacts"], f(&sweep["marking_ms"]), f(&sweep["idle_walk_ms"])
+    ));
+}
+
 fn write_report(o: &Opts, r: &Value) {
     std::fs::create_dir_all(&o.out).expect("out dir");
     std::fs::write(
@@ -1123,6 +1379,7 @@ fn write_report(o: &Opts, r: &Value) {
         a["sources"], a["cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN), a["seconds"],
         a["rss_bytes"].as_f64().unwrap_or(0.0) / 1e6, a["scrape_ms_median"].as_f64().unwrap_or(f64::NAN), a["crossing_to_alert_ms"]
     ));
+    write_nmap_cpu(&mut md, &r["nmap_cpu"], &r["reply_sweep"]);
     let t = &r["throughput"];
     md.push_str(&format!(
         "\n## Throughput on a veth pair\n\nA generator (BPF_PROG_TEST_RUN live frames with an XDP_TX program, {} frames a round, median of {} rounds; no XDP, the no-op program and scanwatch alternate within each round) sends TCP packets from one address in the scanner namespace to an address the target does not own; packets per second received by the target veth. On this 2-core machine generator and receiver share the cores.\n\n| stream | no XDP program | no-op XDP program | scanwatch | scanwatch / no-op | target |\n|---|---|---|---|---|---|\n",
@@ -1178,6 +1435,10 @@ fn main() {
         "the benchmarks load XDP programs: run as root"
     );
     let started = Instant::now();
+    if o.nmap_cpu_only {
+        nmap_cpu(&o);
+        return;
+    }
     let per_packet = per_packet_all(&o);
     if o.per_packet_only {
         // A quick look while working on the XDP program: no report written.
@@ -1185,10 +1446,11 @@ fn main() {
     }
     let memory = memory();
     let reply_sweep = reply_sweep();
+    let nmap = nmap_cpu(&o);
     let agent = agent_scale(&o);
     let throughput = throughput(&o);
     let drops = drop_rate(&o);
-    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep });
+    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep, "nmap_cpu": nmap });
     // The benchmark itself must keep working: every figure is a number.
     for c in r["per_packet"].as_array().into_iter().flatten() {
         assert!(
@@ -1197,6 +1459,12 @@ fn main() {
         );
     }
     assert!(r["memory"]["total_bytes"].as_u64().is_some_and(|b| b > 0));
+    assert!(
+        r["nmap_cpu"]["scan"]["total_s"]
+            .as_f64()
+            .is_some_and(f64::is_finite),
+        "no CPU figure for the nmap scan"
+    );
     assert!(
         r["agent_scale"]["crossing_to_alert_ms"].as_i64().is_some(),
         "no alert latency"
