@@ -22,7 +22,7 @@
 //!
 //! # Hashing
 //!
-//! [`ContactSeed::slot`]: NH (the UMAC inner hash: a sum of products of
+//! [`slot_of`]: NH (the UMAC inner hash: a sum of products of
 //! 32-bit words plus key words, for two different keys equal with
 //! probability at most 2^-32 over the seed) over the key's nine 32-bit
 //! words, then the 64-bit MurmurHash3 finaliser, masked to the table. The
@@ -77,6 +77,8 @@ pub const BPF_F_MMAPABLE: u32 = 1024;
 
 const _: () = assert!(DEFAULT_CONTACTS_CAPACITY.is_power_of_two());
 const _: () = assert!(DEFAULT_CONTACT_MARKS_CAPACITY.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<ContactKey>() == KEY_WORDS * 4);
+const _: () = assert!(core::mem::align_of::<ContactKey>() == 4);
 
 /// One slot of a direct-mapped contact table.
 #[repr(C)]
@@ -155,49 +157,56 @@ pub struct ContactSeed {
 
 assert_layout!(ContactSeed { words }, size 40, align 4);
 
-/// The nine 32-bit words of a contact key (native byte order).
-pub type KeyWords = [u32; 9];
+/// Words in a contact key.
+pub const KEY_WORDS: usize = 9;
 
-/// `key` as nine words, for hashing and comparing.
+/// Word `i` (< [`KEY_WORDS`]; the last one otherwise) of `key`, in native
+/// byte order: remote address (0..4), local address (4..8), port (8). One
+/// aligned load from the key in memory: the programs keep no copy.
 #[inline(always)]
-pub fn key_words(key: &ContactKey) -> KeyWords {
-    let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    [
-        w(&key.remote, 0),
-        w(&key.remote, 4),
-        w(&key.remote, 8),
-        w(&key.remote, 12),
-        w(&key.local, 0),
-        w(&key.local, 4),
-        w(&key.local, 8),
-        w(&key.local, 12),
-        key.port,
-    ]
+pub fn key_word(key: &ContactKey, i: usize) -> u32 {
+    let i = if i < KEY_WORDS { i } else { KEY_WORDS - 1 };
+    // SAFETY: ContactKey is repr(C), 36 bytes without padding and 4-byte
+    // aligned: word i < 9 lies inside it, aligned; any bits are a u32.
+    unsafe { core::ptr::from_ref(key).cast::<u32>().add(i).read() }
+}
+
+/// The slot of `key` in a table of `mask + 1` slots, with the seed's
+/// words read through `seed` (the programs read them one at a time from
+/// their load-time global).
+#[inline(always)]
+pub fn slot_of(seed: impl Fn(usize) -> u32, key: &ContactKey, mask: u32) -> u32 {
+    let nh = |i: usize| {
+        let b = if i + 1 < KEY_WORDS {
+            key_word(key, i + 1)
+        } else {
+            0
+        };
+        u64::from(key_word(key, i).wrapping_add(seed(i)))
+            .wrapping_mul(u64::from(b.wrapping_add(seed(i + 1))))
+    };
+    let mut h = nh(0)
+        .wrapping_add(nh(2))
+        .wrapping_add(nh(4))
+        .wrapping_add(nh(6))
+        .wrapping_add(nh(8));
+    // MurmurHash3 fmix64.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h as u32) & mask
 }
 
 impl ContactSeed {
     pub const ZERO: Self = Self { words: [0; 10] };
 
-    /// The slot of a key (given as [`key_words`]) in a table of `mask + 1`
-    /// slots.
+    /// The slot of `key` in a table of `mask + 1` slots: [`slot_of`] with
+    /// this seed.
     #[inline(always)]
-    pub fn slot(&self, k: &KeyWords, mask: u32) -> u32 {
-        let s = &self.words;
-        let nh = |a: u32, sa: u32, b: u32, sb: u32| {
-            u64::from(a.wrapping_add(sa)).wrapping_mul(u64::from(b.wrapping_add(sb)))
-        };
-        let mut h = nh(k[0], s[0], k[1], s[1])
-            .wrapping_add(nh(k[2], s[2], k[3], s[3]))
-            .wrapping_add(nh(k[4], s[4], k[5], s[5]))
-            .wrapping_add(nh(k[6], s[6], k[7], s[7]))
-            .wrapping_add(nh(k[8], s[8], 0, s[9]));
-        // MurmurHash3 fmix64.
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        (h as u32) & mask
+    pub fn slot(&self, key: &ContactKey, mask: u32) -> u32 {
+        slot_of(|i| self.words[i], key, mask)
     }
 }
 
@@ -243,7 +252,7 @@ mod tests {
                 local: [2; 16],
                 port: port | 0x1_0000,
             };
-            used.insert(seed.slot(&key_words(&key), CONTACTS_MASK));
+            used.insert(seed.slot(&key, CONTACTS_MASK));
         }
         // Expected distinct slots: 65,536 * (1 - e^(-4096/65536)) = 3,969.
         assert!(used.len() > 3_900, "{}", used.len());
@@ -253,7 +262,7 @@ mod tests {
         };
         let differ = (0..64u32)
             .filter(|&p| {
-                let k = key_words(&ContactKey { port: p, ..key });
+                let k = ContactKey { port: p, ..key };
                 seed.slot(&k, CONTACTS_MASK) != other.slot(&k, CONTACTS_MASK)
             })
             .count();

@@ -27,8 +27,8 @@ use aya_ebpf::{
 use scanwatch_common::{
     ProbeKind, ScanEvent, SourceKey,
     contact_table::{
-        BPF_F_MMAPABLE, CONTACT_MARKS_MASK, CONTACTS_MASK, ContactSeed, ContactSlot,
-        DEFAULT_CONTACT_MARKS_CAPACITY, KeyWords, key_words, state,
+        self, BPF_F_MMAPABLE, CONTACT_MARKS_MASK, CONTACTS_MASK, ContactSeed, ContactSlot,
+        DEFAULT_CONTACT_MARKS_CAPACITY, KEY_WORDS, key_word, state,
     },
     sketch::{PORT_UDP, port_entry},
     trigger,
@@ -111,12 +111,13 @@ fn enabled() -> bool {
     unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG.enabled) != 0 }
 }
 
-/// The slot of `k` in `table` (of `mask + 1` slots).
+/// The slot of `key` in `table` (of `mask + 1` slots).
 #[inline(always)]
-fn slot_of(table: &Array<ContactSlot>, k: &KeyWords, mask: u32) -> Option<*mut ContactSlot> {
-    // SAFETY: a volatile read keeps LLVM from folding the load-time value.
-    let seed = unsafe { core::ptr::read_volatile(&raw const CONTACT_SEED) };
-    table.get_ptr_mut(seed.slot(k, mask))
+fn slot_of(table: &Array<ContactSlot>, key: &ContactKey, mask: u32) -> Option<*mut ContactSlot> {
+    // SAFETY: volatile reads keep LLVM from folding the load-time value
+    // (one word at a time: no copy on the stack).
+    let seed = |i: usize| unsafe { core::ptr::read_volatile(&raw const CONTACT_SEED.words[i]) };
+    table.get_ptr_mut(contact_table::slot_of(seed, key, mask))
 }
 
 /// The slot's state word.
@@ -140,16 +141,16 @@ fn swap_state(slot: *mut ContactSlot, old: u64, new: u64) -> bool {
     }
 }
 
-/// Whether the slot holds the key `k` (its words, read one by one).
+/// Whether the slot holds `key` (its words, read one by one).
 #[inline(always)]
-fn holds(slot: *mut ContactSlot, k: &KeyWords) -> bool {
+fn holds(slot: *mut ContactSlot, key: &ContactKey) -> bool {
     // SAFETY: `slot` is a live map value; the nine words lie inside its key.
     let p = unsafe { (&raw const (*slot).key).cast::<u32>() };
     let mut diff = 0u32;
     let mut i = 0;
-    while i < k.len() {
+    while i < KEY_WORDS {
         // SAFETY: i < 9, inside the 36-byte key.
-        diff |= unsafe { core::ptr::read_volatile(p.add(i)) } ^ k[i];
+        diff |= unsafe { core::ptr::read_volatile(p.add(i)) } ^ key_word(key, i);
         i += 1;
     }
     diff == 0
@@ -169,10 +170,11 @@ fn write_slot(
     if state::busy(w) || !swap_state(slot, w, busy) {
         return false;
     }
-    // SAFETY: `slot` is a live map value, ours until published.
+    // SAFETY: `slot` is a live map value, ours until published (plain
+    // stores: the swaps before and after order them).
     unsafe {
-        core::ptr::write_volatile(&raw mut (*slot).first_ns, first_ns);
-        core::ptr::write_volatile(&raw mut (*slot).key, *key);
+        (*slot).first_ns = first_ns;
+        (*slot).key = *key;
     }
     // Nobody else changes a busy state: this swap always succeeds.
     swap_state(slot, busy, state::published(busy, outcome));
@@ -183,25 +185,24 @@ fn write_slot(
 /// true if it was written now.
 #[inline(always)]
 fn mark(key: &ContactKey, outcome: u64) -> bool {
-    let k = key_words(key);
-    let Some(slot) = slot_of(&CONTACT_MARKS, &k, CONTACT_MARKS_MASK) else {
+    let Some(slot) = slot_of(&CONTACT_MARKS, key, CONTACT_MARKS_MASK) else {
         return false;
     };
     let w = load_state(slot);
-    if state::stable(w) && holds(slot, &k) {
+    if state::stable(w) && holds(slot, key) {
         return false;
     }
     write_slot(slot, w, key, 0, outcome)
 }
 
-/// Whether this host sent UDP first on the flow `k` (an outbound mark).
+/// Whether this host sent UDP first on the flow `key` (an outbound mark).
 #[inline(always)]
-fn outbound_flow(k: &KeyWords) -> bool {
-    let Some(slot) = slot_of(&CONTACT_MARKS, k, CONTACT_MARKS_MASK) else {
+fn outbound_flow(key: &ContactKey) -> bool {
+    let Some(slot) = slot_of(&CONTACT_MARKS, key, CONTACT_MARKS_MASK) else {
         return false;
     };
     let w = load_state(slot);
-    state::stable(w) && state::outcome(w) == outcome::OUTBOUND && holds(slot, k)
+    state::stable(w) && state::outcome(w) == outcome::OUTBOUND && holds(slot, key)
 }
 
 /// Records a SYN or UDP probe (or a TCP header split by fragmentation) with
@@ -229,12 +230,15 @@ pub fn record_contact(
         local: found.ip.dst_addr(pkt)?,
         port: found.port,
     };
-    let k = key_words(&key);
-    let Some(slot) = slot_of(&CONTACTS, &k, CONTACTS_MASK) else {
+    let Some(slot) = slot_of(&CONTACTS, &key, CONTACTS_MASK) else {
         return Ok(());
     };
+    let mut w = load_state(slot);
+    if state::stable(w) && holds(slot, &key) {
+        return Ok(()); // a repeat
+    }
     // An answer to this host's own UDP query: not a contact.
-    if found.port & PORT_UDP != 0 && outbound_flow(&k) {
+    if found.port & PORT_UDP != 0 && outbound_flow(&key) {
         return Ok(());
     }
     // SAFETY: helper without preconditions.
@@ -242,12 +246,8 @@ pub fn record_contact(
     // Twice at most: a resolution (egress, the sweep) may change the state
     // between the read and the claim.
     for _ in 0..2 {
-        let w = load_state(slot);
         if state::busy(w) {
             break;
-        }
-        if !state::empty(w) && holds(slot, &k) {
-            return Ok(()); // a repeat
         }
         if write_slot(slot, w, &key, now, outcome::PENDING) {
             bump(ReplyCounter::Contacts);
@@ -255,6 +255,10 @@ pub fn record_contact(
                 bump(ReplyCounter::ContactsOverwritten);
             }
             return Ok(());
+        }
+        w = load_state(slot);
+        if state::stable(w) && holds(slot, &key) {
+            return Ok(()); // recorded meanwhile by another CPU
         }
     }
     bump(ReplyCounter::ContactErrors);
@@ -417,13 +421,12 @@ fn mapped_v4(a: [u8; 4]) -> [u8; 16] {
 )]
 #[inline(always)]
 fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
-    let k = key_words(key);
-    let Some(contact) = slot_of(&CONTACTS, &k, CONTACTS_MASK) else {
+    let Some(contact) = slot_of(&CONTACTS, key, CONTACTS_MASK) else {
         bump(ReplyCounter::Unmatched);
         return;
     };
     let w = load_state(contact);
-    if !state::stable(w) || !holds(contact, &k) {
+    if !state::stable(w) || !holds(contact, key) {
         bump(ReplyCounter::Unmatched);
         if success && key.port & PORT_UDP != 0 {
             // This host speaks first on this UDP flow (a query of its own):
@@ -452,7 +455,8 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
     // SAFETY: a volatile read keeps LLVM from folding the load-time value.
     let cfg = unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG) };
     // A success moves the walk once per local host (unless configured per
-    // port): only the first success on a host writes its marker.
+    // port): only the first success on a host writes its marker, the
+    // contact's key with port 0 (`host_marker`).
     let step = !success
         || cfg.per_port_successes != 0
         || mark(&host_marker(key.remote, key.local), outcome::SUCCESS);

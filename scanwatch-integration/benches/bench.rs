@@ -456,7 +456,40 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
         s / n.max(0.1)
     );
     out.push(json!({ "case": "egress: RST resolving a pending first contact (test step)", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "contacts_per_round": fresh, "rounds": rounds.min(5), "program": "tc egress" }));
+    out.push(new_contacts(&mut h, &mut b, rounds.min(5), fresh));
     out
+}
+
+/// XDP: SYNs to ports a tracked source has not contacted yet, each a new
+/// first contact written into its slot (repeat 1), against the same SYNs
+/// with the reply-aware detector off and the no-op program, interleaved.
+fn new_contacts(h: &mut XdpHarness, b: &mut BenchPrograms, rounds: usize, fresh: u32) -> Value {
+    let mut off = XdpHarness::load(262_144).expect("load with the detector off");
+    let (mut on_v, mut off_v, mut noop_v) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = 0u32;
+    for _ in 0..rounds {
+        let (mut on_sum, mut off_sum, mut n_sum) = (0u64, 0u64, 0u64);
+        for _ in 0..fresh {
+            next += 1;
+            let port = 1 + (next % 65_535) as u16;
+            let remote = Ipv4Addr::from(0x0d00_0000 + next / 65_535).to_string();
+            let f = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
+            on_sum += h.run_repeat(&f, 1).expect("xdp run").1;
+            off_sum += off.run_repeat(&f, 1).expect("xdp run").1;
+            n_sum += b.run_noop(&f, 1).expect("noop").1;
+        }
+        on_v.push(on_sum as f64 / f64::from(fresh));
+        off_v.push(off_sum as f64 / f64::from(fresh));
+        noop_v.push(n_sum as f64 / f64::from(fresh));
+    }
+    let (s, o, n) = (median(on_v), median(off_v), median(noop_v));
+    println!(
+        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  detector off {o:>6.1} ns",
+        "XDP: SYN to a new port, new first contact (repeat 1)",
+        s / n.max(0.1)
+    );
+    json!({ "case": "XDP: SYN to a new port of a tracked source (writes a first contact)", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1),
+            "reply_off_ns": o, "contact_ns": s - o, "repeat": 1, "contacts_per_round": fresh, "rounds": rounds, "program": "xdp" })
 }
 
 /// The agent's no-answer sweep over a full contact table (65,536 pending
@@ -466,7 +499,7 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
 fn reply_sweep() -> Value {
     use scanwatch_common::{
         SourceKey,
-        contact_table::{CONTACTS_MASK, key_words},
+        contact_table::CONTACTS_MASK,
         sketch::port_entry,
         trw::{ContactKey, ReplyCounter},
     };
@@ -489,7 +522,7 @@ fn reply_sweep() -> Value {
                 local,
                 port: port_entry(port, false),
             };
-            let slot = seed.slot(&key_words(&key), CONTACTS_MASK) as usize;
+            let slot = seed.slot(&key, CONTACTS_MASK) as usize;
             if !std::mem::replace(&mut free[slot], false) {
                 continue;
             }

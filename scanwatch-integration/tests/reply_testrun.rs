@@ -492,7 +492,7 @@ fn a_batch_of_no_answers_records_the_one_that_crossed() {
 /// Two ports of `LOCAL` whose contacts from `remote` share a slot of the
 /// contact table (under the harness's fixed seed).
 fn colliding_ports(h: &XdpHarness, remote: &str) -> (u16, u16) {
-    use scanwatch_common::contact_table::{CONTACTS_MASK, key_words};
+    use scanwatch_common::contact_table::CONTACTS_MASK;
     let seed = scanwatch::kernel::testrun::HARNESS_CONTACT_SEED;
     let remote = h.source_key(ip(remote)).addr;
     let local = SourceKey::from_ip(ip(LOCAL)).addr;
@@ -503,7 +503,7 @@ fn colliding_ports(h: &XdpHarness, remote: &str) -> (u16, u16) {
             local,
             port: port_entry(port, false),
         };
-        if let Some(first) = seen.insert(seed.slot(&key_words(&k), CONTACTS_MASK), port) {
+        if let Some(first) = seen.insert(seed.slot(&k, CONTACTS_MASK), port) {
             return (first, port);
         }
     }

@@ -11,7 +11,7 @@ use std::{
 
 use aya::maps::MapInfo;
 use scanwatch_common::{
-    contact_table::{BPF_F_MMAPABLE, CONTACTS_MASK, ContactSeed, ContactSlot, key_words, state},
+    contact_table::{BPF_F_MMAPABLE, CONTACTS_MASK, ContactSeed, ContactSlot, state},
     trw::{ContactKey, ContactValue, DEFAULT_CONTACTS_CAPACITY, outcome},
 };
 
@@ -130,7 +130,7 @@ impl ContactTable {
 
     /// The contact `key`, if its slot holds it.
     pub fn get(&self, key: &ContactKey) -> Option<ContactValue> {
-        let i = self.seed.slot(&key_words(key), CONTACTS_MASK) as usize;
+        let i = self.seed.slot(key, CONTACTS_MASK) as usize;
         let s = self.read(i)?;
         // The outcome as of now (a resolution keeps the sequence).
         let now = self.state(i).load(Ordering::Acquire);
