@@ -421,35 +421,28 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
     ];
     // An RST resolving a pending first contact changes state: one fresh
     // contact per run (repeat 1), against the no-op run the same way.
-    let (mut sw, mut noop) = (Vec::new(), Vec::new());
-    let mut next = 0u32;
-    for _ in 0..rounds.min(5) {
-        let (mut s_sum, mut n_sum) = (0u64, 0u64);
-        for _ in 0..fresh {
-            next += 1;
-            let port = 1000 + (next % 60_000) as u16;
-            let remote = Ipv4Addr::from(0x0b00_0000 + next / 60_000).to_string();
-            let probe = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
-            h.run(&probe).expect("xdp run");
-            let rst = Packet::new(
-                "198.18.0.2",
-                &remote,
-                Transport::Tcp {
-                    sport: port,
-                    dport: 40000,
-                    flags: tcp::RST | tcp::ACK,
-                    options: Vec::new(),
-                    payload: Vec::new(),
-                },
-            )
-            .build();
-            s_sum += h.run_egress_repeat(&rst, 1).expect("tc run").1;
-            n_sum += b.run_egress_noop(&rst, 1).expect("noop").1;
-        }
-        sw.push(s_sum as f64 / f64::from(fresh));
-        noop.push(n_sum as f64 / f64::from(fresh));
-    }
-    let (s, n) = (median(sw), median(noop));
+    let [s, n] = fresh_runs(rounds.min(5), fresh, |next| {
+        let port = 1000 + (next % 60_000) as u16;
+        let remote = Ipv4Addr::from(0x0b00_0000 + next / 60_000).to_string();
+        let probe = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
+        h.run(&probe).expect("xdp run");
+        let rst = Packet::new(
+            "198.18.0.2",
+            &remote,
+            Transport::Tcp {
+                sport: port,
+                dport: 40000,
+                flags: tcp::RST | tcp::ACK,
+                options: Vec::new(),
+                payload: Vec::new(),
+            },
+        )
+        .build();
+        [
+            h.run_egress_repeat(&rst, 1).expect("tc run").1,
+            b.run_egress_noop(&rst, 1).expect("noop").1,
+        ]
+    });
     println!(
         "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}",
         "egress: RST resolving a first contact (repeat 1)",
@@ -460,29 +453,46 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
     out
 }
 
+/// Runs `run` on fresh inputs (1, 2, ...) `fresh` times a round, for
+/// `rounds` rounds: the median over rounds of the mean ns of each of the
+/// `N` programs it runs (interleaved, repeat 1 each).
+fn fresh_runs<const N: usize>(
+    rounds: usize,
+    fresh: u32,
+    mut run: impl FnMut(u32) -> [u64; N],
+) -> [f64; N] {
+    let mut means: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let mut next = 0u32;
+    for _ in 0..rounds {
+        let mut sums = [0u64; N];
+        for _ in 0..fresh {
+            next += 1;
+            for (sum, ns) in sums.iter_mut().zip(run(next)) {
+                *sum += ns;
+            }
+        }
+        for (m, sum) in means.iter_mut().zip(sums) {
+            m.push(sum as f64 / f64::from(fresh));
+        }
+    }
+    means.map(median)
+}
+
 /// XDP: SYNs to ports a tracked source has not contacted yet, each a new
 /// first contact written into its slot (repeat 1), against the same SYNs
 /// with the reply-aware detector off and the no-op program, interleaved.
 fn new_contacts(h: &mut XdpHarness, b: &mut BenchPrograms, rounds: usize, fresh: u32) -> Value {
     let mut off = XdpHarness::load(262_144).expect("load with the detector off");
-    let (mut on_v, mut off_v, mut noop_v) = (Vec::new(), Vec::new(), Vec::new());
-    let mut next = 0u32;
-    for _ in 0..rounds {
-        let (mut on_sum, mut off_sum, mut n_sum) = (0u64, 0u64, 0u64);
-        for _ in 0..fresh {
-            next += 1;
-            let port = 1 + (next % 65_535) as u16;
-            let remote = Ipv4Addr::from(0x0d00_0000 + next / 65_535).to_string();
-            let f = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
-            on_sum += h.run_repeat(&f, 1).expect("xdp run").1;
-            off_sum += off.run_repeat(&f, 1).expect("xdp run").1;
-            n_sum += b.run_noop(&f, 1).expect("noop").1;
-        }
-        on_v.push(on_sum as f64 / f64::from(fresh));
-        off_v.push(off_sum as f64 / f64::from(fresh));
-        noop_v.push(n_sum as f64 / f64::from(fresh));
-    }
-    let (s, o, n) = (median(on_v), median(off_v), median(noop_v));
+    let [s, o, n] = fresh_runs(rounds, fresh, |next| {
+        let port = 1 + (next % 65_535) as u16;
+        let remote = Ipv4Addr::from(0x0d00_0000 + next / 65_535).to_string();
+        let f = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
+        [
+            h.run_repeat(&f, 1).expect("xdp run").1,
+            off.run_repeat(&f, 1).expect("xdp run").1,
+            b.run_noop(&f, 1).expect("noop").1,
+        ]
+    });
     println!(
         "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  detector off {o:>6.1} ns",
         "XDP: SYN to a new port, new first contact (repeat 1)",
