@@ -91,11 +91,12 @@ pub struct ContactSlot {
     pub first_ns: u64,
     /// The contact (or mark) this slot holds.
     pub key: ContactKey,
-    /// Zero.
-    pub reserved: u32,
+    /// Zero: pads the slot to one 64-byte cache line (the array's values
+    /// start page-aligned), so a contact touches one line.
+    pub reserved: [u32; 3],
 }
 
-assert_layout!(ContactSlot { state, first_ns, key, reserved }, size 56, align 8);
+assert_layout!(ContactSlot { state, first_ns, key, reserved }, size 64, align 8);
 
 /// The state word of a [`ContactSlot`].
 pub mod state {

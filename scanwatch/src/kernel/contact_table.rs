@@ -97,7 +97,7 @@ impl ContactTable {
 
     fn state(&self, i: usize) -> &AtomicU64 {
         // SAFETY: the state word is 8-byte aligned (page-aligned base,
-        // 56-byte slots, state first) and lives as long as the mapping.
+        // 64-byte slots, state first) and lives as long as the mapping.
         unsafe { AtomicU64::from_ptr(&raw mut (*self.slot(i)).state) }
     }
 
