@@ -30,6 +30,8 @@ unsafe impl Send for ContactTable {}
 /// A consistent snapshot of one slot.
 #[derive(Clone, Copy, Debug)]
 struct Snapshot {
+    /// The state read after the contents (the outcome as of then).
+    state: u64,
     first_ns: u64,
     key: ContactKey,
 }
@@ -101,14 +103,16 @@ impl ContactTable {
         unsafe { AtomicU64::from_ptr(&raw mut (*self.slot(i)).state) }
     }
 
-    /// Time and key of slot `i` (racy: validated by the caller with a
-    /// second read of the state, or a compare-and-swap from the first).
-    fn contents(&self, i: usize) -> Snapshot {
+    /// Time and key of slot `i` after reading its state `w` (racy:
+    /// validated by the caller with a second read of the state, or a
+    /// compare-and-swap from `w`).
+    fn contents(&self, i: usize, w: u64) -> Snapshot {
         let p = self.slot(i);
         // SAFETY: inside the mapping; racy reads of plain data, never
         // trusted unless the state is unchanged afterwards.
         unsafe {
             Snapshot {
+                state: w,
                 first_ns: std::ptr::read_volatile(&raw const (*p).first_ns),
                 key: std::ptr::read_volatile(&raw const (*p).key),
             }
@@ -122,21 +126,21 @@ impl ContactTable {
         if !state::stable(w) {
             return None;
         }
-        let s = self.contents(i);
+        let s = self.contents(i, w);
         fence(Ordering::Acquire);
-        (self.state(i).load(Ordering::Relaxed) & !state::OUTCOME == w & !state::OUTCOME)
-            .then_some(s)
+        // The same sequence: no writer in between (a resolution keeps it
+        // and changes only the outcome, which this read then reports).
+        let again = self.state(i).load(Ordering::Relaxed);
+        (again & !state::OUTCOME == w & !state::OUTCOME).then_some(Snapshot { state: again, ..s })
     }
 
     /// The contact `key`, if its slot holds it.
     pub fn get(&self, key: &ContactKey) -> Option<ContactValue> {
         let i = self.seed.slot(key, CONTACTS_MASK) as usize;
         let s = self.read(i)?;
-        // The outcome as of now (a resolution keeps the sequence).
-        let now = self.state(i).load(Ordering::Acquire);
         (s.key == *key).then_some(ContactValue {
             first_ns: s.first_ns,
-            outcome: state::outcome(now),
+            outcome: state::outcome(s.state),
         })
     }
 
@@ -154,7 +158,7 @@ impl ContactTable {
             if state::busy(w) || state::outcome(w) != outcome::PENDING {
                 continue;
             }
-            let s = self.contents(i);
+            let s = self.contents(i, w);
             if now_ns.saturating_sub(s.first_ns) < timeout_ns {
                 continue;
             }
