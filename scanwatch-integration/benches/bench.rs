@@ -1335,7 +1335,7 @@ fn drop_rate(o: &Opts) -> Value {
 fn write_nmap_cpu(md: &mut String, n: &Value, sweep: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     md.push_str(&format!(
-        "\n## CPU for one nmap scan of every port, agent + programs\n\n`nmap -n -Pn -sS -p {} --min-rate 20000` from the scanner namespace against the real agent (`no_answer_timeout_seconds = {}`; binary `{}`){}; {:.1} s of nmap, measured over {:.1} s (until past the timeout and the sweep after it). Agent: utime+stime from /proc/PID/stat (clock ticks; in brackets the threads' schedstat, in ns, and the total with it); programs: the sum of `run_time_ns` of the agent's XDP and TC programs (BPF run-time statistics on for the run). The idle row: the same time right after, without a scan.\n\n| window | agent s | XDP program s (runs) | TC egress program s (runs) | total s | target |\n|---|---|---|---|---|---|\n",
+        "\n## CPU for one nmap scan of every port, agent + programs\n\n`nmap -n -Pn -sS -p {} --min-rate 20000` from the scanner namespace against the real agent (`no_answer_timeout_seconds = {}`; binary `{}`){}; {:.1} s of nmap, measured over {:.1} s (until past the timeout and the sweep after it). Agent: utime+stime from /proc/PID/stat (clock ticks; in brackets, from the threads' schedstat at ns resolution, and the total with that); programs: the sum of `run_time_ns` of the agent's XDP and TC programs (BPF run-time statistics on for the run). The idle row: the same time right after, without a scan.\n\n| window | agent s | XDP program s (runs) | TC egress program s (runs) | total s | target |\n|---|---|---|---|---|---|\n",
         n["ports"].as_str().unwrap_or("?"),
         n["no_answer_timeout_seconds"],
         n["agent_binary"].as_str().unwrap_or("?"),
