@@ -4,6 +4,7 @@
 //! machines are shared and noisy.
 //!
 //! `cargo bench -p scanwatch-integration --bench bench -- [--quick] [--out DIR]`
+//! (`--per-packet-only`, `--nmap-cpu-only`: one section, printed, no report)
 //! (`cargo xtask bench` runs it). Needs root.
 
 use std::{
