@@ -6,6 +6,7 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 
 pub mod classify;
+pub mod contact_table;
 mod layout;
 pub mod maps;
 pub mod sketch;

@@ -3,7 +3,8 @@
 //! Paxson, Berger and Balakrishnan (IEEE S&P 2004).
 //!
 //! The XDP program records each first contact of a remote source with a
-//! local (address, port) in [`CONTACTS_MAP`]; the TC egress program sees
+//! local (address, port) in [`CONTACTS_MAP`] (a direct-mapped table, no
+//! insert: see [`crate::contact_table`]); the TC egress program sees
 //! this host's answer (SYN-ACK: success; RST or ICMP unreachable: failure)
 //! and steps the source's log-likelihood ratio in [`REPLY_SOURCES_MAP`];
 //! the agent marks contacts left unanswered past a timeout (no-answer,
@@ -12,7 +13,8 @@
 
 use crate::layout::assert_layout;
 
-/// Name of the first-contact LRU map (`ContactKey` -> `ContactValue`).
+/// Name of the first-contact table (an mmapable array of
+/// `contact_table::ContactSlot`, indexed by a hash of the `ContactKey`).
 pub const CONTACTS_MAP: &str = "CONTACTS";
 /// Name of the per-source test state LRU map (`SourceKey` -> `ReplyStats`).
 pub const REPLY_SOURCES_MAP: &str = "REPLY_SOURCES";
@@ -22,7 +24,8 @@ pub const REPLY_COUNTERS_MAP: &str = "REPLY_COUNTERS";
 pub const REPLY_CONFIG_GLOBAL: &str = "REPLY_CONFIG";
 /// Name of the TC egress program in the object file.
 pub const EGRESS_PROGRAM: &str = "scanwatch_egress";
-/// Default capacity of the first-contact map.
+/// Slots of the first-contact table (a power of two; fixed: the programs
+/// mask with it).
 pub const DEFAULT_CONTACTS_CAPACITY: u32 = 65_536;
 /// Default capacity of the per-source test state map.
 pub const DEFAULT_REPLY_SOURCES_CAPACITY: u32 = 65_536;
@@ -46,7 +49,7 @@ pub struct ContactKey {
 
 assert_layout!(ContactKey { remote, local, port }, size 36, align 4);
 
-/// The contact-map key marking that `remote` already had a success credited
+/// The marks-table key marking that `remote` already had a success credited
 /// on `local` (port 0: no real contact has it, every port entry carries
 /// `SLOT_USED`).
 #[inline(always)]
@@ -269,7 +272,8 @@ impl ReplyConfig {
 pub enum ReplyCounter {
     /// First contacts recorded by XDP.
     Contacts = 0,
-    /// Contact-map inserts the kernel refused (should stay zero).
+    /// First contacts not recorded because another CPU was writing their
+    /// slot at that instant (should stay near zero).
     ContactErrors = 1,
     /// Answers that resolved a pending first contact as a success.
     Successes = 2,
@@ -283,10 +287,14 @@ pub enum ReplyCounter {
     EventsSent = 6,
     /// Crossings lost because the ring buffer was full.
     EventsDropped = 7,
+    /// Pending first contacts overwritten by a newer contact hashing to the
+    /// same slot of the direct-mapped table (their answer then resolves
+    /// nothing and they never time out).
+    ContactsOverwritten = 8,
 }
 
 /// Number of reply counter slots.
-pub const REPLY_COUNTER_SLOTS: usize = 8;
+pub const REPLY_COUNTER_SLOTS: usize = 9;
 
 impl ReplyCounter {
     pub const ALL: [Self; REPLY_COUNTER_SLOTS] = [
@@ -298,6 +306,7 @@ impl ReplyCounter {
         Self::EgressPackets,
         Self::EventsSent,
         Self::EventsDropped,
+        Self::ContactsOverwritten,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -310,6 +319,7 @@ impl ReplyCounter {
             Self::EgressPackets => "egress_packets",
             Self::EventsSent => "events_sent",
             Self::EventsDropped => "events_dropped",
+            Self::ContactsOverwritten => "contacts_overwritten",
         }
     }
 }
@@ -321,7 +331,7 @@ pub struct ReplyCounters {
     pub counters: [u64; REPLY_COUNTER_SLOTS],
 }
 
-assert_layout!(ReplyCounters { counters }, size 64, align 8);
+assert_layout!(ReplyCounters { counters }, size 72, align 8);
 
 impl ReplyCounters {
     pub const ZERO: Self = Self {
@@ -364,7 +374,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ContactValue>(), 16);
         assert_eq!(core::mem::size_of::<ReplyStats>(), 64);
         assert_eq!(core::mem::size_of::<ReplyConfig>(), 48);
-        assert_eq!(core::mem::size_of::<ReplyCounters>(), 64);
+        assert_eq!(core::mem::size_of::<ReplyCounters>(), 72);
         for (i, c) in ReplyCounter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }

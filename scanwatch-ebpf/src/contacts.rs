@@ -6,6 +6,12 @@
 //! `scanwatch_common::trw`). A crossing of the upper boundary is sent to
 //! the agent through `EVENTS`, at most once per source and report interval.
 //!
+//! First contacts, host markers and outbound UDP flows live in two
+//! direct-mapped arrays (`CONTACTS`, `CONTACT_MARKS`): no map insert on any
+//! path, a repeat costs a read and a compare. Slot layout, hashing and the
+//! compare-and-swap protocol that keeps a torn or replaced slot from ever
+//! being resolved as another contact: `scanwatch_common::contact_table`.
+//!
 //! The egress program never changes or drops a packet: it returns
 //! `TC_ACT_UNSPEC`, so the next filter (or the default action) decides.
 
@@ -15,16 +21,20 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::generated::bpf_ktime_get_boot_ns,
     macros::{classifier, map},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use scanwatch_common::{
     ProbeKind, ScanEvent, SourceKey,
+    contact_table::{
+        self, BPF_F_MMAPABLE, CONTACT_MARKS_MASK, CONTACTS_MASK, ContactSeed, ContactSlot,
+        DEFAULT_CONTACT_MARKS_CAPACITY, KEY_WORDS, key_word, state,
+    },
     sketch::{PORT_UDP, port_entry},
     trigger,
     trw::{
-        ContactKey, ContactValue, DEFAULT_CONTACTS_CAPACITY, DEFAULT_REPLY_SOURCES_CAPACITY,
-        Decision, ReplyConfig, ReplyCounter, ReplyCounters, ReplyStats, host_marker, outcome,
+        ContactKey, DEFAULT_CONTACTS_CAPACITY, DEFAULT_REPLY_SOURCES_CAPACITY, Decision,
+        ReplyConfig, ReplyCounter, ReplyCounters, ReplyStats, host_marker, outcome,
     },
 };
 
@@ -41,10 +51,21 @@ use crate::{
 #[unsafe(no_mangle)]
 static REPLY_CONFIG: ReplyConfig = ReplyConfig::DISABLED;
 
-/// First contacts of remote sources with local (address, port).
+/// The slot hash's key, random per agent start (set at load time).
+#[unsafe(no_mangle)]
+static CONTACT_SEED: ContactSeed = ContactSeed::ZERO;
+
+/// First contacts of remote sources with local (address, port), one per
+/// slot (direct-mapped; the agent maps it to sweep it).
 #[map]
-static CONTACTS: LruHashMap<ContactKey, ContactValue> =
-    LruHashMap::with_max_entries(DEFAULT_CONTACTS_CAPACITY, 0);
+static CONTACTS: Array<ContactSlot> =
+    Array::with_max_entries(DEFAULT_CONTACTS_CAPACITY, BPF_F_MMAPABLE);
+
+/// Host markers and this host's outbound UDP flows (direct-mapped; written
+/// by the egress program only).
+#[map]
+static CONTACT_MARKS: Array<ContactSlot> =
+    Array::with_max_entries(DEFAULT_CONTACT_MARKS_CAPACITY, 0);
 
 /// Per-source sequential test state.
 #[map]
@@ -55,25 +76,12 @@ static REPLY_SOURCES: LruHashMap<SourceKey, ReplyStats> =
 #[map]
 static REPLY_COUNTERS: PerCpuArray<ReplyCounters> = PerCpuArray::with_max_entries(1, 0);
 
-const EEXIST: i32 = 17;
 /// Lets the next filter (or the qdisc's default) decide.
 const TC_ACT_UNSPEC: i32 = -1;
 
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
-
-/// Value of a host marker: resolved, so the no-answer sweep skips it.
-static CREDITED: ContactValue = ContactValue {
-    first_ns: 0,
-    outcome: outcome::SUCCESS,
-};
-
-/// Value of an outbound UDP flow's entry.
-static OUTBOUND_FLOW: ContactValue = ContactValue {
-    first_ns: 0,
-    outcome: outcome::OUTBOUND,
-};
 
 static EMPTY_STATS: ReplyStats = ReplyStats {
     llr: 0,
@@ -103,15 +111,104 @@ fn enabled() -> bool {
     unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG.enabled) != 0 }
 }
 
+/// The slot of `key` in `table` (of `mask + 1` slots).
+#[inline(always)]
+fn slot_of(table: &Array<ContactSlot>, key: &ContactKey, mask: u32) -> Option<*mut ContactSlot> {
+    // SAFETY: volatile reads keep LLVM from folding the load-time value
+    // (one word at a time: no copy on the stack).
+    let seed = |i: usize| unsafe { core::ptr::read_volatile(&raw const CONTACT_SEED.words[i]) };
+    table.get_ptr_mut(contact_table::slot_of(seed, key, mask))
+}
+
+/// The slot's state word.
+#[inline(always)]
+fn load_state(slot: *mut ContactSlot) -> u64 {
+    // SAFETY: `slot` is a live map value for this program run.
+    unsafe { core::ptr::read_volatile(&raw const (*slot).state) }
+}
+
+/// Compare-and-swap of the slot's state word.
+#[inline(always)]
+fn swap_state(slot: *mut ContactSlot, old: u64, new: u64) -> bool {
+    // SAFETY: `slot` is a live map value for this program run.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+            &raw mut (*slot).state,
+            old,
+            new,
+        )
+        .1
+    }
+}
+
+/// Whether the slot holds `key` (its words, read one by one).
+#[inline(always)]
+fn holds(slot: *mut ContactSlot, key: &ContactKey) -> bool {
+    // SAFETY: `slot` is a live map value; the nine words lie inside its key.
+    let p = unsafe { (&raw const (*slot).key).cast::<u32>() };
+    let mut diff = 0u32;
+    let mut i = 0;
+    while i < KEY_WORDS {
+        // SAFETY: i < 9, inside the 36-byte key.
+        diff |= unsafe { core::ptr::read_volatile(p.add(i)) } ^ key_word(key, i);
+        i += 1;
+    }
+    diff == 0
+}
+
+/// Claims the slot from state `w`, writes `key` and `first_ns`, publishes
+/// `outcome` (see `contact_table`): false if another writer holds or took it.
+#[inline(always)]
+fn write_slot(
+    slot: *mut ContactSlot,
+    w: u64,
+    key: &ContactKey,
+    first_ns: u64,
+    outcome: u64,
+) -> bool {
+    let busy = state::claimed(w);
+    if state::busy(w) || !swap_state(slot, w, busy) {
+        return false;
+    }
+    // SAFETY: `slot` is a live map value, ours until published (plain
+    // stores: the swaps before and after order them).
+    unsafe {
+        (*slot).first_ns = first_ns;
+        (*slot).key = *key;
+    }
+    // Nobody else changes a busy state: this swap always succeeds.
+    swap_state(slot, busy, state::published(busy, outcome));
+    true
+}
+
+/// Writes the mark `key` with `outcome` unless the marks table holds it;
+/// true if it was written now.
+#[inline(always)]
+fn mark(key: &ContactKey, outcome: u64) -> bool {
+    let Some(slot) = slot_of(&CONTACT_MARKS, key, CONTACT_MARKS_MASK) else {
+        return false;
+    };
+    let w = load_state(slot);
+    if state::stable(w) && holds(slot, key) {
+        return false;
+    }
+    write_slot(slot, w, key, 0, outcome)
+}
+
+/// Whether this host sent UDP first on the flow `key` (an outbound mark).
+#[inline(always)]
+fn outbound_flow(key: &ContactKey) -> bool {
+    let Some(slot) = slot_of(&CONTACT_MARKS, key, CONTACT_MARKS_MASK) else {
+        return false;
+    };
+    let w = load_state(slot);
+    state::stable(w) && state::outcome(w) == outcome::OUTBOUND && holds(slot, key)
+}
+
 /// Records a SYN or UDP probe (or a TCP header split by fragmentation) with
-/// a port as a first contact unless its
-/// (source, local address, port) is already known, when the detector is
-/// enabled. A lookup first: an LRU insert that fails still takes (and may
-/// evict) a node.
-#[allow(
-    clippy::needless_borrows_for_generic_args,
-    reason = "by reference: copies would take BPF stack"
-)]
+/// a port as a first contact unless its (source, local address, port) is
+/// already in its slot (a repeat: one read and compare), when the detector
+/// is enabled. No insert: the contact overwrites whatever its slot held.
 #[inline(always)]
 pub fn record_contact(
     pkt: Packet<'_, XdpContext>,
@@ -133,20 +230,38 @@ pub fn record_contact(
         local: found.ip.dst_addr(pkt)?,
         port: found.port,
     };
-    if CONTACTS.get_ptr(&key).is_some() {
+    let Some(slot) = slot_of(&CONTACTS, &key, CONTACTS_MASK) else {
+        return Ok(());
+    };
+    let mut w = load_state(slot);
+    if state::stable(w) && holds(slot, &key) {
+        return Ok(()); // a repeat
+    }
+    // An answer to this host's own UDP query: not a contact.
+    if found.port & PORT_UDP != 0 && outbound_flow(&key) {
         return Ok(());
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let value = ContactValue {
-        first_ns: now,
-        outcome: outcome::PENDING,
-    };
-    match CONTACTS.insert(&key, &value, u64::from(BPF_NOEXIST)) {
-        Ok(()) => bump(ReplyCounter::Contacts),
-        Err(e) if e == -EEXIST => {}
-        Err(_) => bump(ReplyCounter::ContactErrors),
+    // Twice at most: a resolution (egress, the sweep) may change the state
+    // between the read and the claim.
+    for _ in 0..2 {
+        if state::busy(w) {
+            break;
+        }
+        if write_slot(slot, w, &key, now, outcome::PENDING) {
+            bump(ReplyCounter::Contacts);
+            if !state::empty(w) && state::outcome(w) == outcome::PENDING {
+                bump(ReplyCounter::ContactsOverwritten);
+            }
+            return Ok(());
+        }
+        w = load_state(slot);
+        if state::stable(w) && holds(slot, &key) {
+            return Ok(()); // recorded meanwhile by another CPU
+        }
     }
+    bump(ReplyCounter::ContactErrors);
     Ok(())
 }
 
@@ -299,38 +414,35 @@ fn mapped_v4(a: [u8; 4]) -> [u8; 16] {
 }
 
 /// Resolves the pending first contact `key` (once: compare-and-swap from
-/// pending) and steps its source's walk.
+/// the pending state read, see `contact_table`) and steps its source's walk.
 #[allow(
     clippy::needless_borrows_for_generic_args,
     reason = "by reference: copies would take BPF stack"
 )]
 #[inline(always)]
 fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
-    let Some(contact) = CONTACTS.get_ptr_mut(key) else {
+    let Some(contact) = slot_of(&CONTACTS, key, CONTACTS_MASK) else {
+        bump(ReplyCounter::Unmatched);
+        return;
+    };
+    let w = load_state(contact);
+    if !state::stable(w) || !holds(contact, key) {
         bump(ReplyCounter::Unmatched);
         if success && key.port & PORT_UDP != 0 {
             // This host speaks first on this UDP flow (a query of its own):
             // the remote's datagrams back are not first contacts.
-            let _ = CONTACTS.insert(key, &OUTBOUND_FLOW, u64::from(BPF_NOEXIST));
+            let _ = mark(key, outcome::OUTBOUND);
         }
         return;
-    };
+    }
     let result = if success {
         outcome::SUCCESS
     } else {
         outcome::FAILURE
     };
-    // SAFETY: `contact` is a live map value for this program run.
-    let won = unsafe {
-        let p = &raw mut (*contact).outcome;
-        core::ptr::read_volatile(p) == outcome::PENDING
-            && atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
-                p,
-                outcome::PENDING,
-                result,
-            )
-            .1
-    };
+    // Fails if the contact was resolved, or its slot rewritten, since `w`.
+    let won = state::outcome(w) == outcome::PENDING
+        && swap_state(contact, w, state::with_outcome(w, result));
     if !won {
         bump(ReplyCounter::Unmatched);
         return;
@@ -343,16 +455,11 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
     // SAFETY: a volatile read keeps LLVM from folding the load-time value.
     let cfg = unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG) };
     // A success moves the walk once per local host (unless configured per
-    // port): only the first success on a host inserts its marker.
+    // port): only the first success on a host writes its marker, the
+    // contact's key with port 0 (`host_marker`).
     let step = !success
         || cfg.per_port_successes != 0
-        || CONTACTS
-            .insert(
-                &host_marker(key.remote, key.local),
-                &CREDITED,
-                u64::from(BPF_NOEXIST),
-            )
-            .is_ok();
+        || mark(&host_marker(key.remote, key.local), outcome::SUCCESS);
     let source = SourceKey { addr: key.remote };
     let stats = match REPLY_SOURCES.get_ptr_mut(source) {
         Some(s) => s,

@@ -4,8 +4,8 @@
 //! machines are shared and noisy.
 //!
 //! `cargo bench -p scanwatch-integration --bench bench -- [--quick] [--out DIR]`
-//! (`cargo xtask bench` runs it; `--per-packet-only` or `--flood-only` print
-//! those figures alone). Needs root.
+//! (`cargo xtask bench` runs it; `--per-packet-only`, `--flood-only`,
+//! `--nmap-cpu-only`: one section, printed, no report). Needs root.
 
 use std::{
     collections::BTreeMap,
@@ -32,6 +32,8 @@ struct Opts {
     quick: bool,
     /// `--per-packet-only`: the TEST_RUN figures only, printed, no report.
     per_packet_only: bool,
+    /// `--nmap-cpu-only`: the CPU of one nmap scan only, printed, no report.
+    nmap_cpu_only: bool,
     out: PathBuf,
 }
 
@@ -54,9 +56,11 @@ fn opts() -> Opts {
             PathBuf::from,
         );
     let per_packet_only = args.iter().any(|a| a == "--per-packet-only");
+    let nmap_cpu_only = args.iter().any(|a| a == "--nmap-cpu-only");
     Opts {
         quick,
         per_packet_only,
+        nmap_cpu_only,
         out,
     }
 }
@@ -418,65 +422,138 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
     ];
     // An RST resolving a pending first contact changes state: one fresh
     // contact per run (repeat 1), against the no-op run the same way.
-    let (mut sw, mut noop) = (Vec::new(), Vec::new());
-    let mut next = 0u32;
-    for _ in 0..rounds.min(5) {
-        let (mut s_sum, mut n_sum) = (0u64, 0u64);
-        for _ in 0..fresh {
-            next += 1;
-            let port = 1000 + (next % 60_000) as u16;
-            let remote = Ipv4Addr::from(0x0b00_0000 + next / 60_000).to_string();
-            let probe = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
-            h.run(&probe).expect("xdp run");
-            let rst = Packet::new(
-                "198.18.0.2",
-                &remote,
-                Transport::Tcp {
-                    sport: port,
-                    dport: 40000,
-                    flags: tcp::RST | tcp::ACK,
-                    options: Vec::new(),
-                    payload: Vec::new(),
-                },
-            )
-            .build();
-            s_sum += h.run_egress_repeat(&rst, 1).expect("tc run").1;
-            n_sum += b.run_egress_noop(&rst, 1).expect("noop").1;
-        }
-        sw.push(s_sum as f64 / f64::from(fresh));
-        noop.push(n_sum as f64 / f64::from(fresh));
-    }
-    let (s, n) = (median(sw), median(noop));
+    let [s, n] = fresh_runs(rounds.min(5), fresh, |next| {
+        let port = 1000 + (next % 60_000) as u16;
+        let remote = Ipv4Addr::from(0x0b00_0000 + next / 60_000).to_string();
+        let probe = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
+        h.run(&probe).expect("xdp run");
+        let rst = Packet::new(
+            "198.18.0.2",
+            &remote,
+            Transport::Tcp {
+                sport: port,
+                dport: 40000,
+                flags: tcp::RST | tcp::ACK,
+                options: Vec::new(),
+                payload: Vec::new(),
+            },
+        )
+        .build();
+        [
+            h.run_egress_repeat(&rst, 1).expect("tc run").1,
+            b.run_egress_noop(&rst, 1).expect("noop").1,
+        ]
+    });
     println!(
         "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}",
         "egress: RST resolving a first contact (repeat 1)",
         s / n.max(0.1)
     );
     out.push(json!({ "case": "egress: RST resolving a pending first contact (test step)", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "contacts_per_round": fresh, "rounds": rounds.min(5), "program": "tc egress" }));
+    out.push(new_contacts(&mut h, &mut b, rounds.min(5), fresh));
     out
 }
 
-/// The agent's no-answer sweep over a full contact map (65,536 pending
-/// TCP contacts from 256 sources): the sweep that marks them all, then one
-/// that finds nothing to do (the steady cost of the per-second walk).
+/// Runs `run` on fresh inputs (1, 2, ...) `fresh` times a round, for
+/// `rounds` rounds: the median over rounds of the mean ns of each of the
+/// `N` programs it runs (interleaved, repeat 1 each).
+fn fresh_runs<const N: usize>(
+    rounds: usize,
+    fresh: u32,
+    mut run: impl FnMut(u32) -> [u64; N],
+) -> [f64; N] {
+    let mut means: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let mut next = 0u32;
+    for _ in 0..rounds {
+        let mut sums = [0u64; N];
+        for _ in 0..fresh {
+            next += 1;
+            for (sum, ns) in sums.iter_mut().zip(run(next)) {
+                *sum += ns;
+            }
+        }
+        for (m, sum) in means.iter_mut().zip(sums) {
+            m.push(sum as f64 / f64::from(fresh));
+        }
+    }
+    means.map(median)
+}
+
+/// XDP: SYNs to ports a tracked source has not contacted yet, each a new
+/// first contact written into its slot (repeat 1), against the same SYNs
+/// with the reply-aware detector off and the no-op program, interleaved.
+fn new_contacts(h: &mut XdpHarness, b: &mut BenchPrograms, rounds: usize, fresh: u32) -> Value {
+    let mut off = XdpHarness::load(262_144).expect("load with the detector off");
+    let [s, o, n] = fresh_runs(rounds, fresh, |next| {
+        let port = 1 + (next % 65_535) as u16;
+        let remote = Ipv4Addr::from(0x0d00_0000 + next / 65_535).to_string();
+        let f = Packet::new(&remote, "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
+        [
+            h.run_repeat(&f, 1).expect("xdp run").1,
+            off.run_repeat(&f, 1).expect("xdp run").1,
+            b.run_noop(&f, 1).expect("noop").1,
+        ]
+    });
+    println!(
+        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  detector off {o:>6.1} ns",
+        "XDP: SYN to a new port, new first contact (repeat 1)",
+        s / n.max(0.1)
+    );
+    json!({ "case": "XDP: SYN to a new port of a tracked source (writes a first contact)", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1),
+            "reply_off_ns": o, "contact_ns": s - o, "repeat": 1, "contacts_per_round": fresh, "rounds": rounds, "program": "xdp" })
+}
+
+/// The agent's no-answer sweep over a full contact table (65,536 pending
+/// TCP contacts from 256 sources, one per slot: the keys are chosen with the
+/// harness's fixed hash seed): the sweep that marks them all, then one
+/// that finds nothing to do (the steady cost of the periodic pass).
 fn reply_sweep() -> Value {
+    use scanwatch_common::{
+        SourceKey,
+        contact_table::CONTACTS_MASK,
+        sketch::port_entry,
+        trw::{ContactKey, ReplyCounter},
+    };
     let mut h = XdpHarness::load_reply(
         262_144,
         scanwatch::config::Detection::default().reply_config(),
     )
     .expect("load with the reply-aware detector");
-    let capacity = scanwatch_common::trw::DEFAULT_CONTACTS_CAPACITY;
-    for i in 0..capacity {
-        let src = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + (i >> 8)));
-        let port = 1 + (i & 0xff) as u16;
-        let f = Packet::from_ips(
-            src,
-            "198.18.0.2".parse().expect("ip"),
-            Transport::tcp(port, tcp::SYN),
-        )
-        .build();
-        h.run(&f).expect("xdp run");
+    let seed = scanwatch::kernel::testrun::HARNESS_CONTACT_SEED;
+    let capacity = scanwatch_common::trw::DEFAULT_CONTACTS_CAPACITY as usize;
+    let local_ip: IpAddr = "198.18.0.2".parse().expect("ip");
+    let local = SourceKey::from_ip(local_ip).addr;
+    let mut free = vec![true; capacity];
+    let mut left = capacity;
+    'fill: for port in 1..=u16::MAX {
+        for s in 0..256u32 {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + s));
+            let key = ContactKey {
+                remote: h.source_key(src).addr,
+                local,
+                port: port_entry(port, false),
+            };
+            let slot = seed.slot(&key, CONTACTS_MASK) as usize;
+            if !std::mem::replace(&mut free[slot], false) {
+                continue;
+            }
+            let f = Packet::from_ips(src, local_ip, Transport::tcp(port, tcp::SYN)).build();
+            h.run(&f).expect("xdp run");
+            left -= 1;
+            if left == 0 {
+                break 'fill;
+            }
+        }
     }
+    let counters = h.reply().expect("reply maps").counters().expect("counters");
+    assert_eq!(
+        (
+            counters.get(ReplyCounter::Contacts),
+            counters.get(ReplyCounter::ContactsOverwritten)
+        ),
+        (capacity as u64, 0),
+        "one contact per slot"
+    );
     let reply = h.reply().expect("reply maps");
     let now = scanwatch::model::boottime_ns();
     let t = Instant::now();
@@ -486,7 +563,7 @@ fn reply_sweep() -> Value {
     let second = reply.sweep(0, now + 1).expect("sweep");
     let idle = t.elapsed();
     println!(
-        "reply sweep of {} contacts: {:.1} ms marking {} no-answers ({} crossings), {:.1} ms with nothing to mark",
+        "reply sweep of a full table ({} contacts): {:.2} ms marking {} no-answers ({} crossings), {:.2} ms with nothing to mark",
         first.scanned,
         marking.as_secs_f64() * 1e3,
         first.no_answers,
@@ -559,33 +636,11 @@ fn agent_scale(o: &Opts) -> Value {
         (1_000_000, 60)
     };
     let mut lab = Lab::new().expect("lab");
-    let pin = PathBuf::from(format!("/sys/fs/bpf/scanwatch-bench-{}", lab.target_ns));
-    let dir = std::env::temp_dir().join(format!("scanwatch-bench-{}", lab.target_ns));
-    let mut cmd = lab.in_target();
-    cmd.arg(scanwatch_lab::agent_bin::agent_binary())
-        .args([
-            "run",
-            "--iface",
-            &lab.target_if,
-            "--map-size",
-            "1048576",
-            "--metrics-addr",
-            "198.18.0.2:9477",
-            "--pin-dir",
-        ])
-        .arg(&pin)
-        .arg("--alert-log")
-        .arg(dir.join("alerts.jsonl"))
-        .arg("--control-socket")
-        .arg(dir.join("control.sock"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let pid = lab.spawn(cmd).expect("agent");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pin.join("IFACE_NAMES").exists() {
-        assert!(Instant::now() < deadline, "agent not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let agent = BenchAgent::start(
+        &mut lab,
+        &["--map-size", "1048576", "--metrics-addr", "198.18.0.2:9477"],
+    );
+    let (pid, pin, dir) = (agent.pid, agent.pin.clone(), agent.dir.clone());
     let t = Instant::now();
     let mut maps = scanwatch::kernel::detect_maps::ScanwatchMaps::open_pinned(&pin).expect("pins");
     maps.insert_idle_sources(sources, 0xee)
@@ -650,12 +705,225 @@ fn agent_scale(o: &Opts) -> Value {
         "agent with {sources} sources: {cpu:.2}% of one core over {seconds} s, RSS {:.1} MB, scrape {scrape_ms:.1} ms, crossing to alert {latency_ms:?} ms",
         rss as f64 / 1e6
     );
-    lab.stop(pid, Duration::from_secs(10));
+    agent.stop(&mut lab);
     drop(lab);
-    let _ = std::fs::remove_dir_all(&pin);
-    let _ = std::fs::remove_dir_all(&dir);
     json!({ "sources": sources, "seconds": seconds, "cpu_percent_of_one_core": cpu, "rss_bytes": rss,
             "scrape_ms_median": scrape_ms, "crossing_to_alert_ms": latency_ms })
+}
+
+/// The agent running in the lab's target namespace with a pin directory
+/// and alert log of its own (removed by [`BenchAgent::stop`]).
+struct BenchAgent {
+    pid: u32,
+    pin: PathBuf,
+    dir: PathBuf,
+}
+
+impl BenchAgent {
+    /// Starts the agent on the target's veth with `args` and waits until it
+    /// has attached (its pins are there).
+    fn start(lab: &mut Lab, args: &[&str]) -> Self {
+        let pin = PathBuf::from(format!("/sys/fs/bpf/scanwatch-bench-{}", lab.target_ns));
+        let dir = std::env::temp_dir().join(format!("scanwatch-bench-{}", lab.target_ns));
+        let mut cmd = lab.in_target();
+        cmd.arg(scanwatch_lab::agent_bin::agent_binary())
+            .args(["run", "--iface", &lab.target_if])
+            .args(args)
+            .arg("--pin-dir")
+            .arg(&pin)
+            .arg("--alert-log")
+            .arg(dir.join("alerts.jsonl"))
+            .arg("--control-socket")
+            .arg(dir.join("control.sock"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let pid = lab.spawn(cmd).expect("agent");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pin.join("IFACE_NAMES").exists() {
+            assert!(Instant::now() < deadline, "agent not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { pid, pin, dir }
+    }
+
+    fn stop(self, lab: &mut Lab) {
+        lab.stop(self.pid, Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(&self.pin);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// BPF run-time statistics on while the returned descriptor is open
+/// (`BPF_ENABLE_STATS`, the same switch as `kernel.bpf_stats_enabled`,
+/// counted: closing it restores what others set, even on a panic).
+fn enable_bpf_stats() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    const BPF_ENABLE_STATS: libc::c_long = 32;
+    const BPF_STATS_RUN_TIME: u32 = 0;
+    let attr = [BPF_STATS_RUN_TIME, 0u32];
+    // SAFETY: the bpf syscall reads `attr` (8 bytes) and returns a new fd.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_ENABLE_STATS,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_ENABLE_STATS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a descriptor the kernel just returned to us.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// CPU a process and the BPF programs it holds have used so far.
+#[derive(Clone, Copy, Default)]
+struct CpuSample {
+    /// utime + stime of every thread, in clock ticks (/proc/PID/stat).
+    ticks: u64,
+    /// Time on CPU of its live threads, ns (/proc/PID/task/*/schedstat).
+    sched_ns: u64,
+    /// (`run_time_ns`, `run_cnt`) of its XDP and its TC programs.
+    xdp: (u64, u64),
+    tc: (u64, u64),
+}
+
+fn cpu_sample(pid: u32) -> CpuSample {
+    const XDP: u32 = 6; // BPF_PROG_TYPE_XDP
+    const SCHED_CLS: u32 = 3; // BPF_PROG_TYPE_SCHED_CLS
+    let mut out = CpuSample {
+        ticks: proc_stat(pid).0,
+        ..CpuSample::default()
+    };
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        out.sched_ns += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    // Each program once (a link's fdinfo names its program, without stats).
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (Some(kind), Some(id), Some(ns), Some(cnt)) = (
+            field("prog_type:"),
+            field("prog_id:"),
+            field("run_time_ns:"),
+            field("run_cnt:"),
+        ) else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        match u32::try_from(kind) {
+            Ok(XDP) => out.xdp = (out.xdp.0 + ns, out.xdp.1 + cnt),
+            Ok(SCHED_CLS) => out.tc = (out.tc.0 + ns, out.tc.1 + cnt),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// CPU seconds between two samples: (agent from /proc/PID/stat, agent from
+/// schedstat, XDP program, TC program), and the programs' runs.
+fn cpu_between(a: CpuSample, b: CpuSample, tck: f64) -> Value {
+    let agent = b.ticks.saturating_sub(a.ticks) as f64 / tck;
+    let sched = b.sched_ns.saturating_sub(a.sched_ns) as f64 / 1e9;
+    let xdp = b.xdp.0.saturating_sub(a.xdp.0) as f64 / 1e9;
+    let tc = b.tc.0.saturating_sub(a.tc.0) as f64 / 1e9;
+    json!({ "agent_s": agent, "agent_schedstat_s": sched, "xdp_s": xdp, "tc_s": tc, "programs_s": xdp + tc, "total_s": agent + xdp + tc, "total_schedstat_s": sched + xdp + tc,
+            "xdp_runs": b.xdp.1.saturating_sub(a.xdp.1), "tc_runs": b.tc.1.saturating_sub(a.tc.1) })
+}
+
+/// CPU for one nmap SYN scan of every port of the target (`--quick`: ports
+/// 1-10000), agent and programs: the real agent in the lab with
+/// `no_answer_timeout_seconds = 2`, measured from before the scan until
+/// past the timeout and the sweep that follows it, and over the same time
+/// with no scan before it (idle).
+fn nmap_cpu(o: &Opts) -> Value {
+    let ports = if o.quick { "1-10000" } else { "1-65535" };
+    let timeout_s = 2;
+    let mut lab = Lab::new().expect("lab");
+    let config = std::env::temp_dir().join(format!("scanwatch-bench-{}.toml", lab.target_ns));
+    std::fs::write(
+        &config,
+        format!("[detection.reply_scan]\nno_answer_timeout_seconds = {timeout_s}\n"),
+    )
+    .expect("config");
+    let config_s = config.to_string_lossy().into_owned();
+    let agent = BenchAgent::start(
+        &mut lab,
+        &["--config", &config_s, "--metrics-addr", "198.18.0.2:9479"],
+    );
+    let stats = enable_bpf_stats();
+    let tck = sh("getconf CLK_TCK").parse::<f64>().unwrap_or(100.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_sample(agent.pid);
+    let t = Instant::now();
+    let out = lab
+        .in_scanner()
+        .args(["timeout", "90", "nmap", "-n", "-Pn", "-sS", "-p", ports])
+        .args(["--min-rate", "20000", "198.18.0.2"])
+        .output()
+        .expect("nmap");
+    let scan_s = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "nmap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Past the timeout, and a sweep (every half timeout) after it.
+    std::thread::sleep(Duration::from_secs(timeout_s + timeout_s / 2 + 1));
+    let after = cpu_sample(agent.pid);
+    let window = t.elapsed();
+    std::thread::sleep(window);
+    let idle_end = cpu_sample(agent.pid);
+    drop(stats);
+    agent.stop(&mut lab);
+    drop(lab);
+    let _ = std::fs::remove_file(&config);
+    let scan = cpu_between(before, after, tck);
+    let idle = cpu_between(after, idle_end, tck);
+    println!(
+        "nmap -sS -p {ports}{} in {scan_s:.1} s, measured over {:.1} s: agent {:.3} s (schedstat {:.3} s), XDP {:.4} s ({} runs), TC {:.4} s ({} runs), total {:.3} s (with schedstat {:.3} s; target <= 0.05 s); the same time idle after it: agent {:.3} s, programs {:.4} s",
+        if o.quick {
+            " (--quick: not all 65,535 ports)"
+        } else {
+            ""
+        },
+        window.as_secs_f64(),
+        scan["agent_s"].as_f64().unwrap_or(f64::NAN),
+        scan["agent_schedstat_s"].as_f64().unwrap_or(f64::NAN),
+        scan["xdp_s"].as_f64().unwrap_or(f64::NAN),
+        scan["xdp_runs"],
+        scan["tc_s"].as_f64().unwrap_or(f64::NAN),
+        scan["tc_runs"],
+        scan["total_s"].as_f64().unwrap_or(f64::NAN),
+        scan["total_schedstat_s"].as_f64().unwrap_or(f64::NAN),
+        idle["agent_s"].as_f64().unwrap_or(f64::NAN),
+        idle["programs_s"].as_f64().unwrap_or(f64::NAN),
+    );
+    json!({ "ports": ports, "all_ports": !o.quick, "agent_binary": scanwatch_lab::agent_bin::agent_binary(), "nmap_seconds": scan_s, "window_seconds": window.as_secs_f64(),
+            "no_answer_timeout_seconds": timeout_s, "scan": scan, "idle_after": idle, "target_total_s": 0.05 })
 }
 
 /// Runs `f` on a thread that entered the network namespace at `ns_path`
@@ -1308,6 +1576,40 @@ fn drop_rate(o: &Opts) -> Value {
     json!({ "rows": rows, "ratios": ratios, "frames_per_round": count })
 }
 
+/// The CPU of one nmap scan (agent and programs) and the sweep, as a table.
+fn write_nmap_cpu(md: &mut String, n: &Value, sweep: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    md.push_str(&format!(
+        "\n## CPU for one nmap scan of every port, agent + programs\n\n`nmap -n -Pn -sS -p {} --min-rate 20000` from the scanner namespace against the real agent (`no_answer_timeout_seconds = {}`; binary `{}`){}; {:.1} s of nmap, measured over {:.1} s (until past the timeout and the sweep after it). Agent: utime+stime from /proc/PID/stat (clock ticks; in brackets, from the threads' schedstat at ns resolution, and the total with that); programs: the sum of `run_time_ns` of the agent's XDP and TC programs (BPF run-time statistics on for the run). The idle row: the same time right after, without a scan.\n\n| window | agent s | XDP program s (runs) | TC egress program s (runs) | total s | target |\n|---|---|---|---|---|---|\n",
+        n["ports"].as_str().unwrap_or("?"),
+        n["no_answer_timeout_seconds"],
+        n["agent_binary"].as_str().unwrap_or("?"),
+        if n["all_ports"].as_bool() == Some(true) { "" } else { " (--quick: a smaller port range)" },
+        f(&n["nmap_seconds"]),
+        f(&n["window_seconds"]),
+    ));
+    for (name, w, target) in [
+        ("one scan", &n["scan"], "<= 0.05"),
+        ("idle, same time", &n["idle_after"], ""),
+    ] {
+        md.push_str(&format!(
+            "| {name} | {:.3} ({:.3}) | {:.4} ({}) | {:.4} ({}) | {:.3} ({:.3}) | {target} |\n",
+            f(&w["agent_s"]),
+            f(&w["agent_schedstat_s"]),
+            f(&w["xdp_s"]),
+            w["xdp_runs"],
+            f(&w["tc_s"]),
+            w["tc_runs"],
+            f(&w["total_s"]),
+            f(&w["total_schedstat_s"])
+        ));
+    }
+    md.push_str(&format!(
+        "\nThe agent's no-answer sweep over a full contact table ({} pending contacts, `reply_sweep`): {:.2} ms marking them all, {:.2} ms with nothing to mark.\n",
+        sweep["contacts"], f(&sweep["marking_ms"]), f(&sweep["idle_walk_ms"])
+    ));
+}
+
 fn write_report(o: &Opts, r: &Value) {
     std::fs::create_dir_all(&o.out).expect("out dir");
     std::fs::write(
@@ -1368,6 +1670,7 @@ fn write_report(o: &Opts, r: &Value) {
         a["sources"], a["cpu_percent_of_one_core"].as_f64().unwrap_or(f64::NAN), a["seconds"],
         a["rss_bytes"].as_f64().unwrap_or(0.0) / 1e6, a["scrape_ms_median"].as_f64().unwrap_or(f64::NAN), a["crossing_to_alert_ms"]
     ));
+    write_nmap_cpu(&mut md, &r["nmap_cpu"], &r["reply_sweep"]);
     let t = &r["throughput"];
     md.push_str(&format!(
         "\n## Throughput on a veth pair\n\nA generator (BPF_PROG_TEST_RUN live frames with an XDP_TX program, {} frames a round, median of {} rounds; no XDP, the no-op program and scanwatch alternate within each round) sends TCP packets from one address in the scanner namespace to an address the target does not own; packets per second received by the target veth. On this 2-core machine generator and receiver share the cores.\n\n| stream | no XDP program | no-op XDP program | scanwatch | scanwatch / no-op | target |\n|---|---|---|---|---|---|\n",
@@ -1430,6 +1733,10 @@ fn main() {
         flood(&o);
         return;
     }
+    if o.nmap_cpu_only {
+        nmap_cpu(&o);
+        return;
+    }
     let per_packet = per_packet_all(&o);
     if o.per_packet_only {
         // A quick look while working on the XDP program: no report written.
@@ -1437,17 +1744,12 @@ fn main() {
     }
     let memory = memory();
     let reply_sweep = reply_sweep();
+    let nmap = nmap_cpu(&o);
     let agent = agent_scale(&o);
     let throughput = throughput(&o);
     let flood = flood(&o);
     let drops = drop_rate(&o);
-    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep });
-    // The random-source flood rows (a key of their own).
-    let r = {
-        let mut r = r;
-        r["flood"] = flood;
-        r
-    };
+    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep, "nmap_cpu": nmap, "flood": flood });
     // The benchmark itself must keep working: every figure is a number.
     for c in r["per_packet"].as_array().into_iter().flatten() {
         assert!(
@@ -1456,6 +1758,12 @@ fn main() {
         );
     }
     assert!(r["memory"]["total_bytes"].as_u64().is_some_and(|b| b > 0));
+    assert!(
+        r["nmap_cpu"]["scan"]["total_s"]
+            .as_f64()
+            .is_some_and(f64::is_finite),
+        "no CPU figure for the nmap scan"
+    );
     assert!(
         r["agent_scale"]["crossing_to_alert_ms"].as_i64().is_some(),
         "no alert latency"

@@ -488,3 +488,55 @@ fn a_batch_of_no_answers_records_the_one_that_crossed() {
         "the fourth no-answer crossed"
     );
 }
+
+/// Two ports of `LOCAL` whose contacts from `remote` share a slot of the
+/// contact table (under the harness's fixed seed).
+fn colliding_ports(h: &XdpHarness, remote: &str) -> (u16, u16) {
+    use scanwatch_common::contact_table::CONTACTS_MASK;
+    let seed = scanwatch::kernel::testrun::HARNESS_CONTACT_SEED;
+    let remote = h.source_key(ip(remote)).addr;
+    let local = SourceKey::from_ip(ip(LOCAL)).addr;
+    let mut seen = std::collections::HashMap::new();
+    for port in 1u16..=u16::MAX {
+        let k = ContactKey {
+            remote,
+            local,
+            port: port_entry(port, false),
+        };
+        if let Some(first) = seen.insert(seed.slot(&k, CONTACTS_MASK), port) {
+            return (first, port);
+        }
+    }
+    unreachable!("65,535 ports in 65,536 slots without a collision")
+}
+
+#[test]
+fn an_overwritten_contact_resolves_nothing_and_is_counted() {
+    let Some(mut h) = harness("an_overwritten_contact_resolves_nothing") else {
+        return;
+    };
+    let remote = "198.18.0.15";
+    let (a, b) = colliding_ports(&h, remote);
+    syn(&mut h, remote, LOCAL, a);
+    syn(&mut h, remote, LOCAL, b);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 2);
+    assert_eq!(counter(&mut h, ReplyCounter::ContactsOverwritten), 1);
+    assert_eq!(contact(&mut h, remote, LOCAL, port_entry(a, false)), None);
+    // The answer to the overwritten contact matches nothing.
+    answer(&mut h, LOCAL, remote, a, tcp::RST | tcp::ACK);
+    assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 1);
+    assert_eq!(stats(&mut h, remote).failures, 0);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(b, false)),
+        Some(outcome::PENDING)
+    );
+    answer(&mut h, LOCAL, remote, b, tcp::RST | tcp::ACK);
+    assert_eq!(stats(&mut h, remote).failures, 1);
+    // A resolved contact overwritten is not counted; a repeat of the one in
+    // the slot costs nothing.
+    syn(&mut h, remote, LOCAL, a);
+    syn(&mut h, remote, LOCAL, a);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 3);
+    assert_eq!(counter(&mut h, ReplyCounter::ContactsOverwritten), 1);
+    assert_eq!(counter(&mut h, ReplyCounter::ContactErrors), 0);
+}

@@ -4,6 +4,7 @@
 //! BPF_PROG_TEST_RUN harness. Never imports detection or outputs.
 
 pub mod block_maps;
+pub mod contact_table;
 pub mod detect_maps;
 pub mod egress;
 pub mod maps_error;

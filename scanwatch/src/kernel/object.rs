@@ -9,6 +9,7 @@ use aya::{
 };
 use scanwatch_common::{
     DetectConfig,
+    contact_table::{CONTACT_SEED_GLOBAL, ContactSeed},
     maps::{
         DETECT_CONFIG_GLOBAL, MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE, SOURCES_MAP, XDP_PROGRAM,
     },
@@ -82,6 +83,9 @@ pub struct LoadOptions<'a> {
     pub blocks_pin: Option<&'a std::path::Path>,
     /// The reply-aware detector's test (disabled: no contacts recorded).
     pub reply: scanwatch_common::trw::ReplyConfig,
+    /// The key of the contact tables' slot hash (random by default; the
+    /// agent's `ReplyMaps` needs the same one to find a contact).
+    pub contact_seed: ContactSeed,
 }
 
 impl Default for LoadOptions<'_> {
@@ -91,8 +95,23 @@ impl Default for LoadOptions<'_> {
             feed_capacity: scanwatch_common::maps::DEFAULT_FEED_CAPACITY,
             blocks_pin: None,
             reply: scanwatch_common::trw::ReplyConfig::DISABLED,
+            contact_seed: random_contact_seed(),
         }
     }
+}
+
+/// A random key for the contact tables' slot hash (from the operating
+/// system's randomness, through std's randomly keyed SipHash).
+pub fn random_contact_seed() -> ContactSeed {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let keys = std::collections::hash_map::RandomState::new();
+    let mut seed = ContactSeed::ZERO;
+    for (i, w) in seed.words.iter_mut().enumerate() {
+        let mut h = keys.build_hasher();
+        h.write_usize(i);
+        *w = h.finish() as u32;
+    }
+    seed
 }
 
 /// Loads the object with a source map of `map_size` entries and the
@@ -132,6 +151,7 @@ pub fn load_with(
             &opts.reply,
             true,
         )
+        .override_global(CONTACT_SEED_GLOBAL, &opts.contact_seed, true)
         .load(OBJECT)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
     xdp_program(&mut ebpf)?

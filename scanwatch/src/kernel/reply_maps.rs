@@ -1,7 +1,7 @@
-//! Typed access to the reply-aware detector's maps: first contacts, each
-//! source's Threshold Random Walk state and the egress counters. See
-//! `scanwatch_common::trw` for the test itself and [`super::sweep`] for the
-//! no-answer sweep.
+//! Typed access to the reply-aware detector's maps: first contacts (the
+//! mapped table, [`super::contact_table`]), each source's Threshold Random
+//! Walk state and the egress counters. See `scanwatch_common::trw` for the
+//! test itself and [`super::sweep`] for the no-answer sweep.
 
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 
@@ -11,12 +11,14 @@ use aya::{
 };
 use scanwatch_common::{
     SourceKey,
+    contact_table::ContactSeed,
     trw::{
         CONTACTS_MAP, ContactKey, ContactValue, REPLY_COUNTERS_MAP, REPLY_SOURCES_MAP, ReplyConfig,
         ReplyCounters, ReplyStats,
     },
 };
 
+use super::contact_table::ContactTable;
 use crate::model::error_chain;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,7 @@ pub(super) fn map_err(name: &'static str) -> impl Fn(MapError) -> ReplyError {
 
 /// The reply maps (each handle owns its own file descriptor).
 pub struct ReplyMaps {
-    pub(super) contacts: HashMap<MapData, ContactKey, ContactValue>,
+    pub(super) contacts: ContactTable,
     pub(super) sources: HashMap<MapData, SourceKey, ReplyStats>,
     counters: PerCpuArray<MapData, ReplyCounters>,
     /// Spare descriptors of the three maps, for [`ReplyMaps::try_clone`].
@@ -53,7 +55,7 @@ fn dup(fd: BorrowedFd<'_>, name: &'static str) -> Result<OwnedFd, ReplyError> {
 
 fn map_fd(map: &Map, name: &'static str) -> Result<OwnedFd, ReplyError> {
     let data = match map {
-        Map::HashMap(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) => d,
+        Map::HashMap(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) | Map::Array(d) => d,
         _ => {
             return Err(ReplyError::Map {
                 name,
@@ -64,9 +66,20 @@ fn map_fd(map: &Map, name: &'static str) -> Result<OwnedFd, ReplyError> {
     dup(data.fd().as_fd(), name)
 }
 
+/// Maps the contact table behind `fd` (keyed by `seed`).
+fn map_contacts(fd: BorrowedFd<'_>, seed: ContactSeed) -> Result<ContactTable, ReplyError> {
+    let data = MapData::from_fd(dup(fd, CONTACTS_MAP)?).map_err(map_err(CONTACTS_MAP))?;
+    let info = data.info().map_err(map_err(CONTACTS_MAP))?;
+    ContactTable::map(data.fd().as_fd(), &info, seed).map_err(|detail| ReplyError::Map {
+        name: CONTACTS_MAP,
+        detail,
+    })
+}
+
 impl ReplyMaps {
-    /// Takes the maps out of a loaded object.
-    pub fn take(ebpf: &mut Ebpf, cfg: ReplyConfig) -> Result<Self, ReplyError> {
+    /// Takes the maps out of a loaded object, whose contact table's slots
+    /// are hashed with `seed` (`LoadOptions::contact_seed`).
+    pub fn take(ebpf: &mut Ebpf, cfg: ReplyConfig, seed: ContactSeed) -> Result<Self, ReplyError> {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ReplyError::Missing(name));
         let contacts = take(CONTACTS_MAP)?;
         let sources = take(REPLY_SOURCES_MAP)?;
@@ -77,7 +90,7 @@ impl ReplyMaps {
             map_fd(&counters, REPLY_COUNTERS_MAP)?,
         ];
         Ok(Self {
-            contacts: HashMap::try_from(contacts).map_err(map_err(CONTACTS_MAP))?,
+            contacts: map_contacts(fds[0].as_fd(), seed)?,
             sources: HashMap::try_from(sources).map_err(map_err(REPLY_SOURCES_MAP))?,
             counters: PerCpuArray::try_from(counters).map_err(map_err(REPLY_COUNTERS_MAP))?,
             fds,
@@ -90,12 +103,10 @@ impl ReplyMaps {
         let open = |i: usize, name: &'static str| {
             MapData::from_fd(dup(self.fds[i].as_fd(), name)?).map_err(map_err(name))
         };
-        let contacts = open(0, CONTACTS_MAP)?;
         let sources = open(1, REPLY_SOURCES_MAP)?;
         let counters = open(2, REPLY_COUNTERS_MAP)?;
         Ok(Self {
-            contacts: HashMap::try_from(Map::LruHashMap(contacts))
-                .map_err(map_err(CONTACTS_MAP))?,
+            contacts: map_contacts(self.fds[0].as_fd(), self.contacts.seed())?,
             sources: HashMap::try_from(Map::LruHashMap(sources))
                 .map_err(map_err(REPLY_SOURCES_MAP))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(counters))
@@ -122,13 +133,10 @@ impl ReplyMaps {
         }
     }
 
-    /// A first contact's state.
+    /// A first contact's state, if its slot holds it (read from the
+    /// mapped table: no syscall).
     pub fn contact(&self, key: &ContactKey) -> Result<Option<ContactValue>, ReplyError> {
-        match self.contacts.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(CONTACTS_MAP)(e)),
-        }
+        Ok(self.contacts.get(key))
     }
 
     /// The kernel's reply counters summed over CPUs.

@@ -1,6 +1,9 @@
 //! The no-answer sweep of the reply-aware detector: first contacts left
 //! unanswered past the timeout count as failures for the test. It runs in a
 //! thread of its own and keeps its own counters, which the metrics read.
+//! One pass over the mapped contact table ([`super::contact_table`]): no
+//! syscall per contact; one read and one write of the per-source test
+//! state for each source with newly unanswered contacts.
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -11,56 +14,37 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::MapError;
 use scanwatch_common::{
     ScanEvent, SourceKey,
     sketch::PORT_UDP,
     trigger,
-    trw::{CONTACTS_MAP, ContactKey, ContactValue, Decision, REPLY_SOURCES_MAP, outcome},
+    trw::{Decision, REPLY_SOURCES_MAP},
 };
 
 use super::reply_maps::{ReplyError, ReplyMaps, map_err};
 use crate::model::boottime_ns;
 
-/// `BPF_EXIST`: update only an existing entry.
-const BPF_EXIST: u64 = 2;
-
 impl ReplyMaps {
     /// Marks first contacts pending for at least `timeout_ns` (at boot time
     /// `now_ns`) as no-answer and steps their sources' walks; returns the
-    /// crossings to report. One walk of the contact map.
+    /// crossings to report. One pass over the contact table.
     ///
     /// The source state is read, changed and written back: an answer the
     /// kernel adds to the same source in between is lost (a narrow race; the
     /// kernel's own updates are atomic).
     pub fn sweep(&mut self, timeout_ns: u64, now_ns: u64) -> Result<SweepResult, ReplyError> {
         let mut result = SweepResult::default();
-        let mut expired: Vec<(ContactKey, ContactValue)> = Vec::new();
-        for item in self.contacts.iter() {
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                // An entry evicted during the walk: skip it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err(CONTACTS_MAP)(e)),
-            };
-            result.scanned += 1;
-            if v.outcome == outcome::PENDING && now_ns.saturating_sub(v.first_ns) >= timeout_ns {
-                expired.push((k, v));
-            }
-        }
         let mut per_source: StdHashMap<[u8; 16], u64> = StdHashMap::new();
-        for (k, mut v) in expired {
-            v.outcome = outcome::NO_ANSWER;
-            // BPF_EXIST: an entry evicted meanwhile is not re-created.
-            match self.contacts.insert(k, v, BPF_EXIST) {
+        let mut udp_silent = 0;
+        result.scanned = self.contacts.expire(timeout_ns, now_ns, |k| {
+            if k.port & PORT_UDP != 0 {
                 // UDP silence is no evidence (open or filtered): marked only.
-                Ok(()) if k.port & PORT_UDP != 0 => result.udp_silent += 1,
-                Ok(()) => *per_source.entry(k.remote).or_default() += 1,
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(map_err(CONTACTS_MAP)(e)),
+                udp_silent += 1;
+            } else {
+                *per_source.entry(k.remote).or_default() += 1;
             }
-        }
+        });
+        result.udp_silent = udp_silent;
         for (addr, n) in per_source {
             let key = SourceKey { addr };
             let mut s = self.stats(&key)?.unwrap_or_default();
@@ -106,7 +90,7 @@ impl ReplyMaps {
 /// What one sweep did.
 #[derive(Clone, Debug, Default)]
 pub struct SweepResult {
-    /// Contacts walked.
+    /// Slots holding a contact (every slot is read).
     pub scanned: u64,
     /// TCP contacts newly marked no-answer (failures for the test).
     pub no_answers: u64,
@@ -125,8 +109,8 @@ pub struct SweepCounters {
     pub errors: AtomicU64,
 }
 
-/// Sweeps every `interval` in a thread of its own (a full walk of the
-/// contact map: kept off the detection path) until `stop` is set; sends
+/// Sweeps every `interval` in a thread of its own (a full pass over the
+/// contact table: kept off the detection path) until `stop` is set; sends
 /// crossings to the agent's loop and counts what it did in `counters`.
 pub fn spawn_sweeper(
     mut maps: ReplyMaps,

@@ -7,7 +7,9 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, TestRunResult},
 };
-use scanwatch_common::{DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats};
+use scanwatch_common::{
+    DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats, contact_table::ContactSeed,
+};
 
 use super::{
     block_maps::{BlockMapError, BlockMaps},
@@ -28,6 +30,22 @@ pub enum TestRunError {
     #[error(transparent)]
     Reply(#[from] ReplyError),
 }
+
+/// The contact-hash seed of [`XdpHarness::load_reply`] (fixed: runs repeat).
+pub const HARNESS_CONTACT_SEED: ContactSeed = ContactSeed {
+    words: [
+        0x9e37_79b9,
+        0x7f4a_7c15,
+        0xf39c_c060,
+        0x5ced_c834,
+        0x2545_f491,
+        0x4f6c_dd1d,
+        0x8538_ecb5,
+        0xd1b5_4a32,
+        0x6a09_e667,
+        0xbb67_ae85,
+    ],
+};
 
 /// A loaded, unattached scanwatch program with its own (unpinned) maps.
 pub struct XdpHarness {
@@ -81,6 +99,8 @@ impl XdpHarness {
 
     /// Loads the program with the default detection settings and the
     /// reply-aware test `reply` (its maps are taken: see [`XdpHarness::reply`]).
+    /// The contact tables' hash has a fixed seed ([`HARNESS_CONTACT_SEED`]):
+    /// which contacts share a slot is the same in every run.
     pub fn load_reply(
         map_size: u32,
         reply: scanwatch_common::trw::ReplyConfig,
@@ -89,10 +109,15 @@ impl XdpHarness {
             map_size,
             &loader::LoadOptions {
                 reply,
+                contact_seed: HARNESS_CONTACT_SEED,
                 ..loader::LoadOptions::default()
             },
         )?;
-        harness.reply = Some(ReplyMaps::take(&mut harness.ebpf, reply)?);
+        harness.reply = Some(ReplyMaps::take(
+            &mut harness.ebpf,
+            reply,
+            HARNESS_CONTACT_SEED,
+        )?);
         Ok(harness)
     }
 

@@ -629,6 +629,13 @@ fn encode_reply(
         &[],
         reply.get(R::ContactErrors),
     )?;
+    counter(
+        e,
+        "reply_contacts_overwritten",
+        "Pending first contacts overwritten by a newer contact hashing to the same slot of the direct-mapped contact table (their answer or timeout is then not counted).",
+        &[],
+        reply.get(R::ContactsOverwritten),
+    )?;
     family(
         e,
         "reply_outcomes",
@@ -849,6 +856,7 @@ mod tests {
         c.counters[ReplyCounter::Contacts as usize] = 9;
         c.counters[ReplyCounter::Failures as usize] = 5;
         c.counters[ReplyCounter::Successes as usize] = 3;
+        c.counters[ReplyCounter::ContactsOverwritten as usize] = 2;
         let snapshot = AgentSnapshot::default();
         let mut text = String::new();
         struct One(AgentSnapshot, ReplyCounters);
@@ -878,6 +886,8 @@ mod tests {
             "scanwatch_reply_outcomes_total{outcome=\"failure\"} 5",
             "scanwatch_reply_outcomes_total{outcome=\"no_answer\"} 1",
             "scanwatch_reply_first_contacts_total 9",
+            "# TYPE scanwatch_reply_contacts_overwritten_total counter",
+            "scanwatch_reply_contacts_overwritten_total 2",
             "scanwatch_reply_crossings_total{result=\"sent\"} 0",
         ] {
             assert!(text.contains(line), "{line}:\n{text}");

@@ -10,6 +10,8 @@ use aya::{
     maps::{MapData, RingBuf},
 };
 
+use scanwatch_common::contact_table::ContactSeed;
+
 use super::error::{AgentError, RUN_CAPABILITIES};
 use crate::{
     app::{cli::RunArgs, control, privileges},
@@ -130,6 +132,7 @@ fn load_and_attach(
     config: &Config,
     interfaces: &[Interface],
     pins: &PinDir,
+    contact_seed: ContactSeed,
 ) -> Result<(Ebpf, Vec<Attachment>, Vec<EgressAttachment>), AgentError> {
     let settings = &config.agent;
     pins.check_kept_blocklist(config.mitigation.capacity);
@@ -151,6 +154,7 @@ fn load_and_attach(
             feed_capacity: config.mitigation.feed_capacity,
             blocks_pin: Some(&blocks_pin),
             reply: config.detection.reply_config(),
+            contact_seed,
         },
     )?;
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
@@ -222,9 +226,16 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let alert_log = AlertLog::open(&settings.alert_log)?;
     let pins = PinGuard(Some(PinDir::acquire(&settings.pin_dir)?));
     let metrics_listener = bind_metrics(settings.metrics_addr)?;
-    let (mut ebpf, attachments, egress) = load_and_attach(&config, &interfaces, pins.dir())?;
+    // The contact tables' slot hash: random per start, known to the sweep.
+    let contact_seed = object::random_contact_seed();
+    let (mut ebpf, attachments, egress) =
+        load_and_attach(&config, &interfaces, pins.dir(), contact_seed)?;
     let reply = if config.detection.reply_scan.enabled {
-        Some(ReplyMaps::take(&mut ebpf, config.detection.reply_config())?)
+        Some(ReplyMaps::take(
+            &mut ebpf,
+            config.detection.reply_config(),
+            contact_seed,
+        )?)
     } else {
         None
     };
