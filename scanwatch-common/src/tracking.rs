@@ -14,9 +14,13 @@
 //! start over. The waiting probes are what an overwrite loses.
 //!
 //! **Tracking.** `SOURCES` is an array of [`SourceStats`](crate::SourceStats)
-//! slots (the key is in the slot); a source may live in one of two slots
-//! ([`slots`]), an admitted source takes a free one or the one seen least
-//! recently (counted: `SourcesEvicted`).
+//! slots (the key is in the slot); a source may live in one of the two
+//! slots of its bucket ([`slots`]), an admitted source takes a free one or
+//! the one seen least recently (counted: `SourcesEvicted`). The tag index
+//! (`SOURCE_TAGS`, [`SOURCE_TAGS_MAP`]) holds a 32-bit tag per slot, both
+//! of a bucket in one word: a probe reads `SOURCES` only when a tag
+//! matches, so a source that is not tracked costs one read of a table
+//! 64 times smaller.
 
 /// Name of the admission table (`Array<AdmitSlot>`).
 pub const ADMISSION_MAP: &str = "ADMISSION";
@@ -54,16 +58,38 @@ pub const fn key_hash(key: [u64; 2]) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The two `SOURCES` slots a source may live in, for a table of `n` slots.
+/// The two `SOURCES` slots a source may live in, for a table of `n` slots:
+/// the two of one bucket (slots 2i and 2i + 1; an odd last slot is never
+/// used), whose tags share one word of `SOURCE_TAGS` ([`bucket`]).
 #[inline(always)]
 pub const fn slots(hash: u64, n: u32) -> (u32, u32) {
-    let n = if n == 0 { 1 } else { n as u64 };
-    let a = hash % n;
-    let mut b = (hash >> 32) % n;
-    if b == a {
-        b = (a + 1) % n;
-    }
-    (a as u32, b as u32)
+    let b = bucket(hash, n);
+    (2 * b, 2 * b + 1)
+}
+
+/// Name of the tag index (`Array<u64>`, one word per bucket of two
+/// `SOURCES` slots: the tag of the even slot's source in the low 32 bits,
+/// the odd one's in the high 32; 0: none). A probe of a source no tag
+/// names is not tracked, found without touching `SOURCES`: the index is
+/// 4 bytes a slot (1 MiB at the default size) where `SOURCES` is 256.
+pub const SOURCE_TAGS_MAP: &str = "SOURCE_TAGS";
+
+/// The bucket of a source, for a table of `n` slots (`n / 2` buckets).
+#[inline(always)]
+pub const fn bucket(hash: u64, n: u32) -> u32 {
+    let buckets = if n < 2 { 1 } else { (n / 2) as u64 };
+    (hash % buckets) as u32
+}
+
+/// Buckets (tag-index words) of a table of `n` slots.
+pub const fn buckets(n: u32) -> u32 {
+    if n < 2 { 1 } else { n / 2 }
+}
+
+/// A source's tag in the tag index (never 0).
+#[inline(always)]
+pub const fn source_tag(hash: u64) -> u32 {
+    (hash >> 32) as u32 | 1
 }
 
 /// The admission slot and tag of a source.
@@ -180,12 +206,15 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_two_distinct_indexes_in_range() {
+    fn slots_are_the_two_of_one_bucket_in_range() {
         for n in [1024u32, 262_144, 1_000_003] {
             for i in 0..1000u64 {
                 let h = key_hash([i, i.wrapping_mul(7)]);
                 let (a, b) = slots(h, n);
-                assert!(a < n && b < n && a != b);
+                assert!(a < n && b < n && b == a + 1 && a % 2 == 0);
+                assert_eq!(a / 2, bucket(h, n));
+                assert!(bucket(h, n) < buckets(n));
+                assert_ne!(source_tag(h), 0);
             }
         }
         let (slot, tag) = admission(key_hash([1, 2]));

@@ -32,7 +32,7 @@ use scanwatch_common::{
         COUNTER_SLOTS, DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY, DEFAULT_SOURCE_MAP_SIZE,
         EVENTS_BYTES, IFINDEX_SLOTS, MAX_FEEDS, MAX_INTERFACES, NEVER_BLOCK_CAPACITY,
     },
-    tracking::{ADMISSION_SLOTS, AdmitSlot},
+    tracking::{ADMISSION_SLOTS, AdmitSlot, buckets},
 };
 
 use crate::{
@@ -68,6 +68,12 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub(crate) static SOURCES: Array<SourceStats> =
     Array::with_max_entries(DEFAULT_SOURCE_MAP_SIZE, BPF_F_MMAPABLE);
+
+/// The tag index of `SOURCES`: one word per bucket of two slots, the tags
+/// of their sources (sized with `SOURCES` at load time).
+#[map]
+pub(crate) static SOURCE_TAGS: Array<u64> =
+    Array::with_max_entries(buckets(DEFAULT_SOURCE_MAP_SIZE), 0);
 
 /// The admission table: where a source's first probes of a window wait.
 #[map]

@@ -13,13 +13,13 @@ use scanwatch_common::{
     Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceStats,
     sketch::port_entry,
     tracking::{
-        MAX_ADMIT_AFTER, admission, head, head_start, head_tag, key_hash, record, record_host,
-        record_kind, record_port, record_time, slots,
+        MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, key_hash, record,
+        record_host, record_kind, record_port, record_time, source_tag,
     },
 };
 
 use crate::{
-    ADMISSION, DETECT_CONFIG, EVENTS, FEEDS, SOURCES, bump_counter,
+    ADMISSION, DETECT_CONFIG, EVENTS, FEEDS, SOURCE_TAGS, SOURCES, bump_counter,
     parse::Probe,
     window::{self, NEW_WINDOW, Seen, setting},
 };
@@ -39,20 +39,21 @@ pub fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters, t
     let words = probe.source.words();
     let hash = key_hash(words);
     // SAFETY: `cfg` points to the settings global.
-    let (a, b) = slots(hash, setting(unsafe { &raw const (*cfg).source_slots }));
+    let bucket = bucket(hash, setting(unsafe { &raw const (*cfg).source_slots }));
+    let tag = source_tag(hash);
     let seen = Seen {
         kind: probe.kind as u8,
         port: probe.port,
         host: probe.host,
         time: now,
     };
-    let entry = match find(words, a, b) {
+    let entry = match find(words, bucket, tag) {
         Some(entry) => entry,
         None => match admit(
             probe,
             &seen,
             hash,
-            (a, b),
+            (bucket, tag),
             (ifindex, tag_feeds),
             counters,
             cfg,
@@ -71,11 +72,18 @@ pub fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters, t
     }
 }
 
-/// The slot of the source whose key is `words`, among its two.
+/// The slot of the source whose key is `words` and tag `tag`, among the
+/// two of its bucket: `SOURCES` is read only for a slot whose tag matches.
 #[inline(always)]
-fn find(words: [u64; 2], a: u32, b: u32) -> Option<*mut SourceStats> {
-    for i in [a, b] {
-        let entry = SOURCES.get_ptr_mut(i)?;
+fn find(words: [u64; 2], bucket: u32, tag: u32) -> Option<*mut SourceStats> {
+    let tags = SOURCE_TAGS.get_ptr(bucket)?;
+    // SAFETY: a plain read of a live map value.
+    let tags = unsafe { core::ptr::read_volatile(tags) };
+    for half in 0..2u32 {
+        if (tags >> (32 * half)) as u32 != tag {
+            continue;
+        }
+        let entry = SOURCES.get_ptr_mut(2 * bucket + half)?;
         // SAFETY: plain reads of a live map value.
         let matches = unsafe {
             core::ptr::read_volatile(&raw const (*entry).key[0]) == words[0]
@@ -97,7 +105,7 @@ fn admit(
     probe: &Probe,
     seen: &Seen,
     hash: u64,
-    (a, b): (u32, u32),
+    (bucket, tag): (u32, u32),
     (ifindex, tag_feeds): (u32, bool),
     counters: *mut IfaceCounters,
     cfg: *const DetectConfig,
@@ -113,7 +121,7 @@ fn admit(
     if admit_after == 1 {
         return claim(
             probe,
-            (a, b),
+            (bucket, tag),
             now,
             (ifindex, tag_feeds),
             counters,
@@ -168,7 +176,14 @@ fn admit(
         }
         let start = head_start(current, now);
         let seeds = [seed_of(first, start, now), seed_of(second, start, now)];
-        claim(probe, (a, b), start, (ifindex, tag_feeds), counters, &seeds)
+        claim(
+            probe,
+            (bucket, tag),
+            start,
+            (ifindex, tag_feeds),
+            counters,
+            &seeds,
+        )
     }
 }
 
@@ -203,28 +218,29 @@ fn seed_of(waiting: u64, start: u64, now: u64) -> Seen {
 #[inline(always)]
 fn claim(
     probe: &Probe,
-    (a, b): (u32, u32),
+    (bucket, tag): (u32, u32),
     start: u64,
     (ifindex, tag_feeds): (u32, bool),
     counters: *mut IfaceCounters,
     seeds: &[Seen; 2],
 ) -> Option<*mut SourceStats> {
-    let ea = SOURCES.get_ptr_mut(a)?;
-    let eb = SOURCES.get_ptr_mut(b)?;
+    let ea = SOURCES.get_ptr_mut(2 * bucket)?;
+    let eb = SOURCES.get_ptr_mut(2 * bucket + 1)?;
+    let tags = SOURCE_TAGS.get_ptr_mut(bucket)?.cast::<u32>();
     // SAFETY: both are live map values; every pointer stays inside them.
     let entry = unsafe {
         let seen_a = core::ptr::read_volatile(&raw const (*ea).first_seen_ns);
         let seen_b = core::ptr::read_volatile(&raw const (*eb).first_seen_ns);
-        let (entry, old) = if seen_a == 0 {
-            (ea, seen_a)
+        let (entry, old, half) = if seen_a == 0 {
+            (ea, seen_a, 0)
         } else if seen_b == 0 {
-            (eb, seen_b)
+            (eb, seen_b, 1)
         } else if core::ptr::read_volatile(&raw const (*ea).last_seen_ns)
             <= core::ptr::read_volatile(&raw const (*eb).last_seen_ns)
         {
-            (ea, seen_a)
+            (ea, seen_a, 0)
         } else {
-            (eb, seen_b)
+            (eb, seen_b, 1)
         };
         let first_p = &raw mut (*entry).first_seen_ns;
         let (_, won) = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
@@ -245,6 +261,9 @@ fn claim(
         window::clear_window(entry);
         window::seed(entry, seeds);
         core::ptr::write_volatile(&raw mut (*entry).last_ifindex, ifindex);
+        // The tag before the slot is published: a tracked source always
+        // has its tag in the index.
+        core::ptr::write_volatile(tags.add(half), tag);
         core::ptr::write_volatile(first_p, start.max(BUSY + 1));
         entry
     };

@@ -16,6 +16,8 @@ use scanwatch_common::{
     },
 };
 
+use scanwatch_common::tracking::SOURCE_TAGS_MAP;
+
 use super::{
     pins::{PinDir, existing_pin},
     source_table::SourceTable,
@@ -107,6 +109,7 @@ impl ScanwatchMaps {
         let counters = take(IFACE_COUNTERS_MAP)?;
         let slots = take(IFACE_SLOTS_MAP)?;
         let mut names = take(IFACE_NAMES_MAP)?;
+        let tags = take(SOURCE_TAGS_MAP)?;
         {
             let mut typed: HashMap<&mut MapData, u32, IfaceName> =
                 HashMap::try_from(&mut names).map_err(map_err(IFACE_NAMES_MAP))?;
@@ -122,6 +125,7 @@ impl ScanwatchMaps {
         }
         for (name, map) in [
             (SOURCES_MAP, &sources),
+            (SOURCE_TAGS_MAP, &tags),
             (IFACE_COUNTERS_MAP, &counters),
             (IFACE_SLOTS_MAP, &slots),
             (IFACE_NAMES_MAP, &names),
@@ -131,7 +135,9 @@ impl ScanwatchMaps {
                 detail: format!("cannot pin: {}", error_chain(&e)),
             })?;
         }
-        Self::from_maps(sources, counters, slots, names)
+        let mut maps = Self::from_maps(sources, counters, slots, names)?;
+        maps.sources.set_tags(tags)?;
+        Ok(maps)
     }
 
     /// Gives each watched interface its own counters slot (1, 2, ...), before
@@ -169,7 +175,10 @@ impl ScanwatchMaps {
         let counters = take(IFACE_COUNTERS_MAP)?;
         let slots = take(IFACE_SLOTS_MAP)?;
         let names = take(IFACE_NAMES_MAP)?;
-        Self::from_maps(sources, counters, slots, names)
+        let tags = take(SOURCE_TAGS_MAP)?;
+        let mut maps = Self::from_maps(sources, counters, slots, names)?;
+        maps.sources.set_tags(tags)?;
+        Ok(maps)
     }
 
     /// Opens the maps a running agent pinned in `dir`.
@@ -179,12 +188,14 @@ impl ScanwatchMaps {
             let data = MapData::from_pin(&path).map_err(map_err(name))?;
             Map::from_map_data(data).map_err(map_err(name))
         };
-        Self::from_maps(
+        let mut maps = Self::from_maps(
             open(SOURCES_MAP)?,
             open(IFACE_COUNTERS_MAP)?,
             open(IFACE_SLOTS_MAP)?,
             open(IFACE_NAMES_MAP)?,
-        )
+        )?;
+        maps.sources.set_tags(open(SOURCE_TAGS_MAP)?)?;
+        Ok(maps)
     }
 
     fn from_maps(sources: Map, counters: Map, slots: Map, names: Map) -> Result<Self, MapsError> {

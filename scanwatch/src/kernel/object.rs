@@ -130,6 +130,10 @@ pub fn load_with(
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(SOURCES_MAP, map_size)
+        .map_max_entries(
+            scanwatch_common::tracking::SOURCE_TAGS_MAP,
+            scanwatch_common::tracking::buckets(map_size),
+        )
         .map_max_entries(scanwatch_common::maps::BLOCKS_MAP, opts.blocklist_capacity)
         .map_max_entries(
             scanwatch_common::maps::BLOCKED_HOSTS_MAP,

@@ -18,7 +18,7 @@ use aya::maps::{Array, MapData};
 use scanwatch_common::{
     SourceKey, SourceStats,
     maps::SOURCES_MAP,
-    tracking::{key_hash, slots},
+    tracking::{SOURCE_TAGS_MAP, bucket, key_hash, slots, source_tag},
 };
 
 use super::maps_error::{MapsError, map_err};
@@ -110,6 +110,8 @@ impl Iterator for Walk {
 /// The source table.
 pub struct SourceTable {
     array: Array<MapData, SourceStats>,
+    /// The tag index, where this process may write sources ([`Self::insert`]).
+    tags: Option<Array<MapData, u64>>,
     /// The map's fd again, for the walks' mappings.
     fd: OwnedFd,
     slots: u32,
@@ -127,7 +129,18 @@ impl SourceTable {
                 detail: format!("cannot duplicate the fd: {e}"),
             })?;
         let array = Array::try_from(aya::maps::Map::Array(data)).map_err(map_err(SOURCES_MAP))?;
-        Ok(Self { array, fd, slots })
+        Ok(Self {
+            array,
+            tags: None,
+            fd,
+            slots,
+        })
+    }
+
+    /// The tag index (`SOURCE_TAGS`), for [`Self::insert`].
+    pub fn set_tags(&mut self, map: aya::maps::Map) -> Result<(), MapsError> {
+        self.tags = Some(Array::try_from(map).map_err(map_err(SOURCE_TAGS_MAP))?);
+        Ok(())
     }
 
     pub const fn slots(&self) -> u32 {
@@ -159,17 +172,27 @@ impl SourceTable {
     }
 
     /// Writes `stats` (with its key) where the kernel would look for it: its
-    /// slot if tracked, else a free one of its two, else the first
-    /// (tests and tools: e.g. filling the table).
+    /// slot if tracked, else a free one of its two, else the first; and its
+    /// tag in the tag index (tests and tools: e.g. filling the table).
     pub fn insert(&mut self, stats: &SourceStats) -> Result<(), MapsError> {
         let key = stats.source();
-        let (a, b) = slots(key_hash(stats.key), self.slots());
+        let hash = key_hash(stats.key);
+        let (a, b) = slots(hash, self.slots());
         let index = match self.find(&key) {
             Some((i, _)) => i,
             None if self.slot(a).is_some_and(|s| !s.is_used()) => a,
             None if self.slot(b).is_some_and(|s| !s.is_used()) => b,
             None => a,
         };
+        let tags = self
+            .tags
+            .as_mut()
+            .ok_or(MapsError::Missing(SOURCE_TAGS_MAP))?;
+        let word = bucket(hash, self.slots);
+        let old = tags.get(&word, 0).map_err(map_err(SOURCE_TAGS_MAP))?;
+        let shift = 32 * (index - a);
+        let new = (old & !(0xffff_ffffu64 << shift)) | (u64::from(source_tag(hash)) << shift);
+        tags.set(word, new, 0).map_err(map_err(SOURCE_TAGS_MAP))?;
         self.array
             .set(index, stats, 0)
             .map_err(map_err(SOURCES_MAP))
