@@ -8,6 +8,7 @@
 pub mod classify;
 mod layout;
 pub mod maps;
+pub mod prefilter;
 pub mod sketch;
 pub mod trw;
 

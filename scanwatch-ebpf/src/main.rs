@@ -25,9 +25,11 @@ use scanwatch_common::{
     BlockValue, Counter, DetectConfig, FeedValue, IfaceCounters, IfaceName, LpmData,
     MitigationState, Name32, ScanEvent, SourceKey, SourceStats, feed_action,
     maps::{
-        COUNTER_SLOTS, DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY, DEFAULT_SOURCE_MAP_SIZE,
-        EVENTS_BYTES, IFINDEX_SLOTS, MAX_FEEDS, MAX_INTERFACES, NEVER_BLOCK_CAPACITY,
+        COUNTER_SLOTS, DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY, DEFAULT_PREFILTER_WORDS,
+        DEFAULT_SOURCE_MAP_SIZE, EVENTS_BYTES, IFINDEX_SLOTS, MAX_FEEDS, MAX_INTERFACES,
+        NEVER_BLOCK_CAPACITY,
     },
+    prefilter,
 };
 
 use crate::{
@@ -107,6 +109,12 @@ static NEVER_BLOCK: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(NEVER_BLOC
 #[map]
 static MITIGATION: Array<MitigationState> = Array::with_max_entries(1, 0);
 
+/// The prefilter in front of `BLOCKED_HOSTS`, `BLOCKS` and `FEEDS`: a
+/// bitmap of the prefixes their entries cover (`scanwatch_common::prefilter`).
+/// The agent sets its size at load time and its bits before adding entries.
+#[map]
+static PREFILTER: Array<u64> = Array::with_max_entries(DEFAULT_PREFILTER_WORDS, 0);
+
 /// Feed names for readers (`scanwatch top`); unused in the kernel.
 #[map]
 static FEED_NAMES: HashMap<u32, Name32> = HashMap::with_max_entries(MAX_FEEDS, 0);
@@ -182,13 +190,22 @@ fn try_scanwatch(
 
 /// Why a packet from `source` is dropped: an unexpired block or a `drop`
 /// feed, unless the source is in `never_block` (checked last, only for a
-/// packet about to be dropped). Lookups of empty maps are skipped.
+/// packet about to be dropped). Lookups of empty maps are skipped, and all
+/// of them when the prefilter rules the source out.
 #[inline(always)]
 fn drop_reason(
     source: &SourceKey,
     counters: *mut IfaceCounters,
     state: &MitigationState,
 ) -> Option<Counter> {
+    if !prefilter::may_match(
+        &source.addr,
+        state.prefilter_levels,
+        state.prefilter_mask,
+        |index| PREFILTER.get(index).copied(),
+    ) {
+        return None;
+    }
     let host_blocked = state.host_blocks != 0
         && BLOCKED_HOSTS
             .get_ptr(source)

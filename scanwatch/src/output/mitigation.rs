@@ -2,7 +2,8 @@
 //! the feeds; the kernel maps it writes are `kernel::block_maps`. The
 //! kernel enforces expiries by itself; the agent removes expired entries
 //! too, and keeps the count the kernel uses to skip lookups while nothing is
-//! blocked.
+//! blocked, and the prefilter that skips them for sources nothing covers
+//! (bits set as entries come, rebuilt from what is left after removals).
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -134,6 +135,8 @@ impl Mitigation {
         m.never_nets = never_block;
         m.mirror = m.maps.blocks().into_iter().collect();
         m.expire();
+        // A reused blocklist's networks go into this load's prefilter first.
+        m.maps.prefilter_rebuild(m.mirror.keys())?;
         // A reused blocklist's host entries go into this load's exact map.
         let hosts: Vec<(IpNet, BlockValue)> = m
             .mirror
@@ -164,6 +167,20 @@ impl Mitigation {
         u32::try_from(self.mirror.len()).unwrap_or(u32::MAX)
     }
 
+    /// Clears the prefilter bits no entry needs any more (after removals:
+    /// a failure leaves bits set, which only costs lookups).
+    fn rebuild_prefilter(&mut self) {
+        let nets = self.mirror.keys().chain(self.loaded_feeds.keys());
+        if let Err(e) = self.maps.prefilter_rebuild(nets) {
+            log::warn!("prefilter rebuild: {e} (stale bits only cost lookups)");
+        }
+    }
+
+    /// The prefilter as the kernel holds it (for figures and tests).
+    pub fn prefilter(&self) -> &scanwatch_common::prefilter::Bitmap {
+        self.maps.prefilter()
+    }
+
     /// Tells the kernel which lookups it needs.
     fn sync_state(&mut self) -> Result<(), BlockError> {
         let blocks = self.count_blocks();
@@ -181,6 +198,8 @@ impl Mitigation {
             drop_feeds: u32::try_from(drop_feeds).unwrap_or(u32::MAX),
             tag_feeds: u32::try_from(tag_feeds).unwrap_or(u32::MAX),
             host_blocks,
+            // Set by the maps: the prefilter is theirs.
+            ..MitigationState::default()
         };
         Ok(self.maps.set_state(state)?)
     }
@@ -309,6 +328,7 @@ impl Mitigation {
         match self.maps.remove_block(&net) {
             Ok(()) => {
                 self.mirror.remove(&net);
+                self.rebuild_prefilter();
                 self.sync_state()
             }
             Err(BlockMapError::NotFound(_)) => Err(BlockError::NotBlocked(net)),
@@ -358,6 +378,7 @@ impl Mitigation {
             self.mirror.remove(net);
         }
         if !expired.is_empty() {
+            self.rebuild_prefilter();
             let _ = self.sync_state();
         }
     }
@@ -409,6 +430,7 @@ impl Mitigation {
             }
             stats.insert(f.name.clone(), st);
         }
+        // Entries no feed lists any more go first (room for new ones).
         for net in self.loaded_feeds.keys() {
             if !wanted.contains_key(net) {
                 let _ = self.maps.remove_feed(net);
@@ -440,10 +462,40 @@ impl Mitigation {
                 Err(e) => report.push(format!("feed entry {net}: {e}")),
             }
         }
+        let removed = self.unload_stale_feeds(&mut loaded, &mut report);
         self.loaded_feeds = loaded;
         self.feed_stats = stats;
+        if removed {
+            self.rebuild_prefilter();
+        }
         let _ = self.sync_state();
         report
+    }
+
+    /// Removes from the kernel the entries of the last load that this one
+    /// did not load (no longer listed, past the capacity, or not updated):
+    /// the feed trie holds exactly the entries counted, which the prefilter
+    /// rebuild relies on. One that cannot be removed stays counted. Returns
+    /// whether any went.
+    fn unload_stale_feeds(
+        &mut self,
+        loaded: &mut BTreeMap<IpNet, (u32, u32)>,
+        report: &mut Vec<String>,
+    ) -> bool {
+        let mut removed = false;
+        for (net, value) in &self.loaded_feeds {
+            if loaded.contains_key(net) {
+                continue;
+            }
+            match self.maps.remove_feed(net) {
+                Ok(()) | Err(BlockMapError::NotFound(_)) => removed = true,
+                Err(e) => {
+                    report.push(format!("feed entry {net}: {e}"));
+                    loaded.insert(*net, *value);
+                }
+            }
+        }
+        removed
     }
 
     /// The name of feed `id`.
