@@ -13,8 +13,9 @@
 //!
 //! A packet's source is tested at each level of its region that holds any
 //! key ([`MitigationState::prefilter_levels`](crate::MitigationState)):
-//! usually one or two tests. Each test hashes the key to one word and two
-//! distinct bits of it (a blocked Bloom filter, k = 2): one memory read.
+//! usually one or two tests. Each test hashes the key (one multiply) to one
+//! word and one bit in each half of it (a blocked, partitioned Bloom
+//! filter, k = 2): one memory read.
 //! All bits set: *maybe*, and the exact lookups decide as before; a bit
 //! clear: no entry covers the source, the lookups are skipped. Results
 //! never change, only which packets pay the lookups.
@@ -74,31 +75,24 @@ pub const fn words_for(blocklist_capacity: u32, feed_capacity: u32) -> u32 {
     }
 }
 
-/// A 64-bit mixer (the MurmurHash3 finaliser).
-#[inline(always)]
-pub const fn mix64(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
-/// The key of a level-prefix (`bits`: the prefix, right-aligned).
+/// The key of a level-prefix (`bits`: the prefix, right-aligned, at most
+/// 48 bits).
 #[inline(always)]
 pub const fn level_key(level: u32, bits: u64) -> u64 {
-    ((level as u64 + 1) << 56) | bits
+    (bits << 3) | level as u64
 }
 
-/// Where a key lives: the word index (`mask` is the word count minus one)
-/// and its two distinct bits.
+/// Where a key lives: the word index (`mask` is the word count minus one,
+/// at most [`MAX_WORDS`] - 1) and its two bits, one in each half of the
+/// word. One multiply (Fibonacci hashing of the key folded onto itself);
+/// the index from the product's top bits, the bits from the ones below.
 #[inline(always)]
 pub const fn slot(key: u64, mask: u32) -> (u32, u64) {
-    let h = mix64(key);
-    let index = (h >> 32) as u32 & mask;
-    let first = h & 63;
-    let second = (first + 1 + ((h >> 6) % 63)) & 63;
-    (index, (1u64 << first) | (1u64 << second))
+    let h = (key ^ (key >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let index = (h >> 43) as u32 & mask;
+    let low = (h >> 37) & 31;
+    let high = 32 + ((h >> 32) & 31);
+    (index, (1u64 << low) | (1u64 << high))
 }
 
 /// The four big-endian 32-bit words of an address.
@@ -110,6 +104,28 @@ const fn words(a: &[u8; 16]) -> [u32; 4] {
         u32::from_be_bytes([a[8], a[9], a[10], a[11]]),
         u32::from_be_bytes([a[12], a[13], a[14], a[15]]),
     ]
+}
+
+/// One level test: the level holds keys and the key's bits are all set.
+#[inline(always)]
+fn test(levels: u32, mask: u32, level: u32, bits: u64, word: &impl Fn(u32) -> Option<u64>) -> bool {
+    levels & (1 << level) != 0 && {
+        let (index, want) = slot(level_key(level, bits), mask);
+        word(index).is_none_or(|w| w & want == want)
+    }
+}
+
+/// [`may_match`] for an IPv4 source given as its address (host order of
+/// the big-endian bytes).
+#[inline(always)]
+pub fn may_match_v4(v4: u32, levels: u32, mask: u32, word: impl Fn(u32) -> Option<u64>) -> bool {
+    if levels & ENABLED == 0 {
+        return true;
+    }
+    let v4 = u64::from(v4);
+    test(levels, mask, 0, v4 >> 8, &word)
+        || test(levels, mask, 1, v4 >> 16, &word)
+        || test(levels, mask, 2, v4 >> 24, &word)
 }
 
 /// Could a blocked or fed network cover `addr` (16 bytes, IPv4-mapped for
@@ -126,20 +142,15 @@ pub fn may_match(
     if levels & ENABLED == 0 {
         return true;
     }
-    let test = |level: u32, bits: u64| {
-        levels & (1 << level) != 0 && {
-            let (index, want) = slot(level_key(level, bits), mask);
-            word(index).is_none_or(|w| w & want == want)
-        }
-    };
     let [w0, w1, w2, w3] = words(addr);
     if w0 == 0 && w1 == 0 && w2 == 0xffff {
-        let v4 = u64::from(w3);
-        test(0, v4 >> 8) || test(1, v4 >> 16) || test(2, v4 >> 24)
-    } else {
-        let top48 = (u64::from(w0) << 16) | u64::from(w1 >> 16);
-        levels & V6_WIDE != 0 || test(3, top48) || test(4, top48 >> 16) || test(5, top48 >> 32)
+        return may_match_v4(w3, levels, mask, word);
     }
+    let top48 = (u64::from(w0) << 16) | u64::from(w1 >> 16);
+    levels & V6_WIDE != 0
+        || test(levels, mask, 3, top48, &word)
+        || test(levels, mask, 4, top48 >> 16, &word)
+        || test(levels, mask, 5, top48 >> 32, &word)
 }
 
 #[cfg(not(target_arch = "bpf"))]
@@ -273,15 +284,17 @@ mod host {
         }
 
         /// The chance that one level test of a key no network added hashes
-        /// onto set bits: the mean over words of P(two distinct random
-        /// bits both set) = c (c - 1) / (64 * 63), c the word's set bits.
+        /// onto set bits: the mean over words of P(a random bit of each
+        /// half is set) = (low / 32) (high / 32), low and high the set
+        /// bits of the word's halves.
         pub fn false_positive_rate(&self) -> f64 {
             let sum: f64 = self
                 .words
                 .iter()
                 .map(|w| {
-                    let c = f64::from(w.count_ones());
-                    c * (c - 1.0) / (64.0 * 63.0)
+                    let low = f64::from((*w as u32).count_ones());
+                    let high = f64::from(((*w >> 32) as u32).count_ones());
+                    low * high / 1024.0
                 })
                 .sum();
             sum / self.words.len() as f64
@@ -443,12 +456,18 @@ mod tests {
     }
 
     #[test]
-    fn slots_use_two_distinct_bits() {
+    fn slots_use_a_bit_of_each_half() {
         for key in 0..10_000u64 {
             let (index, bits) = slot(level_key(1, key), 1023);
             assert!(index < 1024);
-            assert_eq!(bits.count_ones(), 2);
+            assert_eq!((bits as u32).count_ones(), 1);
+            assert_eq!(((bits >> 32) as u32).count_ones(), 1);
         }
+        // The largest bitmap's indices reach its top word.
+        let top = (0..100_000u64)
+            .map(|k| slot(level_key(0, k), MAX_WORDS - 1).0)
+            .max();
+        assert!(top > Some(MAX_WORDS - 100));
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub struct Mitigation {
     /// The blocklist's entries, mirrored (read once at start, then kept in
     /// step): exact-key checks and counts without walking the trie.
     mirror: BTreeMap<IpNet, BlockValue>,
+    /// Single addresses in `mirror` (kept as it changes: a count per
+    /// block would walk the mirror each time).
+    host_blocks: usize,
     /// Feed entries loaded, by network (feed id, action).
     loaded_feeds: BTreeMap<IpNet, (u32, u32)>,
     pub feed_stats: BTreeMap<String, FeedStats>,
@@ -125,6 +128,7 @@ impl Mitigation {
             cfg,
             never_nets: Vec::new(),
             mirror: BTreeMap::new(),
+            host_blocks: 0,
             loaded_feeds: BTreeMap::new(),
             feed_stats: BTreeMap::new(),
             stats: MitigationStats::default(),
@@ -134,6 +138,7 @@ impl Mitigation {
         }
         m.never_nets = never_block;
         m.mirror = m.maps.blocks().into_iter().collect();
+        m.host_blocks = m.mirror.keys().filter(|n| host_key(n).is_some()).count();
         m.expire();
         // A reused blocklist's networks go into this load's prefilter first.
         m.maps.prefilter_rebuild(m.mirror.keys())?;
@@ -167,6 +172,13 @@ impl Mitigation {
         u32::try_from(self.mirror.len()).unwrap_or(u32::MAX)
     }
 
+    /// Drops a network from the mirror.
+    fn mirror_remove(&mut self, net: &IpNet) {
+        if self.mirror.remove(net).is_some() && host_key(net).is_some() {
+            self.host_blocks -= 1;
+        }
+    }
+
     /// Clears the prefilter bits no entry needs any more (after removals:
     /// a failure leaves bits set, which only costs lookups).
     fn rebuild_prefilter(&mut self) {
@@ -185,8 +197,7 @@ impl Mitigation {
     fn sync_state(&mut self) -> Result<(), BlockError> {
         let blocks = self.count_blocks();
         self.stats.blocked_sources = u64::from(blocks);
-        let host_blocks = self.mirror.keys().filter(|n| host_key(n).is_some()).count();
-        let host_blocks = u32::try_from(host_blocks).unwrap_or(u32::MAX);
+        let host_blocks = u32::try_from(self.host_blocks).unwrap_or(u32::MAX);
         let drop_feeds = self
             .loaded_feeds
             .values()
@@ -246,12 +257,14 @@ impl Mitigation {
             }
             Err(e) => {
                 // The maps dropped the entry (both or neither): so does the mirror.
-                self.mirror.remove(&net);
+                self.mirror_remove(&net);
                 let _ = self.sync_state();
                 return Err(e.into());
             }
         }
-        self.mirror.insert(net, value);
+        if self.mirror.insert(net, value).is_none() && host_key(&net).is_some() {
+            self.host_blocks += 1;
+        }
         self.stats.blocks_made += 1;
         self.sync_state()?;
         Ok(value)
@@ -327,7 +340,7 @@ impl Mitigation {
         }
         match self.maps.remove_block(&net) {
             Ok(()) => {
-                self.mirror.remove(&net);
+                self.mirror_remove(&net);
                 self.rebuild_prefilter();
                 self.sync_state()
             }
@@ -375,7 +388,7 @@ impl Mitigation {
             if self.maps.remove_block(net).is_ok() {
                 self.stats.expired_removed += 1;
             }
-            self.mirror.remove(net);
+            self.mirror_remove(net);
         }
         if !expired.is_empty() {
             self.rebuild_prefilter();
