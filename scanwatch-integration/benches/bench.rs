@@ -848,6 +848,21 @@ fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> f64 {
     })
 }
 
+/// scanwatch loaded with the default detection settings and `opts`, its
+/// counters slot assigned to `ifname` (of the calling thread's namespace).
+fn load_for(
+    ifname: &str,
+    opts: &scanwatch::kernel::object::LoadOptions<'_>,
+) -> (aya::Ebpf, scanwatch::kernel::object::Interface) {
+    let detection = scanwatch::config::Detection::default();
+    let mut ebpf = scanwatch::kernel::object::load_with(262_144, &detection.kernel_config(), opts)
+        .expect("load");
+    let iface = scanwatch::kernel::object::Interface::resolve(ifname).expect("iface");
+    scanwatch::kernel::detect_maps::ScanwatchMaps::assign_slots(&mut ebpf, &[iface.ifindex])
+        .expect("slots");
+    (ebpf, iface)
+}
+
 /// Attaches what `case` names to the target veth: nothing, the no-op
 /// program, or scanwatch loaded as the agent loads it by default.
 /// What `attach_case` attached (detached when dropped).
@@ -872,22 +887,13 @@ fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option
                 Some(Attached::Noop(programs))
             }
             _ => {
-                let detection = scanwatch::config::Detection::default();
-                let mut ebpf = scanwatch::kernel::object::load_with(
-                    262_144,
-                    &detection.kernel_config(),
+                let (mut ebpf, iface) = load_for(
+                    &ifname,
                     &scanwatch::kernel::object::LoadOptions {
-                        reply: detection.reply_config(),
+                        reply: scanwatch::config::Detection::default().reply_config(),
                         ..scanwatch::kernel::object::LoadOptions::default()
                     },
-                )
-                .expect("load");
-                let iface = scanwatch::kernel::object::Interface::resolve(&ifname).expect("iface");
-                scanwatch::kernel::detect_maps::ScanwatchMaps::assign_slots(
-                    &mut ebpf,
-                    &[iface.ifindex],
-                )
-                .expect("slots");
+                );
                 scanwatch::kernel::xdp_link::attach(
                     &mut ebpf,
                     &iface,
@@ -1024,21 +1030,13 @@ impl ScanwatchBlocker {
                 never_block_host_addresses: false,
                 ..MitigationConfig::default()
             };
-            let mut ebpf = scanwatch::kernel::object::load_with(
-                262_144,
-                &scanwatch::config::Detection::default().kernel_config(),
+            let (mut ebpf, iface) = load_for(
+                &ifname,
                 &scanwatch::kernel::object::LoadOptions {
                     blocklist_capacity: 131_072,
                     ..scanwatch::kernel::object::LoadOptions::default()
                 },
-            )
-            .expect("load");
-            let iface = scanwatch::kernel::object::Interface::resolve(&ifname).expect("iface");
-            scanwatch::kernel::detect_maps::ScanwatchMaps::assign_slots(
-                &mut ebpf,
-                &[iface.ifindex],
-            )
-            .expect("slots");
+            );
             let mut m = scanwatch::output::mitigation::Mitigation::new(
                 scanwatch::kernel::block_maps::BlockMaps::take(&mut ebpf).expect("block maps"),
                 cfg,
@@ -1245,18 +1243,19 @@ fn drop_rate(o: &Opts) -> Value {
             );
             rows.push(json!({ "kind": kind, "entries": entries, "dropped_per_second": m, "rounds": pps[kind] }));
         }
-        let ratio = median(pps["scanwatch"].clone()) / median(pps["nftables"].clone()).max(1.0);
+        // The rounds pair the blockers: the median of the paired ratios.
+        let ratio = median(per_round.clone());
+        let of_medians =
+            median(pps["scanwatch"].clone()) / median(pps["nftables"].clone()).max(1.0);
         println!(
-            "drop rate ratio scanwatch / nftables with {entries} entries: {ratio:.2} (per round {})",
+            "drop rate ratio scanwatch / nftables with {entries} entries: {ratio:.2} (median of the rounds' ratios {}; ratio of the medians {of_medians:.2})",
             per_round
                 .iter()
                 .map(|r| format!("{r:.2}"))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        ratios.push(
-            json!({ "entries": entries, "scanwatch_over_nftables": ratio, "per_round": per_round }),
-        );
+        ratios.push(json!({ "entries": entries, "scanwatch_over_nftables": ratio, "per_round": per_round, "ratio_of_medians": of_medians }));
     }
     json!({ "rows": rows, "ratios": ratios, "frames_per_round": count, "rounds": rounds, "interleaved": true })
 }
@@ -1358,12 +1357,13 @@ fn write_report(o: &Opts, r: &Value) {
             .map(|x| format!("{x:.2}"))
             .collect();
         md.push_str(&format!(
-            "\nscanwatch / nftables with {} entries: {:.2} (target >= 3; round by round {}).",
+            "\nscanwatch / nftables with {} entries: {:.2}, the median of the rounds' ratios {} (target >= 3; the ratio of the medians above: {:.2}).",
             ratio["entries"],
             ratio["scanwatch_over_nftables"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
-            rounds.join(", ")
+            rounds.join(", "),
+            ratio["ratio_of_medians"].as_f64().unwrap_or(f64::NAN)
         ));
     }
     md.push('\n');

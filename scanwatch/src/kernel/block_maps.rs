@@ -161,7 +161,12 @@ impl BlockMaps {
     /// Writes a block into the trie and, for a single address, the exact
     /// map: both or neither (its prefilter bits first).
     pub fn insert_block(&mut self, net: &IpNet, value: BlockValue) -> Result<(), BlockMapError> {
-        self.prefilter_add(net)?;
+        if let Err(e) = self.prefilter_add(net) {
+            // Neither: an earlier entry for it goes too, as when a write
+            // below fails (the caller forgets it, and so will the prefilter).
+            let _ = self.remove_block(net);
+            return Err(e);
+        }
         let key = lpm_key(net);
         self.blocks
             .insert(&key, value, 0)
