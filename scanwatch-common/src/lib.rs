@@ -9,6 +9,7 @@ pub mod classify;
 pub mod contact_table;
 mod layout;
 pub mod maps;
+pub mod prefilter;
 pub mod sketch;
 pub mod tracking;
 pub mod trw;

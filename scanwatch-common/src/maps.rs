@@ -43,6 +43,12 @@ pub const BLOCKED_HOSTS_MAP: &str = "BLOCKED_HOSTS";
 pub const NEVER_BLOCK_MAP: &str = "NEVER_BLOCK";
 /// Name of the one-entry array telling the kernel which lookups it can skip.
 pub const MITIGATION_MAP: &str = "MITIGATION";
+/// Name of the prefilter bitmap (array of `u64` words, see [`crate::prefilter`]):
+/// sources it rules out skip the blocklist and feed lookups.
+pub const PREFILTER_MAP: &str = "PREFILTER";
+/// Words of the prefilter at the default capacities.
+pub const DEFAULT_PREFILTER_WORDS: u32 =
+    crate::prefilter::words_for(DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY);
 /// Name of the feed id -> name map written by the agent (`u32` -> `Name32`).
 pub const FEED_NAMES_MAP: &str = "FEED_NAMES";
 /// Default blocklist capacity.
@@ -526,6 +532,11 @@ pub struct MitigationState {
     pub tag_feeds: u32,
     /// Entries in `BLOCKED_HOSTS`.
     pub host_blocks: u32,
+    /// Which prefilter levels hold keys ([`crate::prefilter`]; without
+    /// [`crate::prefilter::ENABLED`], no prefilter: every lookup is made).
+    pub prefilter_levels: u32,
+    /// Words of the prefilter bitmap minus one (a power of two minus one).
+    pub prefilter_mask: u32,
 }
 
 assert_layout!(
@@ -534,8 +545,10 @@ assert_layout!(
         drop_feeds,
         tag_feeds,
         host_blocks,
+        prefilter_levels,
+        prefilter_mask,
     },
-    size 16,
+    size 24,
     align 4
 );
 
@@ -828,7 +841,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ScanEvent>(), 40);
         assert_eq!(core::mem::size_of::<BlockValue>(), 72);
         assert_eq!(core::mem::size_of::<FeedValue>(), 8);
-        assert_eq!(core::mem::size_of::<MitigationState>(), 16);
+        assert_eq!(core::mem::size_of::<MitigationState>(), 24);
         assert_eq!(Name32::new("a-feed-name").as_string(), "a-feed-name");
         assert_eq!(Name32::new(&"x".repeat(40)).as_string().len(), 32);
         assert_eq!(core::mem::size_of::<IfaceCounters>(), 8 * COUNTER_SLOTS);

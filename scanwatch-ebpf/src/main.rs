@@ -29,14 +29,16 @@ use scanwatch_common::{
     BlockValue, Counter, DetectConfig, FeedValue, IfaceCounters, IfaceName, LpmData,
     MitigationState, Name32, SourceKey, SourceStats, feed_action,
     maps::{
-        COUNTER_SLOTS, DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY, DEFAULT_SOURCE_MAP_SIZE,
-        EVENTS_BYTES, IFINDEX_SLOTS, MAX_FEEDS, MAX_INTERFACES, NEVER_BLOCK_CAPACITY,
+        COUNTER_SLOTS, DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY, DEFAULT_PREFILTER_WORDS,
+        DEFAULT_SOURCE_MAP_SIZE, EVENTS_BYTES, IFINDEX_SLOTS, MAX_FEEDS, MAX_INTERFACES,
+        NEVER_BLOCK_CAPACITY,
     },
+    prefilter,
     tracking::{ADMISSION_SLOTS, AdmitSlot, buckets},
 };
 
 use crate::{
-    packet::{Packet, ParseError},
+    packet::{Ip, Packet, ParseError},
     parse::{Outcome, Probe, parse},
 };
 
@@ -126,6 +128,12 @@ static NEVER_BLOCK: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(NEVER_BLOC
 #[map]
 static MITIGATION: Array<MitigationState> = Array::with_max_entries(1, 0);
 
+/// The prefilter in front of `BLOCKED_HOSTS`, `BLOCKS` and `FEEDS`: a
+/// bitmap of the prefixes their entries cover (`scanwatch_common::prefilter`).
+/// The agent sets its size at load time and its bits before adding entries.
+#[map]
+static PREFILTER: Array<u64> = Array::with_max_entries(DEFAULT_PREFILTER_WORDS, 0);
+
 /// Feed names for readers (`scanwatch top`); unused in the kernel.
 #[map]
 static FEED_NAMES: HashMap<u32, Name32> = HashMap::with_max_entries(MAX_FEEDS, 0);
@@ -163,8 +171,12 @@ fn try_scanwatch(
     match parse(pkt)? {
         Outcome::NotIp => bump_counter(counters, Counter::NotIp),
         Outcome::NotProbe(ip) => {
-            // The fast path: nothing blocked or fed, nothing more to read.
-            if dropping && let Some(dropped) = drop_reason(&ip.source(pkt)?, counters, state) {
+            // The fast path: nothing blocked or fed, or nothing covering
+            // this source (the prefilter), nothing more to read.
+            if dropping
+                && may_be_listed(ip, pkt, state)?
+                && let Some(dropped) = drop_reason(&ip.source(pkt)?, counters, state)
+            {
                 bump_counter(counters, dropped);
                 return Ok(xdp_action::XDP_DROP);
             }
@@ -173,6 +185,7 @@ fn try_scanwatch(
         Outcome::Probe(found) => {
             let address = found.ip.src_addr(pkt)?;
             if dropping
+                && may_be_listed(found.ip, pkt, state)?
                 && let Some(dropped) = drop_reason(&SourceKey { addr: address }, counters, state)
             {
                 bump_counter(counters, dropped);
@@ -194,9 +207,34 @@ fn try_scanwatch(
     Ok(xdp_action::XDP_PASS)
 }
 
+/// Word `index` of the prefilter (an array lookup the verifier inlines).
+#[inline(always)]
+fn prefilter_word(index: u32) -> Option<u64> {
+    PREFILTER.get(index).copied()
+}
+
+/// The prefilter for the packet's source, read in place from the IP
+/// header (an IPv4 source as one word): `false` when no block or feed
+/// entry covers it, and [`drop_reason`] can be skipped.
+#[inline(always)]
+fn may_be_listed<C: packet::Frame>(
+    ip: Ip,
+    pkt: Packet<'_, C>,
+    state: &MitigationState,
+) -> Result<bool, ParseError> {
+    let (levels, mask) = (state.prefilter_levels, state.prefilter_mask);
+    Ok(if ip.v6 {
+        prefilter::may_match(pkt.bytes::<16>(ip.l3 + 8)?, levels, mask, prefilter_word)
+    } else {
+        let v4 = u32::from_be_bytes(*pkt.bytes::<4>(ip.l3 + 12)?);
+        prefilter::may_match_v4(v4, levels, mask, prefilter_word)
+    })
+}
+
 /// Why a packet from `source` is dropped: an unexpired block or a `drop`
 /// feed, unless the source is in `never_block` (checked last, only for a
-/// packet about to be dropped). Lookups of empty maps are skipped.
+/// packet about to be dropped). Lookups of empty maps are skipped; callers
+/// skip it all when the prefilter rules the source out.
 #[inline(always)]
 fn drop_reason(
     source: &SourceKey,

@@ -16,7 +16,9 @@ use std::{
 };
 
 use ipnet::IpNet;
-use scanwatch::{config::MitigationConfig, kernel::testrun::XdpHarness};
+use scanwatch::{
+    config::MitigationConfig, kernel::testrun::XdpHarness, output::mitigation::Mitigation,
+};
 use scanwatch_common::block_origin;
 use scanwatch_integration::TakeMitigation;
 use scanwatch_integration::bench_programs::{
@@ -324,15 +326,132 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
     out.push(per_packet(
         &mut h,
         b,
-        "benign ACK while blocks and feeds are loaded",
+        "benign ACK while 1 block and 1 feed entry are loaded",
         &ack,
         (repeat, rounds),
         pass,
         None,
     ));
+    // Many blocks and feed networks of mixed lengths, none covering the ACK's source.
+    let entries = if o.quick { 20_000 } else { 100_000 };
+    let loaded = load_many(&mut m, entries, &feed_dir);
+    let mut case = per_packet(
+        &mut h,
+        b,
+        &format!("benign ACK while {entries} blocks and feed entries are loaded"),
+        &ack,
+        (repeat, rounds),
+        pass,
+        None,
+    );
+    case["loaded"] = loaded;
+    out.push(case);
     let _ = std::fs::remove_dir_all(&feed_dir);
     out.extend(reply_per_packet(repeat, rounds, fresh));
     out
+}
+
+/// Loads `entries` blocks and feed entries of mixed lengths, none covering
+/// 198.0.0.0/8 (the per-packet cases' sources), beside the one block and
+/// the `bench` feed already there: two fifths blocks (IPv4 /32 and /24,
+/// IPv6 /128 and /64), three fifths a second drop feed (IPv4 /32, /24, /22,
+/// /16 and a few /12, IPv6 /48 and /32). Returns what was loaded and the
+/// prefilter's figures: its computed false-positive rate per level test,
+/// and the share of 100,000 random IPv4 sources outside every entry that
+/// it answers *maybe* (those take the exact lookups).
+fn load_many(m: &mut Mitigation, entries: u32, dir: &Path) -> Value {
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let v4 = |r: u64| {
+        let first = 1 + (r % 190) as u8;
+        IpAddr::V4(Ipv4Addr::new(
+            first,
+            (r >> 8) as u8,
+            (r >> 16) as u8,
+            (r >> 24) as u8,
+        ))
+    };
+    let v6 = |r: u64| {
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001 + (r % 0xe00) as u16,
+            (r >> 16) as u16,
+            (r >> 32) as u16,
+            (r >> 48) as u16,
+            0,
+            0,
+            0,
+            1,
+        ))
+    };
+    let net = |ip: IpAddr, len: u8| IpNet::new(ip, len).expect("prefix length").trunc();
+    let started = Instant::now();
+    let blocks = entries * 2 / 5;
+    for i in 0..blocks {
+        let r = next();
+        let target = match i % 10 {
+            0..=6 => net(v4(r), 32),
+            7 => net(v4(r), 24),
+            8 => net(v6(r), 128),
+            _ => net(v6(r), 64),
+        };
+        m.block(target, None, block_origin::MANUAL, "bench")
+            .expect("block");
+    }
+    let mut lines = String::new();
+    for i in 0..entries - blocks {
+        let r = next();
+        let entry = match i % 20 {
+            0..=9 => net(v4(r), 32),
+            10..=14 => net(v4(r), 24),
+            15 | 16 => net(v4(r), 22),
+            17 if i % 100 == 17 => net(v4(r), 12),
+            17 => net(v4(r), 16),
+            18 => net(v6(r), 48),
+            _ => net(v6(r), 32),
+        };
+        lines.push_str(&format!("{entry}\n"));
+    }
+    std::fs::write(dir.join("many.netset"), lines).expect("feed");
+    let feed = |name: &str, file: &str| scanwatch::config::FeedConfig {
+        name: name.into(),
+        path: dir.join(file),
+        action: scanwatch::config::FeedAction::Drop,
+    };
+    let problems = m.load_feeds(&[feed("bench", "feed.netset"), feed("many", "many.netset")]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let seconds = started.elapsed().as_secs_f64();
+    let pf = m.prefilter();
+    let probes = 100_000u32;
+    let maybe = (0..probes)
+        .filter(|_| {
+            let r = next();
+            // 200.0.0.0 - 223.255.255.255: outside every entry.
+            let a = [
+                200 + (r % 24) as u8,
+                (r >> 8) as u8,
+                (r >> 16) as u8,
+                (r >> 24) as u8,
+            ];
+            pf.may_match(&scanwatch_common::SourceKey::v4(a).addr)
+        })
+        .count();
+    let share = maybe as f64 / f64::from(probes);
+    let (blocked, fed) = (m.stats.blocked_sources, m.feed_stats["many"].entries);
+    println!(
+        "loaded {blocked} blocks and {fed} feed entries in {seconds:.1} s; prefilter {} words, {} bits set, false positives {:.4}% per level test, {:.4}% of uncovered IPv4 sources tested maybe",
+        pf.words.len(),
+        pf.bits_set(),
+        pf.false_positive_rate() * 100.0,
+        share * 100.0
+    );
+    json!({ "blocks": blocked, "feed_entries": fed, "load_seconds": seconds, "prefilter_words": pf.words.len(),
+            "prefilter_bits_set": pf.bits_set(), "false_positive_rate_per_level_test": pf.false_positive_rate(),
+            "uncovered_ipv4_sources_tested_maybe": share })
 }
 
 /// One egress case: the TC program against the no-op TC program.
@@ -998,6 +1117,21 @@ fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> f64 {
     })
 }
 
+/// scanwatch loaded with the default detection settings and `opts`, its
+/// counters slot assigned to `ifname` (of the calling thread's namespace).
+fn load_for(
+    ifname: &str,
+    opts: &scanwatch::kernel::object::LoadOptions<'_>,
+) -> (aya::Ebpf, scanwatch::kernel::object::Interface) {
+    let detection = scanwatch::config::Detection::default();
+    let mut ebpf = scanwatch::kernel::object::load_with(262_144, &detection.kernel_config(), opts)
+        .expect("load");
+    let iface = scanwatch::kernel::object::Interface::resolve(ifname).expect("iface");
+    scanwatch::kernel::detect_maps::ScanwatchMaps::assign_slots(&mut ebpf, &[iface.ifindex])
+        .expect("slots");
+    (ebpf, iface)
+}
+
 /// Attaches what `case` names to the target veth: nothing, the no-op
 /// program, or scanwatch loaded as the agent loads it by default.
 /// What `attach_case` attached (detached when dropped).
@@ -1022,22 +1156,13 @@ fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option
                 Some(Attached::Noop(programs))
             }
             _ => {
-                let detection = scanwatch::config::Detection::default();
-                let mut ebpf = scanwatch::kernel::object::load_with(
-                    262_144,
-                    &detection.kernel_config(),
+                let (mut ebpf, iface) = load_for(
+                    &ifname,
                     &scanwatch::kernel::object::LoadOptions {
-                        reply: detection.reply_config(),
+                        reply: scanwatch::config::Detection::default().reply_config(),
                         ..scanwatch::kernel::object::LoadOptions::default()
                     },
-                )
-                .expect("load");
-                let iface = scanwatch::kernel::object::Interface::resolve(&ifname).expect("iface");
-                scanwatch::kernel::detect_maps::ScanwatchMaps::assign_slots(
-                    &mut ebpf,
-                    &[iface.ifindex],
-                )
-                .expect("slots");
+                );
                 scanwatch::kernel::xdp_link::attach(
                     &mut ebpf,
                     &iface,
@@ -1396,184 +1521,256 @@ fn entry_addr(i: u32) -> Ipv4Addr {
     }
 }
 
-/// Packets per second dropped for a blocked source: scanwatch's blocklist,
-/// an nftables set and iptables rules in the raw table, each holding
-/// `entries` addresses, on the same generated traffic.
-fn drop_rate(o: &Opts) -> Value {
-    let count: u32 = if o.quick { 2_000_000 } else { 10_000_000 };
-    let sizes: &[u32] = if o.quick { &[1_000] } else { &[1_000, 100_000] };
-    let mut rows = Vec::new();
-    for &entries in sizes {
-        for kind in ["scanwatch", "nftables", "iptables"] {
-            if kind == "iptables" && entries > 1_000 {
-                continue; // one rule per address: 100k rules take minutes to load
-            }
-            let lab = Lab::new().expect("lab");
-            gro_on(&lab);
-            let mut frame =
-                Packet::new("198.18.0.1", "198.18.0.2", Transport::tcp(80, tcp::SYN)).build();
-            frame[0..6].copy_from_slice(&mac_of(&lab.target_ns, &lab.target_if));
-            frame[6..12].copy_from_slice(&mac_of(&lab.scanner_ns, &lab.scanner_if));
-            let mut kept = None;
-            let dropped = |lab: &Lab| -> u64 {
-                match kind {
-                    "nftables" => {
-                        let j: Value = serde_json::from_str(&in_target(
-                            lab,
-                            &["nft", "-j", "list", "table", "inet", "bench"],
-                        ))
-                        .unwrap_or_default();
-                        j["nftables"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|e| e["rule"]["expr"].as_array())
-                            .flatten()
-                            .filter_map(|x| x["counter"]["packets"].as_u64())
-                            .sum()
-                    }
-                    "iptables" => in_target(
-                        lab,
-                        &[
-                            "iptables",
-                            "-t",
-                            "raw",
-                            "-L",
-                            "PREROUTING",
-                            "-v",
-                            "-x",
-                            "-n",
-                        ],
-                    )
-                    .lines()
-                    .filter(|l| l.contains("DROP"))
-                    .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-                    .sum(),
-                    _ => 0,
-                }
+/// scanwatch loaded as the agent loads it (blocklist sized for the run),
+/// its blocklist filled, attached to the target veth only while measured.
+struct ScanwatchBlocker {
+    ebpf: Option<aya::Ebpf>,
+    /// Held for its maps (the blocks live as long as the object).
+    _mitigation: scanwatch::output::mitigation::Mitigation,
+    maps: scanwatch::kernel::detect_maps::ScanwatchMaps,
+    iface: scanwatch::kernel::object::Interface,
+    target_ns: PathBuf,
+    attached: Option<scanwatch::kernel::xdp_link::Attachment>,
+}
+
+impl ScanwatchBlocker {
+    fn load(lab: &Lab, entries: u32) -> Self {
+        let target_ns = PathBuf::from(format!("/run/netns/{}", lab.target_ns));
+        let ifname = lab.target_if.clone();
+        let (ebpf, mitigation, maps, iface) = in_netns(target_ns.clone(), move || {
+            let cfg = MitigationConfig {
+                capacity: 131_072,
+                never_block_host_addresses: false,
+                ..MitigationConfig::default()
             };
-            match kind {
-                "scanwatch" => {
-                    let ns = PathBuf::from(format!("/run/netns/{}", lab.target_ns));
-                    let ifname = lab.target_if.clone();
-                    kept = Some(in_netns(ns, move || {
-                        let cfg = MitigationConfig {
-                            capacity: 131_072,
-                            never_block_host_addresses: false,
-                            ..MitigationConfig::default()
-                        };
-                        let mut ebpf = scanwatch::kernel::object::load_with(
-                            262_144,
-                            &scanwatch::config::Detection::default().kernel_config(),
-                            &scanwatch::kernel::object::LoadOptions {
-                                blocklist_capacity: 131_072,
-                                ..scanwatch::kernel::object::LoadOptions::default()
-                            },
-                        )
-                        .expect("load");
-                        let iface =
-                            scanwatch::kernel::object::Interface::resolve(&ifname).expect("iface");
-                        scanwatch::kernel::detect_maps::ScanwatchMaps::assign_slots(
-                            &mut ebpf,
-                            &[iface.ifindex],
-                        )
-                        .expect("slots");
-                        let mut m = scanwatch::output::mitigation::Mitigation::new(
-                            scanwatch::kernel::block_maps::BlockMaps::take(&mut ebpf)
-                                .expect("block maps"),
-                            cfg,
-                            vec![],
-                        )
-                        .expect("mitigation");
-                        for i in 0..entries {
-                            m.block(
-                                IpNet::from(IpAddr::V4(entry_addr(i))),
-                                None,
-                                block_origin::MANUAL,
-                                "bench",
-                            )
-                            .expect("block");
-                        }
-                        scanwatch::kernel::xdp_link::attach(
-                            &mut ebpf,
-                            &iface,
-                            scanwatch::model::AttachMode::Native,
-                        )
-                        .expect("attach");
-                        let maps = scanwatch::kernel::detect_maps::ScanwatchMaps::take(&mut ebpf)
-                            .expect("maps");
-                        (ebpf, m, maps)
-                    }));
-                }
-                "nftables" => {
-                    let mut rules = String::from(
-                        "table inet bench {\n set blocked { type ipv4_addr; flags interval; elements = { ",
-                    );
-                    rules.push_str(
-                        &(0..entries)
-                            .map(|i| entry_addr(i).to_string())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    );
-                    rules.push_str(" }; }\n chain pre { type filter hook prerouting priority raw; ip saddr @blocked counter drop; }\n}\n");
-                    let file =
-                        std::env::temp_dir().join(format!("scanwatch-bench-{}.nft", lab.target_ns));
-                    std::fs::write(&file, rules).expect("nft file");
-                    in_target(&lab, &["nft", "-f", &file.to_string_lossy()]);
-                    let _ = std::fs::remove_file(&file);
-                }
-                _ => {
-                    let mut restore =
-                        String::from("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
-                    // The generator's source last: the worst case of a linear rule list.
-                    for i in (0..entries).rev() {
-                        restore
-                            .push_str(&format!("-A PREROUTING -s {}/32 -j DROP\n", entry_addr(i)));
-                    }
-                    restore.push_str("COMMIT\n");
-                    let file =
-                        std::env::temp_dir().join(format!("scanwatch-bench-{}.ipt", lab.target_ns));
-                    std::fs::write(&file, restore).expect("iptables file");
-                    in_target(&lab, &["iptables-restore", &file.to_string_lossy()]);
-                    let _ = std::fs::remove_file(&file);
-                }
+            let (mut ebpf, iface) = load_for(
+                &ifname,
+                &scanwatch::kernel::object::LoadOptions {
+                    blocklist_capacity: 131_072,
+                    ..scanwatch::kernel::object::LoadOptions::default()
+                },
+            );
+            let mut m = scanwatch::output::mitigation::Mitigation::new(
+                scanwatch::kernel::block_maps::BlockMaps::take(&mut ebpf).expect("block maps"),
+                cfg,
+                vec![],
+            )
+            .expect("mitigation");
+            for i in 0..entries {
+                m.block(
+                    IpNet::from(IpAddr::V4(entry_addr(i))),
+                    None,
+                    block_origin::MANUAL,
+                    "bench",
+                )
+                .expect("block");
             }
-            let mut pps = Vec::new();
-            for _ in 0..(if o.quick { 1 } else { 3 }) {
-                let before = match &kept {
-                    Some((_, _, maps)) => maps
-                        .total_counters()
-                        .map(|c| c.get(scanwatch_common::Counter::DroppedBlocklist))
-                        .unwrap_or(0),
-                    None => dropped(&lab),
-                };
-                let secs = generate(&lab, frame.clone(), count);
-                std::thread::sleep(Duration::from_millis(200));
-                let after = match &kept {
-                    Some((_, _, maps)) => maps
-                        .total_counters()
-                        .map(|c| c.get(scanwatch_common::Counter::DroppedBlocklist))
-                        .unwrap_or(0),
-                    None => dropped(&lab),
-                };
-                pps.push((after - before) as f64 / secs);
-            }
-            drop(kept);
-            let m = median(pps);
-            println!("drop rate, {kind:<9} with {entries:>6} entries: {m:.0} packets/s dropped");
-            rows.push(json!({ "kind": kind, "entries": entries, "dropped_per_second": m }));
+            let maps =
+                scanwatch::kernel::detect_maps::ScanwatchMaps::take(&mut ebpf).expect("maps");
+            (ebpf, m, maps, iface)
+        });
+        Self {
+            ebpf: Some(ebpf),
+            _mitigation: mitigation,
+            maps,
+            iface,
+            target_ns,
+            attached: None,
         }
     }
-    let rate = |k: &str, n: u64| {
-        rows.iter()
-            .find(|r| r["kind"] == k && r["entries"] == n)
-            .and_then(|r| r["dropped_per_second"].as_f64())
+
+    fn dropped(&self) -> u64 {
+        self.maps
+            .total_counters()
+            .map(|c| c.get(scanwatch_common::Counter::DroppedBlocklist))
+            .unwrap_or(0)
+    }
+
+    fn attach(&mut self) {
+        let mut ebpf = self.ebpf.take().expect("loaded");
+        let iface = self.iface.clone();
+        let (ebpf, attached) = in_netns(self.target_ns.clone(), move || {
+            let a = scanwatch::kernel::xdp_link::attach(
+                &mut ebpf,
+                &iface,
+                scanwatch::model::AttachMode::Native,
+            )
+            .expect("attach");
+            (ebpf, a)
+        });
+        self.ebpf = Some(ebpf);
+        self.attached = Some(attached);
+    }
+
+    fn detach(&mut self) {
+        if let (Some(ebpf), Some(a)) = (self.ebpf.as_mut(), self.attached.take()) {
+            scanwatch::kernel::xdp_link::release(ebpf, a);
+        }
+    }
+}
+
+/// The nftables set and the iptables rules of a drop-rate run, as files
+/// loaded into the target namespace for each measurement.
+fn netfilter_files(lab: &Lab, entries: u32) -> (PathBuf, PathBuf) {
+    let mut rules = String::from(
+        "table inet bench {\n set blocked { type ipv4_addr; flags interval; elements = { ",
+    );
+    rules.push_str(
+        &(0..entries)
+            .map(|i| entry_addr(i).to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    rules.push_str(" }; }\n chain pre { type filter hook prerouting priority raw; ip saddr @blocked counter drop; }\n}\n");
+    let nft = std::env::temp_dir().join(format!("scanwatch-bench-{}.nft", lab.target_ns));
+    std::fs::write(&nft, rules).expect("nft file");
+    let mut restore = String::from("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    // The generator's source last: the worst case of a linear rule list.
+    for i in (0..entries).rev() {
+        restore.push_str(&format!("-A PREROUTING -s {}/32 -j DROP\n", entry_addr(i)));
+    }
+    restore.push_str("COMMIT\n");
+    let ipt = std::env::temp_dir().join(format!("scanwatch-bench-{}.ipt", lab.target_ns));
+    std::fs::write(&ipt, restore).expect("iptables file");
+    (nft, ipt)
+}
+
+/// Packets the nftables set's or the iptables rules' counters dropped.
+fn netfilter_dropped(lab: &Lab, kind: &str) -> u64 {
+    if kind == "nftables" {
+        let j: Value = serde_json::from_str(&in_target(
+            lab,
+            &["nft", "-j", "list", "table", "inet", "bench"],
+        ))
+        .unwrap_or_default();
+        return j["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["rule"]["expr"].as_array())
+            .flatten()
+            .filter_map(|x| x["counter"]["packets"].as_u64())
+            .sum();
+    }
+    in_target(
+        lab,
+        &[
+            "iptables",
+            "-t",
+            "raw",
+            "-L",
+            "PREROUTING",
+            "-v",
+            "-x",
+            "-n",
+        ],
+    )
+    .lines()
+    .filter(|l| l.contains("DROP"))
+    .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+    .sum()
+}
+
+/// One measurement: `kind` switched on, `count` frames from the blocked
+/// source, switched off again; packets per second dropped.
+fn drop_once(
+    lab: &Lab,
+    kind: &str,
+    sw: &mut ScanwatchBlocker,
+    files: &(PathBuf, PathBuf),
+    frame: &[u8],
+    count: u32,
+) -> f64 {
+    let dropped = |sw: &ScanwatchBlocker| match kind {
+        "scanwatch" => sw.dropped(),
+        _ => netfilter_dropped(lab, kind),
     };
-    let ratios: Vec<Value> = sizes
-        .iter()
-        .map(|n| json!({ "entries": n, "scanwatch_over_nftables": rate("scanwatch", u64::from(*n)).zip(rate("nftables", u64::from(*n))).map(|(a, b)| a / b.max(1.0)) }))
-        .collect();
-    json!({ "rows": rows, "ratios": ratios, "frames_per_round": count })
+    match kind {
+        "scanwatch" => sw.attach(),
+        "nftables" => drop(in_target(lab, &["nft", "-f", &files.0.to_string_lossy()])),
+        _ => drop(in_target(
+            lab,
+            &["iptables-restore", &files.1.to_string_lossy()],
+        )),
+    }
+    let before = dropped(sw);
+    let secs = generate(lab, frame.to_vec(), count);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = dropped(sw);
+    match kind {
+        "scanwatch" => sw.detach(),
+        // Nothing of either stays hooked for the next measurement.
+        _ => drop(in_target(lab, &["nft", "flush", "ruleset"])),
+    }
+    after.saturating_sub(before) as f64 / secs
+}
+
+/// Packets per second dropped for a blocked source: scanwatch's blocklist,
+/// an nftables set and iptables rules in the raw table, each holding
+/// `entries` addresses, on the same generated traffic. Each is set up
+/// once per size and switched on in turn within every round (the order
+/// reversed every other round), so that a slow spell of this shared
+/// machine hits all of them; medians over the rounds.
+fn drop_rate(o: &Opts) -> Value {
+    let (count, rounds, sizes): (u32, usize, &[u32]) = if o.quick {
+        (1_000_000, 3, &[1_000, 10_000])
+    } else {
+        (10_000_000, 5, &[1_000, 100_000])
+    };
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    for &entries in sizes {
+        let lab = Lab::new().expect("lab");
+        gro_on(&lab);
+        let mut frame =
+            Packet::new("198.18.0.1", "198.18.0.2", Transport::tcp(80, tcp::SYN)).build();
+        frame[0..6].copy_from_slice(&mac_of(&lab.target_ns, &lab.target_if));
+        frame[6..12].copy_from_slice(&mac_of(&lab.scanner_ns, &lab.scanner_if));
+        // One rule per address: 100k iptables rules take minutes to load.
+        let mut kinds = vec!["scanwatch", "nftables"];
+        if entries <= 1_000 {
+            kinds.push("iptables");
+        }
+        let mut sw = ScanwatchBlocker::load(&lab, entries);
+        let files = netfilter_files(&lab, entries);
+        let mut pps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut per_round = Vec::new();
+        for round in 0..rounds {
+            let mut order = kinds.clone();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for kind in order {
+                let rate = drop_once(&lab, kind, &mut sw, &files, &frame, count);
+                pps.entry(kind).or_default().push(rate);
+            }
+            per_round.push(pps["scanwatch"][round] / pps["nftables"][round].max(1.0));
+        }
+        let _ = std::fs::remove_file(&files.0);
+        let _ = std::fs::remove_file(&files.1);
+        drop(sw);
+        for kind in &kinds {
+            let m = median(pps[kind].clone());
+            println!(
+                "drop rate, {kind:<9} with {entries:>6} entries: {m:.0} packets/s dropped (median of {rounds} interleaved rounds)"
+            );
+            rows.push(json!({ "kind": kind, "entries": entries, "dropped_per_second": m, "rounds": pps[kind] }));
+        }
+        // The rounds pair the blockers: the median of the paired ratios.
+        let ratio = median(per_round.clone());
+        let of_medians =
+            median(pps["scanwatch"].clone()) / median(pps["nftables"].clone()).max(1.0);
+        println!(
+            "drop rate ratio scanwatch / nftables with {entries} entries: {ratio:.2} (median of the rounds' ratios {}; ratio of the medians {of_medians:.2})",
+            per_round
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        ratios.push(json!({ "entries": entries, "scanwatch_over_nftables": ratio, "per_round": per_round, "ratio_of_medians": of_medians }));
+    }
+    json!({ "rows": rows, "ratios": ratios, "frames_per_round": count, "rounds": rounds, "interleaved": true })
 }
 
 /// The CPU of one nmap scan (agent and programs) and the sweep, as a table.
@@ -1621,7 +1818,7 @@ fn write_report(o: &Opts, r: &Value) {
     let m = &r["machine"];
     md.push_str("# scanwatch benchmarks\n\nWritten by `cargo xtask bench`");
     md.push_str(if o.quick {
-        " --quick (short runs: indicative only)"
+        " --quick (short runs, fewer rounds and entries: indicative only)"
     } else {
         ""
     });
@@ -1689,8 +1886,8 @@ fn write_report(o: &Opts, r: &Value) {
     }
     flood_report(&mut md, &r["flood"]);
     md.push_str(&format!(
-        "\n## Dropping a blocked source\n\nThe same generator sends SYNs from a blocked address; packets per second dropped ({} frames a round), by scanwatch's blocklist (XDP), an nftables set (prerouting, raw priority) and iptables rules in the raw table (`iptables-restore`, iptables 1.8.9 with its nf_tables backend, one rule per address, the blocked source last), each holding the same number of addresses:\n\n| blocker | entries | dropped packets/s |\n|---|---|---|\n",
-        r["drop_rate"]["frames_per_round"]
+        "\n## Dropping a blocked source\n\nThe same generator sends SYNs from a blocked address; packets per second dropped ({} frames a measurement), by scanwatch's blocklist (XDP), an nftables set (prerouting, raw priority) and iptables rules in the raw table (`iptables-restore`, iptables 1.8.9 with its nf_tables backend, one rule per address, the blocked source last), each holding the same number of addresses. Each is set up once per size and switched on in turn within each of {} rounds (the order reversed every other round); medians of the rounds:\n\n| blocker | entries | dropped packets/s |\n|---|---|---|\n",
+        r["drop_rate"]["frames_per_round"], r["drop_rate"]["rounds"]
     ));
     for row in r["drop_rate"]["rows"].as_array().into_iter().flatten() {
         md.push_str(&format!(
@@ -1701,12 +1898,21 @@ fn write_report(o: &Opts, r: &Value) {
         ));
     }
     for ratio in r["drop_rate"]["ratios"].as_array().into_iter().flatten() {
+        let rounds: Vec<String> = ratio["per_round"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .map(|x| format!("{x:.2}"))
+            .collect();
         md.push_str(&format!(
-            "\nscanwatch / nftables with {} entries: {:.2} (target >= 3).",
+            "\nscanwatch / nftables with {} entries: {:.2}, the median of the rounds' ratios {} (target >= 3; the ratio of the medians above: {:.2}).",
             ratio["entries"],
             ratio["scanwatch_over_nftables"]
                 .as_f64()
-                .unwrap_or(f64::NAN)
+                .unwrap_or(f64::NAN),
+            rounds.join(", "),
+            ratio["ratio_of_medians"].as_f64().unwrap_or(f64::NAN)
         ));
     }
     md.push('\n');

@@ -343,3 +343,167 @@ fn repeat_offenders_get_longer_blocks() {
     assert!((498..=500).contains(&remaining[2]), "{remaining:?}");
     assert_eq!(m.list(&clock)[0].offenses, 3);
 }
+
+/// A SYN from `src` to an address of its family.
+fn syn_any(src: &str) -> Vec<u8> {
+    let dst = if src.contains(':') {
+        "fd00::2"
+    } else {
+        "198.18.0.2"
+    };
+    Packet::new(src, dst, Transport::tcp(22, tcp::SYN)).build()
+}
+
+#[test]
+fn networks_of_every_length_drop_exactly_what_they_cover() {
+    if !require_root("networks_of_every_length_drop_exactly_what_they_cover") {
+        return;
+    }
+    // The prefilter keys networks by /24, /16, /8 (IPv4) and /48, /32, /16
+    // (IPv6); longer ones are kept coarser, wider ones expanded, IPv6
+    // below /8 sends every IPv6 source to the lookups, and IPv6 networks
+    // holding the IPv4-mapped range cover IPv4 too. Each network alone, as
+    // a block and as a drop-feed entry: sources inside drop, sources
+    // outside (many in the same coarse prefix) pass.
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("0.0.0.0/0", &["198.18.40.1", "1.2.3.4"], &["fd00::1"]),
+        (
+            "128.0.0.0/1",
+            &["198.18.40.1", "255.1.1.1"],
+            &["127.255.255.255", "1.2.3.4"],
+        ),
+        (
+            "198.0.0.0/7",
+            &["199.255.0.1", "::ffff:198.18.40.1"],
+            &["197.255.255.255", "200.0.0.0"],
+        ),
+        ("198.16.0.0/15", &["198.17.1.1"], &["198.18.0.1"]),
+        (
+            "198.18.128.0/17",
+            &["198.18.200.1"],
+            &["198.18.127.255", "198.18.0.1"],
+        ),
+        (
+            "198.18.40.0/23",
+            &["198.18.41.255"],
+            &["198.18.42.0", "198.18.39.255"],
+        ),
+        (
+            "198.18.40.64/26",
+            &["198.18.40.100"],
+            &["198.18.40.63", "198.18.40.128"],
+        ),
+        ("198.18.40.6/31", &["198.18.40.7"], &["198.18.40.8"]),
+        ("::/0", &["fd00::1", "198.18.40.1"], &[]),
+        ("8000::/1", &["fd00::1"], &["7fff::1", "198.18.40.1"]),
+        ("fc00::/7", &["fd00::1"], &["fe00::1", "198.18.40.1"]),
+        ("fd00::/8", &["fd12::1"], &["fe00::1", "fc00::1"]),
+        (
+            "fd00:1:8000::/33",
+            &["fd00:1:8000::5"],
+            &["fd00:1:7fff::1", "fd00:2::1"],
+        ),
+        (
+            "fd00:1:2::/47",
+            &["fd00:1:3::9"],
+            &["fd00:1:4::1", "fd00:1:1::1"],
+        ),
+        (
+            "fd00:1:2:3:4::/80",
+            &["fd00:1:2:3:4::9"],
+            &["fd00:1:2:3:5::1", "fd00:1:2::1"],
+        ),
+        (
+            "::ffff:198.18.44.0/120",
+            &["198.18.44.9", "::ffff:198.18.44.10"],
+            &["198.18.45.1", "fd00::1"],
+        ),
+        ("::/64", &["198.18.40.1", "::1"], &["fd00::1", "0:0:0:1::1"]),
+        (
+            "::ffff:0:0/96",
+            &["198.18.40.1"],
+            &["fd00::1", "::fffe:1.2.3.4"],
+        ),
+    ];
+    let mut h = XdpHarness::load(4096).expect("load");
+    let mut m = h.take_mitigation(cfg(), vec![]).expect("maps");
+    let dir = std::env::temp_dir().join(format!("scanwatch-lengths-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let feed = |path: std::path::PathBuf| FeedConfig {
+        name: "lengths".into(),
+        path,
+        action: FeedAction::Drop,
+    };
+    for (i, (target, inside, outside)) in cases.iter().enumerate() {
+        let as_feed = i % 2 == 1;
+        let path = dir.join(format!("{i}.netset"));
+        if as_feed {
+            std::fs::write(&path, format!("{target}\n")).expect("feed");
+            assert!(m.load_feeds(&[feed(path.clone())]).is_empty(), "{target}");
+        } else {
+            m.block(net(target), None, block_origin::MANUAL, "length")
+                .expect("block");
+        }
+        for src in *inside {
+            assert_eq!(
+                h.run(&syn_any(src)).expect("run"),
+                XDP_DROP,
+                "{src} inside {target} (feed: {as_feed})"
+            );
+        }
+        for src in *outside {
+            assert_eq!(
+                h.run(&syn_any(src)).expect("run"),
+                XDP_PASS,
+                "{src} outside {target} (feed: {as_feed})"
+            );
+        }
+        if as_feed {
+            assert!(m.load_feeds(&[]).is_empty());
+        } else {
+            m.unblock(net(target)).expect("unblock");
+        }
+        for src in *inside {
+            assert_eq!(
+                h.run(&syn_any(src)).expect("run"),
+                XDP_PASS,
+                "{src} after {target} went"
+            );
+        }
+        // The rebuild after the removal cleared every bit.
+        assert_eq!(m.prefilter().bits_set(), 0, "{target}");
+        assert_eq!(m.prefilter().levels, 0, "{target}");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn expired_blocks_fall_through_and_their_bits_go() {
+    if !require_root("expired_blocks_fall_through_and_their_bits_go") {
+        return;
+    }
+    let mut h = XdpHarness::load(4096).expect("load");
+    let mut m = h.take_mitigation(cfg(), vec![]).expect("maps");
+    let short = net("198.18.46.0/24");
+    m.block(
+        short,
+        Some(Duration::from_secs(1)),
+        block_origin::MANUAL,
+        "short",
+    )
+    .expect("block");
+    m.block(net("198.18.47.1/32"), None, block_origin::MANUAL, "kept")
+        .expect("block");
+    let key = SourceKey::from_ip("198.18.46.5".parse().expect("ip"));
+    assert!(m.prefilter().may_match(&key.addr));
+    assert_eq!(h.run(&syn_from("198.18.46.5")).expect("run"), XDP_DROP);
+    // Expired: the kernel's own check passes it while its bits are still set...
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(m.prefilter().may_match(&key.addr));
+    assert_eq!(h.run(&syn_from("198.18.46.5")).expect("run"), XDP_PASS);
+    // ...and the agent's sweep clears them, keeping the other block's.
+    m.expire();
+    assert!(!m.prefilter().may_match(&key.addr));
+    assert_eq!(h.run(&syn_from("198.18.46.5")).expect("run"), XDP_PASS);
+    assert_eq!(h.run(&syn_from("198.18.47.1")).expect("run"), XDP_DROP);
+}

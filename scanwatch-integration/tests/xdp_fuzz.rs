@@ -6,8 +6,10 @@
 //! wholly random frames.
 //!
 //! Checked for every frame: the action is never XDP_ABORTED, and XDP_DROP
-//! only for a source that is blocked (or in a drop feed) and not in
-//! never_block. Checked for every batch: every counter equals what an
+//! exactly for a source that is blocked (or in a drop feed) and not in
+//! never_block: first with nothing blocked, then with blocks and feeds,
+//! then with networks of other lengths after unblocking and reloading
+//! (what the prefilter in front of the lookups keys coarsely or widely). Checked for every batch: every counter equals what an
 //! independent userspace classification of the frames sent predicts.
 //!
 //! Reproducible: `SCANWATCH_FUZZ_SEED` (decimal or 0x-hex) sets the seed,
@@ -103,7 +105,9 @@ fn source(rng: &mut Rng, v6: bool) -> IpAddr {
             _ => rng.u16(),
         };
         let group = if (70..=84).contains(&pick) { 0xbad } else { 1 };
-        IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, group, last))
+        // Some outside fd00::/48, where the blocked network's prefilter key is.
+        let second = if pick >= 93 { rng.u16() } else { 0 };
+        IpAddr::V6(Ipv6Addr::new(0xfd00, second, 0, 0, 0, 0, group, last))
     } else {
         let (c, d) = match pick {
             0..=69 => (1, rng.below(64) as u8),
@@ -770,11 +774,50 @@ fn a_million_hostile_frames() {
     }
     let problems = m.load_feeds(&[FeedConfig {
         name: "fuzz".into(),
-        path: feed,
+        path: feed.clone(),
         action: FeedAction::Drop,
     }]);
     assert!(problems.is_empty(), "{problems:?}");
-    fuzz.phase("with blocks and feeds", frames - quiet, &policy);
+    let blocked_phase = (frames - quiet) / 2;
+    fuzz.phase("with blocks and feeds", blocked_phase, &policy);
+
+    // Phase 3: networks of other lengths (the prefilter keeps a /18 at its
+    // /16, a /113 at its /48, a /27 at its /24, and an IPv6 /7 sends every
+    // IPv6 source to the lookups), after unblocking and reloading (its
+    // bits cleared by rebuilds).
+    for b in &policy.blocked {
+        m.unblock(*b).expect("unblock");
+    }
+    std::fs::write(&feed, "198.18.201.0/24\n198.18.1.32/27\n").expect("feed");
+    let tag = dir.join("tag.netset");
+    std::fs::write(&tag, "fc00::/7\n").expect("feed");
+    let policy = Policy {
+        blocked: vec![net("198.18.128.0/18"), net("fd00::bad:8000/113")],
+        drop_feed: vec![net("198.18.201.0/24"), net("198.18.1.32/27")],
+        never: policy.never,
+    };
+    for b in &policy.blocked {
+        m.block(*b, None, block_origin::MANUAL, "fuzz")
+            .expect("block");
+    }
+    let problems = m.load_feeds(&[
+        FeedConfig {
+            name: "fuzz".into(),
+            path: feed,
+            action: FeedAction::Drop,
+        },
+        FeedConfig {
+            name: "tag".into(),
+            path: tag,
+            action: FeedAction::Tag,
+        },
+    ]);
+    assert!(problems.is_empty(), "{problems:?}");
+    fuzz.phase(
+        "with networks of other lengths",
+        frames - quiet - blocked_phase,
+        &policy,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     let c = fuzz.h.counters().expect("counters");

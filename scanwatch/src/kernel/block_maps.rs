@@ -1,7 +1,14 @@
 //! Typed access to the mitigation maps: the blocklist (an LPM trie plus an
 //! exact-match map of its single addresses), the feed trie, the
-//! never-block trie, the lookup-skipping state and the feed names. The
-//! policy (what to block, for how long) is `output::mitigation`'s.
+//! never-block trie, the lookup-skipping state, the prefilter in front of
+//! the blocklist and feed lookups, and the feed names. The policy (what to
+//! block, for how long) is `output::mitigation`'s.
+//!
+//! The prefilter (`scanwatch_common::prefilter`) may only ever rule out a
+//! source that no entry covers while the kernel reads it: a network's bits
+//! are set before its entries are added ([`BlockMaps::insert_block`],
+//! [`BlockMaps::insert_feed`]), and bits are cleared only by a rebuild
+//! from the entries left after removals ([`BlockMaps::prefilter_rebuild`]).
 
 use aya::{
     Ebpf,
@@ -15,7 +22,9 @@ use scanwatch_common::{
     BlockValue, FeedValue, LpmData, MitigationState, Name32, SourceKey,
     maps::{
         BLOCKED_HOSTS_MAP, BLOCKS_MAP, FEED_NAMES_MAP, FEEDS_MAP, MITIGATION_MAP, NEVER_BLOCK_MAP,
+        PREFILTER_MAP,
     },
+    prefilter::Bitmap,
 };
 
 use crate::model::error_chain;
@@ -93,6 +102,12 @@ pub struct BlockMaps {
     never: LpmTrie<MapData, LpmData, u32>,
     state: Array<MapData, MitigationState>,
     feed_names: HashMap<MapData, u32, Name32>,
+    prefilter: Array<MapData, u64>,
+    /// What the kernel's prefilter holds, word for word (a word changes
+    /// here only once the kernel's has).
+    bitmap: Bitmap,
+    /// The state last written (its prefilter fields are `bitmap`'s).
+    state_written: MitigationState,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BlockMapError> {
@@ -105,7 +120,12 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BlockMapError> {
 impl BlockMaps {
     /// Takes the maps out of a loaded object (the blocklist may be a reused pin).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, BlockMapError> {
+        let prefilter: Array<MapData, u64> =
+            Array::try_from(take(ebpf, PREFILTER_MAP)?).map_err(map_err(PREFILTER_MAP))?;
         Ok(Self {
+            bitmap: Bitmap::new(prefilter.len()),
+            prefilter,
+            state_written: MitigationState::default(),
             blocks: LpmTrie::try_from(take(ebpf, BLOCKS_MAP)?).map_err(map_err(BLOCKS_MAP))?,
             hosts: HashMap::try_from(take(ebpf, BLOCKED_HOSTS_MAP)?)
                 .map_err(map_err(BLOCKED_HOSTS_MAP))?,
@@ -139,8 +159,14 @@ impl BlockMaps {
     }
 
     /// Writes a block into the trie and, for a single address, the exact
-    /// map: both or neither.
+    /// map: both or neither (its prefilter bits first).
     pub fn insert_block(&mut self, net: &IpNet, value: BlockValue) -> Result<(), BlockMapError> {
+        if let Err(e) = self.prefilter_add(net) {
+            // Neither: an earlier entry for it goes too, as when a write
+            // below fails (the caller forgets it, and so will the prefilter).
+            let _ = self.remove_block(net);
+            return Err(e);
+        }
         let key = lpm_key(net);
         self.blocks
             .insert(&key, value, 0)
@@ -174,12 +200,96 @@ impl BlockMaps {
             .map_err(map_err(NEVER_BLOCK_MAP))
     }
 
-    /// Tells the kernel which lookups it needs.
+    /// Tells the kernel which lookups it needs (the prefilter fields are
+    /// this object's).
     pub fn set_state(&mut self, state: MitigationState) -> Result<(), BlockMapError> {
-        self.state.set(0, state, 0).map_err(map_err(MITIGATION_MAP))
+        self.write_state(state, self.bitmap.levels)
     }
 
+    fn write_state(&mut self, state: MitigationState, levels: u32) -> Result<(), BlockMapError> {
+        let state = MitigationState {
+            prefilter_levels: levels | scanwatch_common::prefilter::ENABLED,
+            prefilter_mask: self.bitmap.mask(),
+            ..state
+        };
+        self.state
+            .set(0, state, 0)
+            .map_err(map_err(MITIGATION_MAP))?;
+        self.state_written = state;
+        Ok(())
+    }
+
+    /// Writes one prefilter word, then its copy.
+    fn write_word(&mut self, index: u32, word: u64) -> Result<(), BlockMapError> {
+        self.prefilter
+            .set(index, word, 0)
+            .map_err(map_err(PREFILTER_MAP))?;
+        self.bitmap.words[index as usize] = word;
+        Ok(())
+    }
+
+    /// Sets the prefilter bits (and levels) of `net`: before its entries
+    /// are added.
+    pub fn prefilter_add(&mut self, net: &IpNet) -> Result<(), BlockMapError> {
+        let key = lpm_key(net);
+        let (slots, levels) = self.bitmap.slots(key.prefix_len(), key.data());
+        for (index, bits) in slots {
+            let word = self.bitmap.words[index as usize];
+            if word & bits != bits {
+                self.write_word(index, word | bits)?;
+            }
+        }
+        if levels & !self.bitmap.levels != 0 {
+            self.write_state(self.state_written, self.bitmap.levels | levels)?;
+            self.bitmap.levels |= levels;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the prefilter from `nets`, every network left in the
+    /// blocklist and feeds (after removals: the bits only they needed are
+    /// cleared). Words gaining bits (none, unless an earlier write failed)
+    /// are written first, then the levels, then the words losing bits.
+    pub fn prefilter_rebuild<'a>(
+        &mut self,
+        nets: impl IntoIterator<Item = &'a IpNet>,
+    ) -> Result<(), BlockMapError> {
+        let mut next = Bitmap::new(self.prefilter.len());
+        for net in nets {
+            let key = lpm_key(net);
+            next.add(key.prefix_len(), key.data());
+        }
+        for (index, new) in next.words.iter().enumerate() {
+            let old = self.bitmap.words[index];
+            if new & !old != 0 {
+                self.write_word(index as u32, old | new)?;
+            }
+        }
+        let gained = self.bitmap.levels | next.levels;
+        if gained != self.bitmap.levels {
+            self.write_state(self.state_written, gained)?;
+            self.bitmap.levels = gained;
+        }
+        for (index, new) in next.words.iter().enumerate() {
+            if self.bitmap.words[index] != *new {
+                self.write_word(index as u32, *new)?;
+            }
+        }
+        if next.levels != self.bitmap.levels {
+            self.write_state(self.state_written, next.levels)?;
+            self.bitmap.levels = next.levels;
+        }
+        Ok(())
+    }
+
+    /// The prefilter as the kernel holds it.
+    pub const fn prefilter(&self) -> &Bitmap {
+        &self.bitmap
+    }
+
+    /// Writes a feed entry (its prefilter bits first).
     pub fn insert_feed(&mut self, net: &IpNet, value: FeedValue) -> Result<(), BlockMapError> {
+        self.prefilter_add(net)?;
         self.feeds
             .insert(&lpm_key(net), value, 0)
             .map_err(map_err(FEEDS_MAP))

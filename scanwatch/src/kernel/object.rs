@@ -139,7 +139,11 @@ pub fn load_with(
             scanwatch_common::maps::BLOCKED_HOSTS_MAP,
             opts.blocklist_capacity,
         )
-        .map_max_entries(scanwatch_common::maps::FEEDS_MAP, opts.feed_capacity);
+        .map_max_entries(scanwatch_common::maps::FEEDS_MAP, opts.feed_capacity)
+        .map_max_entries(
+            scanwatch_common::maps::PREFILTER_MAP,
+            scanwatch_common::prefilter::words_for(opts.blocklist_capacity, opts.feed_capacity),
+        );
     if let Some(pin) = opts.blocks_pin {
         loader.map_pin_path(scanwatch_common::maps::BLOCKS_MAP, pin);
     }

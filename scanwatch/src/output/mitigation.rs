@@ -2,7 +2,8 @@
 //! the feeds; the kernel maps it writes are `kernel::block_maps`. The
 //! kernel enforces expiries by itself; the agent removes expired entries
 //! too, and keeps the count the kernel uses to skip lookups while nothing is
-//! blocked.
+//! blocked, and the prefilter that skips them for sources nothing covers
+//! (bits set as entries come, rebuilt from what is left after removals).
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -105,6 +106,9 @@ pub struct Mitigation {
     /// The blocklist's entries, mirrored (read once at start, then kept in
     /// step): exact-key checks and counts without walking the trie.
     mirror: BTreeMap<IpNet, BlockValue>,
+    /// Single addresses in `mirror` (kept as it changes: a count per
+    /// block would walk the mirror each time).
+    host_blocks: usize,
     /// Feed entries loaded, by network (feed id, action).
     loaded_feeds: BTreeMap<IpNet, (u32, u32)>,
     pub feed_stats: BTreeMap<String, FeedStats>,
@@ -124,6 +128,7 @@ impl Mitigation {
             cfg,
             never_nets: Vec::new(),
             mirror: BTreeMap::new(),
+            host_blocks: 0,
             loaded_feeds: BTreeMap::new(),
             feed_stats: BTreeMap::new(),
             stats: MitigationStats::default(),
@@ -133,7 +138,10 @@ impl Mitigation {
         }
         m.never_nets = never_block;
         m.mirror = m.maps.blocks().into_iter().collect();
+        m.host_blocks = m.mirror.keys().filter(|n| host_key(n).is_some()).count();
         m.expire();
+        // A reused blocklist's networks go into this load's prefilter first.
+        m.maps.prefilter_rebuild(m.mirror.keys())?;
         // A reused blocklist's host entries go into this load's exact map.
         let hosts: Vec<(IpNet, BlockValue)> = m
             .mirror
@@ -164,12 +172,32 @@ impl Mitigation {
         u32::try_from(self.mirror.len()).unwrap_or(u32::MAX)
     }
 
+    /// Drops a network from the mirror.
+    fn mirror_remove(&mut self, net: &IpNet) {
+        if self.mirror.remove(net).is_some() && host_key(net).is_some() {
+            self.host_blocks -= 1;
+        }
+    }
+
+    /// Clears the prefilter bits no entry needs any more (after removals:
+    /// a failure leaves bits set, which only costs lookups).
+    fn rebuild_prefilter(&mut self) {
+        let nets = self.mirror.keys().chain(self.loaded_feeds.keys());
+        if let Err(e) = self.maps.prefilter_rebuild(nets) {
+            log::warn!("prefilter rebuild: {e} (stale bits only cost lookups)");
+        }
+    }
+
+    /// The prefilter as the kernel holds it (for figures and tests).
+    pub fn prefilter(&self) -> &scanwatch_common::prefilter::Bitmap {
+        self.maps.prefilter()
+    }
+
     /// Tells the kernel which lookups it needs.
     fn sync_state(&mut self) -> Result<(), BlockError> {
         let blocks = self.count_blocks();
         self.stats.blocked_sources = u64::from(blocks);
-        let host_blocks = self.mirror.keys().filter(|n| host_key(n).is_some()).count();
-        let host_blocks = u32::try_from(host_blocks).unwrap_or(u32::MAX);
+        let host_blocks = u32::try_from(self.host_blocks).unwrap_or(u32::MAX);
         let drop_feeds = self
             .loaded_feeds
             .values()
@@ -181,6 +209,8 @@ impl Mitigation {
             drop_feeds: u32::try_from(drop_feeds).unwrap_or(u32::MAX),
             tag_feeds: u32::try_from(tag_feeds).unwrap_or(u32::MAX),
             host_blocks,
+            // Set by the maps: the prefilter is theirs.
+            ..MitigationState::default()
         };
         Ok(self.maps.set_state(state)?)
     }
@@ -227,12 +257,14 @@ impl Mitigation {
             }
             Err(e) => {
                 // The maps dropped the entry (both or neither): so does the mirror.
-                self.mirror.remove(&net);
+                self.mirror_remove(&net);
                 let _ = self.sync_state();
                 return Err(e.into());
             }
         }
-        self.mirror.insert(net, value);
+        if self.mirror.insert(net, value).is_none() && host_key(&net).is_some() {
+            self.host_blocks += 1;
+        }
         self.stats.blocks_made += 1;
         self.sync_state()?;
         Ok(value)
@@ -308,7 +340,8 @@ impl Mitigation {
         }
         match self.maps.remove_block(&net) {
             Ok(()) => {
-                self.mirror.remove(&net);
+                self.mirror_remove(&net);
+                self.rebuild_prefilter();
                 self.sync_state()
             }
             Err(BlockMapError::NotFound(_)) => Err(BlockError::NotBlocked(net)),
@@ -355,9 +388,10 @@ impl Mitigation {
             if self.maps.remove_block(net).is_ok() {
                 self.stats.expired_removed += 1;
             }
-            self.mirror.remove(net);
+            self.mirror_remove(net);
         }
         if !expired.is_empty() {
+            self.rebuild_prefilter();
             let _ = self.sync_state();
         }
     }
@@ -409,6 +443,7 @@ impl Mitigation {
             }
             stats.insert(f.name.clone(), st);
         }
+        // Entries no feed lists any more go first (room for new ones).
         for net in self.loaded_feeds.keys() {
             if !wanted.contains_key(net) {
                 let _ = self.maps.remove_feed(net);
@@ -440,10 +475,40 @@ impl Mitigation {
                 Err(e) => report.push(format!("feed entry {net}: {e}")),
             }
         }
+        let removed = self.unload_stale_feeds(&mut loaded, &mut report);
         self.loaded_feeds = loaded;
         self.feed_stats = stats;
+        if removed {
+            self.rebuild_prefilter();
+        }
         let _ = self.sync_state();
         report
+    }
+
+    /// Removes from the kernel the entries of the last load that this one
+    /// did not load (no longer listed, past the capacity, or not updated):
+    /// the feed trie holds exactly the entries counted, which the prefilter
+    /// rebuild relies on. One that cannot be removed stays counted. Returns
+    /// whether any went.
+    fn unload_stale_feeds(
+        &mut self,
+        loaded: &mut BTreeMap<IpNet, (u32, u32)>,
+        report: &mut Vec<String>,
+    ) -> bool {
+        let mut removed = false;
+        for (net, value) in &self.loaded_feeds {
+            if loaded.contains_key(net) {
+                continue;
+            }
+            match self.maps.remove_feed(net) {
+                Ok(()) | Err(BlockMapError::NotFound(_)) => removed = true,
+                Err(e) => {
+                    report.push(format!("feed entry {net}: {e}"));
+                    loaded.insert(*net, *value);
+                }
+            }
+        }
+        removed
     }
 
     /// The name of feed `id`.
