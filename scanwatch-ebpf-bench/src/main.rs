@@ -5,7 +5,8 @@
 //! - `scanwatch_noop` / `scanwatch_egress_noop`: pass every packet, do
 //!   nothing else (the XDP and TC baselines of every ratio);
 //! - `scanwatch_floor_*`: the least a program doing one job can do (count,
-//!   look up a blocklist, track a new source): a target below a floor's
+//!   look up a blocklist, track a new source, remember a new source in a
+//!   bounded table): a target below a floor's
 //!   ratio is below what any design can reach;
 //! - `scanwatch_bench_tx`: sends every frame back out (with
 //!   BPF_PROG_TEST_RUN's live-frames mode, a packet generator);
@@ -16,12 +17,15 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_UNSPEC, xdp_action},
-    helpers::generated::bpf_get_prandom_u32,
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_boot_ns},
     macros::{classifier, map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
-use scanwatch_common::SourceKey;
+use scanwatch_common::{
+    SourceKey,
+    tracking::{ADMISSION_SLOTS, AdmitSlot, key_hash},
+};
 
 /// Slots of [`FLOOR_COUNTERS`]: 0 counts probes, 1 other packets.
 const FLOOR_COUNTER_SLOTS: u32 = 2;
@@ -38,6 +42,10 @@ static FLOOR_HOSTS: HashMap<SourceKey, u32> = HashMap::with_max_entries(65_536, 
 /// it like the agent's source map).
 #[map]
 static FLOOR_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(1, 0);
+
+/// Admission slots of `scanwatch_floor_admit` (as many as scanwatch's).
+#[map]
+static FLOOR_ADMISSION: Array<AdmitSlot> = Array::with_max_entries(ADMISSION_SLOTS, 0);
 
 /// Passes every packet and does nothing else: the baseline the benchmarks
 /// compare scanwatch with.
@@ -115,6 +123,43 @@ pub fn scanwatch_floor_track(ctx: XdpContext) -> u32 {
         Some(count) => unsafe { *count += 1 },
         None => {
             let _ = FLOOR_SOURCES.insert(source, 1, u64::from(BPF_NOEXIST));
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The least a detector that remembers every new source in a bounded table
+/// can do: one bounds check, the source (IPv4 or IPv6) read in place and
+/// hashed, one clock read, one 8-byte store in a slot of a table the size
+/// of scanwatch's admission table. The flood benchmark compares scanwatch's
+/// new-source path with it.
+#[xdp]
+pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 54 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the 54 bytes read from lie inside the packet (checked above).
+    let key = unsafe {
+        match [*p.add(12), *p.add(13)] {
+            [0x08, 0x00] => [
+                u64::from(core::ptr::read_unaligned(p.add(26).cast::<u32>())),
+                0,
+            ],
+            [0x86, 0xdd] => [
+                core::ptr::read_unaligned(p.add(22).cast::<u64>()),
+                core::ptr::read_unaligned(p.add(30).cast::<u64>()),
+            ],
+            _ => return xdp_action::XDP_PASS,
+        }
+    };
+    let hash = key_hash(key);
+    if let Some(slot) = FLOOR_ADMISSION.get_ptr_mut((hash as u32) & (ADMISSION_SLOTS - 1)) {
+        // SAFETY: helper without preconditions; a live map value.
+        unsafe {
+            let now = bpf_ktime_get_boot_ns();
+            core::ptr::write_volatile(&raw mut (*slot).head, (hash & !0xffff_ffff) | (now >> 20));
         }
     }
     xdp_action::XDP_PASS

@@ -214,6 +214,7 @@ pub fn record_contact(
     pkt: Packet<'_, XdpContext>,
     found: &Found,
     source: &SourceKey,
+    now: u64,
 ) -> Result<(), ParseError> {
     // SYNs, UDP probes, and first fragments that split a TCP header (the
     // host answers the reassembled probe).
@@ -241,8 +242,6 @@ pub fn record_contact(
     if found.port & PORT_UDP != 0 && outbound_flow(&key) {
         return Ok(());
     }
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
     // Twice at most: a resolution (egress, the sweep) may change the state
     // between the read and the claim.
     for _ in 0..2 {

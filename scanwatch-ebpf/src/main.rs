@@ -199,9 +199,16 @@ fn try_scanwatch(
                 port: found.port,
             };
             bump_counter(counters, Counter::probe(probe.kind));
-            // First contacts (SYN, UDP) for the reply-aware detector.
-            contacts::record_contact(pkt, &found, &probe.source)?;
-            sources::track_source(&probe, ifindex, counters, state.tag_feeds != 0);
+            // One clock read for both.
+            // SAFETY: helper without preconditions.
+            let now = unsafe { bpf_ktime_get_boot_ns() };
+            let place = sources::Place::of(&probe);
+            // First contacts (SYN, UDP) for the reply-aware detector, but
+            // not of the first probe a source waits for admission with.
+            if !sources::waits_first(&place, now) {
+                contacts::record_contact(pkt, &found, &probe.source, now)?;
+            }
+            sources::track_source(&probe, &place, ifindex, counters, state.tag_feeds != 0, now);
         }
     }
     Ok(xdp_action::XDP_PASS)

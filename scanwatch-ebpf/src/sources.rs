@@ -8,7 +8,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
+use aya_ebpf::maps::lpm_trie::Key;
 use scanwatch_common::{
     Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceStats,
     sketch::port_entry,
@@ -28,19 +28,78 @@ use crate::{
 /// matches it (0 is a free slot, anything else a source's first probe).
 const BUSY: u64 = 1;
 
+/// Where a probe's source lives: its hash, its bucket of `SOURCES` and
+/// its tag there (computed once for [`waits_first`] and [`track_source`]).
+pub struct Place {
+    hash: u64,
+    bucket: u32,
+    tag: u32,
+}
+
+impl Place {
+    #[inline(always)]
+    pub fn of(probe: &Probe) -> Self {
+        let hash = key_hash(probe.source.words());
+        let slots = setting(&raw const DETECT_CONFIG.source_slots);
+        Self {
+            hash,
+            bucket: bucket(hash, slots),
+            tag: source_tag(hash),
+        }
+    }
+}
+
+/// Whether this probe will be the first its source waits for admission
+/// with: its source is not tracked (no tag of its bucket is its tag) and
+/// its admission slot holds no probe of it in the window. Reads the two
+/// words [`track_source`] reads next. The caller does not record such a
+/// probe's first contact: a source with one probe in a window can never
+/// cross the reply-aware test, and a random-source flood then leaves the
+/// contact table alone.
+#[inline(always)]
+pub fn waits_first(place: &Place, now: u64) -> bool {
+    let (admit_after, window_ns) = (
+        setting(&raw const DETECT_CONFIG.admit_after),
+        setting(&raw const DETECT_CONFIG.window_ns),
+    );
+    if admit_after <= 1 {
+        return false;
+    }
+    let Some(tags) = SOURCE_TAGS.get_ptr(place.bucket) else {
+        return false;
+    };
+    // SAFETY: a plain read of a live map value.
+    let tags = unsafe { core::ptr::read_volatile(tags) };
+    if tags as u32 == place.tag || (tags >> 32) as u32 == place.tag {
+        return false;
+    }
+    let (index, tag) = admission(place.hash);
+    let Some(slot) = ADMISSION.get_ptr(index) else {
+        return false;
+    };
+    // SAFETY: a plain read of a live map value.
+    let current = unsafe { core::ptr::read_volatile(&raw const (*slot).head) };
+    let waiting = head_tag(current) == tag
+        && current != 0
+        && now.wrapping_sub(head_start(current, now)) < window_ns;
+    !waiting
+}
+
 /// Counts `probe` for its source: in its slot if it is tracked, else in
 /// the admission table (admitting it on its `admit_after`-th probe), and
-/// reports fresh threshold crossings to the agent.
+/// reports fresh threshold crossings to the agent (`now`: boot ns).
 #[inline(always)]
-pub fn track_source(probe: &Probe, ifindex: u32, counters: *mut IfaceCounters, tag_feeds: bool) {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+pub fn track_source(
+    probe: &Probe,
+    place: &Place,
+    ifindex: u32,
+    counters: *mut IfaceCounters,
+    tag_feeds: bool,
+    now: u64,
+) {
     let cfg = &raw const DETECT_CONFIG;
     let words = probe.source.words();
-    let hash = key_hash(words);
-    // SAFETY: `cfg` points to the settings global.
-    let bucket = bucket(hash, setting(unsafe { &raw const (*cfg).source_slots }));
-    let tag = source_tag(hash);
+    let (hash, bucket, tag) = (place.hash, place.bucket, place.tag);
     let seen = Seen {
         kind: probe.kind as u8,
         port: probe.port,

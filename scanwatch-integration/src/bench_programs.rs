@@ -26,6 +26,9 @@ pub const FLOOR_BLOCKLIST: &str = "scanwatch_floor_blocklist";
 pub const FLOOR_TRACK: &str = "scanwatch_floor_track";
 /// Sends every frame back out (a generator in live-frames mode).
 pub const BENCH_TX: &str = "scanwatch_bench_tx";
+/// Remembers every source in a bounded table (one hash, one clock read, one
+/// store): the floor of the flood benchmark's new-source path.
+pub const FLOOR_ADMIT: &str = "scanwatch_floor_admit";
 /// Sends every frame back out from a fresh pseudo-random source (IPv4: the
 /// low 16 bits, the IP ID keeping the header checksum; IPv6: a fresh /64):
 /// a random-source flood in live-frames mode.

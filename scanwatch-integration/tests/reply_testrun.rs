@@ -22,12 +22,22 @@ const LOCAL: &str = "198.18.0.2";
 /// `TC_ACT_UNSPEC`: the egress program leaves every packet to the next filter.
 const TC_ACT_UNSPEC: i32 = -1;
 
+/// Every source tracked from its first probe (`admit_after` 1), so every
+/// first contact is recorded: the tests below are about the contact table
+/// and the walk; `a_sources_first_waiting_probe_records_no_contact` is
+/// about admission's part.
+fn every_probe() -> scanwatch_common::DetectConfig {
+    let mut d = Detection::default().kernel_config();
+    d.admit_after = 1;
+    d
+}
+
 fn harness(test: &str) -> Option<XdpHarness> {
     if !require_root(test) {
         return None;
     }
     Some(
-        XdpHarness::load_reply(4096, Detection::default().reply_config())
+        XdpHarness::load_reply_with(4096, Detection::default().reply_config(), &every_probe())
             .expect("load the programs"),
     )
 }
@@ -39,7 +49,10 @@ fn harness_per_port(test: &str) -> Option<XdpHarness> {
     }
     let mut d = Detection::default();
     d.reply_scan.successes_per_port = true;
-    Some(XdpHarness::load_reply(4096, d.reply_config()).expect("load the programs"))
+    Some(
+        XdpHarness::load_reply_with(4096, d.reply_config(), &every_probe())
+            .expect("load the programs"),
+    )
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -539,4 +552,50 @@ fn an_overwritten_contact_resolves_nothing_and_is_counted() {
     assert_eq!(counter(&mut h, ReplyCounter::Contacts), 3);
     assert_eq!(counter(&mut h, ReplyCounter::ContactsOverwritten), 1);
     assert_eq!(counter(&mut h, ReplyCounter::ContactErrors), 0);
+}
+
+/// With the default settings (`admit_after` 3) the first probe a source
+/// waits for admission with records no first contact (a source with one
+/// probe in a window can never cross the test); its later probes do. So
+/// a flood of one-probe sources leaves pending contacts alone.
+#[test]
+fn a_sources_first_waiting_probe_records_no_contact() {
+    if !require_root("a_sources_first_waiting_probe_records_no_contact") {
+        return;
+    }
+    let mut h = XdpHarness::load_reply(262_144, Detection::default().reply_config())
+        .expect("load the programs");
+    let remote = "198.18.0.30";
+    syn(&mut h, remote, LOCAL, 22);
+    assert_eq!(contact(&mut h, remote, LOCAL, port_entry(22, false)), None);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 0);
+    syn(&mut h, remote, LOCAL, 23);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(23, false)),
+        Some(outcome::PENDING),
+        "the second probe of a waiting source is a first contact"
+    );
+    // Admitted on its third probe, tracked after: every probe recorded.
+    for port in 24..30u16 {
+        syn(&mut h, remote, LOCAL, port);
+        assert_eq!(
+            contact(&mut h, remote, LOCAL, port_entry(port, false)),
+            Some(outcome::PENDING)
+        );
+    }
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 7);
+    // 20,000 one-probe sources: no contact recorded, none overwritten.
+    for i in 0..20_000u32 {
+        let src = std::net::Ipv4Addr::from(0xc613_0000 + i).to_string(); // 198.19.x.y
+        syn(&mut h, &src, LOCAL, 80);
+    }
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 7);
+    assert_eq!(counter(&mut h, ReplyCounter::ContactsOverwritten), 0);
+    for port in 23..30u16 {
+        assert_eq!(
+            contact(&mut h, remote, LOCAL, port_entry(port, false)),
+            Some(outcome::PENDING),
+            "port {port} still pending after the flood"
+        );
+    }
 }

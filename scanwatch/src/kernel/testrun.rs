@@ -105,14 +105,22 @@ impl XdpHarness {
         map_size: u32,
         reply: scanwatch_common::trw::ReplyConfig,
     ) -> Result<Self, TestRunError> {
-        let mut harness = Self::load_default(
-            map_size,
-            &loader::LoadOptions {
-                reply,
-                contact_seed: HARNESS_CONTACT_SEED,
-                ..loader::LoadOptions::default()
-            },
-        )?;
+        Self::load_reply_with(map_size, reply, &Detection::default().kernel_config())
+    }
+
+    /// [`XdpHarness::load_reply`] with the detection settings `detect`
+    /// (e.g. `admit_after` 1: every probe's first contact is recorded).
+    pub fn load_reply_with(
+        map_size: u32,
+        reply: scanwatch_common::trw::ReplyConfig,
+        detect: &DetectConfig,
+    ) -> Result<Self, TestRunError> {
+        let opts = loader::LoadOptions {
+            reply,
+            contact_seed: HARNESS_CONTACT_SEED,
+            ..loader::LoadOptions::default()
+        };
+        let mut harness = Self::from_loaded(loader::load_with(map_size, detect, &opts)?, *detect)?;
         harness.reply = Some(ReplyMaps::take(
             &mut harness.ebpf,
             reply,
