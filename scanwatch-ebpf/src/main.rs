@@ -204,8 +204,8 @@ fn try_scanwatch(
             let now = unsafe { bpf_ktime_get_boot_ns() };
             let place = sources::Place::of(&probe);
             // First contacts (SYN, UDP) for the reply-aware detector, but
-            // not of the first probe a source waits for admission with.
-            if !sources::waits_first(&place, now) {
+            // not of a new source's first probe while admission is busy.
+            if !sources::skips_contact(&place, now) {
                 contacts::record_contact(pkt, &found, &probe.source, now)?;
             }
             sources::track_source(&probe, &place, ifindex, counters, state.tag_feeds != 0, now);

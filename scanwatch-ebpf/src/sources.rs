@@ -29,7 +29,7 @@ use crate::{
 const BUSY: u64 = 1;
 
 /// Where a probe's source lives: its hash, its bucket of `SOURCES` and
-/// its tag there (computed once for [`waits_first`] and [`track_source`]).
+/// its tag there (computed once for [`skips_contact`] and [`track_source`]).
 pub struct Place {
     hash: u64,
     bucket: u32,
@@ -49,15 +49,16 @@ impl Place {
     }
 }
 
-/// Whether this probe will be the first its source waits for admission
-/// with: its source is not tracked (no tag of its bucket is its tag) and
-/// its admission slot holds no probe of it in the window. Reads the two
-/// words [`track_source`] reads next. The caller does not record such a
-/// probe's first contact: a source with one probe in a window can never
-/// cross the reply-aware test, and a random-source flood then leaves the
-/// contact table alone.
+/// Whether this probe's first contact goes unrecorded because its source
+/// is not tracked (no tag of its bucket is its tag) and its admission
+/// slot holds another source's probes of the window: the probe will be
+/// the first its source waits with, in a table that is busy. Reads the
+/// two words [`track_source`] reads next. A source with one probe in a
+/// window can never cross the reply-aware test, so under a random-source
+/// flood (every admission slot busy) the flood leaves the contact table
+/// alone; while admission is quiet, every first contact is recorded.
 #[inline(always)]
-pub fn waits_first(place: &Place, now: u64) -> bool {
+pub fn skips_contact(place: &Place, now: u64) -> bool {
     let (admit_after, window_ns) = (
         setting(&raw const DETECT_CONFIG.admit_after),
         setting(&raw const DETECT_CONFIG.window_ns),
@@ -79,10 +80,9 @@ pub fn waits_first(place: &Place, now: u64) -> bool {
     };
     // SAFETY: a plain read of a live map value.
     let current = unsafe { core::ptr::read_volatile(&raw const (*slot).head) };
-    let waiting = head_tag(current) == tag
-        && current != 0
-        && now.wrapping_sub(head_start(current, now)) < window_ns;
-    !waiting
+    current != 0
+        && head_tag(current) != tag
+        && now.wrapping_sub(head_start(current, now)) < window_ns
 }
 
 /// Counts `probe` for its source: in its slot if it is tracked, else in

@@ -287,6 +287,16 @@ fn spoofed_flood_waits_in_admission_scanners_are_caught_never_block_is_spared() 
     );
     // Every slot taken is accounted for: live or evicted.
     assert_eq!(entries + evictions, created, "entries + evictions");
+    // No admitted scanner was evicted: the never_block scanner's slot holds
+    // every SYN of its 300-port scan (an eviction would have restarted its
+    // counts).
+    let spared_top = lab
+        .source("198.18.0.12")
+        .expect("never_block scanner tracked");
+    assert!(
+        spared_top["syn"].as_u64().is_some_and(|n| n >= 300),
+        "{spared_top}"
+    );
     assert!(entries <= f64::from(SOURCE_MAP));
     // The blocklist filled up and then refused, failing open.
     assert!(blocked <= BLOCKLIST as f64);
