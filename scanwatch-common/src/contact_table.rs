@@ -87,7 +87,7 @@ pub struct ContactSlot {
     /// Sequence (bits 8..64; odd: a writer holds the slot; 0: never
     /// written) and outcome (bits 0..8, one of `trw::outcome`): see [`state`].
     pub state: u64,
-    /// `CLOCK_BOOTTIME` ns of the first contact (0 for marks).
+    /// Kernel-clock ns of the first contact (0 for marks).
     pub first_ns: u64,
     /// The contact (or mark) this slot holds.
     pub key: ContactKey,

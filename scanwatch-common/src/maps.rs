@@ -182,12 +182,12 @@ pub mod trigger {
 pub struct SourceStats {
     /// The source's key ([`SourceKey::addr`]) as two native-endian words.
     pub key: [u64; 2],
-    /// `CLOCK_BOOTTIME` nanoseconds of the first probe seen; 0 marks a free
+    /// Kernel-clock nanoseconds of the first probe seen; 0 marks a free
     /// slot (a slot is claimed by compare-and-swap of this word).
     pub first_seen_ns: u64,
-    /// `CLOCK_BOOTTIME` nanoseconds of the latest probe.
+    /// Kernel-clock nanoseconds of the latest probe.
     pub last_seen_ns: u64,
-    /// Start of the current detection window (`CLOCK_BOOTTIME` ns).
+    /// Start of the current detection window (kernel-clock ns).
     pub window_start_ns: u64,
     /// Trigger bits already reported in this window (low 32 bits; one
     /// ring-buffer event per bit per window), and the SYNs of the current
@@ -195,7 +195,7 @@ pub struct SourceStats {
     pub crossed: u64,
     /// Interface index the latest probe arrived on.
     pub last_ifindex: u32,
-    /// Rate bucket (boot ns >> 30, low 16 bits) of the SYN count in `crossed`.
+    /// Rate bucket (kernel-clock ns >> 30, low 16 bits) of the SYN count in `crossed`.
     pub rate_bucket: u16,
     /// Id of a `tag` feed listing this source (0: none), looked up when the
     /// source is admitted and at each new window.
@@ -476,10 +476,10 @@ pub mod block_origin {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockValue {
-    /// `CLOCK_BOOTTIME` ns when the block ends (0: never); the kernel
+    /// Kernel-clock ns when the block ends (0: never); the kernel
     /// ignores expired entries by itself.
     pub expires_ns: u64,
-    /// `CLOCK_BOOTTIME` ns when it was made.
+    /// Kernel-clock ns when it was made.
     pub created_ns: u64,
     /// [`block_origin`].
     pub origin: u32,

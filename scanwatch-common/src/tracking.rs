@@ -113,14 +113,14 @@ pub const fn head_tag(head: u64) -> u32 {
     (head >> 32) as u32
 }
 
-/// The window start of a head, given the time now (both boot ns; the
+/// The window start of a head, given the time now (both kernel-clock ns; the
 /// stored start is the low 32 bits of its units).
 #[inline(always)]
 pub const fn head_start(head: u64, now_ns: u64) -> u64 {
     unwrap_units(head & 0xffff_ffff, 32, now_ns)
 }
 
-/// The boot time of `low` (the low `bits` bits of a time in units), the
+/// The kernel-clock time of `low` (the low `bits` bits of a time in units), the
 /// latest such time not after `now_ns`.
 #[inline(always)]
 const fn unwrap_units(low: u64, bits: u32, now_ns: u64) -> u64 {
@@ -173,7 +173,7 @@ pub const fn record_host(r: u64) -> u16 {
     (r >> RECORD_TIME_BITS) as u16
 }
 
-/// The boot time of a record, given the time now.
+/// The kernel-clock time of a record, given the time now.
 #[inline(always)]
 pub const fn record_time(r: u64, now_ns: u64) -> u64 {
     unwrap_units(r & ((1 << RECORD_TIME_BITS) - 1), RECORD_TIME_BITS, now_ns)

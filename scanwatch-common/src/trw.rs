@@ -81,7 +81,7 @@ pub mod outcome {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContactValue {
-    /// `CLOCK_BOOTTIME` ns of the first contact.
+    /// Kernel-clock ns of the first contact.
     pub first_ns: u64,
     /// One of [`outcome`]; set once, by compare-and-swap from `PENDING`.
     pub outcome: u64,
@@ -99,7 +99,7 @@ pub struct ReplyStats {
     pub successes: u64,
     pub failures: u64,
     pub no_answers: u64,
-    /// `CLOCK_BOOTTIME` ns of the last reported crossing of the upper boundary (0: none).
+    /// Kernel-clock ns of the last reported crossing of the upper boundary (0: none).
     pub reported_ns: u64,
     /// Times the lower boundary was reached (walk reset: judged benign).
     pub benign_resets: u64,

@@ -16,10 +16,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_UNSPEC, xdp_action},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_boot_ns},
+    bindings::{BPF_F_NO_PREALLOC, TC_ACT_UNSPEC, xdp_action},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use scanwatch_common::{
@@ -37,11 +37,6 @@ static FLOOR_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOOR_CO
 /// Blocked IPv4 sources of `scanwatch_floor_blocklist` (filled by the benchmark).
 #[map]
 static FLOOR_HOSTS: HashMap<SourceKey, u32> = HashMap::with_max_entries(65_536, BPF_F_NO_PREALLOC);
-
-/// Per-source packet counts of `scanwatch_floor_track` (the benchmark sizes
-/// it like the agent's source map).
-#[map]
-static FLOOR_SOURCES: LruHashMap<SourceKey, u64> = LruHashMap::with_max_entries(1, 0);
 
 /// Admission slots of `scanwatch_floor_admit` (as many as scanwatch's).
 #[map]
@@ -106,33 +101,11 @@ pub fn scanwatch_floor_blocklist(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The least a per-source tracker can do: one bounds check, the IPv4 source
-/// read in place, one LRU lookup, and an insert of an 8-byte value for a new
-/// source. The benchmarks compare the new-source path with it.
-#[xdp]
-pub fn scanwatch_floor_track(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + 34 > end {
-        return xdp_action::XDP_PASS;
-    }
-    let p = start as *const u8;
-    // SAFETY: the 34 bytes read from lie inside the packet (checked above).
-    let source = SourceKey::v4(unsafe { [*p.add(26), *p.add(27), *p.add(28), *p.add(29)] });
-    match FLOOR_SOURCES.get_ptr_mut(source) {
-        // SAFETY: a live map value.
-        Some(count) => unsafe { *count += 1 },
-        None => {
-            let _ = FLOOR_SOURCES.insert(source, 1, u64::from(BPF_NOEXIST));
-        }
-    }
-    xdp_action::XDP_PASS
-}
-
 /// The least a detector that remembers every new source in a bounded table
 /// can do: one bounds check, the source (IPv4 or IPv6) read in place and
-/// hashed, one clock read, one 8-byte store in a slot of a table the size
-/// of scanwatch's admission table. The flood benchmark compares scanwatch's
-/// new-source path with it.
+/// hashed, one coarse clock read, one 8-byte store in a slot of a table the size
+/// of scanwatch's admission table. The benchmarks compare scanwatch's
+/// new-source path with it (TEST_RUN and the flood).
 #[xdp]
 pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
@@ -158,7 +131,7 @@ pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
     if let Some(slot) = FLOOR_ADMISSION.get_ptr_mut((hash as u32) & (ADMISSION_SLOTS - 1)) {
         // SAFETY: helper without preconditions; a live map value.
         unsafe {
-            let now = bpf_ktime_get_boot_ns();
+            let now = bpf_ktime_get_coarse_ns();
             core::ptr::write_volatile(&raw mut (*slot).head, (hash & !0xffff_ffff) | (now >> 20));
         }
     }

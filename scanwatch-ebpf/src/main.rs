@@ -20,7 +20,7 @@ mod window;
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, xdp_action},
-    helpers::generated::bpf_ktime_get_boot_ns,
+    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
@@ -201,7 +201,7 @@ fn try_scanwatch(
             bump_counter(counters, Counter::probe(probe.kind));
             // One clock read for both.
             // SAFETY: helper without preconditions.
-            let now = unsafe { bpf_ktime_get_boot_ns() };
+            let now = unsafe { bpf_ktime_get_coarse_ns() };
             let place = sources::Place::of(&probe);
             // First contacts (SYN, UDP) for the reply-aware detector, but
             // not of a new source's first probe while admission is busy.
@@ -279,7 +279,7 @@ fn drop_reason(
 fn live(block: &BlockValue) -> bool {
     let expires = block.expires_ns;
     // SAFETY: helper without preconditions.
-    expires == 0 || unsafe { bpf_ktime_get_boot_ns() } < expires
+    expires == 0 || unsafe { bpf_ktime_get_coarse_ns() } < expires
 }
 
 /// This CPU's counters for `ifindex` (slot 0 when the agent assigned none).

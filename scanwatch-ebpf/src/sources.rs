@@ -87,7 +87,7 @@ pub fn skips_contact(place: &Place, now: u64) -> bool {
 
 /// Counts `probe` for its source: in its slot if it is tracked, else in
 /// the admission table (admitting it on its `admit_after`-th probe), and
-/// reports fresh threshold crossings to the agent (`now`: boot ns).
+/// reports fresh threshold crossings to the agent (`now`: kernel-clock ns).
 #[inline(always)]
 pub fn track_source(
     probe: &Probe,

@@ -38,7 +38,7 @@ pub struct Seen {
     pub port: u32,
     /// Destination host fingerprint (`sketch::host_fingerprint`).
     pub host: u16,
-    /// When (boot ns).
+    /// When (kernel-clock ns).
     pub time: u64,
 }
 
@@ -52,7 +52,9 @@ unsafe fn add32(p: *mut u32, v: u32) -> u32 {
     }
 }
 
-/// Sets bit `index` of `bits` (a `[u64; words]`); returns whether it was newly set.
+/// Sets bit `index` of `bits` (a `[u64; words]`); returns whether it was
+/// newly set. A bit already set costs a read: the fetch-or (a
+/// compare-and-swap loop in the x86 JIT) only runs for a new bit.
 #[inline(always)]
 unsafe fn set_bit(bits: *mut u64, words: u32, index: u32) -> bool {
     let word = index / 64;
@@ -60,9 +62,11 @@ unsafe fn set_bit(bits: *mut u64, words: u32, index: u32) -> bool {
         return false;
     }
     let mask = 1u64 << (index % 64);
-    let old = unsafe {
-        atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(bits.add(word as usize), mask)
-    };
+    let word_p = unsafe { bits.add(word as usize) };
+    if unsafe { core::ptr::read_volatile(word_p) } & mask != 0 {
+        return false;
+    }
+    let old = unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word_p, mask) };
     old & mask == 0
 }
 

@@ -22,7 +22,7 @@ use scanwatch::{
 use scanwatch_common::block_origin;
 use scanwatch_integration::TakeMitigation;
 use scanwatch_integration::bench_programs::{
-    BENCH_TX, BenchPrograms, FLOOR_BLOCKLIST, FLOOR_COUNT, FLOOR_TRACK, NOOP,
+    BENCH_TX, BenchPrograms, FLOOR_ADMIT, FLOOR_BLOCKLIST, FLOOR_COUNT, NOOP,
 };
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021Q, Transport, tcp},
@@ -172,7 +172,7 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
             s_sum += h.run_repeat(&f, 1).expect("run").1;
             n_sum += b.run_noop(&f, 1).expect("noop").1;
             // The floor program's map is separate: the source is new to it too.
-            f_sum += b.run(FLOOR_TRACK, &f, 1).expect("floor").1;
+            f_sum += b.run(FLOOR_ADMIT, &f, 1).expect("floor").1;
         }
         sw.push(s_sum as f64 / f64::from(count));
         noop.push(n_sum as f64 / f64::from(count));
@@ -186,7 +186,7 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
         f / n.max(0.1)
     );
     json!({ "case": "SYN from a new source", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "sources_per_round": count, "rounds": rounds,
-            "floor_program": FLOOR_TRACK, "floor_ns": f, "floor_ratio": f / n.max(0.1) })
+            "floor_program": FLOOR_ADMIT, "floor_ns": f, "floor_ratio": f / n.max(0.1) })
 }
 
 fn per_packet_all(o: &Opts) -> Vec<Value> {
@@ -196,8 +196,8 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         (1_000_000, 7, 20_000)
     };
     let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
-    // The baselines and floors, the floor tracker sized like the source map.
-    let mut b = BenchPrograms::load(262_144).expect("load the benchmark programs");
+    // The baselines and floors.
+    let mut b = BenchPrograms::load().expect("load the benchmark programs");
     let b = &mut b;
     let mut ack = Packet::new(
         "198.18.50.1",
@@ -487,7 +487,7 @@ fn reply_per_packet(repeat: u32, rounds: usize, fresh: u32) -> Vec<Value> {
         scanwatch::config::Detection::default().reply_config(),
     )
     .expect("load with the reply-aware detector");
-    let mut b = BenchPrograms::load(1).expect("load the benchmark programs");
+    let mut b = BenchPrograms::load().expect("load the benchmark programs");
     let ack = Packet::new(
         "198.18.0.2",
         "198.18.53.1",
@@ -679,7 +679,7 @@ fn reply_sweep() -> Value {
         "one contact per slot"
     );
     let reply = h.reply().expect("reply maps");
-    let now = scanwatch::model::boottime_ns();
+    let now = scanwatch::model::kernel_now_ns();
     let t = Instant::now();
     let first = reply.sweep(0, now).expect("sweep");
     let marking = t.elapsed();
@@ -1097,7 +1097,7 @@ fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> f64 {
         let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
             .expect("scanner veth")
             .ifindex;
-        let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+        let mut programs = BenchPrograms::load().expect("benchmark programs");
         let prog = programs.xdp(BENCH_TX).expect("tx program");
         let len = frame.len() as u32;
         let ctx: Vec<u8> = [0u32, len, 0, ifindex, 0, 0]
@@ -1154,7 +1154,7 @@ fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option
         match case {
             "none" => None,
             "noop" => {
-                let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+                let mut programs = BenchPrograms::load().expect("benchmark programs");
                 programs
                     .xdp(NOOP)
                     .expect("noop")
@@ -1164,7 +1164,7 @@ fn attach_case(target_ns: PathBuf, ifname: String, case: &'static str) -> Option
             }
             "floor" => {
                 let name = scanwatch_integration::bench_programs::FLOOR_ADMIT;
-                let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+                let mut programs = BenchPrograms::load().expect("benchmark programs");
                 programs
                     .xdp(name)
                     .expect("floor")
@@ -1287,7 +1287,7 @@ fn generate_with(lab: &Lab, program: &'static str, frame: Vec<u8>, count: u32) -
         let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
             .expect("scanner veth")
             .ifindex;
-        let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+        let mut programs = BenchPrograms::load().expect("benchmark programs");
         let prog = programs.xdp(program).expect("generator program");
         let len = frame.len() as u32;
         let ctx: Vec<u8> = [0u32, len, 0, ifindex, 0, 0]
@@ -1342,7 +1342,7 @@ fn flood_frames(lab: &Lab) -> (Vec<u8>, Vec<u8>) {
 fn check_flood_generator(v4: &[u8], v6: &[u8]) {
     use aya::programs::{TestRun as _, TestRunOptions};
     use scanwatch_integration::bench_programs::BENCH_FLOOD;
-    let mut programs = BenchPrograms::load(1).expect("benchmark programs");
+    let mut programs = BenchPrograms::load().expect("benchmark programs");
     let prog = programs.xdp(BENCH_FLOOD).expect("flood program");
     let run = |frame: &[u8]| {
         let mut out = vec![0u8; frame.len()];
@@ -1473,7 +1473,7 @@ fn flood(o: &Opts) -> Value {
 /// The random-source flood table of BENCHMARKS.md.
 fn flood_report(md: &mut String, f: &Value) {
     md.push_str(&format!(
-        "\n## Random-source SYN flood on a veth pair\n\nThe live-frames generator `{}` gives every frame a fresh pseudo-random source before sending it (IPv4: a source in 198.19.0.0/16, the IP ID keeping the header checksum valid; IPv6: a fresh /64 inside fd00::/32), {} SYNs a round to an address of the target's subnet that it does not own (its stack drops them: no answers), median of {} rounds; no XDP, the no-op program, the floor program `{}` (one hash, one clock read and one store in a 65,536-slot table per packet: the least a program that remembers every new source in bounded memory does) and scanwatch alternate within each round. Packets per second received by the target veth, and the receiver program's own ns per packet from the kernel's BPF run-time statistics (enabled for the flood only; every program carries their small cost). Generator and receiver share the softirq on this 2-core machine, so a slower receiver slows the generator.\n\n| stream | no XDP pps | no-op pps | floor pps | scanwatch pps | floor / no-op | scanwatch / no-op | target | no-op ns/packet | floor ns/packet | scanwatch ns/packet |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "\n## Random-source SYN flood on a veth pair\n\nThe live-frames generator `{}` gives every frame a fresh pseudo-random source before sending it (IPv4: a source in 198.19.0.0/16, the IP ID keeping the header checksum valid; IPv6: a fresh /64 inside fd00::/32), {} SYNs a round to an address of the target's subnet that it does not own (its stack drops them: no answers), median of {} rounds; no XDP, the no-op program, the floor program `{}` (one hash, one coarse clock read and one store in a 65,536-slot table per packet: the least a program that remembers every new source in bounded memory does) and scanwatch alternate within each round. Packets per second received by the target veth, and the receiver program's own ns per packet from the kernel's BPF run-time statistics (enabled for the flood only; every program carries their small cost). Generator and receiver share the softirq on this 2-core machine, so a slower receiver slows the generator.\n\n| stream | no XDP pps | no-op pps | floor pps | scanwatch pps | floor / no-op | scanwatch / no-op | target | no-op ns/packet | floor ns/packet | scanwatch ns/packet |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
         f["generator"].as_str().unwrap_or("?"),
         f["frames_per_round"],
         f["rounds"],
@@ -1852,7 +1852,7 @@ fn write_report(o: &Opts, r: &Value) {
         ". Machine: {} ({} cores, {}), kernel {}, {}.\n\nRatios compare scanwatch with a do-nothing XDP program (`XDP_PASS`) measured in the same run; medians of repeated rounds. These machines are shared and noisy: read the ratios, not the nanoseconds.\n\n",
         m["cpu"].as_str().unwrap_or("?"), m["cores"].as_str().unwrap_or("?"), m["memory"].as_str().unwrap_or("?"), m["kernel"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?")
     ));
-    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_track`: one LRU lookup and an 8-byte insert per new source; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job.\n\n| case | scanwatch ns | no-op ns | ratio | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one coarse clock read and one 8-byte store in a 65,536-slot table, the least a detector that remembers every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job.\n\n| case | scanwatch ns | no-op ns | ratio | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|\n");
     for c in r["per_packet"].as_array().into_iter().flatten() {
         let case = c["case"].as_str().unwrap_or("?");
         let target = if case.starts_with("established") {

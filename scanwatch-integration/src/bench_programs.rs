@@ -22,12 +22,10 @@ pub const EGRESS_NOOP: &str = "scanwatch_egress_noop";
 pub const FLOOR_COUNT: &str = "scanwatch_floor_count";
 /// The least an exact-match blocklist can do (drop-path floor).
 pub const FLOOR_BLOCKLIST: &str = "scanwatch_floor_blocklist";
-/// The least a per-source tracker can do (new-source floor).
-pub const FLOOR_TRACK: &str = "scanwatch_floor_track";
 /// Sends every frame back out (a generator in live-frames mode).
 pub const BENCH_TX: &str = "scanwatch_bench_tx";
-/// Remembers every source in a bounded table (one hash, one clock read, one
-/// store): the floor of the flood benchmark's new-source path.
+/// Remembers every source in a bounded table (one hash, one coarse clock
+/// read, one store): the floor of the new-source path (TEST_RUN and flood).
 pub const FLOOR_ADMIT: &str = "scanwatch_floor_admit";
 /// Sends every frame back out from a fresh pseudo-random source (IPv4: the
 /// low 16 bits, the IP ID keeping the header checksum; IPv6: a fresh /64):
@@ -36,8 +34,6 @@ pub const BENCH_FLOOD: &str = "scanwatch_bench_flood";
 
 /// Hosts `scanwatch_floor_blocklist` drops.
 const FLOOR_HOSTS_MAP: &str = "FLOOR_HOSTS";
-/// Sources `scanwatch_floor_track` tracks.
-const FLOOR_SOURCES_MAP: &str = "FLOOR_SOURCES";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -55,11 +51,9 @@ pub struct BenchPrograms {
 }
 
 impl BenchPrograms {
-    /// Loads the object; `floor_sources` sizes `scanwatch_floor_track`'s map
-    /// (like the agent's source map, for the new-source floor).
-    pub fn load(floor_sources: u32) -> Result<Self, BenchError> {
+    /// Loads the object.
+    pub fn load() -> Result<Self, BenchError> {
         let ebpf = EbpfLoader::new()
-            .map_max_entries(FLOOR_SOURCES_MAP, floor_sources.max(1))
             .load(BENCH_OBJECT)
             .map_err(|e| BenchError::Load(error_chain(&e)))?;
         Ok(Self { ebpf })

@@ -16,7 +16,7 @@ use std::{
 use common::AgentLab;
 use scanwatch::{
     detect::{AlertReason, Confidence, Evidence},
-    model::{BootClock, ScanType},
+    model::{KernelClock, ScanType},
     output::{
         alert::{Alert, AlertInput},
         alert_log::AlertLog,
@@ -119,7 +119,7 @@ fn sample_alert(last: u8) -> Alert {
         window_start_ns: 1_000_000_000,
         reply: scanwatch::detect::ReplyEvidence::default(),
     };
-    let clock = BootClock::now();
+    let clock = KernelClock::now();
     Alert::new(AlertInput {
         source: &source,
         stats: &stats,

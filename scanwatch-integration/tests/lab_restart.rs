@@ -186,7 +186,7 @@ fn kill_9_mid_scan_keeps_blocks_and_detection_resumes() {
     lab.restart(&args);
     assert!(attached_prog(&lab).is_some());
 
-    // Blocks and their expiries are kept (expiries are kernel boot-time
+    // Blocks and their expiries are kept (expiries are kernel-clock
     // instants, shown as wall-clock times: equal to the second).
     let after = blocks(&lab);
     assert_eq!(

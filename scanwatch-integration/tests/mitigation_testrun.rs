@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use scanwatch::{
     config::{FeedAction, FeedConfig, MitigationConfig},
     kernel::testrun::XdpHarness,
-    model::{BootClock, ScanType},
+    model::{KernelClock, ScanType},
     output::mitigation::{Action, BlockError},
 };
 use scanwatch_common::{Counter, SourceKey, block_origin};
@@ -103,7 +103,7 @@ fn blocks_drop_until_they_expire_without_the_agent() {
     );
     // The agent's sweep removes the expired entry; listing shows the live ones.
     m.expire();
-    let rows = m.list(&BootClock::now());
+    let rows = m.list(&KernelClock::now());
     let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
     assert_eq!(targets, ["198.18.30.1/32", "fd00::30:1/128"]);
     assert!(rows[0].remaining_seconds.is_some_and(|s| s <= 60));
@@ -144,7 +144,7 @@ fn cidr_blocks_feeds_and_never_block() {
         Err(BlockError::NeverBlock(..))
     ));
     // ...and a detection only alerts.
-    let clock = BootClock::now();
+    let clock = KernelClock::now();
     assert_eq!(
         m.on_detection(
             "198.18.33.7/32".parse().expect("net"),
@@ -268,7 +268,7 @@ fn full_blocklist_and_dry_run() {
         e.to_string(),
         "the blocklist is full (16 entries): 198.18.36.200/32 not blocked"
     );
-    let clock = BootClock::now();
+    let clock = KernelClock::now();
     assert_eq!(
         m.on_detection(
             "198.18.36.201/32".parse().expect("net"),
@@ -327,7 +327,7 @@ fn repeat_offenders_get_longer_blocks() {
             vec![],
         )
         .expect("maps");
-    let clock = BootClock::now();
+    let clock = KernelClock::now();
     let src: IpAddr = "198.18.38.1".parse().expect("ip");
     let mut remaining = Vec::new();
     for _ in 0..3 {

@@ -379,7 +379,7 @@ fn sweep_marks_unanswered_contacts_and_reports_the_crossing() {
     // One closed port answers; three filtered ones never do.
     syn(&mut h, remote, LOCAL, 2003);
     answer(&mut h, LOCAL, remote, 2003, tcp::RST | tcp::ACK);
-    let now = scanwatch::model::boottime_ns();
+    let now = scanwatch::model::kernel_now_ns();
     let reply = h.reply().expect("reply maps");
     // Not yet timed out: nothing marked.
     let r = reply.sweep(3_600_000_000_000, now).expect("sweep");
@@ -470,7 +470,7 @@ fn this_hosts_own_udp_queries_and_silent_udp_ports_are_no_evidence() {
             .expect("xdp run");
     }
     assert_eq!(counter(&mut h, ReplyCounter::Contacts), 10);
-    let now = scanwatch::model::boottime_ns();
+    let now = scanwatch::model::kernel_now_ns();
     let r = h.reply().expect("reply maps").sweep(0, now).expect("sweep");
     assert_eq!((r.no_answers, r.udp_silent, r.crossings.len()), (0, 10, 0));
     assert_eq!(stats(&mut h, remote), Default::default());
@@ -490,7 +490,7 @@ fn a_batch_of_no_answers_records_the_one_that_crossed() {
     for port in 3000u16..3008 {
         syn(&mut h, remote, LOCAL, port);
     }
-    let now = scanwatch::model::boottime_ns();
+    let now = scanwatch::model::kernel_now_ns();
     let r = h.reply().expect("reply maps").sweep(0, now).expect("sweep");
     assert_eq!((r.no_answers, r.crossings.len()), (8, 1));
     let s = stats(&mut h, remote);

@@ -16,7 +16,7 @@ use crate::{
         detect_maps::{MapsError, ScanwatchMaps, pinned_prefixes},
         pins::PinDirError,
     },
-    model::{BootClock, ScanType, SourcePrefixes},
+    model::{KernelClock, ScanType, SourcePrefixes},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
     privileges::require("scanwatch top", &[Capability::Bpf])?;
     let maps = ScanwatchMaps::open_pinned(&args.pin_dir)?;
     let names = maps.iface_names();
-    let clock = BootClock::now();
+    let clock = KernelClock::now();
     let sources = maps.sources()?;
     let tracked = sources.len();
     let feed_names = feed_names(&args.pin_dir);
@@ -102,7 +102,7 @@ impl SourceRow {
         key: &SourceKey,
         stats: &SourceStats,
         names: &BTreeMap<u32, String>,
-        clock: &BootClock,
+        clock: &KernelClock,
         prefixes: SourcePrefixes,
     ) -> Self {
         let evidence = Evidence::from_stats(stats);
@@ -216,7 +216,7 @@ mod tests {
         s.probes[kind.index()] = u32::try_from(n).unwrap();
         s.last_seen_ns = last;
         let names = BTreeMap::from([(2, "veth0".to_string())]);
-        let clock = BootClock::at(
+        let clock = KernelClock::at(
             SystemTime::UNIX_EPOCH + Duration::from_secs(100),
             10_000_000_000,
         );

@@ -144,7 +144,7 @@ impl ContactTable {
         })
     }
 
-    /// Marks every contact pending for at least `timeout_ns` (at boot time
+    /// Marks every contact pending for at least `timeout_ns` (on the kernel clock,
     /// `now_ns`) as no-answer, calling `marked` with each; returns the
     /// slots holding a contact. One pass over the mapping, no syscall.
     pub fn expire(&self, timeout_ns: u64, now_ns: u64, mut marked: impl FnMut(&ContactKey)) -> u64 {

@@ -22,7 +22,7 @@ use super::{
     pins::{PinDir, existing_pin},
     source_table::SourceTable,
 };
-use crate::model::{SourcePrefixes, boottime_ns, error_chain};
+use crate::model::{SourcePrefixes, error_chain, kernel_now_ns};
 
 pub use super::maps_error::MapsError;
 pub(super) use super::maps_error::map_err;
@@ -306,7 +306,7 @@ impl ScanwatchMaps {
     /// Fills the source table with `count` idle sources fdNN::<i> (NN =
     /// `tag`), as if that many had probed once: load tests and benchmarks.
     pub fn insert_idle_sources(&mut self, count: u32, tag: u8) -> Result<(), MapsError> {
-        let now = boottime_ns();
+        let now = kernel_now_ns();
         for i in 0..count {
             let mut addr = [0u8; 16];
             addr[0] = 0xfd;

@@ -22,10 +22,10 @@ use scanwatch_common::{
 };
 
 use super::reply_maps::{ReplyError, ReplyMaps, map_err};
-use crate::model::boottime_ns;
+use crate::model::kernel_now_ns;
 
 impl ReplyMaps {
-    /// Marks first contacts pending for at least `timeout_ns` (at boot time
+    /// Marks first contacts pending for at least `timeout_ns` (on the kernel clock,
     /// `now_ns`) as no-answer and steps their sources' walks; returns the
     /// crossings to report. One pass over the contact table.
     ///
@@ -127,7 +127,7 @@ pub fn spawn_sweeper(
             if Instant::now() >= next {
                 next = Instant::now() + interval;
                 let started = Instant::now();
-                match maps.sweep(timeout_ns, boottime_ns()) {
+                match maps.sweep(timeout_ns, kernel_now_ns()) {
                     Ok(r) => {
                         counters
                             .no_answers

@@ -1,6 +1,6 @@
 //! Layer 0: the small vocabulary every other layer shares — scan types,
 //! the XDP attach mode, target and duration parsing, an HTTP endpoint,
-//! error chains and the boot clock. Imports std and scanwatch-common only.
+//! error chains and the kernel's clock. Imports std and scanwatch-common only.
 
 pub mod attach_mode;
 pub mod clock;
@@ -11,7 +11,7 @@ pub mod scan_type;
 pub mod target;
 
 pub use attach_mode::AttachMode;
-pub use clock::{BootClock, boottime_ns};
+pub use clock::{KernelClock, kernel_now_ns};
 pub use endpoint::{EndpointError, HttpEndpoint};
 pub use errors::error_chain;
 pub use prefix::SourcePrefixes;

@@ -10,7 +10,7 @@ use crate::{
     detect::{
         AlertReason, Confidence, Evidence, Finding, ProbeCounts, ReplyEvidence, attack_technique,
     },
-    model::{BootClock, ScanType},
+    model::{KernelClock, ScanType},
 };
 
 /// One alert line.
@@ -73,7 +73,7 @@ pub struct AlertInput<'a> {
     pub interface: Option<String>,
     pub window_seconds: u64,
     pub crossed_ns: Option<u64>,
-    pub clock: &'a BootClock,
+    pub clock: &'a KernelClock,
 }
 
 /// Which detector found `types`.
@@ -181,7 +181,7 @@ impl Alert {
         f: &Finding,
         interface: Option<String>,
         window_seconds: u64,
-        clock: &BootClock,
+        clock: &KernelClock,
     ) -> Self {
         Self::new(AlertInput {
             source: &f.network,
@@ -237,7 +237,7 @@ pub(crate) mod tests {
             window_start_ns: 1_000_000_000,
             reply: ReplyEvidence::default(),
         };
-        let clock = BootClock::at(
+        let clock = KernelClock::at(
             SystemTime::UNIX_EPOCH + Duration::from_secs(100),
             10_000_000_000,
         );

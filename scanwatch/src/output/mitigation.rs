@@ -15,7 +15,7 @@ use super::feeds;
 use crate::{
     config::{FeedAction, FeedConfig, MitigationConfig},
     kernel::block_maps::{BlockMapError, BlockMaps, host_key},
-    model::{BootClock, ScanType, boottime_ns},
+    model::{KernelClock, ScanType, kernel_now_ns},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +233,7 @@ impl Mitigation {
             self.stats.blocklist_full += 1;
             return Err(BlockError::Full(self.cfg.capacity, net));
         }
-        let now = boottime_ns();
+        let now = kernel_now_ns();
         let ttl_ns = ttl.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
         let mut reason_bytes = [0u8; 48];
         let r = reason.as_bytes();
@@ -272,7 +272,7 @@ impl Mitigation {
 
     /// The live entry stored for exactly this network.
     fn exact(&self, net: &IpNet) -> Option<BlockValue> {
-        let now = boottime_ns();
+        let now = kernel_now_ns();
         self.mirror
             .get(net)
             .copied()
@@ -280,7 +280,7 @@ impl Mitigation {
     }
 
     /// Blocks a detected source per the configuration; returns the action.
-    pub fn on_detection(&mut self, net: IpNet, types: &[ScanType], clock: &BootClock) -> Action {
+    pub fn on_detection(&mut self, net: IpNet, types: &[ScanType], clock: &KernelClock) -> Action {
         if !self.cfg.auto_block {
             return Action::None;
         }
@@ -291,7 +291,7 @@ impl Mitigation {
         let offenses = self.exact(&net).map_or(0, |e| e.offenses);
         let ttl = self.cfg.ttl_for(types, offenses);
         let expires_ns =
-            boottime_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+            kernel_now_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
         if self.cfg.dry_run {
             return Action::WouldBlock {
                 expires: clock.rfc3339(expires_ns),
@@ -319,7 +319,7 @@ impl Mitigation {
 
     /// The action already in force for a source (an escalation of a scan
     /// that is blocked reports `blocked`).
-    pub fn current_action(&self, net: IpNet, clock: &BootClock) -> Action {
+    pub fn current_action(&self, net: IpNet, clock: &KernelClock) -> Action {
         match self.exact(&net) {
             Some(v) if self.cfg.auto_block && !self.cfg.dry_run => Action::Blocked {
                 expires: if v.expires_ns == 0 {
@@ -350,8 +350,8 @@ impl Mitigation {
     }
 
     /// Every live block.
-    pub fn list(&self, clock: &BootClock) -> Vec<BlockRow> {
-        let now = boottime_ns();
+    pub fn list(&self, clock: &KernelClock) -> Vec<BlockRow> {
+        let now = kernel_now_ns();
         let mut rows: Vec<BlockRow> = self
             .mirror
             .iter()
@@ -377,7 +377,7 @@ impl Mitigation {
 
     /// Removes expired blocks (the kernel already ignores them).
     pub fn expire(&mut self) {
-        let now = boottime_ns();
+        let now = kernel_now_ns();
         let expired: Vec<IpNet> = self
             .mirror
             .iter()

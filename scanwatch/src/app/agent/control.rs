@@ -6,13 +6,13 @@ use std::time::Duration;
 use super::steps::Agent;
 use crate::{
     app::control::{Request, Response},
-    model::{BootClock, parse_target},
+    model::{KernelClock, parse_target},
 };
 
 impl Agent {
     /// Answers one control request.
     pub(super) fn on_control(&mut self, req: Request) -> Response {
-        let clock = BootClock::now();
+        let clock = KernelClock::now();
         match req {
             Request::Block {
                 target,

@@ -15,7 +15,7 @@ use crate::{
     config::FeedConfig,
     detect::{AlertReason, Engine, Finding},
     kernel::{detect_maps::decode_event, reply_maps::ReplyMaps},
-    model::{BootClock, ScanType},
+    model::{KernelClock, ScanType},
     output::{
         alert::Alert, alert_log::AlertLog, alertmanager::Pusher, metrics::AgentSnapshot,
         mitigation::Mitigation, summary::Summary,
@@ -136,7 +136,7 @@ impl Agent {
     /// alert), then to the alert log and, at the end of the step, to
     /// Alertmanager.
     fn report(&mut self, finding: &Finding) {
-        let clock = BootClock::now();
+        let clock = KernelClock::now();
         let net = finding.network;
         let action = match finding.reason {
             AlertReason::New => self.mitigation.on_detection(net, &finding.types, &clock),
