@@ -11,7 +11,8 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use aya_ebpf::maps::lpm_trie::Key;
 use scanwatch_common::{
     Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceStats,
-    sketch::port_entry,
+    maps::lens,
+    sketch::{HOST_ICMP, port_entry},
     tracking::{
         MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, key_hash, record,
         record_host, record_kind, record_port, record_time, source_tag,
@@ -83,6 +84,41 @@ pub fn skips_contact(place: &Place, now: u64) -> bool {
     current != 0
         && head_tag(current) != tag
         && now.wrapping_sub(head_start(current, now)) < window_ns
+}
+
+/// Whether `probe` repeats the only destination its tracked source has
+/// probed in the current window (one port and one host in its exact sets,
+/// both this probe's): the pair was probed before, so this is no first
+/// contact, and a source with one destination in a window can never cross
+/// the reply-aware test. The caller then skips the contact table, which a
+/// single-destination SYN flood, retransmits and a client reconnecting to
+/// one service would otherwise read on every packet. Reads the lines of
+/// the slot [`track_source`] reads next.
+#[inline(always)]
+pub fn repeats_only_destination(probe: &Probe, place: &Place, now: u64) -> bool {
+    if probe.port == 0 {
+        return false;
+    }
+    let Some(entry) = find(probe.source.words(), place.bucket, place.tag) else {
+        return false;
+    };
+    let window_ns = setting(&raw const DETECT_CONFIG.window_ns);
+    // SAFETY: plain reads of a live map value.
+    unsafe {
+        let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
+        if now.wrapping_sub(start) >= window_ns {
+            return false; // this probe starts a new window
+        }
+        let l = core::ptr::read_volatile(&raw const (*entry).lens);
+        if lens::get(l, lens::PORTS) != 1 || lens::get(l, lens::HOSTS) != 1 {
+            return false;
+        }
+        // One entry each: lane 0 (sets fill from the first lane and are
+        // only cleared with the window).
+        let port = core::ptr::read_volatile((&raw const (*entry).port_set).cast::<u64>()) as u32;
+        let host = core::ptr::read_volatile((&raw const (*entry).host_set).cast::<u64>()) as u16;
+        port == probe.port && host & !HOST_ICMP == probe.host & !HOST_ICMP
+    }
 }
 
 /// Counts `probe` for its source: in its slot if it is tracked, else in

@@ -310,18 +310,24 @@ unsafe fn record_port(entry: *mut SourceStats, port: u32) {
     unsafe {
         let lens_p = &raw mut (*entry).lens;
         let bits_p = &raw mut (*entry).bits;
-        if let Slot::New(_) = set_insert::<32>(
+        match set_insert::<32>(
             (&raw mut (*entry).port_set).cast(),
             PORT_SET,
             u64::from(port),
             u64::from(u32::MAX),
         ) {
-            let v = if udp {
-                (1 << lens::PORTS) | (1 << lens::UDP)
-            } else {
-                1 << lens::PORTS
-            };
-            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(lens_p, v);
+            Slot::New(_) => {
+                let v = if udp {
+                    (1 << lens::PORTS) | (1 << lens::UDP)
+                } else {
+                    1 << lens::PORTS
+                };
+                atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(lens_p, v);
+            }
+            // A port of the exact set has its bitmap bits: whoever added it
+            // set them (or is about to). A repeat reads no bitmap.
+            Slot::Found(_) => return,
+            Slot::Full => {}
         }
         let h = port_hash(port);
         if set_bit(
@@ -350,7 +356,7 @@ unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) {
         let lens_p = &raw mut (*entry).lens;
         let bits_p = &raw mut (*entry).bits;
         let host_set = (&raw mut (*entry).host_set).cast::<u64>();
-        let slot = match set_insert::<16>(
+        let (slot, new_host) = match set_insert::<16>(
             host_set,
             HOST_SET,
             u64::from(host & !HOST_ICMP),
@@ -358,10 +364,10 @@ unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) {
         ) {
             Slot::New(i) => {
                 atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(lens_p, 1 << lens::HOSTS);
-                Some(i)
+                (Some(i), true)
             }
-            Slot::Found(i) => Some(i),
-            Slot::Full => None,
+            Slot::Found(i) => (Some(i), false),
+            Slot::Full => (None, false),
         };
         let h = host_hash(host & !HOST_ICMP);
         if icmp {
@@ -388,11 +394,14 @@ unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) {
                 atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(bits_p, 1 << lens::ICMP);
             }
         }
-        if set_bit(
-            (&raw mut (*entry).host_bits).cast(),
-            HOST_BITS / 64,
-            bit_index(h, HOST_BITS),
-        ) {
+        // As for ports: a host found in the exact set has its bit.
+        if !matches!(slot, Some(i) if !new_host && i < HOST_SET)
+            && set_bit(
+                (&raw mut (*entry).host_bits).cast(),
+                HOST_BITS / 64,
+                bit_index(h, HOST_BITS),
+            )
+        {
             atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(bits_p, 1 << lens::HOSTS);
         }
     }

@@ -615,3 +615,62 @@ fn first_probes_record_no_contact_only_while_admission_is_busy() {
         );
     }
 }
+
+/// A source probing one destination again and again (a SYN flood at one
+/// port, retransmits, a client reconnecting to one service) takes its
+/// first contact once: a repeat of a source's only destination in the
+/// window skips the contact table, even after its contact was overwritten
+/// (it is no first contact, and one destination can never cross the
+/// test). A second destination is a first contact as usual, and from then
+/// on repeats are looked up in the table again.
+#[test]
+fn repeats_of_a_sources_only_destination_skip_the_contact_table() {
+    use scanwatch_common::contact_table::CONTACTS_MASK;
+    let Some(mut h) = harness("repeats_of_a_sources_only_destination_skip_the_contact_table")
+    else {
+        return;
+    };
+    let remote = "198.18.0.40";
+    // Another source and port whose contact takes the same slot.
+    let seed = scanwatch::kernel::testrun::HARNESS_CONTACT_SEED;
+    let local = SourceKey::from_ip(ip(LOCAL)).addr;
+    let key = |h: &XdpHarness, src: &str, port: u16| ContactKey {
+        remote: h.source_key(ip(src)).addr,
+        local,
+        port: port_entry(port, false),
+    };
+    let target = seed.slot(&key(&h, remote, 22), CONTACTS_MASK);
+    let (other, other_port) = (0..65_536u32)
+        .flat_map(|i| (1..=16u16).map(move |p| (i, p)))
+        .map(|(i, p)| (std::net::Ipv4Addr::from(0xc612_0100 + i).to_string(), p)) // 198.18.1.0 on
+        .find(|(src, p)| seed.slot(&key(&h, src, *p), CONTACTS_MASK) == target)
+        .expect("a colliding contact");
+    syn(&mut h, remote, LOCAL, 22);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 1);
+    syn(&mut h, &other, LOCAL, other_port);
+    assert_eq!(counter(&mut h, ReplyCounter::ContactsOverwritten), 1);
+    assert_eq!(contact(&mut h, remote, LOCAL, port_entry(22, false)), None);
+    for _ in 0..10 {
+        syn(&mut h, remote, LOCAL, 22);
+    }
+    assert_eq!(
+        counter(&mut h, ReplyCounter::Contacts),
+        2,
+        "repeats skipped"
+    );
+    assert_eq!(contact(&mut h, remote, LOCAL, port_entry(22, false)), None);
+    syn(&mut h, remote, LOCAL, 23);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 3);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(23, false)),
+        Some(outcome::PENDING)
+    );
+    // Two destinations: port 22 is looked up again, and its slot holds
+    // the other source's contact: a first contact, recorded.
+    syn(&mut h, remote, LOCAL, 22);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 4);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(22, false)),
+        Some(outcome::PENDING)
+    );
+}
