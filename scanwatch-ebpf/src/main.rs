@@ -138,6 +138,16 @@ static PREFILTER: Array<u64> = Array::with_max_entries(DEFAULT_PREFILTER_WORDS, 
 #[map]
 static FEED_NAMES: HashMap<u32, Name32> = HashMap::with_max_entries(MAX_FEEDS, 0);
 
+/// The mitigation state when the map has none (never, once loaded).
+static NO_MITIGATION: MitigationState = MitigationState {
+    net_blocks: 0,
+    drop_feeds: 0,
+    tag_feeds: 0,
+    host_blocks: 0,
+    prefilter_levels: 0,
+    prefilter_mask: 0,
+};
+
 #[xdp]
 pub fn scanwatch(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -147,9 +157,9 @@ pub fn scanwatch(ctx: XdpContext) -> u32 {
     let Some(counters) = iface_counters(ifindex) else {
         return xdp_action::XDP_PASS;
     };
-    let state = MITIGATION.get(0).copied().unwrap_or_default();
+    let state = MITIGATION.get(0).unwrap_or(&NO_MITIGATION);
     bump_counter(counters, Counter::Packets);
-    match try_scanwatch(&ctx, ifindex, counters, &state) {
+    match try_scanwatch(&ctx, ifindex, counters, state) {
         Ok(action) => action,
         Err(err) => {
             // Unparseable packets are counted and passed, never aborted.
