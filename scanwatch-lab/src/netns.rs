@@ -5,6 +5,9 @@
 //! | scanner | `swS<id>`         | `swS<id>` | 198.18.0.1/24 | fd00::1/64   |
 //! | target  | `swT<id>`         | `swT<id>` | 198.18.0.2/24 | fd00::2/64   |
 //!
+//! `<id>` is `<pid>x<n>`: the test process and its n-th lab. Building a lab
+//! first removes the labs of test processes that are gone.
+//!
 //! 198.19.0.0/24 is routed from the scanner into the veth (via 198.18.0.2), so
 //! host sweeps reach the target's XDP program, and the target answers for
 //! every address of it (a local route: a /24 of live hosts). No namespace has a default
@@ -82,6 +85,49 @@ pub fn add_guard_routes() -> Result<(), LabError> {
     Ok(())
 }
 
+/// Removes what the labs of test processes that died without dropping
+/// their [`Lab`] (killed by SIGKILL, or by SIGPIPE when their output was
+/// cut short) left behind: the processes still running in their
+/// namespaces (an agent there keeps its programs attached and its threads
+/// busy), the namespaces, and the agent's `scanwatch-test-<namespace>` pin
+/// and temporary directories. A lab's namespaces carry the id of the
+/// process that made it; those of live processes are left alone.
+fn remove_stale_labs() {
+    let Ok(out) = ip(&["netns", "list"]) else {
+        return;
+    };
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    for name in listing.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(id) = name
+            .strip_prefix("swS")
+            .or_else(|| name.strip_prefix("swT"))
+        else {
+            continue;
+        };
+        let Some(pid) = id.split_once('x').and_then(|(p, _)| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(pids) = ip(&["netns", "pids", name]) {
+            for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", p])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/scanwatch-test-{name}"));
+        let _ =
+            std::fs::remove_dir_all(std::env::temp_dir().join(format!("scanwatch-test-{name}")));
+    }
+}
+
 /// The lab. Dropping it kills the processes it started and deletes both
 /// namespaces (which deletes the veth pair).
 pub struct Lab {
@@ -97,9 +143,12 @@ impl Lab {
     /// Builds the lab. Fails (and cleans up) if any step fails.
     pub fn new() -> Result<Self, LabError> {
         add_guard_routes()?;
+        remove_stale_labs();
+        // `<pid>x<n>`: at most 14 characters with the prefix (pid_max is
+        // 2^22), under the 15 of an interface name.
         let id = format!(
-            "{}{}",
-            std::process::id() % 100_000,
+            "{}x{}",
+            std::process::id(),
             NEXT_ID.fetch_add(1, Ordering::Relaxed)
         );
         let mut lab = Self {
