@@ -1090,36 +1090,7 @@ fn rx_packets(lab: &Lab) -> u64 {
 /// BPF_PROG_TEST_RUN live frames (an XDP_TX program), from the scanner
 /// namespace; returns the seconds it took.
 fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> f64 {
-    let ns = PathBuf::from(format!("/run/netns/{}", lab.scanner_ns));
-    let ifname = lab.scanner_if.clone();
-    in_netns(ns, move || {
-        use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
-        let ifindex = scanwatch::kernel::object::Interface::resolve(&ifname)
-            .expect("scanner veth")
-            .ifindex;
-        let mut programs = BenchPrograms::load().expect("benchmark programs");
-        let prog = programs.xdp(BENCH_TX).expect("tx program");
-        let len = frame.len() as u32;
-        let ctx: Vec<u8> = [0u32, len, 0, ifindex, 0, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect();
-        let started = Instant::now();
-        let mut left = count;
-        while left > 0 {
-            let n = left.min(10_000_000);
-            let opts = TestRunOptions {
-                data_in: Some(&frame),
-                ctx_in: Some(&ctx),
-                repeat: n,
-                attrs: TestRunAttrs::new().xdp_live_frames(64),
-                ..TestRunOptions::default()
-            };
-            prog.test_run(opts).expect("live frames run");
-            left -= n;
-        }
-        started.elapsed().as_secs_f64()
-    })
+    generate_with(lab, BENCH_TX, frame, count)
 }
 
 /// scanwatch loaded with the default detection settings and `opts`, its

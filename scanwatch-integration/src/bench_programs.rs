@@ -7,7 +7,7 @@ use aya::{
     maps::HashMap,
     programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
-use scanwatch::model::error_chain;
+use scanwatch::{kernel::testrun, model::error_chain};
 use scanwatch_common::SourceKey;
 
 /// The object built by `build.rs` (scanwatch-ebpf-bench for bpfel).
@@ -41,7 +41,7 @@ pub enum BenchError {
     Load(String),
     #[error("no program {0} in the benchmark object")]
     NoProgram(String),
-    #[error("BPF_PROG_TEST_RUN of {0}: {1}")]
+    #[error("{0}: {1}")]
     Run(String, String),
 }
 
@@ -121,8 +121,7 @@ impl BenchPrograms {
     }
 }
 
-/// One BPF_PROG_TEST_RUN of `program` (XDP or TC) on `frame`, `repeat`
-/// times: its return value and the kernel's ns per run.
+/// [`scanwatch::kernel::testrun::run_test`], its error naming `name`.
 fn run_test<P>(
     program: &mut P,
     name: &str,
@@ -132,13 +131,6 @@ fn run_test<P>(
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
 {
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        repeat,
-        ..TestRunOptions::default()
-    };
-    let result = program
-        .test_run(opts)
-        .map_err(|e| BenchError::Run(name.to_string(), error_chain(&e)))?;
-    Ok((result.return_value, result.duration.as_nanos() as u64))
+    testrun::run_test(program, frame, repeat)
+        .map_err(|e| BenchError::Run(name.to_string(), e.to_string()))
 }

@@ -233,7 +233,7 @@ impl XdpHarness {
 
 /// One BPF_PROG_TEST_RUN of `program` (XDP or TC) on `frame`, `repeat`
 /// times: its return value and the kernel's ns per run.
-fn run_test<P>(program: &mut P, frame: &[u8], repeat: u32) -> Result<(u32, u64), TestRunError>
+pub fn run_test<P>(program: &mut P, frame: &[u8], repeat: u32) -> Result<(u32, u64), TestRunError>
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
 {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use scanwatch_common::{Counter, IfaceCounters};
+use scanwatch_common::{Counter, IfaceCounters, ProbeKind};
 
 /// Remembers the previous counters to log changes per interval.
 #[derive(Default)]
@@ -30,18 +30,12 @@ impl Summary {
                 .copied()
                 .unwrap_or(IfaceCounters::ZERO);
             let delta = |c: Counter| now.get(c).saturating_sub(before.get(c));
-            let probes = [
-                Counter::ProbeSyn,
-                Counter::ProbeStealth,
-                Counter::ProbeUdp,
-                Counter::ProbeIcmpEcho,
-                Counter::ProbeIcmpOtherProbe,
-                Counter::ProbeFragment,
-            ]
-            .iter()
-            .map(|c| format!("{}=+{}", c.name(), delta(*c)))
-            .collect::<Vec<_>>()
-            .join(" ");
+            let probes = ProbeKind::ALL
+                .iter()
+                .map(|k| Counter::probe(*k))
+                .map(|c| format!("{}=+{}", c.name(), delta(c)))
+                .collect::<Vec<_>>()
+                .join(" ");
             let errors = [
                 Counter::Truncated,
                 Counter::Malformed,
