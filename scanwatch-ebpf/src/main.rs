@@ -213,15 +213,22 @@ fn try_scanwatch(
             // SAFETY: helper without preconditions.
             let now = unsafe { bpf_ktime_get_coarse_ns() };
             let place = sources::Place::of(&probe);
+            let tracked = sources::tracked(&probe, &place);
             // First contacts (SYN, UDP) for the reply-aware detector, but
             // not of a new source's first probe while admission is busy,
             // nor of a repeat of a source's only destination.
-            if !sources::skips_contact(&place, now)
-                && !sources::repeats_only_destination(&probe, &place, now)
-            {
+            if !sources::skips_contact(&probe, &place, tracked, now) {
                 contacts::record_contact(pkt, &found, &probe.source, now)?;
             }
-            sources::track_source(&probe, &place, ifindex, counters, state.tag_feeds != 0, now);
+            sources::track_source(
+                &probe,
+                &place,
+                tracked,
+                ifindex,
+                counters,
+                state.tag_feeds != 0,
+                now,
+            );
         }
     }
     Ok(xdp_action::XDP_PASS)

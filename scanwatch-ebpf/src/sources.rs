@@ -30,7 +30,8 @@ use crate::{
 const BUSY: u64 = 1;
 
 /// Where a probe's source lives: its hash, its bucket of `SOURCES` and
-/// its tag there (computed once for [`skips_contact`] and [`track_source`]).
+/// its tag there (computed once for [`tracked`], [`skips_contact`] and
+/// [`track_source`]).
 pub struct Place {
     hash: u64,
     bucket: u32,
@@ -50,29 +51,44 @@ impl Place {
     }
 }
 
-/// Whether this probe's first contact goes unrecorded because its source
-/// is not tracked (no tag of its bucket is its tag) and its admission
-/// slot holds another source's probes of the window: the probe will be
-/// the first its source waits with, in a table that is busy. Reads the
-/// two words [`track_source`] reads next. A source with one probe in a
-/// window can never cross the reply-aware test, so under a random-source
-/// flood (every admission slot busy) the flood leaves the contact table
-/// alone; while admission is quiet, every first contact is recorded.
+/// The slot of the probe's source if it is tracked, for [`skips_contact`]
+/// and [`track_source`] (one lookup for both).
 #[inline(always)]
-pub fn skips_contact(place: &Place, now: u64) -> bool {
-    let (admit_after, window_ns) = (
-        setting(&raw const DETECT_CONFIG.admit_after),
-        setting(&raw const DETECT_CONFIG.window_ns),
-    );
-    if admit_after <= 1 {
-        return false;
+pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
+    find(probe.source.words(), place.bucket, place.tag)
+}
+
+/// Whether the reply-aware detector skips this probe's first contact:
+/// - a source that is not tracked, while its admission slot holds another
+///   source's probes of the window (the probe will be the first its source
+///   waits with, in a table that is busy): a source with one probe in a
+///   window can never cross the reply-aware test, so under a random-source
+///   flood (every admission slot busy) the flood leaves the contact table
+///   alone; while admission is quiet, every first contact is recorded;
+/// - a tracked source repeating the only destination it has probed in the
+///   current window (one port and one host in its exact sets, both this
+///   probe's): no first contact, and one destination can never cross the
+///   test; a single-destination SYN flood, retransmits and a client
+///   reconnecting to one service then do not read the contact table.
+///
+/// Reads the words [`track_source`] reads next.
+#[inline(always)]
+pub fn skips_contact(
+    probe: &Probe,
+    place: &Place,
+    tracked: Option<*mut SourceStats>,
+    now: u64,
+) -> bool {
+    let window_ns = setting(&raw const DETECT_CONFIG.window_ns);
+    match tracked {
+        Some(entry) => repeats_only_destination(probe, entry, now, window_ns),
+        None => waits_in_busy_slot(place, now, window_ns),
     }
-    let Some(tags) = SOURCE_TAGS.get_ptr(place.bucket) else {
-        return false;
-    };
-    // SAFETY: a plain read of a live map value.
-    let tags = unsafe { core::ptr::read_volatile(tags) };
-    if tags as u32 == place.tag || (tags >> 32) as u32 == place.tag {
+}
+
+#[inline(always)]
+fn waits_in_busy_slot(place: &Place, now: u64, window_ns: u64) -> bool {
+    if setting(&raw const DETECT_CONFIG.admit_after) <= 1 {
         return false;
     }
     let (index, tag) = admission(place.hash);
@@ -86,27 +102,20 @@ pub fn skips_contact(place: &Place, now: u64) -> bool {
         && now.wrapping_sub(head_start(current, now)) < window_ns
 }
 
-/// Whether `probe` repeats the only destination its tracked source has
-/// probed in the current window (one port and one host in its exact sets,
-/// both this probe's): the pair was probed before, so this is no first
-/// contact, and a source with one destination in a window can never cross
-/// the reply-aware test. The caller then skips the contact table, which a
-/// single-destination SYN flood, retransmits and a client reconnecting to
-/// one service would otherwise read on every packet. Reads the lines of
-/// the slot [`track_source`] reads next.
 #[inline(always)]
-pub fn repeats_only_destination(probe: &Probe, place: &Place, now: u64) -> bool {
+fn repeats_only_destination(
+    probe: &Probe,
+    entry: *mut SourceStats,
+    now: u64,
+    window_ns: u64,
+) -> bool {
     if probe.port == 0 {
         return false;
     }
-    let Some(entry) = find(probe.source.words(), place.bucket, place.tag) else {
-        return false;
-    };
-    let window_ns = setting(&raw const DETECT_CONFIG.window_ns);
     // SAFETY: plain reads of a live map value.
     unsafe {
         let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
-        if now.wrapping_sub(start) >= window_ns {
+        if window::expired(start, now, window_ns) {
             return false; // this probe starts a new window
         }
         let l = core::ptr::read_volatile(&raw const (*entry).lens);
@@ -121,20 +130,21 @@ pub fn repeats_only_destination(probe: &Probe, place: &Place, now: u64) -> bool 
     }
 }
 
-/// Counts `probe` for its source: in its slot if it is tracked, else in
-/// the admission table (admitting it on its `admit_after`-th probe), and
-/// reports fresh threshold crossings to the agent (`now`: kernel-clock ns).
+/// Counts `probe` for its source: in its slot (`tracked`, from
+/// [`tracked`]) if it is tracked, else in the admission table (admitting
+/// it on its `admit_after`-th probe), and reports fresh threshold
+/// crossings to the agent (`now`: kernel-clock ns).
 #[inline(always)]
 pub fn track_source(
     probe: &Probe,
     place: &Place,
+    tracked: Option<*mut SourceStats>,
     ifindex: u32,
     counters: *mut IfaceCounters,
     tag_feeds: bool,
     now: u64,
 ) {
     let cfg = &raw const DETECT_CONFIG;
-    let words = probe.source.words();
     let (hash, bucket, tag) = (place.hash, place.bucket, place.tag);
     let seen = Seen {
         kind: probe.kind as u8,
@@ -142,7 +152,7 @@ pub fn track_source(
         host: probe.host,
         time: now,
     };
-    let entry = match find(words, bucket, tag) {
+    let entry = match tracked {
         Some(entry) => entry,
         None => match admit(
             probe,

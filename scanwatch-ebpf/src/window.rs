@@ -29,6 +29,13 @@ pub fn setting<T: Copy>(field: *const T) -> T {
     unsafe { core::ptr::read_volatile(field) }
 }
 
+/// Whether the window that started at `start` is over at `now`: a probe
+/// then starts a new one (a start stamped later by another CPU is current).
+#[inline(always)]
+pub fn expired(start: u64, now: u64, window_ns: u64) -> bool {
+    now.wrapping_sub(start) >= window_ns && now > start
+}
+
 /// One probe as the window code records it.
 #[derive(Clone, Copy)]
 pub struct Seen {
@@ -264,7 +271,7 @@ pub fn record(entry: *mut SourceStats, seen: &Seen, ifindex: u32, cfg: *const De
         let mut new_window = 0;
         let start_p = &raw mut (*entry).window_start_ns;
         let start = core::ptr::read_volatile(start_p);
-        if now.wrapping_sub(start) >= setting(&raw const (*cfg).window_ns) && now > start {
+        if expired(start, now, setting(&raw const (*cfg).window_ns)) {
             let (_, won) =
                 atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
                     start_p, start, now,
