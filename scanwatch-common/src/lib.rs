@@ -7,6 +7,8 @@
 
 pub mod classify;
 pub mod contact_table;
+pub mod evidence;
+pub mod fingerprint;
 mod layout;
 pub mod maps;
 pub mod prefilter;

@@ -189,9 +189,12 @@ pub struct SourceStats {
     pub last_seen_ns: u64,
     /// Start of the current detection window (kernel-clock ns).
     pub window_start_ns: u64,
-    /// Trigger bits already reported in this window (low 32 bits; one
-    /// ring-buffer event per bit per window), and the SYNs of the current
-    /// rate bucket (high 32 bits).
+    /// One word of per-window bookkeeping, from the lowest byte: the
+    /// trigger bits already reported (one ring-buffer event per bit per
+    /// window); the scanner-tool signatures some probe matched and those
+    /// some probe missed (two bytes, [`crate::fingerprint`]); the evidence
+    /// packets sent ([`crate::evidence`]); the SYNs of the current rate
+    /// bucket (high 32 bits).
     pub crossed: u64,
     /// Interface index the latest probe arrived on.
     pub last_ifindex: u32,
@@ -323,7 +326,7 @@ impl SourceStats {
 
     /// Trigger bits reported in this window.
     pub const fn reported(&self) -> u32 {
-        self.crossed as u32
+        self.crossed as u32 & trigger::ALL
     }
 
     /// The entries of an exact set stored two `u32` per word (empty slots are 0).
@@ -381,8 +384,9 @@ pub struct DetectConfig {
     pub v6_mask: [u8; 16],
     /// Slots of the source table (its size, set at load time).
     pub source_slots: u32,
-    /// Explicit padding (zero).
-    pub _pad: u32,
+    /// Evidence packets a source and window at most (0: none; see
+    /// [`crate::evidence`]).
+    pub evidence_packets: u32,
 }
 
 assert_layout!(
@@ -402,7 +406,7 @@ assert_layout!(
         admit_after,
         v6_mask,
         source_slots,
-        _pad,
+        evidence_packets,
     },
     size 80,
     align 8
@@ -426,7 +430,7 @@ impl DetectConfig {
         admit_after: 1,
         v6_mask: [0xff; 16],
         source_slots: DEFAULT_SOURCE_MAP_SIZE,
-        _pad: 0,
+        evidence_packets: 0,
     };
 
     /// The key a source is counted under: its address masked to its
@@ -657,6 +661,10 @@ pub enum Counter {
     /// in the window) whose waiting probes were overwritten by another
     /// source hashing to the same admission slot.
     AdmissionOverwritten = 20,
+    /// Evidence packets handed to the agent.
+    EvidenceSent = 21,
+    /// Evidence packets lost because the evidence ring was full.
+    EvidenceDropped = 22,
 }
 
 /// Number of counter slots (room left for later counters).
@@ -664,7 +672,7 @@ pub const COUNTER_SLOTS: usize = 24;
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 23] = [
         Self::ProbeSyn,
         Self::ProbeStealth,
         Self::ProbeUdp,
@@ -686,6 +694,8 @@ impl Counter {
         Self::NeverBlockSpared,
         Self::SourcesEvicted,
         Self::AdmissionOverwritten,
+        Self::EvidenceSent,
+        Self::EvidenceDropped,
     ];
 
     /// The counter slot of a probe kind.
@@ -725,6 +735,8 @@ impl Counter {
             Self::NeverBlockSpared => "never_block_spared",
             Self::SourcesEvicted => "sources_evicted",
             Self::AdmissionOverwritten => "admission_overwritten",
+            Self::EvidenceSent => "evidence_sent",
+            Self::EvidenceDropped => "evidence_dropped",
         }
     }
 }

@@ -207,6 +207,7 @@ fn try_scanwatch(
                 source: source_key(address, found.ip.v6),
                 host: found.ip.dst_fingerprint(pkt)?,
                 port: found.port,
+                tally: found.tally,
             };
             bump_counter(counters, Counter::probe(probe.kind));
             // One clock read for both.

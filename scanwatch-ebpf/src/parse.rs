@@ -7,8 +7,11 @@
 use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey, classify_icmp, classify_icmpv6, classify_tcp,
+    fingerprint::{TcpProbe, signatures, tally_bits},
     sketch::{host_fingerprint, host_fingerprint_v4, port_entry},
 };
+
+const TCP_SYN: u8 = 0x02;
 
 use crate::packet::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ip, Packet, ParseError, WHOLE_DATAGRAM,
@@ -35,6 +38,9 @@ pub struct Probe {
     pub host: u16,
     /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
     pub port: u32,
+    /// The `crossed` bits of the scanner-tool signatures a TCP probe with a
+    /// whole header matched and missed (`fingerprint::tally_bits`), else 0.
+    pub tally: u64,
 }
 
 impl Ip {
@@ -56,6 +62,8 @@ pub struct Found {
     /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
     pub port: u32,
     pub ip: Ip,
+    /// As [`Probe::tally`].
+    pub tally: u64,
 }
 
 pub enum Outcome {
@@ -98,7 +106,12 @@ fn classify(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> 
 
 #[inline(always)]
 fn probe(kind: ProbeKind, ip: Ip) -> Outcome {
-    Outcome::Probe(Found { kind, port: 0, ip })
+    Outcome::Probe(Found {
+        kind,
+        port: 0,
+        ip,
+        tally: 0,
+    })
 }
 
 #[inline(always)]
@@ -107,6 +120,7 @@ fn port_probe(kind: ProbeKind, ip: Ip, port: u16, udp: bool) -> Outcome {
         kind,
         port: port_entry(port, udp),
         ip,
+        tally: 0,
     })
 }
 
@@ -131,9 +145,50 @@ fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
     if data_offset < 20 || (!ip.l4_holds(data_offset) && !ip.first_fragment()) {
         return Err(ParseError::Malformed);
     }
-    Ok(match classify_tcp(tcp[13]) {
-        Some(kind) => port_probe(kind, ip, u16::from_be_bytes([tcp[2], tcp[3]]), false),
-        None => Outcome::NotProbe(ip),
+    let Some(kind) = classify_tcp(tcp[13]) else {
+        return Ok(Outcome::NotProbe(ip));
+    };
+    let port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    Ok(Outcome::Probe(Found {
+        kind,
+        port: port_entry(port, false),
+        ip,
+        tally: tally_bits(signatures(&tcp_fields(pkt, ip, tcp, data_offset)?)),
+    }))
+}
+
+/// The fields the scanner-tool signatures read (`scanwatch_common::fingerprint`).
+#[inline(always)]
+fn tcp_fields(
+    pkt: Packet<'_, XdpContext>,
+    ip: Ip,
+    tcp: &[u8; 20],
+    data_offset: usize,
+) -> Result<TcpProbe, ParseError> {
+    let options_head = if data_offset >= 24 && ip.l4_holds(24) {
+        *pkt.bytes::<4>(ip.l4 + 20)?
+    } else {
+        [0; 4]
+    };
+    let (ip_id, dst_v4) = if ip.v6 {
+        (0, 0)
+    } else {
+        let h = pkt.bytes::<20>(ip.l3)?;
+        (
+            u16::from_be_bytes([h[4], h[5]]),
+            u32::from_be_bytes([h[16], h[17], h[18], h[19]]),
+        )
+    };
+    Ok(TcpProbe {
+        v4: !ip.v6,
+        ip_id,
+        dst_v4,
+        dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        window: u16::from_be_bytes([tcp[14], tcp[15]]),
+        syn: tcp[13] & TCP_SYN != 0,
+        options_len: (data_offset - 20) as u8,
+        options_head,
     })
 }
 

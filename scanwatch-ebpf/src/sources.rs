@@ -133,7 +133,8 @@ fn repeats_only_destination(
 /// Counts `probe` for its source: in its slot (`tracked`, from
 /// [`tracked`]) if it is tracked, else in the admission table (admitting
 /// it on its `admit_after`-th probe), and reports fresh threshold
-/// crossings to the agent (`now`: kernel-clock ns).
+/// crossings to the agent (`now`: kernel-clock ns). Returns the source's
+/// slot when the probe was recorded there.
 #[inline(always)]
 pub fn track_source(
     probe: &Probe,
@@ -143,7 +144,7 @@ pub fn track_source(
     counters: *mut IfaceCounters,
     tag_feeds: bool,
     now: u64,
-) {
+) -> Option<*mut SourceStats> {
     let cfg = &raw const DETECT_CONFIG;
     let (hash, bucket, tag) = (place.hash, place.bucket, place.tag);
     let seen = Seen {
@@ -151,10 +152,11 @@ pub fn track_source(
         port: probe.port,
         host: probe.host,
         time: now,
+        tally: probe.tally,
     };
     let entry = match tracked {
         Some(entry) => entry,
-        None => match admit(
+        None => admit(
             probe,
             &seen,
             hash,
@@ -162,10 +164,7 @@ pub fn track_source(
             (ifindex, tag_feeds),
             counters,
             cfg,
-        ) {
-            Some(admitted) => admitted,
-            None => return,
-        },
+        )?,
     };
     let fresh = window::record(entry, &seen, ifindex, cfg);
     if fresh & NEW_WINDOW != 0 && tag_feeds {
@@ -175,6 +174,7 @@ pub fn track_source(
     if fresh != 0 {
         report(entry, probe, fresh, now, ifindex, counters);
     }
+    Some(entry)
 }
 
 /// The slot of the source whose key is `words` and tag `tag`, among the
@@ -298,6 +298,7 @@ const NO_SEEDS: [Seen; 2] = [Seen {
     port: 0,
     host: 0,
     time: 0,
+    tally: 0,
 }; 2];
 
 /// A waiting probe as the window code records it (`time` 0: none).
@@ -312,6 +313,8 @@ fn seed_of(waiting: u64, start: u64, now: u64) -> Seen {
             },
             host: record_host(waiting),
             time: record_time(waiting, now).max(start),
+            // The fields of a waiting probe are not kept: not fingerprinted.
+            tally: 0,
         },
         None => NO_SEEDS[0],
     }

@@ -47,6 +47,9 @@ pub struct Seen {
     pub host: u16,
     /// When (kernel-clock ns).
     pub time: u64,
+    /// The scanner-tool signature bits of a fingerprinted TCP probe (its
+    /// `crossed` bits, `fingerprint::tally_bits`), else 0.
+    pub tally: u64,
 }
 
 /// 32-bit atomic add; returns the value read right after it (at least this
@@ -300,12 +303,17 @@ pub fn record(entry: *mut SourceStats, seen: &Seen, ifindex: u32, cfg: *const De
         if idx == ProbeKind::Stealth as usize && window_kind >= setting(&raw const (*cfg).stealth) {
             crossed |= trigger::STEALTH;
         }
+        // Fresh crossings and the probe's signature bits, in one fetch-or,
+        // only when they add a bit (a tool keeps its fields: its probes
+        // after the first of a window add none).
         let crossed_p = &raw mut (*entry).crossed;
-        let fresh = u64::from(crossed) & !core::ptr::read_volatile(crossed_p) & 0xffff_ffff;
-        if fresh == 0 {
+        let current = core::ptr::read_volatile(crossed_p);
+        let fresh = u64::from(crossed) & !current & 0xffff_ffff;
+        let adds = fresh | (seen.tally & !current);
+        if adds == 0 {
             return new_window;
         }
-        let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(crossed_p, fresh);
+        let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(crossed_p, adds);
         (fresh & !old) as u32 | new_window
     }
 }

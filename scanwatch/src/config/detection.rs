@@ -393,7 +393,8 @@ impl Detection {
             v6_mask,
             // Set from the table's size when the object is loaded.
             source_slots: scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE,
-            _pad: 0,
+            // Set from `[evidence]` when the agent loads the object.
+            evidence_packets: 0,
         }
     }
 }
