@@ -13,6 +13,7 @@
 #![allow(internal_features)]
 
 mod contacts;
+mod evidence;
 mod packet;
 mod parse;
 mod sources;
@@ -221,15 +222,12 @@ fn try_scanwatch(
             if !sources::skips_contact(&probe, &place, tracked, now) {
                 contacts::record_contact(pkt, &found, &probe.source, now)?;
             }
-            sources::track_source(
-                &probe,
-                &place,
-                tracked,
+            let at = evidence::At {
                 ifindex,
-                counters,
-                state.tag_feeds != 0,
                 now,
-            );
+                counters,
+            };
+            sources::track_source(ctx, &probe, &place, tracked, &at, state.tag_feeds != 0);
         }
     }
     Ok(xdp_action::XDP_PASS)

@@ -8,7 +8,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use scanwatch_common::{
     Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceStats,
     maps::lens,
@@ -20,7 +20,7 @@ use scanwatch_common::{
 };
 
 use crate::{
-    ADMISSION, DETECT_CONFIG, EVENTS, FEEDS, SOURCE_TAGS, SOURCES, bump_counter,
+    ADMISSION, DETECT_CONFIG, EVENTS, FEEDS, SOURCE_TAGS, SOURCES, bump_counter, evidence,
     parse::Probe,
     window::{self, NEW_WINDOW, Seen, setting},
 };
@@ -132,19 +132,18 @@ fn repeats_only_destination(
 
 /// Counts `probe` for its source: in its slot (`tracked`, from
 /// [`tracked`]) if it is tracked, else in the admission table (admitting
-/// it on its `admit_after`-th probe), and reports fresh threshold
-/// crossings to the agent (`now`: kernel-clock ns). Returns the source's
-/// slot when the probe was recorded there.
+/// it on its `admit_after`-th probe), reports fresh threshold crossings to
+/// the agent, and offers it as evidence (`at`: where and when it arrived).
 #[inline(always)]
 pub fn track_source(
+    ctx: &XdpContext,
     probe: &Probe,
     place: &Place,
     tracked: Option<*mut SourceStats>,
-    ifindex: u32,
-    counters: *mut IfaceCounters,
+    at: &evidence::At,
     tag_feeds: bool,
-    now: u64,
-) -> Option<*mut SourceStats> {
+) {
+    let (ifindex, now, counters) = (at.ifindex, at.now, at.counters);
     let cfg = &raw const DETECT_CONFIG;
     let (hash, bucket, tag) = (place.hash, place.bucket, place.tag);
     let seen = Seen {
@@ -156,7 +155,7 @@ pub fn track_source(
     };
     let entry = match tracked {
         Some(entry) => entry,
-        None => admit(
+        None => match admit(
             probe,
             &seen,
             hash,
@@ -164,7 +163,10 @@ pub fn track_source(
             (ifindex, tag_feeds),
             counters,
             cfg,
-        )?,
+        ) {
+            Some(admitted) => admitted,
+            None => return,
+        },
     };
     let fresh = window::record(entry, &seen, ifindex, cfg);
     if fresh & NEW_WINDOW != 0 && tag_feeds {
@@ -174,7 +176,7 @@ pub fn track_source(
     if fresh != 0 {
         report(entry, probe, fresh, now, ifindex, counters);
     }
-    Some(entry)
+    evidence::maybe_offer(ctx, entry, &probe.source, at);
 }
 
 /// The slot of the source whose key is `words` and tag `tag`, among the
