@@ -125,6 +125,18 @@ pub fn signatures(p: &TcpProbe) -> u8 {
         as u8
 }
 
+/// Set in a probe's signature byte when it was fingerprinted (a TCP probe
+/// with a whole header); the low seven bits are then its [`signatures`].
+pub const FINGERPRINTED: u8 = 0x80;
+
+/// The `crossed` bits a probe's signature byte adds: its matches and
+/// misses when it was fingerprinted, else none (without a branch).
+#[inline(always)]
+pub const fn tally_of(byte: u8) -> u64 {
+    let all = 0u64.wrapping_sub((byte >> 7) as u64);
+    tally_bits(byte & ALL) & all
+}
+
 /// The `crossed` bits that record a probe matching `sigs`: its matches and
 /// its misses.
 #[inline(always)]
@@ -280,5 +292,8 @@ mod tests {
         assert_eq!(tally_bits(ALL) & 0xff, 0);
         assert_eq!(tally_bits(0) >> 32, 0);
         assert_eq!(consistent(one | 0x3f | (9 << 32)), NMAP);
+        assert_eq!(tally_of(FINGERPRINTED | NMAP), one);
+        assert_eq!(tally_of(NMAP), 0);
+        assert_eq!(tally_of(FINGERPRINTED), tally_bits(0));
     }
 }

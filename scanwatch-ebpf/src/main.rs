@@ -208,7 +208,7 @@ fn try_scanwatch(
                 source: source_key(address, found.ip.v6),
                 host: found.ip.dst_fingerprint(pkt)?,
                 port: found.port,
-                tally: found.tally,
+                sigs: found.sigs,
             };
             bump_counter(counters, Counter::probe(probe.kind));
             // One clock read for both.

@@ -7,7 +7,7 @@
 use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey, classify_icmp, classify_icmpv6, classify_tcp,
-    fingerprint::{TcpProbe, signatures, tally_bits},
+    fingerprint::{FINGERPRINTED, TcpProbe, signatures},
     sketch::{host_fingerprint, host_fingerprint_v4, port_entry},
 };
 
@@ -38,9 +38,9 @@ pub struct Probe {
     pub host: u16,
     /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
     pub port: u32,
-    /// The `crossed` bits of the scanner-tool signatures a TCP probe with a
-    /// whole header matched and missed (`fingerprint::tally_bits`), else 0.
-    pub tally: u64,
+    /// The scanner-tool signatures of a TCP probe with a whole header, with
+    /// `fingerprint::FINGERPRINTED`; else 0.
+    pub sigs: u8,
 }
 
 impl Ip {
@@ -62,8 +62,8 @@ pub struct Found {
     /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
     pub port: u32,
     pub ip: Ip,
-    /// As [`Probe::tally`].
-    pub tally: u64,
+    /// As [`Probe::sigs`].
+    pub sigs: u8,
 }
 
 pub enum Outcome {
@@ -110,7 +110,7 @@ fn probe(kind: ProbeKind, ip: Ip) -> Outcome {
         kind,
         port: 0,
         ip,
-        tally: 0,
+        sigs: 0,
     })
 }
 
@@ -120,7 +120,7 @@ fn port_probe(kind: ProbeKind, ip: Ip, port: u16, udp: bool) -> Outcome {
         kind,
         port: port_entry(port, udp),
         ip,
-        tally: 0,
+        sigs: 0,
     })
 }
 
@@ -153,7 +153,7 @@ fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
         kind,
         port: port_entry(port, false),
         ip,
-        tally: tally_bits(signatures(&tcp_fields(pkt, ip, tcp, data_offset)?)),
+        sigs: FINGERPRINTED | signatures(&tcp_fields(pkt, ip, tcp, data_offset)?),
     }))
 }
 

@@ -151,7 +151,6 @@ pub fn track_source(
         port: probe.port,
         host: probe.host,
         time: now,
-        tally: probe.tally,
     };
     let entry = match tracked {
         Some(entry) => entry,
@@ -168,7 +167,7 @@ pub fn track_source(
             None => return,
         },
     };
-    let fresh = window::record(entry, &seen, ifindex, cfg);
+    let fresh = window::record(entry, &seen, ifindex, probe.sigs, cfg);
     if fresh & NEW_WINDOW != 0 && tag_feeds {
         refresh_known_bad(entry, probe);
     }
@@ -300,7 +299,6 @@ const NO_SEEDS: [Seen; 2] = [Seen {
     port: 0,
     host: 0,
     time: 0,
-    tally: 0,
 }; 2];
 
 /// A waiting probe as the window code records it (`time` 0: none).
@@ -315,8 +313,6 @@ fn seed_of(waiting: u64, start: u64, now: u64) -> Seen {
             },
             host: record_host(waiting),
             time: record_time(waiting, now).max(start),
-            // The fields of a waiting probe are not kept: not fingerprinted.
-            tally: 0,
         },
         None => NO_SEEDS[0],
     }

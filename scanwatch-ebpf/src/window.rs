@@ -9,6 +9,7 @@ use core::intrinsics::{AtomicOrdering, atomic_and, atomic_cxchg, atomic_or, atom
 use scanwatch_common::{
     DetectConfig, ProbeKind, SourceStats,
     classify::PROBE_KINDS,
+    fingerprint::tally_of,
     maps::lens,
     sketch::{
         HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
@@ -47,9 +48,6 @@ pub struct Seen {
     pub host: u16,
     /// When (kernel-clock ns).
     pub time: u64,
-    /// The scanner-tool signature bits of a fingerprinted TCP probe (its
-    /// `crossed` bits, `fingerprint::tally_bits`), else 0.
-    pub tally: u64,
 }
 
 /// 32-bit atomic add; returns the value read right after it (at least this
@@ -255,10 +253,18 @@ unsafe fn seed_bit(bits: *mut u64, index: u32) -> bool {
 /// Records one probe in the source's slot. Returns the trigger bits that
 /// crossed their threshold with this probe and were not yet reported in
 /// this window (the caller sends them to the agent), with [`NEW_WINDOW`]
-/// set when the probe started a window. Not inlined: admission calls it for
-/// each waiting probe and the current one.
+/// set when the probe started a window; tallies the probe's scanner-tool
+/// signatures (`sigs`, `fingerprint::FINGERPRINTED` and the bits) in the
+/// same fetch-or. Not inlined: a subprogram keeps the verifier's walk
+/// and the caller's stack small.
 #[inline(never)]
-pub fn record(entry: *mut SourceStats, seen: &Seen, ifindex: u32, cfg: *const DetectConfig) -> u32 {
+pub fn record(
+    entry: *mut SourceStats,
+    seen: &Seen,
+    ifindex: u32,
+    sigs: u8,
+    cfg: *const DetectConfig,
+) -> u32 {
     // Through a volatile read: LLVM knows the kind is < 6 only from the
     // enum and would drop the bounds check the verifier needs.
     // SAFETY: reading a local.
@@ -309,7 +315,7 @@ pub fn record(entry: *mut SourceStats, seen: &Seen, ifindex: u32, cfg: *const De
         let crossed_p = &raw mut (*entry).crossed;
         let current = core::ptr::read_volatile(crossed_p);
         let fresh = u64::from(crossed) & !current & 0xffff_ffff;
-        let adds = fresh | (seen.tally & !current);
+        let adds = fresh | (tally_of(sigs) & !current);
         if adds == 0 {
             return new_window;
         }
