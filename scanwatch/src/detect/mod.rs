@@ -5,9 +5,11 @@
 pub mod alerter;
 pub mod engine;
 pub mod evidence;
+pub mod tool;
 pub mod verdict;
 
 pub use alerter::{AlertReason, Alerter};
 pub use engine::{ActiveSource, Engine, EngineStats, Finding, SourceView};
 pub use evidence::{Evidence, ProbeCounts, ReplyEvidence};
+pub use tool::ScannerTool;
 pub use verdict::{Confidence, attack_technique, classify, confidence, confidence_with};

@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::mitigation::Action;
 use crate::{
     detect::{
-        AlertReason, Confidence, Evidence, Finding, ProbeCounts, ReplyEvidence, attack_technique,
+        AlertReason, Confidence, Evidence, Finding, ProbeCounts, ReplyEvidence, ScannerTool,
+        attack_technique,
     },
     model::{KernelClock, ScanType},
 };
@@ -44,6 +45,10 @@ pub struct Alert {
     pub distinct_hosts: u64,
     pub distinct_icmp_hosts: u64,
     pub sample_ports: Vec<u16>,
+    /// Which tool the probes' header fields point to (`unknown` when no
+    /// signature held for every tested probe; `os-stack` for a real TCP
+    /// stack).
+    pub scanner_tool: ScannerTool,
     /// When the source was first and last seen (any window).
     pub first_seen: String,
     pub last_seen: String,
@@ -145,6 +150,7 @@ impl Alert {
             distinct_hosts: ev.distinct_hosts,
             distinct_icmp_hosts: ev.distinct_icmp_hosts,
             sample_ports: ev.sample_ports.clone(),
+            scanner_tool: ScannerTool::from_stats(i.stats),
             first_seen: i.clock.rfc3339(i.stats.first_seen_ns),
             last_seen: i.clock.rfc3339(i.stats.last_seen_ns),
             confidence: i.confidence,
@@ -159,7 +165,7 @@ impl Alert {
     pub fn summary(&self) -> String {
         let types: Vec<&str> = self.scan_types.iter().map(|t| t.name()).collect();
         format!(
-            "ALERT {} {} ({}, {} confidence, action {}): {} probes, {} ports, {} hosts in the window; sample ports {:?}",
+            "ALERT {} {} ({}, {} confidence, action {}, tool {}): {} probes, {} ports, {} hosts in the window; sample ports {:?}",
             self.source,
             types.join("+"),
             self.attack_technique,
@@ -169,6 +175,7 @@ impl Alert {
                 Confidence::High => "high",
             },
             self.action,
+            self.scanner_tool.name,
             self.total_probes,
             self.distinct_ports,
             self.distinct_hosts,

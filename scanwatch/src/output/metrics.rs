@@ -61,6 +61,8 @@ pub struct AgentSnapshot {
     pub alertmanager_errors: u64,
     pub mitigation: MitigationStats,
     pub feeds: BTreeMap<String, FeedStats>,
+    /// Alerts written, by the scanner tool they name (`detect::tool::NAMES`).
+    pub alerts_by_tool: BTreeMap<&'static str, u64>,
 }
 
 /// The reply-aware detector's state for the metrics: its maps (kernel
@@ -421,6 +423,21 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
             .collect(),
     )?;
     counter(e, "alerts", "Alerts written.", &[], snapshot.engine.alerts)?;
+    family(
+        e,
+        "alerts_by_tool",
+        "Alerts written, by the scanner tool their probes' header fields name (unknown: none held for every tested probe; os-stack: a real TCP stack).",
+        &ConstCounter::new(0u64),
+        crate::detect::tool::NAMES
+            .iter()
+            .map(|t| {
+                (
+                    vec![("tool", (*t).to_string())],
+                    ConstCounter::new(snapshot.alerts_by_tool.get(t).copied().unwrap_or(0)),
+                )
+            })
+            .collect(),
+    )?;
     counter(
         e,
         "alert_write_errors",

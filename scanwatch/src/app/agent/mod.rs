@@ -197,6 +197,7 @@ fn agent_of(
         summary: Summary::default(),
         ticks: 0,
         alerted: Vec::new(),
+        alerts_by_tool: BTreeMap::new(),
     };
     (agent, events, metrics_listener, control)
 }

@@ -47,6 +47,8 @@ pub(super) struct Agent {
     pub ticks: u64,
     /// Sources alerted in this step (pushed to Alertmanager at its end).
     pub alerted: Vec<String>,
+    /// Alerts written, by the tool they name.
+    pub alerts_by_tool: BTreeMap<&'static str, u64>,
 }
 
 impl Agent {
@@ -159,6 +161,10 @@ impl Agent {
         // A failure is logged (rate-limited) and counted by the log itself;
         // the alert waits in memory and still goes to Alertmanager.
         let _ = self.alert_log.append(&alert);
+        *self
+            .alerts_by_tool
+            .entry(alert.scanner_tool.name)
+            .or_default() += 1;
         self.alerted.push(alert.source);
     }
 
@@ -199,6 +205,7 @@ impl Agent {
         s.top = self.engine.top_flagged(metrics_top);
         s.mitigation = self.mitigation.stats;
         s.feeds.clone_from(&self.mitigation.feed_stats);
+        s.alerts_by_tool.clone_from(&self.alerts_by_tool);
         if let Some(p) = &self.pusher {
             s.alertmanager_pushes = p.counters.pushes.load(Ordering::Relaxed);
             s.alertmanager_errors = p.counters.errors.load(Ordering::Relaxed);

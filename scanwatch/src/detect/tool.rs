@@ -1,0 +1,186 @@
+//! Which tool is scanning: the kernel's per-window tally of scanner-tool
+//! signatures (`scanwatch_common::fingerprint`) turned into a name, a
+//! confidence and the evidence.
+//!
+//! The kernel tests every TCP probe of a tracked source (SYN and stealth
+//! probes with a whole header; from the source's admission on, so the
+//! `admit_after - 1` probes that waited for it are counted but not tested)
+//! and keeps, per window, the signatures some probe matched and those some
+//! probe missed. A tool is named when every tested probe matched its
+//! signature; several matching signatures name the most specific one.
+
+use scanwatch_common::{
+    ProbeKind, SourceStats,
+    fingerprint::{self, HPING3, MASSCAN, MIRAI, NMAP, OS_STACK, UNICORNSCAN, ZMAP},
+};
+use serde::Serialize;
+
+/// The name when no signature held for every tested probe.
+pub const UNKNOWN: &str = "unknown";
+
+/// Every name an alert can carry (a bounded metric label).
+pub const NAMES: [&str; 8] = [
+    "mirai",
+    "masscan",
+    "zmap",
+    "unicornscan",
+    "hping3",
+    "nmap",
+    "os-stack",
+    UNKNOWN,
+];
+
+/// One signature: its bit, name, how likely a match by chance is not, and
+/// the fields it reads (the `matched` list of an alert).
+struct Signature {
+    bit: u8,
+    name: &'static str,
+    confidence: f64,
+    features: &'static [&'static str],
+}
+
+/// Most specific first (a probe can match several: masscan's IP ID
+/// relation holds by chance for 1 probe in 65,536).
+const SIGNATURES: [Signature; 7] = [
+    Signature {
+        bit: MIRAI,
+        name: "mirai",
+        confidence: 0.99,
+        features: &["tcp_seq == destination address", "no tcp options"],
+    },
+    Signature {
+        bit: MASSCAN,
+        name: "masscan",
+        confidence: 0.99,
+        features: &["ip_id == (destination ^ port ^ tcp_seq) & 0xffff"],
+    },
+    Signature {
+        bit: ZMAP,
+        name: "zmap",
+        confidence: 0.95,
+        features: &["ip_id == 54321", "window 65535"],
+    },
+    Signature {
+        bit: UNICORNSCAN,
+        name: "unicornscan",
+        confidence: 0.8,
+        features: &["window 4128", "only an MSS option"],
+    },
+    Signature {
+        bit: HPING3,
+        name: "hping3",
+        confidence: 0.7,
+        features: &["window 512", "no tcp options"],
+    },
+    Signature {
+        bit: NMAP,
+        name: "nmap",
+        confidence: 0.9,
+        features: &[
+            "window 1024",
+            "only an MSS option on SYN probes, none on others",
+        ],
+    },
+    Signature {
+        bit: OS_STACK,
+        name: "os-stack",
+        confidence: 0.9,
+        features: &["an operating system's SYN options (MSS and more)"],
+    },
+];
+
+/// Fewer tested probes than this halve the confidence.
+const FEW_PROBES: u64 = 3;
+
+/// The tool an alert names.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScannerTool {
+    /// One of [`NAMES`]: a tool, `os-stack` (a real TCP stack: nmap -sT,
+    /// curl, a browser), or `unknown`.
+    pub name: &'static str,
+    /// 0 to 1 (0 for `unknown`).
+    pub confidence: f64,
+    /// The fields the named signature reads.
+    pub matched: Vec<&'static str>,
+    /// The window's TCP probes when every tested one matched (else 0).
+    pub probes_matched: u64,
+    /// The window's TCP probes (SYN and stealth).
+    pub probes_seen: u64,
+}
+
+impl ScannerTool {
+    /// From a source's kernel entry.
+    pub fn from_stats(s: &SourceStats) -> Self {
+        let seen = s.probes_of(ProbeKind::Syn) + s.probes_of(ProbeKind::Stealth);
+        Self::from_tally(s.crossed, seen)
+    }
+
+    /// From the `crossed` word and the window's TCP probes.
+    pub fn from_tally(crossed: u64, probes_seen: u64) -> Self {
+        let held = fingerprint::consistent(crossed);
+        match SIGNATURES.iter().find(|sig| held & sig.bit != 0) {
+            Some(sig) => Self {
+                name: sig.name,
+                confidence: if probes_seen < FEW_PROBES {
+                    sig.confidence / 2.0
+                } else {
+                    sig.confidence
+                },
+                matched: sig.features.to_vec(),
+                probes_matched: probes_seen,
+                probes_seen,
+            },
+            None => Self {
+                name: UNKNOWN,
+                confidence: 0.0,
+                matched: Vec::new(),
+                probes_matched: 0,
+                probes_seen,
+            },
+        }
+    }
+
+    /// A scanning tool was named (not `unknown`, not an OS stack).
+    pub fn is_tool(&self) -> bool {
+        self.name != UNKNOWN && self.name != "os-stack"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use scanwatch_common::fingerprint::{ALL, tally_bits};
+
+    use super::*;
+
+    #[test]
+    fn every_signature_has_a_name_in_the_label_set() {
+        assert_eq!(SIGNATURES.iter().fold(0, |a, s| a | s.bit), ALL);
+        for sig in &SIGNATURES {
+            assert!(NAMES.contains(&sig.name), "{}", sig.name);
+            let tool = ScannerTool::from_tally(tally_bits(sig.bit), 10);
+            assert_eq!((tool.name, tool.probes_matched), (sig.name, 10));
+            assert!(tool.is_tool() == (sig.bit != OS_STACK));
+        }
+    }
+
+    #[test]
+    fn a_tool_is_named_only_when_every_tested_probe_matched() {
+        // masscan's relation held once by chance on an nmap probe: nmap.
+        let mixed = tally_bits(NMAP) | tally_bits(NMAP | MASSCAN);
+        assert_eq!(ScannerTool::from_tally(mixed, 40).name, "nmap");
+        // Both on every probe: the more specific.
+        assert_eq!(
+            ScannerTool::from_tally(tally_bits(MIRAI | HPING3), 9).name,
+            "mirai"
+        );
+        // nmap -sS probes, then an OS-stack connect: nothing held throughout.
+        let both = tally_bits(NMAP) | tally_bits(OS_STACK);
+        let tool = ScannerTool::from_tally(both, 5);
+        assert_eq!((tool.name, tool.probes_matched), (UNKNOWN, 0));
+        assert_eq!(ScannerTool::from_tally(0, 0).name, UNKNOWN);
+        assert_eq!(
+            ScannerTool::from_tally(tally_bits(ZMAP), 2).confidence,
+            0.95 / 2.0
+        );
+    }
+}
