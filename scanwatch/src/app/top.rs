@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     config::Detection,
-    detect::{Evidence, ProbeCounts, classify},
+    detect::{Evidence, ProbeCounts, ScannerTool, classify},
     kernel::{
         detect_maps::{MapsError, ScanwatchMaps, pinned_prefixes},
         pins::PinDirError,
@@ -88,6 +88,9 @@ pub struct SourceRow {
     pub distinct_hosts: u64,
     /// Scan types the kernel flagged in the current window.
     pub flagged: Vec<ScanType>,
+    /// The scanner tool its probes' header fields name (see alerts'
+    /// `scanner_tool`).
+    pub tool: &'static str,
     /// The `tag` feed listing the source, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_bad: Option<String>,
@@ -111,6 +114,7 @@ impl SourceRow {
             distinct_hosts: evidence.distinct_hosts,
             // The kernel only crosses thresholds of enabled types.
             flagged: classify(&evidence, &Detection::default()),
+            tool: ScannerTool::from_stats(stats).name,
             known_bad: None,
             source: prefixes.label(key.ip()),
             interface: names.get(&stats.last_ifindex).cloned(),
@@ -170,7 +174,7 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
     );
     let _ = writeln!(
         out,
-        "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {:<10} KNOWN_BAD",
+        "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {:<10} {:<11} KNOWN_BAD",
         "SOURCE",
         "SYN",
         "STEALTH",
@@ -181,12 +185,13 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
         "TOTAL",
         "FIRST_SEEN",
         "LAST_SEEN",
-        "IFACE"
+        "IFACE",
+        "TOOL"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {:<10} {}",
+            "{:<39} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  {:<24} {:<24} {:<10} {:<11} {}",
             r.source,
             r.probes.syn,
             r.probes.stealth,
@@ -198,6 +203,7 @@ pub fn render_table(rows: &[SourceRow], tracked: usize, capacity: u32) -> String
             r.first_seen,
             r.last_seen,
             r.interface.as_deref().unwrap_or("-"),
+            r.tool,
             r.known_bad.as_deref().unwrap_or("-")
         );
     }
