@@ -20,6 +20,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("chattr", "e2fsprogs"),
     ("useradd", "passwd"),
     ("masscan", "masscan"),
+    ("zmap", "zmap"),
     ("hping3", "hping3"),
     ("ab", "apache2-utils"),
     ("python3", "python3"),
