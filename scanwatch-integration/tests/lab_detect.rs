@@ -39,6 +39,21 @@ fn seconds_to_alert(alert: &Value) -> f64 {
     (t("time") - t("first_seen")).num_milliseconds() as f64 / 1000.0
 }
 
+/// The tool the first alert of a case names: its TCP probes' signature
+/// (`None`: the first alert may come before any TCP probe was tested, as
+/// for a ping sweep, whose ICMP probes carry no tool signature).
+fn expected_tool(what: &str) -> Option<&'static str> {
+    let tool = what.split_whitespace().next()?;
+    match (tool, what.contains("-sU"), what.contains("-sn")) {
+        ("nmap", true, _) => Some("unknown"),
+        ("nmap", _, true) => None,
+        ("nmap", ..) => Some("nmap"),
+        ("masscan", ..) => Some("masscan"),
+        ("hping3", ..) => Some("hping3"),
+        _ => None,
+    }
+}
+
 #[test]
 fn scans_are_detected_as_the_right_type() {
     if !require_tools("scans_are_detected_as_the_right_type") {
@@ -233,8 +248,12 @@ fn scans_are_detected_as_the_right_type() {
                 .as_array()
                 .is_some_and(|a| a.len() <= 16)
         );
+        let tool = alert["scanner_tool"]["name"].as_str().unwrap_or("?");
+        if let Some(want) = expected_tool(what) {
+            assert_eq!(tool, want, "{what}: {alert}");
+        }
         rows.push(format!(
-            "| `{what}` | {} | {} | {:.2} s |",
+            "| `{what}` | {} | {} | {:.2} s | {tool} |",
             got.join(", "),
             alert["total_probes"],
             seconds_to_alert(&alert)
@@ -259,8 +278,8 @@ fn scans_are_detected_as_the_right_type() {
     assert_eq!(top["distinct_hosts"], 1);
     assert_eq!(top["flagged"], serde_json::json!(["port_scan"]));
 
-    println!("| scan | detected as | probes when alerted | first probe to alert |");
-    println!("|---|---|---|---|");
+    println!("| scan | detected as | probes when alerted | first probe to alert | tool |");
+    println!("|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
