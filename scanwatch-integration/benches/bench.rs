@@ -189,6 +189,39 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
             "floor_program": FLOOR_ADMIT, "floor_ns": f, "floor_ratio": f / n.max(0.1) })
 }
 
+/// The scanner-tool signatures' cost: the tracked-source SYN with them
+/// (the agent's program) and without (the same program loaded with
+/// `tool_signatures` 0), and the no-op program, interleaved.
+fn tool_signatures(
+    h: &mut XdpHarness,
+    b: &mut BenchPrograms,
+    syn: &[u8],
+    (repeat, rounds): (u32, usize),
+) -> Value {
+    let detect = scanwatch_common::DetectConfig {
+        tool_signatures: 0,
+        ..scanwatch::config::Detection::default().kernel_config()
+    };
+    let mut off =
+        XdpHarness::load_for_bench_with(262_144, detect).expect("load without signatures");
+    let (mut with, mut without, mut noop) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        with.push(h.run_repeat(syn, repeat).expect("run").1 as f64);
+        without.push(off.run_repeat(syn, repeat).expect("run").1 as f64);
+        noop.push(b.run_noop(syn, repeat).expect("noop").1 as f64);
+    }
+    let (w, o, n) = (median(with), median(without), median(noop));
+    println!(
+        "{:<48} {w:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  without {o:>6.1} ns  ratio {:>5.2}",
+        "SYN from a tracked source, tool signatures",
+        w / n.max(0.1),
+        o / n.max(0.1)
+    );
+    json!({ "case": "SYN from a tracked source: with and without the tool signatures", "scanwatch_ns": w, "noop_ns": n,
+            "ratio": w / n.max(0.1), "without_signatures_ns": o, "without_ratio": o / n.max(0.1),
+            "signatures_ns": w - o, "repeat": repeat, "rounds": rounds })
+}
+
 fn per_packet_all(o: &Opts) -> Vec<Value> {
     let (repeat, rounds, fresh) = if o.quick {
         (100_000, 3, 2_000)
@@ -238,6 +271,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             pass,
             None,
         ),
+        tool_signatures(&mut h, b, &syn, (repeat, rounds)),
         per_packet(
             &mut h,
             b,

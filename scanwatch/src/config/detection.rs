@@ -395,6 +395,8 @@ impl Detection {
             source_slots: scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE,
             // Set from `[evidence]` when the agent loads the object.
             evidence_packets: 0,
+            tool_signatures: 1,
+            _pad: 0,
         }
     }
 }
