@@ -17,8 +17,16 @@ use crate::{
     kernel::{detect_maps::decode_event, reply_maps::ReplyMaps},
     model::{KernelClock, ScanType},
     output::{
-        alert::Alert, alert_log::AlertLog, alertmanager::Pusher, metrics::AgentSnapshot,
-        mitigation::Mitigation, summary::Summary,
+        alert::Alert,
+        alert_log::AlertLog,
+        alertmanager::Pusher,
+        crowdsec::{
+            bouncer::{Bouncer, Pull},
+            machine::Machine,
+        },
+        metrics::AgentSnapshot,
+        mitigation::Mitigation,
+        summary::Summary,
     },
 };
 
@@ -47,6 +55,10 @@ pub(super) struct Agent {
     pub ticks: u64,
     /// Sources alerted in this step (pushed to Alertmanager at its end).
     pub alerted: Vec<String>,
+    /// The CrowdSec bouncer's decisions (when `[crowdsec]` has an API key).
+    pub bouncer: Option<Bouncer>,
+    /// The CrowdSec machine's alert pushes (when `[crowdsec]` has a machine).
+    pub machine: Option<Machine>,
 }
 
 impl Agent {
@@ -85,6 +97,9 @@ impl Agent {
         self.alert_log.tick();
         self.ticks += 1;
         self.mitigation.expire();
+        if let Some(b) = self.bouncer.as_mut() {
+            b.tick();
+        }
         if self.ticks.is_multiple_of(5) {
             let now = feed_mtimes_of(&self.running.config.feeds);
             if now != self.feed_mtimes {
@@ -92,6 +107,13 @@ impl Agent {
                 log::info!("feed files changed: reloading");
                 self.reload_feeds();
             }
+        }
+    }
+
+    /// A pull of CrowdSec's decision stream.
+    pub fn on_pull(&mut self, pull: Pull) {
+        if let Some(b) = self.bouncer.as_mut() {
+            b.apply(pull, &mut self.mitigation);
         }
     }
 
@@ -159,6 +181,9 @@ impl Agent {
         // A failure is logged (rate-limited) and counted by the log itself;
         // the alert waits in memory and still goes to Alertmanager.
         let _ = self.alert_log.append(&alert);
+        if let Some(m) = &self.machine {
+            m.send(&alert);
+        }
         self.alerted.push(alert.source);
     }
 
@@ -199,6 +224,8 @@ impl Agent {
         s.top = self.engine.top_flagged(metrics_top);
         s.mitigation = self.mitigation.stats;
         s.feeds.clone_from(&self.mitigation.feed_stats);
+        s.crowdsec_bouncer = self.bouncer.as_ref().map(|b| b.stats.clone());
+        s.crowdsec_machine = self.machine.as_ref().map(|m| m.counters.stats());
         if let Some(p) = &self.pusher {
             s.alertmanager_pushes = p.counters.pushes.load(Ordering::Relaxed);
             s.alertmanager_errors = p.counters.errors.load(Ordering::Relaxed);
