@@ -282,16 +282,20 @@ impl Mitigation {
         reason: &str,
     ) -> Result<BlockValue, BlockError> {
         let net = net.trunc();
+        let crowdsec = origin == block_origin::CROWDSEC;
         if let Some(never) = self.never_match(&net) {
-            self.stats.never_block_refusals += 1;
-            return Err(BlockError::NeverBlock(net, never));
+            // A CrowdSec range holding a never_block address is applied (the
+            // kernel spares that address); one never_block covers is not.
+            if !crowdsec || never.contains(&net) {
+                self.stats.never_block_refusals += 1;
+                return Err(BlockError::NeverBlock(net, never));
+            }
         }
         let now = kernel_now_ns();
         if !self.mirror.contains_key(&net) && self.count_blocks() >= self.cfg.capacity {
             self.stats.blocklist_full += 1;
             return Err(BlockError::Full(self.cfg.capacity, net));
         }
-        let crowdsec = origin == block_origin::CROWDSEC;
         let before = self.claims.get(&net).copied().unwrap_or_default();
         let existing = if crowdsec {
             before.crowdsec

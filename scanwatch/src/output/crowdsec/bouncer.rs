@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Origins exported as a label as they are; any other is `other`.
-pub const ORIGINS: [&str; 8] = [
+pub const ORIGINS: [&str; 7] = [
     "crowdsec",
     "cscli",
     "cscli-import",
@@ -28,7 +28,6 @@ pub const ORIGINS: [&str; 8] = [
     "lists",
     "console",
     "appsec",
-    "scanwatch",
 ];
 
 /// The `origin` label of a decision's origin (bounded).
@@ -218,13 +217,16 @@ impl Bouncer {
     /// Puts `net`'s longest decision into the blocklist, or lifts
     /// CrowdSec's claim when none is left.
     fn enforce(&mut self, net: IpNet, now: Instant, m: &mut Mitigation) {
-        let longest = self.by_net.get(&net).and_then(|ids| {
-            ids.values()
-                .filter(|a| a.until > now)
-                .map(|a| a.until)
-                .max()
-        });
-        let Some(until) = longest else {
+        let longest = self
+            .by_net
+            .get(&net)
+            .and_then(|ids| {
+                ids.values()
+                    .filter(|a| a.until > now)
+                    .max_by_key(|a| a.until)
+            })
+            .cloned();
+        let Some(Active { until, origin }) = longest else {
             self.by_net.remove(&net);
             if m.unblock_crowdsec(net).is_ok() {
                 self.stats.removed += 1;
@@ -232,12 +234,24 @@ impl Bouncer {
             return;
         };
         let ttl: Duration = until - now;
-        let reason = format!("crowdsec {net}");
-        match m.block(net, Some(ttl), block_origin::CROWDSEC, &reason) {
-            Ok(_) => self.stats.applied += 1,
-            Err(BlockError::NeverBlock(..)) => self.skip("never_block"),
-            Err(BlockError::Full(..)) => self.skip("blocklist_full"),
-            Err(e) => log::warn!("CrowdSec decision on {net}: {e}"),
+        let reason = format!("crowdsec ({origin})");
+        let skipped = match m.block(net, Some(ttl), block_origin::CROWDSEC, &reason) {
+            Ok(_) => {
+                self.stats.applied += 1;
+                return;
+            }
+            Err(BlockError::NeverBlock(..)) => "never_block",
+            Err(BlockError::Full(..)) => "blocklist_full",
+            Err(e) => {
+                log::warn!("CrowdSec decision on {net}: {e}");
+                "invalid"
+            }
+        };
+        // Not enforced: not counted as active (a startup pull tries again).
+        if let Some(ids) = self.by_net.remove(&net) {
+            for _ in ids {
+                self.skip(skipped);
+            }
         }
     }
 

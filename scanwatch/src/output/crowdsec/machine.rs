@@ -23,8 +23,10 @@ use tokio::sync::mpsc;
 use super::client::{Lapi, LapiError};
 use crate::{detect::AlertReason, model::ScanType, output::alert::Alert};
 
-/// The decisions' origin (as `cscli decisions list` shows it).
-pub const ORIGIN: &str = "scanwatch";
+/// The decisions' origin: that of every log processor's decisions, which
+/// `cscli decisions list` and `alerts list` show without `--all` (their
+/// scenario, `scanwatch/...`, tells them apart).
+pub const ORIGIN: &str = "crowdsec";
 /// Alerts in one `POST /v1/alerts`.
 const BATCH: usize = 50;
 
