@@ -176,3 +176,44 @@ pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
     }
     Ok(secret)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn a_bouncer_and_a_machine() {
+        let c = Config::parse(
+            "[crowdsec]\nlapi_url = \"http://198.18.0.1:8080\"\napi_key_file = \"/etc/scanwatch/crowdsec.key\"\n\
+             scopes = [\"ip\"]\norigins = [\"cscli\", \"CAPI\"]\nmachine_id = \"edge1\"\n\
+             password_file = \"/etc/scanwatch/crowdsec.password\"\n",
+            "c.toml",
+        )
+        .unwrap()
+        .crowdsec;
+        assert!(c.bouncer() && c.machine());
+        assert_eq!(c.endpoint().unwrap().unwrap().port, 8080);
+        assert_eq!(c.update_frequency_seconds, 10);
+        assert_eq!(c.decision_types, ["ban"]);
+        let off = Config::parse("", "c.toml").unwrap().crowdsec;
+        assert!(!off.bouncer() && !off.machine() && off.endpoint().unwrap().is_none());
+    }
+
+    #[test]
+    fn secrets_must_be_root_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("scanwatch-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("key");
+        std::fs::write(&f, "abc\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = super::read_secret(&f).unwrap_err();
+        assert!(e.contains("mode 644 lets others read it"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(super::read_secret(&f).unwrap(), "abc");
+        std::fs::write(&f, "\n").unwrap();
+        assert!(super::read_secret(&f).unwrap_err().contains("empty"));
+        assert!(super::read_secret(&dir.join("none")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -897,6 +897,56 @@ mod tests {
     }
 
     #[test]
+    fn crowdsec_metrics_have_bounded_labels() {
+        let mut snapshot = AgentSnapshot::default();
+        let mut b = BouncerStats::default();
+        b.pulls.insert("ok", 3);
+        b.active.insert("cscli", 2);
+        b.skipped.insert("never_block", 1);
+        b.last_success = Some(1_700_000_000.5);
+        snapshot.crowdsec_bouncer = Some(b);
+        snapshot.crowdsec_machine = Some(MachineStats {
+            pushed: 4,
+            queued: 1,
+            ..MachineStats::default()
+        });
+        let mut registry = Registry::with_prefix("scanwatch");
+        registry.register_collector(Box::new(Fixed {
+            counters: BTreeMap::new(),
+            snapshot,
+            interfaces: Vec::new(),
+        }));
+        let text = render(&registry, false).unwrap();
+        for line in [
+            "# TYPE scanwatch_crowdsec_pulls_total counter",
+            "scanwatch_crowdsec_pulls_total{result=\"ok\"} 3",
+            "scanwatch_crowdsec_pulls_total{result=\"unreachable\"} 0",
+            "scanwatch_crowdsec_decisions_active{origin=\"cscli\"} 2",
+            "scanwatch_crowdsec_decisions_active{origin=\"other\"} 0",
+            "scanwatch_crowdsec_decisions_skipped_total{reason=\"never_block\"} 1",
+            "# TYPE scanwatch_crowdsec_last_pull_success_timestamp_seconds gauge",
+            "scanwatch_crowdsec_last_pull_success_timestamp_seconds 1700000000.5",
+            "scanwatch_crowdsec_alerts_pushed_total 4",
+            "scanwatch_crowdsec_alerts_queued 1",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+        let origins = text
+            .lines()
+            .filter(|l| l.starts_with("scanwatch_crowdsec_decisions_active{"))
+            .count();
+        assert_eq!(
+            origins,
+            ORIGINS.len() + 1,
+            "bounded: the known origins and other"
+        );
+        assert!(
+            !rendered(false).contains("crowdsec"),
+            "nothing without [crowdsec]"
+        );
+    }
+
+    #[test]
     fn names_types_and_help() {
         let text = rendered(false);
         for (name, kind) in [

@@ -316,3 +316,58 @@ pub async fn pull_loop(lapi: Lapi, api_key: String, cfg: CrowdsecConfig, tx: mps
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(kind: &str, scope: &str, origin: &str, value: &str) -> Decision {
+        Decision {
+            id: 1,
+            duration: "1m".into(),
+            origin: origin.into(),
+            scenario: "x".into(),
+            scope: scope.into(),
+            kind: kind.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn which_decisions_apply() {
+        let b = Bouncer::new(CrowdsecConfig {
+            origins: vec!["cscli".into(), "crowdsec".into()],
+            ..CrowdsecConfig::default()
+        });
+        let t = |k, s, o, v| b.target(&decision(k, s, o, v)).map(|n| n.to_string());
+        assert_eq!(
+            t("ban", "Ip", "cscli", "198.18.0.5"),
+            Ok("198.18.0.5/32".into())
+        );
+        assert_eq!(
+            t("ban", "ip", "crowdsec", "fd00::5"),
+            Ok("fd00::5/128".into())
+        );
+        assert_eq!(
+            t("ban", "Ip", "cscli", "::ffff:198.18.0.5"),
+            Ok("198.18.0.5/32".into()),
+            "IPv4-mapped"
+        );
+        assert_eq!(
+            t("ban", "Range", "cscli", "198.18.7.9/24"),
+            Ok("198.18.7.0/24".into())
+        );
+        assert_eq!(
+            t("ban", "Range", "cscli", "::ffff:198.18.7.0/120"),
+            Ok("198.18.7.0/24".into())
+        );
+        assert_eq!(t("captcha", "Ip", "cscli", "198.18.0.5"), Err("type"));
+        assert_eq!(t("ban", "Country", "cscli", "FR"), Err("scope"));
+        assert_eq!(t("ban", "Ip", "CAPI", "198.18.0.5"), Err("origin"));
+        assert_eq!(t("ban", "Ip", "cscli", "198.18.0.500"), Err("invalid"));
+        assert_eq!(t("ban", "Range", "cscli", "198.18.0.0/33"), Err("invalid"));
+        assert_eq!(origin_label("CAPI"), "CAPI");
+        assert_eq!(origin_label("capi"), "CAPI");
+        assert_eq!(origin_label("my-feed"), "other");
+    }
+}

@@ -367,3 +367,58 @@ impl Pusher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::alert::tests::sample;
+
+    #[test]
+    fn an_alert_as_crowdsec_sees_it() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut alert = sample();
+        let v = to_crowdsec(&alert, "edge1", now);
+        assert_eq!(v["scenario"], "scanwatch/port_scan");
+        assert_eq!(v["scenario_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["scenario_hash"].as_str().unwrap().len(), 16);
+        assert_eq!(v["source"]["scope"], "Ip");
+        assert_eq!(v["source"]["value"], "198.18.0.9");
+        assert_eq!(v["events_count"], 1000);
+        assert_eq!(v["stop_at"], "2026-01-01T00:00:00Z");
+        assert_eq!(v["remediation"], false);
+        assert_eq!(v["decisions"], json!([]), "not blocked: no decision");
+        let meta = |k: &str| {
+            v["meta"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["key"] == k)
+                .map(|m| m["value"].clone())
+        };
+        assert_eq!(meta("distinct_ports"), Some(json!("1000")));
+        assert_eq!(meta("sample_ports"), Some(json!("22,80,443")));
+        assert_eq!(meta("scanwatch_host"), Some(json!("edge1")));
+        assert_eq!(v["events"][0]["meta"], v["meta"]);
+
+        // Blocked by the agent: a ban for the block's remaining time.
+        alert.action = "blocked";
+        alert.block_expires = Some("2026-01-01T01:00:00.000Z".into());
+        let v = to_crowdsec(&alert, "edge1", now);
+        assert_eq!(v["remediation"], true);
+        assert_eq!(
+            v["decisions"],
+            json!([{"duration": "3600s", "type": "ban", "scope": "Ip", "value": "198.18.0.9",
+                    "origin": "crowdsec", "scenario": "scanwatch/port_scan"}])
+        );
+        // An escalation of a blocked source: no second decision.
+        alert.reason = AlertReason::Escalated;
+        assert_eq!(to_crowdsec(&alert, "edge1", now)["decisions"], json!([]));
+        // A network source (IPv6 /64): scope Range.
+        alert.source = "fd00:5::/64".into();
+        let v = to_crowdsec(&alert, "edge1", now);
+        assert_eq!(v["source"]["scope"], "Range");
+        assert_eq!(v["source"]["range"], "fd00:5::/64");
+    }
+}
