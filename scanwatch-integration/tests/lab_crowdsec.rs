@@ -264,7 +264,7 @@ fn crowdsec_table(key: Option<&Path>, machine: Option<(&str, &Path)>) -> String 
 /// The lab, a Local API, and scanner addresses 198.18.0.11, .21 and
 /// 198.18.7.5, .200, .70 (routed to the target).
 fn lab_with_crowdsec() -> (AgentLab, Crowdsec, PathBuf) {
-    assert_installed(&["crowdsec", "cscli", "nmap", "python3", "curl"]);
+    assert_installed(&["crowdsec", "cscli", "nmap", "python3", "curl", "promtool"]);
     let mut lab = AgentLab::prepare();
     let dir = lab
         .alert_log
@@ -488,13 +488,40 @@ fn lapi_decisions_are_enforced_by_both_agents() {
             "scanwatch_crowdsec_last_pull_success_timestamp_seconds"
         ) > 1.0e9
     );
+
+    // Agent 1 restarts while the decisions change: the kept blocklist
+    // drops at once, and its first (startup) pull reconciles it.
+    assert!(lab.stop_agent(), "agent 1 stops cleanly");
     cs.decisions(&lab, &["delete", "--range", "198.18.7.0/24"]);
+    cs.decisions(&lab, &["add", "--ip", "198.18.0.21", "--duration", "1m"]);
+    lab.restart(&[
+        "--config",
+        &agents[0].to_string_lossy(),
+        "--metrics-addr",
+        "198.18.0.2:9477",
+    ]);
     for t in targets {
         assert!(
             wait_reach(&lab, "198.18.7.5", t, true, limit).is_some(),
             "range deleted: passes at {t}"
         );
+        assert!(
+            wait_reach(&lab, "198.18.0.21", t, false, limit).is_some(),
+            "new decision: dropped at {t}"
+        );
     }
+    let text = lab.scrape("198.18.0.2:9477");
+    assert_eq!(
+        common::metric_sum(
+            &text,
+            "scanwatch_crowdsec_decisions_active{origin=\"cscli\"}"
+        ),
+        1.0,
+        "the new decision only: {text}"
+    );
+    assert_eq!(common::metric_sum(&text, "scanwatch_blocked_sources"), 1.0);
+    let rows = String::from_utf8_lossy(&lab.ctl(&["blocks"]).stdout).into_owned();
+    assert!(!rows.contains("198.18.7.0/24"), "{rows}");
     let s = status(&agent2.ctl(&["status"]));
     assert!(s["crowdsec"]["bouncer"]["last_error"].is_null(), "{s}");
 }
@@ -610,6 +637,22 @@ fn a_scan_blocked_by_one_agent_is_dropped_by_the_other() {
         common::metric_sum(&text, "scanwatch_crowdsec_alerts_pushed_total"),
         1.0,
         "{text}"
+    );
+    // The bouncer's and the machine's metrics pass promtool's checks.
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(check.stdin.as_mut().expect("stdin"), text.as_bytes())
+        .expect("write");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}",
+        err(&out)
     );
 }
 
