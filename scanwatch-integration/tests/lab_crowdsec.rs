@@ -264,8 +264,16 @@ fn crowdsec_table(key: Option<&Path>, machine: Option<(&str, &Path)>) -> String 
 /// The lab, a Local API, and scanner addresses 198.18.0.11, .21 and
 /// 198.18.7.5, .200, .70 (routed to the target).
 fn lab_with_crowdsec() -> (AgentLab, Crowdsec, PathBuf) {
+    lab_with_crowdsec_logged(false)
+}
+
+fn lab_with_crowdsec_logged(logged: bool) -> (AgentLab, Crowdsec, PathBuf) {
     assert_installed(&["crowdsec", "cscli", "nmap", "python3", "curl", "promtool"]);
-    let mut lab = AgentLab::prepare();
+    let mut lab = if logged {
+        AgentLab::prepare_logged()
+    } else {
+        AgentLab::prepare()
+    };
     let dir = lab
         .alert_log
         .parent()
@@ -664,7 +672,7 @@ fn lapi_outage_and_a_wrong_api_key() {
     if !require_root("lapi_outage_and_a_wrong_api_key") {
         return;
     }
-    let (mut lab, mut cs, dir) = lab_with_crowdsec();
+    let (mut lab, mut cs, dir) = lab_with_crowdsec_logged(true);
     let password = cs.machine(&lab, "edge1");
     let key = cs.bouncer(&lab, "edge1");
     let config = dir.join("agent.toml");
@@ -712,7 +720,24 @@ fn lapi_outage_and_a_wrong_api_key() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    // Retries back off (2, 4, 8, 16 s...), and each side logs the outage once.
     let text = lab.scrape("198.18.0.2:9477");
+    let unreachable = common::metric_sum(
+        &text,
+        "scanwatch_crowdsec_pulls_total{result=\"unreachable\"}",
+    );
+    assert!(
+        (3.0..=6.0).contains(&unreachable),
+        "{unreachable} failed pulls in 30 s"
+    );
+    let log = lab.log_text();
+    let errors = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains("ERROR") && l.contains(what) && l.contains("Connection refused"))
+            .count()
+    };
+    assert_eq!(errors("crowdsec::bouncer"), 1, "{log}");
+    assert_eq!(errors("crowdsec::machine"), 1, "{log}");
     assert_eq!(
         common::metric_sum(&text, "scanwatch_crowdsec_alerts_queued"),
         1.0,
