@@ -17,191 +17,15 @@ use std::{
 
 use common::{AgentLab, agent_bin, assert_installed};
 use scanwatch_lab::{
+    crowdsec::{Crowdsec, LAPI, err, secret},
     netns::{ExtraTarget, TARGET_V4},
     privileged::require_root,
 };
 
-/// The Local API, in the scanner namespace.
-const LAPI: &str = "198.18.0.1:8080";
 /// `update_frequency_seconds` of the agents.
 const UPDATE: u64 = 2;
 /// A never_block address inside the Range decision's /24.
 const NEVER: &str = "198.18.7.70";
-
-/// A CrowdSec Local API of the test's own.
-struct Crowdsec {
-    dir: PathBuf,
-    config: PathBuf,
-    pid: u32,
-}
-
-impl Crowdsec {
-    /// Writes its configuration under `dir` and starts it.
-    fn start(lab: &mut AgentLab, dir: &Path) -> Self {
-        std::fs::create_dir_all(dir.join("data")).expect("crowdsec dir");
-        let d = dir.display();
-        let config = dir.join("config.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "common:\n  daemonize: false\n  log_media: stdout\n  log_level: info\n  working_dir: {d}\n\
-                 config_paths:\n  config_dir: {d}/\n  data_dir: {d}/data/\n  simulation_path: {d}/simulation.yaml\n  \
-                 hub_dir: {d}/hub/\n  index_path: {d}/hub/.index.json\n  notification_dir: {d}/notifications/\n  \
-                 plugin_dir: /usr/lib/crowdsec/plugins/\n\
-                 db_config:\n  log_level: info\n  type: sqlite\n  use_wal: true\n  db_path: {d}/data/crowdsec.db\n\
-                 api:\n  client:\n    credentials_path: {d}/local_api_credentials.yaml\n  \
-                 server:\n    log_level: info\n    listen_uri: {LAPI}\n    profiles_path: {d}/profiles.yaml\n\
-                 prometheus:\n  enabled: false\n"
-            ),
-        )
-        .expect("crowdsec config");
-        std::fs::write(dir.join("simulation.yaml"), "simulation: off\n").expect("simulation");
-        std::fs::write(
-            dir.join("profiles.yaml"),
-            "name: default_ip_remediation\nfilters:\n - Alert.Remediation == true && Alert.GetScope() == \"Ip\"\n\
-             decisions:\n - type: ban\n   duration: 4h\non_success: break\n",
-        )
-        .expect("profiles");
-        let mut me = Self {
-            dir: dir.to_path_buf(),
-            config,
-            pid: 0,
-        };
-        me.launch(lab);
-        // cscli's own machine, for `decisions add` and `alerts list`.
-        let creds = dir.join("local_api_credentials.yaml");
-        let o = me.cscli(
-            lab,
-            &["machines", "add", "cscli", "--auto", "--force", "-f"],
-            Some(&creds),
-        );
-        assert!(o.status.success(), "cscli machines add: {}", err(&o));
-        me
-    }
-
-    /// Starts `crowdsec -no-cs` and waits until the Local API answers.
-    fn launch(&mut self, lab: &mut AgentLab) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("crowdsec.log"))
-            .expect("crowdsec log");
-        let mut cmd = lab.lab.in_scanner();
-        cmd.args(["crowdsec", "-no-cs", "-c"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        self.pid = lab.lab.spawn(cmd).expect("start crowdsec");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let o = lab
-                .lab
-                .in_scanner()
-                .args([
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "2",
-                ])
-                .arg(format!("http://{LAPI}/v1/decisions"))
-                .output()
-                .expect("curl");
-            if String::from_utf8_lossy(&o.stdout) == "403" {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the Local API did not come up: {}",
-                std::fs::read_to_string(self.dir.join("crowdsec.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn stop(&mut self, lab: &mut AgentLab) {
-        assert!(
-            lab.lab.stop(self.pid, Duration::from_secs(10)).is_some(),
-            "crowdsec did not stop on SIGTERM"
-        );
-    }
-
-    /// `cscli -c CONFIG ARGS [FILE]`, in the scanner namespace.
-    fn cscli(&self, lab: &AgentLab, args: &[&str], file: Option<&Path>) -> Output {
-        let mut cmd = lab.lab.in_scanner();
-        cmd.arg("cscli").arg("-c").arg(&self.config).args(args);
-        if let Some(f) = file {
-            cmd.arg(f);
-        }
-        cmd.stdin(Stdio::null()).output().expect("cscli")
-    }
-
-    /// A bouncer's API key, in a root-only file.
-    fn bouncer(&self, lab: &AgentLab, name: &str) -> PathBuf {
-        let o = self.cscli(lab, &["bouncers", "add", name, "-o", "raw"], None);
-        assert!(o.status.success(), "cscli bouncers add: {}", err(&o));
-        let key = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        assert_eq!(key.len(), 32, "an API key: {key:?}");
-        secret(&self.dir.join(format!("{name}.key")), &key)
-    }
-
-    /// A machine's password, in a root-only file.
-    fn machine(&self, lab: &AgentLab, name: &str) -> PathBuf {
-        let password = format!("{name}-password-of-the-lab");
-        let creds = self.dir.join(format!("{name}.yaml"));
-        let o = self.cscli(
-            lab,
-            &[
-                "machines",
-                "add",
-                name,
-                "--password",
-                &password,
-                "--force",
-                "-f",
-            ],
-            Some(&creds),
-        );
-        assert!(o.status.success(), "cscli machines add: {}", err(&o));
-        secret(&self.dir.join(format!("{name}.password")), &password)
-    }
-
-    fn decisions(&self, lab: &AgentLab, args: &[&str]) {
-        let mut all = vec!["decisions"];
-        all.extend_from_slice(args);
-        let o = self.cscli(lab, &all, None);
-        assert!(o.status.success(), "cscli {all:?}: {}", err(&o));
-    }
-
-    /// `cscli alerts list -o json`.
-    fn alerts(&self, lab: &AgentLab, extra: &[&str]) -> Vec<serde_json::Value> {
-        let mut args = vec!["alerts", "list", "-o", "json", "-l", "0"];
-        args.extend_from_slice(extra);
-        let o = self.cscli(lab, &args, None);
-        assert!(o.status.success(), "cscli alerts list: {}", err(&o));
-        serde_json::from_slice::<Option<Vec<serde_json::Value>>>(&o.stdout)
-            .expect("alerts JSON")
-            .unwrap_or_default()
-    }
-}
-
-fn secret(path: &Path, value: &str) -> PathBuf {
-    std::fs::write(path, format!("{value}\n")).expect("secret");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    path.to_path_buf()
-}
-
-fn err(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// One TCP connection from `source` to `target`:8080: true if it connected.
 fn connects(lab: &AgentLab, source: &str, target: &str) -> bool {
@@ -296,7 +120,7 @@ fn lab_with_crowdsec_logged(logged: bool) -> (AgentLab, Crowdsec, PathBuf) {
         .status()
         .expect("ip route");
     assert!(route.success());
-    let cs = Crowdsec::start(&mut lab, &dir.join("crowdsec"));
+    let cs = Crowdsec::start(&mut lab.lab, &dir.join("crowdsec"));
     (lab, cs, dir)
 }
 
@@ -381,7 +205,7 @@ fn lapi_decisions_are_enforced_by_both_agents() {
     let limit = Duration::from_secs(UPDATE + 5);
     let mut agents = Vec::new();
     for n in 1..=2 {
-        let key = cs.bouncer(&lab, &format!("agent{n}"));
+        let key = cs.bouncer(&lab.lab, &format!("agent{n}"));
         let config = dir.join(format!("agent{n}.toml"));
         std::fs::write(
             &config,
@@ -414,7 +238,7 @@ fn lapi_decisions_are_enforced_by_both_agents() {
     }
 
     // An Ip decision: dropped by both within update_frequency + 5 s.
-    cs.decisions(&lab, &["add", "--ip", "198.18.0.21", "--duration", "1m"]);
+    cs.decisions(&lab.lab, &["add", "--ip", "198.18.0.21", "--duration", "1m"]);
     for t in targets {
         let took = wait_reach(&lab, "198.18.0.21", t, false, limit);
         assert!(took.is_some(), "198.18.0.21 dropped at {t}");
@@ -437,7 +261,7 @@ fn lapi_decisions_are_enforced_by_both_agents() {
     // A manual block of the same address survives the decision's deletion.
     let o = lab.ctl(&["block", "198.18.0.21", "--ttl", "1h"]);
     assert!(o.status.success(), "{}", err(&o));
-    cs.decisions(&lab, &["delete", "--ip", "198.18.0.21"]);
+    cs.decisions(&lab.lab, &["delete", "--ip", "198.18.0.21"]);
     assert!(
         wait_reach(&lab, "198.18.0.21", &t2, true, limit).is_some(),
         "delete: passes again at agent 2"
@@ -455,7 +279,7 @@ fn lapi_decisions_are_enforced_by_both_agents() {
 
     // A Range decision: the whole /24 but never_block.
     cs.decisions(
-        &lab,
+        &lab.lab,
         &["add", "--range", "198.18.7.0/24", "--duration", "1m"],
     );
     for t in targets {
@@ -467,7 +291,7 @@ fn lapi_decisions_are_enforced_by_both_agents() {
         assert!(connects(&lab, NEVER, t), "never_block passes at {t}");
     }
     // An Ip decision on the never_block address: never dropped.
-    cs.decisions(&lab, &["add", "--ip", NEVER, "--duration", "1m"]);
+    cs.decisions(&lab.lab, &["add", "--ip", NEVER, "--duration", "1m"]);
     std::thread::sleep(Duration::from_secs(UPDATE + 2));
     for t in targets {
         assert!(connects(&lab, NEVER, t), "never_block passes at {t}");
@@ -500,8 +324,8 @@ fn lapi_decisions_are_enforced_by_both_agents() {
     // Agent 1 restarts while the decisions change: the kept blocklist
     // drops at once, and its first (startup) pull reconciles it.
     assert!(lab.stop_agent(), "agent 1 stops cleanly");
-    cs.decisions(&lab, &["delete", "--range", "198.18.7.0/24"]);
-    cs.decisions(&lab, &["add", "--ip", "198.18.0.21", "--duration", "1m"]);
+    cs.decisions(&lab.lab, &["delete", "--range", "198.18.7.0/24"]);
+    cs.decisions(&lab.lab, &["add", "--ip", "198.18.0.21", "--duration", "1m"]);
     lab.restart(&[
         "--config",
         &agents[0].to_string_lossy(),
@@ -543,9 +367,9 @@ fn a_scan_blocked_by_one_agent_is_dropped_by_the_other() {
         return;
     }
     let (mut lab, cs, dir) = lab_with_crowdsec();
-    let password = cs.machine(&lab, "edge1");
-    let key1 = cs.bouncer(&lab, "edge1");
-    let key2 = cs.bouncer(&lab, "edge2");
+    let password = cs.machine(&lab.lab, "edge1");
+    let key1 = cs.bouncer(&lab.lab, "edge1");
+    let key2 = cs.bouncer(&lab.lab, "edge2");
     let c1 = dir.join("agent1.toml");
     std::fs::write(
         &c1,
@@ -601,7 +425,7 @@ fn a_scan_blocked_by_one_agent_is_dropped_by_the_other() {
     assert!(connects(&lab, "198.18.0.1", &t2), "others pass agent 2");
 
     let alerts: Vec<serde_json::Value> = cs
-        .alerts(&lab, &[])
+        .alerts(&lab.lab, &[])
         .into_iter()
         .filter(|a| {
             a["scenario"]
@@ -673,8 +497,8 @@ fn lapi_outage_and_a_wrong_api_key() {
         return;
     }
     let (mut lab, mut cs, dir) = lab_with_crowdsec_logged(true);
-    let password = cs.machine(&lab, "edge1");
-    let key = cs.bouncer(&lab, "edge1");
+    let password = cs.machine(&lab.lab, "edge1");
+    let key = cs.bouncer(&lab.lab, "edge1");
     let config = dir.join("agent.toml");
     std::fs::write(
         &config,
@@ -689,10 +513,10 @@ fn lapi_outage_and_a_wrong_api_key() {
     let cmd = lab.lab.in_target();
     web(&mut lab, cmd, TARGET_V4);
     let limit = Duration::from_secs(UPDATE + 5);
-    cs.decisions(&lab, &["add", "--ip", "198.18.0.21", "--duration", "5m"]);
+    cs.decisions(&lab.lab, &["add", "--ip", "198.18.0.21", "--duration", "5m"]);
     assert!(wait_reach(&lab, "198.18.0.21", TARGET_V4, false, limit).is_some());
 
-    cs.stop(&mut lab);
+    cs.stop(&mut lab.lab);
     let down = Instant::now();
     let scanner_if = lab.lab.scanner_if.clone();
     lab.scan(&[
@@ -757,7 +581,7 @@ fn lapi_outage_and_a_wrong_api_key() {
         "{s}"
     );
 
-    cs.launch(&mut lab);
+    cs.launch(&mut lab.lab);
     // Retries back off to at most a minute.
     let deadline = Instant::now() + Duration::from_secs(70);
     while metric(&lab, "scanwatch_crowdsec_alerts_pushed_total") < 1.0 {
@@ -766,7 +590,7 @@ fn lapi_outage_and_a_wrong_api_key() {
     }
     std::thread::sleep(Duration::from_secs(UPDATE + 1));
     let pushed: Vec<serde_json::Value> = cs
-        .alerts(&lab, &["--ip", "198.18.0.11"])
+        .alerts(&lab.lab, &["--ip", "198.18.0.11"])
         .into_iter()
         .filter(|a| {
             a["scenario"]

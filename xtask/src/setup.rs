@@ -41,6 +41,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // lab_crowdsec.rs: a Local API of the test's own (crowdsec -no-cs) and cscli.
     ("crowdsec", "crowdsec"),
     ("cscli", "crowdsec"),
+    // The benchmark compares the agent's bouncer with the packaged one.
+    ("crowdsec-firewall-bouncer", "crowdsec-firewall-bouncer"),
 ];
 
 /// crowdsec's post-install registers with the central API unless this
@@ -159,7 +161,7 @@ fn debian_packages() -> anyhow::Result<()> {
     if which("apt-get").is_none() {
         bail!("missing {missing:?} and no apt-get: install them with your package manager");
     }
-    if missing.contains(&"crowdsec") {
+    if missing.contains(&"crowdsec") || missing.contains(&"crowdsec-firewall-bouncer") {
         crowdsec_offline().context("crowdsec")?;
     }
     run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
