@@ -238,7 +238,10 @@ fn lapi_decisions_are_enforced_by_both_agents() {
     }
 
     // An Ip decision: dropped by both within update_frequency + 5 s.
-    cs.decisions(&lab.lab, &["add", "--ip", "198.18.0.21", "--duration", "1m"]);
+    cs.decisions(
+        &lab.lab,
+        &["add", "--ip", "198.18.0.21", "--duration", "1m"],
+    );
     for t in targets {
         let took = wait_reach(&lab, "198.18.0.21", t, false, limit);
         assert!(took.is_some(), "198.18.0.21 dropped at {t}");
@@ -325,7 +328,10 @@ fn lapi_decisions_are_enforced_by_both_agents() {
     // drops at once, and its first (startup) pull reconciles it.
     assert!(lab.stop_agent(), "agent 1 stops cleanly");
     cs.decisions(&lab.lab, &["delete", "--range", "198.18.7.0/24"]);
-    cs.decisions(&lab.lab, &["add", "--ip", "198.18.0.21", "--duration", "1m"]);
+    cs.decisions(
+        &lab.lab,
+        &["add", "--ip", "198.18.0.21", "--duration", "1m"],
+    );
     lab.restart(&[
         "--config",
         &agents[0].to_string_lossy(),
@@ -513,7 +519,10 @@ fn lapi_outage_and_a_wrong_api_key() {
     let cmd = lab.lab.in_target();
     web(&mut lab, cmd, TARGET_V4);
     let limit = Duration::from_secs(UPDATE + 5);
-    cs.decisions(&lab.lab, &["add", "--ip", "198.18.0.21", "--duration", "5m"]);
+    cs.decisions(
+        &lab.lab,
+        &["add", "--ip", "198.18.0.21", "--duration", "5m"],
+    );
     assert!(wait_reach(&lab, "198.18.0.21", TARGET_V4, false, limit).is_some());
 
     cs.stop(&mut lab.lab);
