@@ -525,9 +525,31 @@ fn lapi_outage_and_a_wrong_api_key() {
     );
     assert!(wait_reach(&lab, "198.18.0.21", TARGET_V4, false, limit).is_some());
 
+    // A first alert: the machine logs in and pushes it.
+    let scanner_if = lab.lab.scanner_if.clone();
+    lab.scan(&[
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "--max-retries",
+        "0",
+        "-p",
+        "1-200",
+        "-e",
+        &scanner_if,
+        "-S",
+        "198.18.7.5",
+        TARGET_V4,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&lab, "scanwatch_crowdsec_alerts_pushed_total") < 1.0 {
+        assert!(Instant::now() < deadline, "first alert not pushed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     cs.stop(&mut lab.lab);
     let down = Instant::now();
-    let scanner_if = lab.lab.scanner_if.clone();
     lab.scan(&[
         "nmap",
         "-n",
@@ -593,7 +615,7 @@ fn lapi_outage_and_a_wrong_api_key() {
     cs.launch(&mut lab.lab);
     // Retries back off to at most a minute.
     let deadline = Instant::now() + Duration::from_secs(70);
-    while metric(&lab, "scanwatch_crowdsec_alerts_pushed_total") < 1.0 {
+    while metric(&lab, "scanwatch_crowdsec_alerts_pushed_total") < 2.0 {
         assert!(Instant::now() < deadline, "queued alert not pushed");
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -608,6 +630,14 @@ fn lapi_outage_and_a_wrong_api_key() {
         })
         .collect();
     assert_eq!(pushed.len(), 1, "pushed once: {pushed:?}");
+    // The restarted Local API signs tokens with a new secret: the old token
+    // is refused (401) and the machine logs in again.
+    let logins = lab
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("logged in as machine edge1"))
+        .count();
+    assert_eq!(logins, 2, "{}", lab.log_text());
     assert_eq!(metric(&lab, "scanwatch_crowdsec_alerts_queued"), 0.0);
     assert!(!connects(&lab, "198.18.0.21", TARGET_V4), "still enforced");
 

@@ -284,6 +284,12 @@ impl Pusher {
             .unwrap_or(Duration::from_secs(600));
         // Renewed a minute before it expires (or half-way, if shorter).
         let renew = Instant::now() + left.saturating_sub(Duration::from_secs(60)).max(left / 2);
+        log::info!(
+            "CrowdSec LAPI {}: logged in as machine {} (token until {})",
+            self.lapi.url(),
+            self.machine_id,
+            t.expire
+        );
         self.token = Some((t.token.clone(), renew));
         Ok(t.token)
     }
