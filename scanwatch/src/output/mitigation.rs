@@ -710,6 +710,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn claims_merge_to_the_longer() {
+        let v = |expires_ns, origin| BlockValue {
+            expires_ns,
+            created_ns: 1,
+            origin,
+            offenses: 1,
+            reason: [0; 48],
+        };
+        let both = |l, c| Claims {
+            local: Some(v(l, block_origin::DETECTION)),
+            crowdsec: Some(v(c, block_origin::CROWDSEC)),
+        };
+        let origin = |c: Claims, now| c.merged(now).map(|m| m.origin);
+        assert_eq!(origin(both(100, 200), 50), Some(block_origin::CROWDSEC));
+        assert_eq!(origin(both(300, 200), 50), Some(block_origin::DETECTION));
+        assert_eq!(
+            origin(both(0, 200), 50),
+            Some(block_origin::DETECTION),
+            "no expiry wins"
+        );
+        assert_eq!(origin(both(100, 0), 50), Some(block_origin::CROWDSEC));
+        assert_eq!(
+            origin(both(100, 200), 150),
+            Some(block_origin::CROWDSEC),
+            "the local claim is over"
+        );
+        assert_eq!(origin(both(100, 120), 150), None, "both over");
+        assert_eq!(
+            Claims::of(v(5, block_origin::CROWDSEC))
+                .crowdsec
+                .map(|c| c.expires_ns),
+            Some(5)
+        );
+        assert!(Claims::of(v(5, block_origin::MANUAL)).local.is_some());
+        assert!(Claims::default().is_empty());
+    }
+
+    #[test]
     fn host_nets() {
         assert_eq!(
             host_net("::ffff:198.18.0.1".parse().unwrap()).to_string(),
