@@ -483,6 +483,8 @@ pub type LpmData = [u8; 16];
 pub mod block_origin {
     pub const DETECTION: u32 = 1;
     pub const MANUAL: u32 = 2;
+    /// A CrowdSec decision applied by the agent's bouncer (`[crowdsec]`).
+    pub const CROWDSEC: u32 = 3;
 }
 
 /// A blocklist entry.

@@ -309,6 +309,66 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "[[feeds]]\nname = \"a\"\npath = \"/tmp/x\"\naction = \"explode\"\n",
         "unknown variant `explode`",
     ),
+    (
+        "crowdsec.lapi_url",
+        "[crowdsec]\nlapi_url = \"https://lapi:8080\"\napi_key_file = \"/etc/k\"\n",
+        "https is not supported",
+    ),
+    (
+        "crowdsec.lapi_url",
+        "[crowdsec]\nlapi_url = \"http://lapi:8080\"\n",
+        "set api_key_file (bouncer), machine_id (alerts), or both",
+    ),
+    (
+        "crowdsec.api_key_file",
+        "[crowdsec]\napi_key_file = \"/etc/scanwatch/crowdsec.key\"\n",
+        "needs lapi_url",
+    ),
+    (
+        "crowdsec.update_frequency_seconds",
+        "[crowdsec]\nupdate_frequency_seconds = 0\n",
+        "0 is out of range 1..=3600",
+    ),
+    (
+        "crowdsec.scopes[1]",
+        "[crowdsec]\nscopes = [\"Ip\", \"Country\"]\n",
+        "unknown scope \"Country\": expected Ip or Range",
+    ),
+    (
+        "crowdsec.scopes",
+        "[crowdsec]\nscopes = []\n",
+        "needs at least one of Ip, Range",
+    ),
+    (
+        "crowdsec.origins[0]",
+        "[crowdsec]\norigins = [\"c s\"]\n",
+        "must be 1 to 64 letters",
+    ),
+    (
+        "crowdsec.decision_types[0]",
+        "[crowdsec]\ndecision_types = [\"\"]\n",
+        "must be 1 to 64 letters",
+    ),
+    (
+        "crowdsec.machine_id",
+        "[crowdsec]\nmachine_id = \"edge 1\"\n",
+        "must be 1 to 64 letters",
+    ),
+    (
+        "crowdsec.machine_id",
+        "[crowdsec]\nmachine_id = \"edge1\"\npassword_file = \"/etc/p\"\n",
+        "needs lapi_url",
+    ),
+    (
+        "crowdsec.password_file",
+        "[crowdsec]\nlapi_url = \"http://lapi:8080\"\nmachine_id = \"edge1\"\npassword_file = \"\"\n",
+        "machine_id needs a password_file",
+    ),
+    (
+        "crowdsec.queue_capacity",
+        "[crowdsec]\nqueue_capacity = 0\n",
+        "0 is out of range 1..=1000000",
+    ),
     // Unknown and missing keys at each level.
     (
         "detections",
@@ -434,6 +494,7 @@ fn the_table_covers_every_config_field() {
         .mitigation
         .ttl_seconds
         .insert("port_scan".to_string(), 60);
+    config.crowdsec.origins = vec!["cscli".into()];
     config.feeds.push(FeedConfig {
         name: "a".into(),
         path: "/tmp/a".into(),

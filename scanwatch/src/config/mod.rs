@@ -6,6 +6,7 @@
 //! Validation is one function per table; errors name file, line and field.
 
 pub mod agent;
+pub mod crowdsec;
 pub mod detection;
 pub mod mitigation;
 pub mod spans;
@@ -18,6 +19,7 @@ pub use agent::{
     AgentConfig, DEFAULT_ALERT_LOG, DEFAULT_CONTROL_SOCKET, DEFAULT_COUNT_INTERVAL,
     DEFAULT_METRICS_ADDR, DEFAULT_METRICS_TOP, DEFAULT_PIN_DIR, DEFAULT_SUMMARY_INTERVAL,
 };
+pub use crowdsec::CrowdsecConfig;
 pub use detection::{Detection, DistinctHosts, DistinctPorts, ReplyScan, StealthScan, SynFlood};
 pub use mitigation::{FeedAction, FeedConfig, MitigationConfig};
 
@@ -107,6 +109,7 @@ pub struct Config {
     pub detection: Detection,
     pub mitigation: MitigationConfig,
     pub feeds: Vec<FeedConfig>,
+    pub crowdsec: CrowdsecConfig,
 }
 
 impl Config {
@@ -154,7 +157,8 @@ impl Config {
         self.agent.validate(v)?;
         self.detection.validate(v)?;
         self.mitigation.validate(v)?;
-        mitigation::validate_feeds(&self.feeds, v)
+        mitigation::validate_feeds(&self.feeds, v)?;
+        self.crowdsec.validate(v)
     }
 }
 

@@ -23,6 +23,10 @@ use scanwatch_common::{Counter, trw::ReplyCounters};
 
 use super::{
     alert_log::AlertLogStats,
+    crowdsec::{
+        bouncer::{BouncerStats, ORIGINS, SKIP_REASONS},
+        machine::MachineStats,
+    },
     mitigation::{FeedStats, MitigationStats},
 };
 use crate::{
@@ -63,6 +67,10 @@ pub struct AgentSnapshot {
     pub feeds: BTreeMap<String, FeedStats>,
     /// Alerts written, by the scanner tool they name (`detect::tool::NAMES`).
     pub alerts_by_tool: BTreeMap<&'static str, u64>,
+    /// The CrowdSec bouncer's figures (when it runs).
+    pub crowdsec_bouncer: Option<BouncerStats>,
+    /// The CrowdSec machine's figures (when it runs).
+    pub crowdsec_machine: Option<MachineStats>,
 }
 
 /// The reply-aware detector's state for the metrics: its maps (kernel
@@ -225,6 +233,12 @@ impl Scrape<'_> {
         encode_top(e, self.snapshot)?;
         encode_mitigation(e, self.snapshot, f.dropped, f.spared)?;
         encode_agent(e, self.snapshot, f.attached)?;
+        if let Some(b) = &self.snapshot.crowdsec_bouncer {
+            encode_bouncer(e, b)?;
+        }
+        if let Some(m) = &self.snapshot.crowdsec_machine {
+            encode_machine(e, m)?;
+        }
         if let Some((reply, no_answers)) = &self.reply {
             encode_reply(e, reply, *no_answers)?;
         }
@@ -625,6 +639,97 @@ fn encode_agent(
     Ok(())
 }
 
+/// Pull results of the CrowdSec bouncer.
+pub const PULL_RESULTS: [&str; 4] = ["ok", "unreachable", "unauthorized", "error"];
+
+/// The CrowdSec bouncer: pulls, decisions in force and skipped.
+fn encode_bouncer(e: &mut DescriptorEncoder<'_>, b: &BouncerStats) -> fmt::Result {
+    let labelled = |names: &[&'static str], key: &'static str, map: &BTreeMap<&str, u64>| {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    vec![(key, (*n).to_string())],
+                    map.get(n).copied().unwrap_or(0),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        e,
+        "crowdsec_pulls",
+        "Pulls of the CrowdSec Local API's decision stream, by result (ok, unreachable, unauthorized, error).",
+        &ConstCounter::new(0u64),
+        labelled(&PULL_RESULTS, "result", &b.pulls)
+            .into_iter()
+            .map(|(l, v)| (l, ConstCounter::new(v)))
+            .collect(),
+    )?;
+    let mut origins: Vec<&'static str> = ORIGINS.to_vec();
+    origins.push("other");
+    family(
+        e,
+        "crowdsec_decisions_active",
+        "CrowdSec decisions enforced in the blocklist, by the decision's origin.",
+        &ConstGauge::new(0i64),
+        labelled(&origins, "origin", &b.active)
+            .into_iter()
+            .map(|(l, v)| (l, ConstGauge::new(saturating_i64(v))))
+            .collect(),
+    )?;
+    family(
+        e,
+        "crowdsec_decisions_skipped",
+        "CrowdSec decisions not applied, by reason (type, scope, origin, invalid, never_block, blocklist_full).",
+        &ConstCounter::new(0u64),
+        labelled(&SKIP_REASONS, "reason", &b.skipped)
+            .into_iter()
+            .map(|(l, v)| (l, ConstCounter::new(v)))
+            .collect(),
+    )?;
+    let g = ConstGauge::new(b.last_success.unwrap_or(0.0));
+    let mut m = e.encode_descriptor(
+        "crowdsec_last_pull_success_timestamp",
+        "When the decision stream was last pulled successfully (0: never).",
+        Some(&Unit::Seconds),
+        g.metric_type(),
+    )?;
+    let no_labels: &[(&str, &str)] = &[];
+    g.encode(m.encode_family(&no_labels)?)
+}
+
+/// The CrowdSec machine: alerts pushed, dropped, queued.
+fn encode_machine(e: &mut DescriptorEncoder<'_>, m: &MachineStats) -> fmt::Result {
+    counter(
+        e,
+        "crowdsec_alerts_pushed",
+        "Alerts accepted by the CrowdSec Local API.",
+        &[],
+        m.pushed,
+    )?;
+    counter(
+        e,
+        "crowdsec_alerts_dropped",
+        "Alerts not pushed to the CrowdSec Local API: the queue was full, or the Local API refused them.",
+        &[],
+        m.dropped,
+    )?;
+    counter(
+        e,
+        "crowdsec_push_errors",
+        "Failed pushes to the CrowdSec Local API (unreachable, refused login, errors).",
+        &[],
+        m.errors,
+    )?;
+    gauge(
+        e,
+        "crowdsec_alerts_queued",
+        "Alerts waiting for the CrowdSec Local API.",
+        &[],
+        saturating_i64(m.queued),
+    )
+}
+
 /// The reply-aware detector's metrics.
 fn encode_reply(
     e: &mut DescriptorEncoder<'_>,
@@ -806,6 +911,56 @@ mod tests {
             }],
         }));
         render(&registry, openmetrics).unwrap()
+    }
+
+    #[test]
+    fn crowdsec_metrics_have_bounded_labels() {
+        let mut snapshot = AgentSnapshot::default();
+        let mut b = BouncerStats::default();
+        b.pulls.insert("ok", 3);
+        b.active.insert("cscli", 2);
+        b.skipped.insert("never_block", 1);
+        b.last_success = Some(1_700_000_000.5);
+        snapshot.crowdsec_bouncer = Some(b);
+        snapshot.crowdsec_machine = Some(MachineStats {
+            pushed: 4,
+            queued: 1,
+            ..MachineStats::default()
+        });
+        let mut registry = Registry::with_prefix("scanwatch");
+        registry.register_collector(Box::new(Fixed {
+            counters: BTreeMap::new(),
+            snapshot,
+            interfaces: Vec::new(),
+        }));
+        let text = render(&registry, false).unwrap();
+        for line in [
+            "# TYPE scanwatch_crowdsec_pulls_total counter",
+            "scanwatch_crowdsec_pulls_total{result=\"ok\"} 3",
+            "scanwatch_crowdsec_pulls_total{result=\"unreachable\"} 0",
+            "scanwatch_crowdsec_decisions_active{origin=\"cscli\"} 2",
+            "scanwatch_crowdsec_decisions_active{origin=\"other\"} 0",
+            "scanwatch_crowdsec_decisions_skipped_total{reason=\"never_block\"} 1",
+            "# TYPE scanwatch_crowdsec_last_pull_success_timestamp_seconds gauge",
+            "scanwatch_crowdsec_last_pull_success_timestamp_seconds 1700000000.5",
+            "scanwatch_crowdsec_alerts_pushed_total 4",
+            "scanwatch_crowdsec_alerts_queued 1",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+        let origins = text
+            .lines()
+            .filter(|l| l.starts_with("scanwatch_crowdsec_decisions_active{"))
+            .count();
+        assert_eq!(
+            origins,
+            ORIGINS.len() + 1,
+            "bounded: the known origins and other"
+        );
+        assert!(
+            !rendered(false).contains("crowdsec"),
+            "nothing without [crowdsec]"
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum AgentError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Reply(#[from] ReplyError),
+    #[error("[crowdsec] {0}")]
+    CrowdsecSecret(String),
 }
 
 impl AgentError {
@@ -61,7 +63,8 @@ impl AgentError {
             | Self::DuplicateInterface(_)
             | Self::NoInterfaces
             | Self::Load(LoadError::UnknownInterface(_) | LoadError::MapSize(_))
-            | Self::Alertmanager(_) => 2,
+            | Self::Alertmanager(_)
+            | Self::CrowdsecSecret(_) => 2,
             _ => 1,
         }
     }

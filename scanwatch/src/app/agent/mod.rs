@@ -26,7 +26,10 @@ use tokio::{
 };
 
 pub use self::error::{AgentError, RUN_CAPABILITIES};
-use self::{start::Started, steps::Agent};
+use self::{
+    start::{CrowdsecStart, Started},
+    steps::Agent,
+};
 use super::cli::RunArgs;
 use crate::{
     detect::Engine,
@@ -36,6 +39,10 @@ use crate::{
     },
     output::{
         alertmanager::{Pusher, RESEND},
+        crowdsec::{
+            bouncer::{Bouncer, Pull, pull_loop},
+            machine::Machine,
+        },
         metrics::{AgentSnapshot, AttachedInterface, ReplySource, build_registry},
         summary::Summary,
     },
@@ -168,6 +175,7 @@ fn agent_of(
     RingBuf<MapData>,
     std::net::TcpListener,
     tokio::net::UnixListener,
+    Option<CrowdsecStart>,
 ) {
     let Started {
         running,
@@ -178,6 +186,7 @@ fn agent_of(
         mitigation,
         control,
         reply,
+        crowdsec,
     } = started;
     let names: BTreeMap<u32, String> = running
         .attachments
@@ -198,18 +207,67 @@ fn agent_of(
         ticks: 0,
         alerted: Vec::new(),
         alerts_by_tool: BTreeMap::new(),
+        bouncer: None,
+        machine: None,
     };
-    (agent, events, metrics_listener, control)
+    (agent, events, metrics_listener, control, crowdsec)
+}
+
+/// Starts the CrowdSec bouncer's pulls (into `pulls`) and the machine's
+/// pushes, as configured. Returns the pulling task; without one, `pulls`
+/// is kept open (and quiet) by the sender returned.
+fn start_crowdsec(
+    agent: &mut Agent,
+    crowdsec: Option<CrowdsecStart>,
+    pulls: mpsc::Sender<Pull>,
+) -> (
+    Option<tokio::task::JoinHandle<()>>,
+    Option<mpsc::Sender<Pull>>,
+) {
+    let Some(cs) = crowdsec else {
+        return (None, Some(pulls));
+    };
+    let cfg = agent.running.config.crowdsec.clone();
+    if let Some(password) = cs.password {
+        log::info!(
+            "CrowdSec: pushing alerts to {} as machine {}",
+            cs.lapi.url(),
+            cfg.machine_id
+        );
+        agent.machine = Some(Machine::spawn(
+            cs.lapi.clone(),
+            cfg.machine_id.clone(),
+            password,
+            cfg.queue_capacity as usize,
+        ));
+    }
+    let Some(key) = cs.api_key else {
+        return (None, Some(pulls));
+    };
+    log::info!(
+        "CrowdSec bouncer: pulling {} decisions of scopes {:?} from {} every {} s",
+        cfg.decision_types.join("/"),
+        cfg.scopes,
+        cs.lapi.url(),
+        cfg.update_frequency_seconds
+    );
+    agent.bouncer = Some(Bouncer::new(cfg.clone()));
+    (
+        Some(tokio::spawn(pull_loop(cs.lapi, key, cfg, pulls))),
+        None,
+    )
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut signals = Signals::install()?;
-    let (mut agent, events, metrics_listener, control) = agent_of(start::start(&args)?);
+    let (mut agent, events, metrics_listener, control, crowdsec) = agent_of(start::start(&args)?);
     let settings = agent.running.config.agent.clone();
     log_running(&agent);
     let (ctl_tx, ctl_rx) = mpsc::channel::<super::control::Pending>(16);
     let control_server = tokio::spawn(super::control::serve(control, ctl_tx));
+    let (pull_tx, pull_rx) = mpsc::channel::<Pull>(4);
+    let (puller, _quiet_pulls) = start_crowdsec(&mut agent, crowdsec, pull_tx);
     let stop = Arc::new(AtomicBool::new(false));
     // Crossings of the reply-aware test found by the no-answer sweep.
     let (reply_tx, reply_rx) = mpsc::channel::<scanwatch_common::ScanEvent>(1024);
@@ -260,6 +318,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         events,
         control: ctl_rx,
         reply: reply_rx,
+        pulls: pull_rx,
     };
     let result = event_loop(
         &mut agent,
@@ -274,6 +333,9 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     }
     server.abort();
     control_server.abort();
+    if let Some(p) = puller {
+        p.abort();
+    }
     let _ = std::fs::remove_file(&settings.control_socket);
     stop.store(true, Ordering::Relaxed);
     let _ = counter.join();
@@ -311,6 +373,8 @@ struct Channels {
     events: AsyncFd<RingBuf<MapData>>,
     control: mpsc::Receiver<super::control::Pending>,
     reply: mpsc::Receiver<scanwatch_common::ScanEvent>,
+    /// The CrowdSec bouncer's pulls.
+    pulls: mpsc::Receiver<Pull>,
 }
 
 /// Waits for work and does it, until SIGINT or SIGTERM.
@@ -352,6 +416,11 @@ async fn event_loop(
             Some(event) = ch.reply.recv() => {
                 let t = Instant::now();
                 agent.on_event(&event);
+                busy = t.elapsed();
+            }
+            Some(pull) = ch.pulls.recv() => {
+                let t = Instant::now();
+                agent.on_pull(pull);
                 busy = t.elapsed();
             }
             Some((req, reply)) = ch.control.recv() => {

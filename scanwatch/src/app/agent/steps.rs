@@ -17,8 +17,16 @@ use crate::{
     kernel::{detect_maps::decode_event, reply_maps::ReplyMaps},
     model::{KernelClock, ScanType},
     output::{
-        alert::Alert, alert_log::AlertLog, alertmanager::Pusher, metrics::AgentSnapshot,
-        mitigation::Mitigation, summary::Summary,
+        alert::Alert,
+        alert_log::AlertLog,
+        alertmanager::Pusher,
+        crowdsec::{
+            bouncer::{Bouncer, Pull},
+            machine::Machine,
+        },
+        metrics::AgentSnapshot,
+        mitigation::Mitigation,
+        summary::Summary,
     },
 };
 
@@ -49,6 +57,10 @@ pub(super) struct Agent {
     pub alerted: Vec<String>,
     /// Alerts written, by the tool they name.
     pub alerts_by_tool: BTreeMap<&'static str, u64>,
+    /// The CrowdSec bouncer's decisions (when `[crowdsec]` has an API key).
+    pub bouncer: Option<Bouncer>,
+    /// The CrowdSec machine's alert pushes (when `[crowdsec]` has a machine).
+    pub machine: Option<Machine>,
 }
 
 impl Agent {
@@ -87,6 +99,9 @@ impl Agent {
         self.alert_log.tick();
         self.ticks += 1;
         self.mitigation.expire();
+        if let Some(b) = self.bouncer.as_mut() {
+            b.tick();
+        }
         if self.ticks.is_multiple_of(5) {
             let now = feed_mtimes_of(&self.running.config.feeds);
             if now != self.feed_mtimes {
@@ -94,6 +109,13 @@ impl Agent {
                 log::info!("feed files changed: reloading");
                 self.reload_feeds();
             }
+        }
+    }
+
+    /// A pull of CrowdSec's decision stream.
+    pub fn on_pull(&mut self, pull: Pull) {
+        if let Some(b) = self.bouncer.as_mut() {
+            b.apply(pull, &mut self.mitigation);
         }
     }
 
@@ -165,6 +187,9 @@ impl Agent {
             .alerts_by_tool
             .entry(alert.scanner_tool.name)
             .or_default() += 1;
+        if let Some(m) = &self.machine {
+            m.send(&alert);
+        }
         self.alerted.push(alert.source);
     }
 
@@ -206,6 +231,8 @@ impl Agent {
         s.mitigation = self.mitigation.stats;
         s.feeds.clone_from(&self.mitigation.feed_stats);
         s.alerts_by_tool.clone_from(&self.alerts_by_tool);
+        s.crowdsec_bouncer = self.bouncer.as_ref().map(|b| b.stats.clone());
+        s.crowdsec_machine = self.machine.as_ref().map(|m| m.counters.stats());
         if let Some(p) = &self.pusher {
             s.alertmanager_pushes = p.counters.pushes.load(Ordering::Relaxed);
             s.alertmanager_errors = p.counters.errors.load(Ordering::Relaxed);
