@@ -130,6 +130,11 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "out of range 0..=604800",
     ),
     (
+        "detection.first_alert_hold_milliseconds",
+        "[detection]\nfirst_alert_hold_milliseconds = 1001\n",
+        "1001 is out of range 0..=1000",
+    ),
+    (
         "detection.ipv4_prefix",
         "[detection]\nipv4_prefix = 33\n",
         "33 is out of range 8..=32",

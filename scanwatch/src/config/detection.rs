@@ -25,6 +25,10 @@ pub struct Detection {
     pub suppression_seconds: u64,
     /// ...unless the source's probes in the window grow by this factor.
     pub escalation_factor: f64,
+    /// A source's first alert (of an incident: nothing alerted for it within
+    /// the suppression interval) waits this long, so that one alert names
+    /// every scan type crossed by then; 0: alert at once.
+    pub first_alert_hold_milliseconds: u64,
     /// Sources never alerted on (health checkers, monitoring, own networks).
     pub ignore: Vec<IpNet>,
     /// IPv4 sources are counted per network of this length (32: per address).
@@ -47,6 +51,7 @@ impl Default for Detection {
             window_seconds: 300,
             suppression_seconds: 600,
             escalation_factor: 4.0,
+            first_alert_hold_milliseconds: 250,
             ignore: Vec::new(),
             ipv4_prefix: 32,
             ipv6_prefix: 64,
@@ -150,6 +155,9 @@ impl Default for ReplyScan {
     }
 }
 
+/// Longest hold of a first alert (a blocking decision waits as long).
+pub const MAX_FIRST_ALERT_HOLD_MS: u64 = 1000;
+
 const fn yes() -> bool {
     true
 }
@@ -173,6 +181,12 @@ impl Detection {
             self.suppression_seconds,
             0,
             7 * 86_400,
+        )?;
+        v.range(
+            &["detection", "first_alert_hold_milliseconds"],
+            self.first_alert_hold_milliseconds,
+            0,
+            MAX_FIRST_ALERT_HOLD_MS,
         )?;
         v.range(
             &["detection", "ipv4_prefix"],
@@ -286,6 +300,11 @@ impl Detection {
 
     pub fn suppression(&self) -> Duration {
         Duration::from_secs(self.suppression_seconds)
+    }
+
+    /// How long a source's first alert waits for more scan types.
+    pub fn first_alert_hold(&self) -> Duration {
+        Duration::from_millis(self.first_alert_hold_milliseconds)
     }
 
     /// The reply-aware test as the kernel runs it (disabled: no contacts recorded).

@@ -8,6 +8,6 @@ pub mod evidence;
 pub mod verdict;
 
 pub use alerter::{AlertReason, Alerter};
-pub use engine::{ActiveSource, Engine, EngineStats, Finding, SourceView};
+pub use engine::{ActiveSource, Engine, EngineStats, Finding, Held, SourceView};
 pub use evidence::{Evidence, ProbeCounts, ReplyEvidence};
 pub use verdict::{Confidence, attack_technique, classify, confidence, confidence_with};

@@ -423,6 +423,13 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
     counter(e, "alerts", "Alerts written.", &[], snapshot.engine.alerts)?;
     counter(
         e,
+        "alerts_held",
+        "First alerts of an incident held for first_alert_hold_milliseconds (then written once, with every scan type crossed by then).",
+        &[],
+        snapshot.engine.held,
+    )?;
+    counter(
+        e,
         "alert_write_errors",
         "Failed writes to the alert log (disk full, I/O errors); each retry of a waiting alert counts.",
         &[],
@@ -803,6 +810,7 @@ mod tests {
             ("scanwatch_detections_total", "counter"),
             ("scanwatch_active_scanners", "gauge"),
             ("scanwatch_alerts_total", "counter"),
+            ("scanwatch_alerts_held_total", "counter"),
             ("scanwatch_top_source_probes", "gauge"),
             ("scanwatch_blocked_sources", "gauge"),
             ("scanwatch_dropped_packets_total", "counter"),

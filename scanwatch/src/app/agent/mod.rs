@@ -327,7 +327,20 @@ async fn event_loop(
     loop {
         // Time spent working in this step (not waiting in select).
         let mut busy = Duration::ZERO;
+        // The next held first alert to write.
+        let release = agent.engine.next_release();
+        let held = async move {
+            match release {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = held => {
+                let t = Instant::now();
+                agent.release_held();
+                busy = t.elapsed();
+            }
             _ = resend.tick() => {
                 let t = Instant::now();
                 agent.resend_alerts();

@@ -72,6 +72,18 @@ impl Agent {
         }
     }
 
+    /// First alerts whose hold is over: one alert each, with every scan
+    /// type crossed by now (and mitigation's decision on all of them).
+    pub fn release_held(&mut self) {
+        let view = KernelView {
+            maps: &self.running.maps,
+            reply: self.reply.as_ref(),
+        };
+        for finding in self.engine.release_held(&view, Instant::now()) {
+            self.report(&finding);
+        }
+    }
+
     /// Every second: escalations of active sources, the alert log's
     /// retries, expired blocks, and (every 5 s) changed feed files.
     pub fn every_second(&mut self) {
@@ -79,7 +91,10 @@ impl Agent {
             maps: &self.running.maps,
             reply: self.reply.as_ref(),
         };
-        for finding in self.engine.poll_active(&view, Instant::now()) {
+        let now = Instant::now();
+        let mut findings = self.engine.release_held(&view, now);
+        findings.extend(self.engine.poll_active(&view, now));
+        for finding in findings {
             self.report(&finding);
         }
         self.alert_log.tick();
@@ -168,7 +183,7 @@ impl Agent {
         self.engine
             .active()
             .iter()
-            .filter(|(_, a)| !a.types.is_empty())
+            .filter(|(_, a)| a.flagged())
             .map(|(k, a)| (prefixes.label(k.ip()), a.types.clone()))
             .collect()
     }
