@@ -18,7 +18,9 @@ pub use agent::{
     AgentConfig, DEFAULT_ALERT_LOG, DEFAULT_CONTROL_SOCKET, DEFAULT_COUNT_INTERVAL,
     DEFAULT_METRICS_ADDR, DEFAULT_METRICS_TOP, DEFAULT_PIN_DIR, DEFAULT_SUMMARY_INTERVAL,
 };
-pub use detection::{Detection, DistinctHosts, DistinctPorts, ReplyScan, StealthScan, SynFlood};
+pub use detection::{
+    Detection, DistinctHosts, DistinctPorts, DistributedScan, ReplyScan, StealthScan, SynFlood,
+};
 pub use mitigation::{FeedAction, FeedConfig, MitigationConfig};
 
 #[derive(Debug, thiserror::Error)]

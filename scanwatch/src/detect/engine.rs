@@ -264,6 +264,13 @@ impl Engine {
         })
     }
 
+    /// Whether `key`'s probes are accounted for without the distributed
+    /// view: it crossed a threshold itself (alerted, or its first alert
+    /// held), or it is in an `ignore` network.
+    pub fn accounted_for(&self, key: &SourceKey) -> bool {
+        self.active.get(key).is_some_and(|a| !a.types.is_empty()) || self.cfg.ignored(key.ip())
+    }
+
     /// The active sources.
     pub fn active(&self) -> &HashMap<SourceKey, ActiveSource> {
         &self.active

@@ -26,7 +26,7 @@ use super::{
     mitigation::{FeedStats, MitigationStats},
 };
 use crate::{
-    detect::EngineStats,
+    detect::{DistributedStats, EngineStats},
     kernel::{detect_maps::ScanwatchMaps, reply_maps::ReplyMaps, sweep::SweepCounters},
     model::ScanType,
 };
@@ -46,6 +46,8 @@ pub struct AttachedInterface {
 #[derive(Clone, Debug, Default)]
 pub struct AgentSnapshot {
     pub engine: EngineStats,
+    /// The distributed-scan view's counters.
+    pub distributed: DistributedStats,
     pub alert_log: AlertLogStats,
     /// Sources newly detected per scan type (counter).
     pub detections: BTreeMap<ScanType, u64>,
@@ -420,7 +422,13 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
             })
             .collect(),
     )?;
-    counter(e, "alerts", "Alerts written.", &[], snapshot.engine.alerts)?;
+    counter(
+        e,
+        "alerts",
+        "Alerts written (per-source and distributed_scan).",
+        &[],
+        snapshot.engine.alerts + snapshot.distributed.alerts,
+    )?;
     counter(
         e,
         "alerts_held",
@@ -462,6 +470,31 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
         "Threshold crossings received from the kernel.",
         &[],
         snapshot.engine.events,
+    )?;
+    family(
+        e,
+        "distributed_scan_targets",
+        "Targets at or over a distributed_scan threshold at the last pass: local addresses (many ports) or ports (many local addresses).",
+        &ConstGauge::new(0i64),
+        [
+            ("address", snapshot.distributed.address_targets),
+            ("port", snapshot.distributed.port_targets),
+        ]
+        .into_iter()
+        .map(|(kind, n)| {
+            (
+                vec![("kind", kind.to_string())],
+                ConstGauge::new(saturating_i64(n)),
+            )
+        })
+        .collect(),
+    )?;
+    gauge(
+        e,
+        "distributed_failed_contacts",
+        "Failed first contacts in the window by sources neither flagged nor ignored, at the last distributed_scan pass.",
+        &[],
+        saturating_i64(snapshot.distributed.failed_contacts),
     )?;
     counter(
         e,
@@ -777,7 +810,9 @@ mod tests {
         c.counters[Counter::NotIp as usize] = 3;
         c.counters[Counter::Truncated as usize] = 2;
         let mut snapshot = AgentSnapshot::default();
-        snapshot.engine.alerts = 4;
+        snapshot.engine.alerts = 3;
+        snapshot.distributed.alerts = 1;
+        snapshot.distributed.address_targets = 1;
         snapshot.detections.insert(ScanType::PortScan, 2);
         snapshot.top = vec![(
             "198.18.0.9".into(),
@@ -811,6 +846,8 @@ mod tests {
             ("scanwatch_active_scanners", "gauge"),
             ("scanwatch_alerts_total", "counter"),
             ("scanwatch_alerts_held_total", "counter"),
+            ("scanwatch_distributed_scan_targets", "gauge"),
+            ("scanwatch_distributed_failed_contacts", "gauge"),
             ("scanwatch_top_source_probes", "gauge"),
             ("scanwatch_blocked_sources", "gauge"),
             ("scanwatch_dropped_packets_total", "counter"),
@@ -836,6 +873,9 @@ mod tests {
             "scanwatch_detections_total{type=\"port_scan\"} 2",
             "scanwatch_detections_total{type=\"syn_flood_source\"} 0",
             "scanwatch_alerts_total 4",
+            "scanwatch_distributed_scan_targets{kind=\"address\"} 1",
+            "scanwatch_distributed_scan_targets{kind=\"port\"} 0",
+            "scanwatch_detections_total{type=\"distributed_scan\"} 0",
             "scanwatch_top_source_probes{source=\"198.18.0.9\",type=\"port_scan\"} 1000",
             "scanwatch_top_source_probes{source=\"198.18.0.9\",type=\"stealth_scan\"} 1000",
             "scanwatch_xdp_attached{interface=\"eth0\",mode=\"native\"} 1",

@@ -29,7 +29,7 @@ pub use self::error::{AgentError, RUN_CAPABILITIES};
 use self::{start::Started, steps::Agent};
 use super::cli::RunArgs;
 use crate::{
-    detect::Engine,
+    detect::{DistributedConfig, DistributedDetector, Engine},
     kernel::{
         detect_maps::ScanwatchMaps,
         sweep::{SweepCounters, spawn_sweeper},
@@ -186,6 +186,9 @@ fn agent_of(
         .collect();
     let agent = Agent {
         engine: Engine::new(running.config.detection.clone()),
+        distributed: DistributedDetector::new(DistributedConfig::from_detection(
+            &running.config.detection,
+        )),
         feed_mtimes: steps::feed_mtimes_of(&running.config.feeds),
         running,
         mitigation,

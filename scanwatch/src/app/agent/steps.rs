@@ -13,12 +13,13 @@ use scanwatch_common::ScanEvent;
 use super::{start::Running, view::KernelView};
 use crate::{
     config::FeedConfig,
-    detect::{AlertReason, Engine, Finding},
+    detect::{AlertReason, DistributedDetector, Engine, FailedContact, Finding},
     kernel::{detect_maps::decode_event, reply_maps::ReplyMaps},
-    model::{KernelClock, ScanType},
+    model::{KernelClock, ScanType, kernel_now_ns},
     output::{
-        alert::Alert, alert_log::AlertLog, alertmanager::Pusher, metrics::AgentSnapshot,
-        mitigation::Mitigation, summary::Summary,
+        alert::Alert, alert_log::AlertLog, alertmanager::Pusher,
+        distributed_alert::DistributedAlert, metrics::AgentSnapshot, mitigation::Mitigation,
+        summary::Summary,
     },
 };
 
@@ -33,6 +34,8 @@ pub(super) fn feed_mtimes_of(feeds: &[FeedConfig]) -> Vec<Option<SystemTime>> {
 pub(super) struct Agent {
     pub running: Running,
     pub engine: Engine,
+    /// The target-side view (distributed scans) over the first contacts.
+    pub distributed: DistributedDetector,
     pub mitigation: Mitigation,
     pub alert_log: AlertLog,
     /// The reply-aware detector's maps (when enabled).
@@ -97,6 +100,7 @@ impl Agent {
         for finding in findings {
             self.report(&finding);
         }
+        self.distributed_pass();
         self.alert_log.tick();
         self.ticks += 1;
         self.mitigation.expire();
@@ -107,6 +111,39 @@ impl Agent {
                 log::info!("feed files changed: reloading");
                 self.reload_feeds();
             }
+        }
+    }
+
+    /// The distributed-scan view: the resolved first contacts of the window
+    /// (a pass over the mapped contact table), less those of sources that
+    /// are flagged or ignored; each target found is one alert (never a block).
+    fn distributed_pass(&mut self) {
+        let Some(reply) = &self.reply else {
+            return;
+        };
+        if !self.distributed.config().enabled {
+            return;
+        }
+        let now_ns = kernel_now_ns();
+        let since = now_ns.saturating_sub(self.distributed.config().window_ns);
+        let mut failed = Vec::new();
+        reply.for_each_resolved_contact(since, |key, first_ns, result| {
+            failed.extend(FailedContact::from_contact(key, first_ns, result));
+        });
+        let engine = &self.engine;
+        let found =
+            self.distributed
+                .evaluate(failed, |k| engine.accounted_for(k), now_ns, Instant::now());
+        if found.is_empty() {
+            return;
+        }
+        let clock = KernelClock::now();
+        let window = self.running.config.detection.window_seconds;
+        for f in &found {
+            let alert = DistributedAlert::from_finding(f, window, &clock);
+            log::warn!("{}", alert.summary());
+            // A failure is logged and counted by the log itself.
+            let _ = self.alert_log.append(&alert);
         }
     }
 
@@ -208,8 +245,11 @@ impl Agent {
         }
         let mut s = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         s.engine = self.engine.stats;
+        s.distributed = self.distributed.stats;
         s.alert_log = self.alert_log.stats();
         s.detections.clone_from(&self.engine.detections);
+        s.detections
+            .insert(ScanType::DistributedScan, self.distributed.stats.detections);
         s.active = self.engine.active_by_type();
         s.top = self.engine.top_flagged(metrics_top);
         s.mitigation = self.mitigation.stats;
