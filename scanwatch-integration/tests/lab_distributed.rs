@@ -123,9 +123,10 @@ fn twenty_sources_of_four_closed_ports_are_one_distributed_scan() {
     let dir = std::env::temp_dir().join(format!("scanwatch-distributed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("scanwatch.toml");
+    // Auto-block on: a distributed scan is alerted, never blocked.
     std::fs::write(
         &config,
-        "[detection.reply_scan]\nalpha = 0.001\nbeta = 0.999\n",
+        "[detection.reply_scan]\nalpha = 0.001\nbeta = 0.999\n\n[mitigation]\nauto_block = true\n",
     )
     .expect("config");
     let config_s = config.to_string_lossy().into_owned();
@@ -220,6 +221,11 @@ print("ok")
     assert_eq!(
         common::metric_value(&text, "scanwatch_distributed_failed_contacts"),
         Some(80.0)
+    );
+    assert_eq!(
+        common::metric_value(&text, "scanwatch_blocked_sources"),
+        Some(0.0),
+        "nothing blocked"
     );
     // Passes keep running: no repeat within the suppression interval.
     std::thread::sleep(Duration::from_secs(2));

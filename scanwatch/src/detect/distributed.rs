@@ -571,7 +571,7 @@ mod tests {
         );
         assert_eq!(d.stats.failed_contacts, 0);
         // Half of them flagged: the other ten still make 40 ports.
-        let flagged = |k: &SourceKey| k.addr[15] % 2 == 0;
+        let flagged = |k: &SourceKey| k.addr[15].is_multiple_of(2);
         let out = d.evaluate(spread(20, 4, outcome::FAILURE), flagged, 101 * SEC, t0);
         assert_eq!((out[0].sources, out[0].distinct), (10, 40));
         // Contacts older than the window (300 s) do not count.

@@ -222,6 +222,7 @@ impl Scrape<'_> {
             f.tracked,
         )?;
         encode_detection(e, self.snapshot)?;
+        encode_distributed(e, self.snapshot)?;
         encode_top(e, self.snapshot)?;
         encode_mitigation(e, self.snapshot, f.dropped, f.spared)?;
         encode_agent(e, self.snapshot, f.attached)?;
@@ -471,6 +472,18 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
         &[],
         snapshot.engine.events,
     )?;
+    counter(
+        e,
+        "ignored_crossings",
+        "Threshold crossings by sources in `ignore` networks (never alerted).",
+        &[],
+        snapshot.engine.ignored,
+    )?;
+    Ok(())
+}
+
+/// The distributed-scan view: targets over a threshold, failed contacts counted.
+fn encode_distributed(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> fmt::Result {
     family(
         e,
         "distributed_scan_targets",
@@ -495,13 +508,6 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
         "Failed first contacts in the window by sources neither flagged nor ignored, at the last distributed_scan pass.",
         &[],
         saturating_i64(snapshot.distributed.failed_contacts),
-    )?;
-    counter(
-        e,
-        "ignored_crossings",
-        "Threshold crossings by sources in `ignore` networks (never alerted).",
-        &[],
-        snapshot.engine.ignored,
     )?;
     Ok(())
 }
