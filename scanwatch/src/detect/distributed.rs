@@ -7,7 +7,7 @@
 //! (bounded).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::HashMap,
     net::{IpAddr, Ipv6Addr},
     time::{Duration, Instant},
 };
@@ -150,9 +150,9 @@ pub struct Contributor {
     /// The source (an address, or a network when sources are counted by prefix).
     pub source: String,
     /// Distinct ports (of the target address) or local addresses (on the
-    /// target port) it failed first contacts on.
+    /// target port) it failed first contacts on: one contact each, as the
+    /// contact table holds each (source, address, port) once.
     pub distinct: u64,
-    pub failed_contacts: u64,
 }
 
 /// A distributed scan found in one pass.
@@ -194,68 +194,12 @@ pub struct DistributedStats {
     pub detections: u64,
 }
 
-/// Contributions to one target: per source, the distinct items (ports or
-/// addresses) it failed on, and its failed contacts.
-struct Tally<I: Ord> {
-    items: BTreeSet<I>,
-    by_source: HashMap<SourceKey, (BTreeSet<I>, u64)>,
-    failed: u64,
-    no_answers: u64,
-    first_ns: u64,
-    last_ns: u64,
-}
-
-impl<I: Ord> Default for Tally<I> {
-    fn default() -> Self {
-        Self {
-            items: BTreeSet::new(),
-            by_source: HashMap::new(),
-            failed: 0,
-            no_answers: 0,
-            first_ns: 0,
-            last_ns: 0,
-        }
-    }
-}
-
-impl<I: Ord + Copy> Tally<I> {
-    fn add(&mut self, c: &FailedContact, item: I) {
-        self.items.insert(item);
-        let e = self.by_source.entry(c.source).or_default();
-        e.0.insert(item);
-        e.1 += 1;
-        self.failed += 1;
-        self.no_answers += u64::from(c.no_answer);
-        self.first_ns = if self.first_ns == 0 {
-            c.first_ns
-        } else {
-            self.first_ns.min(c.first_ns)
-        };
-        self.last_ns = self.last_ns.max(c.first_ns);
-    }
-
-    /// The biggest contributors: most distinct items, then most failed
-    /// contacts, then by source.
-    fn top(&self, n: usize, prefixes: SourcePrefixes) -> Vec<Contributor> {
-        let mut v: Vec<(&SourceKey, usize, u64)> = self
-            .by_source
-            .iter()
-            .map(|(k, (items, failed))| (k, items.len(), *failed))
-            .collect();
-        v.sort_by(|a, b| {
-            b.1.cmp(&a.1)
-                .then(b.2.cmp(&a.2))
-                .then_with(|| a.0.addr.cmp(&b.0.addr))
-        });
-        v.into_iter()
-            .take(n)
-            .map(|(k, distinct, failed)| Contributor {
-                source: prefixes.label(k.ip()),
-                distinct: distinct as u64,
-                failed_contacts: failed,
-            })
-            .collect()
-    }
+/// The contacts of one target (sorted by item), and the items' kind.
+struct Group<'a> {
+    target: Target,
+    rows: &'a [FailedContact],
+    /// The item a contact adds to the target: its port or its local address.
+    item: fn(&FailedContact) -> Sample,
 }
 
 /// The detector: alert state per target (bounded), counters.
@@ -264,6 +208,14 @@ pub struct DistributedDetector {
     /// Per target: when it was last alerted, and its distinct count then.
     alerted: HashMap<Target, (Instant, u64)>,
     pub stats: DistributedStats,
+}
+
+/// Runs of `rows` (sorted) with equal `key`.
+fn runs<K: PartialEq>(
+    rows: &[FailedContact],
+    key: impl Fn(&FailedContact) -> K,
+) -> impl Iterator<Item = &[FailedContact]> {
+    rows.chunk_by(move |a, b| key(a) == key(b))
 }
 
 impl DistributedDetector {
@@ -282,7 +234,8 @@ impl DistributedDetector {
     /// One pass over the failed first contacts read at kernel time
     /// `now_ns`: those within the window, by sources for which `excluded`
     /// is false (flagged already, or ignored). Returns the targets to alert
-    /// on now.
+    /// on now. Two sorts of the contacts (at most the contact table's
+    /// 65,536), and per-source work only for targets over a threshold.
     pub fn evaluate(
         &mut self,
         contacts: impl IntoIterator<Item = FailedContact>,
@@ -295,74 +248,88 @@ impl DistributedDetector {
         }
         self.stats.passes += 1;
         let since = now_ns.saturating_sub(self.cfg.window_ns);
-        let mut by_address: BTreeMap<IpAddr, Tally<LocalPort>> = BTreeMap::new();
-        let mut by_port: BTreeMap<LocalPort, Tally<IpAddr>> = BTreeMap::new();
-        let mut failed = 0;
-        for c in contacts {
-            if c.first_ns < since || excluded(&c.source) {
-                continue;
-            }
-            failed += 1;
-            by_address.entry(c.local).or_default().add(&c, c.port);
-            by_port.entry(c.port).or_default().add(&c, c.local);
-        }
-        self.stats.failed_contacts = failed;
+        let mut rows: Vec<FailedContact> = contacts
+            .into_iter()
+            .filter(|c| c.first_ns >= since && !excluded(&c.source))
+            .collect();
+        self.stats.failed_contacts = rows.len() as u64;
         let mut found = Vec::new();
-        let (mut addresses, mut ports) = (0, 0);
-        for (ip, t) in &by_address {
-            if let Some(f) = self.judge(Target::Address(*ip), t, self.cfg.distinct_ports) {
-                addresses += 1;
-                found.push(f);
-            }
+        // Many ports of one local address.
+        rows.sort_unstable_by_key(|c| (c.local, c.port));
+        for g in runs(&rows, |c| c.local) {
+            let group = Group {
+                target: Target::Address(g[0].local),
+                rows: g,
+                item: |c| Sample::Port(c.port),
+            };
+            found.extend(self.judge(&group, self.cfg.distinct_ports));
         }
-        for (port, t) in &by_port {
-            if let Some(f) = self.judge(Target::Port(*port), t, self.cfg.distinct_hosts) {
-                ports += 1;
-                found.push(f);
-            }
+        self.stats.address_targets = found.len() as u64;
+        // One port of many local addresses.
+        rows.sort_unstable_by_key(|c| (c.port, c.local));
+        for g in runs(&rows, |c| c.port) {
+            let group = Group {
+                target: Target::Port(g[0].port),
+                rows: g,
+                item: |c| Sample::Host(c.local),
+            };
+            found.extend(self.judge(&group, self.cfg.distinct_hosts));
         }
-        self.stats.address_targets = addresses;
-        self.stats.port_targets = ports;
+        self.stats.port_targets = found.len() as u64 - self.stats.address_targets;
         found
             .into_iter()
             .filter_map(|f| self.decide(f, now))
             .collect()
     }
 
-    /// The finding for `target` if it reaches `threshold` distinct items
+    /// The finding for a target if it reaches `threshold` distinct items
     /// from at least `min_sources` sources (not yet decided on).
-    fn judge<I: Ord + Copy + Into<Sample>>(
-        &self,
-        target: Target,
-        t: &Tally<I>,
-        threshold: u32,
-    ) -> Option<DistributedFinding> {
-        let distinct = t.items.len() as u64;
-        let sources = t.by_source.len() as u64;
-        if distinct < u64::from(threshold) || sources < u64::from(self.cfg.min_sources) {
+    fn judge(&self, g: &Group<'_>, threshold: u32) -> Option<DistributedFinding> {
+        let items = || runs(g.rows, |c| (g.item)(c)).map(|r| (g.item)(&r[0]));
+        let distinct = items().count() as u64;
+        if distinct < u64::from(threshold) {
             return None;
         }
-        let ratio = distinct as f64 / f64::from(threshold.max(1));
+        // Each row is one (source, address, port): a source's rows are its
+        // distinct items.
+        let mut per_source: HashMap<SourceKey, u64> = HashMap::new();
+        for c in g.rows {
+            *per_source.entry(c.source).or_default() += 1;
+        }
+        let sources = per_source.len() as u64;
+        if sources < u64::from(self.cfg.min_sources) {
+            return None;
+        }
+        let mut top: Vec<(SourceKey, u64)> = per_source.into_iter().collect();
+        top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.addr.cmp(&b.0.addr)));
+        top.truncate(self.cfg.top_sources);
         let mut sample_ports = Vec::new();
         let mut sample_hosts = Vec::new();
-        for item in t.items.iter().take(16) {
-            match (*item).into() {
+        for item in items().take(16) {
+            match item {
                 Sample::Port(p) => sample_ports.push(p),
                 Sample::Host(h) => sample_hosts.push(h),
             }
         }
+        let ratio = distinct as f64 / f64::from(threshold.max(1));
         Some(DistributedFinding {
-            target,
+            target: g.target,
             distinct,
             threshold,
             sources,
-            failed_contacts: t.failed,
-            no_answers: t.no_answers,
-            top: t.top(self.cfg.top_sources, self.cfg.prefixes),
+            failed_contacts: g.rows.len() as u64,
+            no_answers: g.rows.iter().filter(|c| c.no_answer).count() as u64,
+            top: top
+                .into_iter()
+                .map(|(k, n)| Contributor {
+                    source: self.cfg.prefixes.label(k.ip()),
+                    distinct: n,
+                })
+                .collect(),
             sample_ports,
             sample_hosts,
-            first_ns: t.first_ns,
-            last_ns: t.last_ns,
+            first_ns: g.rows.iter().map(|c| c.first_ns).min().unwrap_or(0),
+            last_ns: g.rows.iter().map(|c| c.first_ns).max().unwrap_or(0),
             reason: super::AlertReason::New,
             confidence: if ratio >= 4.0 {
                 Confidence::High
@@ -400,22 +367,11 @@ impl DistributedDetector {
     }
 }
 
-/// An item of a tally, for the alert's samples.
+/// An item of a target: a port of an address, or an address on a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sample {
     Port(LocalPort),
     Host(IpAddr),
-}
-
-impl From<LocalPort> for Sample {
-    fn from(p: LocalPort) -> Self {
-        Self::Port(p)
-    }
-}
-
-impl From<IpAddr> for Sample {
-    fn from(h: IpAddr) -> Self {
-        Self::Host(h)
-    }
 }
 
 #[cfg(test)]
@@ -513,11 +469,7 @@ mod tests {
         assert_eq!(f.target.label(), "198.18.0.2");
         assert_eq!((f.distinct, f.sources, f.failed_contacts), (80, 20, 80));
         assert_eq!(f.top.len(), 20, "top_sources (25) names all 20");
-        assert!(
-            f.top
-                .iter()
-                .all(|c| c.distinct == 4 && c.failed_contacts == 4)
-        );
+        assert!(f.top.iter().all(|c| c.distinct == 4));
         assert_eq!(f.top[0].source, "198.18.1.0", "ties by address");
         assert_eq!(f.sample_ports.len(), 16);
         assert_eq!(f.sample_ports[0].label(), "tcp/1000");

@@ -133,7 +133,6 @@ mod tests {
             top: vec![Contributor {
                 source: "198.18.0.100".into(),
                 distinct: 4,
-                failed_contacts: 4,
             }],
             sample_ports: vec![LocalPort {
                 port: 1000,
