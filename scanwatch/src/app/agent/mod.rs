@@ -104,6 +104,14 @@ fn start_sweeper(
         maps.config().failures_to_flag(),
         timeout.as_secs()
     );
+    let d = &agent.running.config.detection;
+    if d.distributed_scan.enabled {
+        let (ports, hosts) = d.distributed_thresholds();
+        log::info!(
+            "distributed_scan: failed first contacts from {} or more unflagged sources on {ports} ports of one local address, or on one port of {hosts} local addresses",
+            d.distributed_scan.min_sources
+        );
+    }
     let counters = Arc::new(SweepCounters::default());
     // A pass over the full mapped contact table takes well under a
     // millisecond when it marks nothing (bench `reply_sweep`).
