@@ -115,6 +115,31 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "expected a boolean",
     ),
     (
+        "detection.distributed_scan.enabled",
+        "[detection.distributed_scan]\nenabled = 2\n",
+        "invalid type",
+    ),
+    (
+        "detection.distributed_scan.distinct_ports",
+        "[detection.distributed_scan]\ndistinct_ports = 1\n",
+        "1 must be 0 (the per-source threshold) or in 2..=65536",
+    ),
+    (
+        "detection.distributed_scan.distinct_hosts",
+        "[detection.distributed_scan]\ndistinct_hosts = 70000\n",
+        "70000 must be 0 (the per-source threshold) or in 2..=65536",
+    ),
+    (
+        "detection.distributed_scan.min_sources",
+        "[detection.distributed_scan]\nmin_sources = 1\n",
+        "1 is out of range 2..=65536",
+    ),
+    (
+        "detection.distributed_scan.top_sources",
+        "[detection.distributed_scan]\ntop_sources = 0\n",
+        "0 is out of range 1..=256",
+    ),
+    (
         "detection.window_seconds",
         "[detection]\nwindow_seconds = 0\n",
         "0 is out of range 1..=86400",
@@ -128,6 +153,11 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "detection.suppression_seconds",
         "[detection]\nsuppression_seconds = 700000\n",
         "out of range 0..=604800",
+    ),
+    (
+        "detection.first_alert_hold_milliseconds",
+        "[detection]\nfirst_alert_hold_milliseconds = 1001\n",
+        "1001 is out of range 0..=1000",
     ),
     (
         "detection.ipv4_prefix",

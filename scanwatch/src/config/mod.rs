@@ -20,7 +20,9 @@ pub use agent::{
     DEFAULT_METRICS_ADDR, DEFAULT_METRICS_TOP, DEFAULT_PIN_DIR, DEFAULT_SUMMARY_INTERVAL,
 };
 pub use crowdsec::CrowdsecConfig;
-pub use detection::{Detection, DistinctHosts, DistinctPorts, ReplyScan, StealthScan, SynFlood};
+pub use detection::{
+    Detection, DistinctHosts, DistinctPorts, DistributedScan, ReplyScan, StealthScan, SynFlood,
+};
 pub use mitigation::{FeedAction, FeedConfig, MitigationConfig};
 
 #[derive(Debug, thiserror::Error)]

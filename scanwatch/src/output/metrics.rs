@@ -30,7 +30,7 @@ use super::{
     mitigation::{FeedStats, MitigationStats},
 };
 use crate::{
-    detect::EngineStats,
+    detect::{DistributedStats, EngineStats},
     kernel::{detect_maps::ScanwatchMaps, reply_maps::ReplyMaps, sweep::SweepCounters},
     model::ScanType,
 };
@@ -50,6 +50,8 @@ pub struct AttachedInterface {
 #[derive(Clone, Debug, Default)]
 pub struct AgentSnapshot {
     pub engine: EngineStats,
+    /// The distributed-scan view's counters.
+    pub distributed: DistributedStats,
     pub alert_log: AlertLogStats,
     /// Sources newly detected per scan type (counter).
     pub detections: BTreeMap<ScanType, u64>,
@@ -230,6 +232,7 @@ impl Scrape<'_> {
             f.tracked,
         )?;
         encode_detection(e, self.snapshot)?;
+        encode_distributed(e, self.snapshot)?;
         encode_top(e, self.snapshot)?;
         encode_mitigation(e, self.snapshot, f.dropped, f.spared)?;
         encode_agent(e, self.snapshot, f.attached)?;
@@ -436,7 +439,70 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
             })
             .collect(),
     )?;
-    counter(e, "alerts", "Alerts written.", &[], snapshot.engine.alerts)?;
+    encode_alerts(e, snapshot)?;
+    counter(
+        e,
+        "crossings",
+        "Threshold crossings received from the kernel.",
+        &[],
+        snapshot.engine.events,
+    )?;
+    counter(
+        e,
+        "ignored_crossings",
+        "Threshold crossings by sources in `ignore` networks (never alerted).",
+        &[],
+        snapshot.engine.ignored,
+    )?;
+    Ok(())
+}
+
+/// The distributed-scan view: targets over a threshold, failed contacts counted.
+fn encode_distributed(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> fmt::Result {
+    family(
+        e,
+        "distributed_scan_targets",
+        "Targets at or over a distributed_scan threshold at the last pass: local addresses (many ports) or ports (many local addresses).",
+        &ConstGauge::new(0i64),
+        [
+            ("address", snapshot.distributed.address_targets),
+            ("port", snapshot.distributed.port_targets),
+        ]
+        .into_iter()
+        .map(|(kind, n)| {
+            (
+                vec![("kind", kind.to_string())],
+                ConstGauge::new(saturating_i64(n)),
+            )
+        })
+        .collect(),
+    )?;
+    gauge(
+        e,
+        "distributed_failed_contacts",
+        "Failed first contacts in the window by sources neither flagged nor ignored, at the last distributed_scan pass.",
+        &[],
+        saturating_i64(snapshot.distributed.failed_contacts),
+    )?;
+    Ok(())
+}
+
+/// Alerts and the alert log.
+fn encode_alerts(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> fmt::Result {
+    counter(
+        e,
+        "alerts",
+        "Alerts written (per-source and distributed_scan).",
+        &[],
+        snapshot.engine.alerts + snapshot.distributed.alerts,
+    )?;
+    counter(
+        e,
+        "alerts_held",
+        "First alerts of an incident held for first_alert_hold_milliseconds (then written once, with every scan type crossed by then).",
+        &[],
+        snapshot.engine.held,
+    )?;
     family(
         e,
         "alerts_by_tool",
@@ -479,20 +545,6 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
         "Alerts waiting in memory for the alert log to take them.",
         &[],
         saturating_i64(snapshot.alert_log.backlog),
-    )?;
-    counter(
-        e,
-        "crossings",
-        "Threshold crossings received from the kernel.",
-        &[],
-        snapshot.engine.events,
-    )?;
-    counter(
-        e,
-        "ignored_crossings",
-        "Threshold crossings by sources in `ignore` networks (never alerted).",
-        &[],
-        snapshot.engine.ignored,
     )?;
     Ok(())
 }
@@ -892,7 +944,9 @@ mod tests {
         c.counters[Counter::NotIp as usize] = 3;
         c.counters[Counter::Truncated as usize] = 2;
         let mut snapshot = AgentSnapshot::default();
-        snapshot.engine.alerts = 4;
+        snapshot.engine.alerts = 3;
+        snapshot.distributed.alerts = 1;
+        snapshot.distributed.address_targets = 1;
         snapshot.detections.insert(ScanType::PortScan, 2);
         snapshot.top = vec![(
             "198.18.0.9".into(),
@@ -975,6 +1029,9 @@ mod tests {
             ("scanwatch_detections_total", "counter"),
             ("scanwatch_active_scanners", "gauge"),
             ("scanwatch_alerts_total", "counter"),
+            ("scanwatch_alerts_held_total", "counter"),
+            ("scanwatch_distributed_scan_targets", "gauge"),
+            ("scanwatch_distributed_failed_contacts", "gauge"),
             ("scanwatch_top_source_probes", "gauge"),
             ("scanwatch_blocked_sources", "gauge"),
             ("scanwatch_dropped_packets_total", "counter"),
@@ -1000,6 +1057,9 @@ mod tests {
             "scanwatch_detections_total{type=\"port_scan\"} 2",
             "scanwatch_detections_total{type=\"syn_flood_source\"} 0",
             "scanwatch_alerts_total 4",
+            "scanwatch_distributed_scan_targets{kind=\"address\"} 1",
+            "scanwatch_distributed_scan_targets{kind=\"port\"} 0",
+            "scanwatch_detections_total{type=\"distributed_scan\"} 0",
             "scanwatch_top_source_probes{source=\"198.18.0.9\",type=\"port_scan\"} 1000",
             "scanwatch_top_source_probes{source=\"198.18.0.9\",type=\"stealth_scan\"} 1000",
             "scanwatch_xdp_attached{interface=\"eth0\",mode=\"native\"} 1",

@@ -32,7 +32,7 @@ use self::{
 };
 use super::cli::RunArgs;
 use crate::{
-    detect::Engine,
+    detect::{DistributedConfig, DistributedDetector, Engine},
     kernel::{
         detect_maps::ScanwatchMaps,
         sweep::{SweepCounters, spawn_sweeper},
@@ -111,6 +111,14 @@ fn start_sweeper(
         maps.config().failures_to_flag(),
         timeout.as_secs()
     );
+    let d = &agent.running.config.detection;
+    if d.distributed_scan.enabled {
+        let (ports, hosts) = d.distributed_thresholds();
+        log::info!(
+            "distributed_scan: failed first contacts from {} or more unflagged sources on {ports} ports of one local address, or on one port of {hosts} local addresses",
+            d.distributed_scan.min_sources
+        );
+    }
     let counters = Arc::new(SweepCounters::default());
     // A pass over the full mapped contact table takes well under a
     // millisecond when it marks nothing (bench `reply_sweep`).
@@ -195,6 +203,9 @@ fn agent_of(
         .collect();
     let agent = Agent {
         engine: Engine::new(running.config.detection.clone()),
+        distributed: DistributedDetector::new(DistributedConfig::from_detection(
+            &running.config.detection,
+        )),
         feed_mtimes: steps::feed_mtimes_of(&running.config.feeds),
         running,
         mitigation,
@@ -392,7 +403,20 @@ async fn event_loop(
     loop {
         // Time spent working in this step (not waiting in select).
         let mut busy = Duration::ZERO;
+        // The next held first alert to write.
+        let release = agent.engine.next_release();
+        let held = async move {
+            match release {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = held => {
+                let t = Instant::now();
+                agent.release_held();
+                busy = t.elapsed();
+            }
             _ = resend.tick() => {
                 let t = Instant::now();
                 agent.resend_alerts();

@@ -13,9 +13,9 @@ use scanwatch_common::ScanEvent;
 use super::{start::Running, view::KernelView};
 use crate::{
     config::FeedConfig,
-    detect::{AlertReason, Engine, Finding},
+    detect::{AlertReason, DistributedDetector, Engine, FailedContact, Finding},
     kernel::{detect_maps::decode_event, reply_maps::ReplyMaps},
-    model::{KernelClock, ScanType},
+    model::{KernelClock, ScanType, kernel_now_ns},
     output::{
         alert::Alert,
         alert_log::AlertLog,
@@ -24,6 +24,7 @@ use crate::{
             bouncer::{Bouncer, Pull},
             machine::Machine,
         },
+        distributed_alert::DistributedAlert,
         metrics::AgentSnapshot,
         mitigation::Mitigation,
         summary::Summary,
@@ -41,6 +42,8 @@ pub(super) fn feed_mtimes_of(feeds: &[FeedConfig]) -> Vec<Option<SystemTime>> {
 pub(super) struct Agent {
     pub running: Running,
     pub engine: Engine,
+    /// The target-side view (distributed scans) over the first contacts.
+    pub distributed: DistributedDetector,
     pub mitigation: Mitigation,
     pub alert_log: AlertLog,
     /// The reply-aware detector's maps (when enabled).
@@ -86,6 +89,18 @@ impl Agent {
         }
     }
 
+    /// First alerts whose hold is over: one alert each, with every scan
+    /// type crossed by now (and mitigation's decision on all of them).
+    pub fn release_held(&mut self) {
+        let view = KernelView {
+            maps: &self.running.maps,
+            reply: self.reply.as_ref(),
+        };
+        for finding in self.engine.release_held(&view, Instant::now()) {
+            self.report(&finding);
+        }
+    }
+
     /// Every second: escalations of active sources, the alert log's
     /// retries, expired blocks, and (every 5 s) changed feed files.
     pub fn every_second(&mut self) {
@@ -93,9 +108,13 @@ impl Agent {
             maps: &self.running.maps,
             reply: self.reply.as_ref(),
         };
-        for finding in self.engine.poll_active(&view, Instant::now()) {
+        let now = Instant::now();
+        let mut findings = self.engine.release_held(&view, now);
+        findings.extend(self.engine.poll_active(&view, now));
+        for finding in findings {
             self.report(&finding);
         }
+        self.distributed_pass();
         self.alert_log.tick();
         self.ticks += 1;
         self.mitigation.expire();
@@ -116,6 +135,39 @@ impl Agent {
     pub fn on_pull(&mut self, pull: Pull) {
         if let Some(b) = self.bouncer.as_mut() {
             b.apply(pull, &mut self.mitigation);
+        }
+    }
+
+    /// The distributed-scan view: the resolved first contacts of the window
+    /// (a pass over the mapped contact table), less those of sources that
+    /// are flagged or ignored; each target found is one alert (never a block).
+    fn distributed_pass(&mut self) {
+        let Some(reply) = &self.reply else {
+            return;
+        };
+        if !self.distributed.config().enabled {
+            return;
+        }
+        let now_ns = kernel_now_ns();
+        let since = now_ns.saturating_sub(self.distributed.config().window_ns);
+        let mut failed = Vec::new();
+        reply.for_each_resolved_contact(since, |key, first_ns, result| {
+            failed.extend(FailedContact::from_contact(key, first_ns, result));
+        });
+        let engine = &self.engine;
+        let found =
+            self.distributed
+                .evaluate(failed, |k| engine.accounted_for(k), now_ns, Instant::now());
+        if found.is_empty() {
+            return;
+        }
+        let clock = KernelClock::now();
+        let window = self.running.config.detection.window_seconds;
+        for f in &found {
+            let alert = DistributedAlert::from_finding(f, window, &clock);
+            log::warn!("{}", alert.summary());
+            // A failure is logged and counted by the log itself.
+            let _ = self.alert_log.append(&alert);
         }
     }
 
@@ -199,7 +251,7 @@ impl Agent {
         self.engine
             .active()
             .iter()
-            .filter(|(_, a)| !a.types.is_empty())
+            .filter(|(_, a)| a.flagged())
             .map(|(k, a)| (prefixes.label(k.ip()), a.types.clone()))
             .collect()
     }
@@ -224,8 +276,11 @@ impl Agent {
         }
         let mut s = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         s.engine = self.engine.stats;
+        s.distributed = self.distributed.stats;
         s.alert_log = self.alert_log.stats();
         s.detections.clone_from(&self.engine.detections);
+        s.detections
+            .insert(ScanType::DistributedScan, self.distributed.stats.detections);
         s.active = self.engine.active_by_type();
         s.top = self.engine.top_flagged(metrics_top);
         s.mitigation = self.mitigation.stats;
