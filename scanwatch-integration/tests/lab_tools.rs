@@ -248,3 +248,60 @@ fn alerts_name_the_scanning_tool() {
     }
     assert!(lab.stop_agent(), "agent exit");
 }
+
+/// `nmap -D` with two decoys: the three sources' alerts name one group.
+#[test]
+fn decoy_scans_are_one_group() {
+    if !require_root("decoy_scans_are_one_group") {
+        return;
+    }
+    common::assert_installed(&["nmap"]);
+    let mut lab = AgentLab::start(&[]);
+    lab.lab
+        .add_scanner_address("198.18.0.41/24")
+        .expect("scanner address");
+    let scanner_if = lab.lab.scanner_if.clone();
+    run_scanner(
+        &lab,
+        &[
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            "-e",
+            &scanner_if,
+            "-S",
+            "198.18.0.41",
+            "-D",
+            "198.18.0.42,198.18.0.43",
+            "-p",
+            "1-200",
+            TARGET_V4,
+        ],
+    );
+    let members = ["198.18.0.41", "198.18.0.42", "198.18.0.43"];
+    let mut groups = Vec::new();
+    for source in members {
+        let alert = lab
+            .wait_alert(source, ALERT_WAIT)
+            .unwrap_or_else(|| panic!("no alert for {source}"));
+        let group = alert["group"].clone();
+        assert_eq!(group["kind"], "decoy", "{source}: {alert}");
+        let mut named: Vec<&str> = group["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        named.sort_unstable();
+        assert_eq!(named, members, "{source}: {alert}");
+        assert_eq!(alert["scanner_tool"]["name"], "nmap", "{alert}");
+        groups.push(group["id"].clone());
+    }
+    assert!(
+        groups.iter().all(|g| *g == groups[0]),
+        "one group: {groups:?}"
+    );
+    println!("nmap -D: {} alerts in group {}", members.len(), groups[0]);
+    assert!(lab.stop_agent(), "agent exit");
+}

@@ -14,6 +14,7 @@ use scanwatch_common::{ScanEvent, SourceKey, SourceStats};
 
 use super::{
     alerter::{AlertReason, Alerter, make_room},
+    decoy::{DecoyGroups, Group},
     evidence::{Evidence, ReplyEvidence},
     verdict::{Confidence, classify, confidence_with},
 };
@@ -89,6 +90,8 @@ pub struct Finding {
     /// The kernel's time of the crossing that prompted this (absent for
     /// escalations found by re-checking an active source).
     pub crossed_ns: Option<u64>,
+    /// The decoy group of the source, when its first alert matched others'.
+    pub group: Option<Group>,
 }
 
 /// Whether an alert waits.
@@ -130,6 +133,8 @@ pub struct Engine {
     pub stats: EngineStats,
     /// New detections per scan type.
     pub detections: BTreeMap<ScanType, u64>,
+    /// Decoy scans: sources whose first alerts match.
+    pub decoys: DecoyGroups,
 }
 
 impl Engine {
@@ -140,7 +145,17 @@ impl Engine {
             active: HashMap::new(),
             stats: EngineStats::default(),
             detections: BTreeMap::new(),
+            decoys: DecoyGroups::default(),
         }
+    }
+
+    /// Every finding gets its source's decoy group as known once all of
+    /// them (a batch released together) were observed.
+    fn with_groups(&self, mut findings: Vec<Finding>) -> Vec<Finding> {
+        for f in &mut findings {
+            f.group = self.decoys.group_of(&f.key);
+        }
+        findings
     }
 
     /// A ring-buffer record that could not be decoded.
@@ -177,7 +192,8 @@ impl Engine {
                 window_probes: 0,
                 held: None,
             });
-        self.evaluate(&event.source, view, now, Some(event.time_ns), false)
+        let found = self.evaluate(&event.source, view, now, Some(event.time_ns), false);
+        self.with_groups(found.into_iter().collect()).pop()
     }
 
     /// When the next held first alert is due.
@@ -196,14 +212,16 @@ impl Engine {
             .iter()
             .filter_map(|(k, a)| a.held.filter(|h| h.until <= now).map(|h| (*k, h)))
             .collect();
-        due.into_iter()
+        let found = due
+            .into_iter()
             .filter_map(|(key, held)| {
                 if let Some(a) = self.active.get_mut(&key) {
                     a.held = None;
                 }
                 self.evaluate(&key, view, now, held.crossed_ns, true)
             })
-            .collect()
+            .collect();
+        self.with_groups(found)
     }
 
     /// Re-checks active sources (escalation) and forgets those idle for a window.
@@ -212,9 +230,11 @@ impl Engine {
         self.active
             .retain(|_, a| now.saturating_duration_since(a.crossed) < idle);
         let keys: Vec<SourceKey> = self.active.keys().copied().collect();
-        keys.iter()
+        let found = keys
+            .iter()
             .filter_map(|key| self.evaluate(key, view, now, None, false))
-            .collect()
+            .collect();
+        self.with_groups(found)
     }
 
     /// `crossed_ns`: the kernel's time of the crossing that prompted this,
@@ -252,15 +272,26 @@ impl Engine {
             *self.detections.entry(t).or_default() += 1;
         }
         self.stats.alerts += 1;
+        let network = self.cfg.prefixes().network(key.ip());
+        if reason == AlertReason::New {
+            self.decoys.observe(
+                *key,
+                crate::model::prefix::label(&network),
+                &evidence.sample_ports,
+                stats.crossed,
+                now,
+            );
+        }
         Some(Finding {
             key: *key,
-            network: self.cfg.prefixes().network(key.ip()),
+            network,
             confidence: confidence_with(&types, &evidence, &self.cfg, stats.known_bad != 0),
             stats,
             evidence,
             types,
             reason,
             crossed_ns,
+            group: None,
         })
     }
 

@@ -3,6 +3,7 @@
 //! turns a crossing into a [`Finding`].
 
 pub mod alerter;
+pub mod decoy;
 pub mod distributed;
 pub mod engine;
 pub mod evidence;
@@ -10,6 +11,7 @@ pub mod tool;
 pub mod verdict;
 
 pub use alerter::{AlertReason, Alerter};
+pub use decoy::{DecoyGroups, Group};
 pub use distributed::{
     DistributedConfig, DistributedDetector, DistributedFinding, DistributedStats, FailedContact,
     Target,
