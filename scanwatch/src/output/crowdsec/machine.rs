@@ -102,8 +102,15 @@ pub fn to_crowdsec(alert: &Alert, host: &str, now: DateTime<Utc>) -> Value {
         ("first_seen", alert.first_seen.clone()),
         ("last_seen", alert.last_seen.clone()),
         ("action", alert.action.to_string()),
+        ("scanner_tool", alert.scanner_tool.name.to_string()),
         ("scanwatch_host", host.to_string()),
     ];
+    if let Some(g) = &alert.group {
+        meta.push((
+            "group",
+            format!("{} {}: {}", g.kind, g.id, g.members.join(",")),
+        ));
+    }
     if let Some(i) = &alert.interface {
         meta.push(("interface", i.clone()));
     }
@@ -406,6 +413,7 @@ mod tests {
         assert_eq!(meta("distinct_ports"), Some(json!("1000")));
         assert_eq!(meta("sample_ports"), Some(json!("22,80,443")));
         assert_eq!(meta("scanwatch_host"), Some(json!("edge1")));
+        assert_eq!(meta("scanner_tool"), Some(json!("unknown")));
         assert_eq!(v["events"][0]["meta"], v["meta"]);
 
         // Blocked by the agent: a ban for the block's remaining time.
