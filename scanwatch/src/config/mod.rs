@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod detection;
+pub mod evidence;
 pub mod mitigation;
 pub mod spans;
 
@@ -19,6 +20,7 @@ pub use agent::{
     DEFAULT_METRICS_ADDR, DEFAULT_METRICS_TOP, DEFAULT_PIN_DIR, DEFAULT_SUMMARY_INTERVAL,
 };
 pub use detection::{Detection, DistinctHosts, DistinctPorts, ReplyScan, StealthScan, SynFlood};
+pub use evidence::{DEFAULT_EVIDENCE_DIR, EvidenceConfig};
 pub use mitigation::{FeedAction, FeedConfig, MitigationConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,7 @@ pub struct Config {
     pub detection: Detection,
     pub mitigation: MitigationConfig,
     pub feeds: Vec<FeedConfig>,
+    pub evidence: EvidenceConfig,
 }
 
 impl Config {
@@ -154,7 +157,17 @@ impl Config {
         self.agent.validate(v)?;
         self.detection.validate(v)?;
         self.mitigation.validate(v)?;
-        mitigation::validate_feeds(&self.feeds, v)
+        mitigation::validate_feeds(&self.feeds, v)?;
+        self.evidence.validate(v)
+    }
+
+    /// What the kernel applies: the detection thresholds and the evidence
+    /// packets' budget.
+    pub fn kernel_config(&self) -> scanwatch_common::DetectConfig {
+        scanwatch_common::DetectConfig {
+            evidence_packets: self.evidence.kernel_packets(),
+            ..self.detection.kernel_config()
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod alert_log;
 pub mod alertmanager;
+pub mod evidence;
 pub mod feeds;
 pub mod http;
 pub mod metrics;

@@ -148,7 +148,7 @@ fn load_and_attach(
     let blocks_pin = pins.pin_path(KEPT_PIN);
     let mut ebpf = object::load_with(
         settings.map_size,
-        &config.detection.kernel_config(),
+        &config.kernel_config(),
         &LoadOptions {
             blocklist_capacity: config.mitigation.capacity,
             feed_capacity: config.mitigation.feed_capacity,
