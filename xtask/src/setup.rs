@@ -38,6 +38,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("logrotate", "logrotate"),
     ("strip", "binutils"),
     ("bpftool", "bpftool"),
+    // The evidence packets' pcapng files read back (lab_evidence.rs).
+    ("tshark", "tshark"),
+    ("tcpdump", "tcpdump"),
 ];
 
 fn succeeds(cmd: &mut Command) -> bool {

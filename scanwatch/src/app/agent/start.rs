@@ -18,7 +18,7 @@ use crate::{
     config::Config,
     kernel::{
         block_maps::BlockMaps,
-        detect_maps::{ScanwatchMaps, pin_prefixes, take_events},
+        detect_maps::{ScanwatchMaps, pin_prefixes, take_events, take_evidence},
         egress::{EgressAttachment, attach_egress, detach_egress},
         object::{self, Interface, LoadOptions},
         pins::{KEPT_PIN, PinDir},
@@ -28,6 +28,7 @@ use crate::{
     output::{
         alert_log::AlertLog,
         alertmanager::Alertmanager,
+        evidence::{EvidenceStore, StoreSettings},
         mitigation::{Mitigation, default_never_block},
     },
 };
@@ -60,6 +61,9 @@ impl Running {
 pub(super) struct Started {
     pub running: Running,
     pub events: RingBuf<MapData>,
+    /// The evidence packets' ring, and their files (when `[evidence]` is on).
+    pub evidence_ring: RingBuf<MapData>,
+    pub evidence: Option<EvidenceStore>,
     pub alert_log: AlertLog,
     pub metrics_listener: std::net::TcpListener,
     pub alertmanager: Option<Alertmanager>,
@@ -100,6 +104,7 @@ fn prepare(args: &RunArgs) -> Result<(Config, Option<Alertmanager>, Vec<Interfac
         None => Config::default(),
     };
     args.override_config(&mut config.agent);
+    args.override_evidence(&mut config.evidence);
     let settings = &config.agent;
     if settings.interfaces.is_empty() {
         return Err(AgentError::NoInterfaces);
@@ -219,6 +224,38 @@ fn take_mitigation(
     Ok(mitigation)
 }
 
+/// The evidence directory, created if missing (`None` when `[evidence]` is off).
+fn open_evidence(
+    config: &Config,
+    interfaces: &[Interface],
+) -> Result<Option<EvidenceStore>, AgentError> {
+    let e = &config.evidence;
+    if !e.enabled {
+        return Ok(None);
+    }
+    let store = EvidenceStore::open(StoreSettings {
+        directory: e.directory.clone(),
+        max_bytes: e.max_bytes,
+        budget: e.packets_per_source,
+        window_ns: config
+            .detection
+            .window_seconds
+            .saturating_mul(1_000_000_000),
+        names: interfaces
+            .iter()
+            .map(|i| (i.ifindex, i.name.clone()))
+            .collect(),
+    })?;
+    log::info!(
+        "evidence packets: up to {} per source and window into {} (cap {} bytes, {} in use)",
+        e.packets_per_source,
+        e.directory.display(),
+        e.max_bytes,
+        store.stats.directory_bytes
+    );
+    Ok(Some(store))
+}
+
 /// Checks configuration, privileges and arguments, then sets everything up.
 pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let (config, alertmanager, interfaces) = prepare(args)?;
@@ -226,6 +263,7 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let alert_log = AlertLog::open(&settings.alert_log)?;
     let pins = PinGuard(Some(PinDir::acquire(&settings.pin_dir)?));
     let metrics_listener = bind_metrics(settings.metrics_addr)?;
+    let evidence = open_evidence(&config, &interfaces)?;
     // The contact tables' slot hash: random per start, known to the sweep.
     let contact_seed = object::random_contact_seed();
     let (mut ebpf, attachments, egress) =
@@ -242,6 +280,7 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let mitigation = take_mitigation(&mut ebpf, &config, pins.dir())?;
     let control = control::bind(&settings.control_socket)?;
     let events = take_events(&mut ebpf)?;
+    let evidence_ring = take_evidence(&mut ebpf)?;
     pin_prefixes(&mut ebpf, config.detection.prefixes(), pins.dir())?;
     let names: Vec<(u32, &str)> = interfaces
         .iter()
@@ -259,6 +298,8 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     Ok(Started {
         running,
         events,
+        evidence_ring,
+        evidence,
         alert_log,
         metrics_listener,
         alertmanager,

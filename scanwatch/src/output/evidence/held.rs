@@ -163,8 +163,10 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let mut held = Held::new(8, 100);
         held.push(record(1, 1), t0).unwrap();
-        held.push(record(1, 2), t0 + Duration::from_secs(3)).unwrap();
-        held.push(record(2, 1), t0 + Duration::from_secs(1)).unwrap();
+        held.push(record(1, 2), t0 + Duration::from_secs(3))
+            .unwrap();
+        held.push(record(2, 1), t0 + Duration::from_secs(1))
+            .unwrap();
         assert_eq!(held.expire(t0 + Duration::from_secs(4), HOLD_FOR), 0);
         assert_eq!(held.expire(t0 + Duration::from_secs(6), HOLD_FOR), 2);
         assert_eq!(held.len(), 1);

@@ -91,7 +91,12 @@ struct Incident {
 
 /// How many of the oldest files (sizes oldest first) go so that `incoming`
 /// more bytes fit under `cap` with `total` bytes there now.
-pub fn removals(sizes: impl IntoIterator<Item = u64>, total: u64, incoming: u64, cap: u64) -> usize {
+pub fn removals(
+    sizes: impl IntoIterator<Item = u64>,
+    total: u64,
+    incoming: u64,
+    cap: u64,
+) -> usize {
     let mut left = total;
     let mut n = 0;
     for size in sizes {
@@ -206,16 +211,16 @@ impl EvidenceStore {
             return;
         }
         let budget = self.settings.budget;
-        if let Some(incident) = self.incidents.get(&record.source) {
-            if incident.window.contains(&record.time_ns) {
-                if incident.packets >= budget {
-                    // CPUs racing in the kernel may overshoot the budget.
-                    self.stats.overflow += 1;
-                } else {
-                    self.append(&record.source, std::slice::from_ref(record));
-                }
-                return;
+        if let Some(incident) = self.incidents.get(&record.source)
+            && incident.window.contains(&record.time_ns)
+        {
+            if incident.packets >= budget {
+                // CPUs racing in the kernel may overshoot the budget.
+                self.stats.overflow += 1;
+            } else {
+                self.append(&record.source, std::slice::from_ref(record));
             }
+            return;
         }
         match self.held.push(*record, now) {
             Ok(()) => {}
@@ -235,10 +240,11 @@ impl EvidenceStore {
         comment: String,
         clock: &KernelClock,
     ) -> Option<EvidenceRef> {
-        if let Some(i) = self.incidents.get(source) {
-            if i.window.start == window_start_ns && i.path.exists() {
-                return Some(Self::reference(i));
-            }
+        if let Some(i) = self.incidents.get(source)
+            && i.window.start == window_start_ns
+            && i.path.exists()
+        {
+            return Some(Self::reference(i));
         }
         let window = window_start_ns..window_start_ns.saturating_add(self.settings.window_ns);
         let (records, other) = self.held.take(source, window.clone());
@@ -308,7 +314,11 @@ impl EvidenceStore {
 
     fn write_failed(&mut self, path: &Path, e: &std::io::Error) {
         self.stats.write_errors += 1;
-        log::warn!("cannot write evidence file {}: {}", path.display(), error_chain(e));
+        log::warn!(
+            "cannot write evidence file {}: {}",
+            path.display(),
+            error_chain(e)
+        );
     }
 
     /// Appends `records` (of one window) to `source`'s incident file.
@@ -326,9 +336,9 @@ impl EvidenceStore {
                 Some(id) => id,
                 None => {
                     let name = self.settings.names.get(&r.ifindex).cloned();
-                    bytes.extend(pcapng::interface(&name.unwrap_or_else(|| {
-                        format!("ifindex {}", r.ifindex)
-                    })));
+                    bytes.extend(pcapng::interface(
+                        &name.unwrap_or_else(|| format!("ifindex {}", r.ifindex)),
+                    ));
                     incident.interfaces.push(r.ifindex);
                     incident.interfaces.len() - 1
                 }

@@ -123,7 +123,11 @@ fn a_new_window_is_a_new_file() {
         .on_alert(&key, "198.18.0.5", 300_000_000_000, "b".into(), &clock())
         .unwrap();
     assert_ne!(first.file, second.file);
-    assert!(second.file.ends_with("_198.18.0.5-2.pcapng"), "{}", second.file);
+    assert!(
+        second.file.ends_with("_198.18.0.5-2.pcapng"),
+        "{}",
+        second.file
+    );
     assert_eq!((packets(&first.file).len(), second.packets), (1, 1));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -134,10 +138,17 @@ fn the_cap_removes_the_oldest_files() {
     let s = settings(&dir, 64, 1 << 20);
     // Files left from an earlier run count toward the cap.
     std::fs::create_dir_all(&s.directory).unwrap();
-    std::fs::write(s.directory.join("old_198.18.0.1.pcapng"), vec![0u8; 600_000]).unwrap();
+    std::fs::write(
+        s.directory.join("old_198.18.0.1.pcapng"),
+        vec![0u8; 600_000],
+    )
+    .unwrap();
     std::fs::write(s.directory.join("notes.txt"), vec![0u8; 900_000]).unwrap();
     let mut store = EvidenceStore::open(s.clone()).unwrap();
-    assert_eq!(store.stats.directory_bytes, 600_000, "only pcapng files count");
+    assert_eq!(
+        store.stats.directory_bytes, 600_000,
+        "only pcapng files count"
+    );
     let now = Instant::now();
     let mut files = Vec::new();
     for i in 0..120u8 {
@@ -187,11 +198,26 @@ fn names() {
         file_name(wall, "fd00:1::/64", 2),
         "2027-03-30T15-30-00Z_fd00:1::_64-3.pcapng"
     );
-    assert!(is_file_of("2027-03-30T15-30-00Z_198.18.0.5.pcapng", "198.18.0.5"));
-    assert!(is_file_of("2027-03-30T15-30-00Z_198.18.0.5-2.pcapng", "198.18.0.5"));
-    assert!(!is_file_of("2027-03-30T15-30-00Z_198.18.0.50.pcapng", "198.18.0.5"));
-    assert!(!is_file_of("2027-03-30T15-30-00Z_198.18.0.5.pcap", "198.18.0.5"));
-    assert!(is_file_of("2027-03-30T15-30-00Z_fd00:1::_64.pcapng", "fd00:1::/64"));
+    assert!(is_file_of(
+        "2027-03-30T15-30-00Z_198.18.0.5.pcapng",
+        "198.18.0.5"
+    ));
+    assert!(is_file_of(
+        "2027-03-30T15-30-00Z_198.18.0.5-2.pcapng",
+        "198.18.0.5"
+    ));
+    assert!(!is_file_of(
+        "2027-03-30T15-30-00Z_198.18.0.50.pcapng",
+        "198.18.0.5"
+    ));
+    assert!(!is_file_of(
+        "2027-03-30T15-30-00Z_198.18.0.5.pcap",
+        "198.18.0.5"
+    ));
+    assert!(is_file_of(
+        "2027-03-30T15-30-00Z_fd00:1::_64.pcapng",
+        "fd00:1::/64"
+    ));
 }
 
 #[test]
@@ -203,6 +229,9 @@ fn an_unwritable_directory_is_an_error() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("evidence directory") && e.contains("enabled = false"), "{e}");
+    assert!(
+        e.contains("evidence directory") && e.contains("enabled = false"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
