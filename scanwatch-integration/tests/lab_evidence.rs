@@ -2,8 +2,9 @@
 //! alert names the incident's pcapng file, the file holds exactly
 //! `packets_per_source` packets (all masscan's TCP SYNs, timestamps inside
 //! the scan's time), `tshark -r` and `tcpdump -r` read it, `scanwatch
-//! evidence SOURCE` lists and decodes it, and the metrics count it. Needs
-//! root, masscan, tshark and tcpdump.
+//! evidence SOURCE` lists and decodes it, and the metrics count it (and
+//! pass `promtool check metrics`). Needs root, masscan, tshark, tcpdump and
+//! promtool.
 
 mod common;
 
@@ -48,7 +49,7 @@ fn masscan_evidence_is_a_pcapng_tshark_and_tcpdump_read() {
     if !require_root("masscan_evidence_is_a_pcapng_tshark_and_tcpdump_read") {
         return;
     }
-    common::assert_installed(&["masscan", "tshark", "tcpdump", "curl"]);
+    common::assert_installed(&["masscan", "tshark", "tcpdump", "curl", "promtool"]);
     let mut lab = AgentLab::prepare();
     let dir = lab.alert_log.parent().expect("dir").to_path_buf();
     std::fs::create_dir_all(&dir).expect("test dir");
@@ -144,6 +145,7 @@ fn masscan_evidence_is_a_pcapng_tshark_and_tcpdump_read() {
         .expect("clock")
         .as_secs_f64();
     let mut ports = std::collections::BTreeSet::new();
+    let mut last = 0.0f64;
     for r in &rows {
         assert_eq!(r[0], SCANNER, "{r:?}");
         assert_eq!(r[1], TARGET_V4, "{r:?}");
@@ -154,6 +156,8 @@ fn masscan_evidence_is_a_pcapng_tshark_and_tcpdump_read() {
             when >= from - 1.0 && when <= to + 1.0,
             "timestamp {when} inside the scan ({from}..{to})"
         );
+        assert!(when >= last, "in arrival order: {rows:?}");
+        last = when;
         ports.insert(r[6].clone());
     }
     assert_eq!(ports.len(), PACKETS, "distinct probes: {ports:?}");
@@ -195,8 +199,24 @@ fn masscan_evidence_is_a_pcapng_tshark_and_tcpdump_read() {
         .count();
     assert_eq!(decoded, PACKETS, "{shown}");
 
-    // The metrics count what was sent and written.
+    // The metrics count what was sent and written, and pass promtool's checks.
     let metrics = lab.scrape(METRICS);
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(check.stdin.as_mut().expect("stdin"), metrics.as_bytes())
+        .expect("write");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let value = |name: &str| common::metric_sum(&metrics, name);
     assert!(value("scanwatch_evidence_records_total{result=\"sent\"}") >= PACKETS as f64);
     assert_eq!(
