@@ -387,6 +387,11 @@ pub struct DetectConfig {
     /// Evidence packets a source and window at most (0: none; see
     /// [`crate::evidence`]).
     pub evidence_packets: u32,
+    /// Test TCP probes against the scanner-tool signatures
+    /// ([`crate::fingerprint`]); 0 only to measure what the test costs.
+    pub tool_signatures: u32,
+    /// Explicit padding (zero).
+    pub _pad: u32,
 }
 
 assert_layout!(
@@ -407,8 +412,10 @@ assert_layout!(
         v6_mask,
         source_slots,
         evidence_packets,
+        tool_signatures,
+        _pad,
     },
-    size 80,
+    size 88,
     align 8
 );
 
@@ -431,6 +438,8 @@ impl DetectConfig {
         v6_mask: [0xff; 16],
         source_slots: DEFAULT_SOURCE_MAP_SIZE,
         evidence_packets: 0,
+        tool_signatures: 1,
+        _pad: 0,
     };
 
     /// The key a source is counted under: its address masked to its
@@ -474,6 +483,8 @@ pub type LpmData = [u8; 16];
 pub mod block_origin {
     pub const DETECTION: u32 = 1;
     pub const MANUAL: u32 = 2;
+    /// A CrowdSec decision applied by the agent's bouncer (`[crowdsec]`).
+    pub const CROWDSEC: u32 = 3;
 }
 
 /// A blocklist entry.
@@ -849,7 +860,7 @@ mod tests {
             core::mem::offset_of!(SourceStats, crossed),
             8 * SourceStats::WINDOW_WORDS_FROM
         );
-        assert_eq!(core::mem::size_of::<DetectConfig>(), 80);
+        assert_eq!(core::mem::size_of::<DetectConfig>(), 88);
         assert_eq!(core::mem::size_of::<ScanEvent>(), 40);
         assert_eq!(core::mem::size_of::<BlockValue>(), 72);
         assert_eq!(core::mem::size_of::<FeedValue>(), 8);

@@ -17,6 +17,7 @@ use crate::packet::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ip, Packet, ParseError, WHOLE_DATAGRAM,
     walk,
 };
+use crate::{DETECT_CONFIG, window::setting};
 
 impl ParseError {
     /// The interface counter of a packet the XDP program could not parse.
@@ -153,7 +154,12 @@ fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
         kind,
         port: port_entry(port, false),
         ip,
-        sigs: FINGERPRINTED | signatures(&tcp_fields(pkt, ip, tcp, data_offset)?),
+        // A load-time constant: the verifier drops the branch not taken.
+        sigs: if setting(&raw const DETECT_CONFIG.tool_signatures) != 0 {
+            FINGERPRINTED | signatures(&tcp_fields(pkt, ip, tcp, data_offset)?)
+        } else {
+            0
+        },
     }))
 }
 

@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p scanwatch-integration --bench bench -- [--quick] [--out DIR]`
 //! (`cargo xtask bench` runs it; `--per-packet-only`, `--flood-only`,
-//! `--nmap-cpu-only`: one section, printed, no report). Needs root.
+//! `--nmap-cpu-only`, `--crowdsec-only`: one section, printed, no report).
+//! Needs root.
 
 use std::{
     collections::BTreeMap,
@@ -189,6 +190,39 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
             "floor_program": FLOOR_ADMIT, "floor_ns": f, "floor_ratio": f / n.max(0.1) })
 }
 
+/// The scanner-tool signatures' cost: the tracked-source SYN with them
+/// (the agent's program) and without (the same program loaded with
+/// `tool_signatures` 0), and the no-op program, interleaved.
+fn tool_signatures(
+    h: &mut XdpHarness,
+    b: &mut BenchPrograms,
+    syn: &[u8],
+    (repeat, rounds): (u32, usize),
+) -> Value {
+    let detect = scanwatch_common::DetectConfig {
+        tool_signatures: 0,
+        ..scanwatch::config::Detection::default().kernel_config()
+    };
+    let mut off =
+        XdpHarness::load_for_bench_with(262_144, detect).expect("load without signatures");
+    let (mut with, mut without, mut noop) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        with.push(h.run_repeat(syn, repeat).expect("run").1 as f64);
+        without.push(off.run_repeat(syn, repeat).expect("run").1 as f64);
+        noop.push(b.run_noop(syn, repeat).expect("noop").1 as f64);
+    }
+    let (w, o, n) = (median(with), median(without), median(noop));
+    println!(
+        "{:<48} {w:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  without {o:>6.1} ns  ratio {:>5.2}",
+        "SYN from a tracked source, tool signatures",
+        w / n.max(0.1),
+        o / n.max(0.1)
+    );
+    json!({ "case": "SYN from a tracked source: with and without the tool signatures", "scanwatch_ns": w, "noop_ns": n,
+            "ratio": w / n.max(0.1), "without_signatures_ns": o, "without_ratio": o / n.max(0.1),
+            "signatures_ns": w - o, "repeat": repeat, "rounds": rounds })
+}
+
 fn per_packet_all(o: &Opts) -> Vec<Value> {
     let (repeat, rounds, fresh) = if o.quick {
         (100_000, 3, 2_000)
@@ -238,6 +272,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             pass,
             None,
         ),
+        tool_signatures(&mut h, b, &syn, (repeat, rounds)),
         per_packet(
             &mut h,
             b,
@@ -1770,6 +1805,242 @@ fn drop_rate(o: &Opts) -> Value {
     json!({ "rows": rows, "ratios": ratios, "frames_per_round": count, "rounds": rounds, "interleaved": true })
 }
 
+/// A CrowdSec decision's way into the data path: the seconds from `cscli
+/// decisions add --ip SOURCE` until a connection attempt from SOURCE
+/// first goes unanswered (a 5 ms poll, each attempt waiting 0.2 s).
+fn time_to_drop(lab: &Lab, cs: &scanwatch_lab::crowdsec::Crowdsec, source: &str) -> f64 {
+    let script = format!(
+        "import socket, sys, time\nt0 = float(sys.argv[1])\nwhile True:\n    t = time.time()\n    try:\n        socket.create_connection(('198.18.0.2', 8080), timeout=0.2, source_address=('{source}', 0)).close()\n    except OSError:\n        print(t - t0)\n        break\n    if t - t0 > 60:\n        print(-1)\n        break\n    time.sleep(0.005)\n"
+    );
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let poller = lab
+        .in_scanner()
+        .args(["python3", "-c", &script, &format!("{t0:.6}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    cs.decisions(lab, &["add", "--ip", source, "--duration", "10m"]);
+    let out = poller.wait_with_output().expect("poller");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 0.0)
+        .expect("the source was never dropped")
+}
+
+/// What one remediation component did with the same decisions.
+fn bouncer_rounds(
+    lab: &Lab,
+    cs: &scanwatch_lab::crowdsec::Crowdsec,
+    name: &str,
+    sources: &[String],
+    frame: &[u8],
+    count: u32,
+    dropped: &dyn Fn() -> Option<u64>,
+) -> Value {
+    let mut latency = Vec::new();
+    for s in sources {
+        latency.push(time_to_drop(lab, cs, s));
+    }
+    // The flood's source is banned too (it is not a scanner address).
+    cs.decisions(lab, &["add", "--ip", "198.18.0.49", "--duration", "10m"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let before = dropped();
+    let secs = generate(lab, frame.to_vec(), count);
+    std::thread::sleep(Duration::from_millis(300));
+    let counted = dropped().zip(before).map(|(a, b)| a.saturating_sub(b));
+    cs.decisions(lab, &["delete", "--all"]);
+    let m = median(latency.clone());
+    println!(
+        "crowdsec decision -> first drop, {name}: median {m:.2} s over {} decisions {latency:.2?}; {:.0} banned frames/s through the generator ({} dropped of {count})",
+        latency.len(),
+        f64::from(count) / secs,
+        counted.map_or_else(|| "?".to_string(), |c| c.to_string()),
+    );
+    json!({ "bouncer": name, "decision_to_drop_s": latency, "median_s": m, "frames": count,
+            "frames_per_second": f64::from(count) / secs, "dropped": counted })
+}
+
+/// `scanwatch_dropped_packets_total` of the agent at 198.18.0.2:9477.
+fn agent_dropped(lab: &Lab) -> Option<u64> {
+    let text = sh(&format!(
+        "nsenter --net=/run/netns/{} curl -s --max-time 5 http://198.18.0.2:9477/metrics",
+        lab.scanner_ns
+    ));
+    text.lines()
+        .filter(|l| l.starts_with("scanwatch_dropped_packets_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .reduce(|a, b| a + b)
+}
+
+/// Packets the firewall bouncer's nftables rules counted (if they count).
+fn nft_dropped(lab: &Lab) -> Option<u64> {
+    let j: Value = serde_json::from_str(&in_target(lab, &["nft", "-j", "list", "ruleset"])).ok()?;
+    j["nftables"]
+        .as_array()?
+        .iter()
+        .filter_map(|e| e["rule"]["expr"].as_array())
+        .flatten()
+        .filter_map(|x| x["counter"]["packets"].as_u64())
+        .reduce(|a, b| a + b)
+}
+
+/// The same CrowdSec decisions enforced by the agent (XDP) and by the
+/// packaged `crowdsec-firewall-bouncer` (nftables), one after the other on
+/// the same lab, both pulling every second: the time from `cscli decisions
+/// add` to the first dropped packet, and banned frames per second through
+/// the generator (the receiver's drop work runs in the sender's softirq).
+fn crowdsec_bouncers(o: &Opts) -> Value {
+    let (rounds, count) = if o.quick {
+        (3, 300_000)
+    } else {
+        (10, 3_000_000)
+    };
+    let mut lab = Lab::new().expect("lab");
+    gro_on(&lab);
+    let dir = std::env::temp_dir().join(format!("scanwatch-bench-{}-crowdsec", lab.target_ns));
+    let cs = scanwatch_lab::crowdsec::Crowdsec::start(&mut lab, &dir);
+    let sources: Vec<String> = (0..2 * rounds)
+        .map(|i| format!("198.18.0.{}", 50 + i))
+        .collect();
+    for s in &sources {
+        lab.add_scanner_address(&format!("{s}/24"))
+            .expect("address");
+    }
+    let mut web = lab.in_target();
+    web.args([
+        "python3",
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        "198.18.0.2",
+    ])
+    .current_dir(&dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    lab.spawn(web).expect("web server");
+    let mut frame = Packet::new("198.18.0.49", "198.18.0.2", Transport::tcp(80, tcp::SYN)).build();
+    frame[0..6].copy_from_slice(&mac_of(&lab.target_ns, &lab.target_if));
+    frame[6..12].copy_from_slice(&mac_of(&lab.scanner_ns, &lab.scanner_if));
+
+    // scanwatch as the bouncer.
+    let key = cs.bouncer(&lab, "scanwatch");
+    let conf = dir.join("scanwatch.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[crowdsec]\nlapi_url = \"http://{}\"\napi_key_file = \"{}\"\nupdate_frequency_seconds = 1\n",
+            scanwatch_lab::crowdsec::LAPI,
+            key.display()
+        ),
+    )
+    .expect("config");
+    let agent = BenchAgent::start(
+        &mut lab,
+        &[
+            "--config",
+            &conf.to_string_lossy(),
+            "--metrics-addr",
+            "198.18.0.2:9477",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let sw = bouncer_rounds(
+        &lab,
+        &cs,
+        "scanwatch",
+        &sources[..rounds],
+        &frame,
+        count,
+        &|| agent_dropped(&lab),
+    );
+    agent.stop(&mut lab);
+
+    // The packaged firewall bouncer (nftables), in the same namespace.
+    let key = cs.bouncer(&lab, "firewall");
+    let api_key = std::fs::read_to_string(&key).expect("key");
+    let fw_conf = dir.join("crowdsec-firewall-bouncer.yaml");
+    std::fs::write(
+        &fw_conf,
+        format!(
+            "mode: nftables\npid_dir: {d}/\nupdate_frequency: 1s\ndaemonize: false\nlog_mode: file\nlog_dir: {d}/\nlog_level: info\n\
+             api_url: http://{}/\napi_key: {}\ninsecure_skip_verify: false\ndisable_ipv6: false\ndeny_action: DROP\ndeny_log: false\n\
+             supported_decisions_types:\n  - ban\nblacklists_ipv4: crowdsec-blacklists\nblacklists_ipv6: crowdsec6-blacklists\n\
+             nftables:\n  ipv4:\n    enabled: true\n    set-only: false\n    table: crowdsec\n    chain: crowdsec-chain\n  \
+             ipv6:\n    enabled: true\n    set-only: false\n    table: crowdsec6\n    chain: crowdsec6-chain\nprometheus:\n  enabled: false\n",
+            scanwatch_lab::crowdsec::LAPI,
+            api_key.trim(),
+            d = dir.display()
+        ),
+    )
+    .expect("bouncer config");
+    let mut fw = lab.in_target();
+    fw.args(["crowdsec-firewall-bouncer", "-c"])
+        .arg(&fw_conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let fw_pid = lab.spawn(fw).expect("crowdsec-firewall-bouncer");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sh(&format!(
+        "nsenter --net=/run/netns/{} nft list tables",
+        lab.target_ns
+    ))
+    .contains("crowdsec")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "crowdsec-firewall-bouncer made no nftables table"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let nft = bouncer_rounds(
+        &lab,
+        &cs,
+        "crowdsec-firewall-bouncer",
+        &sources[rounds..],
+        &frame,
+        count,
+        &|| nft_dropped(&lab),
+    );
+    lab.stop(fw_pid, Duration::from_secs(10));
+    let _ = in_target(&lab, &["nft", "flush", "ruleset"]);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+    json!({ "update_frequency_seconds": 1, "rounds": rounds, "scanwatch": sw, "firewall_bouncer": nft })
+}
+
+/// The CrowdSec comparison, as a table.
+fn crowdsec_report(md: &mut String, c: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    md.push_str(&format!(
+        "\n## CrowdSec decisions: scanwatch's bouncer and crowdsec-firewall-bouncer\n\nA CrowdSec Local API of the benchmark's own (Debian's crowdsec 1.4.6, `-no-cs`); the agent (`[crowdsec]`, XDP) and then the packaged `crowdsec-firewall-bouncer` 0.0.25 (nftables) on the same target namespace, both pulling every {} s. Time to drop: from the start of `cscli decisions add --ip SOURCE` (itself a fraction of it) to the first connection attempt from SOURCE left unanswered, {} decisions each. Banned frames/s: the generator's SYNs from a banned address ({} frames), all dropped by either (the receiver's work runs in the sender's softirq, so the rate is the blocker's cost).\n\n| bouncer | decision to first drop, median s | each | banned frames/s |\n|---|---|---|---|\n",
+        c["update_frequency_seconds"], c["rounds"], c["scanwatch"]["frames"]
+    ));
+    for b in [&c["scanwatch"], &c["firewall_bouncer"]] {
+        let each: Vec<String> = b["decision_to_drop_s"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .map(|x| format!("{x:.2}"))
+            .collect();
+        md.push_str(&format!(
+            "| {} | {:.2} | {} | {:.0} |\n",
+            b["bouncer"].as_str().unwrap_or("?"),
+            f(&b["median_s"]),
+            each.join(", "),
+            f(&b["frames_per_second"])
+        ));
+    }
+}
+
 /// The CPU of one nmap scan (agent and programs) and the sweep, as a table.
 fn write_nmap_cpu(md: &mut String, n: &Value, sweep: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
@@ -1913,6 +2184,7 @@ fn write_report(o: &Opts, r: &Value) {
         ));
     }
     md.push('\n');
+    crowdsec_report(&mut md, &r["crowdsec"]);
     std::fs::write(o.out.join("BENCHMARKS.md"), md).expect("write md");
     println!(
         "wrote {} and {}",
@@ -1940,6 +2212,10 @@ fn main() {
         nmap_cpu(&o);
         return;
     }
+    if std::env::args().any(|a| a == "--crowdsec-only") {
+        crowdsec_bouncers(&o);
+        return;
+    }
     let per_packet = per_packet_all(&o);
     if o.per_packet_only {
         // A quick look while working on the XDP program: no report written.
@@ -1952,7 +2228,8 @@ fn main() {
     let throughput = throughput(&o);
     let flood = flood(&o);
     let drops = drop_rate(&o);
-    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep, "nmap_cpu": nmap, "flood": flood });
+    let crowdsec = crowdsec_bouncers(&o);
+    let r = json!({ "machine": machine(), "quick": o.quick, "per_packet": per_packet, "memory": memory, "agent_scale": agent, "throughput": throughput, "drop_rate": drops, "reply_sweep": reply_sweep, "nmap_cpu": nmap, "flood": flood, "crowdsec": crowdsec });
     // The benchmark itself must keep working: every figure is a number.
     for c in r["per_packet"].as_array().into_iter().flatten() {
         assert!(
@@ -1971,6 +2248,14 @@ fn main() {
         r["agent_scale"]["crossing_to_alert_ms"].as_i64().is_some(),
         "no alert latency"
     );
+    for b in ["scanwatch", "firewall_bouncer"] {
+        assert!(
+            r["crowdsec"][b]["median_s"]
+                .as_f64()
+                .is_some_and(f64::is_finite),
+            "no CrowdSec figure for {b}"
+        );
+    }
     write_report(&o, &r);
     println!("benchmarks took {:.0} s", started.elapsed().as_secs_f64());
 }

@@ -130,6 +130,7 @@ fn sample_alert(last: u8) -> Alert {
         interface: Some("eth0".into()),
         window_seconds: 300,
         crossed_ns: Some(2_000_000_000),
+        group: None,
         clock: &clock,
     })
 }

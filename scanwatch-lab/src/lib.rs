@@ -6,6 +6,7 @@
 //! creates is removed when the [`netns::Lab`] is dropped (also on panic).
 
 pub mod agent_bin;
+pub mod crowdsec;
 pub mod frames;
 pub mod netns;
 pub mod privileged;

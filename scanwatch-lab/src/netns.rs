@@ -137,6 +137,28 @@ pub struct Lab {
     pub target_if: String,
     pub target_mac: String,
     children: Vec<Child>,
+    /// Namespaces of the targets added by [`Lab::add_target`].
+    extra: Vec<String>,
+}
+
+/// One more target namespace ([`Lab::add_target`]), joined to the scanner
+/// namespace by a veth pair of its own.
+#[derive(Clone, Debug)]
+pub struct ExtraTarget {
+    pub ns: String,
+    /// Its interface (inside `ns`) and the scanner's end of the pair.
+    pub target_if: String,
+    pub scanner_if: String,
+    /// `198.18.N.2` and `198.18.N.1`.
+    pub target_v4: String,
+    pub scanner_v4: String,
+}
+
+impl ExtraTarget {
+    /// A command prefix that runs in this target's namespace.
+    pub fn command(&self) -> Command {
+        Lab::nsenter(&self.ns)
+    }
 }
 
 impl Lab {
@@ -158,6 +180,7 @@ impl Lab {
             target_if: format!("swT{id}"),
             target_mac: String::new(),
             children: Vec::new(),
+            extra: Vec::new(),
         };
         // From here on, Drop removes whatever was created.
         lab.build()?;
@@ -296,6 +319,62 @@ impl Lab {
         child.wait().ok()
     }
 
+    /// Adds target number `n` (1..=9): namespace `<target ns>b<n>` joined to
+    /// the scanner by a veth pair on 198.18.(n+1).0/24, routed both ways to
+    /// the scanner's 198.18.0.0/24 (and `extra_routes` towards the scanner
+    /// too). Deleted with the lab.
+    pub fn add_target(&mut self, n: u8, extra_routes: &[&str]) -> Result<ExtraTarget, LabError> {
+        let ns = format!("{}b{n}", self.target_ns);
+        let net = u16::from(n) + 1;
+        let t = ExtraTarget {
+            target_if: ns.clone(),
+            scanner_if: format!("{}b{n}", self.scanner_ns),
+            target_v4: format!("198.18.{net}.2"),
+            scanner_v4: format!("198.18.{net}.1"),
+            ns,
+        };
+        ip(&["netns", "add", &t.ns])?;
+        self.extra.push(t.ns.clone());
+        ip(&[
+            "link",
+            "add",
+            &t.scanner_if,
+            "netns",
+            &self.scanner_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &t.target_if,
+            "netns",
+            &t.ns,
+        ])?;
+        for (ns, ifname, addr) in [
+            (
+                self.scanner_ns.as_str(),
+                t.scanner_if.as_str(),
+                &t.scanner_v4,
+            ),
+            (t.ns.as_str(), t.target_if.as_str(), &t.target_v4),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                ifname,
+            ])?;
+            ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        }
+        for to in ["198.18.0.0/24"].iter().chain(extra_routes) {
+            ip(&["-n", &t.ns, "route", "add", to, "via", &t.scanner_v4])?;
+        }
+        Ok(t)
+    }
+
     /// Path of the target namespace, for `setns`.
     pub fn target_netns_path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.target_ns))
@@ -313,7 +392,10 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for ns in [&self.scanner_ns, &self.target_ns] {
+        for ns in [&self.scanner_ns, &self.target_ns]
+            .into_iter()
+            .chain(&self.extra)
+        {
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])
                 .stderr(Stdio::null())

@@ -115,6 +115,31 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "expected a boolean",
     ),
     (
+        "detection.distributed_scan.enabled",
+        "[detection.distributed_scan]\nenabled = 2\n",
+        "invalid type",
+    ),
+    (
+        "detection.distributed_scan.distinct_ports",
+        "[detection.distributed_scan]\ndistinct_ports = 1\n",
+        "1 must be 0 (the per-source threshold) or in 2..=65536",
+    ),
+    (
+        "detection.distributed_scan.distinct_hosts",
+        "[detection.distributed_scan]\ndistinct_hosts = 70000\n",
+        "70000 must be 0 (the per-source threshold) or in 2..=65536",
+    ),
+    (
+        "detection.distributed_scan.min_sources",
+        "[detection.distributed_scan]\nmin_sources = 1\n",
+        "1 is out of range 2..=65536",
+    ),
+    (
+        "detection.distributed_scan.top_sources",
+        "[detection.distributed_scan]\ntop_sources = 0\n",
+        "0 is out of range 1..=256",
+    ),
+    (
         "detection.window_seconds",
         "[detection]\nwindow_seconds = 0\n",
         "0 is out of range 1..=86400",
@@ -128,6 +153,11 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "detection.suppression_seconds",
         "[detection]\nsuppression_seconds = 700000\n",
         "out of range 0..=604800",
+    ),
+    (
+        "detection.first_alert_hold_milliseconds",
+        "[detection]\nfirst_alert_hold_milliseconds = 1001\n",
+        "1001 is out of range 0..=1000",
     ),
     (
         "detection.ipv4_prefix",
@@ -329,6 +359,66 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "[evidence]\nmax_bytes = 4096\n",
         "4096 is out of range 1048576..=1099511627776",
     ),
+    (
+        "crowdsec.lapi_url",
+        "[crowdsec]\nlapi_url = \"https://lapi:8080\"\napi_key_file = \"/etc/k\"\n",
+        "https is not supported",
+    ),
+    (
+        "crowdsec.lapi_url",
+        "[crowdsec]\nlapi_url = \"http://lapi:8080\"\n",
+        "set api_key_file (bouncer), machine_id (alerts), or both",
+    ),
+    (
+        "crowdsec.api_key_file",
+        "[crowdsec]\napi_key_file = \"/etc/scanwatch/crowdsec.key\"\n",
+        "needs lapi_url",
+    ),
+    (
+        "crowdsec.update_frequency_seconds",
+        "[crowdsec]\nupdate_frequency_seconds = 0\n",
+        "0 is out of range 1..=3600",
+    ),
+    (
+        "crowdsec.scopes[1]",
+        "[crowdsec]\nscopes = [\"Ip\", \"Country\"]\n",
+        "unknown scope \"Country\": expected Ip or Range",
+    ),
+    (
+        "crowdsec.scopes",
+        "[crowdsec]\nscopes = []\n",
+        "needs at least one of Ip, Range",
+    ),
+    (
+        "crowdsec.origins[0]",
+        "[crowdsec]\norigins = [\"c s\"]\n",
+        "must be 1 to 64 letters",
+    ),
+    (
+        "crowdsec.decision_types[0]",
+        "[crowdsec]\ndecision_types = [\"\"]\n",
+        "must be 1 to 64 letters",
+    ),
+    (
+        "crowdsec.machine_id",
+        "[crowdsec]\nmachine_id = \"edge 1\"\n",
+        "must be 1 to 64 letters",
+    ),
+    (
+        "crowdsec.machine_id",
+        "[crowdsec]\nmachine_id = \"edge1\"\npassword_file = \"/etc/p\"\n",
+        "needs lapi_url",
+    ),
+    (
+        "crowdsec.password_file",
+        "[crowdsec]\nlapi_url = \"http://lapi:8080\"\nmachine_id = \"edge1\"\npassword_file = \"\"\n",
+        "machine_id needs a password_file",
+    ),
+    (
+        "crowdsec.queue_capacity",
+        "[crowdsec]\nqueue_capacity = 0\n",
+        "0 is out of range 1..=1000000",
+    ),
     // Unknown and missing keys at each level.
     (
         "detections",
@@ -454,6 +544,7 @@ fn the_table_covers_every_config_field() {
         .mitigation
         .ttl_seconds
         .insert("port_scan".to_string(), 60);
+    config.crowdsec.origins = vec!["cscli".into()];
     config.feeds.push(FeedConfig {
         name: "a".into(),
         path: "/tmp/a".into(),

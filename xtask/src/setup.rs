@@ -20,6 +20,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("chattr", "e2fsprogs"),
     ("useradd", "passwd"),
     ("masscan", "masscan"),
+    ("zmap", "zmap"),
     ("hping3", "hping3"),
     ("ab", "apache2-utils"),
     ("python3", "python3"),
@@ -41,7 +42,33 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // The evidence packets' pcapng files read back (lab_evidence.rs).
     ("tshark", "tshark"),
     ("tcpdump", "tcpdump"),
+    // lab_crowdsec.rs: a Local API of the test's own (crowdsec -no-cs) and cscli.
+    ("crowdsec", "crowdsec"),
+    ("cscli", "crowdsec"),
+    // The benchmark compares the agent's bouncer with the packaged one.
+    ("crowdsec-firewall-bouncer", "crowdsec-firewall-bouncer"),
 ];
+
+/// crowdsec's post-install registers with the central API unless this
+/// file exists and is not empty; offline (CI, the lab) that fails the
+/// install. The tests never use the packaged service.
+const CROWDSEC_ONLINE_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
+
+/// Makes the crowdsec package install without the network.
+fn crowdsec_offline() -> anyhow::Result<()> {
+    let path = std::path::Path::new(CROWDSEC_ONLINE_CREDENTIALS);
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    }
+    std::fs::write(
+        path,
+        "# written by cargo xtask setup: no central API (offline)\n",
+    )
+    .with_context(|| path.display().to_string())
+}
 
 fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
@@ -137,6 +164,9 @@ fn debian_packages() -> anyhow::Result<()> {
     }
     if which("apt-get").is_none() {
         bail!("missing {missing:?} and no apt-get: install them with your package manager");
+    }
+    if missing.contains(&"crowdsec") || missing.contains(&"crowdsec-firewall-bouncer") {
+        crowdsec_offline().context("crowdsec")?;
     }
     run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
     run_cmd(

@@ -143,6 +143,12 @@ impl AgentLab {
         Self::prepare_with(false)
     }
 
+    /// [`AgentLab::prepare`], the agents' logs appended to a file (see
+    /// [`AgentLab::start_logged`]).
+    pub fn prepare_logged() -> Self {
+        Self::prepare_with(true)
+    }
+
     fn prepare_with(logged: bool) -> Self {
         static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let serial = SERIAL

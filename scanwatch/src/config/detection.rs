@@ -25,6 +25,10 @@ pub struct Detection {
     pub suppression_seconds: u64,
     /// ...unless the source's probes in the window grow by this factor.
     pub escalation_factor: f64,
+    /// A source's first alert (of an incident: nothing alerted for it within
+    /// the suppression interval) waits this long, so that one alert names
+    /// every scan type crossed by then; 0: alert at once.
+    pub first_alert_hold_milliseconds: u64,
     /// Sources never alerted on (health checkers, monitoring, own networks).
     pub ignore: Vec<IpNet>,
     /// IPv4 sources are counted per network of this length (32: per address).
@@ -39,6 +43,7 @@ pub struct Detection {
     pub stealth_scan: StealthScan,
     pub syn_flood_source: SynFlood,
     pub reply_scan: ReplyScan,
+    pub distributed_scan: DistributedScan,
 }
 
 impl Default for Detection {
@@ -47,6 +52,7 @@ impl Default for Detection {
             window_seconds: 300,
             suppression_seconds: 600,
             escalation_factor: 4.0,
+            first_alert_hold_milliseconds: 250,
             ignore: Vec::new(),
             ipv4_prefix: 32,
             ipv6_prefix: 64,
@@ -75,6 +81,7 @@ impl Default for Detection {
                 syns_per_second: 50_000,
             },
             reply_scan: ReplyScan::default(),
+            distributed_scan: DistributedScan::default(),
         }
     }
 }
@@ -150,6 +157,68 @@ impl Default for ReplyScan {
     }
 }
 
+/// Longest hold of a first alert (a blocking decision waits as long).
+pub const MAX_FIRST_ALERT_HOLD_MS: u64 = 1000;
+
+/// `[detection.distributed_scan]`: the target-side view over the
+/// reply-aware detector's first contacts (it needs `reply_scan.enabled`).
+/// Failed first contacts (RST, ICMP unreachable, no answer) made within the
+/// window by sources not flagged themselves, per local address (distinct
+/// ports) and per local port (distinct local addresses).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedScan {
+    pub enabled: bool,
+    /// Distinct ports of one local address (0: `port_scan.distinct_ports`).
+    pub distinct_ports: u32,
+    /// Distinct local addresses on one port (0: `host_sweep.distinct_hosts`).
+    pub distinct_hosts: u32,
+    /// Fewest sources that make a distributed scan.
+    pub min_sources: u32,
+    /// Most sources an alert names (the biggest contributors).
+    pub top_sources: u32,
+}
+
+impl Default for DistributedScan {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            distinct_ports: 0,
+            distinct_hosts: 0,
+            min_sources: 3,
+            top_sources: 25,
+        }
+    }
+}
+
+impl DistributedScan {
+    fn validate(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("distinct_ports", self.distinct_ports),
+            ("distinct_hosts", self.distinct_hosts),
+        ] {
+            if value == 1 || value > 65_536 {
+                return Err(v.invalid(
+                    &["detection", "distributed_scan", key],
+                    format!("{value} must be 0 (the per-source threshold) or in 2..=65536"),
+                ));
+            }
+        }
+        v.range(
+            &["detection", "distributed_scan", "min_sources"],
+            u64::from(self.min_sources),
+            2,
+            65_536,
+        )?;
+        v.range(
+            &["detection", "distributed_scan", "top_sources"],
+            u64::from(self.top_sources),
+            1,
+            256,
+        )
+    }
+}
+
 const fn yes() -> bool {
     true
 }
@@ -173,6 +242,12 @@ impl Detection {
             self.suppression_seconds,
             0,
             7 * 86_400,
+        )?;
+        v.range(
+            &["detection", "first_alert_hold_milliseconds"],
+            self.first_alert_hold_milliseconds,
+            0,
+            MAX_FIRST_ALERT_HOLD_MS,
         )?;
         v.range(
             &["detection", "ipv4_prefix"],
@@ -237,7 +312,8 @@ impl Detection {
             100,
             100_000_000,
         )?;
-        self.reply_scan.validate(v)
+        self.reply_scan.validate(v)?;
+        self.distributed_scan.validate(v)
     }
 }
 
@@ -288,6 +364,11 @@ impl Detection {
         Duration::from_secs(self.suppression_seconds)
     }
 
+    /// How long a source's first alert waits for more scan types.
+    pub fn first_alert_hold(&self) -> Duration {
+        Duration::from_millis(self.first_alert_hold_milliseconds)
+    }
+
     /// The reply-aware test as the kernel runs it (disabled: no contacts recorded).
     pub fn reply_config(&self) -> ReplyConfig {
         let r = &self.reply_scan;
@@ -306,6 +387,18 @@ impl Detection {
             ..c
         })
         .unwrap_or(ReplyConfig::DISABLED)
+    }
+
+    /// The distributed-scan thresholds in force: distinct ports of one
+    /// local address, distinct local addresses on one port (a 0 takes the
+    /// per-source `port_scan` / `host_sweep` threshold).
+    pub fn distributed_thresholds(&self) -> (u32, u32) {
+        let d = &self.distributed_scan;
+        let or = |v: u32, default: u32| if v == 0 { default } else { v };
+        (
+            or(d.distinct_ports, self.port_scan.distinct_ports),
+            or(d.distinct_hosts, self.host_sweep.distinct_hosts),
+        )
     }
 
     /// The prefix lengths sources are counted by.
@@ -395,6 +488,8 @@ impl Detection {
             source_slots: scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE,
             // Set from `[evidence]` by `Config::kernel_config` (the agent's).
             evidence_packets: 0,
+            tool_signatures: 1,
+            _pad: 0,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! Validation is one function per table; errors name file, line and field.
 
 pub mod agent;
+pub mod crowdsec;
 pub mod detection;
 pub mod evidence;
 pub mod mitigation;
@@ -19,7 +20,10 @@ pub use agent::{
     AgentConfig, DEFAULT_ALERT_LOG, DEFAULT_CONTROL_SOCKET, DEFAULT_COUNT_INTERVAL,
     DEFAULT_METRICS_ADDR, DEFAULT_METRICS_TOP, DEFAULT_PIN_DIR, DEFAULT_SUMMARY_INTERVAL,
 };
-pub use detection::{Detection, DistinctHosts, DistinctPorts, ReplyScan, StealthScan, SynFlood};
+pub use crowdsec::CrowdsecConfig;
+pub use detection::{
+    Detection, DistinctHosts, DistinctPorts, DistributedScan, ReplyScan, StealthScan, SynFlood,
+};
 pub use evidence::{DEFAULT_EVIDENCE_DIR, EvidenceConfig};
 pub use mitigation::{FeedAction, FeedConfig, MitigationConfig};
 
@@ -109,6 +113,7 @@ pub struct Config {
     pub detection: Detection,
     pub mitigation: MitigationConfig,
     pub feeds: Vec<FeedConfig>,
+    pub crowdsec: CrowdsecConfig,
     pub evidence: EvidenceConfig,
 }
 
@@ -158,6 +163,7 @@ impl Config {
         self.detection.validate(v)?;
         self.mitigation.validate(v)?;
         mitigation::validate_feeds(&self.feeds, v)?;
+        self.crowdsec.validate(v)?;
         self.evidence.validate(v)
     }
 

@@ -117,6 +117,17 @@ impl Alerter {
         Some((reason, fresh))
     }
 
+    /// Whether nothing was alerted for `source` within the suppression
+    /// interval (its next alert starts an incident).
+    pub fn quiet(&self, source: &SourceKey, now: Instant) -> bool {
+        self.sources.get(source).is_none_or(|(state, _)| {
+            state
+                .last_alert
+                .values()
+                .all(|at| now.saturating_duration_since(*at) >= self.suppression)
+        })
+    }
+
     /// Sources with alert state.
     pub fn tracked(&self) -> usize {
         self.sources.len()

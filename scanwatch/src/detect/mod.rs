@@ -3,13 +3,20 @@
 //! turns a crossing into a [`Finding`].
 
 pub mod alerter;
+pub mod decoy;
+pub mod distributed;
 pub mod engine;
 pub mod evidence;
 pub mod tool;
 pub mod verdict;
 
 pub use alerter::{AlertReason, Alerter};
-pub use engine::{ActiveSource, Engine, EngineStats, Finding, SourceView};
+pub use decoy::{DecoyGroups, Group};
+pub use distributed::{
+    DistributedConfig, DistributedDetector, DistributedFinding, DistributedStats, FailedContact,
+    Target,
+};
+pub use engine::{ActiveSource, Engine, EngineStats, Finding, Held, SourceView};
 pub use evidence::{Evidence, ProbeCounts, ReplyEvidence};
 pub use tool::ScannerTool;
 pub use verdict::{Confidence, attack_technique, classify, confidence, confidence_with};

@@ -89,6 +89,8 @@ pub fn confidence(types: &[ScanType], ev: &Evidence, cfg: &Detection) -> Confide
             // The test bounds false positives by alpha: medium on its own,
             // high together with a threshold detection.
             ScanType::ReplyScan => 2.0,
+            // Never a source's type (an alert of its own).
+            ScanType::DistributedScan => 1.0,
         })
         .fold(0.0, f64::max);
     let kinds = types

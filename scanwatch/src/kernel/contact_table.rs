@@ -144,6 +144,22 @@ impl ContactTable {
         })
     }
 
+    /// Calls `f` with each contact made at or after `since_ns` (kernel
+    /// clock) and resolved (any outcome but pending), as consistent
+    /// snapshots: key, time and outcome. One pass over the mapping, no
+    /// syscall; slots being written are skipped.
+    pub fn for_each_resolved(&self, since_ns: u64, mut f: impl FnMut(&ContactKey, u64, u64)) {
+        for i in 0..self.slots {
+            let Some(s) = self.read(i) else {
+                continue;
+            };
+            let result = state::outcome(s.state);
+            if result != outcome::PENDING && s.first_ns >= since_ns {
+                f(&s.key, s.first_ns, result);
+            }
+        }
+    }
+
     /// Marks every contact pending for at least `timeout_ns` (on the kernel clock,
     /// `now_ns`) as no-answer, calling `marked` with each; returns the
     /// slots holding a contact. One pass over the mapping, no syscall.

@@ -139,6 +139,12 @@ impl ReplyMaps {
         Ok(self.contacts.get(key))
     }
 
+    /// Calls `f` with every resolved first contact made at or after
+    /// `since_ns` (key, time, outcome): a pass over the mapped contact table.
+    pub fn for_each_resolved_contact(&self, since_ns: u64, f: impl FnMut(&ContactKey, u64, u64)) {
+        self.contacts.for_each_resolved(since_ns, f);
+    }
+
     /// The kernel's reply counters summed over CPUs.
     pub fn counters(&self) -> Result<ReplyCounters, ReplyError> {
         let mut total = ReplyCounters::ZERO;

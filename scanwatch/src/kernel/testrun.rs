@@ -68,15 +68,19 @@ impl XdpHarness {
     /// [`Self::load`] for the benchmarks: the default configuration of the
     /// agent (the reply-aware detector on).
     pub fn load_for_bench(map_size: u32) -> Result<Self, TestRunError> {
-        Self::load_default(
-            map_size,
-            &loader::LoadOptions {
-                // As the agent loads it by default: the reply-aware
-                // detector records first contacts.
-                reply: Detection::default().reply_config(),
-                ..loader::LoadOptions::default()
-            },
-        )
+        Self::load_for_bench_with(map_size, Detection::default().kernel_config())
+    }
+
+    /// [`Self::load_for_bench`] with other detection settings (the
+    /// benchmark turns the scanner-tool signatures off to measure them).
+    pub fn load_for_bench_with(map_size: u32, detect: DetectConfig) -> Result<Self, TestRunError> {
+        let opts = loader::LoadOptions {
+            // As the agent loads it by default: the reply-aware detector
+            // records first contacts.
+            reply: Detection::default().reply_config(),
+            ..loader::LoadOptions::default()
+        };
+        Self::from_loaded(loader::load_with(map_size, &detect, &opts)?, detect)
     }
 
     /// The default detection settings with `opts`.

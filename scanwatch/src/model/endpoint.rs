@@ -3,8 +3,11 @@
 
 /// The endpoint could not be parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("--alertmanager-url {0:?}: expected http://HOST:PORT[/PATH] (https is not supported)")]
-pub struct EndpointError(pub String);
+#[error("{what} {url:?}: expected http://HOST:PORT[/PATH] (https is not supported)")]
+pub struct EndpointError {
+    pub what: &'static str,
+    pub url: String,
+}
 
 /// An Alertmanager endpoint: host, port and the v2 alerts path under its prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,7 +21,20 @@ pub struct HttpEndpoint {
 impl HttpEndpoint {
     /// Parses an Alertmanager base URL; the path is `PREFIX/api/v2/alerts`.
     pub fn alertmanager(url: &str) -> Result<Self, EndpointError> {
-        let bad = || EndpointError(url.to_string());
+        Self::parse(url, "--alertmanager-url", "/api/v2/alerts")
+    }
+
+    /// Parses a CrowdSec Local API base URL; the path is the prefix (each
+    /// request adds `/v1/...`).
+    pub fn lapi(url: &str) -> Result<Self, EndpointError> {
+        Self::parse(url, "crowdsec lapi_url", "")
+    }
+
+    fn parse(url: &str, what: &'static str, suffix: &str) -> Result<Self, EndpointError> {
+        let bad = || EndpointError {
+            what,
+            url: url.to_string(),
+        };
         let rest = url.strip_prefix("http://").ok_or_else(bad)?;
         let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         let (host, port) = match authority.rsplit_once(':') {
@@ -32,9 +48,9 @@ impl HttpEndpoint {
         }
         let prefix = prefix.trim_end_matches('/');
         let path = if prefix.is_empty() {
-            "/api/v2/alerts".to_string()
+            suffix.to_string()
         } else {
-            format!("/{prefix}/api/v2/alerts")
+            format!("/{prefix}{suffix}")
         };
         Ok(Self {
             url: url.to_string(),
@@ -64,6 +80,14 @@ mod tests {
         let am = HttpEndpoint::alertmanager("http://[fd00::1]:9093").unwrap();
         assert_eq!((am.host.as_str(), am.port), ("fd00::1", 9093));
         assert_eq!(HttpEndpoint::alertmanager("http://am").unwrap().port, 80);
+        let lapi = HttpEndpoint::lapi("http://198.18.0.1:8080/").unwrap();
+        assert_eq!((lapi.port, lapi.path.as_str()), (8080, ""));
+        assert!(
+            HttpEndpoint::lapi("https://lapi")
+                .unwrap_err()
+                .to_string()
+                .starts_with("crowdsec lapi_url")
+        );
         for bad in [
             "https://am:9093",
             "am:9093",

@@ -16,10 +16,14 @@ pub enum ScanType {
     SynFloodSource,
     /// The reply-aware sequential test (TRW) judged the source a scanner.
     ReplyScan,
+    /// Many sources, each under every per-source threshold, together
+    /// failed first contacts on many ports of one local address (or on one
+    /// port of many local addresses): an alert about a target, not a source.
+    DistributedScan,
 }
 
 impl ScanType {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::PortScan,
         Self::HostSweep,
         Self::PingSweep,
@@ -27,6 +31,7 @@ impl ScanType {
         Self::UdpScan,
         Self::SynFloodSource,
         Self::ReplyScan,
+        Self::DistributedScan,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -38,6 +43,7 @@ impl ScanType {
             Self::UdpScan => "udp_scan",
             Self::SynFloodSource => "syn_flood_source",
             Self::ReplyScan => "reply_scan",
+            Self::DistributedScan => "distributed_scan",
         }
     }
 

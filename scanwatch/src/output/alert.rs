@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::mitigation::Action;
 use crate::{
     detect::{
-        AlertReason, Confidence, Evidence, Finding, ProbeCounts, ReplyEvidence, ScannerTool,
+        AlertReason, Confidence, Evidence, Finding, Group, ProbeCounts, ReplyEvidence, ScannerTool,
         attack_technique,
     },
     model::{KernelClock, ScanType},
@@ -49,6 +49,10 @@ pub struct Alert {
     /// signature held for every tested probe; `os-stack` for a real TCP
     /// stack).
     pub scanner_tool: ScannerTool,
+    /// Other sources of the same scan (`kind` `decoy`: `nmap -D`), when
+    /// their first alerts matched this one's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Group>,
     /// When the source was first and last seen (any window).
     pub first_seen: String,
     pub last_seen: String,
@@ -82,6 +86,7 @@ pub struct AlertInput<'a> {
     pub interface: Option<String>,
     pub window_seconds: u64,
     pub crossed_ns: Option<u64>,
+    pub group: Option<Group>,
     pub clock: &'a KernelClock,
 }
 
@@ -155,6 +160,7 @@ impl Alert {
             distinct_icmp_hosts: ev.distinct_icmp_hosts,
             sample_ports: ev.sample_ports.clone(),
             scanner_tool: ScannerTool::from_stats(i.stats),
+            group: i.group,
             first_seen: i.clock.rfc3339(i.stats.first_seen_ns),
             last_seen: i.clock.rfc3339(i.stats.last_seen_ns),
             confidence: i.confidence,
@@ -205,6 +211,7 @@ impl Alert {
             interface,
             window_seconds,
             crossed_ns: f.crossed_ns,
+            group: f.group.clone(),
             clock,
         })
     }
@@ -263,6 +270,7 @@ pub(crate) mod tests {
             interface: Some("eth0".into()),
             window_seconds: 300,
             crossed_ns: Some(9_000_000_000),
+            group: None,
             clock: &clock,
         })
     }

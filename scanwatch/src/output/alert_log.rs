@@ -18,8 +18,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::alert::Alert;
-
 #[derive(Debug, thiserror::Error)]
 pub enum AlertLogError {
     #[error("alert log {path}: cannot {op}: {source}")]
@@ -140,11 +138,15 @@ impl AlertLog {
 
     /// Appends one line. `Err` when it could not be written now: it then
     /// waits in memory and is retried (the error is logged, rate-limited).
-    pub fn append(&mut self, alert: &Alert) -> Result<(), AlertLogError> {
+    pub fn append(&mut self, alert: &impl serde::Serialize) -> Result<(), AlertLogError> {
         self.append_at(alert, Instant::now())
     }
 
-    fn append_at(&mut self, alert: &Alert, now: Instant) -> Result<(), AlertLogError> {
+    fn append_at(
+        &mut self,
+        alert: &impl serde::Serialize,
+        now: Instant,
+    ) -> Result<(), AlertLogError> {
         let mut line = serde_json::to_vec(alert)?;
         line.push(b'\n');
         self.push_line(line, now)

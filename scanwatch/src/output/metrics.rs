@@ -23,11 +23,15 @@ use scanwatch_common::{Counter, trw::ReplyCounters};
 
 use super::{
     alert_log::AlertLogStats,
+    crowdsec::{
+        bouncer::{BouncerStats, ORIGINS, SKIP_REASONS},
+        machine::MachineStats,
+    },
     evidence::EvidenceStats,
     mitigation::{FeedStats, MitigationStats},
 };
 use crate::{
-    detect::EngineStats,
+    detect::{DistributedStats, EngineStats},
     kernel::{detect_maps::ScanwatchMaps, reply_maps::ReplyMaps, sweep::SweepCounters},
     model::ScanType,
 };
@@ -47,6 +51,8 @@ pub struct AttachedInterface {
 #[derive(Clone, Debug, Default)]
 pub struct AgentSnapshot {
     pub engine: EngineStats,
+    /// The distributed-scan view's counters.
+    pub distributed: DistributedStats,
     pub alert_log: AlertLogStats,
     /// Sources newly detected per scan type (counter).
     pub detections: BTreeMap<ScanType, u64>,
@@ -66,6 +72,10 @@ pub struct AgentSnapshot {
     pub alerts_by_tool: BTreeMap<&'static str, u64>,
     /// The evidence packets' files (zero while `[evidence]` is off).
     pub evidence: EvidenceStats,
+    /// The CrowdSec bouncer's figures (when it runs).
+    pub crowdsec_bouncer: Option<BouncerStats>,
+    /// The CrowdSec machine's figures (when it runs).
+    pub crowdsec_machine: Option<MachineStats>,
 }
 
 /// The reply-aware detector's state for the metrics: its maps (kernel
@@ -225,6 +235,7 @@ impl Scrape<'_> {
             f.tracked,
         )?;
         encode_detection(e, self.snapshot)?;
+        encode_distributed(e, self.snapshot)?;
         encode_top(e, self.snapshot)?;
         encode_mitigation(e, self.snapshot, f.dropped, f.spared)?;
         encode_agent(e, self.snapshot, f.attached)?;
@@ -235,6 +246,12 @@ impl Scrape<'_> {
             all(Counter::EvidenceSent),
             all(Counter::EvidenceDropped),
         )?;
+        if let Some(b) = &self.snapshot.crowdsec_bouncer {
+            encode_bouncer(e, b)?;
+        }
+        if let Some(m) = &self.snapshot.crowdsec_machine {
+            encode_machine(e, m)?;
+        }
         if let Some((reply, no_answers)) = &self.reply {
             encode_reply(e, reply, *no_answers)?;
         }
@@ -432,7 +449,70 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
             })
             .collect(),
     )?;
-    counter(e, "alerts", "Alerts written.", &[], snapshot.engine.alerts)?;
+    encode_alerts(e, snapshot)?;
+    counter(
+        e,
+        "crossings",
+        "Threshold crossings received from the kernel.",
+        &[],
+        snapshot.engine.events,
+    )?;
+    counter(
+        e,
+        "ignored_crossings",
+        "Threshold crossings by sources in `ignore` networks (never alerted).",
+        &[],
+        snapshot.engine.ignored,
+    )?;
+    Ok(())
+}
+
+/// The distributed-scan view: targets over a threshold, failed contacts counted.
+fn encode_distributed(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> fmt::Result {
+    family(
+        e,
+        "distributed_scan_targets",
+        "Targets at or over a distributed_scan threshold at the last pass: local addresses (many ports) or ports (many local addresses).",
+        &ConstGauge::new(0i64),
+        [
+            ("address", snapshot.distributed.address_targets),
+            ("port", snapshot.distributed.port_targets),
+        ]
+        .into_iter()
+        .map(|(kind, n)| {
+            (
+                vec![("kind", kind.to_string())],
+                ConstGauge::new(saturating_i64(n)),
+            )
+        })
+        .collect(),
+    )?;
+    gauge(
+        e,
+        "distributed_failed_contacts",
+        "Failed first contacts in the window by sources neither flagged nor ignored, at the last distributed_scan pass.",
+        &[],
+        saturating_i64(snapshot.distributed.failed_contacts),
+    )?;
+    Ok(())
+}
+
+/// Alerts and the alert log.
+fn encode_alerts(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> fmt::Result {
+    counter(
+        e,
+        "alerts",
+        "Alerts written (per-source and distributed_scan).",
+        &[],
+        snapshot.engine.alerts + snapshot.distributed.alerts,
+    )?;
+    counter(
+        e,
+        "alerts_held",
+        "First alerts of an incident held for first_alert_hold_milliseconds (then written once, with every scan type crossed by then).",
+        &[],
+        snapshot.engine.held,
+    )?;
     family(
         e,
         "alerts_by_tool",
@@ -475,20 +555,6 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
         "Alerts waiting in memory for the alert log to take them.",
         &[],
         saturating_i64(snapshot.alert_log.backlog),
-    )?;
-    counter(
-        e,
-        "crossings",
-        "Threshold crossings received from the kernel.",
-        &[],
-        snapshot.engine.events,
-    )?;
-    counter(
-        e,
-        "ignored_crossings",
-        "Threshold crossings by sources in `ignore` networks (never alerted).",
-        &[],
-        snapshot.engine.ignored,
     )?;
     Ok(())
 }
@@ -713,6 +779,97 @@ fn encode_evidence(
     g.encode(m.encode_family(&labels)?)
 }
 
+/// Pull results of the CrowdSec bouncer.
+pub const PULL_RESULTS: [&str; 4] = ["ok", "unreachable", "unauthorized", "error"];
+
+/// The CrowdSec bouncer: pulls, decisions in force and skipped.
+fn encode_bouncer(e: &mut DescriptorEncoder<'_>, b: &BouncerStats) -> fmt::Result {
+    let labelled = |names: &[&'static str], key: &'static str, map: &BTreeMap<&str, u64>| {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    vec![(key, (*n).to_string())],
+                    map.get(n).copied().unwrap_or(0),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        e,
+        "crowdsec_pulls",
+        "Pulls of the CrowdSec Local API's decision stream, by result (ok, unreachable, unauthorized, error).",
+        &ConstCounter::new(0u64),
+        labelled(&PULL_RESULTS, "result", &b.pulls)
+            .into_iter()
+            .map(|(l, v)| (l, ConstCounter::new(v)))
+            .collect(),
+    )?;
+    let mut origins: Vec<&'static str> = ORIGINS.to_vec();
+    origins.push("other");
+    family(
+        e,
+        "crowdsec_decisions_active",
+        "CrowdSec decisions enforced in the blocklist, by the decision's origin.",
+        &ConstGauge::new(0i64),
+        labelled(&origins, "origin", &b.active)
+            .into_iter()
+            .map(|(l, v)| (l, ConstGauge::new(saturating_i64(v))))
+            .collect(),
+    )?;
+    family(
+        e,
+        "crowdsec_decisions_skipped",
+        "CrowdSec decisions not applied, by reason (type, scope, origin, invalid, never_block, blocklist_full).",
+        &ConstCounter::new(0u64),
+        labelled(&SKIP_REASONS, "reason", &b.skipped)
+            .into_iter()
+            .map(|(l, v)| (l, ConstCounter::new(v)))
+            .collect(),
+    )?;
+    let g = ConstGauge::new(b.last_success.unwrap_or(0.0));
+    let mut m = e.encode_descriptor(
+        "crowdsec_last_pull_success_timestamp",
+        "When the decision stream was last pulled successfully (0: never).",
+        Some(&Unit::Seconds),
+        g.metric_type(),
+    )?;
+    let no_labels: &[(&str, &str)] = &[];
+    g.encode(m.encode_family(&no_labels)?)
+}
+
+/// The CrowdSec machine: alerts pushed, dropped, queued.
+fn encode_machine(e: &mut DescriptorEncoder<'_>, m: &MachineStats) -> fmt::Result {
+    counter(
+        e,
+        "crowdsec_alerts_pushed",
+        "Alerts accepted by the CrowdSec Local API.",
+        &[],
+        m.pushed,
+    )?;
+    counter(
+        e,
+        "crowdsec_alerts_dropped",
+        "Alerts not pushed to the CrowdSec Local API: the queue was full, or the Local API refused them.",
+        &[],
+        m.dropped,
+    )?;
+    counter(
+        e,
+        "crowdsec_push_errors",
+        "Failed pushes to the CrowdSec Local API (unreachable, refused login, errors).",
+        &[],
+        m.errors,
+    )?;
+    gauge(
+        e,
+        "crowdsec_alerts_queued",
+        "Alerts waiting for the CrowdSec Local API.",
+        &[],
+        saturating_i64(m.queued),
+    )
+}
+
 /// The reply-aware detector's metrics.
 fn encode_reply(
     e: &mut DescriptorEncoder<'_>,
@@ -877,7 +1034,9 @@ mod tests {
         c.counters[Counter::EvidenceSent as usize] = 35;
         c.counters[Counter::EvidenceDropped as usize] = 1;
         let mut snapshot = AgentSnapshot::default();
-        snapshot.engine.alerts = 4;
+        snapshot.engine.alerts = 3;
+        snapshot.distributed.alerts = 1;
+        snapshot.distributed.address_targets = 1;
         snapshot.detections.insert(ScanType::PortScan, 2);
         snapshot.top = vec![(
             "198.18.0.9".into(),
@@ -902,6 +1061,56 @@ mod tests {
     }
 
     #[test]
+    fn crowdsec_metrics_have_bounded_labels() {
+        let mut snapshot = AgentSnapshot::default();
+        let mut b = BouncerStats::default();
+        b.pulls.insert("ok", 3);
+        b.active.insert("cscli", 2);
+        b.skipped.insert("never_block", 1);
+        b.last_success = Some(1_700_000_000.5);
+        snapshot.crowdsec_bouncer = Some(b);
+        snapshot.crowdsec_machine = Some(MachineStats {
+            pushed: 4,
+            queued: 1,
+            ..MachineStats::default()
+        });
+        let mut registry = Registry::with_prefix("scanwatch");
+        registry.register_collector(Box::new(Fixed {
+            counters: BTreeMap::new(),
+            snapshot,
+            interfaces: Vec::new(),
+        }));
+        let text = render(&registry, false).unwrap();
+        for line in [
+            "# TYPE scanwatch_crowdsec_pulls_total counter",
+            "scanwatch_crowdsec_pulls_total{result=\"ok\"} 3",
+            "scanwatch_crowdsec_pulls_total{result=\"unreachable\"} 0",
+            "scanwatch_crowdsec_decisions_active{origin=\"cscli\"} 2",
+            "scanwatch_crowdsec_decisions_active{origin=\"other\"} 0",
+            "scanwatch_crowdsec_decisions_skipped_total{reason=\"never_block\"} 1",
+            "# TYPE scanwatch_crowdsec_last_pull_success_timestamp_seconds gauge",
+            "scanwatch_crowdsec_last_pull_success_timestamp_seconds 1700000000.5",
+            "scanwatch_crowdsec_alerts_pushed_total 4",
+            "scanwatch_crowdsec_alerts_queued 1",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+        let origins = text
+            .lines()
+            .filter(|l| l.starts_with("scanwatch_crowdsec_decisions_active{"))
+            .count();
+        assert_eq!(
+            origins,
+            ORIGINS.len() + 1,
+            "bounded: the known origins and other"
+        );
+        assert!(
+            !rendered(false).contains("crowdsec"),
+            "nothing without [crowdsec]"
+        );
+    }
+
+    #[test]
     fn names_types_and_help() {
         let text = rendered(false);
         for (name, kind) in [
@@ -913,6 +1122,9 @@ mod tests {
             ("scanwatch_detections_total", "counter"),
             ("scanwatch_active_scanners", "gauge"),
             ("scanwatch_alerts_total", "counter"),
+            ("scanwatch_alerts_held_total", "counter"),
+            ("scanwatch_distributed_scan_targets", "gauge"),
+            ("scanwatch_distributed_failed_contacts", "gauge"),
             ("scanwatch_top_source_probes", "gauge"),
             ("scanwatch_blocked_sources", "gauge"),
             ("scanwatch_dropped_packets_total", "counter"),
@@ -945,6 +1157,9 @@ mod tests {
             "scanwatch_detections_total{type=\"port_scan\"} 2",
             "scanwatch_detections_total{type=\"syn_flood_source\"} 0",
             "scanwatch_alerts_total 4",
+            "scanwatch_distributed_scan_targets{kind=\"address\"} 1",
+            "scanwatch_distributed_scan_targets{kind=\"port\"} 0",
+            "scanwatch_detections_total{type=\"distributed_scan\"} 0",
             "scanwatch_top_source_probes{source=\"198.18.0.9\",type=\"port_scan\"} 1000",
             "scanwatch_top_source_probes{source=\"198.18.0.9\",type=\"stealth_scan\"} 1000",
             "scanwatch_xdp_attached{interface=\"eth0\",mode=\"native\"} 1",

@@ -26,6 +26,8 @@ pub enum BlockError {
     Full(u32, IpNet),
     #[error("{0} is not blocked")]
     NotBlocked(IpNet),
+    #[error("{0} is blocked by a CrowdSec decision only: remove it there (cscli decisions delete)")]
+    CrowdsecOnly(IpNet),
     #[error(transparent)]
     Map(#[from] BlockMapError),
 }
@@ -99,8 +101,59 @@ impl Action {
     }
 }
 
+/// Who wants a network blocked: the agent itself (detections and manual
+/// blocks) and CrowdSec's decisions, kept apart so that lifting one never
+/// lifts the other. The kernel holds one entry per network, the union of
+/// both (the later expiry; no expiry wins).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Claims {
+    local: Option<BlockValue>,
+    crowdsec: Option<BlockValue>,
+}
+
+const fn live(v: &BlockValue, now: u64) -> bool {
+    v.expires_ns == 0 || v.expires_ns > now
+}
+
+/// The later of two expiries (0: never).
+const fn later(a: &BlockValue, b: &BlockValue) -> bool {
+    a.expires_ns == 0 || (b.expires_ns != 0 && a.expires_ns >= b.expires_ns)
+}
+
+impl Claims {
+    /// What the kernel enforces: the claim that lasts longer.
+    fn merged(&self, now: u64) -> Option<BlockValue> {
+        let local = self.local.filter(|v| live(v, now));
+        let crowdsec = self.crowdsec.filter(|v| live(v, now));
+        match (local, crowdsec) {
+            (Some(l), Some(c)) => Some(if later(&l, &c) { l } else { c }),
+            (l, c) => l.or(c),
+        }
+    }
+
+    fn of(value: BlockValue) -> Self {
+        if value.origin == block_origin::CROWDSEC {
+            Self {
+                local: None,
+                crowdsec: Some(value),
+            }
+        } else {
+            Self {
+                local: Some(value),
+                crowdsec: None,
+            }
+        }
+    }
+
+    const fn is_empty(&self) -> bool {
+        self.local.is_none() && self.crowdsec.is_none()
+    }
+}
+
 pub struct Mitigation {
     cfg: MitigationConfig,
+    /// Each blocked network's claims (its kernel entry is their union).
+    claims: BTreeMap<IpNet, Claims>,
     maps: BlockMaps,
     never_nets: Vec<IpNet>,
     /// The blocklist's entries, mirrored (read once at start, then kept in
@@ -128,6 +181,7 @@ impl Mitigation {
             cfg,
             never_nets: Vec::new(),
             mirror: BTreeMap::new(),
+            claims: BTreeMap::new(),
             host_blocks: 0,
             loaded_feeds: BTreeMap::new(),
             feed_stats: BTreeMap::new(),
@@ -138,6 +192,9 @@ impl Mitigation {
         }
         m.never_nets = never_block;
         m.mirror = m.maps.blocks().into_iter().collect();
+        // A reused blocklist: each entry is its origin's claim (CrowdSec's
+        // are reconciled by the bouncer's first pull).
+        m.claims = m.mirror.iter().map(|(n, v)| (*n, Claims::of(*v))).collect();
         m.host_blocks = m.mirror.keys().filter(|n| host_key(n).is_some()).count();
         m.expire();
         // A reused blocklist's networks go into this load's prefilter first.
@@ -215,7 +272,8 @@ impl Mitigation {
         Ok(self.maps.set_state(state)?)
     }
 
-    /// Blocks `net` for `ttl` (None: until unblocked).
+    /// Blocks `net` for `ttl` (None: until unblocked) for `origin`: a
+    /// CrowdSec claim ([`block_origin::CROWDSEC`]) or the agent's own.
     pub fn block(
         &mut self,
         net: IpNet,
@@ -224,16 +282,26 @@ impl Mitigation {
         reason: &str,
     ) -> Result<BlockValue, BlockError> {
         let net = net.trunc();
+        let crowdsec = origin == block_origin::CROWDSEC;
         if let Some(never) = self.never_match(&net) {
-            self.stats.never_block_refusals += 1;
-            return Err(BlockError::NeverBlock(net, never));
+            // A CrowdSec range holding a never_block address is applied (the
+            // kernel spares that address); one never_block covers is not.
+            if !crowdsec || never.contains(&net) {
+                self.stats.never_block_refusals += 1;
+                return Err(BlockError::NeverBlock(net, never));
+            }
         }
-        let existing = self.exact(&net);
-        if existing.is_none() && self.count_blocks() >= self.cfg.capacity {
+        let now = kernel_now_ns();
+        if !self.mirror.contains_key(&net) && self.count_blocks() >= self.cfg.capacity {
             self.stats.blocklist_full += 1;
             return Err(BlockError::Full(self.cfg.capacity, net));
         }
-        let now = kernel_now_ns();
+        let before = self.claims.get(&net).copied().unwrap_or_default();
+        let existing = if crowdsec {
+            before.crowdsec
+        } else {
+            before.local
+        };
         let ttl_ns = ttl.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
         let mut reason_bytes = [0u8; 48];
         let r = reason.as_bytes();
@@ -246,9 +314,54 @@ impl Mitigation {
             expires_ns: ttl_ns.map_or(0, |t| now.saturating_add(t)),
             created_ns: now,
             origin,
-            offenses: existing.map_or(1, |e| e.offenses.saturating_add(1)),
+            offenses: existing
+                .filter(|e| live(e, now))
+                .map_or(1, |e| e.offenses.saturating_add(1)),
             reason: reason_bytes,
         };
+        let mut claims = before;
+        if crowdsec {
+            claims.crowdsec = Some(value);
+        } else {
+            claims.local = Some(value);
+        }
+        self.claims.insert(net, claims);
+        if let Err(e) = self.write(net) {
+            if before.is_empty() {
+                self.claims.remove(&net);
+            } else {
+                self.claims.insert(net, before);
+            }
+            return Err(e);
+        }
+        if !crowdsec {
+            self.stats.blocks_made += 1;
+        }
+        Ok(value)
+    }
+
+    /// Puts the union of `net`'s claims into the kernel (or removes its
+    /// entry when none is left).
+    fn write(&mut self, net: IpNet) -> Result<(), BlockError> {
+        let merged = self
+            .claims
+            .get(&net)
+            .and_then(|c| c.merged(kernel_now_ns()));
+        let Some(value) = merged else {
+            self.claims.remove(&net);
+            if self.mirror.contains_key(&net) {
+                match self.maps.remove_block(&net) {
+                    Ok(()) | Err(BlockMapError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.mirror_remove(&net);
+                self.rebuild_prefilter();
+            }
+            return self.sync_state();
+        };
+        if self.mirror.get(&net) == Some(&value) {
+            return Ok(());
+        }
         match self.maps.insert_block(&net, value) {
             Ok(()) => {}
             Err(BlockMapError::Full(name)) if name == scanwatch_common::maps::BLOCKS_MAP => {
@@ -258,6 +371,7 @@ impl Mitigation {
             Err(e) => {
                 // The maps dropped the entry (both or neither): so does the mirror.
                 self.mirror_remove(&net);
+                self.claims.remove(&net);
                 let _ = self.sync_state();
                 return Err(e.into());
             }
@@ -265,18 +379,35 @@ impl Mitigation {
         if self.mirror.insert(net, value).is_none() && host_key(&net).is_some() {
             self.host_blocks += 1;
         }
-        self.stats.blocks_made += 1;
-        self.sync_state()?;
-        Ok(value)
+        self.sync_state()
     }
 
-    /// The live entry stored for exactly this network.
+    /// Lifts CrowdSec's claim on `net` (the agent's own block, if any, stays).
+    pub fn unblock_crowdsec(&mut self, net: IpNet) -> Result<(), BlockError> {
+        let net = net.trunc();
+        match self.claims.get_mut(&net) {
+            Some(c) if c.crowdsec.is_some() => c.crowdsec = None,
+            _ => return Err(BlockError::NotBlocked(net)),
+        }
+        self.write(net)
+    }
+
+    /// The networks CrowdSec's claims cover.
+    pub fn crowdsec_nets(&self) -> Vec<IpNet> {
+        self.claims
+            .iter()
+            .filter(|(_, c)| c.crowdsec.is_some())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The agent's own live block of exactly this network.
     fn exact(&self, net: &IpNet) -> Option<BlockValue> {
         let now = kernel_now_ns();
-        self.mirror
+        self.claims
             .get(net)
-            .copied()
-            .filter(|v| v.expires_ns == 0 || v.expires_ns > now)
+            .and_then(|c| c.local)
+            .filter(|v| live(v, now))
     }
 
     /// Blocks a detected source per the configuration; returns the action.
@@ -332,35 +463,33 @@ impl Mitigation {
         }
     }
 
-    /// Removes a block.
+    /// Removes the agent's own block (detection or manual); a CrowdSec
+    /// decision on the same network stays.
     pub fn unblock(&mut self, net: IpNet) -> Result<(), BlockError> {
         let net = net.trunc();
-        if !self.mirror.contains_key(&net) {
-            return Err(BlockError::NotBlocked(net));
+        match self.claims.get_mut(&net) {
+            Some(c) if c.local.is_some() => c.local = None,
+            Some(c) if c.crowdsec.is_some() => return Err(BlockError::CrowdsecOnly(net)),
+            _ => return Err(BlockError::NotBlocked(net)),
         }
-        match self.maps.remove_block(&net) {
-            Ok(()) => {
-                self.mirror_remove(&net);
-                self.rebuild_prefilter();
-                self.sync_state()
-            }
-            Err(BlockMapError::NotFound(_)) => Err(BlockError::NotBlocked(net)),
-            Err(e) => Err(e.into()),
-        }
+        self.write(net)
     }
 
     /// Every live block.
     pub fn list(&self, clock: &KernelClock) -> Vec<BlockRow> {
         let now = kernel_now_ns();
         let mut rows: Vec<BlockRow> = self
-            .mirror
+            .claims
             .iter()
-            .filter(|(_, v)| v.expires_ns == 0 || v.expires_ns > now)
+            .flat_map(|(net, c)| [(net, c.local), (net, c.crowdsec)])
+            .filter_map(|(net, v)| Some((net, v?)))
+            .filter(|(_, v)| live(v, now))
             .map(|(net, v)| BlockRow {
                 target: net.to_string(),
                 origin: match v.origin {
                     block_origin::DETECTION => "detection",
                     block_origin::MANUAL => "manual",
+                    block_origin::CROWDSEC => "crowdsec",
                     _ => "unknown",
                 }
                 .to_string(),
@@ -371,17 +500,25 @@ impl Mitigation {
                 offenses: v.offenses,
             })
             .collect();
-        rows.sort_by(|a, b| a.target.cmp(&b.target));
+        rows.sort_by(|a, b| (&a.target, &a.origin).cmp(&(&b.target, &b.origin)));
         rows
     }
 
-    /// Removes expired blocks (the kernel already ignores them).
+    /// Removes expired blocks (the kernel already ignores them), and
+    /// expired claims under a longer one.
     pub fn expire(&mut self) {
         let now = kernel_now_ns();
+        for c in self.claims.values_mut() {
+            for claim in [&mut c.local, &mut c.crowdsec] {
+                if claim.is_some_and(|v| !live(&v, now)) {
+                    *claim = None;
+                }
+            }
+        }
         let expired: Vec<IpNet> = self
             .mirror
             .iter()
-            .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
+            .filter(|(_, v)| !live(v, now))
             .map(|(net, _)| *net)
             .collect();
         for net in &expired {
@@ -389,6 +526,7 @@ impl Mitigation {
                 self.stats.expired_removed += 1;
             }
             self.mirror_remove(net);
+            self.claims.remove(net);
         }
         if !expired.is_empty() {
             self.rebuild_prefilter();
@@ -570,6 +708,44 @@ pub fn host_addresses() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_merge_to_the_longer() {
+        let v = |expires_ns, origin| BlockValue {
+            expires_ns,
+            created_ns: 1,
+            origin,
+            offenses: 1,
+            reason: [0; 48],
+        };
+        let both = |l, c| Claims {
+            local: Some(v(l, block_origin::DETECTION)),
+            crowdsec: Some(v(c, block_origin::CROWDSEC)),
+        };
+        let origin = |c: Claims, now| c.merged(now).map(|m| m.origin);
+        assert_eq!(origin(both(100, 200), 50), Some(block_origin::CROWDSEC));
+        assert_eq!(origin(both(300, 200), 50), Some(block_origin::DETECTION));
+        assert_eq!(
+            origin(both(0, 200), 50),
+            Some(block_origin::DETECTION),
+            "no expiry wins"
+        );
+        assert_eq!(origin(both(100, 0), 50), Some(block_origin::CROWDSEC));
+        assert_eq!(
+            origin(both(100, 200), 150),
+            Some(block_origin::CROWDSEC),
+            "the local claim is over"
+        );
+        assert_eq!(origin(both(100, 120), 150), None, "both over");
+        assert_eq!(
+            Claims::of(v(5, block_origin::CROWDSEC))
+                .crowdsec
+                .map(|c| c.expires_ns),
+            Some(5)
+        );
+        assert!(Claims::of(v(5, block_origin::MANUAL)).local.is_some());
+        assert!(Claims::default().is_empty());
+    }
 
     #[test]
     fn host_nets() {

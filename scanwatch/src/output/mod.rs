@@ -5,6 +5,8 @@
 pub mod alert;
 pub mod alert_log;
 pub mod alertmanager;
+pub mod crowdsec;
+pub mod distributed_alert;
 pub mod evidence;
 pub mod feeds;
 pub mod http;

@@ -81,6 +81,20 @@ impl Agent {
                 "stats": m.stats,
             },
             "feeds": m.feed_stats,
+            "crowdsec": self.crowdsec_status(),
+        })
+    }
+
+    /// `[crowdsec]` in `status`: null when off.
+    fn crowdsec_status(&self) -> serde_json::Value {
+        if self.bouncer.is_none() && self.machine.is_none() {
+            return serde_json::Value::Null;
+        }
+        let cfg = &self.running.config.crowdsec;
+        serde_json::json!({
+            "lapi_url": cfg.lapi_url,
+            "bouncer": self.bouncer.as_ref().map(|b| &b.stats),
+            "machine": self.machine.as_ref().map(|m| m.counters.stats()),
         })
     }
 }

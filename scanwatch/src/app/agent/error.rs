@@ -53,6 +53,8 @@ pub enum AgentError {
     Reply(#[from] ReplyError),
     #[error(transparent)]
     Evidence(#[from] EvidenceDirError),
+    #[error("[crowdsec] {0}")]
+    CrowdsecSecret(String),
 }
 
 impl AgentError {
@@ -63,7 +65,8 @@ impl AgentError {
             | Self::DuplicateInterface(_)
             | Self::NoInterfaces
             | Self::Load(LoadError::UnknownInterface(_) | LoadError::MapSize(_))
-            | Self::Alertmanager(_) => 2,
+            | Self::Alertmanager(_)
+            | Self::CrowdsecSecret(_) => 2,
             _ => 1,
         }
     }

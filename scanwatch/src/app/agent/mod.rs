@@ -26,16 +26,23 @@ use tokio::{
 };
 
 pub use self::error::{AgentError, RUN_CAPABILITIES};
-use self::{start::Started, steps::Agent};
+use self::{
+    start::{CrowdsecStart, Started},
+    steps::Agent,
+};
 use super::cli::RunArgs;
 use crate::{
-    detect::Engine,
+    detect::{DistributedConfig, DistributedDetector, Engine},
     kernel::{
         detect_maps::ScanwatchMaps,
         sweep::{SweepCounters, spawn_sweeper},
     },
     output::{
         alertmanager::{Pusher, RESEND},
+        crowdsec::{
+            bouncer::{Bouncer, Pull, pull_loop},
+            machine::Machine,
+        },
         metrics::{AgentSnapshot, AttachedInterface, ReplySource, build_registry},
         summary::Summary,
     },
@@ -104,6 +111,14 @@ fn start_sweeper(
         maps.config().failures_to_flag(),
         timeout.as_secs()
     );
+    let d = &agent.running.config.detection;
+    if d.distributed_scan.enabled {
+        let (ports, hosts) = d.distributed_thresholds();
+        log::info!(
+            "distributed_scan: failed first contacts from {} or more unflagged sources on {ports} ports of one local address, or on one port of {hosts} local addresses",
+            d.distributed_scan.min_sources
+        );
+    }
     let counters = Arc::new(SweepCounters::default());
     // A pass over the full mapped contact table takes well under a
     // millisecond when it marks nothing (bench `reply_sweep`).
@@ -169,6 +184,7 @@ fn agent_of(
     RingBuf<MapData>,
     std::net::TcpListener,
     tokio::net::UnixListener,
+    Option<CrowdsecStart>,
 ) {
     let Started {
         running,
@@ -181,6 +197,7 @@ fn agent_of(
         mitigation,
         control,
         reply,
+        crowdsec,
     } = started;
     let names: BTreeMap<u32, String> = running
         .attachments
@@ -189,6 +206,9 @@ fn agent_of(
         .collect();
     let agent = Agent {
         engine: Engine::new(running.config.detection.clone()),
+        distributed: DistributedDetector::new(DistributedConfig::from_detection(
+            &running.config.detection,
+        )),
         feed_mtimes: steps::feed_mtimes_of(&running.config.feeds),
         running,
         mitigation,
@@ -202,18 +222,75 @@ fn agent_of(
         alerted: Vec::new(),
         alerts_by_tool: BTreeMap::new(),
         evidence,
+        bouncer: None,
+        machine: None,
     };
-    (agent, events, evidence_ring, metrics_listener, control)
+    (
+        agent,
+        events,
+        evidence_ring,
+        metrics_listener,
+        control,
+        crowdsec,
+    )
+}
+
+/// Starts the CrowdSec bouncer's pulls (into `pulls`) and the machine's
+/// pushes, as configured. Returns the pulling task; without one, `pulls`
+/// is kept open (and quiet) by the sender returned.
+fn start_crowdsec(
+    agent: &mut Agent,
+    crowdsec: Option<CrowdsecStart>,
+    pulls: mpsc::Sender<Pull>,
+) -> (
+    Option<tokio::task::JoinHandle<()>>,
+    Option<mpsc::Sender<Pull>>,
+) {
+    let Some(cs) = crowdsec else {
+        return (None, Some(pulls));
+    };
+    let cfg = agent.running.config.crowdsec.clone();
+    if let Some(password) = cs.password {
+        log::info!(
+            "CrowdSec: pushing alerts to {} as machine {}",
+            cs.lapi.url(),
+            cfg.machine_id
+        );
+        agent.machine = Some(Machine::spawn(
+            cs.lapi.clone(),
+            cfg.machine_id.clone(),
+            password,
+            cfg.queue_capacity as usize,
+        ));
+    }
+    let Some(key) = cs.api_key else {
+        return (None, Some(pulls));
+    };
+    log::info!(
+        "CrowdSec bouncer: pulling {} decisions of scopes {:?} from {} every {} s",
+        cfg.decision_types.join("/"),
+        cfg.scopes,
+        cs.lapi.url(),
+        cfg.update_frequency_seconds
+    );
+    agent.bouncer = Some(Bouncer::new(cfg.clone()));
+    (
+        Some(tokio::spawn(pull_loop(cs.lapi, key, cfg, pulls))),
+        None,
+    )
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut signals = Signals::install()?;
-    let (mut agent, events, evidence, metrics_listener, control) = agent_of(start::start(&args)?);
+    let (mut agent, events, evidence, metrics_listener, control, crowdsec) =
+        agent_of(start::start(&args)?);
     let settings = agent.running.config.agent.clone();
     log_running(&agent);
     let (ctl_tx, ctl_rx) = mpsc::channel::<super::control::Pending>(16);
     let control_server = tokio::spawn(super::control::serve(control, ctl_tx));
+    let (pull_tx, pull_rx) = mpsc::channel::<Pull>(4);
+    let (puller, _quiet_pulls) = start_crowdsec(&mut agent, crowdsec, pull_tx);
     let stop = Arc::new(AtomicBool::new(false));
     // Crossings of the reply-aware test found by the no-answer sweep.
     let (reply_tx, reply_rx) = mpsc::channel::<scanwatch_common::ScanEvent>(1024);
@@ -269,6 +346,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         evidence,
         control: ctl_rx,
         reply: reply_rx,
+        pulls: pull_rx,
     };
     let result = event_loop(
         &mut agent,
@@ -283,6 +361,9 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     }
     server.abort();
     control_server.abort();
+    if let Some(p) = puller {
+        p.abort();
+    }
     let _ = std::fs::remove_file(&settings.control_socket);
     stop.store(true, Ordering::Relaxed);
     let _ = counter.join();
@@ -321,6 +402,8 @@ struct Channels {
     evidence: AsyncFd<RingBuf<MapData>>,
     control: mpsc::Receiver<super::control::Pending>,
     reply: mpsc::Receiver<scanwatch_common::ScanEvent>,
+    /// The CrowdSec bouncer's pulls.
+    pulls: mpsc::Receiver<Pull>,
 }
 
 /// Every record waiting in the evidence ring.
@@ -345,7 +428,20 @@ async fn event_loop(
     loop {
         // Time spent working in this step (not waiting in select).
         let mut busy = Duration::ZERO;
+        // The next held first alert to write.
+        let release = agent.engine.next_release();
+        let held = async move {
+            match release {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = held => {
+                let t = Instant::now();
+                agent.release_held();
+                busy = t.elapsed();
+            }
             _ = resend.tick() => {
                 let t = Instant::now();
                 agent.resend_alerts();
@@ -379,6 +475,11 @@ async fn event_loop(
             Some(event) = ch.reply.recv() => {
                 let t = Instant::now();
                 agent.on_event(&event);
+                busy = t.elapsed();
+            }
+            Some(pull) = ch.pulls.recv() => {
+                let t = Instant::now();
+                agent.on_pull(pull);
                 busy = t.elapsed();
             }
             Some((req, reply)) = ch.control.recv() => {

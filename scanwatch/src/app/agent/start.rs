@@ -28,10 +28,41 @@ use crate::{
     output::{
         alert_log::AlertLog,
         alertmanager::Alertmanager,
+        crowdsec::client::Lapi,
         evidence::{EvidenceStore, StoreSettings},
         mitigation::{Mitigation, default_never_block},
     },
 };
+
+/// The CrowdSec Local API and the secrets read at start.
+pub(super) struct CrowdsecStart {
+    pub lapi: Lapi,
+    /// The bouncer's API key (when the bouncer is on).
+    pub api_key: Option<String>,
+    /// The machine's password (when alerts are pushed).
+    pub password: Option<String>,
+}
+
+/// `[crowdsec]`: the Local API and the secrets, read now so that a
+/// missing or world-readable file stops the start with a clear error.
+fn crowdsec_of(config: &Config) -> Result<Option<CrowdsecStart>, AgentError> {
+    let c = &config.crowdsec;
+    let Some(endpoint) = c.endpoint()? else {
+        return Ok(None);
+    };
+    let secret = |on: bool, path: &std::path::Path, what: &str| {
+        on.then(|| {
+            crate::config::crowdsec::read_secret(path)
+                .map_err(|e| AgentError::CrowdsecSecret(format!("{what}: {e}")))
+        })
+        .transpose()
+    };
+    Ok(Some(CrowdsecStart {
+        lapi: Lapi::new(endpoint),
+        api_key: secret(c.bouncer(), &c.api_key_file, "api_key_file")?,
+        password: secret(c.machine(), &c.password_file, "password_file")?,
+    }))
+}
 
 /// What `run` has set up; torn down in reverse order.
 pub(super) struct Running {
@@ -71,6 +102,7 @@ pub(super) struct Started {
     pub control: tokio::net::UnixListener,
     /// The reply-aware detector's maps (when enabled).
     pub reply: Option<ReplyMaps>,
+    pub crowdsec: Option<CrowdsecStart>,
 }
 
 /// Holds the pin dir while `start` runs: dropped on an error path, it
@@ -259,6 +291,7 @@ fn open_evidence(
 /// Checks configuration, privileges and arguments, then sets everything up.
 pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let (config, alertmanager, interfaces) = prepare(args)?;
+    let crowdsec = crowdsec_of(&config)?;
     let settings = config.agent.clone();
     let alert_log = AlertLog::open(&settings.alert_log)?;
     let pins = PinGuard(Some(PinDir::acquire(&settings.pin_dir)?));
@@ -306,5 +339,6 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
         mitigation,
         control,
         reply,
+        crowdsec,
     })
 }

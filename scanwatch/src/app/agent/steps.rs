@@ -13,15 +13,25 @@ use scanwatch_common::ScanEvent;
 use super::{start::Running, view::KernelView};
 use crate::{
     config::FeedConfig,
-    detect::{AlertReason, Engine, Finding},
+    detect::{AlertReason, DistributedDetector, Engine, FailedContact, Finding},
     kernel::{
         detect_maps::{decode_event, decode_evidence},
         reply_maps::ReplyMaps,
     },
     model::{KernelClock, ScanType, kernel_now_ns},
     output::{
-        alert::Alert, alert_log::AlertLog, alertmanager::Pusher, evidence::EvidenceStore,
-        metrics::AgentSnapshot, mitigation::Mitigation, summary::Summary,
+        alert::Alert,
+        alert_log::AlertLog,
+        alertmanager::Pusher,
+        crowdsec::{
+            bouncer::{Bouncer, Pull},
+            machine::Machine,
+        },
+        distributed_alert::DistributedAlert,
+        evidence::EvidenceStore,
+        metrics::AgentSnapshot,
+        mitigation::Mitigation,
+        summary::Summary,
     },
 };
 
@@ -36,6 +46,8 @@ pub(super) fn feed_mtimes_of(feeds: &[FeedConfig]) -> Vec<Option<SystemTime>> {
 pub(super) struct Agent {
     pub running: Running,
     pub engine: Engine,
+    /// The target-side view (distributed scans) over the first contacts.
+    pub distributed: DistributedDetector,
     pub mitigation: Mitigation,
     pub alert_log: AlertLog,
     /// The reply-aware detector's maps (when enabled).
@@ -54,6 +66,10 @@ pub(super) struct Agent {
     pub alerts_by_tool: BTreeMap<&'static str, u64>,
     /// The evidence packets' files (`[evidence]` on).
     pub evidence: Option<EvidenceStore>,
+    /// The CrowdSec bouncer's decisions (when `[crowdsec]` has an API key).
+    pub bouncer: Option<Bouncer>,
+    /// The CrowdSec machine's alert pushes (when `[crowdsec]` has a machine).
+    pub machine: Option<Machine>,
 }
 
 impl Agent {
@@ -114,6 +130,18 @@ impl Agent {
         }
     }
 
+    /// First alerts whose hold is over: one alert each, with every scan
+    /// type crossed by now (and mitigation's decision on all of them).
+    pub fn release_held(&mut self) {
+        let view = KernelView {
+            maps: &self.running.maps,
+            reply: self.reply.as_ref(),
+        };
+        for finding in self.engine.release_held(&view, Instant::now()) {
+            self.report(&finding);
+        }
+    }
+
     /// Every second: escalations of active sources, the alert log's
     /// retries, expired blocks, and (every 5 s) changed feed files.
     pub fn every_second(&mut self) {
@@ -121,15 +149,22 @@ impl Agent {
             maps: &self.running.maps,
             reply: self.reply.as_ref(),
         };
-        for finding in self.engine.poll_active(&view, Instant::now()) {
+        let now = Instant::now();
+        let mut findings = self.engine.release_held(&view, now);
+        findings.extend(self.engine.poll_active(&view, now));
+        for finding in findings {
             self.report(&finding);
         }
+        self.distributed_pass();
         self.alert_log.tick();
         if let Some(store) = self.evidence.as_mut() {
             store.tick(Instant::now(), kernel_now_ns());
         }
         self.ticks += 1;
         self.mitigation.expire();
+        if let Some(b) = self.bouncer.as_mut() {
+            b.tick();
+        }
         if self.ticks.is_multiple_of(5) {
             let now = feed_mtimes_of(&self.running.config.feeds);
             if now != self.feed_mtimes {
@@ -137,6 +172,46 @@ impl Agent {
                 log::info!("feed files changed: reloading");
                 self.reload_feeds();
             }
+        }
+    }
+
+    /// A pull of CrowdSec's decision stream.
+    pub fn on_pull(&mut self, pull: Pull) {
+        if let Some(b) = self.bouncer.as_mut() {
+            b.apply(pull, &mut self.mitigation);
+        }
+    }
+
+    /// The distributed-scan view: the resolved first contacts of the window
+    /// (a pass over the mapped contact table), less those of sources that
+    /// are flagged or ignored; each target found is one alert (never a block).
+    fn distributed_pass(&mut self) {
+        let Some(reply) = &self.reply else {
+            return;
+        };
+        if !self.distributed.config().enabled {
+            return;
+        }
+        let now_ns = kernel_now_ns();
+        let since = now_ns.saturating_sub(self.distributed.config().window_ns);
+        let mut failed = Vec::new();
+        reply.for_each_resolved_contact(since, |key, first_ns, result| {
+            failed.extend(FailedContact::from_contact(key, first_ns, result));
+        });
+        let engine = &self.engine;
+        let found =
+            self.distributed
+                .evaluate(failed, |k| engine.accounted_for(k), now_ns, Instant::now());
+        if found.is_empty() {
+            return;
+        }
+        let clock = KernelClock::now();
+        let window = self.running.config.detection.window_seconds;
+        for f in &found {
+            let alert = DistributedAlert::from_finding(f, window, &clock);
+            log::warn!("{}", alert.summary());
+            // A failure is logged and counted by the log itself.
+            let _ = self.alert_log.append(&alert);
         }
     }
 
@@ -209,6 +284,9 @@ impl Agent {
             .alerts_by_tool
             .entry(alert.scanner_tool.name)
             .or_default() += 1;
+        if let Some(m) = &self.machine {
+            m.send(&alert);
+        }
         self.alerted.push(alert.source);
     }
 
@@ -218,7 +296,7 @@ impl Agent {
         self.engine
             .active()
             .iter()
-            .filter(|(_, a)| !a.types.is_empty())
+            .filter(|(_, a)| a.flagged())
             .map(|(k, a)| (prefixes.label(k.ip()), a.types.clone()))
             .collect()
     }
@@ -243,14 +321,19 @@ impl Agent {
         }
         let mut s = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         s.engine = self.engine.stats;
+        s.distributed = self.distributed.stats;
         s.alert_log = self.alert_log.stats();
         s.detections.clone_from(&self.engine.detections);
+        s.detections
+            .insert(ScanType::DistributedScan, self.distributed.stats.detections);
         s.active = self.engine.active_by_type();
         s.top = self.engine.top_flagged(metrics_top);
         s.mitigation = self.mitigation.stats;
         s.feeds.clone_from(&self.mitigation.feed_stats);
         s.alerts_by_tool.clone_from(&self.alerts_by_tool);
         s.evidence = self.evidence.as_ref().map(|e| e.stats).unwrap_or_default();
+        s.crowdsec_bouncer = self.bouncer.as_ref().map(|b| b.stats.clone());
+        s.crowdsec_machine = self.machine.as_ref().map(|m| m.counters.stats());
         if let Some(p) = &self.pusher {
             s.alertmanager_pushes = p.counters.pushes.load(Ordering::Relaxed);
             s.alertmanager_errors = p.counters.errors.load(Ordering::Relaxed);
