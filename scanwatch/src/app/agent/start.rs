@@ -296,7 +296,6 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let alert_log = AlertLog::open(&settings.alert_log)?;
     let pins = PinGuard(Some(PinDir::acquire(&settings.pin_dir)?));
     let metrics_listener = bind_metrics(settings.metrics_addr)?;
-    let evidence = open_evidence(&config, &interfaces)?;
     // The contact tables' slot hash: random per start, known to the sweep.
     let contact_seed = object::random_contact_seed();
     let (mut ebpf, attachments, egress) =
@@ -320,6 +319,8 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
         .map(|i| (i.ifindex, i.name.as_str()))
         .collect();
     let maps = ScanwatchMaps::take_and_pin(&mut ebpf, pins.dir(), &names)?;
+    // Last: an agent that fails to start leaves no directory behind.
+    let evidence = open_evidence(&config, &interfaces)?;
     let running = Running {
         ebpf,
         maps,
