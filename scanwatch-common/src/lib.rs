@@ -4,6 +4,7 @@
 //! Everything here builds `no_std` for the bpf target and with std on the
 //! host, where it is unit-tested.
 #![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod classify;
 pub mod contact_table;

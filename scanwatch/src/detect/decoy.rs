@@ -3,7 +3,9 @@
 //! after the other: the sources cross their thresholds within milliseconds
 //! of each other, probe the same ports in the same order, and their probes
 //! carry the same tool signature. Sources whose first alerts agree on all
-//! three are one group.
+//! three are one group. Only sources whose probes all matched a scanning
+//! tool's signature are compared: spoofed sources of a flood, whose fields
+//! name no tool, never form a group.
 
 use std::{
     collections::{BTreeSet, VecDeque},
@@ -19,7 +21,9 @@ pub const DECOY_SPAN: Duration = Duration::from_secs(2);
 const MIN_SHARED_PORTS: usize = 4;
 /// Most recent first alerts kept to compare with (a bound, not a limit
 /// on a group: a group forms within [`DECOY_SPAN`]).
-const RECENT: usize = 1024;
+const RECENT: usize = 256;
+/// Most members an alert lists (`size` counts them all).
+pub const MAX_LISTED: usize = 32;
 
 /// The group an alert's source belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -28,8 +32,11 @@ pub struct Group {
     pub id: u64,
     /// `decoy`.
     pub kind: &'static str,
-    /// Every member's source, this one included, in the order they were alerted.
+    /// Members' sources, this one included, in the order they were
+    /// alerted (the first [`MAX_LISTED`]).
     pub members: Vec<String>,
+    /// Members in all.
+    pub size: usize,
 }
 
 /// A first alert, as the grouping compares it.
@@ -92,6 +99,9 @@ impl DecoyGroups {
             tool: fingerprint::consistent(crossed),
             group: None,
         };
+        if member.tool & !fingerprint::OS_STACK == 0 {
+            return; // no scanning tool named: nothing to compare
+        }
         let peers: Vec<usize> = (0..self.recent.len())
             .filter(|i| self.recent[*i].same_scan(&member))
             .collect();
@@ -120,27 +130,42 @@ impl DecoyGroups {
     /// The group of `key`, as known now.
     pub fn group_of(&self, key: &SourceKey) -> Option<Group> {
         let id = self.recent.iter().find(|m| m.key == *key)?.group?;
+        let members = self.recent.iter().filter(|m| m.group == Some(id));
         Some(Group {
             id,
             kind: "decoy",
-            members: self
-                .recent
-                .iter()
-                .filter(|m| m.group == Some(id))
-                .map(|m| m.label.clone())
-                .collect(),
+            size: members.clone().count(),
+            members: members.take(MAX_LISTED).map(|m| m.label.clone()).collect(),
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use scanwatch_common::fingerprint::{NMAP, tally_bits};
+    use scanwatch_common::fingerprint::{NMAP, OS_STACK, tally_bits};
 
     use super::*;
 
     fn key(last: u8) -> SourceKey {
         SourceKey::v4([198, 18, 0, last])
+    }
+
+    #[test]
+    fn a_group_lists_at_most_max_listed_members() {
+        let mut g = DecoyGroups::default();
+        let t0 = Instant::now();
+        let ports: Vec<u16> = (1..=16).collect();
+        for last in 0..100u8 {
+            g.observe(
+                key(last),
+                format!("198.18.0.{last}"),
+                &ports,
+                tally_bits(NMAP),
+                t0,
+            );
+        }
+        let group = g.group_of(&key(99)).expect("grouped");
+        assert_eq!((group.members.len(), group.size), (MAX_LISTED, 100));
     }
 
     #[test]
@@ -156,6 +181,13 @@ mod tests {
         // Another scan: other ports; and the same ports by another tool.
         g.observe(key(50), "198.18.0.50".into(), &[7, 8, 9, 10, 11], nmap, t0);
         g.observe(key(51), "198.18.0.51".into(), &ports, tally_bits(0), t0);
+        g.observe(
+            key(52),
+            "198.18.0.52".into(),
+            &ports,
+            tally_bits(OS_STACK),
+            t0,
+        );
         let group = g.group_of(&key(41)).expect("grouped");
         assert_eq!(group.kind, "decoy");
         assert_eq!(
@@ -165,6 +197,8 @@ mod tests {
         assert_eq!(g.group_of(&key(43)), Some(group));
         assert_eq!(g.group_of(&key(50)), None);
         assert_eq!(g.group_of(&key(51)), None);
+        assert_eq!(g.group_of(&key(52)), None);
+        assert_eq!(g.group_of(&key(41)).map(|g| g.size), Some(3));
         assert_eq!(g.grouped, 3);
         // Too far apart in time: not the same scan.
         g.observe(
