@@ -144,6 +144,30 @@ fn bad_arguments_are_refused_before_anything_is_attached() {
         "alert log /proc/nope/alerts.jsonl",
         "unwritable alert log",
     );
+    // An evidence directory that cannot be created: refused after loading,
+    // everything undone.
+    let o = agent_in(
+        &lab,
+        &[
+            "run",
+            "--iface",
+            &lab.target_if,
+            "--evidence-dir",
+            "/proc/nope/evidence",
+            "--pin-dir",
+            &pin,
+        ],
+    );
+    assert_fails_with(
+        &o,
+        1,
+        "evidence directory /proc/nope/evidence",
+        "unwritable evidence directory",
+    );
+    assert!(
+        !std::path::Path::new(&pin).join("SOURCES").exists(),
+        "no pins left"
+    );
     // No link has an XDP program after all that.
     let links = Command::new("ip")
         .args(["-n", &lab.target_ns, "link", "show"])

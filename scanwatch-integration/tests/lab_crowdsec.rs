@@ -148,6 +148,8 @@ impl Agent2 {
             .arg(dir.join("alerts.jsonl"))
             .arg("--control-socket")
             .arg(&socket)
+            .arg("--evidence-dir")
+            .arg(dir.join("evidence"))
             .arg("--metrics-addr")
             .arg(format!("{}:9477", target.target_v4))
             .arg("--config")

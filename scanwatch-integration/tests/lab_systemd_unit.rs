@@ -30,10 +30,13 @@ fn write_config(lab: &AgentLab, iface: &str) -> std::path::PathBuf {
          alert_log = \"{}\"\n\
          control_socket = \"{}\"\n\
          metrics_addr = \"{TARGET_V4}:{METRICS_PORT}\"\n\
-         summary_interval_seconds = 1\n",
+         summary_interval_seconds = 1\n\
+         [evidence]\n\
+         directory = \"{}\"\n",
         lab.pin_dir.display(),
         lab.alert_log.display(),
-        lab.control_socket.display()
+        lab.control_socket.display(),
+        lab.evidence_dir().display()
     );
     std::fs::write(&path, text).expect("write the config");
     path

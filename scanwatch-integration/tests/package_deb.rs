@@ -207,6 +207,7 @@ fn deb_contents_conffiles_unit_and_scripts() {
         "ReadWritePaths=-/sys/fs/bpf",
         "LogsDirectory=scanwatch",
         "RuntimeDirectory=scanwatch",
+        "StateDirectory=scanwatch",
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",

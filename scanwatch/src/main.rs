@@ -8,7 +8,7 @@ use scanwatch::app::{
     agent, check_config,
     cli::{Cli, Command},
     control::client,
-    generated_docs, systemd, top,
+    evidence, generated_docs, systemd, top,
 };
 
 fn main() -> ExitCode {
@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             })
             .map_err(|e| (e.into(), 1)),
         Command::CheckConfig(a) => check_config::run(&a).map_err(|e| (e.into(), 2)),
+        Command::Evidence(a) => evidence::run(&a).map_err(|e| {
+            let code = e.exit_code();
+            (e.into(), code)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

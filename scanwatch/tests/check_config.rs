@@ -340,6 +340,26 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "unknown variant `explode`",
     ),
     (
+        "evidence.enabled",
+        "[evidence]\nenabled = \"yes\"\n",
+        "expected a boolean",
+    ),
+    (
+        "evidence.directory",
+        "[evidence]\ndirectory = \"evidence\"\n",
+        "evidence must be an absolute path",
+    ),
+    (
+        "evidence.packets_per_source",
+        "[evidence]\npackets_per_source = 65\n",
+        "65 is out of range 1..=64",
+    ),
+    (
+        "evidence.max_bytes",
+        "[evidence]\nmax_bytes = 4096\n",
+        "4096 is out of range 1048576..=1099511627776",
+    ),
+    (
         "crowdsec.lapi_url",
         "[crowdsec]\nlapi_url = \"https://lapi:8080\"\napi_key_file = \"/etc/k\"\n",
         "https is not supported",

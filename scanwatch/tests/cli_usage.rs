@@ -112,6 +112,11 @@ const USAGE_ERRORS: &[(&[&str], &str)] = &[
         "between 1 s and 365 d",
     ),
     (&["top", "--limit=-1"], "invalid digit"),
+    (
+        &["evidence", "198.18.0.300"],
+        "\"198.18.0.300\" is not an IPv4/IPv6 address or CIDR",
+    ),
+    (&["evidence"], "<SOURCE>"),
     (&["check-config"], "<FILE>"),
     (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
 ];
@@ -178,6 +183,56 @@ fn agent_config_errors_exit_2() {
         stderr(&o).contains("nosuch0") || stderr(&o).contains("needs CAP_"),
         "{}",
         stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scanwatch evidence SOURCE`: a missing evidence directory or a bad
+/// configuration exits 2 with a message naming it.
+#[test]
+fn evidence_errors_exit_2() {
+    let dir = std::env::temp_dir().join(format!("scanwatch-evidence-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("scanwatch.toml");
+    let missing = dir.join("no-such-dir");
+    std::fs::write(
+        &config,
+        format!("[evidence]\ndirectory = \"{}\"\n", missing.display()),
+    )
+    .expect("config");
+    let evidence = |config: &std::path::Path| {
+        Command::new(AGENT)
+            .args(["evidence", "198.18.0.5", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scanwatch")
+    };
+    assert_fails_with(
+        &evidence(&config),
+        2,
+        &format!("evidence directory {} does not exist", missing.display()),
+        "missing directory",
+    );
+    std::fs::write(&config, "[evidence]\npackets_per_source = 0\n").expect("config");
+    assert_fails_with(
+        &evidence(&config),
+        2,
+        "field `evidence.packets_per_source`: 0 is out of range 1..=64",
+        "bad config",
+    );
+    // An existing directory without files of that source: a message, exit 0.
+    std::fs::create_dir_all(&missing).expect("dir");
+    std::fs::write(
+        &config,
+        format!("[evidence]\ndirectory = \"{}\"\n", missing.display()),
+    )
+    .expect("config");
+    let o = evidence(&config);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no evidence files for 198.18.0.5"),
+        "{o:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -60,6 +60,8 @@ pub fn demo() -> anyhow::Result<()> {
         ])
         .arg("--alert-log")
         .arg(&alert_log)
+        .arg("--evidence-dir")
+        .arg(alert_log.with_extension("evidence"))
         .stdout(Stdio::null())
         .stderr(log);
     println!(
@@ -146,6 +148,7 @@ pub fn demo() -> anyhow::Result<()> {
 
     let status = lab.stop(pid, Duration::from_secs(10));
     let _ = std::fs::remove_file(&alert_log);
+    let _ = std::fs::remove_dir_all(alert_log.with_extension("evidence"));
     println!("\nagent log:");
     print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
     let _ = std::fs::remove_file(&log_path);

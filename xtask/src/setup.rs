@@ -39,6 +39,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("logrotate", "logrotate"),
     ("strip", "binutils"),
     ("bpftool", "bpftool"),
+    // The evidence packets' pcapng files read back (lab_evidence.rs).
+    ("tshark", "tshark"),
+    ("tcpdump", "tcpdump"),
     // lab_crowdsec.rs: a Local API of the test's own (crowdsec -no-cs) and cscli.
     ("crowdsec", "crowdsec"),
     ("cscli", "crowdsec"),

@@ -200,6 +200,8 @@ impl AgentLab {
             .arg(&self.alert_log)
             .arg("--control-socket")
             .arg(&self.control_socket)
+            .arg("--evidence-dir")
+            .arg(self.evidence_dir())
             .args(extra_args);
         if let Some(log) = &self.agent_log {
             if let Some(dir) = log.parent() {
@@ -214,6 +216,11 @@ impl AgentLab {
         }
         self.agent_pid = self.lab.spawn(cmd).expect("start the agent");
         self.wait_ready();
+    }
+
+    /// This lab's evidence directory (beside its alert log).
+    pub fn evidence_dir(&self) -> PathBuf {
+        self.alert_log.with_file_name("evidence")
     }
 
     /// Starts the agent again with the same paths (after a stop or a kill).

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use scanwatch_common::maps::{MAX_SOURCE_MAP_SIZE, MIN_SOURCE_MAP_SIZE};
 
 use crate::{
-    config::{AgentConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR},
+    config::{AgentConfig, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_DIR, EvidenceConfig},
     model::{AttachMode, parse_duration, parse_target},
 };
 
@@ -45,6 +45,21 @@ pub enum Command {
     /// Validate a configuration file without loading anything (no root
     /// needed): exit 0 if valid, 2 with the file, line and field if not.
     CheckConfig(CheckConfigArgs),
+    /// The evidence packets kept for a source: its pcapng files and a short
+    /// decode of each packet (reads the evidence directory: root).
+    Evidence(EvidenceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvidenceArgs {
+    /// The source: an address (its network when the configuration counts
+    /// sources by prefix) or a network as alerts name it.
+    #[arg(value_name = "SOURCE", value_parser = parse_target)]
+    pub source: ipnet::IpNet,
+    /// The configuration the agent runs with (its evidence directory and
+    /// source prefixes); defaults without it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -98,7 +113,8 @@ pub struct ListArgs {
 }
 
 /// `scanwatch run`. Every option but `--config` has a key of the same meaning
-/// in the configuration file's `[agent]` table; a flag given here wins.
+/// in the configuration file's `[agent]` table (`--evidence-dir`: in
+/// `[evidence]`); a flag given here wins.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Interface to watch (repeat for several) [config: agent.interfaces; at least one is needed].
@@ -160,6 +176,10 @@ pub struct RunArgs {
     /// it over. Default: detach on stop. Config: `[agent] keep_attached`.
     #[arg(long)]
     pub keep_attached: bool,
+    /// Directory of the evidence packets' pcapng files [default: /var/lib/scanwatch/evidence;
+    /// config: evidence.directory].
+    #[arg(long, value_name = "DIR")]
+    pub evidence_dir: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -186,6 +206,13 @@ impl RunArgs {
             agent.alertmanager_url.clone_from(url);
         }
         agent.keep_attached |= self.keep_attached;
+    }
+
+    /// Lays `--evidence-dir` over the file's `[evidence] directory`.
+    pub fn override_evidence(&self, evidence: &mut EvidenceConfig) {
+        if let Some(dir) = &self.evidence_dir {
+            evidence.directory.clone_from(dir);
+        }
     }
 }
 
@@ -291,6 +318,43 @@ mod tests {
         let mut agent = file.agent.clone();
         run.override_config(&mut agent);
         assert!(agent.keep_attached);
+        let mut evidence = file.evidence.clone();
+        run.override_evidence(&mut evidence);
+        assert_eq!(
+            evidence.directory,
+            PathBuf::from("/var/lib/scanwatch/evidence")
+        );
+        let Ok(Cli {
+            command: Command::Run(run),
+        }) = parse(&["run", "--evidence-dir", "/srv/ev"])
+        else {
+            panic!("--evidence-dir should parse");
+        };
+        run.override_evidence(&mut evidence);
+        assert_eq!(evidence.directory, PathBuf::from("/srv/ev"));
+    }
+
+    #[test]
+    fn evidence_arguments() {
+        let Ok(Cli {
+            command: Command::Evidence(e),
+        }) = parse(&["evidence", "198.18.0.5", "--config", "/etc/s.toml"])
+        else {
+            panic!("evidence should parse");
+        };
+        assert_eq!(e.source.to_string(), "198.18.0.5/32");
+        assert_eq!(e.config, Some(PathBuf::from("/etc/s.toml")));
+        for bad in [
+            &["evidence"][..],
+            &["evidence", "not-an-ip"],
+            &["evidence", "10.0.0.0/33"],
+        ] {
+            assert_eq!(
+                parse(bad).map(|_| ()).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -486,7 +486,7 @@ impl Detection {
             v6_mask,
             // Set from the table's size when the object is loaded.
             source_slots: scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE,
-            // Set from `[evidence]` when the agent loads the object.
+            // Set from `[evidence]` by `Config::kernel_config` (the agent's).
             evidence_packets: 0,
             tool_signatures: 1,
             _pad: 0,

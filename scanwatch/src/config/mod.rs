@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod crowdsec;
 pub mod detection;
+pub mod evidence;
 pub mod mitigation;
 pub mod spans;
 
@@ -23,6 +24,7 @@ pub use crowdsec::CrowdsecConfig;
 pub use detection::{
     Detection, DistinctHosts, DistinctPorts, DistributedScan, ReplyScan, StealthScan, SynFlood,
 };
+pub use evidence::{DEFAULT_EVIDENCE_DIR, EvidenceConfig};
 pub use mitigation::{FeedAction, FeedConfig, MitigationConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,7 @@ pub struct Config {
     pub mitigation: MitigationConfig,
     pub feeds: Vec<FeedConfig>,
     pub crowdsec: CrowdsecConfig,
+    pub evidence: EvidenceConfig,
 }
 
 impl Config {
@@ -160,7 +163,17 @@ impl Config {
         self.detection.validate(v)?;
         self.mitigation.validate(v)?;
         mitigation::validate_feeds(&self.feeds, v)?;
-        self.crowdsec.validate(v)
+        self.crowdsec.validate(v)?;
+        self.evidence.validate(v)
+    }
+
+    /// What the kernel applies: the detection thresholds and the evidence
+    /// packets' budget.
+    pub fn kernel_config(&self) -> scanwatch_common::DetectConfig {
+        scanwatch_common::DetectConfig {
+            evidence_packets: self.evidence.kernel_packets(),
+            ..self.detection.kernel_config()
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use aya::{
 };
 use scanwatch_common::{
     IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
+    evidence::{EVIDENCE_MAP, EvidenceRecord},
     maps::{
         EVENTS_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, IFACE_SLOTS_MAP, IFINDEX_SLOTS,
         MAX_INTERFACES, SOURCE_PREFIXES_MAP, SOURCES_MAP,
@@ -83,6 +84,25 @@ pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
         .take_map(EVENTS_MAP)
         .ok_or(MapsError::Missing(EVENTS_MAP))?;
     RingBuf::try_from(map).map_err(map_err(EVENTS_MAP))
+}
+
+/// Decodes one record of the evidence ring (an [`EvidenceRecord`] the XDP
+/// program sent); `None` when it is too short.
+pub fn decode_evidence(bytes: &[u8]) -> Option<EvidenceRecord> {
+    if bytes.len() < std::mem::size_of::<EvidenceRecord>() {
+        return None;
+    }
+    // SAFETY: length checked; EvidenceRecord is plain old data valid for any bits.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<EvidenceRecord>()) })
+}
+
+/// The evidence-packet ring buffer of a loaded object (not pinned, as the
+/// crossing ring).
+pub fn take_evidence(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
+    let map = ebpf
+        .take_map(EVIDENCE_MAP)
+        .ok_or(MapsError::Missing(EVIDENCE_MAP))?;
+    RingBuf::try_from(map).map_err(map_err(EVIDENCE_MAP))
 }
 
 /// The agent's maps.
@@ -363,5 +383,28 @@ mod tests {
         };
         assert_eq!(decode_event(bytes), Some(e));
         assert_eq!(decode_event(&bytes[..10]), None);
+    }
+
+    #[test]
+    fn decodes_evidence_records() {
+        let mut r = EvidenceRecord {
+            source: SourceKey::v4([198, 18, 0, 5]),
+            time_ns: 7,
+            ifindex: 3,
+            frame_len: 60,
+            captured: 60,
+            _pad: 0,
+            bytes: [0; scanwatch_common::evidence::EVIDENCE_BYTES],
+        };
+        r.bytes[0] = 0xaa;
+        // SAFETY: reading the bytes of a plain struct.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const r).cast::<u8>(),
+                std::mem::size_of::<EvidenceRecord>(),
+            )
+        };
+        assert_eq!(decode_evidence(bytes), Some(r));
+        assert_eq!(decode_evidence(&bytes[..167]), None);
     }
 }

@@ -68,6 +68,10 @@ pub struct Alert {
     /// The `tag` feed listing the source.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_bad: Option<String>,
+    /// The incident's pcapng file and its packets when this line was
+    /// written (`[evidence]`; later probes are appended up to `packets_per_source`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<super::evidence::EvidenceRef>,
 }
 
 /// Everything an alert is built from.
@@ -164,6 +168,7 @@ impl Alert {
             block_expires: None,
             not_blocked: None,
             known_bad: None,
+            evidence: None,
         }
     }
 
@@ -304,6 +309,17 @@ pub(crate) mod tests {
         assert_eq!(v["crossed_at"], "1970-01-01T00:01:39.000Z");
         assert_eq!(v["detector"], "threshold");
         assert!(v.get("reply").is_none(), "no reply evidence: {v}");
+        assert!(v.get("evidence").is_none(), "no evidence packets: {v}");
+        let mut a = sample();
+        a.evidence = Some(super::super::evidence::EvidenceRef {
+            file: "/var/lib/scanwatch/evidence/x.pcapng".into(),
+            packets: 3,
+        });
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(
+            v["evidence"],
+            serde_json::json!({"file": "/var/lib/scanwatch/evidence/x.pcapng", "packets": 3})
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::{
         bouncer::{BouncerStats, ORIGINS, SKIP_REASONS},
         machine::MachineStats,
     },
+    evidence::EvidenceStats,
     mitigation::{FeedStats, MitigationStats},
 };
 use crate::{
@@ -69,6 +70,8 @@ pub struct AgentSnapshot {
     pub feeds: BTreeMap<String, FeedStats>,
     /// Alerts written, by the scanner tool they name (`detect::tool::NAMES`).
     pub alerts_by_tool: BTreeMap<&'static str, u64>,
+    /// The evidence packets' files (zero while `[evidence]` is off).
+    pub evidence: EvidenceStats,
     /// The CrowdSec bouncer's figures (when it runs).
     pub crowdsec_bouncer: Option<BouncerStats>,
     /// The CrowdSec machine's figures (when it runs).
@@ -236,6 +239,13 @@ impl Scrape<'_> {
         encode_top(e, self.snapshot)?;
         encode_mitigation(e, self.snapshot, f.dropped, f.spared)?;
         encode_agent(e, self.snapshot, f.attached)?;
+        let all = |c: Counter| self.counters.values().map(|v| v.get(c)).sum::<u64>();
+        encode_evidence(
+            e,
+            &self.snapshot.evidence,
+            all(Counter::EvidenceSent),
+            all(Counter::EvidenceDropped),
+        )?;
         if let Some(b) = &self.snapshot.crowdsec_bouncer {
             encode_bouncer(e, b)?;
         }
@@ -691,6 +701,84 @@ fn encode_agent(
     Ok(())
 }
 
+/// Evidence packets: the kernel's records (sent, lost to a full ring) and
+/// what the agent made of them.
+fn encode_evidence(
+    e: &mut DescriptorEncoder<'_>,
+    s: &EvidenceStats,
+    sent: u64,
+    dropped: u64,
+) -> fmt::Result {
+    family(
+        e,
+        "evidence_records",
+        "Evidence packets the kernel handed to the agent (sent) or lost because the evidence ring was full (dropped).",
+        &ConstCounter::new(0u64),
+        vec![
+            (
+                vec![("result", "sent".to_string())],
+                ConstCounter::new(sent),
+            ),
+            (
+                vec![("result", "dropped".to_string())],
+                ConstCounter::new(dropped),
+            ),
+        ],
+    )?;
+    counter(
+        e,
+        "evidence_packets_written",
+        "Evidence packets written to pcapng files.",
+        &[],
+        s.packets_written,
+    )?;
+    counter(
+        e,
+        "evidence_files_created",
+        "Evidence files created (one per alerted source and window).",
+        &[],
+        s.files_created,
+    )?;
+    family(
+        e,
+        "evidence_discarded",
+        "Evidence packets the agent did not write: overflow (held buffer full, or over the budget), expired (no alert for their source and window), ignored (source in an ignore network), write_error.",
+        &ConstCounter::new(0u64),
+        [
+            ("overflow", s.overflow),
+            ("expired", s.expired),
+            ("ignored", s.ignored),
+            ("write_error", s.write_errors),
+        ]
+        .into_iter()
+        .map(|(reason, v)| (vec![("reason", reason.to_string())], ConstCounter::new(v)))
+        .collect(),
+    )?;
+    gauge(
+        e,
+        "evidence_held",
+        "Evidence packets waiting for their source's alert.",
+        &[],
+        saturating_i64(s.held),
+    )?;
+    counter(
+        e,
+        "evidence_files_removed",
+        "Evidence files removed to keep the directory under max_bytes (oldest first).",
+        &[],
+        s.files_removed,
+    )?;
+    let g = ConstGauge::new(saturating_i64(s.directory_bytes));
+    let mut m = e.encode_descriptor(
+        "evidence_directory",
+        "Bytes of the evidence directory's pcapng files.",
+        Some(&Unit::Bytes),
+        g.metric_type(),
+    )?;
+    let labels: &[(&str, &str)] = &[];
+    g.encode(m.encode_family(&labels)?)
+}
+
 /// Pull results of the CrowdSec bouncer.
 pub const PULL_RESULTS: [&str; 4] = ["ok", "unreachable", "unauthorized", "error"];
 
@@ -943,6 +1031,8 @@ mod tests {
         c.counters[Counter::NotProbe as usize] = 7;
         c.counters[Counter::NotIp as usize] = 3;
         c.counters[Counter::Truncated as usize] = 2;
+        c.counters[Counter::EvidenceSent as usize] = 35;
+        c.counters[Counter::EvidenceDropped as usize] = 1;
         let mut snapshot = AgentSnapshot::default();
         snapshot.engine.alerts = 3;
         snapshot.distributed.alerts = 1;
@@ -954,6 +1044,9 @@ mod tests {
             1000,
         )];
         snapshot.tracked_by_ifindex.insert(2, 5);
+        snapshot.evidence.packets_written = 32;
+        snapshot.evidence.expired = 3;
+        snapshot.evidence.directory_bytes = 4096;
         let mut registry = Registry::with_prefix("scanwatch");
         registry.register_collector(Box::new(Fixed {
             counters: BTreeMap::from([(2, c)]),
@@ -1037,6 +1130,13 @@ mod tests {
             ("scanwatch_dropped_packets_total", "counter"),
             ("scanwatch_build_info", "gauge"),
             ("scanwatch_xdp_attached", "gauge"),
+            ("scanwatch_evidence_records_total", "counter"),
+            ("scanwatch_evidence_packets_written_total", "counter"),
+            ("scanwatch_evidence_files_created_total", "counter"),
+            ("scanwatch_evidence_discarded_total", "counter"),
+            ("scanwatch_evidence_held", "gauge"),
+            ("scanwatch_evidence_files_removed_total", "counter"),
+            ("scanwatch_evidence_directory_bytes", "gauge"),
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} {kind}\n")),
@@ -1065,6 +1165,12 @@ mod tests {
             "scanwatch_xdp_attached{interface=\"eth0\",mode=\"native\"} 1",
             "scanwatch_dropped_packets_total{interface=\"eth0\",reason=\"blocklist\"} 0",
             "scanwatch_blocked_sources 0",
+            "scanwatch_evidence_records_total{result=\"sent\"} 35",
+            "scanwatch_evidence_records_total{result=\"dropped\"} 1",
+            "scanwatch_evidence_packets_written_total 32",
+            "scanwatch_evidence_discarded_total{reason=\"expired\"} 3",
+            "scanwatch_evidence_discarded_total{reason=\"overflow\"} 0",
+            "scanwatch_evidence_directory_bytes 4096",
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

@@ -7,6 +7,7 @@ pub mod alert_log;
 pub mod alertmanager;
 pub mod crowdsec;
 pub mod distributed_alert;
+pub mod evidence;
 pub mod feeds;
 pub mod http;
 pub mod metrics;

@@ -11,7 +11,7 @@ use crate::{
         detect_maps::MapsError, object::LoadError, pins::PinDirError, reply_maps::ReplyError,
     },
     model::EndpointError,
-    output::{alert_log::AlertLogError, mitigation::BlockError},
+    output::{alert_log::AlertLogError, evidence::EvidenceDirError, mitigation::BlockError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,8 @@ pub enum AgentError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Reply(#[from] ReplyError),
+    #[error(transparent)]
+    Evidence(#[from] EvidenceDirError),
     #[error("[crowdsec] {0}")]
     CrowdsecSecret(String),
 }

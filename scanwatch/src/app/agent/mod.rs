@@ -181,6 +181,7 @@ fn agent_of(
 ) -> (
     Agent,
     RingBuf<MapData>,
+    RingBuf<MapData>,
     std::net::TcpListener,
     tokio::net::UnixListener,
     Option<CrowdsecStart>,
@@ -188,6 +189,8 @@ fn agent_of(
     let Started {
         running,
         events,
+        evidence_ring,
+        evidence,
         alert_log,
         metrics_listener,
         alertmanager,
@@ -218,10 +221,18 @@ fn agent_of(
         ticks: 0,
         alerted: Vec::new(),
         alerts_by_tool: BTreeMap::new(),
+        evidence,
         bouncer: None,
         machine: None,
     };
-    (agent, events, metrics_listener, control, crowdsec)
+    (
+        agent,
+        events,
+        evidence_ring,
+        metrics_listener,
+        control,
+        crowdsec,
+    )
 }
 
 /// Starts the CrowdSec bouncer's pulls (into `pulls`) and the machine's
@@ -272,7 +283,8 @@ fn start_crowdsec(
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut signals = Signals::install()?;
-    let (mut agent, events, metrics_listener, control, crowdsec) = agent_of(start::start(&args)?);
+    let (mut agent, events, evidence, metrics_listener, control, crowdsec) =
+        agent_of(start::start(&args)?);
     let settings = agent.running.config.agent.clone();
     log_running(&agent);
     let (ctl_tx, ctl_rx) = mpsc::channel::<super::control::Pending>(16);
@@ -324,9 +336,14 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     // the ring buffer, and always reports that same fd.
     let events = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
         .map_err(|e| AgentError::Events(e.into()))?;
+    // SAFETY: as for `events`.
+    let evidence =
+        unsafe { AsyncFd::register_with_interest(evidence, tokio::io::Interest::READABLE) }
+            .map_err(|e| AgentError::Events(e.into()))?;
     notify_ready(&agent);
     let mut channels = Channels {
         events,
+        evidence,
         control: ctl_rx,
         reply: reply_rx,
         pulls: pull_rx,
@@ -382,10 +399,18 @@ fn notify_ready(agent: &Agent) {
 /// What the loop waits on besides timers and signals.
 struct Channels {
     events: AsyncFd<RingBuf<MapData>>,
+    evidence: AsyncFd<RingBuf<MapData>>,
     control: mpsc::Receiver<super::control::Pending>,
     reply: mpsc::Receiver<scanwatch_common::ScanEvent>,
     /// The CrowdSec bouncer's pulls.
     pulls: mpsc::Receiver<Pull>,
+}
+
+/// Every record waiting in the evidence ring.
+fn drain_evidence(agent: &mut Agent, ring: &mut RingBuf<MapData>) {
+    while let Some(item) = ring.next() {
+        agent.on_evidence(&item);
+    }
 }
 
 /// Waits for work and does it, until SIGINT or SIGTERM.
@@ -424,11 +449,21 @@ async fn event_loop(
             }
             guard = ch.events.readable_mut() => {
                 let t = Instant::now();
+                // The crossing probe's evidence record follows its crossing:
+                // take it first, so the alert's file holds it.
+                drain_evidence(agent, ch.evidence.get_mut());
                 let mut guard = guard.map_err(AgentError::Events)?;
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
                     agent.on_record(&item);
                 }
+                guard.clear_ready();
+                busy = t.elapsed();
+            }
+            guard = ch.evidence.readable_mut() => {
+                let t = Instant::now();
+                let mut guard = guard.map_err(AgentError::Events)?;
+                drain_evidence(agent, guard.get_inner_mut());
                 guard.clear_ready();
                 busy = t.elapsed();
             }

@@ -18,7 +18,7 @@ use crate::{
     config::Config,
     kernel::{
         block_maps::BlockMaps,
-        detect_maps::{ScanwatchMaps, pin_prefixes, take_events},
+        detect_maps::{ScanwatchMaps, pin_prefixes, take_events, take_evidence},
         egress::{EgressAttachment, attach_egress, detach_egress},
         object::{self, Interface, LoadOptions},
         pins::{KEPT_PIN, PinDir},
@@ -29,6 +29,7 @@ use crate::{
         alert_log::AlertLog,
         alertmanager::Alertmanager,
         crowdsec::client::Lapi,
+        evidence::{EvidenceStore, StoreSettings},
         mitigation::{Mitigation, default_never_block},
     },
 };
@@ -91,6 +92,9 @@ impl Running {
 pub(super) struct Started {
     pub running: Running,
     pub events: RingBuf<MapData>,
+    /// The evidence packets' ring, and their files (when `[evidence]` is on).
+    pub evidence_ring: RingBuf<MapData>,
+    pub evidence: Option<EvidenceStore>,
     pub alert_log: AlertLog,
     pub metrics_listener: std::net::TcpListener,
     pub alertmanager: Option<Alertmanager>,
@@ -132,6 +136,7 @@ fn prepare(args: &RunArgs) -> Result<(Config, Option<Alertmanager>, Vec<Interfac
         None => Config::default(),
     };
     args.override_config(&mut config.agent);
+    args.override_evidence(&mut config.evidence);
     let settings = &config.agent;
     if settings.interfaces.is_empty() {
         return Err(AgentError::NoInterfaces);
@@ -180,7 +185,7 @@ fn load_and_attach(
     let blocks_pin = pins.pin_path(KEPT_PIN);
     let mut ebpf = object::load_with(
         settings.map_size,
-        &config.detection.kernel_config(),
+        &config.kernel_config(),
         &LoadOptions {
             blocklist_capacity: config.mitigation.capacity,
             feed_capacity: config.mitigation.feed_capacity,
@@ -251,6 +256,38 @@ fn take_mitigation(
     Ok(mitigation)
 }
 
+/// The evidence directory, created if missing (`None` when `[evidence]` is off).
+fn open_evidence(
+    config: &Config,
+    interfaces: &[Interface],
+) -> Result<Option<EvidenceStore>, AgentError> {
+    let e = &config.evidence;
+    if !e.enabled {
+        return Ok(None);
+    }
+    let store = EvidenceStore::open(StoreSettings {
+        directory: e.directory.clone(),
+        max_bytes: e.max_bytes,
+        budget: e.packets_per_source,
+        window_ns: config
+            .detection
+            .window_seconds
+            .saturating_mul(1_000_000_000),
+        names: interfaces
+            .iter()
+            .map(|i| (i.ifindex, i.name.clone()))
+            .collect(),
+    })?;
+    log::info!(
+        "evidence packets: up to {} per source and window into {} (cap {} bytes, {} in use)",
+        e.packets_per_source,
+        e.directory.display(),
+        e.max_bytes,
+        store.stats.directory_bytes
+    );
+    Ok(Some(store))
+}
+
 /// Checks configuration, privileges and arguments, then sets everything up.
 pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let (config, alertmanager, interfaces) = prepare(args)?;
@@ -275,12 +312,15 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let mitigation = take_mitigation(&mut ebpf, &config, pins.dir())?;
     let control = control::bind(&settings.control_socket)?;
     let events = take_events(&mut ebpf)?;
+    let evidence_ring = take_evidence(&mut ebpf)?;
     pin_prefixes(&mut ebpf, config.detection.prefixes(), pins.dir())?;
     let names: Vec<(u32, &str)> = interfaces
         .iter()
         .map(|i| (i.ifindex, i.name.as_str()))
         .collect();
     let maps = ScanwatchMaps::take_and_pin(&mut ebpf, pins.dir(), &names)?;
+    // Last: an agent that fails to start leaves no directory behind.
+    let evidence = open_evidence(&config, &interfaces)?;
     let running = Running {
         ebpf,
         maps,
@@ -292,6 +332,8 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     Ok(Started {
         running,
         events,
+        evidence_ring,
+        evidence,
         alert_log,
         metrics_listener,
         alertmanager,

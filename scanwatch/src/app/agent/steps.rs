@@ -14,7 +14,10 @@ use super::{start::Running, view::KernelView};
 use crate::{
     config::FeedConfig,
     detect::{AlertReason, DistributedDetector, Engine, FailedContact, Finding},
-    kernel::{detect_maps::decode_event, reply_maps::ReplyMaps},
+    kernel::{
+        detect_maps::{decode_event, decode_evidence},
+        reply_maps::ReplyMaps,
+    },
     model::{KernelClock, ScanType, kernel_now_ns},
     output::{
         alert::Alert,
@@ -25,6 +28,7 @@ use crate::{
             machine::Machine,
         },
         distributed_alert::DistributedAlert,
+        evidence::EvidenceStore,
         metrics::AgentSnapshot,
         mitigation::Mitigation,
         summary::Summary,
@@ -60,6 +64,8 @@ pub(super) struct Agent {
     pub alerted: Vec<String>,
     /// Alerts written, by the tool they name.
     pub alerts_by_tool: BTreeMap<&'static str, u64>,
+    /// The evidence packets' files (`[evidence]` on).
+    pub evidence: Option<EvidenceStore>,
     /// The CrowdSec bouncer's decisions (when `[crowdsec]` has an API key).
     pub bouncer: Option<Bouncer>,
     /// The CrowdSec machine's alert pushes (when `[crowdsec]` has a machine).
@@ -76,6 +82,41 @@ impl Agent {
                 log::warn!("malformed event of {} bytes", bytes.len());
             }
         }
+    }
+
+    /// One record of the evidence ring.
+    pub fn on_evidence(&mut self, bytes: &[u8]) {
+        let Some(store) = self.evidence.as_mut() else {
+            return;
+        };
+        match decode_evidence(bytes) {
+            Some(record) => {
+                let ignored = self.running.config.detection.ignored(record.source.ip());
+                store.on_record(&record, ignored, Instant::now());
+            }
+            None => log::warn!("malformed evidence record of {} bytes", bytes.len()),
+        }
+    }
+
+    /// The evidence packets' file for an alert about to be written.
+    fn attach_evidence(&mut self, finding: &Finding, alert: &mut Alert, clock: &KernelClock) {
+        let Some(store) = self.evidence.as_mut() else {
+            return;
+        };
+        let types: Vec<&str> = alert.scan_types.iter().map(|t| t.name()).collect();
+        let comment = format!(
+            "scanwatch alert {} source {} {}",
+            alert.time,
+            alert.source,
+            types.join("+")
+        );
+        alert.evidence = store.on_alert(
+            &finding.key,
+            &alert.source,
+            finding.evidence.window_start_ns,
+            comment,
+            clock,
+        );
     }
 
     /// One crossing (from the ring buffer, or the reply sweep's no-answers).
@@ -116,6 +157,9 @@ impl Agent {
         }
         self.distributed_pass();
         self.alert_log.tick();
+        if let Some(store) = self.evidence.as_mut() {
+            store.tick(Instant::now(), kernel_now_ns());
+        }
         self.ticks += 1;
         self.mitigation.expire();
         if let Some(b) = self.bouncer.as_mut() {
@@ -231,6 +275,7 @@ impl Agent {
             &clock,
         );
         alert.set_outcome(action, known_bad);
+        self.attach_evidence(finding, &mut alert, &clock);
         log::warn!("{}", alert.summary());
         // A failure is logged (rate-limited) and counted by the log itself;
         // the alert waits in memory and still goes to Alertmanager.
@@ -286,6 +331,7 @@ impl Agent {
         s.mitigation = self.mitigation.stats;
         s.feeds.clone_from(&self.mitigation.feed_stats);
         s.alerts_by_tool.clone_from(&self.alerts_by_tool);
+        s.evidence = self.evidence.as_ref().map(|e| e.stats).unwrap_or_default();
         s.crowdsec_bouncer = self.bouncer.as_ref().map(|b| b.stats.clone());
         s.crowdsec_machine = self.machine.as_ref().map(|m| m.counters.stats());
         if let Some(p) = &self.pusher {
