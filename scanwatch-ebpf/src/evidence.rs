@@ -75,12 +75,8 @@ fn offer(ctx: &XdpContext, entry: *mut SourceStats, source: &SourceKey, at: &At)
         // A length the verifier sees in 1..=EVIDENCE_BYTES (a frame is
         // never empty; a zero-sized read is refused even on a dead path).
         let len = ((captured as u32).wrapping_sub(1) & (EVIDENCE_BYTES as u32 - 1)) + 1;
-        let copied = bpf_xdp_load_bytes(
-            ctx.ctx.cast(),
-            0,
-            (&raw mut (*record).bytes).cast(),
-            len,
-        ) == 0;
+        let copied =
+            bpf_xdp_load_bytes(ctx.ctx.cast(), 0, (&raw mut (*record).bytes).cast(), len) == 0;
         (*record).captured = if copied { len } else { 0 };
     }
     slot.submit(0);

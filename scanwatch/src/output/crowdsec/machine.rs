@@ -56,26 +56,9 @@ fn seconds_until(rfc3339: &str, now: DateTime<Utc>) -> Option<u64> {
     u64::try_from(left).ok().filter(|s| *s > 0)
 }
 
-/// One agent alert as a CrowdSec alert; `host` names this agent.
-pub fn to_crowdsec(alert: &Alert, host: &str, now: DateTime<Utc>) -> Value {
-    let types: Vec<&str> = alert.scan_types.iter().map(|t| t.name()).collect();
-    let scenario = alert
-        .scan_types
-        .first()
-        .map_or_else(|| "scanwatch/scan".to_string(), |t| scenario(*t));
-    let (scope, source) = if alert.source.contains('/') {
-        (
-            "Range",
-            json!({"scope": "Range", "value": alert.source, "range": alert.source}),
-        )
-    } else {
-        (
-            "Ip",
-            json!({"scope": "Ip", "value": alert.source, "ip": alert.source}),
-        )
-    };
-    let stop = now.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let mut meta: Vec<(&str, String)> = vec![
+/// An alert's evidence as CrowdSec `meta` pairs.
+fn meta_of(alert: &Alert, types: &[&str], host: &str) -> Vec<(&'static str, String)> {
+    let mut meta: Vec<(&'static str, String)> = vec![
         ("source", alert.source.clone()),
         ("scan_types", types.join(",")),
         ("attack_technique", alert.attack_technique.to_string()),
@@ -123,6 +106,29 @@ pub fn to_crowdsec(alert: &Alert, host: &str, now: DateTime<Utc>) -> Value {
             ),
         ));
     }
+    meta
+}
+
+/// One agent alert as a CrowdSec alert; `host` names this agent.
+pub fn to_crowdsec(alert: &Alert, host: &str, now: DateTime<Utc>) -> Value {
+    let types: Vec<&str> = alert.scan_types.iter().map(|t| t.name()).collect();
+    let scenario = alert
+        .scan_types
+        .first()
+        .map_or_else(|| "scanwatch/scan".to_string(), |t| scenario(*t));
+    let (scope, source) = if alert.source.contains('/') {
+        (
+            "Range",
+            json!({"scope": "Range", "value": alert.source, "range": alert.source}),
+        )
+    } else {
+        (
+            "Ip",
+            json!({"scope": "Ip", "value": alert.source, "ip": alert.source}),
+        )
+    };
+    let stop = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let meta = meta_of(alert, &types, host);
     let meta: Vec<Value> = meta
         .into_iter()
         .map(|(k, v)| json!({"key": k, "value": v}))
