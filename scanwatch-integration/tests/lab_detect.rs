@@ -45,7 +45,8 @@ fn seconds_to_alert(alert: &Value) -> f64 {
 fn expected_tool(what: &str) -> Option<&'static str> {
     let tool = what.split_whitespace().next()?;
     match (tool, what.contains("-sU"), what.contains("-sn")) {
-        ("nmap", true, _) => Some("unknown"),
+        // From the evidence packets (no per-probe signature for UDP).
+        ("nmap", true, _) => Some("nmap"),
         ("nmap", _, true) => None,
         ("nmap", ..) => Some("nmap"),
         ("masscan", ..) => Some("masscan"),

@@ -18,5 +18,5 @@ pub use distributed::{
 };
 pub use engine::{ActiveSource, Engine, EngineStats, Finding, Held, SourceView};
 pub use evidence::{Evidence, ProbeCounts, ReplyEvidence};
-pub use tool::ScannerTool;
+pub use tool::{ProbeSample, ScannerTool};
 pub use verdict::{Confidence, attack_technique, classify, confidence, confidence_with};

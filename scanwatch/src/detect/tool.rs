@@ -92,6 +92,23 @@ const SIGNATURES: [Signature; 7] = [
 /// Fewer tested probes than this halve the confidence.
 const FEW_PROBES: u64 = 3;
 
+/// What one evidence packet of the source shows (header fields only
+/// visible across probes: the kernel tests each probe alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSample {
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    pub src_port: Option<u16>,
+    pub udp: bool,
+}
+
+/// Fewest evidence packets to judge fields across probes.
+const FEW_SAMPLES: usize = 4;
+
+/// nmap's raw-socket probes: a random TTL in 37..=59 unless `--ttl`
+/// (`nmap.h`, `tcpip.cc`), a source port constant during the scan.
+const NMAP_TTL: std::ops::RangeInclusive<u8> = 37..=59;
+
 /// The tool an alert names.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ScannerTool {
@@ -140,6 +157,33 @@ impl ScannerTool {
         }
     }
 
+    /// Names nmap's UDP scans (`-sU`), whose datagrams carry no per-probe
+    /// signature, from the source's evidence packets: every one UDP, TTLs
+    /// in nmap's random range and at least three different ones (an OS
+    /// keeps one TTL), one or two source ports (nmap keeps one, plus retries).
+    /// Only when the kernel's tally named nothing.
+    pub fn refine(&mut self, samples: &[ProbeSample]) {
+        if self.name != UNKNOWN || samples.len() < FEW_SAMPLES || !samples.iter().all(|s| s.udp) {
+            return;
+        }
+        let ttls: std::collections::BTreeSet<u8> = samples.iter().map(|s| s.ttl).collect();
+        let ports: std::collections::BTreeSet<Option<u16>> =
+            samples.iter().map(|s| s.src_port).collect();
+        if ttls.len() >= 3 && ttls.iter().all(|t| NMAP_TTL.contains(t)) && ports.len() <= 2 {
+            *self = Self {
+                name: "nmap",
+                confidence: 0.8,
+                matched: vec![
+                    "udp probes (evidence packets)",
+                    "ttl random within 37..59",
+                    "source port constant",
+                ],
+                probes_matched: samples.len() as u64,
+                probes_seen: samples.len() as u64,
+            };
+        }
+    }
+
     /// A scanning tool was named (not `unknown`, not an OS stack).
     pub fn is_tool(&self) -> bool {
         self.name != UNKNOWN && self.name != "os-stack"
@@ -161,6 +205,39 @@ mod tests {
             assert_eq!((tool.name, tool.probes_matched), (sig.name, 10));
             assert!(tool.is_tool() == (sig.bit != OS_STACK));
         }
+    }
+
+    #[test]
+    fn nmap_udp_scans_are_named_from_their_evidence_packets() {
+        let sample = |ttl, port| ProbeSample {
+            ttl,
+            src_port: Some(port),
+            udp: true,
+        };
+        let nmap: Vec<ProbeSample> = [41, 55, 38, 41, 59, 47]
+            .iter()
+            .map(|t| sample(*t, 61_000))
+            .collect();
+        let mut tool = ScannerTool::from_tally(0, 0);
+        tool.refine(&nmap);
+        assert_eq!((tool.name, tool.probes_seen), ("nmap", 6));
+        // An OS's datagrams keep one TTL; another port each; too few; TCP.
+        let os: Vec<ProbeSample> = (0..6).map(|i| sample(64, 61_000 + i)).collect();
+        let one_ttl: Vec<ProbeSample> = (0..6).map(|_| sample(50, 61_000)).collect();
+        for other in [os, one_ttl, nmap[..3].to_vec()] {
+            let mut tool = ScannerTool::from_tally(0, 0);
+            tool.refine(&other);
+            assert_eq!(tool.name, UNKNOWN, "{other:?}");
+        }
+        let mut tcp = nmap.clone();
+        tcp[0].udp = false;
+        let mut tool = ScannerTool::from_tally(0, 0);
+        tool.refine(&tcp);
+        assert_eq!(tool.name, UNKNOWN);
+        // A name from the kernel's tally stays.
+        let mut named = ScannerTool::from_tally(tally_bits(HPING3), 9);
+        named.refine(&nmap);
+        assert_eq!(named.name, "hping3");
     }
 
     #[test]

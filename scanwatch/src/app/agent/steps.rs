@@ -117,6 +117,8 @@ impl Agent {
             comment,
             clock,
         );
+        // Fields only visible across probes (nmap -sU's TTLs and port).
+        alert.scanner_tool.refine(store.samples(&finding.key));
     }
 
     /// One crossing (from the ring buffer, or the reply sweep's no-answers).

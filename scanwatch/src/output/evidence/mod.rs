@@ -23,7 +23,10 @@ use scanwatch_common::{SourceKey, evidence::EvidenceRecord};
 use serde::Serialize;
 
 use self::held::{HOLD_FOR, Held, MAX_HELD, Refused};
-use crate::model::{KernelClock, error_chain};
+use crate::{
+    detect::ProbeSample,
+    model::{KernelClock, error_chain},
+};
 
 /// Extension of the files.
 pub const EXTENSION: &str = "pcapng";
@@ -87,6 +90,19 @@ struct Incident {
     /// ifindex of each interface block written, in order.
     interfaces: Vec<u32>,
     comment: String,
+    /// What the packets written show (at most the budget).
+    samples: Vec<ProbeSample>,
+}
+
+/// The fields of an evidence packet the tool naming reads across probes.
+fn sample_of(r: &EvidenceRecord) -> ProbeSample {
+    let captured = (r.captured as usize).min(r.bytes.len());
+    let d = decode::decode(&r.bytes[..captured]);
+    ProbeSample {
+        ttl: d.ttl.unwrap_or(0),
+        src_port: d.src_port,
+        udp: d.protocol == "UDP",
+    }
 }
 
 /// How many of the oldest files (sizes oldest first) go so that `incoming`
@@ -260,12 +276,18 @@ impl EvidenceStore {
                 packets: 0,
                 interfaces: Vec::new(),
                 comment,
+                samples: Vec::new(),
             },
         );
         let budget = self.settings.budget as usize;
         self.stats.overflow += records.len().saturating_sub(budget) as u64;
         self.append(source, &records[..records.len().min(budget)]);
         self.incidents.get(source).map(Self::reference)
+    }
+
+    /// What the evidence packets written for `source`'s incident show.
+    pub fn samples(&self, source: &SourceKey) -> &[ProbeSample] {
+        self.incidents.get(source).map_or(&[], |i| &i.samples)
     }
 
     fn reference(i: &Incident) -> EvidenceRef {
@@ -367,6 +389,7 @@ impl EvidenceStore {
             Ok(()) => {
                 if let Some(i) = self.incidents.get_mut(source) {
                     i.packets += records.len() as u32;
+                    i.samples.extend(records.iter().map(sample_of));
                 }
                 self.stats.packets_written += records.len() as u64;
                 self.stats.directory_bytes += bytes.len() as u64;
