@@ -297,28 +297,46 @@ fn decoy_scans_are_one_group() {
         ],
     );
     let members = ["198.18.0.41", "198.18.0.42", "198.18.0.43"];
-    let mut groups = Vec::new();
+    // Every member alerted; the alerts that carry a group carry one group,
+    // and the last one names all three (a member alerted before the others
+    // crossed a threshold cannot name them yet: docs/detection.md).
+    let mut last: Option<Value> = None;
+    let mut ids = Vec::new();
     for source in members {
         let alert = lab
             .wait_alert(source, ALERT_WAIT)
             .unwrap_or_else(|| panic!("no alert for {source}"));
-        let group = alert["group"].clone();
-        assert_eq!(group["kind"], "decoy", "{source}: {alert}");
-        let mut named: Vec<&str> = group["members"]
-            .as_array()
-            .expect("members")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        named.sort_unstable();
-        assert_eq!(named, members, "{source}: {alert}");
         assert_eq!(alert["scanner_tool"]["name"], "nmap", "{alert}");
-        groups.push(group["id"].clone());
+        if alert["group"].is_object() {
+            assert_eq!(alert["group"]["kind"], "decoy", "{alert}");
+            ids.push(alert["group"]["id"].clone());
+            if last
+                .as_ref()
+                .is_none_or(|l| alert["group"]["size"].as_u64() > l["group"]["size"].as_u64())
+            {
+                last = Some(alert.clone());
+            }
+        }
     }
     assert!(
-        groups.iter().all(|g| *g == groups[0]),
-        "one group: {groups:?}"
+        ids.len() >= 2,
+        "at least two members' alerts name the group: {ids:?}"
     );
-    println!("nmap -D: {} alerts in group {}", members.len(), groups[0]);
+    assert!(ids.iter().all(|g| *g == ids[0]), "one group: {ids:?}");
+    let last = last.expect("a group");
+    let mut named: Vec<&str> = last["group"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    named.sort_unstable();
+    assert_eq!(named, members, "{last}");
+    println!(
+        "nmap -D: {} of 3 alerts name group {}: {}",
+        ids.len(),
+        ids[0],
+        last["group"]
+    );
     assert!(lab.stop_agent(), "agent exit");
 }
