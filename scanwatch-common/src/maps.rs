@@ -210,10 +210,13 @@ pub struct SourceStats {
     pub bits: u32,
     /// Probes in this window, by kind ([`ProbeKind::index`]).
     pub probes: [u32; PROBE_KINDS],
-    /// Exact port set: two `u32` entries per word (low half first).
-    pub port_set: [u64; PORT_SET / 2],
-    /// Exact host set: four `u16` entries per word (lowest first).
-    pub host_set: [u64; HOST_SET / 4],
+    /// The exact port and host sets, interleaved word by word: port word
+    /// `i` (two `u32` entries, low half first) at [`port_word`], host word
+    /// `j` (four `u16` entries, lowest first) at [`host_word`]. The first
+    /// word of each then shares the 128-byte-aligned pair of cache lines
+    /// that holds the key, times, counts and `probes`: a probe repeating a
+    /// source's first port and host touches that pair only.
+    pub sets: [u64; SET_WORDS],
     pub port_bits: [u64; PORT_BITS as usize / 64],
     pub udp_bits: [u64; UDP_BITS as usize / 64],
     pub host_bits: [u64; HOST_BITS as usize / 64],
@@ -233,8 +236,7 @@ assert_layout!(
         lens,
         bits,
         probes,
-        port_set,
-        host_set,
+        sets,
         port_bits,
         udp_bits,
         host_bits,
@@ -243,6 +245,31 @@ assert_layout!(
     size 256,
     align 8
 );
+
+/// Words of the port set (two entries each).
+pub const PORT_WORDS: usize = PORT_SET / 2;
+/// Words of the host set (four entries each).
+pub const HOST_WORDS: usize = HOST_SET / 4;
+/// Words of [`SourceStats::sets`].
+pub const SET_WORDS: usize = PORT_WORDS + HOST_WORDS;
+/// Word distance between consecutive words of one set in [`SourceStats::sets`].
+pub const SET_STRIDE: usize = 2;
+
+/// Index in [`SourceStats::sets`] of word `i` of the port set.
+#[inline(always)]
+pub const fn port_word(i: usize) -> usize {
+    SET_STRIDE * i
+}
+
+/// Index in [`SourceStats::sets`] of word `j` of the host set.
+#[inline(always)]
+pub const fn host_word(j: usize) -> usize {
+    SET_STRIDE * j + 1
+}
+
+const _: () =
+    assert!(port_word(PORT_WORDS - 1) < SET_WORDS && host_word(HOST_WORDS - 1) < SET_WORDS);
+const _: () = assert!(PORT_WORDS == HOST_WORDS + 1);
 
 /// The byte lanes of [`SourceStats::lens`] and [`SourceStats::bits`].
 pub mod lens {
@@ -276,8 +303,7 @@ impl SourceStats {
         lens: 0,
         bits: 0,
         probes: [0; PROBE_KINDS],
-        port_set: [0; PORT_SET / 2],
-        host_set: [0; HOST_SET / 4],
+        sets: [0; SET_WORDS],
         port_bits: [0; PORT_BITS as usize / 64],
         udp_bits: [0; UDP_BITS as usize / 64],
         host_bits: [0; HOST_BITS as usize / 64],
@@ -329,24 +355,44 @@ impl SourceStats {
         self.crossed as u32 & trigger::ALL
     }
 
+    /// The words of the port set, in order.
+    pub fn port_words(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..PORT_WORDS).map(|i| self.sets[port_word(i)])
+    }
+
+    /// The words of the host set, in order.
+    pub fn host_words(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..HOST_WORDS).map(|j| self.sets[host_word(j)])
+    }
+
+    /// The port set's entries (empty slots skipped).
+    pub fn ports_in_set(&self) -> impl Iterator<Item = u32> + '_ {
+        Self::entries32(self.port_words())
+    }
+
+    /// The host set's entries (empty slots skipped).
+    pub fn hosts_in_set(&self) -> impl Iterator<Item = u16> + '_ {
+        Self::entries16(self.host_words())
+    }
+
     /// The entries of an exact set stored two `u32` per word (empty slots are 0).
-    pub fn entries32(words: &[u64]) -> impl Iterator<Item = u32> + '_ {
+    fn entries32(words: impl IntoIterator<Item = u64>) -> impl Iterator<Item = u32> {
         words
-            .iter()
-            .flat_map(|w| [*w as u32, (*w >> 32) as u32])
+            .into_iter()
+            .flat_map(|w| [w as u32, (w >> 32) as u32])
             .filter(|e| *e != 0)
     }
 
     /// The entries of an exact set stored four `u16` per word (empty slots are 0).
-    pub fn entries16(words: &[u64]) -> impl Iterator<Item = u16> + '_ {
+    fn entries16(words: impl IntoIterator<Item = u64>) -> impl Iterator<Item = u16> {
         words
-            .iter()
+            .into_iter()
             .flat_map(|w| {
                 [
-                    *w as u16,
-                    (*w >> 16) as u16,
-                    (*w >> 32) as u16,
-                    (*w >> 48) as u16,
+                    w as u16,
+                    (w >> 16) as u16,
+                    (w >> 32) as u16,
+                    (w >> 48) as u16,
                 ]
             })
             .filter(|e| *e != 0)
@@ -855,6 +901,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<SourceKey>(), 16);
         assert_eq!(core::mem::size_of::<SourceStats>(), 256);
         assert_eq!(SourceStats::WORDS, 32);
+        // A repeat's words (key to `probes`, the first word of each set)
+        // lie in the first 128 bytes.
+        assert!(core::mem::offset_of!(SourceStats, sets) + 8 * (host_word(0) + 1) <= 128);
         // The words a new window clears start at `crossed`.
         assert_eq!(
             core::mem::offset_of!(SourceStats, crossed),

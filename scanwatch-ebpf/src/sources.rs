@@ -11,7 +11,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use scanwatch_common::{
     Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceStats,
-    maps::lens,
+    maps::{host_word, lens, port_word},
     sketch::{HOST_ICMP, port_entry},
     tracking::{
         MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, key_hash, record,
@@ -124,8 +124,9 @@ fn repeats_only_destination(
         }
         // One entry each: lane 0 (sets fill from the first lane and are
         // only cleared with the window).
-        let port = core::ptr::read_volatile((&raw const (*entry).port_set).cast::<u64>()) as u32;
-        let host = core::ptr::read_volatile((&raw const (*entry).host_set).cast::<u64>()) as u16;
+        let sets = window::sets(entry);
+        let port = core::ptr::read_volatile(sets.add(port_word(0))) as u32;
+        let host = core::ptr::read_volatile(sets.add(host_word(0))) as u16;
         port == probe.port && host & !HOST_ICMP == probe.host & !HOST_ICMP
     }
 }

@@ -10,7 +10,7 @@ use scanwatch_common::{
     DetectConfig, ProbeKind, SourceStats,
     classify::PROBE_KINDS,
     fingerprint::tally_of,
-    maps::lens,
+    maps::{SET_STRIDE, host_word, lens, port_word},
     sketch::{
         HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
         bit_index, host_hash, port_hash,
@@ -78,6 +78,13 @@ unsafe fn set_bit(bits: *mut u64, words: u32, index: u32) -> bool {
     old & mask == 0
 }
 
+/// The first word of the slot's interleaved exact sets.
+#[inline(always)]
+pub fn sets(entry: *mut SourceStats) -> *mut u64 {
+    // SAFETY: only the address of a field is taken.
+    unsafe { (&raw mut (*entry).sets).cast::<u64>() }
+}
+
 /// Outcome of an exact-set insert.
 enum Slot {
     /// Newly claimed slot.
@@ -89,9 +96,10 @@ enum Slot {
 }
 
 /// Finds or claims `entry` (nonzero) in a set of `slots` entries of `LANE`
-/// bits (32 or 16) stored `64 / LANE` per u64 word, compared under `mask`.
-/// A slot is claimed with a 64-bit compare-and-swap of its word; a lost
-/// race re-reads the word once.
+/// bits (32 or 16) stored `64 / LANE` per u64 word, the words
+/// [`SET_STRIDE`] apart (the port and host sets are interleaved),
+/// compared under `mask`. A slot is claimed with a 64-bit compare-and-swap
+/// of its word; a lost race re-reads the word once.
 #[inline(always)]
 unsafe fn set_insert<const LANE: u32>(set: *mut u64, slots: usize, entry: u64, mask: u64) -> Slot {
     let per_word = (64 / LANE) as usize;
@@ -102,7 +110,7 @@ unsafe fn set_insert<const LANE: u32>(set: *mut u64, slots: usize, entry: u64, m
     };
     let mut w = 0;
     while w < slots / per_word {
-        let word_p = unsafe { set.add(w) };
+        let word_p = unsafe { set.add(w * SET_STRIDE) };
         let mut tries = 0;
         while tries < 2 {
             let word = unsafe { core::ptr::read_volatile(word_p) };
@@ -174,7 +182,7 @@ pub unsafe fn seed(entry: *mut SourceStats, waiting: &[Seen; 2]) {
                 let udp = seen.port & PORT_UDP != 0;
                 let n = lens::get((*entry).lens, lens::PORTS) as usize;
                 if n < PORT_SET {
-                    let word = (&raw mut (*entry).port_set).cast::<u64>().add(n / 2);
+                    let word = sets(entry).add(port_word(n / 2));
                     *word |= u64::from(seen.port) << (32 * (n % 2));
                     (*entry).lens += (1 << lens::PORTS) | if udp { 1 << lens::UDP } else { 0 };
                 }
@@ -197,7 +205,7 @@ pub unsafe fn seed(entry: *mut SourceStats, waiting: &[Seen; 2]) {
             let n = lens::get((*entry).lens, lens::HOSTS) as usize;
             let lane = if known { n.saturating_sub(1) } else { n };
             if lane < HOST_SET {
-                let word = (&raw mut (*entry).host_set).cast::<u64>().add(lane / 4);
+                let word = sets(entry).add(host_word(lane / 4));
                 let flag = if icmp { HOST_ICMP } else { 0 };
                 let had_icmp = known && *word & (u64::from(HOST_ICMP) << (16 * (lane % 4))) != 0;
                 *word |= u64::from(host | flag) << (16 * (lane % 4));
@@ -332,7 +340,7 @@ unsafe fn record_port(entry: *mut SourceStats, port: u32) {
         let lens_p = &raw mut (*entry).lens;
         let bits_p = &raw mut (*entry).bits;
         match set_insert::<32>(
-            (&raw mut (*entry).port_set).cast(),
+            sets(entry).add(port_word(0)),
             PORT_SET,
             u64::from(port),
             u64::from(u32::MAX),
@@ -376,7 +384,7 @@ unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) {
     unsafe {
         let lens_p = &raw mut (*entry).lens;
         let bits_p = &raw mut (*entry).bits;
-        let host_set = (&raw mut (*entry).host_set).cast::<u64>();
+        let host_set = sets(entry).add(host_word(0));
         let (slot, new_host) = match set_insert::<16>(
             host_set,
             HOST_SET,
@@ -396,7 +404,7 @@ unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) {
                 && i < HOST_SET
             {
                 let flag = u64::from(HOST_ICMP) << (16 * (i % 4));
-                let word = host_set.add(i / 4);
+                let word = host_set.add(i / 4 * SET_STRIDE);
                 if core::ptr::read_volatile(word) & flag == 0 {
                     let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, flag);
                     if old & flag == 0 {

@@ -341,7 +341,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use scanwatch_common::trigger;
+    use scanwatch_common::{maps::port_word, trigger};
 
     use super::*;
 
@@ -364,7 +364,7 @@ mod tests {
         s.lens = u32::from(ports.min(16));
         for p in 0..ports.min(16) {
             let entry = u64::from(scanwatch_common::sketch::port_entry(p + 1, false));
-            s.port_set[usize::from(p / 2)] |= entry << (32 * (p % 2));
+            s.sets[port_word(usize::from(p / 2))] |= entry << (32 * (p % 2));
         }
         s.crossed = u64::from(trigger::PORTS);
         Fixed(key, s)

@@ -62,15 +62,9 @@ impl Evidence {
         let bits = |lane| lens::get(s.bits, lane);
         let ports_full = len(lens::PORTS) as usize >= PORT_SET;
         let hosts_full = len(lens::HOSTS) as usize >= HOST_SET;
-        let sample_ports = SourceStats::entries32(&s.port_set)
-            .map(sketch::entry_port)
-            .collect();
-        let udp_in_set = SourceStats::entries32(&s.port_set)
-            .filter(|e| e & PORT_UDP != 0)
-            .count() as u32;
-        let icmp_in_set = SourceStats::entries16(&s.host_set)
-            .filter(|e| e & HOST_ICMP != 0)
-            .count() as u32;
+        let sample_ports = s.ports_in_set().map(sketch::entry_port).collect();
+        let udp_in_set = s.ports_in_set().filter(|e| e & PORT_UDP != 0).count() as u32;
+        let icmp_in_set = s.hosts_in_set().filter(|e| e & HOST_ICMP != 0).count() as u32;
         let mut window_probes = [0u64; PROBE_KINDS];
         for (out, n) in window_probes.iter_mut().zip(s.probes.iter()) {
             *out = u64::from(*n);
@@ -172,17 +166,20 @@ pub(crate) fn test_evidence(triggers: u32, total: u64, window_start_ns: u64) -> 
 
 #[cfg(test)]
 mod tests {
-    use scanwatch_common::trigger;
+    use scanwatch_common::{
+        maps::{host_word, port_word},
+        trigger,
+    };
 
     use super::*;
 
     #[test]
     fn evidence_decodes_the_kernel_window() {
         let mut s = SourceStats::new(&scanwatch_common::SourceKey::v4([198, 18, 0, 9]), 5, 2);
-        s.port_set[0] = u64::from(sketch::port_entry(22, false))
+        s.sets[port_word(0)] = u64::from(sketch::port_entry(22, false))
             | (u64::from(sketch::port_entry(53, true)) << 32);
         s.lens = 2 << lens::PORTS | 1 << lens::UDP | 1 << lens::HOSTS | 1 << lens::ICMP;
-        s.host_set[0] = u64::from(0x1234 | HOST_ICMP);
+        s.sets[host_word(0)] = u64::from(0x1234 | HOST_ICMP);
         s.probes[0] = 3;
         s.crossed = u64::from(trigger::PORTS) | (7 << 32);
         let ev = Evidence::from_stats(&s);
