@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{cargo, run_cmd};
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || {
             let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

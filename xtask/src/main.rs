@@ -177,7 +177,21 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 const FUZZ_SMOKE_SECONDS: u64 = 5;
 
 fn bench(quick: bool) -> anyhow::Result<()> {
+    // The agent as the package ships it: the release build (the CPU of
+    // one nmap scan, the agent with a million sources).
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "scanwatch",
+        "--bin",
+        "scanwatch",
+    ]))?;
     let mut cmd = cargo();
+    cmd.env(
+        "SCANWATCH_BIN",
+        deb::target_dir().join("release").join("scanwatch"),
+    );
     cmd.args([
         "bench",
         "-p",

@@ -150,6 +150,11 @@ impl ContactTable {
     /// syscall; slots being written are skipped.
     pub fn for_each_resolved(&self, since_ns: u64, mut f: impl FnMut(&ContactKey, u64, u64)) {
         for i in 0..self.slots {
+            // The state word first: empty and pending slots are not copied.
+            let w = self.state(i).load(Ordering::Relaxed);
+            if state::empty(w) || state::outcome(w) == outcome::PENDING {
+                continue;
+            }
             let Some(s) = self.read(i) else {
                 continue;
             };

@@ -131,6 +131,7 @@ fn start_sweeper(
         Arc::clone(&counters),
         Arc::clone(stop),
     );
+    agent.sweep = Some(Arc::clone(&counters));
     let source = ReplySource {
         maps: maps.try_clone()?,
         sweep: counters,
@@ -221,6 +222,8 @@ fn agent_of(
         ticks: 0,
         alerted: Vec::new(),
         alerts_by_tool: BTreeMap::new(),
+        sweep: None,
+        failures_seen: None,
         evidence,
         bouncer: None,
         machine: None,

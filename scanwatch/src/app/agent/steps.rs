@@ -3,12 +3,12 @@
 //! then to the outputs (alert log, Alertmanager, metrics).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex, PoisonError, atomic::Ordering},
     time::{Instant, SystemTime},
 };
 
-use scanwatch_common::ScanEvent;
+use scanwatch_common::{ScanEvent, trw::ReplyCounter};
 
 use super::{start::Running, view::KernelView};
 use crate::{
@@ -17,6 +17,7 @@ use crate::{
     kernel::{
         detect_maps::{decode_event, decode_evidence},
         reply_maps::ReplyMaps,
+        sweep::SweepCounters,
     },
     model::{KernelClock, ScanType, kernel_now_ns},
     output::{
@@ -43,6 +44,10 @@ pub(super) fn feed_mtimes_of(feeds: &[FeedConfig]) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
+/// Seconds between passes of the distributed-scan view (a walk of the
+/// contact table when failed first contacts came since the last).
+const DISTRIBUTED_EVERY: u64 = 5;
+
 pub(super) struct Agent {
     pub running: Running,
     pub engine: Engine,
@@ -64,6 +69,11 @@ pub(super) struct Agent {
     pub alerted: Vec<String>,
     /// Alerts written, by the tool they name.
     pub alerts_by_tool: BTreeMap<&'static str, u64>,
+    /// The no-answer sweeper's counters (reply-aware detector on).
+    pub sweep: Option<Arc<SweepCounters>>,
+    /// Failed first contacts (answered with a failure, or unanswered) at
+    /// the last distributed pass: a pass with none new since is skipped.
+    pub failures_seen: Option<u64>,
     /// The evidence packets' files (`[evidence]` on).
     pub evidence: Option<EvidenceStore>,
     /// The CrowdSec bouncer's decisions (when `[crowdsec]` has an API key).
@@ -145,7 +155,8 @@ impl Agent {
     }
 
     /// Every second: escalations of active sources, the alert log's
-    /// retries, expired blocks, and (every 5 s) changed feed files.
+    /// retries, expired blocks, and (every 5 s) the distributed-scan view
+    /// and changed feed files.
     pub fn every_second(&mut self) {
         let view = KernelView {
             maps: &self.running.maps,
@@ -157,7 +168,9 @@ impl Agent {
         for finding in findings {
             self.report(&finding);
         }
-        self.distributed_pass();
+        if self.ticks.is_multiple_of(DISTRIBUTED_EVERY) {
+            self.distributed_pass();
+        }
         self.alert_log.tick();
         if let Some(store) = self.evidence.as_mut() {
             store.tick(Instant::now(), kernel_now_ns());
@@ -194,13 +207,40 @@ impl Agent {
         if !self.distributed.config().enabled {
             return;
         }
+        // Only new failed first contacts can make a new finding: without
+        // any since the last pass (an idle host, or one serving clients),
+        // the table is not walked.
+        // (A counter that cannot be read: walk.)
+        let no_answers = self
+            .sweep
+            .as_ref()
+            .map_or(0, |s| s.no_answers.load(Ordering::Relaxed));
+        let failures = reply
+            .counters()
+            .ok()
+            .map(|c| c.get(ReplyCounter::Failures).wrapping_add(no_answers));
+        if failures.is_some() && failures == self.failures_seen {
+            return;
+        }
+        self.failures_seen = failures;
         let now_ns = kernel_now_ns();
         let since = now_ns.saturating_sub(self.distributed.config().window_ns);
+        // Contacts of sources that crossed a threshold themselves are left
+        // out while walking the table (a full-port scan by one flagged
+        // source fills it): only the rest are decoded and kept.
+        let engine = &self.engine;
+        let flagged: HashSet<[u8; 16]> = engine
+            .active()
+            .iter()
+            .filter(|(_, a)| !a.types.is_empty())
+            .map(|(k, _)| k.addr)
+            .collect();
         let mut failed = Vec::new();
         reply.for_each_resolved_contact(since, |key, first_ns, result| {
-            failed.extend(FailedContact::from_contact(key, first_ns, result));
+            if !flagged.contains(&key.remote) {
+                failed.extend(FailedContact::from_contact(key, first_ns, result));
+            }
         });
-        let engine = &self.engine;
         let found =
             self.distributed
                 .evaluate(failed, |k| engine.accounted_for(k), now_ns, Instant::now());

@@ -258,17 +258,7 @@ impl Lapi {
                 status: 200,
                 detail: format!("no token: {e}"),
             }),
-            401 | 403 => Err(LapiError::BadLogin {
-                url: self.url().to_string(),
-                machine: machine.to_string(),
-                detail: answer.detail(),
-            }),
-            status => Err(LapiError::Status {
-                url: self.url().to_string(),
-                path: "/v1/watchers/login".into(),
-                status,
-                detail: answer.detail(),
-            }),
+            status => Err(self.machine_refused(machine, "/v1/watchers/login", status, &answer)),
         }
     }
 
@@ -289,17 +279,30 @@ impl Lapi {
             .await?;
         match answer.status {
             200 | 201 => Ok(()),
-            401 | 403 => Err(LapiError::BadLogin {
+            status => Err(self.machine_refused(machine, "/v1/alerts", status, &answer)),
+        }
+    }
+
+    /// A machine's request refused: a bad login (401, 403) or another status.
+    fn machine_refused(
+        &self,
+        machine: &str,
+        path: &str,
+        status: u16,
+        answer: &Answer,
+    ) -> LapiError {
+        match status {
+            401 | 403 => LapiError::BadLogin {
                 url: self.url().to_string(),
                 machine: machine.to_string(),
                 detail: answer.detail(),
-            }),
-            status => Err(LapiError::Status {
+            },
+            status => LapiError::Status {
                 url: self.url().to_string(),
-                path: "/v1/alerts".into(),
+                path: path.into(),
                 status,
                 detail: answer.detail(),
-            }),
+            },
         }
     }
 }
