@@ -479,21 +479,7 @@ fn a_scan_blocked_by_one_agent_is_dropped_by_the_other() {
         "{text}"
     );
     // The bouncer's and the machine's metrics pass promtool's checks.
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    std::io::Write::write_all(check.stdin.as_mut().expect("stdin"), text.as_bytes())
-        .expect("write");
-    let out = check.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}",
-        err(&out)
-    );
+    common::assert_promtool_clean(&text);
 }
 
 /// The Local API stopped for 30 s: blocks stay, the alert of a scan in

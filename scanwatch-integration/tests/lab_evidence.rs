@@ -201,22 +201,7 @@ fn masscan_evidence_is_a_pcapng_tshark_and_tcpdump_read() {
 
     // The metrics count what was sent and written, and pass promtool's checks.
     let metrics = lab.scrape(METRICS);
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    std::io::Write::write_all(check.stdin.as_mut().expect("stdin"), metrics.as_bytes())
-        .expect("write");
-    let out = check.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_promtool_clean(&metrics);
     let value = |name: &str| common::metric_sum(&metrics, name);
     assert!(value("scanwatch_evidence_records_total{result=\"sent\"}") >= PACKETS as f64);
     assert_eq!(

@@ -171,22 +171,7 @@ fn prometheus_fires_and_alertmanager_receives() {
 
     // The scraped text passes promtool's checks, and has every metric.
     let metrics = http_get(&lab, "http://198.18.0.2:9477/metrics", &[]);
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    std::io::Write::write_all(check.stdin.as_mut().expect("stdin"), metrics.as_bytes())
-        .expect("write");
-    let out = check.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_promtool_clean(&metrics);
     for name in [
         "scanwatch_packets_total{",
         "scanwatch_parse_errors_total{",
