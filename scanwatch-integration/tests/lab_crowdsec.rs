@@ -186,6 +186,26 @@ impl Drop for Agent2 {
     }
 }
 
+/// A SYN scan of 200 ports of the target from `source` (one probe a port).
+fn syn_scan(lab: &AgentLab, source: &str) {
+    let scanner_if = lab.lab.scanner_if.clone();
+    lab.scan(&[
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "--max-retries",
+        "0",
+        "-p",
+        "1-200",
+        "-e",
+        &scanner_if,
+        "-S",
+        source,
+        TARGET_V4,
+    ]);
+}
+
 fn status(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "status: {}", err(o));
     serde_json::from_slice(&o.stdout).expect("status JSON")
@@ -401,22 +421,7 @@ fn a_scan_blocked_by_one_agent_is_dropped_by_the_other() {
         wait_reach(&lab, "198.18.0.11", &t2, true, Duration::from_secs(5)).is_some(),
         "the scanner reaches agent 2's host before"
     );
-    let scanner_if = lab.lab.scanner_if.clone();
-    lab.scan(&[
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "--max-retries",
-        "0",
-        "-p",
-        "1-200",
-        "-e",
-        &scanner_if,
-        "-S",
-        "198.18.0.11",
-        TARGET_V4,
-    ]);
+    syn_scan(&lab, "198.18.0.11");
     let alert = lab
         .wait_alert("198.18.0.11", Duration::from_secs(10))
         .expect("agent 1 alerts");
@@ -514,22 +519,7 @@ fn lapi_outage_and_a_wrong_api_key() {
     assert!(wait_reach(&lab, "198.18.0.21", TARGET_V4, false, limit).is_some());
 
     // A first alert: the machine logs in and pushes it.
-    let scanner_if = lab.lab.scanner_if.clone();
-    lab.scan(&[
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "--max-retries",
-        "0",
-        "-p",
-        "1-200",
-        "-e",
-        &scanner_if,
-        "-S",
-        "198.18.7.5",
-        TARGET_V4,
-    ]);
+    syn_scan(&lab, "198.18.7.5");
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&lab, "scanwatch_crowdsec_alerts_pushed_total") < 1.0 {
         assert!(Instant::now() < deadline, "first alert not pushed");
@@ -538,21 +528,7 @@ fn lapi_outage_and_a_wrong_api_key() {
 
     cs.stop(&mut lab.lab);
     let down = Instant::now();
-    lab.scan(&[
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "--max-retries",
-        "0",
-        "-p",
-        "1-200",
-        "-e",
-        &scanner_if,
-        "-S",
-        "198.18.0.11",
-        TARGET_V4,
-    ]);
+    syn_scan(&lab, "198.18.0.11");
     lab.wait_alert("198.18.0.11", Duration::from_secs(10))
         .expect("alert while the Local API is down");
     while down.elapsed() < Duration::from_secs(30) {
