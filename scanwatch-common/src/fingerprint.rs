@@ -48,18 +48,6 @@ pub const MATCHED_SHIFT: u32 = 8;
 /// the window did not match (one byte).
 pub const MISSED_SHIFT: u32 = 16;
 
-/// The signatures in the order the agent names them (most specific first),
-/// with their names.
-pub const NAMES: [(u8, &str); 7] = [
-    (MIRAI, "mirai"),
-    (MASSCAN, "masscan"),
-    (ZMAP, "zmap"),
-    (UNICORNSCAN, "unicornscan"),
-    (HPING3, "hping3"),
-    (NMAP, "nmap"),
-    (OS_STACK, "os-stack"),
-];
-
 /// The fields of one TCP probe the signatures read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpProbe {
@@ -160,12 +148,6 @@ pub const fn consistent(crossed: u64) -> u8 {
     let matched = (crossed >> MATCHED_SHIFT) as u8 & ALL;
     let missed = (crossed >> MISSED_SHIFT) as u8 & ALL;
     matched & !missed
-}
-
-/// Whether any probe of the window was fingerprinted.
-#[inline(always)]
-pub const fn fingerprinted(crossed: u64) -> bool {
-    (crossed >> MATCHED_SHIFT) & 0x7f7f != 0
 }
 
 #[cfg(test)]
@@ -293,7 +275,6 @@ mod tests {
     fn the_tally_names_what_every_probe_matched() {
         let one = tally_bits(NMAP);
         assert_eq!(consistent(one), NMAP);
-        assert!(fingerprinted(one) && !fingerprinted(0x3f));
         // A second probe matching nothing: no signature holds for all.
         assert_eq!(consistent(one | tally_bits(0)), 0);
         // Trigger bits (low byte) and the SYN count (high half) are apart.

@@ -68,8 +68,6 @@ impl Member {
 pub struct DecoyGroups {
     recent: VecDeque<Member>,
     next_id: u64,
-    /// Sources put in a group so far.
-    pub grouped: u64,
 }
 
 impl DecoyGroups {
@@ -117,13 +115,9 @@ impl DecoyGroups {
             }
         };
         for i in peers {
-            if self.recent[i].group.is_none() {
-                self.recent[i].group = Some(id);
-                self.grouped += 1;
-            }
+            self.recent[i].group.get_or_insert(id);
         }
         member.group = Some(id);
-        self.grouped += 1;
         self.recent.push_back(member);
     }
 
@@ -199,7 +193,6 @@ mod tests {
         assert_eq!(g.group_of(&key(51)), None);
         assert_eq!(g.group_of(&key(52)), None);
         assert_eq!(g.group_of(&key(41)).map(|g| g.size), Some(3));
-        assert_eq!(g.grouped, 3);
         // Too far apart in time: not the same scan.
         g.observe(
             key(60),

@@ -183,11 +183,6 @@ impl ScannerTool {
             };
         }
     }
-
-    /// A scanning tool was named (not `unknown`, not an OS stack).
-    pub fn is_tool(&self) -> bool {
-        self.name != UNKNOWN && self.name != "os-stack"
-    }
 }
 
 #[cfg(test)]
@@ -203,7 +198,6 @@ mod tests {
             assert!(NAMES.contains(&sig.name), "{}", sig.name);
             let tool = ScannerTool::from_tally(tally_bits(sig.bit), 10);
             assert_eq!((tool.name, tool.probes_matched), (sig.name, 10));
-            assert!(tool.is_tool() == (sig.bit != OS_STACK));
         }
     }
 
