@@ -16,6 +16,7 @@ pub mod prefilter;
 pub mod sketch;
 pub mod tracking;
 pub mod trw;
+pub mod web;
 
 pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
 pub use maps::{

@@ -275,6 +275,8 @@ pub fn scanwatch_egress(ctx: TcContext) -> i32 {
             resolve(&key, success, ifindex);
         }
     }
+    // SAFETY: ctx.skb.skb is the kernel's valid __sk_buff.
+    crate::web::response(&ctx, unsafe { (*ctx.skb.skb).ifindex });
     TC_ACT_UNSPEC
 }
 

@@ -17,6 +17,7 @@ mod evidence;
 mod packet;
 mod parse;
 mod sources;
+mod web;
 mod window;
 
 use aya_ebpf::{
@@ -181,17 +182,13 @@ fn try_scanwatch(
     let pkt = Packet::new(ctx);
     match parse(pkt)? {
         Outcome::NotIp => bump_counter(counters, Counter::NotIp),
-        Outcome::NotProbe(ip) => {
-            // The fast path: nothing blocked or fed, or nothing covering
-            // this source (the prefilter), nothing more to read.
-            if dropping
-                && may_be_listed(ip, pkt, state)?
-                && let Some(dropped) = drop_reason(&ip.source(pkt)?, counters, state)
-            {
-                bump_counter(counters, dropped);
-                return Ok(xdp_action::XDP_DROP);
+        Outcome::NotProbe(ip) => return not_probe(ip, pkt, counters, state, dropping),
+        Outcome::Segment(seg) => {
+            let action = not_probe(seg.ip, pkt, counters, state, dropping)?;
+            if action == xdp_action::XDP_PASS {
+                web::sample(ctx, pkt, &seg, ifindex)?;
             }
-            bump_counter(counters, Counter::NotProbe);
+            return Ok(action);
         }
         Outcome::Probe(found) => {
             let address = found.ip.src_addr(pkt)?;
@@ -230,6 +227,27 @@ fn try_scanwatch(
             sources::track_source(ctx, &probe, &place, tracked, &at, state.tag_feeds != 0);
         }
     }
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// A packet that is not a probe. The fast path: nothing blocked or fed,
+/// or nothing covering this source (the prefilter), nothing more to read.
+#[inline(always)]
+fn not_probe(
+    ip: Ip,
+    pkt: Packet<'_, XdpContext>,
+    counters: *mut IfaceCounters,
+    state: &MitigationState,
+    dropping: bool,
+) -> Result<u32, ParseError> {
+    if dropping
+        && may_be_listed(ip, pkt, state)?
+        && let Some(dropped) = drop_reason(&ip.source(pkt)?, counters, state)
+    {
+        bump_counter(counters, dropped);
+        return Ok(xdp_action::XDP_DROP);
+    }
+    bump_counter(counters, Counter::NotProbe);
     Ok(xdp_action::XDP_PASS)
 }
 
