@@ -10,12 +10,10 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
-use scanwatch_common::{
-    web::{
-        MAX_WEB_PORTS, PREFIX_BYTES, STATUS_BYTES, WEB_COUNTER_SLOTS, WEB_RING_BYTES,
-        WEB_SAMPLE_BYTES, WebConfig, WebCounter, WebCounters, WebHeader, WebRequestRecord,
-        WebResponseRecord, record, starts_request, status_code,
-    },
+use scanwatch_common::web::{
+    MAX_WEB_PORTS, PREFIX_BYTES, STATUS_BYTES, WEB_COUNTER_SLOTS, WEB_RING_BYTES, WEB_SAMPLE_BYTES,
+    WebConfig, WebCounter, WebCounters, WebHeader, WebRequestRecord, WebResponseRecord, record,
+    starts_request, status_code,
 };
 
 use crate::packet::{IPPROTO_TCP, Ip, LINEAR_PART, Packet, ParseError, walk};

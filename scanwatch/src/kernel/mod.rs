@@ -14,6 +14,7 @@ pub mod reply_maps;
 pub mod source_table;
 pub mod sweep;
 pub mod testrun;
+pub mod web_maps;
 pub mod xdp_link;
 
 pub use detect_maps::decode_event;

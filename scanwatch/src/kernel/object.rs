@@ -86,6 +86,8 @@ pub struct LoadOptions<'a> {
     /// The key of the contact tables' slot hash (random by default; the
     /// agent's `ReplyMaps` needs the same one to find a contact).
     pub contact_seed: ContactSeed,
+    /// Web sampling (disabled: nothing sampled).
+    pub web: scanwatch_common::web::WebConfig,
 }
 
 impl Default for LoadOptions<'_> {
@@ -96,6 +98,7 @@ impl Default for LoadOptions<'_> {
             blocks_pin: None,
             reply: scanwatch_common::trw::ReplyConfig::DISABLED,
             contact_seed: random_contact_seed(),
+            web: scanwatch_common::web::WebConfig::DISABLED,
         }
     }
 }
@@ -160,6 +163,7 @@ pub fn load_with(
             true,
         )
         .override_global(CONTACT_SEED_GLOBAL, &opts.contact_seed, true)
+        .override_global(scanwatch_common::web::WEB_CONFIG_GLOBAL, &opts.web, true)
         .load(OBJECT)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
     xdp_program(&mut ebpf)?

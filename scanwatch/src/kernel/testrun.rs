@@ -8,7 +8,9 @@ use aya::{
     programs::{TestRun, TestRunOptions, TestRunResult},
 };
 use scanwatch_common::{
-    DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats, contact_table::ContactSeed,
+    DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats,
+    contact_table::ContactSeed,
+    web::{WebConfig, WebCounters},
 };
 
 use super::{
@@ -16,6 +18,7 @@ use super::{
     detect_maps::{MapsError, ScanwatchMaps, decode_event, take_events},
     object::{self as loader, LoadError, egress_program},
     reply_maps::{ReplyError, ReplyMaps},
+    web_maps::{WebCountersMap, WebDecodeError, WebRecord, decode_web, take_web_samples},
 };
 use crate::{config::Detection, model::error_chain};
 
@@ -56,6 +59,8 @@ pub struct XdpHarness {
     events: RingBuf<MapData>,
     /// The reply-aware detector's maps ([`XdpHarness::load_reply`] only).
     reply: Option<ReplyMaps>,
+    /// The web ring and counters ([`XdpHarness::load_web`] only).
+    web: Option<(RingBuf<MapData>, WebCountersMap)>,
 }
 
 impl XdpHarness {
@@ -98,7 +103,41 @@ impl XdpHarness {
             maps,
             events,
             reply: None,
+            web: None,
         })
+    }
+
+    /// Loads the programs with the default detection settings (the
+    /// reply-aware detector off) and web sampling `web`.
+    pub fn load_web(map_size: u32, web: WebConfig) -> Result<Self, TestRunError> {
+        let opts = loader::LoadOptions {
+            web,
+            ..loader::LoadOptions::default()
+        };
+        let mut harness = Self::load_default(map_size, &opts)?;
+        let ring = take_web_samples(&mut harness.ebpf)?;
+        let counters = WebCountersMap::take(&mut harness.ebpf)?;
+        harness.web = Some((ring, counters));
+        Ok(harness)
+    }
+
+    /// Records of the web ring since the last call, decoded ([`XdpHarness::load_web`] only).
+    pub fn web_records(&mut self) -> Vec<Result<WebRecord, WebDecodeError>> {
+        let mut out = Vec::new();
+        if let Some((ring, _)) = self.web.as_mut() {
+            while let Some(item) = ring.next() {
+                out.push(decode_web(&item));
+            }
+        }
+        out
+    }
+
+    /// The web sampling counters summed over CPUs ([`XdpHarness::load_web`] only).
+    pub fn web_counters(&self) -> Result<WebCounters, TestRunError> {
+        match self.web.as_ref() {
+            Some((_, counters)) => Ok(counters.read()?),
+            None => Ok(WebCounters::default()),
+        }
     }
 
     /// Loads the program with the default detection settings and the

@@ -192,6 +192,7 @@ fn load_and_attach(
             blocks_pin: Some(&blocks_pin),
             reply: config.detection.reply_config(),
             contact_seed,
+            web: scanwatch_common::web::WebConfig::DISABLED,
         },
     )?;
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
