@@ -33,6 +33,8 @@ pub const WEB_RING_BYTES: u32 = 1 << 20;
 pub const WEB_SAMPLE_BYTES: usize = 512;
 /// Web ports the kernel can test (`[detection.web] ports`).
 pub const MAX_WEB_PORTS: usize = 8;
+/// The default web ports (`[detection.web] ports`).
+pub const DEFAULT_WEB_PORTS: [u16; 5] = [80, 8080, 8000, 443, 8443];
 /// An unused slot of [`WebConfig::ports`] (no port equals it).
 pub const NO_PORT: u32 = u32::MAX;
 
@@ -203,6 +205,20 @@ const METHODS: [u32; 9] = [
     u32::from_be_bytes(*b"TRAC"),
 ];
 
+/// First bytes of a candidate, 0..64: a TLS handshake record (0x16).
+const FIRST_LOW: u64 = 1 << 0x16;
+/// First bytes of a candidate, 64..128: the methods' first letters.
+const FIRST_HIGH: u64 = {
+    let letters = *b"CDGHOPT";
+    let mut bits = 0u64;
+    let mut i = 0;
+    while i < letters.len() {
+        bits |= 1 << (letters[i] - 64);
+        i += 1;
+    }
+    bits
+};
+
 /// Bytes [`starts_request`] reads.
 pub const PREFIX_BYTES: usize = 6;
 
@@ -211,6 +227,19 @@ pub const PREFIX_BYTES: usize = 6;
 /// message is a ClientHello (type 1).
 #[inline(always)]
 pub fn starts_request(b: &[u8; PREFIX_BYTES]) -> bool {
+    // Most segments that are not a request's start fail on their first
+    // byte (TLS application data starts with 0x17).
+    let first = b[0];
+    let may = if first < 64 {
+        FIRST_LOW >> first
+    } else if first < 128 {
+        FIRST_HIGH >> (first - 64)
+    } else {
+        0
+    };
+    if may & 1 == 0 {
+        return false;
+    }
     let word = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let mut http = false;
     let mut i = 0;

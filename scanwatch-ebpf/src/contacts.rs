@@ -267,16 +267,26 @@ pub fn record_contact(
 /// Watches this host's answers; never changes a packet.
 #[classifier]
 pub fn scanwatch_egress(ctx: TcContext) -> i32 {
-    if enabled() {
+    let (reply, web) = (enabled(), crate::web::enabled());
+    if reply {
         bump(ReplyCounter::EgressPackets);
-        if let Some((key, success)) = answer(&ctx) {
-            // SAFETY: ctx.skb.skb is the kernel's valid __sk_buff.
-            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-            resolve(&key, success, ifindex);
-        }
     }
+    if !(reply || web) {
+        return TC_ACT_UNSPEC;
+    }
+    // One walk for both: the reply-aware answer, the web status code.
+    let pkt = Packet::new(&ctx);
+    let Ok(Some(ip)) = walk::<LINEAR_PART, _>(pkt) else {
+        return TC_ACT_UNSPEC;
+    };
     // SAFETY: ctx.skb.skb is the kernel's valid __sk_buff.
-    crate::web::response(&ctx, unsafe { (*ctx.skb.skb).ifindex });
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if reply && let Some((key, success)) = answer(pkt, ip) {
+        resolve(&key, success, ifindex);
+    }
+    if web {
+        crate::web::response(&ctx, pkt, ip, ifindex);
+    }
     TC_ACT_UNSPEC
 }
 
@@ -285,9 +295,7 @@ pub fn scanwatch_egress(ctx: TcContext) -> i32 {
 /// everything else returns at the first check that fails. Later fragments
 /// carry no transport header: never an answer.
 #[inline(always)]
-fn answer(ctx: &TcContext) -> Option<(ContactKey, bool)> {
-    let pkt = Packet::new(ctx);
-    let ip = walk::<LINEAR_PART, _>(pkt).ok()??;
+fn answer(pkt: Packet<'_, TcContext>, ip: Ip) -> Option<(ContactKey, bool)> {
     // One inlined copy per family, each knowing its family (as in
     // `parse::parse`): the addresses are read without a branch.
     if ip.v6 {

@@ -183,10 +183,10 @@ fn try_scanwatch(
     match parse(pkt)? {
         Outcome::NotIp => bump_counter(counters, Counter::NotIp),
         Outcome::NotProbe(ip) => return not_probe(ip, pkt, counters, state, dropping),
-        Outcome::Segment(seg) => {
-            let action = not_probe(seg.ip, pkt, counters, state, dropping)?;
+        Outcome::Segment(ip) => {
+            let action = not_probe(ip, pkt, counters, state, dropping)?;
             if action == xdp_action::XDP_PASS {
-                web::sample(ctx, pkt, &seg, ifindex)?;
+                web::sample(ctx, pkt, ip, ifindex)?;
             }
             return Ok(action);
         }

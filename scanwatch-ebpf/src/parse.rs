@@ -17,11 +17,7 @@ use crate::packet::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ip, Packet, ParseError, WHOLE_DATAGRAM,
     walk,
 };
-use crate::{
-    DETECT_CONFIG,
-    web::{self, Segment},
-    window::setting,
-};
+use crate::{DETECT_CONFIG, web, window::setting};
 
 impl ParseError {
     /// The interface counter of a packet the XDP program could not parse.
@@ -76,7 +72,7 @@ pub enum Outcome {
     /// A parsed IP packet that is not a probe.
     NotProbe(Ip),
     /// Not a probe either: a TCP segment with payload to a web port.
-    Segment(Segment),
+    Segment(Ip),
     Probe(Found),
 }
 
@@ -153,9 +149,10 @@ fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
         return Err(ParseError::Malformed);
     }
     let Some(kind) = classify_tcp(tcp[13]) else {
-        return Ok(match web::segment(ip, tcp, data_offset) {
-            Some(seg) => Outcome::Segment(seg),
-            None => Outcome::NotProbe(ip),
+        return Ok(if web::to_web_port(&ip, tcp, data_offset) {
+            Outcome::Segment(ip)
+        } else {
+            Outcome::NotProbe(ip)
         });
     };
     let port = u16::from_be_bytes([tcp[2], tcp[3]]);

@@ -16,7 +16,7 @@ use scanwatch_common::web::{
     starts_request, status_code,
 };
 
-use crate::packet::{IPPROTO_TCP, Ip, LINEAR_PART, Packet, ParseError, walk};
+use crate::packet::{IPPROTO_TCP, Ip, Packet, ParseError};
 
 /// Web sampling settings, set by the agent at load time.
 #[unsafe(no_mangle)]
@@ -30,20 +30,8 @@ static WEB_SAMPLES: RingBuf = RingBuf::with_byte_size(WEB_RING_BYTES, 0);
 #[map]
 static WEB_COUNTERS: PerCpuArray<WebCounters> = PerCpuArray::with_max_entries(1, 0);
 
-/// A TCP segment with payload to a web port (found by `parse`).
-#[derive(Clone, Copy)]
-pub struct Segment {
-    pub ip: Ip,
-    /// Offset of the payload.
-    pub l7: usize,
-    /// Payload bytes the IP header claims.
-    pub len: usize,
-    pub remote_port: u16,
-    pub local_port: u16,
-}
-
 #[inline(always)]
-fn enabled() -> bool {
+pub fn enabled() -> bool {
     // SAFETY: a volatile read keeps LLVM from folding the load-time value.
     unsafe { core::ptr::read_volatile(&raw const WEB_CONFIG.enabled) != 0 }
 }
@@ -60,24 +48,11 @@ fn web_port(port: u16) -> bool {
     )
 }
 
-/// The segment of a non-probe TCP packet whose header is `tcp`, when it
-/// carries payload to a web port and sampling is on.
+/// A non-probe TCP packet whose header is `tcp` carries payload to a web
+/// port, and sampling is on (then `sample` looks at it).
 #[inline(always)]
-pub fn segment(ip: Ip, tcp: &[u8; 20], data_offset: usize) -> Option<Segment> {
-    if ip.l4_len <= data_offset || !enabled() {
-        return None;
-    }
-    let local_port = u16::from_be_bytes([tcp[2], tcp[3]]);
-    if !web_port(local_port) {
-        return None;
-    }
-    Some(Segment {
-        ip,
-        l7: ip.l4 + data_offset,
-        len: ip.l4_len - data_offset,
-        remote_port: u16::from_be_bytes([tcp[0], tcp[1]]),
-        local_port,
-    })
+pub fn to_web_port(ip: &Ip, tcp: &[u8; 20], data_offset: usize) -> bool {
+    ip.l4_len > data_offset && enabled() && web_port(u16::from_be_bytes([tcp[2], tcp[3]]))
 }
 
 #[inline(always)]
@@ -91,20 +66,24 @@ fn bump(c: WebCounter) {
     }
 }
 
-/// Hands the agent the segment's first bytes when they start a request or
-/// a ClientHello.
+/// Hands the agent the first bytes of a segment [`to_web_port`] let
+/// through when they start a request or a ClientHello. (The segment is
+/// found again from the IP header: an `Ip` is all `parse` returns for it,
+/// which keeps the XDP program's stack as it was.)
 #[inline(always)]
 pub fn sample(
     ctx: &XdpContext,
     pkt: Packet<'_, XdpContext>,
-    seg: &Segment,
+    ip: Ip,
     ifindex: u32,
 ) -> Result<(), ParseError> {
-    if seg.len < PREFIX_BYTES || !starts_request(pkt.bytes::<PREFIX_BYTES>(seg.l7)?) {
+    let tcp = pkt.bytes::<20>(ip.l4)?;
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    let l7 = ip.l4 + data_offset;
+    if ip.l4_len < data_offset + PREFIX_BYTES || !starts_request(pkt.bytes::<PREFIX_BYTES>(l7)?) {
         return Ok(());
     }
-    let remote = seg.ip.src_addr(pkt)?;
-    let local = seg.ip.dst_addr(pkt)?;
+    let len = ip.l4_len - data_offset;
     let Some(mut slot) = WEB_SAMPLES.reserve::<WebRequestRecord>(0) else {
         bump(WebCounter::RequestsDropped);
         return Ok(());
@@ -112,52 +91,77 @@ pub fn sample(
     let rec = slot.as_mut_ptr();
     // SAFETY: `rec` points to the reserved record, ours until submitted;
     // the copy stays inside its `bytes`.
-    unsafe {
-        (*rec).head = WebHeader {
-            kind: record::REQUEST,
-            ifindex,
-            // SAFETY: helper without preconditions.
-            time_ns: bpf_ktime_get_coarse_ns(),
-            remote,
-            local,
-            remote_port: seg.remote_port,
-            local_port: seg.local_port,
-            segment_len: seg.len as u32,
-        };
+    let filled = unsafe {
+        (*rec).head.kind = record::REQUEST;
+        (*rec).head.ifindex = ifindex;
+        (*rec).head.time_ns = bpf_ktime_get_coarse_ns();
+        (*rec).head.remote_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+        (*rec).head.local_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+        (*rec).head.segment_len = len as u32;
         (*rec)._pad = 0;
         // A length the verifier sees in 1..=WEB_SAMPLE_BYTES (the segment
         // is not empty).
-        let len = ((seg.len.min(WEB_SAMPLE_BYTES) as u32).wrapping_sub(1)
+        let n = ((len.min(WEB_SAMPLE_BYTES) as u32).wrapping_sub(1)
             & (WEB_SAMPLE_BYTES as u32 - 1))
             + 1;
-        let copied = bpf_xdp_load_bytes(
-            ctx.ctx.cast(),
-            seg.l7 as u32,
-            (&raw mut (*rec).bytes).cast(),
-            len,
-        ) == 0;
-        (*rec).captured = if copied { len } else { 0 };
+        let copied =
+            bpf_xdp_load_bytes(ctx.ctx.cast(), l7 as u32, (&raw mut (*rec).bytes).cast(), n) == 0;
+        (*rec).captured = if copied { n } else { 0 };
+        addresses(pkt, ip, &raw mut (*rec).head)
+    };
+    if filled.is_ok() {
+        slot.submit(0);
+        bump(WebCounter::RequestsSampled);
+    } else {
+        slot.discard(0);
     }
-    slot.submit(0);
-    bump(WebCounter::RequestsSampled);
+    Ok(())
+}
+
+/// Writes the client's (source) and this host's (destination) addresses
+/// into `head`, IPv4-mapped for IPv4.
+///
+/// # Safety
+/// `head` points to a reserved ring record.
+#[inline(always)]
+unsafe fn addresses(
+    pkt: Packet<'_, XdpContext>,
+    ip: Ip,
+    head: *mut WebHeader,
+) -> Result<(), ParseError> {
+    // SAFETY: the caller's.
+    unsafe {
+        if ip.v6 {
+            (*head).remote = *pkt.bytes::<16>(ip.l3 + 8)?;
+            (*head).local = *pkt.bytes::<16>(ip.l3 + 24)?;
+        } else {
+            let mapped = |a: &[u8; 4]| {
+                [
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+                ]
+            };
+            (*head).remote = mapped(pkt.bytes::<4>(ip.l3 + 12)?);
+            (*head).local = mapped(pkt.bytes::<4>(ip.l3 + 16)?);
+        }
+    }
     Ok(())
 }
 
 /// TC egress: hands the agent the status code of an HTTP/1.x response from
-/// a web port (the start of the segment's payload, linear or not).
+/// a web port (the start of the segment's payload: read in place when it
+/// lies in the linear part, else copied).
 #[inline(always)]
-pub fn response(ctx: &TcContext, ifindex: u32) {
-    if enabled() {
-        let _ = try_response(ctx, ifindex);
-    }
+pub fn response(ctx: &TcContext, pkt: Packet<'_, TcContext>, ip: Ip, ifindex: u32) {
+    let _ = try_response(ctx, pkt, ip, ifindex);
 }
 
 #[inline(always)]
-fn try_response(ctx: &TcContext, ifindex: u32) -> Result<(), ParseError> {
-    let pkt = Packet::new(ctx);
-    let Some(ip) = walk::<LINEAR_PART, _>(pkt)? else {
-        return Ok(());
-    };
+fn try_response(
+    ctx: &TcContext,
+    pkt: Packet<'_, TcContext>,
+    ip: Ip,
+    ifindex: u32,
+) -> Result<(), ParseError> {
     if ip.proto != IPPROTO_TCP || ip.later_fragment() || !ip.l4_holds(20) {
         return Ok(());
     }
@@ -167,31 +171,40 @@ fn try_response(ctx: &TcContext, ifindex: u32) -> Result<(), ParseError> {
     if data_offset < 20 || ip.l4_len < data_offset + STATUS_BYTES || !web_port(local_port) {
         return Ok(());
     }
-    let Ok(line) = ctx.load::<[u8; STATUS_BYTES]>(ip.l4 + data_offset) else {
-        return Ok(());
+    let l7 = ip.l4 + data_offset;
+    let line = match pkt.bytes::<STATUS_BYTES>(l7) {
+        Ok(line) => *line,
+        Err(_) => match ctx.load::<[u8; STATUS_BYTES]>(l7) {
+            Ok(line) => line,
+            Err(_) => return Ok(()),
+        },
     };
     let Some(status) = status_code(&line) else {
         return Ok(());
     };
-    let record = WebResponseRecord {
-        head: WebHeader {
+    let remote = ip.dst_addr(pkt)?;
+    let local = ip.src_addr(pkt)?;
+    let Some(mut slot) = WEB_SAMPLES.reserve::<WebResponseRecord>(0) else {
+        bump(WebCounter::ResponsesDropped);
+        return Ok(());
+    };
+    let rec = slot.as_mut_ptr();
+    // SAFETY: `rec` points to the reserved record, ours until submitted.
+    unsafe {
+        (*rec).head = WebHeader {
             kind: record::RESPONSE,
             ifindex,
-            // SAFETY: helper without preconditions.
-            time_ns: unsafe { bpf_ktime_get_coarse_ns() },
-            remote: ip.dst_addr(pkt)?,
-            local: ip.src_addr(pkt)?,
+            time_ns: bpf_ktime_get_coarse_ns(),
+            remote,
+            local,
             remote_port: u16::from_be_bytes([tcp[2], tcp[3]]),
             local_port,
             segment_len: (ip.l4_len - data_offset) as u32,
-        },
-        status,
-        _pad: 0,
-    };
-    if WEB_SAMPLES.output::<WebResponseRecord>(&record, 0).is_ok() {
-        bump(WebCounter::ResponsesSampled);
-    } else {
-        bump(WebCounter::ResponsesDropped);
+        };
+        (*rec).status = status;
+        (*rec)._pad = 0;
     }
+    slot.submit(0);
+    bump(WebCounter::ResponsesSampled);
     Ok(())
 }

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use scanwatch::{
     config::MitigationConfig, kernel::testrun::XdpHarness, output::mitigation::Mitigation,
 };
-use scanwatch_common::block_origin;
+use scanwatch_common::{block_origin, web::WebConfig};
 use scanwatch_integration::TakeMitigation;
 use scanwatch_integration::bench_programs::{
     BENCH_TX, BenchPrograms, FLOOR_ADMIT, FLOOR_BLOCKLIST, FLOOR_COUNT, NOOP,
@@ -223,6 +223,127 @@ fn tool_signatures(
             "signatures_ns": w - o, "repeat": repeat, "rounds": rounds })
 }
 
+/// Web sampling's cost (`[detection.web]`): a request's first segment to a
+/// web port (sampled: a ring record of 576 bytes; the ring is drained
+/// between runs of `batch`), and a later segment of the connection (TLS
+/// data to port 443: the port test and one read of its first bytes), with
+/// sampling on (the agent's default) and off, against the no-op program,
+/// interleaved. The egress side: an `HTTP/1.1 404` response (reported) and
+/// a later response segment.
+fn web_sampling(
+    h: &mut XdpHarness,
+    b: &mut BenchPrograms,
+    ack: &[u8],
+    rounds: usize,
+) -> Vec<Value> {
+    let batch = 1_000u32; // fits the 1 MiB ring (about 1,800 records)
+    let mut off = XdpHarness::load_for_bench_web(
+        262_144,
+        scanwatch::config::Detection::default().kernel_config(),
+        WebConfig::DISABLED,
+    )
+    .expect("load without web sampling");
+    let segment = |src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]| {
+        Packet::new(
+            src,
+            dst,
+            Transport::Tcp {
+                sport,
+                dport,
+                flags: tcp::ACK | tcp::PSH,
+                options: Vec::new(),
+                payload: payload.to_vec(),
+            },
+        )
+        .build()
+    };
+    let get = segment(
+        "198.18.54.1",
+        "198.18.0.2",
+        40000,
+        80,
+        b"GET /wp-login.php HTTP/1.1\r\nHost: lab.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\nAccept: */*\r\n\r\n",
+    );
+    let status = segment(
+        "198.18.0.2",
+        "198.18.54.1",
+        80,
+        40000,
+        b"HTTP/1.1 404 Not Found\r\nServer: nginx\r\nContent-Length: 153\r\n\r\n",
+    );
+    let later = segment("198.18.0.2", "198.18.54.1", 443, 40000, &[0x17; 512]);
+    let (mut req, mut req_noop, mut resp, mut resp_noop) = (vec![], vec![], vec![], vec![]);
+    let (mut on, mut without, mut noop) = (vec![], vec![], vec![]);
+    let (mut eg_on, mut eg_off, mut eg_noop) = (vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        req.push(h.run_repeat(&get, batch).expect("run").1 as f64);
+        req_noop.push(b.run_noop(&get, batch).expect("noop").1 as f64);
+        resp.push(h.run_egress_repeat(&status, batch).expect("tc run").1 as f64);
+        resp_noop.push(b.run_egress_noop(&status, batch).expect("noop").1 as f64);
+        let sampled = h.web_records();
+        assert_eq!(
+            sampled.len(),
+            2 * batch as usize,
+            "every request and status reported"
+        );
+        on.push(h.run_repeat(ack, 100 * batch).expect("run").1 as f64);
+        without.push(off.run_repeat(ack, 100 * batch).expect("run").1 as f64);
+        noop.push(b.run_noop(ack, 100 * batch).expect("noop").1 as f64);
+        eg_on.push(h.run_egress_repeat(&later, 100 * batch).expect("tc").1 as f64);
+        eg_off.push(off.run_egress_repeat(&later, 100 * batch).expect("tc").1 as f64);
+        eg_noop.push(b.run_egress_noop(&later, 100 * batch).expect("noop").1 as f64);
+    }
+    assert!(h.web_records().is_empty() && off.web_records().is_empty());
+    let row = |name: &str, s: Vec<f64>, n: Vec<f64>, without: Option<Vec<f64>>, program: &str| {
+        let (s, n) = (median(s), median(n));
+        let mut v = json!({ "case": name, "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "rounds": rounds, "program": program });
+        let extra = match without {
+            Some(w) => {
+                let w = median(w);
+                v["without_web_ns"] = json!(w);
+                v["without_ratio"] = json!(w / n.max(0.1));
+                format!("  without {w:>6.1} ns  ratio {:>5.2}", w / n.max(0.1))
+            }
+            None => String::new(),
+        };
+        println!(
+            "{name:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}{extra}",
+            s / n.max(0.1)
+        );
+        v
+    };
+    vec![
+        row(
+            "web: request's first segment (sampled)",
+            req,
+            req_noop,
+            None,
+            "xdp",
+        ),
+        row(
+            "web: later segment to a web port",
+            on,
+            noop,
+            Some(without),
+            "xdp",
+        ),
+        row(
+            "egress: HTTP/1.1 404 status (reported)",
+            resp,
+            resp_noop,
+            None,
+            "tc egress",
+        ),
+        row(
+            "egress: later segment from a web port",
+            eg_on,
+            eg_noop,
+            Some(eg_off),
+            "tc egress",
+        ),
+    ]
+}
+
 fn per_packet_all(o: &Opts) -> Vec<Value> {
     let (repeat, rounds, fresh) = if o.quick {
         (100_000, 3, 2_000)
@@ -273,6 +394,9 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             None,
         ),
         tool_signatures(&mut h, b, &syn, (repeat, rounds)),
+    ];
+    out.extend(web_sampling(&mut h, b, &ack, rounds));
+    out.extend([
         per_packet(
             &mut h,
             b,
@@ -309,7 +433,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             pass,
             None,
         ),
-    ];
+    ]);
     // Mitigation: one blocked source, one drop-feed network.
     let mut m = h
         .take_mitigation(

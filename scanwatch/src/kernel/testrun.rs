@@ -10,7 +10,7 @@ use aya::{
 use scanwatch_common::{
     DetectConfig, IfaceCounters, ScanEvent, SourceKey, SourceStats,
     contact_table::ContactSeed,
-    web::{WebConfig, WebCounters},
+    web::{DEFAULT_WEB_PORTS, WebConfig, WebCounters},
 };
 
 use super::{
@@ -79,13 +79,33 @@ impl XdpHarness {
     /// [`Self::load_for_bench`] with other detection settings (the
     /// benchmark turns the scanner-tool signatures off to measure them).
     pub fn load_for_bench_with(map_size: u32, detect: DetectConfig) -> Result<Self, TestRunError> {
+        Self::load_for_bench_web(map_size, detect, WebConfig::with_ports(&DEFAULT_WEB_PORTS))
+    }
+
+    /// [`Self::load_for_bench_with`] with web sampling `web` (the benchmark
+    /// turns it off to measure what it costs).
+    pub fn load_for_bench_web(
+        map_size: u32,
+        detect: DetectConfig,
+        web: WebConfig,
+    ) -> Result<Self, TestRunError> {
         let opts = loader::LoadOptions {
             // As the agent loads it by default: the reply-aware detector
-            // records first contacts.
+            // records first contacts, requests to web ports are sampled.
             reply: Detection::default().reply_config(),
+            web,
             ..loader::LoadOptions::default()
         };
-        Self::from_loaded(loader::load_with(map_size, &detect, &opts)?, detect)
+        Self::from_loaded(loader::load_with(map_size, &detect, &opts)?, detect)?.with_web()
+    }
+
+    /// Takes the web ring and counters (they are then read by
+    /// [`XdpHarness::web_records`] and [`XdpHarness::web_counters`]).
+    fn with_web(mut self) -> Result<Self, TestRunError> {
+        let ring = take_web_samples(&mut self.ebpf)?;
+        let counters = WebCountersMap::take(&mut self.ebpf)?;
+        self.web = Some((ring, counters));
+        Ok(self)
     }
 
     /// The default detection settings with `opts`.
@@ -114,11 +134,7 @@ impl XdpHarness {
             web,
             ..loader::LoadOptions::default()
         };
-        let mut harness = Self::load_default(map_size, &opts)?;
-        let ring = take_web_samples(&mut harness.ebpf)?;
-        let counters = WebCountersMap::take(&mut harness.ebpf)?;
-        harness.web = Some((ring, counters));
-        Ok(harness)
+        Self::load_default(map_size, &opts)?.with_web()
     }
 
     /// Records of the web ring since the last call, decoded ([`XdpHarness::load_web`] only).
