@@ -2,5 +2,6 @@
 //! ClientHellos the kernel samples, the catalogue of scanner signatures,
 //! and the per-source tracker that turns them into findings.
 
+pub mod http;
 pub mod sha256;
 pub mod tls;
