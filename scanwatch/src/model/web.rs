@@ -5,6 +5,8 @@
 
 use std::{fmt, net::SocketAddr};
 
+use serde::{Deserialize, Serialize};
+
 use super::ScanType;
 
 /// A TCP connection from a remote client to a local web port.
@@ -52,7 +54,8 @@ impl WebEvent {
 }
 
 /// The two web-layer scan kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WebScanKind {
     /// A vulnerability scanner (ATT&CK T1595.002).
     VulnScanner,
