@@ -81,10 +81,7 @@ impl WebSignature {
         }
         match (&self.user_agent, &self.ja4) {
             (None, None) | (Some(_), Some(_)) => {
-                return Some((
-                    "user_agent",
-                    "set exactly one of user_agent and ja4".into(),
-                ));
+                return Some(("user_agent", "set exactly one of user_agent and ja4".into()));
             }
             (Some(ua), None) => {
                 if ua.is_empty() {
@@ -99,7 +96,9 @@ impl WebSignature {
                 if !is_ja4(ja4) {
                     return Some((
                         "ja4",
-                        format!("{ja4:?} is not a JA4 fingerprint (like t13d1516h2_8daaf6152771_e5627efa2ab1)"),
+                        format!(
+                            "{ja4:?} is not a JA4 fingerprint (like t13d1516h2_8daaf6152771_e5627efa2ab1)"
+                        ),
                     ));
                 }
             }
@@ -136,7 +135,10 @@ impl Web {
         if self.ports.is_empty() || self.ports.len() > MAX_WEB_PORTS {
             return Err(v.invalid(
                 &field,
-                format!("list 1 to {MAX_WEB_PORTS} ports (the kernel's slots), not {}", self.ports.len()),
+                format!(
+                    "list 1 to {MAX_WEB_PORTS} ports (the kernel's slots), not {}",
+                    self.ports.len()
+                ),
             ));
         }
         for (i, p) in self.ports.iter().enumerate() {

@@ -90,7 +90,10 @@ impl Catalogue {
         for (i, s) in signatures.iter().enumerate() {
             let problem = s.problem().or_else(|| {
                 (s.user_agent.is_some() == s.ja4.is_some()).then(|| {
-                    ("user_agent", "set exactly one of user_agent and ja4".to_string())
+                    (
+                        "user_agent",
+                        "set exactly one of user_agent and ja4".to_string(),
+                    )
                 })
             });
             let matcher = match (problem, &s.user_agent, &s.ja4) {

@@ -49,7 +49,24 @@ pub enum HttpError {
 
 /// RFC 9110 token characters (methods and header names).
 const fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 /// The request head at the start of `data`.
@@ -73,7 +90,9 @@ pub fn parse_request(data: &[u8]) -> Result<HttpRequest, HttpError> {
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(HttpError::BadRequestLine("not three space-separated fields"));
+        return Err(HttpError::BadRequestLine(
+            "not three space-separated fields",
+        ));
     };
     if method.is_empty() || method.len() > MAX_METHOD || !method.iter().all(|&b| is_tchar(b)) {
         return Err(HttpError::BadRequestLine("method"));
@@ -214,7 +233,9 @@ mod tests {
         );
         assert_eq!(
             parse_request(b"SSH-2.0-OpenSSH_9.2\r\n"),
-            Err(HttpError::BadRequestLine("not three space-separated fields"))
+            Err(HttpError::BadRequestLine(
+                "not three space-separated fields"
+            ))
         );
         assert_eq!(
             parse_request(b"G(T / HTTP/1.1\r\n"),

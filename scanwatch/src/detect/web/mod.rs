@@ -6,3 +6,9 @@ pub mod catalogue;
 pub mod http;
 pub mod sha256;
 pub mod tls;
+pub mod tracker;
+
+pub use catalogue::{Catalogue, CatalogueError, Entry, Matcher};
+pub use http::{HttpError, HttpRequest, parse_request};
+pub use tls::{ClientHello, TlsError, ja4, parse_client_hello};
+pub use tracker::{TlsSeen, ToolMatch, WebDetector, WebFinding, WebSettings, WebStats};

@@ -122,7 +122,9 @@ pub fn parse_client_hello(data: &[u8]) -> Result<ClientHello, TlsError> {
     }
     let hs_len = r.u24().ok_or(TlsError::Truncated("handshake header"))?;
     if record_len < 4 {
-        return Err(TlsError::Malformed("record shorter than a handshake header"));
+        return Err(TlsError::Malformed(
+            "record shorter than a handshake header",
+        ));
     }
     // The hello as far as this record and the capture go (a hello longer
     // than its record continues in the next one: seen as cut here).
@@ -140,14 +142,16 @@ pub fn parse_client_hello(data: &[u8]) -> Result<ClientHello, TlsError> {
     if sid > 32 {
         return Err(TlsError::Malformed("session id longer than 32 bytes"));
     }
-    b.take(usize::from(sid)).ok_or(TlsError::Truncated("session id"))?;
+    b.take(usize::from(sid))
+        .ok_or(TlsError::Truncated("session id"))?;
     let n = usize::from(b.u16().ok_or(TlsError::Truncated("cipher suites"))?);
     if n % 2 != 0 {
         return Err(TlsError::Malformed("odd cipher suites length"));
     }
     hello.ciphers = u16_list(b.take(n).ok_or(TlsError::Truncated("cipher suites"))?);
     let n = usize::from(b.u8().ok_or(TlsError::Truncated("compression methods"))?);
-    b.take(n).ok_or(TlsError::Truncated("compression methods"))?;
+    b.take(n)
+        .ok_or(TlsError::Truncated("compression methods"))?;
     if b.pos >= declared {
         // No extensions at all (an SSL 3.0/TLS 1.0-era hello).
         hello.ja4_complete = true;
@@ -177,7 +181,9 @@ fn parse_extensions(
         };
         let len = usize::from(len);
         if b.pos + len > end {
-            return Err(TlsError::Malformed("extension runs past the extension block"));
+            return Err(TlsError::Malformed(
+                "extension runs past the extension block",
+            ));
         }
         hello.extensions.push(ty);
         let Some(body) = b.take(len) else {
@@ -371,4 +377,4 @@ pub fn ja4(hello: &ClientHello) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -14,9 +14,17 @@ fn the_packaged_catalogue_names_each_tool() {
     assert!(c.len() >= 30, "{}", c.len());
     let cases = [
         ("gobuster/3.5", "gobuster", WebScanKind::WordlistScan),
-        ("Fuzz Faster U Fool v1.1.0", "ffuf", WebScanKind::WordlistScan),
+        (
+            "Fuzz Faster U Fool v1.1.0",
+            "ffuf",
+            WebScanKind::WordlistScan,
+        ),
         ("Wfuzz/3.1.0", "wfuzz", WebScanKind::WordlistScan),
-        ("feroxbuster/2.10.1", "feroxbuster", WebScanKind::WordlistScan),
+        (
+            "feroxbuster/2.10.1",
+            "feroxbuster",
+            WebScanKind::WordlistScan,
+        ),
         (
             "DirBuster-1.0-RC1 (http://www.owasp.org/index.php/Category:OWASP_DirBuster_Project)",
             "DirBuster",
@@ -70,7 +78,11 @@ fn the_packaged_catalogue_names_each_tool() {
             "Acunetix",
             WebScanKind::VulnScanner,
         ),
-        ("Mozilla/5.0 [en] (X11, U; Nessus)", "Nessus", WebScanKind::VulnScanner),
+        (
+            "Mozilla/5.0 [en] (X11, U; Nessus)",
+            "Nessus",
+            WebScanKind::VulnScanner,
+        ),
         (
             "Mozilla/5.0 [en] (X11, U; OpenVAS-VT 21.4.3)",
             "OpenVAS",
@@ -167,16 +179,31 @@ fn config_entries_come_first_and_ja4_matches_exactly() {
     const JA4: &str = "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6";
     let c = packaged()
         .with_overrides(&[
-            sig("our-gobuster", WebScanKind::VulnScanner, Some("^gobuster/3\\.5$"), None),
+            sig(
+                "our-gobuster",
+                WebScanKind::VulnScanner,
+                Some("^gobuster/3\\.5$"),
+                None,
+            ),
             sig("curl+openssl", WebScanKind::VulnScanner, None, Some(JA4)),
         ])
         .unwrap();
     let e = c.match_user_agent("gobuster/3.5").unwrap();
-    assert_eq!((e.tool.as_str(), e.kind), ("our-gobuster", WebScanKind::VulnScanner));
+    assert_eq!(
+        (e.tool.as_str(), e.kind),
+        ("our-gobuster", WebScanKind::VulnScanner)
+    );
     assert_eq!(c.match_user_agent("gobuster/3.6").unwrap().tool, "gobuster");
     assert_eq!(c.match_ja4(JA4).unwrap().tool, "curl+openssl");
-    assert!(c.match_ja4("t13d3112h2_e8f1e7e78f70_b26ce05bbdd7").is_none());
-    assert!(Catalogue::default().match_user_agent("gobuster/3.5").is_none());
+    assert!(
+        c.match_ja4("t13d3112h2_e8f1e7e78f70_b26ce05bbdd7")
+            .is_none()
+    );
+    assert!(
+        Catalogue::default()
+            .match_user_agent("gobuster/3.5")
+            .is_none()
+    );
 }
 
 #[test]
@@ -197,17 +224,27 @@ fn errors_name_the_origin_entry_and_problem() {
     .unwrap_err();
     assert!(e.to_string().contains("unknown variant `fuzzer`"), "{e}");
     assert!(e.to_string().contains("line 3"), "{e}");
-    let e = Catalogue::parse("[[signature]]\ntool = \"a\"\nkind = \"vuln_scanner\"\n", "c.toml")
-        .unwrap_err();
-    assert!(e.to_string().contains("entry 1 (tool \"a\"): user_agent: set exactly one"), "{e}");
+    let e = Catalogue::parse(
+        "[[signature]]\ntool = \"a\"\nkind = \"vuln_scanner\"\n",
+        "c.toml",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("entry 1 (tool \"a\"): user_agent: set exactly one"),
+        "{e}"
+    );
     let e = Catalogue::parse(
         "[[signature]]\ntool = \"a\"\nkind = \"vuln_scanner\"\nja4 = \"t13\"\nuser_agent = \"x\"\n",
         "c.toml",
     )
     .unwrap_err();
     assert!(e.to_string().contains("set exactly one"), "{e}");
-    let e = Catalogue::parse("[[signature]]\ntool = \"a\"\nkind = \"vuln_scanner\"\nja4 = \"t13\"\n", "c.toml")
-        .unwrap_err();
+    let e = Catalogue::parse(
+        "[[signature]]\ntool = \"a\"\nkind = \"vuln_scanner\"\nja4 = \"t13\"\n",
+        "c.toml",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("is not a JA4 fingerprint"), "{e}");
     let e = Catalogue::parse("[[signatures]]\n", "c.toml").unwrap_err();
     assert!(e.to_string().contains("unknown field `signatures`"), "{e}");
@@ -215,8 +252,9 @@ fn errors_name_the_origin_entry_and_problem() {
         .with_overrides(&[sig("", WebScanKind::VulnScanner, Some("x"), None)])
         .unwrap_err();
     assert!(
-        e.to_string()
-            .starts_with("catalogue [detection.web] signatures: entry 1 (tool \"\"): tool: must not be empty"),
+        e.to_string().starts_with(
+            "catalogue [detection.web] signatures: entry 1 (tool \"\"): tool: must not be empty"
+        ),
         "{e}"
     );
     assert!(Catalogue::parse("", "empty.toml").unwrap().is_empty());
