@@ -273,10 +273,11 @@ impl WebDetector {
         let source = self.source_of(conn.remote.ip());
         let s = self.source(source, time_ns);
         s.requests += 1;
-        if let Some(host) = req.host {
-            if s.hosts.len() < MAX_HOSTS && !s.hosts.contains(&host) {
-                s.hosts.push(host);
-            }
+        if let Some(host) = req.host
+            && s.hosts.len() < MAX_HOSTS
+            && !s.hosts.contains(&host)
+        {
+            s.hosts.push(host);
         }
         if req.user_agent.is_some() {
             s.user_agent.clone_from(&req.user_agent);
