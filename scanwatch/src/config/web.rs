@@ -13,7 +13,7 @@ use crate::model::WebScanKind;
 pub const DEFAULT_WEB_CATALOGUE: &str = "/usr/share/scanwatch/web-scanners.toml";
 
 /// Most web ports the kernel watches (its slots).
-pub const MAX_WEB_PORTS: usize = 8;
+pub use scanwatch_common::web::MAX_WEB_PORTS;
 
 /// Longest `note` of a signature.
 pub const MAX_NOTE: usize = 1000;
@@ -130,6 +130,15 @@ pub fn is_ja4(s: &str) -> bool {
 }
 
 impl Web {
+    /// What the kernel applies: sampling on `ports`, or nothing when off.
+    pub fn kernel_config(&self) -> scanwatch_common::web::WebConfig {
+        if self.enabled {
+            scanwatch_common::web::WebConfig::with_ports(&self.ports)
+        } else {
+            scanwatch_common::web::WebConfig::DISABLED
+        }
+    }
+
     pub(super) fn validate(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
         let field = ["detection", "web", "ports"];
         if self.ports.is_empty() || self.ports.len() > MAX_WEB_PORTS {
@@ -195,6 +204,20 @@ mod tests {
         assert!(!is_ja4("x13d1516h2_8daaf6152771_e5627efa2ab1"));
         assert!(!is_ja4("t13d1516h2_8daaf6152771_e5627efa2ab1_00"));
         assert!(!is_ja4(""));
+    }
+
+    #[test]
+    fn kernel_config_samples_the_ports_or_nothing() {
+        let mut web = Web::default();
+        let k = web.kernel_config();
+        assert_eq!(k.enabled, 1);
+        assert_eq!(k.ports[..5], [80, 8080, 8000, 443, 8443]);
+        assert_eq!(k.ports[5..], [scanwatch_common::web::NO_PORT; 3]);
+        web.enabled = false;
+        assert_eq!(
+            web.kernel_config(),
+            scanwatch_common::web::WebConfig::DISABLED
+        );
     }
 
     #[test]
