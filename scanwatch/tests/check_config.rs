@@ -9,7 +9,10 @@ use std::{
     process::{Command, Output},
 };
 
-use scanwatch::config::{Config, FeedAction, FeedConfig};
+use scanwatch::{
+    config::{Config, FeedAction, FeedConfig, WebSignature},
+    model::WebScanKind,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_scanwatch");
 
@@ -138,6 +141,61 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "detection.distributed_scan.top_sources",
         "[detection.distributed_scan]\ntop_sources = 0\n",
         "0 is out of range 1..=256",
+    ),
+    (
+        "detection.web.enabled",
+        "[detection.web]\nenabled = \"yes\"\n",
+        "invalid type",
+    ),
+    (
+        "detection.web.ports",
+        "[detection.web]\nports = []\n",
+        "list 1 to 8 ports (the kernel's slots), not 0",
+    ),
+    (
+        "detection.web.ports[2]",
+        "[detection.web]\nports = [80, 443, 80]\n",
+        "port 80 is listed twice",
+    ),
+    (
+        "detection.web.catalogue",
+        "[detection.web]\ncatalogue = \"\"\n",
+        "must not be empty",
+    ),
+    (
+        "detection.web.wordlist_paths",
+        "[detection.web]\nwordlist_paths = 3\n",
+        "3 is out of range 5..=10000",
+    ),
+    (
+        "detection.web.max_sources",
+        "[detection.web]\nmax_sources = 0\n",
+        "0 is out of range 16..=1048576",
+    ),
+    (
+        "detection.web.signatures[0].tool",
+        "[[detection.web.signatures]]\ntool = \" \"\nkind = \"vuln_scanner\"\nuser_agent = \"x\"\n",
+        "must not be empty",
+    ),
+    (
+        "detection.web.signatures[0].kind",
+        "[[detection.web.signatures]]\ntool = \"x\"\nkind = \"fuzzer\"\nuser_agent = \"x\"\n",
+        "unknown variant `fuzzer`",
+    ),
+    (
+        "detection.web.signatures[1].user_agent",
+        "[[detection.web.signatures]]\ntool = \"x\"\nkind = \"vuln_scanner\"\nja4 = \"t13d1516h2_8daaf6152771_e5627efa2ab1\"\n\n[[detection.web.signatures]]\ntool = \"x\"\nkind = \"vuln_scanner\"\nuser_agent = \"nikto(\"\n",
+        "bad regex",
+    ),
+    (
+        "detection.web.signatures[0].ja4",
+        "[[detection.web.signatures]]\ntool = \"x\"\nkind = \"vuln_scanner\"\nja4 = \"t13d1516h2\"\n",
+        "is not a JA4 fingerprint",
+    ),
+    (
+        "detection.web.signatures[0].note",
+        "[[detection.web.signatures]]\ntool = \"x\"\nkind = \"vuln_scanner\"\nuser_agent = \"x\"\nnote = \"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn\"\n",
+        "must be at most 1000 characters",
     ),
     (
         "detection.window_seconds",
@@ -545,6 +603,13 @@ fn the_table_covers_every_config_field() {
         .ttl_seconds
         .insert("port_scan".to_string(), 60);
     config.crowdsec.origins = vec!["cscli".into()];
+    config.detection.web.signatures.push(WebSignature {
+        tool: "x".into(),
+        kind: WebScanKind::VulnScanner,
+        user_agent: Some("x".into()),
+        ja4: Some("t13d1516h2_8daaf6152771_e5627efa2ab1".into()),
+        note: Some("x".into()),
+    });
     config.feeds.push(FeedConfig {
         name: "a".into(),
         path: "/tmp/a".into(),

@@ -12,7 +12,7 @@ use scanwatch_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Validator};
+use super::{ConfigError, Validator, web::Web};
 use crate::model::SourcePrefixes;
 
 /// `[detection]`
@@ -44,6 +44,8 @@ pub struct Detection {
     pub syn_flood_source: SynFlood,
     pub reply_scan: ReplyScan,
     pub distributed_scan: DistributedScan,
+    /// `[detection.web]`: vulnerability scanners and wordlist scanning.
+    pub web: Web,
 }
 
 impl Default for Detection {
@@ -82,6 +84,7 @@ impl Default for Detection {
             },
             reply_scan: ReplyScan::default(),
             distributed_scan: DistributedScan::default(),
+            web: Web::default(),
         }
     }
 }
@@ -313,7 +316,8 @@ impl Detection {
             100_000_000,
         )?;
         self.reply_scan.validate(v)?;
-        self.distributed_scan.validate(v)
+        self.distributed_scan.validate(v)?;
+        self.web.validate(v)
     }
 }
 

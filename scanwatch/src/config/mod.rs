@@ -11,6 +11,7 @@ pub mod detection;
 pub mod evidence;
 pub mod mitigation;
 pub mod spans;
+pub mod web;
 
 use std::path::Path;
 
@@ -26,6 +27,7 @@ pub use detection::{
 };
 pub use evidence::{DEFAULT_EVIDENCE_DIR, EvidenceConfig};
 pub use mitigation::{FeedAction, FeedConfig, MitigationConfig};
+pub use web::{DEFAULT_WEB_CATALOGUE, Web, WebSignature};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod evidence;
 pub mod tool;
 pub mod verdict;
+pub mod web;
 
 pub use alerter::{AlertReason, Alerter};
 pub use decoy::{DecoyGroups, Group};

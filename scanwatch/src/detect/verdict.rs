@@ -91,6 +91,8 @@ pub fn confidence(types: &[ScanType], ev: &Evidence, cfg: &Detection) -> Confide
             ScanType::ReplyScan => 2.0,
             // Never a source's type (an alert of its own).
             ScanType::DistributedScan => 1.0,
+            // Web findings come from detect::web, not from kernel counts.
+            ScanType::VulnScanner | ScanType::WordlistScan => 1.0,
         })
         .fold(0.0, f64::max);
     let kinds = types
@@ -107,13 +109,19 @@ pub fn confidence(types: &[ScanType], ev: &Evidence, cfg: &Detection) -> Confide
 }
 
 /// ATT&CK technique: T1595.001 (Scanning IP Blocks) for sweeps across
-/// addresses, T1595 (Active Scanning) otherwise.
+/// addresses, T1595.002 (Vulnerability Scanning) for a web vulnerability
+/// scanner, T1595.003 (Wordlist Scanning) for wordlist scanning of a web
+/// server, T1595 (Active Scanning) otherwise.
 pub fn attack_technique(types: &[ScanType]) -> &'static str {
     if types
         .iter()
         .any(|t| matches!(t, ScanType::HostSweep | ScanType::PingSweep))
     {
         "T1595.001"
+    } else if types.contains(&ScanType::VulnScanner) {
+        "T1595.002"
+    } else if types.contains(&ScanType::WordlistScan) {
+        "T1595.003"
     } else {
         "T1595"
     }
@@ -176,6 +184,8 @@ mod tests {
         );
         assert_eq!(attack_technique(&classify(&ev, &cfg)), "T1595.001");
         assert_eq!(attack_technique(&[ScanType::PortScan]), "T1595");
+        assert_eq!(attack_technique(&[ScanType::VulnScanner]), "T1595.002");
+        assert_eq!(attack_technique(&[ScanType::WordlistScan]), "T1595.003");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Layer 0: the small vocabulary every other layer shares — scan types,
 //! the XDP attach mode, target and duration parsing, an HTTP endpoint,
-//! error chains and the kernel's clock. Imports std and scanwatch-common only.
+//! error chains, the kernel's clock and the web layer's events. Imports
+//! std and scanwatch-common only.
 
 pub mod attach_mode;
 pub mod clock;
@@ -9,6 +10,7 @@ pub mod errors;
 pub mod prefix;
 pub mod scan_type;
 pub mod target;
+pub mod web;
 
 pub use attach_mode::AttachMode;
 pub use clock::{KernelClock, kernel_now_ns};
@@ -17,3 +19,4 @@ pub use errors::error_chain;
 pub use prefix::SourcePrefixes;
 pub use scan_type::ScanType;
 pub use target::{parse_duration, parse_target};
+pub use web::{Connection, WebEvent, WebScanKind};

@@ -20,10 +20,16 @@ pub enum ScanType {
     /// failed first contacts on many ports of one local address (or on one
     /// port of many local addresses): an alert about a target, not a source.
     DistributedScan,
+    /// A web vulnerability scanner named by its User-Agent or TLS
+    /// fingerprint (ATT&CK T1595.002).
+    VulnScanner,
+    /// Wordlist scanning of a web server: many distinct paths answered
+    /// 404/403/400, or a wordlist tool named by the catalogue (T1595.003).
+    WordlistScan,
 }
 
 impl ScanType {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::PortScan,
         Self::HostSweep,
         Self::PingSweep,
@@ -32,6 +38,8 @@ impl ScanType {
         Self::SynFloodSource,
         Self::ReplyScan,
         Self::DistributedScan,
+        Self::VulnScanner,
+        Self::WordlistScan,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -44,6 +52,8 @@ impl ScanType {
             Self::SynFloodSource => "syn_flood_source",
             Self::ReplyScan => "reply_scan",
             Self::DistributedScan => "distributed_scan",
+            Self::VulnScanner => "vuln_scanner",
+            Self::WordlistScan => "wordlist_scan",
         }
     }
 
