@@ -2,7 +2,10 @@
 //! `WEB_SAMPLES` ring (request samples and response status codes) and the
 //! per-CPU `WEB_COUNTERS`, pinned for the metrics collector.
 
-use std::path::Path;
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    path::Path,
+};
 
 use aya::{
     Ebpf,
@@ -17,7 +20,7 @@ use super::{
     maps_error::{MapsError, map_err},
     pins::PinDir,
 };
-use crate::model::error_chain;
+use crate::model::{Connection, WebEvent, error_chain};
 
 /// One record of the web ring.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +33,38 @@ pub enum WebRecord {
     },
     /// An HTTP/1.x response's status code.
     Response { head: WebHeader, status: u16 },
+}
+
+impl WebRecord {
+    /// The event as the detection layer sees it (addresses unmapped).
+    pub fn into_event(self) -> WebEvent {
+        let conn = |h: &WebHeader| Connection {
+            remote: SocketAddr::new(address(h.remote), h.remote_port),
+            local: SocketAddr::new(address(h.local), h.local_port),
+        };
+        match self {
+            Self::Request { head, payload } => WebEvent::Request {
+                conn: conn(&head),
+                time_ns: head.time_ns,
+                segment_len: head.segment_len,
+                payload,
+            },
+            Self::Response { head, status } => WebEvent::Response {
+                conn: conn(&head),
+                time_ns: head.time_ns,
+                status,
+            },
+        }
+    }
+}
+
+/// An address as the kernel writes it (IPv4-mapped for IPv4).
+fn address(bytes: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
 }
 
 /// Why a web ring record was not decoded (counted by the caller).
@@ -141,6 +176,8 @@ impl WebCountersMap {
 
 #[cfg(test)]
 mod tests {
+    use scanwatch_common::SourceKey;
+
     use super::*;
 
     fn head(kind: u32) -> WebHeader {
@@ -186,6 +223,23 @@ mod tests {
             panic!("not a request");
         };
         assert_eq!(payload.len(), WEB_SAMPLE_BYTES);
+    }
+
+    #[test]
+    fn events_carry_unmapped_addresses() {
+        let mut h = head(record::RESPONSE);
+        h.remote = SourceKey::v4([198, 18, 0, 1]).addr;
+        h.local = "fd00::2".parse::<Ipv6Addr>().expect("v6").octets();
+        let event = WebRecord::Response {
+            head: h,
+            status: 404,
+        }
+        .into_event();
+        assert_eq!(
+            event.conn().remote,
+            "198.18.0.1:40000".parse().expect("addr")
+        );
+        assert_eq!(event.conn().local, "[fd00::2]:80".parse().expect("addr"));
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct Alert {
     /// written (`[evidence]`; later probes are appended up to `packets_per_source`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<super::evidence::EvidenceRef>,
+    /// The source's latest TLS ClientHellos to the web ports (SNI, JA4),
+    /// when `[detection.web]` saw any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<super::web_alert::TlsRef>,
 }
 
 /// Everything an alert is built from.
@@ -169,6 +173,7 @@ impl Alert {
             not_blocked: None,
             known_bad: None,
             evidence: None,
+            tls: Vec::new(),
         }
     }
 

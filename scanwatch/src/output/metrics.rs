@@ -19,7 +19,11 @@ use prometheus_client::{
     },
     registry::{Registry, Unit},
 };
-use scanwatch_common::{Counter, trw::ReplyCounters};
+use scanwatch_common::{
+    Counter,
+    trw::ReplyCounters,
+    web::{WebCounter, WebCounters},
+};
 
 use super::{
     alert_log::AlertLogStats,
@@ -31,8 +35,11 @@ use super::{
     mitigation::{FeedStats, MitigationStats},
 };
 use crate::{
-    detect::{DistributedStats, EngineStats},
-    kernel::{detect_maps::ScanwatchMaps, reply_maps::ReplyMaps, sweep::SweepCounters},
+    detect::{DistributedStats, EngineStats, web::WebStats},
+    kernel::{
+        detect_maps::ScanwatchMaps, reply_maps::ReplyMaps, sweep::SweepCounters,
+        web_maps::WebCountersMap,
+    },
     model::ScanType,
 };
 
@@ -76,6 +83,9 @@ pub struct AgentSnapshot {
     pub crowdsec_bouncer: Option<BouncerStats>,
     /// The CrowdSec machine's figures (when it runs).
     pub crowdsec_machine: Option<MachineStats>,
+    /// The web detector's counters and the web ring's undecodable records
+    /// (`[detection.web]` on).
+    pub web: Option<(crate::detect::web::WebStats, u64)>,
 }
 
 /// The reply-aware detector's state for the metrics: its maps (kernel
@@ -89,6 +99,8 @@ pub struct ReplySource {
 pub struct ScanwatchCollector {
     maps: Mutex<ScanwatchMaps>,
     reply: Option<Mutex<ReplySource>>,
+    /// The web sampling's counters (pinned by the agent).
+    web: Option<Mutex<WebCountersMap>>,
     snapshot: Arc<Mutex<AgentSnapshot>>,
     interfaces: Vec<AttachedInterface>,
     capacity: u32,
@@ -185,12 +197,19 @@ impl Collector for ScanwatchCollector {
                 r.sweep.no_answers.load(Ordering::Relaxed),
             )
         });
+        let web = self.web.as_ref().map_or_else(WebCounters::default, |w| {
+            w.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .read()
+                .unwrap_or_default()
+        });
         Scrape {
             counters: &counters,
             snapshot: &snapshot,
             interfaces: &self.interfaces,
             capacity: self.capacity,
             reply,
+            web,
         }
         .encode(encoder)
     }
@@ -205,6 +224,8 @@ pub struct Scrape<'a> {
     /// The reply-aware detector's kernel counters (summed over CPUs) and the
     /// no-answers the sweeper marked; `None` while it is disabled.
     pub reply: Option<(ReplyCounters, u64)>,
+    /// The web sampling's kernel counters (summed over CPUs).
+    pub web: WebCounters,
 }
 
 type Samples<M> = Vec<(Vec<(&'static str, String)>, M)>;
@@ -255,6 +276,7 @@ impl Scrape<'_> {
         if let Some((reply, no_answers)) = &self.reply {
             encode_reply(e, reply, *no_answers)?;
         }
+        encode_web(e, &self.web, self.snapshot.web.as_ref())?;
         Ok(())
     }
 
@@ -449,6 +471,27 @@ fn encode_detection(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> 
             })
             .collect(),
     )?;
+    // Each type's own technique (a sweep is T1595.001, a web scan
+    // T1595.002 or .003, the rest T1595): a fixed set of four labels.
+    let mut by_technique: BTreeMap<&str, u64> = ["T1595", "T1595.001", "T1595.002", "T1595.003"]
+        .into_iter()
+        .map(|t| (t, 0))
+        .collect();
+    for t in types {
+        *by_technique
+            .entry(crate::detect::attack_technique(&[t]))
+            .or_default() += snapshot.detections.get(&t).copied().unwrap_or(0);
+    }
+    family(
+        e,
+        "detections_by_technique",
+        "Sources newly detected, by the ATT&CK technique of their scan type (T1595.001 sweeps, T1595.002 vulnerability scanners, T1595.003 wordlist scanning, T1595 the rest).",
+        &ConstCounter::new(0u64),
+        by_technique
+            .into_iter()
+            .map(|(t, n)| (vec![("technique", t.to_string())], ConstCounter::new(n)))
+            .collect(),
+    )?;
     encode_alerts(e, snapshot)?;
     counter(
         e,
@@ -502,9 +545,13 @@ fn encode_alerts(e: &mut DescriptorEncoder<'_>, snapshot: &AgentSnapshot) -> fmt
     counter(
         e,
         "alerts",
-        "Alerts written (per-source and distributed_scan).",
+        "Alerts written (per-source, distributed_scan and web).",
         &[],
-        snapshot.engine.alerts + snapshot.distributed.alerts,
+        snapshot.engine.alerts
+            + snapshot.distributed.alerts
+            + snapshot.web.map_or(0, |(w, _)| {
+                w.findings_vuln_scanner + w.findings_wordlist_scan
+            }),
     )?;
     counter(
         e,
@@ -779,6 +826,91 @@ fn encode_evidence(
     g.encode(m.encode_family(&labels)?)
 }
 
+/// Web sampling and the web detector: the kernel's records (sampled, lost
+/// to a full ring), what the agent parsed, matched and evicted.
+fn encode_web(
+    e: &mut DescriptorEncoder<'_>,
+    kernel: &WebCounters,
+    agent: Option<&(WebStats, u64)>,
+) -> fmt::Result {
+    let k = |c: WebCounter| kernel.counters[c as usize];
+    let labelled = |rows: &[(&str, &str, u64)]| -> Samples<ConstCounter> {
+        rows.iter()
+            .map(|(kind, result, v)| {
+                (
+                    vec![("kind", kind.to_string()), ("result", result.to_string())],
+                    ConstCounter::new(*v),
+                )
+            })
+            .collect()
+    };
+    family(
+        e,
+        "web_samples",
+        "Web sampling records the kernel handed to the agent (sampled) or lost because the web ring was full (dropped): request (a request's or ClientHello's first segment) and response (an HTTP/1.x status code).",
+        &ConstCounter::new(0u64),
+        labelled(&[
+            ("request", "sampled", k(WebCounter::RequestsSampled)),
+            ("request", "dropped", k(WebCounter::RequestsDropped)),
+            ("response", "sampled", k(WebCounter::ResponsesSampled)),
+            ("response", "dropped", k(WebCounter::ResponsesDropped)),
+        ]),
+    )?;
+    let Some((w, decode_errors)) = agent else {
+        return Ok(());
+    };
+    family(
+        e,
+        "web_parsed",
+        "Web samples the agent read, by kind (http, tls, response, record) and result: parsed, unparseable (http, tls: counted and skipped), matched/unmatched (responses to a pending request), invalid (ring records).",
+        &ConstCounter::new(0u64),
+        labelled(&[
+            ("http", "parsed", w.requests_parsed),
+            ("http", "unparseable", w.http_unparseable),
+            ("tls", "parsed", w.tls_hellos),
+            ("tls", "unparseable", w.tls_unparseable),
+            ("response", "matched", w.responses_matched),
+            ("response", "unmatched", w.responses_unmatched),
+            ("record", "invalid", *decode_errors),
+        ]),
+    )?;
+    gauge(
+        e,
+        "web_sources",
+        "Sources the web detector tracks now (at most [detection.web] max_sources).",
+        &[],
+        saturating_i64(w.sources_tracked),
+    )?;
+    family(
+        e,
+        "web_evicted",
+        "Web detector state dropped to stay bounded: source and connection (the oldest seen), pending_request (a full per-connection queue).",
+        &ConstCounter::new(0u64),
+        [
+            ("source", w.sources_evicted),
+            ("connection", w.connections_evicted),
+            ("pending_request", w.pending_dropped),
+        ]
+        .into_iter()
+        .map(|(what, v)| (vec![("what", what.to_string())], ConstCounter::new(v)))
+        .collect(),
+    )?;
+    counter(
+        e,
+        "web_ignored",
+        "Web samples from sources in `ignore` networks (not tracked).",
+        &[],
+        w.ignored,
+    )?;
+    counter(
+        e,
+        "web_suppressed",
+        "Web findings not alerted: the source had one of that type within suppression_seconds.",
+        &[],
+        w.suppressed,
+    )
+}
+
 /// Pull results of the CrowdSec bouncer.
 pub const PULL_RESULTS: [&str; 4] = ["ok", "unreachable", "unauthorized", "error"];
 
@@ -962,6 +1094,7 @@ pub struct Metrics {
 pub fn build_registry(
     maps: ScanwatchMaps,
     reply: Option<ReplySource>,
+    web: Option<WebCountersMap>,
     interfaces: Vec<AttachedInterface>,
 ) -> Metrics {
     let mut registry = Registry::with_prefix("scanwatch");
@@ -977,6 +1110,7 @@ pub fn build_registry(
     registry.register_collector(Box::new(ScanwatchCollector {
         maps: Mutex::new(maps),
         reply: reply.map(Mutex::new),
+        web: web.map(Mutex::new),
         snapshot: Arc::clone(&snapshot),
         interfaces,
         capacity,
@@ -1020,6 +1154,9 @@ mod tests {
                 interfaces: &self.interfaces,
                 capacity: 262_144,
                 reply: None,
+                web: WebCounters {
+                    counters: [3, 1, 2, 0],
+                },
             }
             .encode(encoder)
         }
@@ -1211,6 +1348,7 @@ mod tests {
                     interfaces: &[],
                     capacity: 1024,
                     reply: Some((self.1, 1)),
+                    web: WebCounters::default(),
                 }
                 .encode(encoder)
             }

@@ -13,3 +13,4 @@ pub mod http;
 pub mod metrics;
 pub mod mitigation;
 pub mod summary;
+pub mod web_alert;

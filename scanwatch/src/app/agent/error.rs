@@ -55,6 +55,9 @@ pub enum AgentError {
     Evidence(#[from] EvidenceDirError),
     #[error("[crowdsec] {0}")]
     CrowdsecSecret(String),
+    /// The web scanner catalogue cannot be read or is invalid.
+    #[error("{0}")]
+    WebCatalogue(String),
 }
 
 impl AgentError {
@@ -66,7 +69,8 @@ impl AgentError {
             | Self::NoInterfaces
             | Self::Load(LoadError::UnknownInterface(_) | LoadError::MapSize(_))
             | Self::Alertmanager(_)
-            | Self::CrowdsecSecret(_) => 2,
+            | Self::CrowdsecSecret(_)
+            | Self::WebCatalogue(_) => 2,
             _ => 1,
         }
     }

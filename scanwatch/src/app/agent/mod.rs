@@ -6,6 +6,7 @@ mod error;
 mod start;
 mod steps;
 mod view;
+mod web;
 
 use std::{
     collections::BTreeMap,
@@ -183,6 +184,7 @@ fn agent_of(
     Agent,
     RingBuf<MapData>,
     RingBuf<MapData>,
+    Option<RingBuf<MapData>>,
     std::net::TcpListener,
     tokio::net::UnixListener,
     Option<CrowdsecStart>,
@@ -191,6 +193,7 @@ fn agent_of(
         running,
         events,
         evidence_ring,
+        web,
         evidence,
         alert_log,
         metrics_listener,
@@ -227,11 +230,23 @@ fn agent_of(
         evidence,
         bouncer: None,
         machine: None,
+        web: None,
+    };
+    let (web_ring, agent) = match web {
+        Some((ring, run)) => (
+            Some(ring),
+            Agent {
+                web: Some(run),
+                ..agent
+            },
+        ),
+        None => (None, agent),
     };
     (
         agent,
         events,
         evidence_ring,
+        web_ring,
         metrics_listener,
         control,
         crowdsec,
@@ -286,7 +301,7 @@ fn start_crowdsec(
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut signals = Signals::install()?;
-    let (mut agent, events, evidence, metrics_listener, control, crowdsec) =
+    let (mut agent, events, evidence, web, metrics_listener, control, crowdsec) =
         agent_of(start::start(&args)?);
     let settings = agent.running.config.agent.clone();
     log_running(&agent);
@@ -314,6 +329,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let metrics = build_registry(
         ScanwatchMaps::open_pinned(agent.running.pins.path())?,
         reply_source,
+        crate::kernel::web_maps::WebCountersMap::open_pinned(agent.running.pins.path()).ok(),
         interfaces,
     );
     agent.snapshot = Arc::clone(&metrics.snapshot);
@@ -343,10 +359,19 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let evidence =
         unsafe { AsyncFd::register_with_interest(evidence, tokio::io::Interest::READABLE) }
             .map_err(|e| AgentError::Events(e.into()))?;
+    let web = match web {
+        // SAFETY: as for `events`.
+        Some(ring) => Some(
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| AgentError::Events(e.into()))?,
+        ),
+        None => None,
+    };
     notify_ready(&agent);
     let mut channels = Channels {
         events,
         evidence,
+        web,
         control: ctl_rx,
         reply: reply_rx,
         pulls: pull_rx,
@@ -403,6 +428,8 @@ fn notify_ready(agent: &Agent) {
 struct Channels {
     events: AsyncFd<RingBuf<MapData>>,
     evidence: AsyncFd<RingBuf<MapData>>,
+    /// The web ring (`[detection.web]` on).
+    web: Option<AsyncFd<RingBuf<MapData>>>,
     control: mpsc::Receiver<super::control::Pending>,
     reply: mpsc::Receiver<scanwatch_common::ScanEvent>,
     /// The CrowdSec bouncer's pulls.
@@ -413,6 +440,16 @@ struct Channels {
 fn drain_evidence(agent: &mut Agent, ring: &mut RingBuf<MapData>) {
     while let Some(item) = ring.next() {
         agent.on_evidence(&item);
+    }
+}
+
+/// The web ring once it has records; never without one.
+async fn web_readable(
+    ring: &mut Option<AsyncFd<RingBuf<MapData>>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>> {
+    match ring {
+        Some(fd) => fd.readable_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -467,6 +504,13 @@ async fn event_loop(
                 let t = Instant::now();
                 let mut guard = guard.map_err(AgentError::Events)?;
                 drain_evidence(agent, guard.get_inner_mut());
+                guard.clear_ready();
+                busy = t.elapsed();
+            }
+            guard = web_readable(&mut ch.web) => {
+                let t = Instant::now();
+                let mut guard = guard.map_err(AgentError::Events)?;
+                agent.on_web_ring(guard.get_inner_mut());
                 guard.clear_ready();
                 busy = t.elapsed();
             }

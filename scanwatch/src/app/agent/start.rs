@@ -12,7 +12,11 @@ use aya::{
 
 use scanwatch_common::contact_table::ContactSeed;
 
-use super::error::{AgentError, RUN_CAPABILITIES};
+use super::{
+    error::{AgentError, RUN_CAPABILITIES},
+    web::WebRun,
+};
+use crate::detect::web::WebDetector;
 use crate::{
     app::{cli::RunArgs, control, privileges},
     config::Config,
@@ -23,6 +27,7 @@ use crate::{
         object::{self, Interface, LoadOptions},
         pins::{KEPT_PIN, PinDir},
         reply_maps::ReplyMaps,
+        web_maps::{WebCountersMap, take_web_samples},
         xdp_link::{self, Attachment},
     },
     output::{
@@ -94,6 +99,8 @@ pub(super) struct Started {
     pub events: RingBuf<MapData>,
     /// The evidence packets' ring, and their files (when `[evidence]` is on).
     pub evidence_ring: RingBuf<MapData>,
+    /// The web ring and detector (`[detection.web]` on).
+    pub web: Option<(RingBuf<MapData>, WebRun)>,
     pub evidence: Option<EvidenceStore>,
     pub alert_log: AlertLog,
     pub metrics_listener: std::net::TcpListener,
@@ -192,7 +199,7 @@ fn load_and_attach(
             blocks_pin: Some(&blocks_pin),
             reply: config.detection.reply_config(),
             contact_seed,
-            web: scanwatch_common::web::WebConfig::DISABLED,
+            web: config.detection.web.kernel_config(),
         },
     )?;
     let ifindexes: Vec<u32> = interfaces.iter().map(|i| i.ifindex).collect();
@@ -215,13 +222,12 @@ fn load_and_attach(
         attachments.push(attachment);
     }
     let mut egress = Vec::new();
-    if config.detection.reply_scan.enabled {
+    // The egress program: the reply-aware detector's answers, the web
+    // answers' status codes.
+    if config.detection.reply_scan.enabled || config.detection.web.enabled {
         for iface in interfaces {
             egress.push(attach_egress(&mut ebpf, iface)?);
-            log::info!(
-                "reply-aware detector: egress program attached to {}",
-                iface.name
-            );
+            log::info!("egress program attached to {}", iface.name);
         }
     }
     Ok((ebpf, attachments, egress))
@@ -289,10 +295,33 @@ fn open_evidence(
     Ok(Some(store))
 }
 
+/// The web ring and detector when `[detection.web]` is on; the counters
+/// are pinned for the metrics either way.
+fn take_web(
+    ebpf: &mut Ebpf,
+    detector: Option<WebDetector>,
+    pins: &PinDir,
+) -> Result<Option<(RingBuf<MapData>, WebRun)>, AgentError> {
+    WebCountersMap::take_and_pin(ebpf, pins)?;
+    let Some(detector) = detector else {
+        return Ok(None);
+    };
+    let ring = take_web_samples(ebpf)?;
+    Ok(Some((
+        ring,
+        WebRun {
+            detector,
+            decode_errors: 0,
+        },
+    )))
+}
+
 /// Checks configuration, privileges and arguments, then sets everything up.
 pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let (config, alertmanager, interfaces) = prepare(args)?;
     let crowdsec = crowdsec_of(&config)?;
+    // The catalogue is read (and checked) before anything is attached.
+    let web_detector = super::web::detector_of(&config.detection)?;
     let settings = config.agent.clone();
     let alert_log = AlertLog::open(&settings.alert_log)?;
     let pins = PinGuard(Some(PinDir::acquire(&settings.pin_dir)?));
@@ -314,6 +343,7 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
     let control = control::bind(&settings.control_socket)?;
     let events = take_events(&mut ebpf)?;
     let evidence_ring = take_evidence(&mut ebpf)?;
+    let web = take_web(&mut ebpf, web_detector, pins.dir())?;
     pin_prefixes(&mut ebpf, config.detection.prefixes(), pins.dir())?;
     let names: Vec<(u32, &str)> = interfaces
         .iter()
@@ -334,6 +364,7 @@ pub(super) fn start(args: &RunArgs) -> Result<Started, AgentError> {
         running,
         events,
         evidence_ring,
+        web,
         evidence,
         alert_log,
         metrics_listener,

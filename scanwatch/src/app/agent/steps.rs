@@ -80,6 +80,8 @@ pub(super) struct Agent {
     pub bouncer: Option<Bouncer>,
     /// The CrowdSec machine's alert pushes (when `[crowdsec]` has a machine).
     pub machine: Option<Machine>,
+    /// The web-layer detector (`[detection.web]` on).
+    pub web: Option<super::web::WebRun>,
 }
 
 impl Agent {
@@ -317,6 +319,7 @@ impl Agent {
             &clock,
         );
         alert.set_outcome(action, known_bad);
+        alert.tls = self.tls_of(&net, &clock);
         self.attach_evidence(finding, &mut alert, &clock);
         log::warn!("{}", alert.summary());
         // A failure is logged (rate-limited) and counted by the log itself;
@@ -368,6 +371,14 @@ impl Agent {
         s.detections.clone_from(&self.engine.detections);
         s.detections
             .insert(ScanType::DistributedScan, self.distributed.stats.detections);
+        if let Some(web) = &self.web {
+            let w = web.detector.stats();
+            s.detections
+                .insert(ScanType::VulnScanner, w.findings_vuln_scanner);
+            s.detections
+                .insert(ScanType::WordlistScan, w.findings_wordlist_scan);
+            s.web = Some((w, web.decode_errors));
+        }
         s.active = self.engine.active_by_type();
         s.top = self.engine.top_flagged(metrics_top);
         s.mitigation = self.mitigation.stats;
