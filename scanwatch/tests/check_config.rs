@@ -743,3 +743,50 @@ fn valid_files_exit_0_and_feed_problems_are_warnings() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The web scanner catalogue is read as the agent reads it: the packaged
+/// one built in while the default path is absent, a named file that is
+/// missing or invalid an error naming the file and what is wrong.
+#[test]
+fn the_web_catalogue_is_checked() {
+    let dir = temp_dir("catalogue");
+    let config = |catalogue: &Path| {
+        let path = dir.join("web.toml");
+        std::fs::write(
+            &path,
+            format!("[detection.web]\ncatalogue = \"{}\"\n", catalogue.display()),
+        )
+        .expect("write");
+        check(&path)
+    };
+    let o = check(&{
+        let p = dir.join("default.toml");
+        std::fs::write(&p, "").expect("write");
+        p
+    });
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("web scanner signatures"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let missing = dir.join("missing.toml");
+    let o = config(&missing);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("detection.web.catalogue") && err.contains("cannot read"),
+        "{err}"
+    );
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[signature]]\ntool = \"x\"\nkind = \"vuln_scanner\"\nuser_agent = \"(unclosed\"\n",
+    )
+    .expect("write");
+    let o = config(&bad);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,20 @@ use crate::{
 /// Validates the file; prints a summary (stdout) and feed warnings (stderr).
 pub fn run(args: &CheckConfigArgs) -> Result<(), ConfigError> {
     let config = Config::load(&args.file)?;
+    // The web scanner catalogue is read as the agent reads it.
+    let catalogue = if config.detection.web.enabled {
+        let c = super::agent::catalogue_of(&config.detection).map_err(|message| {
+            ConfigError::Invalid {
+                path: args.file.display().to_string(),
+                line: None,
+                field: "detection.web.catalogue".into(),
+                message,
+            }
+        })?;
+        format!(", {} web scanner signatures", c.len())
+    } else {
+        String::new()
+    };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for warning in feed_warnings(&config) {
@@ -22,13 +36,14 @@ pub fn run(args: &CheckConfigArgs) -> Result<(), ConfigError> {
     let m = &config.mitigation;
     let _ = writeln!(
         out,
-        "config {}: valid (window {} s, {} ignore networks, auto_block {}, dry_run {}, {} feeds)",
+        "config {}: valid (window {} s, {} ignore networks, auto_block {}, dry_run {}, {} feeds{})",
         args.file.display(),
         d.window_seconds,
         d.ignore.len(),
         m.auto_block,
         m.dry_run,
-        config.feeds.len()
+        config.feeds.len(),
+        catalogue
     );
     Ok(())
 }

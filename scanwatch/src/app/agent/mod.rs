@@ -27,6 +27,7 @@ use tokio::{
 };
 
 pub use self::error::{AgentError, RUN_CAPABILITIES};
+pub use self::web::catalogue_of;
 use self::{
     start::{CrowdsecStart, Started},
     steps::Agent,
