@@ -7,6 +7,7 @@ mod start;
 mod steps;
 mod view;
 mod web;
+mod web_steps;
 
 use std::{
     collections::BTreeMap,
@@ -178,14 +179,39 @@ fn log_running(agent: &Agent) {
     );
 }
 
+/// A ring buffer the loop waits on.
+type Ring = AsyncFd<RingBuf<MapData>>;
+
+/// The rings the loop reads: crossings, evidence packets, web samples.
+struct Rings {
+    events: RingBuf<MapData>,
+    evidence: RingBuf<MapData>,
+    web: Option<RingBuf<MapData>>,
+}
+
+impl Rings {
+    /// Each ring as a readiness source for the loop.
+    fn register(self) -> Result<(Ring, Ring, Option<Ring>), AgentError> {
+        let register = |ring| {
+            // SAFETY: the ring buffer owns its map fd for as long as the
+            // AsyncFd owns the ring buffer, and always reports that same fd.
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| AgentError::Events(e.into()))
+        };
+        Ok((
+            register(self.events)?,
+            register(self.evidence)?,
+            self.web.map(register).transpose()?,
+        ))
+    }
+}
+
 /// The agent with everything `start` set up.
 fn agent_of(
     started: Started,
 ) -> (
     Agent,
-    RingBuf<MapData>,
-    RingBuf<MapData>,
-    Option<RingBuf<MapData>>,
+    Rings,
     std::net::TcpListener,
     tokio::net::UnixListener,
     Option<CrowdsecStart>,
@@ -245,9 +271,11 @@ fn agent_of(
     };
     (
         agent,
-        events,
-        evidence_ring,
-        web_ring,
+        Rings {
+            events,
+            evidence: evidence_ring,
+            web: web_ring,
+        },
         metrics_listener,
         control,
         crowdsec,
@@ -302,8 +330,7 @@ fn start_crowdsec(
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), AgentError> {
     let mut signals = Signals::install()?;
-    let (mut agent, events, evidence, web, metrics_listener, control, crowdsec) =
-        agent_of(start::start(&args)?);
+    let (mut agent, rings, metrics_listener, control, crowdsec) = agent_of(start::start(&args)?);
     let settings = agent.running.config.agent.clone();
     log_running(&agent);
     let (ctl_tx, ctl_rx) = mpsc::channel::<super::control::Pending>(16);
@@ -352,22 +379,7 @@ pub async fn run(args: RunArgs) -> Result<(), AgentError> {
         Duration::from_secs(settings.count_interval_seconds),
         Arc::clone(&stop),
     );
-    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns
-    // the ring buffer, and always reports that same fd.
-    let events = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-        .map_err(|e| AgentError::Events(e.into()))?;
-    // SAFETY: as for `events`.
-    let evidence =
-        unsafe { AsyncFd::register_with_interest(evidence, tokio::io::Interest::READABLE) }
-            .map_err(|e| AgentError::Events(e.into()))?;
-    let web = match web {
-        // SAFETY: as for `events`.
-        Some(ring) => Some(
-            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-                .map_err(|e| AgentError::Events(e.into()))?,
-        ),
-        None => None,
-    };
+    let (events, evidence, web) = rings.register()?;
     notify_ready(&agent);
     let mut channels = Channels {
         events,

@@ -1,17 +1,12 @@
-//! Web-layer detection in the agent: the catalogue it starts with, the web
-//! ring's records into the detector, its findings into alerts.
+//! Web-layer detection in the agent: the catalogue it starts with and the
+//! detector (its steps: `web_steps.rs`).
 
 use std::path::Path;
 
-use aya::maps::{MapData, RingBuf};
-
-use super::{AgentError, steps::Agent};
+use super::error::AgentError;
 use crate::{
     config::{DEFAULT_WEB_CATALOGUE, Detection},
     detect::web::{Catalogue, WebDetector, WebSettings},
-    kernel::web_maps::decode_web,
-    model::KernelClock,
-    output::web_alert::{TlsRef, WebAlert},
 };
 
 /// The packaged catalogue (`deploy/web-scanners.toml`, installed as
@@ -61,56 +56,4 @@ pub struct WebRun {
     pub detector: WebDetector,
     /// Records of the web ring that could not be decoded.
     pub decode_errors: u64,
-}
-
-impl Agent {
-    /// Every record waiting in the web ring, then the findings they made.
-    pub fn on_web_ring(&mut self, ring: &mut RingBuf<MapData>) {
-        let Some(web) = self.web.as_mut() else {
-            while ring.next().is_some() {}
-            return;
-        };
-        while let Some(item) = ring.next() {
-            match decode_web(&item) {
-                Ok(record) => web.detector.observe(record.into_event()),
-                Err(e) => {
-                    web.decode_errors += 1;
-                    log::debug!("web ring: {e}");
-                }
-            }
-        }
-        self.report_web();
-    }
-
-    /// Each web finding goes to mitigation (its action is part of the
-    /// alert), then to the alert log.
-    fn report_web(&mut self) {
-        let Some(web) = self.web.as_mut() else {
-            return;
-        };
-        let findings = web.detector.take_findings();
-        let window = self.running.config.detection.window_seconds;
-        for f in &findings {
-            let clock = KernelClock::now();
-            let action = self
-                .mitigation
-                .on_detection(f.source, &[f.kind.scan_type()], &clock);
-            let mut alert = WebAlert::from_finding(f, window, &clock);
-            alert.set_outcome(action);
-            log::warn!("{}", alert.summary());
-            // A failure is logged (rate-limited) and counted by the log itself.
-            let _ = self.alert_log.append(&alert);
-        }
-    }
-
-    /// The ClientHellos the source of `net` sent lately (for its alerts).
-    pub fn tls_of(&self, net: &ipnet::IpNet, clock: &KernelClock) -> Vec<TlsRef> {
-        self.web.as_ref().map_or_else(Vec::new, |w| {
-            w.detector
-                .tls_seen(net)
-                .iter()
-                .map(|t| TlsRef::of(t, clock))
-                .collect()
-        })
-    }
 }
