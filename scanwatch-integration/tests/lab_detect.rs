@@ -13,6 +13,7 @@ use common::AgentLab;
 use scanwatch_lab::{
     netns::{TARGET_V4, TARGET_V6},
     privileged::require_root,
+    web::{Nginx, NginxConfig},
 };
 use serde_json::Value;
 
@@ -395,26 +396,19 @@ fn legitimate_traffic_is_not_flagged() {
     }
     let mut lab = AgentLab::start(&[]);
     // nginx in the target namespace, on two ports.
-    let dir = std::env::temp_dir().join(format!("scanwatch-nginx-{}", lab.lab.target_ns));
-    std::fs::create_dir_all(&dir).expect("nginx dir");
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; \
-         uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-         server {{ listen {TARGET_V4}:8080 backlog=4096; listen {TARGET_V4}:8081 backlog=4096; \
-         location / {{ return 200 \"ok\\n\"; }} }} }}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
-    let mut c = lab.lab.in_target();
-    c.arg("nginx")
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let nginx = lab.lab.spawn(c).expect("nginx");
-    std::thread::sleep(Duration::from_millis(700));
+    let nginx = Nginx::start(
+        &mut lab.lab,
+        &NginxConfig {
+            listen: vec![
+                format!("{TARGET_V4}:8080 backlog=4096"),
+                format!("{TARGET_V4}:8081 backlog=4096"),
+            ],
+            server: "location / { return 200 \"ok\\n\"; }".into(),
+            access_log: false,
+            worker_processes: 2,
+        },
+    )
+    .expect("nginx");
 
     // 1. One client, 10,000 HTTP requests to one open port.
     let out = lab.scan(&[
@@ -511,8 +505,7 @@ print("ok")
     assert!(sources >= 202, "{sources} sources tracked");
     assert!(lab.stop_agent());
     // SIGTERM: the nginx master stops and reaps its workers.
-    lab.lab.stop(nginx, Duration::from_secs(10));
-    let _ = std::fs::remove_dir_all(&dir);
+    nginx.stop(&mut lab.lab);
 }
 
 /// A million tracked sources, an `ignore` network, and SIGHUP log rotation:

@@ -47,6 +47,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("cscli", "crowdsec"),
     // The benchmark compares the agent's bouncer with the packaged one.
     ("crowdsec-firewall-bouncer", "crowdsec-firewall-bouncer"),
+    // lab_web.rs: web scanners against nginx (TLS with a self-signed certificate).
+    ("gobuster", "gobuster"),
+    ("ffuf", "ffuf"),
+    ("dirb", "dirb"),
+    ("wfuzz", "wfuzz"),
+    ("sqlmap", "sqlmap"),
+    ("whatweb", "whatweb"),
+    ("openssl", "openssl"),
 ];
 
 /// crowdsec's post-install registers with the central API unless this
