@@ -574,11 +574,22 @@ fn tls_client_hello_is_evidence_of_a_port_scan() {
     let scanner_if = web.agent.lab.scanner_if.clone();
     let pcap = web.nginx.dir.join("hello.pcap");
     let mut dump = web.agent.lab.in_scanner();
-    dump.args(["tcpdump", "-i", &scanner_if, "-U", "-s", "0", "-w"])
-        .arg(&pcap)
-        .args(["tcp", "port", "443"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    // --immediate-mode: packets are written as they come, not when a
+    // kernel block fills or times out (1 s), so SIGTERM loses none.
+    dump.args([
+        "tcpdump",
+        "-i",
+        &scanner_if,
+        "--immediate-mode",
+        "-U",
+        "-s",
+        "0",
+        "-w",
+    ])
+    .arg(&pcap)
+    .args(["tcp", "port", "443"])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
     let dump_pid = web.agent.lab.spawn(dump).expect("tcpdump");
     std::thread::sleep(Duration::from_millis(1000));
     let resolve = format!("{TLS_NAME}:443:{TARGET_V4}");
@@ -614,9 +625,10 @@ fn tls_client_hello_is_evidence_of_a_port_scan() {
     );
     // And one more hello after the scan.
     web.run_from(source, &https);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1000));
     web.agent.lab.stop(dump_pid, Duration::from_secs(5));
     let expected_a = ja4_a(&pcap);
+    println!("curl's ClientHello in the capture: JA4_a {expected_a}");
     let seen = seen(&web.nginx.requests_from(source));
     assert_eq!(seen.requests, 2, "two HTTPS requests reached nginx");
 
@@ -638,7 +650,7 @@ fn tls_client_hello_is_evidence_of_a_port_scan() {
         with_tls.unwrap_or_else(|alerts| panic!("no alert of {source} with tls: {alerts:?}"));
     let hellos = alert["tls"].as_array().cloned().unwrap_or_default();
     println!(
-        "curl -k https://{TLS_NAME}/ + nmap -sS -p 1-100 from {source}: alert {:?} in {:.2} s, tls {}; JA4_a from the capture {expected_a}",
+        "curl -k https://{TLS_NAME}/ + nmap -sS -p 1-100 from {source}: alert {:?} in {:.2} s, tls {}",
         common::scan_types(&alert),
         seconds_since(&alert, started),
         alert["tls"]
