@@ -78,8 +78,9 @@ impl WebLab {
         let started = chrono::Utc::now();
         let mut c = self.agent.lab.in_scanner();
         c.args(["timeout", "120"]).args(args);
-        let out = run(&mut c).unwrap_or_else(|e| panic!("{}: {e}", args[0]));
-        drop(out);
+        if let Err(e) = run(&mut c) {
+            panic!("{}: {e}", args[0]);
+        }
         started
     }
 
