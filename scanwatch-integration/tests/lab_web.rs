@@ -32,6 +32,8 @@ const PAGES: usize = 60;
 /// Wordlist entries, of which the last `EXISTING` are pages of the site.
 const WORDS: usize = 150;
 const EXISTING: usize = 5;
+/// The agent's `/metrics` (target side of the veth).
+const METRICS: &str = "198.18.0.2:9477";
 /// A browser's User-Agent (Firefox 128 on Linux).
 const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
@@ -55,8 +57,9 @@ struct WebLab {
 }
 
 impl WebLab {
+    /// The agent serves its metrics at [`METRICS`].
     fn start(tls: bool) -> Self {
-        let mut agent = AgentLab::start(&[]);
+        let mut agent = AgentLab::start(&["--metrics-addr", METRICS]);
         let nginx = Nginx::site(&mut agent.lab, Site { pages: PAGES, tls }).expect("nginx");
         let wordlist = nginx.dir.join("words.txt");
         let words = write_wordlist(&wordlist, WORDS, EXISTING)
@@ -103,6 +106,14 @@ impl WebLab {
         assert!(self.agent.stop_agent(), "agent exits 0 on SIGTERM");
         self.nginx.stop(&mut self.agent.lab);
     }
+}
+
+/// `scanwatch_web_samples_total{kind, result}`.
+fn web_samples(text: &str, kind: &str, result: &str) -> f64 {
+    common::metric_sum(
+        text,
+        &format!("scanwatch_web_samples_total{{kind=\"{kind}\",result=\"{result}\"}}"),
+    )
 }
 
 /// What nginx saw from one source.
@@ -419,7 +430,21 @@ fn web_scanners_are_detected_and_named() {
     for r in &rows {
         println!("{r}");
     }
+    // The kernel handed the agent every request and every answer.
+    let text = web.agent.scrape(METRICS);
+    let answered = web.nginx.access_log().len() as f64;
+    let counts = [
+        web_samples(&text, "request", "sampled"),
+        web_samples(&text, "request", "dropped"),
+        web_samples(&text, "response", "sampled"),
+        web_samples(&text, "response", "dropped"),
+    ];
+    println!(
+        "nginx answered {answered} requests; web samples: requests {} sampled, {} dropped; responses {} sampled, {} dropped",
+        counts[0], counts[1], counts[2], counts[3]
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(counts, [answered, 0.0, answered, 0.0], "{text}");
     web.stop();
 }
 
@@ -673,5 +698,82 @@ fn tls_client_hello_is_evidence_of_a_port_scan() {
             .any(|a| common::scan_types(a).iter().any(|t| t == "port_scan")),
         "the nmap scan is a port_scan"
     );
+    web.stop();
+}
+
+/// The agent stopped (SIGSTOP) while a client sends 20,000 requests: the
+/// web ring fills, the kernel counts what it could not hand over, and
+/// every request is still answered (samples are lost, never packets).
+#[test]
+fn a_full_web_ring_loses_samples_never_packets() {
+    if !require_tools("a_full_web_ring_loses_samples_never_packets") {
+        return;
+    }
+    common::assert_installed(&["ab"]);
+    let web = WebLab::start(false);
+    let source = "198.18.0.40";
+    let pid = web.agent.agent_pid.to_string();
+    let signal = |sig: &str| {
+        run(std::process::Command::new("kill").args([sig, &pid])).expect("kill");
+    };
+    signal("-STOP");
+    let requests = 20_000;
+    let url = format!("http://{TARGET_V4}/page1.html");
+    connect_from(&web.agent.lab, source).expect("source address");
+    let mut ab = web.agent.lab.in_scanner();
+    ab.args(["ab", "-q", "-n", &requests.to_string(), "-c", "20", &url]);
+    let out = run(&mut ab);
+    signal("-CONT");
+    let text = String::from_utf8_lossy(&out.expect("ab").stdout).into_owned();
+    assert!(
+        text.contains(&format!("Complete requests:      {requests}"))
+            && text.contains("Failed requests:        0"),
+        "{text}"
+    );
+    let answered = web.nginx.requests_from(source);
+    assert_eq!(answered.len(), requests, "nginx answered every request");
+    assert!(answered.iter().all(|a| a.status == 200));
+    // The agent reads the kernel's counters at its next scrape.
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = web.agent.scrape(METRICS);
+    let n = requests as f64;
+    let (sampled, dropped) = (
+        web_samples(&metrics, "request", "sampled"),
+        web_samples(&metrics, "request", "dropped"),
+    );
+    let (r_sampled, r_dropped) = (
+        web_samples(&metrics, "response", "sampled"),
+        web_samples(&metrics, "response", "dropped"),
+    );
+    println!(
+        "agent stopped, ab -n {requests} -c 20: requests {sampled} sampled + {dropped} dropped, \
+         responses {r_sampled} sampled + {r_dropped} dropped; every request answered"
+    );
+    assert!(dropped > 0.0, "the ring filled: {metrics}");
+    assert_eq!(sampled + dropped, n, "every request counted once");
+    assert_eq!(r_sampled + r_dropped, n, "every answer counted once");
+    assert!(web.agent.alerts().is_empty(), "{:?}", web.agent.alerts());
+    // For comparison (printed: it depends on the machine), the same load
+    // with the agent reading the ring.
+    connect_from(&web.agent.lab, "198.18.0.41").expect("source address");
+    let mut ab = web.agent.lab.in_scanner();
+    ab.args(["ab", "-q", "-n", &requests.to_string(), "-c", "20", &url]);
+    let out = run(&mut ab).expect("ab");
+    let rate = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("Requests per second"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = web.agent.scrape(METRICS);
+    let more = (
+        web_samples(&metrics, "request", "sampled") - sampled,
+        web_samples(&metrics, "request", "dropped") - dropped,
+    );
+    println!(
+        "agent running, ab -n {requests} -c 20 ({rate}): requests {} sampled + {} dropped",
+        more.0, more.1
+    );
+    assert_eq!(more.0 + more.1, n, "every request counted once");
     web.stop();
 }
