@@ -569,6 +569,31 @@ fn browsing_and_many_clients_stay_quiet() {
         alerts.len()
     );
     assert!(alerts.is_empty(), "false positives: {alerts:?}");
+    // Quiet, not blind: the agent had every request and answer.
+    let text = web.agent.scrape(METRICS);
+    let answered = web.nginx.access_log().len() as f64;
+    assert_eq!(answered, 850.0);
+    let parsed = common::metric_sum(
+        &text,
+        "scanwatch_web_parsed_total{kind=\"http\",result=\"parsed\"}",
+    );
+    let matched = common::metric_sum(
+        &text,
+        "scanwatch_web_parsed_total{kind=\"response\",result=\"matched\"}",
+    );
+    println!(
+        "web samples: {} requests, {} responses; {parsed} parsed, {matched} answers matched",
+        web_samples(&text, "request", "sampled"),
+        web_samples(&text, "response", "sampled")
+    );
+    assert_eq!(web_samples(&text, "request", "sampled"), answered, "{text}");
+    assert_eq!(
+        web_samples(&text, "response", "sampled"),
+        answered,
+        "{text}"
+    );
+    assert_eq!(parsed, answered, "{text}");
+    assert_eq!(matched, answered, "{text}");
     web.stop();
 }
 
