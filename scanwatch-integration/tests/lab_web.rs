@@ -329,15 +329,16 @@ fn check_alert(
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        // Named by its User-Agent: alerted at its first request, before
-        // any answer (docs/detection.md); by behaviour: at the threshold.
-        if named.is_none() {
-            expect(
-                web["not_found_paths"].as_u64().is_some_and(|n| n >= 20),
-                format!("web.not_found_paths {}", web["not_found_paths"]),
-            );
-            expect(!samples.is_empty(), "web.sample_paths empty".into());
-        }
+        // Named by its User-Agent: found at its first request, alerted
+        // after the hold (250 ms) with what it sent by then; by behaviour:
+        // at the threshold. Each tool's run here sends its 150 words
+        // within the hold, but for wfuzz (0.5 s): some not-found paths.
+        let least = if tool == "wfuzz" { 1 } else { 20 };
+        expect(
+            web["not_found_paths"].as_u64().is_some_and(|n| n >= least),
+            format!("web.not_found_paths {}", web["not_found_paths"]),
+        );
+        expect(!samples.is_empty(), "web.sample_paths empty".into());
         for p in samples {
             let listed = p.strip_prefix('/').is_some_and(|w| words.contains(w));
             expect(

@@ -482,7 +482,7 @@ async fn event_loop(
         // Time spent working in this step (not waiting in select).
         let mut busy = Duration::ZERO;
         // The next held first alert to write.
-        let release = agent.engine.next_release();
+        let release = agent.next_release();
         let held = async move {
             match release {
                 Some(at) => tokio::time::sleep_until(at.into()).await,

@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex, PoisonError, atomic::Ordering},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use scanwatch_common::{ScanEvent, trw::ReplyCounter};
@@ -153,6 +153,20 @@ impl Agent {
         };
         for finding in self.engine.release_held(&view, Instant::now()) {
             self.report(&finding);
+        }
+        self.report_web();
+    }
+
+    /// When the next held alert (per-source or web) is due.
+    pub fn next_release(&self) -> Option<Instant> {
+        let web = self
+            .web
+            .as_ref()
+            .and_then(|w| w.detector.next_due_ns())
+            .map(|due| Instant::now() + Duration::from_nanos(due.saturating_sub(kernel_now_ns())));
+        match (self.engine.next_release(), web) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

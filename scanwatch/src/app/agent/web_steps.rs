@@ -29,13 +29,14 @@ impl Agent {
         self.report_web();
     }
 
-    /// Each web finding goes to mitigation (its action is part of the
+    /// Each web finding due (held `first_alert_hold_milliseconds` to gather
+    /// evidence) goes to mitigation (its action is part of the
     /// alert), then to the alert log.
-    fn report_web(&mut self) {
+    pub fn report_web(&mut self) {
         let Some(web) = self.web.as_mut() else {
             return;
         };
-        let findings = web.detector.take_findings();
+        let findings = web.detector.take_findings(crate::model::kernel_now_ns());
         let window = self.running.config.detection.window_seconds;
         for f in &findings {
             let clock = KernelClock::now();

@@ -59,6 +59,10 @@ pub struct WebSettings {
     pub prefixes: SourcePrefixes,
     /// Sources never tracked.
     pub ignore: Vec<IpNet>,
+    /// A finding waits this long after the request that made it, then
+    /// carries the source's evidence as it is by then (a tool named at its
+    /// first request has sent more by then).
+    pub hold_ns: u64,
 }
 
 impl WebSettings {
@@ -74,6 +78,7 @@ impl WebSettings {
             max_connections: max_sources.saturating_mul(4),
             prefixes: d.prefixes(),
             ignore: d.ignore.clone(),
+            hold_ns: d.first_alert_hold_milliseconds.saturating_mul(1_000_000),
         }
     }
 }
@@ -174,7 +179,8 @@ pub struct WebDetector {
     catalogue: Catalogue,
     sources: HashMap<IpNet, SourceState>,
     conns: HashMap<Connection, ConnState>,
-    findings: Vec<WebFinding>,
+    /// Findings and when they are due.
+    findings: Vec<(u64, WebFinding)>,
     stats: WebStats,
 }
 
@@ -225,9 +231,32 @@ impl WebDetector {
         }
     }
 
-    /// The findings made since the last call.
-    pub fn take_findings(&mut self) -> Vec<WebFinding> {
-        std::mem::take(&mut self.findings)
+    /// When the first waiting finding is due (kernel clock).
+    pub fn next_due_ns(&self) -> Option<u64> {
+        self.findings.iter().map(|(due, _)| *due).min()
+    }
+
+    /// The findings due at `now_ns` (kernel clock), each with its source's
+    /// evidence as it is now.
+    pub fn take_findings(&mut self, now_ns: u64) -> Vec<WebFinding> {
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.findings)
+            .into_iter()
+            .partition(|(at, _)| *at <= now_ns);
+        self.findings = waiting;
+        due.into_iter()
+            .map(|(_, mut f)| {
+                if let Some(s) = self.sources.get(&f.source) {
+                    f.hosts.clone_from(&s.hosts);
+                    f.requests = s.requests;
+                    f.not_found_paths = s.not_found.len() as u64;
+                    f.sample_paths.clone_from(&s.sample);
+                    f.tls = s.tls.iter().cloned().collect();
+                    f.first_ns = s.first_ns;
+                    f.last_ns = s.last_seen_ns.max(f.last_ns);
+                }
+                f
+            })
+            .collect()
     }
 
     /// The most recent ClientHellos of `source` (oldest first).
@@ -443,19 +472,23 @@ impl WebDetector {
             self.stats.findings_dropped += 1;
             return;
         }
-        self.findings.push(WebFinding {
-            source,
-            kind: t.kind,
-            tool: t.tool.clone(),
-            user_agent: t.user_agent.map(str::to_string),
-            hosts: s.hosts.clone(),
-            requests: s.requests,
-            not_found_paths: s.not_found.len() as u64,
-            sample_paths: s.sample.clone(),
-            tls: s.tls.iter().cloned().collect(),
-            first_ns: s.first_ns,
-            last_ns: time_ns,
-        });
+        let due = time_ns.saturating_add(self.settings.hold_ns);
+        self.findings.push((
+            due,
+            WebFinding {
+                source,
+                kind: t.kind,
+                tool: t.tool.clone(),
+                user_agent: t.user_agent.map(str::to_string),
+                hosts: s.hosts.clone(),
+                requests: s.requests,
+                not_found_paths: s.not_found.len() as u64,
+                sample_paths: s.sample.clone(),
+                tls: s.tls.iter().cloned().collect(),
+                first_ns: s.first_ns,
+                last_ns: time_ns,
+            },
+        ));
     }
 }
 

@@ -74,10 +74,19 @@ fn a_wordlist_tool_named_by_its_user_agent_is_found_at_its_first_request() {
             404,
         );
     }
-    let f = d.take_findings();
+    // Made at the first request, due after the hold (250 ms), with the
+    // evidence gathered by then.
+    let hold = settings().hold_ns;
+    assert_eq!(hold, 250_000_000);
+    assert!(d.take_findings(hold - 1).is_empty());
+    let f = d.take_findings(hold);
     // One at the first request; the behavioural one (20 paths) is the same
     // kind, suppressed.
     assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].requests, 100, "the source's window as it is now");
+    assert_eq!(f[0].not_found_paths, 20);
+    assert_eq!(f[0].sample_paths.len(), 10);
+    assert!(d.take_findings(u64::MAX).is_empty());
     assert_eq!(f[0].kind, WebScanKind::WordlistScan);
     assert_eq!(f[0].source, src("198.18.1.1"));
     assert_eq!(
@@ -88,7 +97,6 @@ fn a_wordlist_tool_named_by_its_user_agent_is_found_at_its_first_request() {
         })
     );
     assert_eq!(f[0].user_agent.as_deref(), Some("gobuster/3.5"));
-    assert_eq!(f[0].requests, 1);
     assert_eq!(f[0].hosts, ["www.lab"]);
     let st = d.stats();
     assert_eq!(st.requests_parsed, 100);
@@ -109,7 +117,7 @@ fn a_vuln_scanner_is_found_at_once() {
         "sqlmap/1.7.2#stable (https://sqlmap.org)",
         200,
     );
-    let f = d.take_findings();
+    let f = d.take_findings(u64::MAX);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].kind, WebScanKind::VulnScanner);
     assert_eq!(f[0].tool.as_ref().map(|t| t.name.as_str()), Some("sqlmap"));
@@ -127,9 +135,9 @@ fn wordlist_scan_by_behaviour_at_the_threshold() {
         // Repeating a path does not count twice.
         fetch(&mut d, c, i * SEC + 1, &format!("/dir{i}/"), DIRB, 404);
     }
-    assert!(d.take_findings().is_empty());
+    assert!(d.take_findings(u64::MAX).is_empty());
     fetch(&mut d, c, 30 * SEC, "/dir19/", DIRB, 403);
-    let f = d.take_findings();
+    let f = d.take_findings(u64::MAX);
     assert_eq!(f.len(), 1, "{f:?}");
     let f = &f[0];
     assert_eq!(f.kind, WebScanKind::WordlistScan);
@@ -163,12 +171,12 @@ fn only_404_403_and_400_count_and_never_static_resources() {
             fetch(&mut d, c, t, &format!("/static/{i}.{ext}"), DIRB, 404);
         }
     }
-    assert!(d.take_findings().is_empty());
+    assert!(d.take_findings(u64::MAX).is_empty());
     for (i, status) in [400, 403, 404].iter().cycle().take(20).enumerate() {
         t += SEC / 100;
         fetch(&mut d, c, t, &format!("/p{i}.php"), DIRB, *status);
     }
-    assert_eq!(d.take_findings().len(), 1);
+    assert_eq!(d.take_findings(u64::MAX).len(), 1);
 }
 
 #[test]
@@ -179,7 +187,7 @@ fn a_browser_with_a_missing_favicon_is_quiet() {
     fetch(&mut d, c, 1, "/favicon.ico", CHROME, 404);
     fetch(&mut d, c, 2, "/apple-touch-icon.png", CHROME, 404);
     fetch(&mut d, c, 3, "/robots.txt", CHROME, 404);
-    assert!(d.take_findings().is_empty());
+    assert!(d.take_findings(u64::MAX).is_empty());
 }
 
 #[test]
@@ -194,7 +202,7 @@ fn two_hundred_clients_with_three_pages_and_a_missing_favicon_are_quiet() {
         }
         fetch(&mut d, c, t + 5, "/favicon.ico", CHROME, 404);
     }
-    assert!(d.take_findings().is_empty());
+    assert!(d.take_findings(u64::MAX).is_empty());
     let st = d.stats();
     assert_eq!(st.sources_tracked, 200);
     assert_eq!(st.responses_matched, 800);
@@ -218,7 +226,7 @@ fn a_crawler_of_existing_pages_is_quiet() {
             404,
         );
     }
-    assert!(d.take_findings().is_empty());
+    assert!(d.take_findings(u64::MAX).is_empty());
 }
 
 #[test]
@@ -233,9 +241,9 @@ fn windows_tumble() {
     for i in 0..19u64 {
         fetch(&mut d, c, window + i, &format!("/b{i}"), DIRB, 404);
     }
-    assert!(d.take_findings().is_empty());
+    assert!(d.take_findings(u64::MAX).is_empty());
     fetch(&mut d, c, window + 100, "/b19", DIRB, 404);
-    assert_eq!(d.take_findings()[0].not_found_paths, 20);
+    assert_eq!(d.take_findings(u64::MAX)[0].not_found_paths, 20);
 }
 
 #[test]
@@ -269,9 +277,9 @@ fn answers_pair_with_requests_in_order() {
     for i in 0..16 {
         fetch(&mut d, c, 20 + i, &format!("/m{i}"), DIRB, 404);
     }
-    assert!(d.take_findings().is_empty(), "19 distinct so far");
+    assert!(d.take_findings(u64::MAX).is_empty(), "19 distinct so far");
     fetch(&mut d, c, 40, "/m16", DIRB, 404);
-    let f = d.take_findings();
+    let f = d.take_findings(u64::MAX);
     assert_eq!(f.len(), 1);
     assert_eq!(
         &f[0].sample_paths[..3],
@@ -355,7 +363,7 @@ fn client_hellos_are_remembered_and_a_ja4_entry_names_the_tool() {
             time_ns: 5,
         }]
     );
-    let f = d.take_findings();
+    let f = d.take_findings(u64::MAX);
     assert_eq!(f.len(), 1);
     assert_eq!(
         f[0].tool,
@@ -410,20 +418,20 @@ fn suppression_ignore_and_prefixes() {
     let c = conn("198.18.1.11", 1);
     fetch(&mut d, c, 0, "/", nikto, 200);
     fetch(&mut d, c, 599 * SEC, "/", nikto, 200);
-    assert_eq!(d.take_findings().len(), 1);
+    assert_eq!(d.take_findings(u64::MAX).len(), 1);
     fetch(&mut d, c, 600 * SEC, "/", nikto, 200);
     assert_eq!(
-        d.take_findings().len(),
+        d.take_findings(u64::MAX).len(),
         1,
         "again after the suppression interval"
     );
     fetch(&mut d, conn("198.18.5.7", 1), 0, "/", nikto, 200);
-    assert!(d.take_findings().is_empty());
+    assert!(d.take_findings(u64::MAX).is_empty());
     assert_eq!(d.stats().ignored, 2);
     // Two addresses of one /64 are one source.
     fetch(&mut d, conn("fd00:1:2:3::a", 1), 0, "/", nikto, 200);
     fetch(&mut d, conn("fd00:1:2:3::b", 1), 1, "/", nikto, 200);
-    let f = d.take_findings();
+    let f = d.take_findings(u64::MAX);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].source.to_string(), "fd00:1:2:3::/64");
 }
