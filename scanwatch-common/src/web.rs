@@ -2,7 +2,7 @@
 //!
 //! The XDP program hands the agent the first payload segment of every
 //! HTTP/1.x request and TLS ClientHello sent to a configured web port
-//! ([`WebConfig::ports`]) through the `WEB_SAMPLES` ring buffer: at most
+//! ([`WebConfig::port_bits`]) through the `WEB_SAMPLES` ring buffer: at most
 //! [`WEB_SAMPLE_BYTES`] bytes of it, never the packet itself. A segment is
 //! a candidate when its first bytes are an HTTP method and a space
 //! ([`starts_request`]) or a TLS handshake record holding a ClientHello:
@@ -31,12 +31,12 @@ pub const WEB_CONFIG_GLOBAL: &str = "WEB_CONFIG";
 pub const WEB_RING_BYTES: u32 = 1 << 20;
 /// Payload bytes a request sample keeps at most.
 pub const WEB_SAMPLE_BYTES: usize = 512;
-/// Web ports the kernel can test (`[detection.web] ports`).
+/// Most web ports in `[detection.web] ports`.
 pub const MAX_WEB_PORTS: usize = 8;
 /// The default web ports (`[detection.web] ports`).
 pub const DEFAULT_WEB_PORTS: [u16; 5] = [80, 8080, 8000, 443, 8443];
-/// An unused slot of [`WebConfig::ports`] (no port equals it).
-pub const NO_PORT: u32 = u32::MAX;
+/// Words of [`WebConfig::port_bits`]: one bit per TCP port.
+pub const PORT_WORDS: usize = 65_536 / 64;
 
 /// Settings, set by the agent at load time.
 #[repr(C)]
@@ -44,45 +44,40 @@ pub const NO_PORT: u32 = u32::MAX;
 pub struct WebConfig {
     /// Sample at all (0: never; the programs skip everything).
     pub enabled: u32,
-    /// Explicit padding (zero).
-    pub _pad: u32,
-    /// Local TCP ports whose requests are sampled; [`NO_PORT`] for unused slots.
-    pub ports: [u32; MAX_WEB_PORTS],
+    /// Layout version, 1 (never zero: an all-zero global would be placed in
+    /// `.bss`, which cannot be set before loading).
+    pub version: u32,
+    /// The web ports: bit `port % 64` of word `port / 64` (one load per
+    /// test instead of a compare per configured port).
+    pub port_bits: [u64; PORT_WORDS],
 }
 
-assert_layout!(WebConfig { enabled, _pad, ports }, size 40, align 4);
+assert_layout!(WebConfig { enabled, version, port_bits }, size 8200, align 8);
 
 impl WebConfig {
     /// Samples nothing.
     pub const DISABLED: Self = Self {
         enabled: 0,
-        _pad: 0,
-        ports: [NO_PORT; MAX_WEB_PORTS],
+        version: 1,
+        port_bits: [0; PORT_WORDS],
     };
 
-    /// Sampling on `ports` (at most [`MAX_WEB_PORTS`]; the rest are ignored).
+    /// Sampling on `ports`.
     pub fn with_ports(ports: &[u16]) -> Self {
         let mut cfg = Self {
             enabled: 1,
             ..Self::DISABLED
         };
-        for (slot, port) in cfg.ports.iter_mut().zip(ports) {
-            *slot = u32::from(*port);
+        for port in ports {
+            cfg.port_bits[usize::from(*port) / 64] |= 1 << (port % 64);
         }
         cfg
     }
 
-    /// `port` is one of the web ports (branch-free: eight compares).
+    /// `port` is one of the web ports; `word(i)` reads `port_bits[i]`.
     #[inline(always)]
-    pub fn is_web_port(ports: impl Fn(usize) -> u32, port: u16) -> bool {
-        let p = u32::from(port);
-        let mut hit = false;
-        let mut i = 0;
-        while i < MAX_WEB_PORTS {
-            hit |= ports(i) == p;
-            i += 1;
-        }
-        hit
+    pub fn is_web_port(word: impl Fn(usize) -> u64, port: u16) -> bool {
+        (word(usize::from(port) / 64) >> (port % 64)) & 1 != 0
     }
 }
 
@@ -257,7 +252,12 @@ pub const STATUS_BYTES: usize = 12;
 /// The status code of a segment starting with an HTTP/1.x status line.
 #[inline(always)]
 pub fn status_code(b: &[u8; STATUS_BYTES]) -> Option<u32> {
-    if &b[..7] != b"HTTP/1." || b[8] != b' ' {
+    // Two word compares (a slice compare would be a call to `bcmp` in
+    // the kernel program): "HTTP", then "/1." and the space after the
+    // minor version.
+    let head = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let version = u32::from_be_bytes([b[4], b[5], b[6], b[8]]);
+    if head != u32::from_be_bytes(*b"HTTP") || version != u32::from_be_bytes(*b"/1. ") {
         return None;
     }
     let digit = |c: u8| c.wrapping_sub(b'0');
@@ -332,13 +332,16 @@ mod tests {
 
     #[test]
     fn only_configured_ports_match() {
-        let cfg = WebConfig::with_ports(&[80, 8443]);
-        let get = |i: usize| cfg.ports[i];
-        assert!(WebConfig::is_web_port(get, 80));
-        assert!(WebConfig::is_web_port(get, 8443));
-        assert!(!WebConfig::is_web_port(get, 0));
-        assert!(!WebConfig::is_web_port(get, 443));
+        let cfg = WebConfig::with_ports(&[80, 8443, 0, 65535]);
+        let get = |i: usize| cfg.port_bits[i];
+        for port in [80, 8443, 0, 65535] {
+            assert!(WebConfig::is_web_port(get, port), "{port}");
+        }
+        for port in [81, 443, 8442, 65534, 1] {
+            assert!(!WebConfig::is_web_port(get, port), "{port}");
+        }
         let off = WebConfig::DISABLED;
-        assert!(!WebConfig::is_web_port(|i| off.ports[i], 0));
+        assert!((0..=u16::MAX).all(|p| !WebConfig::is_web_port(|i| off.port_bits[i], p)));
+        assert_ne!(off.version, 0);
     }
 }

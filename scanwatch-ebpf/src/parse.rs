@@ -71,8 +71,6 @@ pub enum Outcome {
     NotIp,
     /// A parsed IP packet that is not a probe.
     NotProbe(Ip),
-    /// Not a probe either: a TCP segment with payload to a web port.
-    Segment(Ip),
     Probe(Found),
 }
 
@@ -149,11 +147,7 @@ fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
         return Err(ParseError::Malformed);
     }
     let Some(kind) = classify_tcp(tcp[13]) else {
-        return Ok(if web::to_web_port(&ip, tcp, data_offset) {
-            Outcome::Segment(ip)
-        } else {
-            Outcome::NotProbe(ip)
-        });
+        return Ok(Outcome::NotProbe(ip));
     };
     let port = u16::from_be_bytes([tcp[2], tcp[3]]);
     Ok(Outcome::Probe(Found {

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use scanwatch_common::web::{
-    MAX_WEB_PORTS, PREFIX_BYTES, STATUS_BYTES, WEB_COUNTER_SLOTS, WEB_RING_BYTES, WEB_SAMPLE_BYTES,
+    PORT_WORDS, PREFIX_BYTES, STATUS_BYTES, WEB_COUNTER_SLOTS, WEB_RING_BYTES, WEB_SAMPLE_BYTES,
     WebConfig, WebCounter, WebCounters, WebHeader, WebRequestRecord, WebResponseRecord, record,
     starts_request, status_code,
 };
@@ -36,23 +36,18 @@ pub fn enabled() -> bool {
     unsafe { core::ptr::read_volatile(&raw const WEB_CONFIG.enabled) != 0 }
 }
 
-/// `port` is a configured web port.
+/// `port` is a configured web port (one load of its bitmap word).
 #[inline(always)]
 fn web_port(port: u16) -> bool {
     WebConfig::is_web_port(
         |i| {
-            // SAFETY: as in `enabled`; `i` < MAX_WEB_PORTS.
-            unsafe { core::ptr::read_volatile(&raw const WEB_CONFIG.ports[i % MAX_WEB_PORTS]) }
+            // SAFETY: as in `enabled`; the index is masked into the array.
+            unsafe {
+                core::ptr::read_volatile(&raw const WEB_CONFIG.port_bits[i & (PORT_WORDS - 1)])
+            }
         },
         port,
     )
-}
-
-/// A non-probe TCP packet whose header is `tcp` carries payload to a web
-/// port, and sampling is on (then `sample` looks at it).
-#[inline(always)]
-pub fn to_web_port(ip: &Ip, tcp: &[u8; 20], data_offset: usize) -> bool {
-    ip.l4_len > data_offset && enabled() && web_port(u16::from_be_bytes([tcp[2], tcp[3]]))
 }
 
 #[inline(always)]
@@ -66,10 +61,10 @@ fn bump(c: WebCounter) {
     }
 }
 
-/// Hands the agent the first bytes of a segment [`to_web_port`] let
-/// through when they start a request or a ClientHello. (The segment is
-/// found again from the IP header: an `Ip` is all `parse` returns for it,
-/// which keeps the XDP program's stack as it was.)
+/// Hands the agent the first bytes of a non-probe TCP segment to a web
+/// port when they start a request or a ClientHello. Sampling off: one
+/// load and a branch; on: a segment without payload, or not to a web port,
+/// leaves at the first test that fails.
 #[inline(always)]
 pub fn sample(
     ctx: &XdpContext,
@@ -77,10 +72,16 @@ pub fn sample(
     ip: Ip,
     ifindex: u32,
 ) -> Result<(), ParseError> {
+    if !enabled() || ip.proto != IPPROTO_TCP || !ip.l4_holds(20 + PREFIX_BYTES) {
+        return Ok(());
+    }
     let tcp = pkt.bytes::<20>(ip.l4)?;
     let data_offset = usize::from(tcp[12] >> 4) * 4;
+    if ip.l4_len < data_offset + PREFIX_BYTES || !web_port(u16::from_be_bytes([tcp[2], tcp[3]])) {
+        return Ok(());
+    }
     let l7 = ip.l4 + data_offset;
-    if ip.l4_len < data_offset + PREFIX_BYTES || !starts_request(pkt.bytes::<PREFIX_BYTES>(l7)?) {
+    if !starts_request(pkt.bytes::<PREFIX_BYTES>(l7)?) {
         return Ok(());
     }
     let len = ip.l4_len - data_offset;
