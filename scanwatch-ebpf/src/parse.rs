@@ -17,7 +17,7 @@ use crate::packet::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ip, Packet, ParseError, WHOLE_DATAGRAM,
     walk,
 };
-use crate::{DETECT_CONFIG, web, window::setting};
+use crate::{DETECT_CONFIG, window::setting};
 
 impl ParseError {
     /// The interface counter of a packet the XDP program could not parse.

@@ -211,8 +211,10 @@ mod tests {
         let mut web = Web::default();
         let k = web.kernel_config();
         assert_eq!(k.enabled, 1);
-        assert_eq!(k.ports[..5], [80, 8080, 8000, 443, 8443]);
-        assert_eq!(k.ports[5..], [scanwatch_common::web::NO_PORT; 3]);
+        let web_port =
+            |p: u16| scanwatch_common::web::WebConfig::is_web_port(|i| k.port_bits[i], p);
+        assert!([80, 8080, 8000, 443, 8443].into_iter().all(web_port));
+        assert_eq!((0..=u16::MAX).filter(|p| web_port(*p)).count(), 5);
         web.enabled = false;
         assert_eq!(
             web.kernel_config(),
