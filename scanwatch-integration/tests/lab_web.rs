@@ -418,6 +418,10 @@ fn web_scanners_are_detected_and_named() {
                     .collect::<Vec<_>>()
             )),
             Some(a) => {
+                if tool == "gobuster" {
+                    // The example line of docs/detection.md "Alerts".
+                    println!("gobuster's alert: {a}");
+                }
                 if let Err(e) = check_alert(tool, kind, &a, &seen, &web.words) {
                     failures.push(e);
                 }

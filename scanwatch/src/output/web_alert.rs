@@ -157,14 +157,14 @@ impl WebAlert {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         detect::web::ToolMatch,
         model::{KernelClock, WebScanKind},
     };
 
-    fn finding(tool: bool) -> WebFinding {
+    pub(crate) fn finding(tool: bool) -> WebFinding {
         WebFinding {
             source: "198.18.0.1/32".parse().expect("net"),
             kind: WebScanKind::WordlistScan,

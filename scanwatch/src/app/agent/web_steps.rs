@@ -48,6 +48,9 @@ impl Agent {
             log::warn!("{}", alert.summary());
             // A failure is logged (rate-limited) and counted by the log itself.
             let _ = self.alert_log.append(&alert);
+            if let Some(m) = &self.machine {
+                m.send_web(&alert);
+            }
         }
     }
 

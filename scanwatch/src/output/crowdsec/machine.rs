@@ -21,7 +21,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::client::{Lapi, LapiError};
-use crate::{detect::AlertReason, model::ScanType, output::alert::Alert};
+use crate::{
+    detect::AlertReason,
+    model::ScanType,
+    output::{alert::Alert, web_alert::WebAlert},
+};
 
 /// The decisions' origin: that of every log processor's decisions, which
 /// `cscli decisions list` and `alerts list` show without `--all` (their
@@ -116,48 +120,128 @@ pub fn to_crowdsec(alert: &Alert, host: &str, now: DateTime<Utc>) -> Value {
         .scan_types
         .first()
         .map_or_else(|| "scanwatch/scan".to_string(), |t| scenario(*t));
-    let (scope, source) = if alert.source.contains('/') {
-        (
-            "Range",
-            json!({"scope": "Range", "value": alert.source, "range": alert.source}),
-        )
-    } else {
-        (
-            "Ip",
-            json!({"scope": "Ip", "value": alert.source, "ip": alert.source}),
-        )
-    };
-    let stop = now.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let meta = meta_of(alert, &types, host);
-    let meta: Vec<Value> = meta
-        .into_iter()
-        .map(|(k, v)| json!({"key": k, "value": v}))
-        .collect();
     // The block scanwatch made for a new detection, for the fleet.
     let ban = (alert.action == "blocked" && alert.reason == AlertReason::New)
         .then_some(alert.block_expires.as_deref())
         .flatten()
         .and_then(|e| seconds_until(e, now));
-    let decisions: Vec<Value> = ban
+    crowdsec_alert(
+        &Shape {
+            scenario,
+            source: &alert.source,
+            message: alert.summary(),
+            events: alert.total_probes,
+            start: &alert.first_seen,
+            meta: meta_of(alert, &types, host),
+            ban,
+        },
+        now,
+    )
+}
+
+/// One web alert as a CrowdSec alert (scenario `scanwatch/vuln_scanner` or
+/// `scanwatch/wordlist_scan`, the tool, User-Agent and sample paths in its
+/// meta; a ban when the agent blocked the source).
+pub fn web_to_crowdsec(alert: &WebAlert, host: &str, now: DateTime<Utc>) -> Value {
+    let w = &alert.web;
+    let mut meta: Vec<(&'static str, String)> = vec![
+        ("source", alert.source.clone()),
+        ("scan_types", alert.scan_types[0].name().to_string()),
+        ("attack_technique", alert.attack_technique.to_string()),
+        ("detector", alert.detector.to_string()),
+        (
+            "confidence",
+            format!("{:?}", alert.confidence).to_lowercase(),
+        ),
+        (
+            "scanner_tool",
+            w.tool
+                .as_ref()
+                .map_or("unknown", |t| t.name.as_str())
+                .to_string(),
+        ),
+        ("requests", w.requests.to_string()),
+        ("not_found_paths", w.not_found_paths.to_string()),
+        ("sample_paths", w.sample_paths.join(",")),
+        ("hosts", w.hosts.join(",")),
+        ("first_seen", alert.first_seen.clone()),
+        ("last_seen", alert.last_seen.clone()),
+        ("action", alert.action.to_string()),
+        ("scanwatch_host", host.to_string()),
+    ];
+    if let Some(ua) = &w.user_agent {
+        meta.push(("user_agent", ua.clone()));
+    }
+    let ban = (alert.action == "blocked")
+        .then_some(alert.block_expires.as_deref())
+        .flatten()
+        .and_then(|e| seconds_until(e, now));
+    crowdsec_alert(
+        &Shape {
+            scenario: scenario(alert.scan_types[0]),
+            source: &alert.source,
+            message: alert.summary(),
+            events: w.requests,
+            start: &alert.first_seen,
+            meta,
+            ban,
+        },
+        now,
+    )
+}
+
+/// What a CrowdSec alert is made of.
+struct Shape<'a> {
+    scenario: String,
+    /// An address, or a network (`Range`).
+    source: &'a str,
+    message: String,
+    events: u64,
+    start: &'a str,
+    meta: Vec<(&'static str, String)>,
+    /// A ban of this many seconds for the fleet.
+    ban: Option<u64>,
+}
+
+/// The `POST /v1/alerts` object of `s`.
+fn crowdsec_alert(s: &Shape<'_>, now: DateTime<Utc>) -> Value {
+    let scope = if s.source.contains('/') {
+        "Range"
+    } else {
+        "Ip"
+    };
+    let source = if scope == "Range" {
+        json!({"scope": "Range", "value": s.source, "range": s.source})
+    } else {
+        json!({"scope": "Ip", "value": s.source, "ip": s.source})
+    };
+    let stop = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let meta: Vec<Value> = s
+        .meta
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect();
+    let decisions: Vec<Value> = s
+        .ban
         .map(|secs| {
             json!({
                 "duration": format!("{secs}s"),
                 "type": "ban",
                 "scope": scope,
-                "value": alert.source,
+                "value": s.source,
                 "origin": ORIGIN,
-                "scenario": scenario,
+                "scenario": s.scenario,
             })
         })
         .into_iter()
         .collect();
     json!({
-        "scenario": scenario,
-        "scenario_hash": scenario_hash(&scenario),
+        "scenario": s.scenario,
+        "scenario_hash": scenario_hash(&s.scenario),
         "scenario_version": env!("CARGO_PKG_VERSION"),
-        "message": alert.summary(),
-        "events_count": i32::try_from(alert.total_probes).unwrap_or(i32::MAX),
-        "start_at": alert.first_seen,
+        "message": s.message,
+        "events_count": i32::try_from(s.events).unwrap_or(i32::MAX),
+        "start_at": s.start,
         "stop_at": stop,
         "capacity": 0,
         "leakspeed": "0s",
@@ -244,7 +328,15 @@ impl Machine {
 
     /// Queues one alert (counted as dropped when the queue is full).
     pub fn send(&self, alert: &Alert) {
-        let value = to_crowdsec(alert, &self.host, Utc::now());
+        self.queue(to_crowdsec(alert, &self.host, Utc::now()));
+    }
+
+    /// Queues one web alert (as [`Machine::send`]).
+    pub fn send_web(&self, alert: &WebAlert) {
+        self.queue(web_to_crowdsec(alert, &self.host, Utc::now()));
+    }
+
+    fn queue(&self, value: Value) {
         if self.tx.try_send(value).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -391,6 +483,40 @@ impl Pusher {
 mod tests {
     use super::*;
     use crate::output::alert::tests::sample;
+
+    #[test]
+    fn a_web_alert_as_crowdsec_sees_it() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let clock = crate::model::KernelClock::now();
+        let finding = crate::output::web_alert::tests::finding(true);
+        let mut alert = WebAlert::from_finding(&finding, 300, &clock);
+        let v = web_to_crowdsec(&alert, "edge1", now);
+        assert_eq!(v["scenario"], "scanwatch/wordlist_scan");
+        assert_eq!(v["source"]["value"], "198.18.0.1");
+        assert_eq!(v["events_count"], 42);
+        assert_eq!(v["decisions"], json!([]), "not blocked: no decision");
+        let meta = |k: &str| {
+            v["meta"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["key"] == k)
+                .map(|m| m["value"].clone())
+        };
+        assert_eq!(meta("scanner_tool"), Some(json!("gobuster")));
+        assert_eq!(meta("user_agent"), Some(json!("gobuster/3.5")));
+        assert_eq!(meta("sample_paths"), Some(json!("/admin,/.git/config")));
+        assert_eq!(meta("attack_technique"), Some(json!("T1595.003")));
+        alert.set_outcome(super::super::super::mitigation::Action::Blocked {
+            expires: "2026-01-01T01:00:00Z".into(),
+        });
+        let v = web_to_crowdsec(&alert, "edge1", now);
+        assert_eq!(v["decisions"][0]["duration"], "3600s");
+        assert_eq!(v["decisions"][0]["scenario"], "scanwatch/wordlist_scan");
+        assert_eq!(v["remediation"], true);
+    }
 
     #[test]
     fn an_alert_as_crowdsec_sees_it() {
