@@ -2218,7 +2218,7 @@ fn write_report(o: &Opts, r: &Value) {
         ". Machine: {} ({} cores, {}), kernel {}, {}.\n\nRatios compare scanwatch with a do-nothing XDP program (`XDP_PASS`) measured in the same run; medians of repeated rounds. These machines are shared and noisy: read the ratios, not the nanoseconds.\n\n",
         m["cpu"].as_str().unwrap_or("?"), m["cores"].as_str().unwrap_or("?"), m["memory"].as_str().unwrap_or("?"), m["kernel"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?")
     ));
-    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one coarse clock read and one 8-byte store in a 65,536-slot table, the least a detector that remembers every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job.\n\n| case | scanwatch ns | no-op ns | ratio | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one coarse clock read and one 8-byte store in a 65,536-slot table, the least a detector that remembers every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling), in the same rounds.\n\n| case | scanwatch ns | no-op ns | ratio | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|\n");
     for c in r["per_packet"].as_array().into_iter().flatten() {
         let case = c["case"].as_str().unwrap_or("?");
         let target = if case.starts_with("established") {
@@ -2234,8 +2234,12 @@ fn write_report(o: &Opts, r: &Value) {
             (Some(ns), Some(r)) => (format!("{ns:.1}"), format!("{r:.2}")),
             _ => (String::new(), String::new()),
         };
+        let off = c["without_web_ns"]
+            .as_f64()
+            .or(c["without_signatures_ns"].as_f64())
+            .map_or(String::new(), |ns| format!("{ns:.1}"));
         md.push_str(&format!(
-            "| {case} | {:.1} | {:.1} | {:.2} | {target} | {floor_ns} | {floor_ratio} |\n",
+            "| {case} | {:.1} | {:.1} | {:.2} | {off} | {target} | {floor_ns} | {floor_ratio} |\n",
             c["scanwatch_ns"].as_f64().unwrap_or(f64::NAN),
             c["noop_ns"].as_f64().unwrap_or(f64::NAN),
             c["ratio"].as_f64().unwrap_or(f64::NAN)
