@@ -17,8 +17,9 @@ const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 
 /// The maps pinned for the agent's lifetime, by file name (removed on a
 /// clean stop, replaced after a crash).
-pub const PINNED_MAPS: [&str; 7] = [
+pub const PINNED_MAPS: [&str; 8] = [
     scanwatch_common::maps::IFACE_SLOTS_MAP,
+    scanwatch_common::web::WEB_COUNTERS_MAP,
     scanwatch_common::maps::SOURCE_PREFIXES_MAP,
     SOURCES_MAP,
     scanwatch_common::tracking::SOURCE_TAGS_MAP,
