@@ -43,7 +43,7 @@ fn shipped_rules_check_and_pass_their_unit_tests() {
         &["check", "rules", "scanwatch-rules.yml"],
         &deploy("prometheus"),
     );
-    assert!(text.contains("SUCCESS: 10 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
     let text = promtool(
         &["test", "rules", "scanwatch-rules.test.yml"],
         &deploy("prometheus/tests"),
