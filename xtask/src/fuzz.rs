@@ -17,7 +17,13 @@ use crate::run_cmd;
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The targets in fuzz/fuzz_targets/, one per parser.
-pub const TARGETS: &[&str] = &["config", "feed", "control_request", "ring_event"];
+pub const TARGETS: &[&str] = &[
+    "config",
+    "feed",
+    "control_request",
+    "ring_event",
+    "web_sample",
+];
 
 /// One target's run.
 pub struct Outcome {
