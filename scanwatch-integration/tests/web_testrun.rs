@@ -78,6 +78,38 @@ fn requests_and_client_hellos_to_web_ports_are_sampled() {
 }
 
 #[test]
+fn ipv6_requests_and_answers_carry_their_addresses() {
+    let Some(mut h) = harness("ipv6_requests_and_answers_carry_their_addresses") else {
+        return;
+    };
+    let get = b"GET /.git/config HTTP/1.1\r\nHost: [fd00::2]\r\n\r\n";
+    assert_eq!(
+        h.run(&segment("fd00::1", "fd00::2", 41000, 80, PSH_ACK, get))
+            .expect("run"),
+        XDP_PASS
+    );
+    h.run_egress(&segment(
+        "fd00::2",
+        "fd00::1",
+        80,
+        41000,
+        PSH_ACK,
+        b"HTTP/1.1 404 Not Found\r\n\r\n",
+    ))
+    .expect("run");
+    let events: Vec<_> = h
+        .web_records()
+        .into_iter()
+        .map(|r| r.expect("decodes").into_event())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert_eq!(e.conn().remote, "[fd00::1]:41000".parse().expect("addr"));
+        assert_eq!(e.conn().local, "[fd00::2]:80".parse().expect("addr"));
+    }
+}
+
+#[test]
 fn other_segments_are_not_sampled() {
     let Some(mut h) = harness("other_segments_are_not_sampled") else {
         return;
