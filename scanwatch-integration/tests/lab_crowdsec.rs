@@ -577,8 +577,10 @@ fn lapi_outage_and_a_wrong_api_key() {
     );
 
     cs.launch(&mut lab.lab);
-    // Retries back off to at most a minute.
-    let deadline = Instant::now() + Duration::from_secs(70);
+    // Retries back off to at most a minute: the next one may come up to a
+    // minute after the LAPI is back (and one more if that one meets the
+    // LAPI still starting, as on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(130);
     while metric(&lab, "scanwatch_crowdsec_alerts_pushed_total") < 2.0 {
         assert!(Instant::now() < deadline, "queued alert not pushed");
         std::thread::sleep(Duration::from_millis(500));

@@ -786,6 +786,7 @@ fn a_full_web_ring_loses_samples_never_packets() {
     // For comparison (printed: it depends on the machine), the same load
     // with the agent reading the ring.
     connect_from(&web.agent.lab, "198.18.0.41").expect("source address");
+    let cpu_before = cpu_seconds(web.agent.agent_pid);
     let mut ab = web.agent.lab.in_scanner();
     ab.args(["ab", "-q", "-n", &requests.to_string(), "-c", "20", &url]);
     let out = run(&mut ab).expect("ab");
@@ -795,15 +796,30 @@ fn a_full_web_ring_loses_samples_never_packets() {
         .map(str::to_string)
         .unwrap_or_default();
     std::thread::sleep(Duration::from_secs(2));
+    // The agent's CPU for the load (and 2 s of idling after it).
+    let cpu = cpu_seconds(web.agent.agent_pid) - cpu_before;
     let metrics = web.agent.scrape(METRICS);
     let more = (
         web_samples(&metrics, "request", "sampled") - sampled,
         web_samples(&metrics, "request", "dropped") - dropped,
     );
     println!(
-        "agent running, ab -n {requests} -c 20 ({rate}): requests {} sampled + {} dropped",
-        more.0, more.1
+        "agent running, ab -n {requests} -c 20 ({rate}): requests {} sampled + {} dropped; agent CPU {cpu:.2} s ({:.1} us a request and its answer)",
+        more.0,
+        more.1,
+        cpu * 1e6 / f64::from(requests)
     );
     assert_eq!(more.0 + more.1, n, "every request counted once");
     web.stop();
+}
+
+/// utime + stime of `pid` in seconds (/proc/PID/stat, clock ticks of 10 ms).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent stat");
+    // Fields after the command's closing parenthesis: utime and stime are
+    // the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
