@@ -807,7 +807,7 @@ fn a_full_web_ring_loses_samples_never_packets() {
         "agent running, ab -n {requests} -c 20 ({rate}): requests {} sampled + {} dropped; agent CPU {cpu:.2} s ({:.1} us a request and its answer)",
         more.0,
         more.1,
-        cpu * 1e6 / f64::from(requests)
+        cpu * 1e6 / requests as f64
     );
     assert_eq!(more.0 + more.1, n, "every request counted once");
     web.stop();

@@ -154,7 +154,7 @@ impl Agent {
         for finding in self.engine.release_held(&view, Instant::now()) {
             self.report(&finding);
         }
-        self.report_web();
+        let _ = self.report_web();
     }
 
     /// When the next held alert (per-source or web) is due.

@@ -11,11 +11,12 @@ use crate::{
 };
 
 impl Agent {
-    /// Every record waiting in the web ring, then the findings they made.
-    pub fn on_web_ring(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Every record waiting in the web ring, then the findings they made;
+    /// whether an alert was written.
+    pub fn on_web_ring(&mut self, ring: &mut RingBuf<MapData>) -> bool {
         let Some(web) = self.web.as_mut() else {
             while ring.next().is_some() {}
-            return;
+            return false;
         };
         while let Some(item) = ring.next() {
             match decode_web(&item) {
@@ -26,15 +27,15 @@ impl Agent {
                 }
             }
         }
-        self.report_web();
+        self.report_web() > 0
     }
 
     /// Each web finding due (held `first_alert_hold_milliseconds` to gather
     /// evidence) goes to mitigation (its action is part of the
     /// alert), then to the alert log.
-    pub fn report_web(&mut self) {
+    pub fn report_web(&mut self) -> usize {
         let Some(web) = self.web.as_mut() else {
-            return;
+            return 0;
         };
         let findings = web.detector.take_findings(crate::model::kernel_now_ns());
         let window = self.running.config.detection.window_seconds;
@@ -52,6 +53,7 @@ impl Agent {
                 m.send_web(&alert);
             }
         }
+        findings.len()
     }
 
     /// The ClientHellos the source of `net` sent lately (for its alerts).

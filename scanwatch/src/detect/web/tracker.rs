@@ -294,12 +294,22 @@ impl WebDetector {
         self.stats.requests_parsed += 1;
         let counted = (!is_static(&req.path)).then(|| req.path.clone());
         self.push_pending(conn, time_ns, counted);
-        let tool = req
-            .user_agent
-            .as_deref()
-            .and_then(|ua| self.catalogue.match_user_agent(ua))
-            .map(|e: &Entry| (e.tool.clone(), e.kind));
         let source = self.source_of(conn.remote.ip());
+        // The catalogue's regexes run once per User-Agent a source changes
+        // to, not per request (most of the agent's time per request).
+        let known = self
+            .sources
+            .get(&source)
+            .filter(|s| s.user_agent.is_some() && s.user_agent == req.user_agent)
+            .map(|s| s.ua_tool.clone());
+        let tool = match known {
+            Some(tool) => tool,
+            None => req
+                .user_agent
+                .as_deref()
+                .and_then(|ua| self.catalogue.match_user_agent(ua))
+                .map(|e: &Entry| (e.tool.clone(), e.kind)),
+        };
         let s = self.source(source, time_ns);
         s.requests += 1;
         if let Some(host) = req.host
