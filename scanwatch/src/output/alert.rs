@@ -78,6 +78,18 @@ pub struct Alert {
     pub tls: Vec<super::web_alert::TlsRef>,
 }
 
+/// An alert's `action`, `block_expires` and `not_blocked` for what
+/// mitigation did.
+pub fn outcome_fields(action: Action) -> (&'static str, Option<String>, Option<&'static str>) {
+    let name = action.name();
+    match action {
+        Action::Blocked { expires } | Action::WouldBlock { expires } => (name, Some(expires), None),
+        Action::NeverBlock => (name, None, Some("never_block")),
+        Action::BlocklistFull => (name, None, Some("blocklist_full")),
+        Action::None => (name, None, None),
+    }
+}
+
 /// Everything an alert is built from.
 pub struct AlertInput<'a> {
     /// The source: an address, or a network when sources are counted by prefix.
@@ -224,16 +236,8 @@ impl Alert {
     /// Records what mitigation did with the source, and the `tag` feed
     /// listing it.
     pub fn set_outcome(&mut self, action: Action, known_bad: Option<String>) {
-        self.action = action.name();
         self.known_bad = known_bad;
-        match action {
-            Action::Blocked { expires } | Action::WouldBlock { expires } => {
-                self.block_expires = Some(expires);
-            }
-            Action::NeverBlock => self.not_blocked = Some("never_block"),
-            Action::BlocklistFull => self.not_blocked = Some("blocklist_full"),
-            Action::None => {}
-        }
+        (self.action, self.block_expires, self.not_blocked) = outcome_fields(action);
     }
 }
 

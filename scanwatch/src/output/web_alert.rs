@@ -123,15 +123,7 @@ impl WebAlert {
 
     /// What mitigation did with the source.
     pub fn set_outcome(&mut self, action: Action) {
-        self.action = action.name();
-        match action {
-            Action::Blocked { expires } | Action::WouldBlock { expires } => {
-                self.block_expires = Some(expires);
-            }
-            Action::NeverBlock => self.not_blocked = Some("never_block"),
-            Action::BlocklistFull => self.not_blocked = Some("blocklist_full"),
-            Action::None => {}
-        }
+        (self.action, self.block_expires, self.not_blocked) = super::alert::outcome_fields(action);
     }
 
     /// The log line.

@@ -484,6 +484,15 @@ mod tests {
     use super::*;
     use crate::output::alert::tests::sample;
 
+    /// The value of `meta` key `k` of a CrowdSec alert.
+    fn meta_value(v: &Value, k: &str) -> Option<Value> {
+        v["meta"]
+            .as_array()?
+            .iter()
+            .find(|m| m["key"] == k)
+            .map(|m| m["value"].clone())
+    }
+
     #[test]
     fn a_web_alert_as_crowdsec_sees_it() {
         let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -497,14 +506,7 @@ mod tests {
         assert_eq!(v["source"]["value"], "198.18.0.1");
         assert_eq!(v["events_count"], 42);
         assert_eq!(v["decisions"], json!([]), "not blocked: no decision");
-        let meta = |k: &str| {
-            v["meta"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|m| m["key"] == k)
-                .map(|m| m["value"].clone())
-        };
+        let meta = |k: &str| meta_value(&v, k);
         assert_eq!(meta("scanner_tool"), Some(json!("gobuster")));
         assert_eq!(meta("user_agent"), Some(json!("gobuster/3.5")));
         assert_eq!(meta("sample_paths"), Some(json!("/admin,/.git/config")));
@@ -534,14 +536,7 @@ mod tests {
         assert_eq!(v["stop_at"], "2026-01-01T00:00:00Z");
         assert_eq!(v["remediation"], false);
         assert_eq!(v["decisions"], json!([]), "not blocked: no decision");
-        let meta = |k: &str| {
-            v["meta"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|m| m["key"] == k)
-                .map(|m| m["value"].clone())
-        };
+        let meta = |k: &str| meta_value(&v, k);
         assert_eq!(meta("distinct_ports"), Some(json!("1000")));
         assert_eq!(meta("sample_ports"), Some(json!("22,80,443")));
         assert_eq!(meta("scanwatch_host"), Some(json!("edge1")));
