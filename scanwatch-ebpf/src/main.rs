@@ -197,8 +197,10 @@ fn try_scanwatch(
                 return Ok(xdp_action::XDP_DROP);
             }
             bump_counter(counters, Counter::NotProbe);
-            // A request's first segment to a web port: a sample for the agent.
-            web::sample(ctx, pkt, ip, ifindex)?;
+            // A request's first segment to a web port: a sample for the
+            // agent. The packet is counted already (the walk checked the
+            // lengths sampling reads within): no second counter for it.
+            let _ = web::sample(ctx, pkt, ip, ifindex);
         }
         Outcome::Probe(found) => {
             let address = found.ip.src_addr(pkt)?;
