@@ -78,18 +78,6 @@ pub struct Alert {
     pub tls: Vec<super::web_alert::TlsRef>,
 }
 
-/// An alert's `action`, `block_expires` and `not_blocked` for what
-/// mitigation did.
-pub fn outcome_fields(action: Action) -> (&'static str, Option<String>, Option<&'static str>) {
-    let name = action.name();
-    match action {
-        Action::Blocked { expires } | Action::WouldBlock { expires } => (name, Some(expires), None),
-        Action::NeverBlock => (name, None, Some("never_block")),
-        Action::BlocklistFull => (name, None, Some("blocklist_full")),
-        Action::None => (name, None, None),
-    }
-}
-
 /// Everything an alert is built from.
 pub struct AlertInput<'a> {
     /// The source: an address, or a network when sources are counted by prefix.
@@ -237,7 +225,7 @@ impl Alert {
     /// listing it.
     pub fn set_outcome(&mut self, action: Action, known_bad: Option<String>) {
         self.known_bad = known_bad;
-        (self.action, self.block_expires, self.not_blocked) = outcome_fields(action);
+        (self.action, self.block_expires, self.not_blocked) = action.alert_fields();
     }
 }
 

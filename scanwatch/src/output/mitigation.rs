@@ -92,6 +92,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// An alert's `action`, `block_expires` and `not_blocked` for this
+    /// action.
+    pub fn alert_fields(self) -> (&'static str, Option<String>, Option<&'static str>) {
+        let name = self.name();
+        match self {
+            Self::Blocked { expires } | Self::WouldBlock { expires } => (name, Some(expires), None),
+            Self::NeverBlock => (name, None, Some("never_block")),
+            Self::BlocklistFull => (name, None, Some("blocklist_full")),
+            Self::None => (name, None, None),
+        }
+    }
+
     pub const fn name(&self) -> &'static str {
         match self {
             Self::None | Self::NeverBlock | Self::BlocklistFull => "none",

@@ -123,7 +123,7 @@ impl WebAlert {
 
     /// What mitigation did with the source.
     pub fn set_outcome(&mut self, action: Action) {
-        (self.action, self.block_expires, self.not_blocked) = super::alert::outcome_fields(action);
+        (self.action, self.block_expires, self.not_blocked) = action.alert_fields();
     }
 
     /// The log line.
