@@ -274,6 +274,12 @@ mod pod {
     unsafe impl aya::Pod for super::WebConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::WebCounters {}
+    // SAFETY: as above (the ring's records).
+    unsafe impl aya::Pod for super::WebHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WebRequestRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WebResponseRecord {}
 }
 
 #[cfg(test)]

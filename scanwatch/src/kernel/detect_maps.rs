@@ -67,14 +67,20 @@ pub fn pinned_prefixes(dir: &Path) -> SourcePrefixes {
     read().unwrap_or(SourcePrefixes::HOSTS)
 }
 
+/// A `T` from the start of a ring-buffer record; `None` when the record is
+/// too short.
+pub fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; `Pod` types are valid for any bits.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
 /// Decodes one ring-buffer record (a [`ScanEvent`] the XDP program sent);
 /// `None` when it is too short.
 pub fn decode_event(bytes: &[u8]) -> Option<ScanEvent> {
-    if bytes.len() < std::mem::size_of::<ScanEvent>() {
-        return None;
-    }
-    // SAFETY: length checked; ScanEvent is plain old data valid for any bits.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ScanEvent>()) })
+    read_record(bytes)
 }
 
 /// The threshold-crossing ring buffer of a loaded object (not pinned: only
@@ -89,11 +95,7 @@ pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
 /// Decodes one record of the evidence ring (an [`EvidenceRecord`] the XDP
 /// program sent); `None` when it is too short.
 pub fn decode_evidence(bytes: &[u8]) -> Option<EvidenceRecord> {
-    if bytes.len() < std::mem::size_of::<EvidenceRecord>() {
-        return None;
-    }
-    // SAFETY: length checked; EvidenceRecord is plain old data valid for any bits.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<EvidenceRecord>()) })
+    read_record(bytes)
 }
 
 /// The evidence-packet ring buffer of a loaded object (not pinned, as the

@@ -17,6 +17,7 @@ use scanwatch_common::web::{
 };
 
 use super::{
+    detect_maps::read_record,
     maps_error::{MapsError, map_err},
     pins::PinDir,
 };
@@ -78,14 +79,9 @@ pub enum WebDecodeError {
     Status(u32),
 }
 
-/// Reads a `T` from the start of `bytes` when it is long enough.
-fn read<T: Copy>(bytes: &[u8]) -> Result<T, WebDecodeError> {
-    if bytes.len() < std::mem::size_of::<T>() {
-        return Err(WebDecodeError::Short(bytes.len()));
-    }
-    // SAFETY: length checked; the record types are plain old data valid
-    // for any bit pattern.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+/// A `T` from the start of the record, or why not.
+fn read<T: aya::Pod>(bytes: &[u8]) -> Result<T, WebDecodeError> {
+    read_record(bytes).ok_or(WebDecodeError::Short(bytes.len()))
 }
 
 /// Decodes one record of the web ring.
