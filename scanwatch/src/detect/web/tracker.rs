@@ -164,6 +164,18 @@ struct SourceState {
     last_finding_ns: [Option<u64>; 2],
 }
 
+impl SourceState {
+    /// The source's window as a finding shows it (all but `last_ns`).
+    fn evidence_into(&self, f: &mut WebFinding) {
+        f.hosts.clone_from(&self.hosts);
+        f.requests = self.requests;
+        f.not_found_paths = self.not_found.len() as u64;
+        f.sample_paths.clone_from(&self.sample);
+        f.tls = self.tls.iter().cloned().collect();
+        f.first_ns = self.first_ns;
+    }
+}
+
 #[derive(Debug, Default)]
 struct ConnState {
     last_seen_ns: u64,
@@ -246,12 +258,7 @@ impl WebDetector {
         due.into_iter()
             .map(|(_, mut f)| {
                 if let Some(s) = self.sources.get(&f.source) {
-                    f.hosts.clone_from(&s.hosts);
-                    f.requests = s.requests;
-                    f.not_found_paths = s.not_found.len() as u64;
-                    f.sample_paths.clone_from(&s.sample);
-                    f.tls = s.tls.iter().cloned().collect();
-                    f.first_ns = s.first_ns;
+                    s.evidence_into(&mut f);
                     f.last_ns = s.last_seen_ns.max(f.last_ns);
                 }
                 f
@@ -483,22 +490,22 @@ impl WebDetector {
             return;
         }
         let due = time_ns.saturating_add(self.settings.hold_ns);
-        self.findings.push((
-            due,
-            WebFinding {
-                source,
-                kind: t.kind,
-                tool: t.tool.clone(),
-                user_agent: t.user_agent.map(str::to_string),
-                hosts: s.hosts.clone(),
-                requests: s.requests,
-                not_found_paths: s.not_found.len() as u64,
-                sample_paths: s.sample.clone(),
-                tls: s.tls.iter().cloned().collect(),
-                first_ns: s.first_ns,
-                last_ns: time_ns,
-            },
-        ));
+        let mut finding = WebFinding {
+            source,
+            kind: t.kind,
+            tool: t.tool.clone(),
+            user_agent: t.user_agent.map(str::to_string),
+            hosts: Vec::new(),
+            requests: 0,
+            not_found_paths: 0,
+            sample_paths: Vec::new(),
+            tls: Vec::new(),
+            first_ns: 0,
+            last_ns: time_ns,
+        };
+        // Kept with the finding: the source may be evicted before it is due.
+        s.evidence_into(&mut finding);
+        self.findings.push((due, finding));
     }
 }
 
