@@ -247,13 +247,7 @@ fn web_sampling(
         Packet::new(
             src,
             dst,
-            Transport::Tcp {
-                sport,
-                dport,
-                flags: tcp::ACK | tcp::PSH,
-                options: Vec::new(),
-                payload: payload.to_vec(),
-            },
+            Transport::segment(sport, dport, tcp::ACK | tcp::PSH, payload),
         )
         .build()
     };

@@ -26,18 +26,7 @@ fn harness(test: &str) -> Option<XdpHarness> {
 }
 
 fn segment(src: &str, dst: &str, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    Packet::new(
-        src,
-        dst,
-        Transport::Tcp {
-            sport,
-            dport,
-            flags,
-            options: Vec::new(),
-            payload: payload.to_vec(),
-        },
-    )
-    .build()
+    Packet::new(src, dst, Transport::segment(sport, dport, flags, payload)).build()
 }
 
 fn request(dport: u16, payload: &[u8]) -> Vec<u8> {

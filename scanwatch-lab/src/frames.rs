@@ -44,6 +44,17 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// A TCP segment with `payload` and no options.
+    pub fn segment(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Self {
+        Self::Tcp {
+            sport,
+            dport,
+            flags,
+            options: Vec::new(),
+            payload: payload.to_vec(),
+        }
+    }
+
     pub fn tcp(dport: u16, flags: u8) -> Self {
         Self::Tcp {
             sport: 40000,
