@@ -14,6 +14,7 @@
 
 mod contacts;
 mod evidence;
+mod fast;
 mod packet;
 mod parse;
 mod sources;
@@ -128,7 +129,7 @@ static NEVER_BLOCK: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(NEVER_BLOC
 
 /// Which of the lookups above can be skipped (kept by the agent).
 #[map]
-static MITIGATION: Array<MitigationState> = Array::with_max_entries(1, 0);
+pub(crate) static MITIGATION: Array<MitigationState> = Array::with_max_entries(1, 0);
 
 /// The prefilter in front of `BLOCKED_HOSTS`, `BLOCKS` and `FEEDS`: a
 /// bitmap of the prefixes their entries cover (`scanwatch_common::prefilter`).
@@ -141,7 +142,7 @@ static PREFILTER: Array<u64> = Array::with_max_entries(DEFAULT_PREFILTER_WORDS, 
 static FEED_NAMES: HashMap<u32, Name32> = HashMap::with_max_entries(MAX_FEEDS, 0);
 
 /// The mitigation state when the map has none (never, once loaded).
-static NO_MITIGATION: MitigationState = MitigationState {
+pub(crate) static NO_MITIGATION: MitigationState = MitigationState {
     net_blocks: 0,
     drop_feeds: 0,
     tag_feeds: 0,
@@ -156,6 +157,11 @@ static NO_MITIGATION: MitigationState = MitigationState {
 #[xdp]
 #[inline(always)]
 pub fn scanwatch(ctx: XdpContext) -> u32 {
+    // An established connection's segment: counted and passed without the
+    // general walk (same verdict, same counters; `fast.rs`).
+    if fast::benign(&ctx) {
+        return xdp_action::XDP_PASS;
+    }
     let ifindex = ctx.ingress_ifindex() as u32;
     // Map lookups before parsing: nothing parsed is live across these helper
     // calls (LLVM would spill the undefined payload of other enum variants,
@@ -261,9 +267,19 @@ fn may_be_listed<C: packet::Frame>(
     Ok(if ip.v6 {
         prefilter::may_match(pkt.bytes::<16>(ip.l3 + 8)?, levels, mask, prefilter_word)
     } else {
-        let v4 = u32::from_be_bytes(*pkt.bytes::<4>(ip.l3 + 12)?);
-        prefilter::may_match_v4(v4, levels, mask, prefilter_word)
+        may_be_listed_v4(u32::from_be_bytes(*pkt.bytes::<4>(ip.l3 + 12)?), state)
     })
+}
+
+/// [`may_be_listed`] for an IPv4 source (host byte order).
+#[inline(always)]
+pub(crate) fn may_be_listed_v4(v4: u32, state: &MitigationState) -> bool {
+    prefilter::may_match_v4(
+        v4,
+        state.prefilter_levels,
+        state.prefilter_mask,
+        prefilter_word,
+    )
 }
 
 /// Why a packet from `source` is dropped: an unexpired block or a `drop`
@@ -312,7 +328,7 @@ fn live(block: &BlockValue) -> bool {
 
 /// This CPU's counters for `ifindex` (slot 0 when the agent assigned none).
 #[inline(always)]
-fn iface_counters(ifindex: u32) -> Option<*mut IfaceCounters> {
+pub(crate) fn iface_counters(ifindex: u32) -> Option<*mut IfaceCounters> {
     let slot = IFACE_SLOTS
         .get(ifindex % IFINDEX_SLOTS)
         .copied()

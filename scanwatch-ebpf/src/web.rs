@@ -38,7 +38,7 @@ pub fn enabled() -> bool {
 
 /// `port` is a configured web port (one load of its bitmap word).
 #[inline(always)]
-fn web_port(port: u16) -> bool {
+pub fn web_port(port: u16) -> bool {
     WebConfig::is_web_port(
         |i| {
             // SAFETY: as in `enabled`; the index is masked into the array.

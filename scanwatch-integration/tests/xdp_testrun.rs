@@ -472,6 +472,103 @@ fn malformed_headers() {
     assert!(h.sources().expect("sources").is_empty());
 }
 
+/// The XDP program's fast path (`scanwatch-ebpf/src/fast.rs`) takes only
+/// an untagged IPv4 TCP segment with a 20-byte IP header, no fragment,
+/// lengths that hold, and no probe flags: every variant of an ACK that
+/// misses one of these takes the general path and gets its verdict.
+#[test]
+fn acks_beside_the_fast_path_get_the_general_verdict() {
+    let Some(mut h) = harness("acks_beside_the_fast_path_get_the_general_verdict") else {
+        return;
+    };
+    let ack = |src: &str| {
+        let mut p = v4(src, Transport::tcp(443, tcp::ACK | tcp::PSH));
+        if let Transport::Tcp { payload, .. } = &mut p.transport {
+            payload.extend_from_slice(&[0x17; 64]);
+        }
+        p
+    };
+    let base = ack("198.18.8.1").build();
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut frame = base.clone();
+        f(&mut frame);
+        frame
+    };
+    let total = |len: u16| move |f: &mut Vec<u8>| f[16..18].copy_from_slice(&len.to_be_bytes());
+    let cases: Vec<(&str, Vec<u8>, Counter)> = vec![
+        ("plain ACK", base.clone(), Counter::NotProbe),
+        (
+            "ACK with IPv4 options",
+            ack("198.18.8.2").ipv4_options(&[1, 1, 1, 0]).build(),
+            Counter::NotProbe,
+        ),
+        (
+            "VLAN-tagged ACK",
+            ack("198.18.8.3").vlan(TPID_8021Q).build(),
+            Counter::NotProbe,
+        ),
+        (
+            "IPv6 ACK",
+            {
+                let mut p = v6("fd00:8::1", Transport::tcp(443, tcp::ACK));
+                if let Transport::Tcp { payload, .. } = &mut p.transport {
+                    payload.extend_from_slice(&[0x17; 64]);
+                }
+                p.build()
+            },
+            Counter::NotProbe,
+        ),
+        (
+            "ACK, first fragment",
+            edit(&|f| f[20] = 0x20),
+            Counter::NotProbe,
+        ),
+        ("ACK, DF set", edit(&|f| f[20] = 0x40), Counter::NotProbe),
+        (
+            "ACK, later fragment",
+            edit(&|f| f[21] = 0x10),
+            Counter::ProbeFragment,
+        ),
+        (
+            "ACK, IP version 5",
+            edit(&|f| f[14] = 0x55),
+            Counter::Malformed,
+        ),
+        (
+            "ACK, TCP data offset 4",
+            edit(&|f| f[46] = 0x40),
+            Counter::Malformed,
+        ),
+        (
+            "ACK, TCP header beyond the datagram",
+            edit(&total(30)),
+            Counter::Malformed,
+        ),
+        (
+            "ACK, datagram beyond the frame",
+            edit(&total(2000)),
+            Counter::Truncated,
+        ),
+        (
+            "ACK, options beyond the segment",
+            edit(&|f| {
+                total(50)(f);
+                f[46] = 0xf0;
+            }),
+            Counter::Malformed,
+        ),
+        (
+            "FIN without ACK",
+            edit(&|f| f[47] = 0x01),
+            Counter::ProbeStealth,
+        ),
+    ];
+    for (what, frame, want) in &cases {
+        assert_eq!(outcome_of(&mut h, frame, what), *want, "{what}");
+    }
+    assert_outcomes_sum(&h.counters().expect("counters"));
+}
+
 #[test]
 fn repeated_probes_accumulate_per_source() {
     let Some(mut h) = harness("repeated_probes_accumulate_per_source") else {
