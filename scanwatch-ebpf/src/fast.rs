@@ -53,16 +53,6 @@ pub fn benign(ctx: &XdpContext) -> bool {
     {
         return false;
     }
-    let state = MITIGATION.get(0).unwrap_or(&NO_MITIGATION);
-    let dropping = (state.host_blocks | state.net_blocks | state.drop_feeds) != 0;
-    if dropping {
-        // SAFETY: inside the HEADERS bytes checked above.
-        let source =
-            unsafe { u32::from_be_bytes([*p.add(26), *p.add(27), *p.add(28), *p.add(29)]) };
-        if may_be_listed_v4(source, state) {
-            return false;
-        }
-    }
     if web::enabled() && web::web_port(dst_port) && total_len - 20 - data_offset >= PREFIX_BYTES {
         let l7 = 34 + data_offset;
         if start + l7 + PREFIX_BYTES > ctx.data_end() {
@@ -71,6 +61,16 @@ pub fn benign(ctx: &XdpContext) -> bool {
         // SAFETY: the PREFIX_BYTES bytes at l7 lie inside the frame (checked above).
         let prefix = unsafe { &*((start + l7) as *const [u8; PREFIX_BYTES]) };
         if starts_request(prefix) {
+            return false;
+        }
+    }
+    let state = MITIGATION.get(0).unwrap_or(&NO_MITIGATION);
+    let dropping = (state.host_blocks | state.net_blocks | state.drop_feeds) != 0;
+    if dropping {
+        // SAFETY: inside the HEADERS bytes checked above.
+        let source =
+            unsafe { u32::from_be_bytes([*p.add(26), *p.add(27), *p.add(28), *p.add(29)]) };
+        if may_be_listed_v4(source, state) {
             return false;
         }
     }
