@@ -55,6 +55,18 @@ impl Place {
 /// and [`track_source`] (one lookup for both).
 #[inline(always)]
 pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
+    // The admission slot is read first (its head, read again by
+    // `skips_contact` and `admit`): both addresses come from the hash alone,
+    // so the CPU fetches the slot's line and the tag word below at once
+    // instead of one after the other. A source that is not tracked (every
+    // packet of a random-source flood) needs both: IPv6 flood 244 -> 210-225
+    // ns a packet (`cargo xtask bench`, `--flood-only` runs).
+    if setting(&raw const DETECT_CONFIG.admit_after) > 1
+        && let Some(slot) = ADMISSION.get_ptr(admission(place.hash).0)
+    {
+        // SAFETY: a plain read of a live map value.
+        let _ = unsafe { core::ptr::read_volatile(&raw const (*slot).head) };
+    }
     find(probe.source.words(), place.bucket, place.tag)
 }
 
