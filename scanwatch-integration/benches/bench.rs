@@ -853,7 +853,9 @@ fn reply_sweep() -> Value {
 
 /// Kernel memory of every map at default sizes, from fdinfo `memlock`.
 fn memory() -> Value {
-    let h = XdpHarness::load(scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE).expect("load");
+    let mut h = XdpHarness::load(scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE).expect("load");
+    // The default settings' program: what the verifier walked to accept it.
+    let verified = h.verified_instructions().expect("program info");
     let mut maps = BTreeMap::new();
     for entry in std::fs::read_dir("/proc/self/fdinfo")
         .expect("fdinfo")
@@ -890,9 +892,9 @@ fn memory() -> Value {
         Some(v["memlock_bytes"].as_u64()? / u64::from(v["max_entries"].as_u64()? as u32))
     });
     println!(
-        "kernel map memory at default sizes: {total} bytes; per tracked source: {per_source:?} bytes"
+        "kernel map memory at default sizes: {total} bytes; per tracked source: {per_source:?} bytes; XDP program verified in {verified:?} instructions (limit 1000000)"
     );
-    json!({ "maps": maps, "total_bytes": total, "bytes_per_source": per_source })
+    json!({ "maps": maps, "total_bytes": total, "bytes_per_source": per_source, "xdp_verified_instructions": verified })
 }
 
 fn proc_stat(pid: u32) -> (u64, u64) {
@@ -2250,6 +2252,10 @@ fn write_report(o: &Opts, r: &Value) {
     md.push_str(&format!(
         "\nTotal {} bytes; {} bytes per tracked source.\n",
         mem["total_bytes"], mem["bytes_per_source"]
+    ));
+    md.push_str(&format!(
+        "\nThe XDP program (default settings) was accepted after {} instructions processed by the verifier, whose limit is 1,000,000 (`bpf_prog_info.verified_insns`).\n",
+        mem["xdp_verified_instructions"]
     ));
     let a = &r["agent_scale"];
     md.push_str(&format!(

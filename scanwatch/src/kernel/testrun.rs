@@ -225,6 +225,16 @@ impl XdpHarness {
         run_program(loader::xdp_program(&mut self.ebpf)?, frame, repeat)
     }
 
+    /// Instructions the verifier processed to accept the XDP program
+    /// (`bpf_prog_info.verified_insns`, kernel 5.16+; its limit is
+    /// 1,000,000): how much room the program has left to grow.
+    pub fn verified_instructions(&mut self) -> Result<Option<u32>, TestRunError> {
+        let info = loader::xdp_program(&mut self.ebpf)?
+            .info()
+            .map_err(|e| TestRunError::Run(error_chain(&e)))?;
+        Ok(info.verified_instruction_count())
+    }
+
     /// Counters summed over CPUs and interfaces.
     pub fn counters(&self) -> Result<IfaceCounters, TestRunError> {
         let mut total = IfaceCounters::ZERO;
