@@ -59,8 +59,9 @@ pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
     // `skips_contact` and `admit`): both addresses come from the hash alone,
     // so the CPU fetches the slot's line and the tag word below at once
     // instead of one after the other. A source that is not tracked (every
-    // packet of a random-source flood) needs both: IPv6 flood 244 -> 210-225
-    // ns a packet (`cargo xtask bench`, `--flood-only` runs).
+    // packet of a random-source flood) needs both: the IPv6 flood stream
+    // took 182-233 ns a packet with this read, 235-246 without it
+    // (`--flood-only` runs of both builds in turn; docs/benchmarks.md).
     if setting(&raw const DETECT_CONFIG.admit_after) > 1
         && let Some(slot) = ADMISSION.get_ptr(admission(place.hash).0)
     {
