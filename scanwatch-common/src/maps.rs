@@ -600,6 +600,15 @@ pub struct MitigationState {
     pub prefilter_mask: u32,
 }
 
+impl MitigationState {
+    /// Anything blocked or fed to drop: a packet's source must then be
+    /// tested (the prefilter, then the lookups) before it is passed.
+    #[inline(always)]
+    pub const fn drops(&self) -> bool {
+        (self.host_blocks | self.net_blocks | self.drop_feeds) != 0
+    }
+}
+
 assert_layout!(
     MitigationState {
         net_blocks,

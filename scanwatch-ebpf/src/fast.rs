@@ -65,7 +65,7 @@ pub fn benign(ctx: &XdpContext) -> bool {
         }
     }
     let state = MITIGATION.get(0).unwrap_or(&NO_MITIGATION);
-    let dropping = (state.host_blocks | state.net_blocks | state.drop_feeds) != 0;
+    let dropping = state.drops();
     if dropping {
         // SAFETY: inside the HEADERS bytes checked above.
         let source =

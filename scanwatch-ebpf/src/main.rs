@@ -188,7 +188,7 @@ fn try_scanwatch(
     counters: *mut IfaceCounters,
     state: &MitigationState,
 ) -> Result<u32, ParseError> {
-    let dropping = (state.host_blocks | state.net_blocks | state.drop_feeds) != 0;
+    let dropping = state.drops();
     let pkt = Packet::new(ctx);
     match parse(pkt)? {
         Outcome::NotIp => bump_counter(counters, Counter::NotIp),
