@@ -853,9 +853,14 @@ fn reply_sweep() -> Value {
 
 /// Kernel memory of every map at default sizes, from fdinfo `memlock`.
 fn memory() -> Value {
+    // What the verifier walked to accept the program as the agent loads it
+    // by default (reply-aware detector and web sampling on), and with both
+    // off (their code is then pruned as dead).
+    let verified = XdpHarness::load_for_bench(scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE)
+        .and_then(|mut h| h.verified_instructions())
+        .expect("program info");
     let mut h = XdpHarness::load(scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE).expect("load");
-    // The default settings' program: what the verifier walked to accept it.
-    let verified = h.verified_instructions().expect("program info");
+    let verified_bare = h.verified_instructions().expect("program info");
     let mut maps = BTreeMap::new();
     for entry in std::fs::read_dir("/proc/self/fdinfo")
         .expect("fdinfo")
@@ -892,9 +897,10 @@ fn memory() -> Value {
         Some(v["memlock_bytes"].as_u64()? / u64::from(v["max_entries"].as_u64()? as u32))
     });
     println!(
-        "kernel map memory at default sizes: {total} bytes; per tracked source: {per_source:?} bytes; XDP program verified in {verified:?} instructions (limit 1000000)"
+        "kernel map memory at default sizes: {total} bytes; per tracked source: {per_source:?} bytes; XDP program verified in {verified:?} instructions ({verified_bare:?} with the reply-aware detector and web sampling off; limit 1000000)"
     );
-    json!({ "maps": maps, "total_bytes": total, "bytes_per_source": per_source, "xdp_verified_instructions": verified })
+    json!({ "maps": maps, "total_bytes": total, "bytes_per_source": per_source,
+            "xdp_verified_instructions": verified, "xdp_verified_instructions_reply_web_off": verified_bare })
 }
 
 fn proc_stat(pid: u32) -> (u64, u64) {
@@ -2254,8 +2260,8 @@ fn write_report(o: &Opts, r: &Value) {
         mem["total_bytes"], mem["bytes_per_source"]
     ));
     md.push_str(&format!(
-        "\nThe XDP program (default settings) was accepted after {} instructions processed by the verifier, whose limit is 1,000,000 (`bpf_prog_info.verified_insns`).\n",
-        mem["xdp_verified_instructions"]
+        "\nThe XDP program as the agent loads it by default was accepted after {} instructions processed by the verifier, whose limit is 1,000,000 (`bpf_prog_info.verified_insns`); {} with the reply-aware detector and web sampling off.\n",
+        mem["xdp_verified_instructions"], mem["xdp_verified_instructions_reply_web_off"]
     ));
     let a = &r["agent_scale"];
     md.push_str(&format!(

@@ -47,6 +47,10 @@ print("ok")
     );
 }
 
+/// Contacts of one test's probes that may share a slot of the contact table
+/// with another of them (see `check_alert`).
+const MAX_SHARED_SLOTS: u64 = 2;
+
 /// The `distributed_scan` alert lines so far.
 fn distributed(lab: &AgentLab) -> Vec<Value> {
     lab.alerts()
@@ -81,11 +85,19 @@ fn check_alert(lab: &AgentLab, first: u8, sources: u8, per: u16) -> Value {
     assert_eq!(a["reason"], "new");
     assert_eq!(a["action"], "none");
     assert_eq!(a["sources"], u64::from(sources), "{a}");
-    assert_eq!(
-        a["distinct_ports"],
-        u64::from(sources) * u64::from(per),
-        "{a}"
+    // The contact table is direct-mapped and its slot hash is keyed by a
+    // seed drawn at each agent start (`scanwatch_common::contact_table`):
+    // two of the 60-80 contacts share a slot in 3-5% of runs (n(n-1)/2 of
+    // 65,536), and the later one replaces the earlier. One or two contacts
+    // lost that way are allowed, and only that: every source is still
+    // named, and the per-source counts add up to the total.
+    let all = u64::from(sources) * u64::from(per);
+    let distinct = a["distinct_ports"].as_u64().expect("distinct_ports");
+    assert!(
+        distinct <= all && all - distinct <= MAX_SHARED_SLOTS,
+        "{all} contacts, at most {MAX_SHARED_SLOTS} lost to a shared slot: {a}"
     );
+    assert_eq!(a["failed_contacts"], distinct, "{a}");
     let named: Vec<&str> = a["top_sources"]
         .as_array()
         .expect("top_sources")
@@ -96,11 +108,16 @@ fn check_alert(lab: &AgentLab, first: u8, sources: u8, per: u16) -> Value {
         let ip = format!("198.18.0.{}", first + i);
         assert!(named.contains(&ip.as_str()), "{ip} not named: {a}");
     }
+    let counts: Vec<u64> = a["top_sources"]
+        .as_array()
+        .expect("top_sources")
+        .iter()
+        .filter_map(|c| c["distinct"].as_u64())
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), distinct, "{a}");
     assert!(
-        a["top_sources"]
-            .as_array()
-            .is_some_and(|v| v.iter().all(|c| c["distinct"] == u64::from(per))),
-        "{a}"
+        counts.iter().all(|&n| n <= u64::from(per)),
+        "at most {per} each: {a}"
     );
     let own: Vec<Value> = lab
         .alerts()
@@ -220,7 +237,7 @@ print("ok")
     );
     assert_eq!(
         common::metric_value(&text, "scanwatch_distributed_failed_contacts"),
-        Some(80.0)
+        a["failed_contacts"].as_f64()
     );
     assert_eq!(
         common::metric_value(&text, "scanwatch_blocked_sources"),
