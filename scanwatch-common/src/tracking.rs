@@ -31,7 +31,7 @@ pub const ADMIT_RECORDS: usize = 2;
 /// Most probes in a window before admission (`admit_after` is 1 to this).
 pub const MAX_ADMIT_AFTER: u32 = ADMIT_RECORDS as u32 + 1;
 
-/// One admission slot: 24 bytes.
+/// One admission slot: 32 bytes (two to a cache line, never across two).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AdmitSlot {
@@ -40,9 +40,83 @@ pub struct AdmitSlot {
     pub head: u64,
     /// The probes seen, in order (0: none yet).
     pub records: [u64; ADMIT_RECORDS],
+    /// SYNs repeating a waiting SYN's destination ([`is_repeat`]): how many
+    /// in the window, and in the latest rate bucket ([`repeats`]).
+    pub repeats: u64,
 }
 
-crate::layout::assert_layout!(AdmitSlot { head, records }, size 24, align 8);
+crate::layout::assert_layout!(AdmitSlot { head, records, repeats }, size 32, align 8);
+
+/// SYNs of one ~1.07 s rate bucket (2^30 ns; the `syn_flood_source`
+/// bucket) that admit a source repeating a waiting SYN's destination,
+/// when the `syn_flood_source` threshold is higher (else that threshold,
+/// less the probes that may wait besides).
+///
+/// A source that sends the same SYN over and over (one port of one host)
+/// can cross no threshold but `syn_flood_source`, so its repeats do not
+/// count toward `admit_after`: they are counted in its admission slot and
+/// admit it only at this rate. A random-source SYN flood whose sources
+/// repeat (spoofed addresses of a small prefix) then stays in the
+/// admission table instead of filling the source table with one-port
+/// sources. Every repeat is seeded into the source's counts when it is
+/// admitted.
+pub const REPEATS_ADMIT: u32 = 256;
+
+/// The repeats that admit a source ([`REPEATS_ADMIT`]) for a
+/// `syn_flood_source` threshold of `syn_rate` SYNs a bucket: low enough
+/// that the threshold is never crossed before admission (the probes
+/// waiting besides and the admitting one are counted too).
+#[inline(always)]
+pub const fn repeats_to_admit(syn_rate: u32) -> u32 {
+    let cap = if syn_rate < REPEATS_ADMIT {
+        syn_rate
+    } else {
+        REPEATS_ADMIT
+    };
+    let n = cap.saturating_sub(MAX_ADMIT_AFTER);
+    if n == 0 { 1 } else { n }
+}
+
+/// Whether `probe` (a [`record`]) repeats `waiting` (a record or 0):
+/// the same kind, port and host.
+#[inline(always)]
+pub const fn is_repeat(probe: u64, waiting: u64) -> bool {
+    waiting != 0 && (probe ^ waiting) >> RECORD_TIME_BITS == 0
+}
+
+/// The rate bucket (low 16 bits of kernel-clock ns >> 30) of a time.
+#[inline(always)]
+pub const fn rate_bucket(now_ns: u64) -> u16 {
+    (now_ns >> 30) as u16
+}
+
+/// An admission slot's repeats word: the window's count (low 32 bits), the
+/// count in the latest rate bucket (bits 32..48) and that bucket (48..64).
+pub mod repeats {
+    /// Repeats in the window.
+    #[inline(always)]
+    pub const fn total(w: u64) -> u32 {
+        w as u32
+    }
+
+    /// Repeats in rate bucket `bucket` (0 for an older one).
+    #[inline(always)]
+    pub const fn in_bucket(w: u64, bucket: u16) -> u32 {
+        if (w >> 48) as u16 == bucket {
+            (w >> 32) as u16 as u32
+        } else {
+            0
+        }
+    }
+
+    /// The word after one more repeat in rate bucket `bucket`.
+    #[inline(always)]
+    pub const fn add(w: u64, bucket: u16) -> u64 {
+        let n = in_bucket(w, bucket) as u64 + 1;
+        let n = if n > 0xffff { 0xffff } else { n };
+        ((bucket as u64) << 48) | (n << 32) | (total(w) as u64 + 1) & 0xffff_ffff
+    }
+}
 
 /// Times in admission slots count units of 2^20 ns (about 1.05 ms).
 pub const TIME_UNIT_SHIFT: u32 = 20;
@@ -219,5 +293,60 @@ mod tests {
         }
         let (slot, tag) = admission(key_hash([1, 2]));
         assert!(slot < ADMISSION_SLOTS && tag & 1 == 1);
+    }
+
+    #[test]
+    fn repeats_are_the_same_destination_at_any_time() {
+        let now = 987_654_321_000_000u64;
+        let syn = record(0, Some(80), 0x1234, now);
+        assert!(is_repeat(
+            record(0, Some(80), 0x1234, now + 9_000_000_000),
+            syn
+        ));
+        assert!(!is_repeat(record(0, Some(81), 0x1234, now), syn));
+        assert!(!is_repeat(record(0, Some(80), 0x1235, now), syn));
+        assert!(
+            !is_repeat(record(2, Some(80), 0x1234, now), syn),
+            "another kind"
+        );
+        assert!(!is_repeat(record(0, None, 0x1234, now), syn));
+        assert!(!is_repeat(syn, 0), "nothing waits");
+    }
+
+    #[test]
+    fn repeats_count_by_window_and_by_rate_bucket() {
+        let mut w = 0u64;
+        for _ in 0..5 {
+            w = repeats::add(w, 7);
+        }
+        assert_eq!((repeats::total(w), repeats::in_bucket(w, 7)), (5, 5));
+        assert_eq!(repeats::in_bucket(w, 8), 0, "a new bucket starts at 0");
+        w = repeats::add(w, 8);
+        assert_eq!((repeats::total(w), repeats::in_bucket(w, 8)), (6, 1));
+        assert_eq!(repeats::in_bucket(w, 7), 0);
+        let full = ((7u64) << 48) | (0xffffu64 << 32) | 3;
+        assert_eq!(
+            repeats::in_bucket(repeats::add(full, 7), 7),
+            0xffff,
+            "saturates"
+        );
+    }
+
+    #[test]
+    fn repeats_admit_before_the_syn_rate_threshold() {
+        // The default threshold (50,000 SYNs/s: 53,688 a bucket).
+        assert_eq!(repeats_to_admit(53_688), REPEATS_ADMIT - MAX_ADMIT_AFTER);
+        assert_eq!(repeats_to_admit(u32::MAX), REPEATS_ADMIT - MAX_ADMIT_AFTER);
+        // Low thresholds: the repeats, the waiting probes and the admitting
+        // one stay below it.
+        for rate in 1..300u32 {
+            let n = repeats_to_admit(rate);
+            assert!(n >= 1);
+            assert!(
+                rate <= MAX_ADMIT_AFTER || n + MAX_ADMIT_AFTER <= rate,
+                "{rate} {n}"
+            );
+        }
+        assert_eq!(rate_bucket(3 << 30), 3);
     }
 }

@@ -6,7 +6,7 @@
 //! and seeds it with the waiting probes. No map insert, no lock: claims are
 //! compare-and-swaps of one word.
 
-use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use scanwatch_common::{
@@ -14,8 +14,9 @@ use scanwatch_common::{
     maps::{host_word, lens, port_word},
     sketch::{HOST_ICMP, port_entry},
     tracking::{
-        MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, key_hash, record,
-        record_host, record_kind, record_port, record_time, source_tag,
+        MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, is_repeat, key_hash,
+        rate_bucket, record, record_host, record_kind, record_port, record_time, repeats,
+        repeats_to_admit, source_tag,
     },
 };
 
@@ -78,6 +79,8 @@ pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
 ///   window can never cross the reply-aware test, so under a random-source
 ///   flood (every admission slot busy) the flood leaves the contact table
 ///   alone; while admission is quiet, every first contact is recorded;
+/// - a source that is not tracked repeating a SYN it waits with (its
+///   contact was offered with that SYN; [`admit`] counts the repeat);
 /// - a tracked source repeating the only destination it has probed in the
 ///   current window (one port and one host in its exact sets, both this
 ///   probe's): no first contact, and one destination can never cross the
@@ -95,12 +98,12 @@ pub fn skips_contact(
     let window_ns = setting(&raw const DETECT_CONFIG.window_ns);
     match tracked {
         Some(entry) => repeats_only_destination(probe, entry, now, window_ns),
-        None => waits_in_busy_slot(place, now, window_ns),
+        None => waits_behind_or_repeats(probe, place, now, window_ns),
     }
 }
 
 #[inline(always)]
-fn waits_in_busy_slot(place: &Place, now: u64, window_ns: u64) -> bool {
+fn waits_behind_or_repeats(probe: &Probe, place: &Place, now: u64, window_ns: u64) -> bool {
     if setting(&raw const DETECT_CONFIG.admit_after) <= 1 {
         return false;
     }
@@ -108,11 +111,22 @@ fn waits_in_busy_slot(place: &Place, now: u64, window_ns: u64) -> bool {
     let Some(slot) = ADMISSION.get_ptr(index) else {
         return false;
     };
-    // SAFETY: a plain read of a live map value.
-    let current = unsafe { core::ptr::read_volatile(&raw const (*slot).head) };
-    current != 0
-        && head_tag(current) != tag
-        && now.wrapping_sub(head_start(current, now)) < window_ns
+    // SAFETY: plain reads of a live map value.
+    unsafe {
+        let current = core::ptr::read_volatile(&raw const (*slot).head);
+        if current == 0 || now.wrapping_sub(head_start(current, now)) >= window_ns {
+            return false;
+        }
+        if head_tag(current) != tag {
+            return true;
+        }
+        probe.kind == ProbeKind::Syn && {
+            let this = record(probe.kind as u8, Some(probe.port as u16), probe.host, now);
+            let first = (&raw const (*slot).records).cast::<u64>();
+            is_repeat(this, core::ptr::read_volatile(first))
+                || is_repeat(this, core::ptr::read_volatile(first.add(1)))
+        }
+    }
 }
 
 #[inline(always)]
@@ -165,6 +179,7 @@ pub fn track_source(
         port: probe.port,
         host: probe.host,
         time: now,
+        pad: 0,
     };
     let entry = match tracked {
         Some(entry) => entry,
@@ -181,7 +196,7 @@ pub fn track_source(
             None => return,
         },
     };
-    let fresh = window::record(entry, &seen, ifindex, probe.sigs, cfg);
+    let fresh = window::scanwatch_window_record(entry, &seen, ifindex, u32::from(probe.sigs));
     if fresh & NEW_WINDOW != 0 && tag_feeds {
         refresh_known_bad(entry, probe);
     }
@@ -245,7 +260,11 @@ fn admit(
             now,
             (ifindex, tag_feeds),
             counters,
-            &NO_SEEDS,
+            &Waiting {
+                seeds: NO_SEEDS,
+                repeats: 0,
+                now,
+            },
         );
     }
     let (index, tag) = admission(hash);
@@ -257,6 +276,7 @@ fn admit(
         let head_p = &raw mut (*slot).head;
         let first_p = (&raw mut (*slot).records).cast::<u64>();
         let second_p = first_p.add(1);
+        let repeats_p = &raw mut (*slot).repeats;
         let current = core::ptr::read_volatile(head_p);
         let in_window = |h: u64| h != 0 && now.wrapping_sub(head_start(h, now)) < window_ns;
         if !(head_tag(current) == tag && in_window(current)) {
@@ -271,19 +291,30 @@ fn admit(
             >(head_p, current, head(tag, now));
             if won {
                 core::ptr::write_volatile(second_p, 0);
+                core::ptr::write_volatile(repeats_p, 0);
                 core::ptr::write_volatile(first_p, this);
             }
             return None;
         }
         let first = core::ptr::read_volatile(first_p);
         let second = core::ptr::read_volatile(second_p);
-        let waiting = u32::from(first != 0) + u32::from(second != 0);
-        if waiting + 1 < admit_after {
-            let free = if first == 0 { first_p } else { second_p };
-            let _ = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
-                free, 0, this,
-            );
-            return None;
+        let repeated = core::ptr::read_volatile(repeats_p);
+        if seen.kind == ProbeKind::Syn as u8 && (is_repeat(this, first) || is_repeat(this, second))
+        {
+            // The same SYN again: admitted only at the SYN rate
+            // (`tracking::REPEATS_ADMIT`).
+            if !repeats_admit(repeats_p, repeated, now, cfg) {
+                return None;
+            }
+        } else {
+            let waiting = u32::from(first != 0) + u32::from(second != 0);
+            if waiting + 1 < admit_after {
+                let free = if first == 0 { first_p } else { second_p };
+                let _ = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                    free, 0, this,
+                );
+                return None;
+            }
         }
         // Admission: the CPU that frees the admission slot claims the source slot.
         let (_, won) = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
@@ -295,16 +326,67 @@ fn admit(
             return None;
         }
         let start = head_start(current, now);
-        let seeds = [seed_of(first, start, now), seed_of(second, start, now)];
+        let waiting = Waiting {
+            seeds: [seed_of(first, start, now), seed_of(second, start, now)],
+            repeats: core::ptr::read_volatile(repeats_p),
+            now,
+        };
         claim(
             probe,
             (bucket, tag),
             start,
             (ifindex, tag_feeds),
             counters,
-            &seeds,
+            &waiting,
         )
     }
+}
+
+/// Counts a repeated SYN in its admission slot's repeats word (`current`
+/// as read); whether it admits its source instead (the repeats of its rate
+/// bucket reached [`repeats_to_admit`]).
+///
+/// # Safety
+/// `repeats_p` points into a live admission slot.
+#[inline(always)]
+unsafe fn repeats_admit(
+    repeats_p: *mut u64,
+    current: u64,
+    now: u64,
+    cfg: *const DetectConfig,
+) -> bool {
+    let bucket = rate_bucket(now);
+    // SAFETY: `cfg` points to the settings global.
+    let syn_rate = setting(unsafe { &raw const (*cfg).syn_rate });
+    let in_bucket = repeats::in_bucket(current, bucket);
+    if in_bucket + 1 >= repeats_to_admit(syn_rate) {
+        return true;
+    }
+    // SAFETY: as the caller promises.
+    unsafe {
+        if in_bucket != 0 {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats_p, 1 | (1 << 32));
+        } else {
+            // A new bucket: restart its count (another CPU may just have).
+            let (_, won) = atomic_cxchg::<
+                u64,
+                { AtomicOrdering::Relaxed },
+                { AtomicOrdering::Relaxed },
+            >(repeats_p, current, repeats::add(current, bucket));
+            if !won {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats_p, 1 | (1 << 32));
+            }
+        }
+    }
+    false
+}
+
+/// What waited for admission: up to two probes, and the repeats of a
+/// waiting SYN (counted as of `now`, the admitting probe's time).
+struct Waiting {
+    seeds: [Seen; 2],
+    repeats: u64,
+    now: u64,
 }
 
 /// Nothing waited (admission at the first probe).
@@ -313,6 +395,7 @@ const NO_SEEDS: [Seen; 2] = [Seen {
     port: 0,
     host: 0,
     time: 0,
+    pad: 0,
 }; 2];
 
 /// A waiting probe as the window code records it (`time` 0: none).
@@ -327,6 +410,7 @@ fn seed_of(waiting: u64, start: u64, now: u64) -> Seen {
             },
             host: record_host(waiting),
             time: record_time(waiting, now).max(start),
+            pad: 0,
         },
         None => NO_SEEDS[0],
     }
@@ -342,7 +426,7 @@ fn claim(
     start: u64,
     (ifindex, tag_feeds): (u32, bool),
     counters: *mut IfaceCounters,
-    seeds: &[Seen; 2],
+    waiting: &Waiting,
 ) -> Option<*mut SourceStats> {
     let ea = SOURCES.get_ptr_mut(2 * bucket)?;
     let eb = SOURCES.get_ptr_mut(2 * bucket + 1)?;
@@ -379,7 +463,8 @@ fn claim(
         core::ptr::write_volatile(&raw mut (*entry).window_start_ns, start);
         core::ptr::write_volatile(&raw mut (*entry).last_seen_ns, start);
         window::clear_window(entry);
-        window::seed(entry, seeds);
+        window::seed(entry, &waiting.seeds);
+        window::seed_repeats(entry, waiting.repeats, waiting.now);
         core::ptr::write_volatile(&raw mut (*entry).last_ifindex, ifindex);
         // The tag before the slot is published: a tracked source always
         // has its tag in the index.

@@ -15,6 +15,7 @@ use scanwatch_common::{
         HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
         bit_index, host_hash, port_hash,
     },
+    tracking::{rate_bucket, repeats},
     trigger,
 };
 
@@ -37,18 +38,24 @@ pub fn expired(start: u64, now: u64, window_ns: u64) -> bool {
     now.wrapping_sub(start) >= window_ns && now > start
 }
 
-/// One probe as the window code records it.
+/// One probe as the window code records it (passed by pointer to
+/// [`scanwatch_window_record`]: no padding, every byte initialised).
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Seen {
-    /// [`ProbeKind`] as `u8`.
-    pub kind: u8,
+    /// When (kernel-clock ns).
+    pub time: u64,
     /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
     pub port: u32,
     /// Destination host fingerprint (`sketch::host_fingerprint`).
     pub host: u16,
-    /// When (kernel-clock ns).
-    pub time: u64,
+    /// [`ProbeKind`] as `u8`.
+    pub kind: u8,
+    /// Explicit padding (zero).
+    pub pad: u8,
 }
+
+const _: () = assert!(core::mem::size_of::<Seen>() == 16);
 
 /// 32-bit atomic add; returns the value read right after it (at least this
 /// CPU's sum: the generic BPF cpu cannot return the old value of an add).
@@ -245,6 +252,30 @@ pub unsafe fn seed(entry: *mut SourceStats, waiting: &[Seen; 2]) {
     }
 }
 
+/// Seeds a slot being set up with the repeats of a waiting SYN (an
+/// admission slot's repeats word, [`scanwatch_common::tracking::repeats`]):
+/// the window's SYN count, and the rate bucket's when it is `now`'s.
+#[inline(always)]
+pub unsafe fn seed_repeats(entry: *mut SourceStats, word: u64, now: u64) {
+    let total = repeats::total(word);
+    if total == 0 {
+        return;
+    }
+    let bucket = rate_bucket(now);
+    // SAFETY: the caller owns the slot; every pointer stays inside it.
+    unsafe {
+        (*entry).probes[ProbeKind::Syn as usize] += total;
+        let n = repeats::in_bucket(word, bucket);
+        if n != 0 {
+            if (*entry).rate_bucket != bucket {
+                (*entry).rate_bucket = bucket;
+                (*entry).crossed &= 0xffff_ffff;
+            }
+            (*entry).crossed += u64::from(n) << 32;
+        }
+    }
+}
+
 /// Sets bit `index` (below 128) of a slot being set up; whether it was new.
 #[inline(always)]
 unsafe fn seed_bit(bits: *mut u64, index: u32) -> bool {
@@ -263,24 +294,39 @@ unsafe fn seed_bit(bits: *mut u64, index: u32) -> bool {
 /// this window (the caller sends them to the agent), with [`NEW_WINDOW`]
 /// set when the probe started a window; tallies the probe's scanner-tool
 /// signatures (`sigs`, `fingerprint::FINGERPRINTED` and the bits) in the
-/// same fetch-or. Not inlined: a subprogram keeps the verifier's walk
-/// and the caller's stack small.
+/// same fetch-or.
+///
+/// A global BPF function (external linkage): the verifier checks it once,
+/// on its own, instead of once for each way the caller reaches it. It
+/// sees `entry` and `seen` as memory of their types' sizes that may be
+/// null, hence the checks.
+#[unsafe(no_mangle)]
 #[inline(never)]
-pub fn record(
+pub extern "C" fn scanwatch_window_record(
     entry: *mut SourceStats,
-    seen: &Seen,
+    seen: *const Seen,
     ifindex: u32,
-    sigs: u8,
-    cfg: *const DetectConfig,
+    sigs: u32,
 ) -> u32 {
+    if entry.is_null() || seen.is_null() {
+        return 0;
+    }
+    let cfg = &raw const crate::DETECT_CONFIG;
+    let sigs = sigs as u8;
     // Through a volatile read: LLVM knows the kind is < 6 only from the
     // enum and would drop the bounds check the verifier needs.
-    // SAFETY: reading a local.
-    let idx = usize::from(unsafe { core::ptr::read_volatile(&seen.kind) });
+    // SAFETY: `seen` is not null (checked above) and points to a `Seen`.
+    let (idx, now, port, host) = unsafe {
+        (
+            usize::from(core::ptr::read_volatile(&raw const (*seen).kind)),
+            (*seen).time,
+            (*seen).port,
+            (*seen).host,
+        )
+    };
     if idx >= PROBE_KINDS {
         return 0;
     }
-    let now = seen.time;
     // SAFETY: `entry` points to a live map value for the duration of this
     // program run; every pointer below stays inside it.
     unsafe {
@@ -303,11 +349,11 @@ pub fn record(
             core::ptr::write_volatile(&raw mut (*entry).last_seen_ns, now);
         }
         core::ptr::write_volatile(&raw mut (*entry).last_ifindex, ifindex);
-        if seen.port != 0 {
-            record_port(entry, seen.port);
+        if port != 0 {
+            record_port(entry, port);
         }
         let icmp = idx == ProbeKind::IcmpEcho as usize || idx == ProbeKind::IcmpOtherProbe as usize;
-        record_host(entry, seen.host, icmp);
+        record_host(entry, host, icmp);
         let rate_syn = if idx == ProbeKind::Syn as usize {
             count_syn(entry, now)
         } else {

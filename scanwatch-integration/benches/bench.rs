@@ -2353,6 +2353,11 @@ fn main() {
     let per_packet = per_packet_all(&o);
     if o.per_packet_only {
         // A quick look while working on the XDP program: no report written.
+        // The verifier's count, for a change that may have brought it near
+        // its limit.
+        let verified = XdpHarness::load_for_bench(scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE)
+            .and_then(|mut h| h.verified_instructions());
+        println!("XDP program verified in {verified:?} instructions (limit 1000000)");
         return;
     }
     let memory = memory();

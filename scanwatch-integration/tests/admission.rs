@@ -10,9 +10,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use scanwatch::{config::Detection, detect::Evidence, kernel::testrun::XdpHarness};
 use scanwatch_common::{
-    Counter, SourceKey,
-    tracking::{admission, key_hash},
+    Counter, ProbeKind, SourceKey,
+    tracking::{admission, key_hash, repeats_to_admit},
     trigger,
+    trw::ReplyCounter,
 };
 use scanwatch_lab::{
     frames::{Packet, Transport, tcp},
@@ -193,4 +194,100 @@ fn admission_overwrites_are_counted() {
         5,
         "every probe counted per interface"
     );
+}
+
+/// A source that sends the same SYN over and over (one port of one host:
+/// a SYN flood's spoofed source, a client retrying) can cross no
+/// threshold but `syn_flood_source`: its repeats wait in its admission
+/// slot, counted, and offer no further first contact. A new destination
+/// still admits it at its third distinct probe, with every repeat seeded.
+#[test]
+fn repeated_syns_wait_counted_until_a_new_destination_admits() {
+    if !require_root("repeated_syns_wait_counted_until_a_new_destination_admits") {
+        return;
+    }
+    let mut h = XdpHarness::load_reply(4096, Detection::default().reply_config())
+        .expect("load the XDP program with the reply-aware detector");
+    let src = v4(42, 1);
+    for _ in 0..100 {
+        syn(&mut h, src, 80);
+    }
+    assert!(
+        h.source(src).expect("read").is_none(),
+        "one destination repeated: waiting"
+    );
+    let contacts = |h: &mut XdpHarness| {
+        h.reply()
+            .expect("reply maps")
+            .counters()
+            .expect("counters")
+            .get(ReplyCounter::Contacts)
+    };
+    assert_eq!(contacts(&mut h), 1, "one first contact for 100 SYNs");
+    syn(&mut h, src, 81);
+    assert!(h.source(src).expect("read").is_none(), "two destinations");
+    syn(&mut h, src, 82);
+    let ev = Evidence::from_stats(&h.source(src).expect("read").expect("tracked"));
+    assert_eq!(
+        (ev.probes(ProbeKind::Syn), ev.distinct_ports),
+        (102, 3),
+        "every repeat seeded"
+    );
+    assert_eq!(contacts(&mut h), 3);
+    let c = h.counters().expect("counters");
+    assert_eq!(c.get(Counter::SourcesCreated), 1);
+    assert_eq!(c.get(Counter::SourceUpdateErrors), 0);
+}
+
+/// The repeats of one ~1.07 s rate bucket admit a source at
+/// `repeats_to_admit` (253 at the default 50,000 SYNs/s), so the
+/// `syn_flood_source` threshold is counted exactly from then on.
+#[test]
+fn repeated_syns_admit_at_the_syn_rate() {
+    let Some(mut h) = harness("repeated_syns_admit_at_the_syn_rate", 4096) else {
+        return;
+    };
+    let n = repeats_to_admit(Detection::default().kernel_config().syn_rate);
+    assert_eq!(n, 253);
+    // The kernel's coarse clock: the SYNs below must fall in one bucket;
+    // on a bucket boundary, try again with another source.
+    let bucket = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write.
+        assert_eq!(
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) },
+            0
+        );
+        (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) >> 30
+    };
+    for attempt in 0..3u8 {
+        let src = v4(43, attempt);
+        let f = Packet::from_ips(
+            src,
+            TARGET.parse().expect("ip"),
+            Transport::tcp(80, tcp::SYN),
+        )
+        .build();
+        let before = bucket();
+        // The first SYN waits, its repeats are counted: one short of admission.
+        h.run_repeat(&f, n).expect("test run");
+        let waiting = h.source(src).expect("read").is_none();
+        h.run(&f).expect("test run");
+        let tracked = h.source(src).expect("read");
+        if bucket() != before {
+            continue;
+        }
+        assert!(waiting, "{n} SYNs to one port: waiting");
+        let ev = Evidence::from_stats(&tracked.expect("tracked at the rate"));
+        assert_eq!(
+            ev.probes(ProbeKind::Syn),
+            u64::from(n) + 1,
+            "every SYN counted"
+        );
+        return;
+    }
+    panic!("three attempts crossed a rate-bucket boundary");
 }
