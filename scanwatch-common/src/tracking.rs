@@ -11,7 +11,10 @@
 //! one admission-slot write per packet and cannot evict a tracked scanner.
 //! A probe of another source hashing to the same admission slot overwrites
 //! a waiting source (counted: `AdmissionOverwritten`); its next probes
-//! start over. The waiting probes are what an overwrite loses.
+//! start over. The waiting probes are what an overwrite loses. A SYN that
+//! repeats a waiting SYN (same port and host) is only counted in the slot
+//! ([`AdmitSlot::repeats`]); it admits its source at the SYN rate
+//! ([`REPEATS_ADMIT`]), and admission seeds the repeats too.
 //!
 //! **Tracking.** `SOURCES` is an array of [`SourceStats`](crate::SourceStats)
 //! slots (the key is in the slot); a source may live in one of the two

@@ -150,11 +150,15 @@ fn per_packet(
 
 /// SYNs from sources never seen before: each run is one new entry, so each
 /// is a separate test run (repeat 1), compared with the no-op program run
-/// the same way (both include the kernel's per-run timing overhead).
+/// the same way (both include the kernel's per-run timing overhead), and
+/// with the same program loaded with the reply-aware detector off (what
+/// the new source's first contact costs), interleaved.
 fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: usize) -> Value {
+    let mut off = XdpHarness::load(262_144).expect("load with the detector off");
     let mut sw = Vec::new();
     let mut noop = Vec::new();
     let mut floor = Vec::new();
+    let mut reply_off = Vec::new();
     let mut next = 0u32;
     let frame = |n: u32| {
         let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)); // never seen before
@@ -166,7 +170,7 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
         .build()
     };
     for _ in 0..rounds {
-        let (mut s_sum, mut n_sum, mut f_sum) = (0u64, 0u64, 0u64);
+        let (mut s_sum, mut n_sum, mut f_sum, mut o_sum) = (0u64, 0u64, 0u64, 0u64);
         for _ in 0..count {
             next += 1;
             let f = frame(next);
@@ -174,20 +178,24 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
             n_sum += b.run_noop(&f, 1).expect("noop").1;
             // The floor program's map is separate: the source is new to it too.
             f_sum += b.run(FLOOR_ADMIT, &f, 1).expect("floor").1;
+            o_sum += off.run_repeat(&f, 1).expect("run").1;
         }
         sw.push(s_sum as f64 / f64::from(count));
         noop.push(n_sum as f64 / f64::from(count));
         floor.push(f_sum as f64 / f64::from(count));
+        reply_off.push(o_sum as f64 / f64::from(count));
     }
-    let (s, n, f) = (median(sw), median(noop), median(floor));
+    let (s, n, f, o) = (median(sw), median(noop), median(floor), median(reply_off));
     println!(
-        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}",
+        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}  detector off {o:>6.1} ns  ratio {:>5.2}",
         "SYN from a new source (repeat 1 each)",
         s / n.max(0.1),
-        f / n.max(0.1)
+        f / n.max(0.1),
+        o / n.max(0.1)
     );
     json!({ "case": "SYN from a new source", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "sources_per_round": count, "rounds": rounds,
-            "floor_program": FLOOR_ADMIT, "floor_ns": f, "floor_ratio": f / n.max(0.1) })
+            "floor_program": FLOOR_ADMIT, "floor_ns": f, "floor_ratio": f / n.max(0.1),
+            "reply_off_ns": o, "reply_off_ratio": o / n.max(0.1) })
 }
 
 /// The scanner-tool signatures' cost: the tracked-source SYN with them
@@ -1605,7 +1613,7 @@ fn flood(o: &Opts) -> Value {
 /// The random-source flood table of BENCHMARKS.md.
 fn flood_report(md: &mut String, f: &Value) {
     md.push_str(&format!(
-        "\n## Random-source SYN flood on a veth pair\n\nThe live-frames generator `{}` gives every frame a fresh pseudo-random source before sending it (IPv4: a source in 198.19.0.0/16, the IP ID keeping the header checksum valid; IPv6: a fresh /64 inside fd00::/32), {} SYNs a round to an address of the target's subnet that it does not own (its stack drops them: no answers), median of {} rounds; no XDP, the no-op program, the floor program `{}` (one hash, one coarse clock read and one store in a 65,536-slot table per packet: the least a program that remembers every new source in bounded memory does) and scanwatch alternate within each round. Packets per second received by the target veth, and the receiver program's own ns per packet from the kernel's BPF run-time statistics (enabled for the flood only; every program carries their small cost). Generator and receiver share the softirq on this 2-core machine, so a slower receiver slows the generator.\n\n| stream | no XDP pps | no-op pps | floor pps | scanwatch pps | floor / no-op | scanwatch / no-op | target | no-op ns/packet | floor ns/packet | scanwatch ns/packet |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "\n## Random-source SYN flood on a veth pair\n\nThe live-frames generator `{}` gives every frame a fresh pseudo-random source before sending it (IPv4: a source in 198.19.0.0/16, the IP ID keeping the header checksum valid; IPv6: a fresh /64 inside fd00::/32), {} SYNs a round to an address of the target's subnet that it does not own (its stack drops them: no answers), median of {} rounds; no XDP, the no-op program, the floor program `{}` (one hash, one coarse clock read and one store in a 65,536-slot table per packet: the least a program that remembers every new source in bounded memory does) and scanwatch alternate within each round. Packets per second received by the target veth, and the receiver program's own ns per packet from the kernel's BPF run-time statistics (enabled for the flood only; every program carries their small cost). Generator and receiver share the softirq on this 2-core machine, so a slower receiver slows the generator.\n\nThe last column: sources scanwatch admitted to its source table in a round (its own counter), the flood's sources that reached `admit_after` distinct destinations or the SYN rate (see docs/detection.md, \"Kernel state\").\n\n| stream | no XDP pps | no-op pps | floor pps | scanwatch pps | floor / no-op | scanwatch / no-op | target | no-op ns/packet | floor ns/packet | scanwatch ns/packet | sources admitted a round |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         f["generator"].as_str().unwrap_or("?"),
         f["frames_per_round"],
         f["rounds"],
@@ -1615,7 +1623,7 @@ fn flood_report(md: &mut String, f: &Value) {
         let pps = &st["packets_per_second"];
         let ns = &st["program_ns_per_packet"];
         md.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | >= 0.8 | {:.0} | {:.0} | {:.0} |\n",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | >= 0.8 | {:.0} | {:.0} | {:.0} | {:.0} |\n",
             st["stream"].as_str().unwrap_or("?"),
             pps["none"].as_f64().unwrap_or(f64::NAN),
             pps["noop"].as_f64().unwrap_or(f64::NAN),
@@ -1625,7 +1633,10 @@ fn flood_report(md: &mut String, f: &Value) {
             st["scanwatch_over_noop"].as_f64().unwrap_or(f64::NAN),
             ns["noop"].as_f64().unwrap_or(f64::NAN),
             ns["floor"].as_f64().unwrap_or(f64::NAN),
-            ns["scanwatch"].as_f64().unwrap_or(f64::NAN)
+            ns["scanwatch"].as_f64().unwrap_or(f64::NAN),
+            st["scanwatch_sources_created_per_round"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
         ));
     }
 }
@@ -2220,7 +2231,7 @@ fn write_report(o: &Opts, r: &Value) {
         ". Machine: {} ({} cores, {}), kernel {}, {}.\n\nRatios compare scanwatch with a do-nothing XDP program (`XDP_PASS`) measured in the same run; medians of repeated rounds. These machines are shared and noisy: read the ratios, not the nanoseconds.\n\n",
         m["cpu"].as_str().unwrap_or("?"), m["cores"].as_str().unwrap_or("?"), m["memory"].as_str().unwrap_or("?"), m["kernel"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?")
     ));
-    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one coarse clock read and one 8-byte store in a 65,536-slot table, the least a detector that remembers every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling), in the same rounds.\n\n| case | scanwatch ns | no-op ns | ratio | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one coarse clock read and one 8-byte store in a 65,536-slot table, the least a detector that remembers every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling; for new sources and new first contacts, the reply-aware detector), in the same rounds.\n\n| case | scanwatch ns | no-op ns | ratio | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|\n");
     for c in r["per_packet"].as_array().into_iter().flatten() {
         let case = c["case"].as_str().unwrap_or("?");
         let target = if case.starts_with("established") {
@@ -2239,6 +2250,7 @@ fn write_report(o: &Opts, r: &Value) {
         let off = c["without_web_ns"]
             .as_f64()
             .or(c["without_signatures_ns"].as_f64())
+            .or(c["reply_off_ns"].as_f64())
             .map_or(String::new(), |ns| format!("{ns:.1}"));
         md.push_str(&format!(
             "| {case} | {:.1} | {:.1} | {:.2} | {off} | {target} | {floor_ns} | {floor_ratio} |\n",
