@@ -292,6 +292,8 @@ mod tests {
                 assert_eq!(a / 2, bucket(h, n));
                 assert!(bucket(h, n) < buckets(n));
                 assert_ne!(source_tag(h), 0);
+                // One tag for both tables (the XDP program uses either).
+                assert_eq!(admission(h).1, source_tag(h));
             }
         }
         let (slot, tag) = admission(key_hash([1, 2]));

@@ -14,8 +14,8 @@ use scanwatch_common::{
     maps::{host_word, lens, port_word},
     sketch::{HOST_ICMP, port_entry},
     tracking::{
-        MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, is_repeat, key_hash,
-        rate_bucket, record, record_host, record_kind, record_port, record_time, repeats,
+        AdmitSlot, MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, is_repeat,
+        key_hash, rate_bucket, record, record_host, record_kind, record_port, record_time, repeats,
         repeats_to_admit, source_tag,
     },
 };
@@ -30,13 +30,14 @@ use crate::{
 /// matches it (0 is a free slot, anything else a source's first probe).
 const BUSY: u64 = 1;
 
-/// Where a probe's source lives: its hash, its bucket of `SOURCES` and
-/// its tag there (computed once for [`tracked`], [`skips_contact`] and
-/// [`track_source`]).
+/// Where a probe's source lives: its bucket of `SOURCES`, its tag there
+/// and its `ADMISSION` slot (null when admission is off: `admit_after`
+/// 1), computed once for [`tracked`], [`skips_contact`] and
+/// [`track_source`].
 pub struct Place {
-    hash: u64,
     bucket: u32,
     tag: u32,
+    admit: *mut AdmitSlot,
 }
 
 impl Place {
@@ -44,10 +45,15 @@ impl Place {
     pub fn of(probe: &Probe) -> Self {
         let hash = key_hash(probe.source.words());
         let slots = setting(&raw const DETECT_CONFIG.source_slots);
+        let admit = if setting(&raw const DETECT_CONFIG.admit_after) > 1 {
+            ADMISSION.get_ptr_mut(admission(hash).0).unwrap_or_default()
+        } else {
+            core::ptr::null_mut()
+        };
         Self {
-            hash,
             bucket: bucket(hash, slots),
             tag: source_tag(hash),
+            admit,
         }
     }
 }
@@ -63,11 +69,9 @@ pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
     // packet of a random-source flood) needs both: the IPv6 flood stream
     // took 182-233 ns a packet with this read, 235-246 without it
     // (`--flood-only` runs of both builds in turn; docs/benchmarks.md).
-    if setting(&raw const DETECT_CONFIG.admit_after) > 1
-        && let Some(slot) = ADMISSION.get_ptr(admission(place.hash).0)
-    {
+    if !place.admit.is_null() {
         // SAFETY: a plain read of a live map value.
-        let _ = unsafe { core::ptr::read_volatile(&raw const (*slot).head) };
+        let _ = unsafe { core::ptr::read_volatile(&raw const (*place.admit).head) };
     }
     find(probe.source.words(), place.bucket, place.tag)
 }
@@ -104,20 +108,17 @@ pub fn skips_contact(
 
 #[inline(always)]
 fn waits_behind_or_repeats(probe: &Probe, place: &Place, now: u64, window_ns: u64) -> bool {
-    if setting(&raw const DETECT_CONFIG.admit_after) <= 1 {
+    let slot = place.admit;
+    if slot.is_null() {
         return false;
     }
-    let (index, tag) = admission(place.hash);
-    let Some(slot) = ADMISSION.get_ptr(index) else {
-        return false;
-    };
     // SAFETY: plain reads of a live map value.
     unsafe {
         let current = core::ptr::read_volatile(&raw const (*slot).head);
         if current == 0 || now.wrapping_sub(head_start(current, now)) >= window_ns {
             return false;
         }
-        if head_tag(current) != tag {
+        if head_tag(current) != place.tag {
             return true;
         }
         probe.kind == ProbeKind::Syn && {
@@ -173,7 +174,6 @@ pub fn track_source(
 ) {
     let (ifindex, now, counters) = (at.ifindex, at.now, at.counters);
     let cfg = &raw const DETECT_CONFIG;
-    let (hash, bucket, tag) = (place.hash, place.bucket, place.tag);
     let seen = Seen {
         kind: probe.kind as u8,
         port: probe.port,
@@ -183,15 +183,7 @@ pub fn track_source(
     };
     let entry = match tracked {
         Some(entry) => entry,
-        None => match admit(
-            probe,
-            &seen,
-            hash,
-            (bucket, tag),
-            (ifindex, tag_feeds),
-            counters,
-            cfg,
-        ) {
+        None => match admit(probe, &seen, place, (ifindex, tag_feeds), counters, cfg) {
             Some(admitted) => admitted,
             None => return,
         },
@@ -239,8 +231,7 @@ fn find(words: [u64; 2], bucket: u32, tag: u32) -> Option<*mut SourceStats> {
 fn admit(
     probe: &Probe,
     seen: &Seen,
-    hash: u64,
-    (bucket, tag): (u32, u32),
+    place: &Place,
     (ifindex, tag_feeds): (u32, bool),
     counters: *mut IfaceCounters,
     cfg: *const DetectConfig,
@@ -256,7 +247,7 @@ fn admit(
     if admit_after == 1 {
         return claim(
             probe,
-            (bucket, tag),
+            (place.bucket, place.tag),
             now,
             (ifindex, tag_feeds),
             counters,
@@ -267,8 +258,10 @@ fn admit(
             },
         );
     }
-    let (index, tag) = admission(hash);
-    let slot = ADMISSION.get_ptr_mut(index)?;
+    let slot = place.admit;
+    if slot.is_null() {
+        return None;
+    }
     let port = (seen.port != 0).then_some(seen.port as u16);
     let this = record(seen.kind, port, seen.host, now);
     // SAFETY: `slot` is a live map value; every pointer stays inside it.
@@ -279,7 +272,7 @@ fn admit(
         let repeats_p = &raw mut (*slot).repeats;
         let current = core::ptr::read_volatile(head_p);
         let in_window = |h: u64| h != 0 && now.wrapping_sub(head_start(h, now)) < window_ns;
-        if !(head_tag(current) == tag && in_window(current)) {
+        if !(head_tag(current) == place.tag && in_window(current)) {
             // This source starts waiting here (a waiting one is overwritten).
             if in_window(current) {
                 bump_counter(counters, Counter::AdmissionOverwritten);
@@ -288,7 +281,7 @@ fn admit(
                 u64,
                 { AtomicOrdering::Relaxed },
                 { AtomicOrdering::Relaxed },
-            >(head_p, current, head(tag, now));
+            >(head_p, current, head(place.tag, now));
             if won {
                 core::ptr::write_volatile(second_p, 0);
                 core::ptr::write_volatile(repeats_p, 0);
@@ -333,7 +326,7 @@ fn admit(
         };
         claim(
             probe,
-            (bucket, tag),
+            (place.bucket, place.tag),
             start,
             (ifindex, tag_feeds),
             counters,

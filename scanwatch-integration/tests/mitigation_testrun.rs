@@ -194,13 +194,11 @@ fn cidr_blocks_feeds_and_never_block() {
         "never_block beats the drop feed"
     );
     assert_eq!(h.run(&syn_from("198.18.33.8")).expect("run"), XDP_DROP);
-    // Three probes: a source is tracked from its third (admission).
-    for _ in 0..3 {
-        assert_eq!(
-            h.run(&syn_from("198.18.35.5")).expect("run"),
-            XDP_PASS,
-            "tag feeds do not drop"
-        );
+    // Three probes to three ports: a source is tracked from its third
+    // (admission; repeats of one SYN would wait).
+    for port in [22, 23, 24] {
+        let syn = Packet::new("198.18.35.5", "198.18.0.2", Transport::tcp(port, tcp::SYN)).build();
+        assert_eq!(h.run(&syn).expect("run"), XDP_PASS, "tag feeds do not drop");
     }
     let tagged = h
         .source("198.18.35.5".parse().expect("ip"))

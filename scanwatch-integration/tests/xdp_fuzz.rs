@@ -844,8 +844,10 @@ fn a_million_hostile_frames() {
 /// The limit spoofing sets on detection (docs/threat-model.md): sources
 /// that send fewer probes than admission takes never take a slot, so
 /// 4,096 of them between each two probes of a slow scanner leave it
-/// tracked and detected in a 1,024-slot table; 4,096 sources that each
-/// send three probes (and so are admitted) between its probes evict it.
+/// tracked and detected in a 1,024-slot table, and so do 4,096 that each
+/// repeat one SYN three times (repeats wait in admission); 4,096 sources
+/// that each send three probes to three ports (and so are admitted)
+/// between its probes evict it.
 #[test]
 fn churn_between_probes_erases_a_slow_scanners_counts() {
     if !require_root("churn_between_probes_erases_a_slow_scanners_counts") {
@@ -853,7 +855,8 @@ fn churn_between_probes_erases_a_slow_scanners_counts() {
     }
     let scanner: IpAddr = "198.18.5.5".parse().expect("ip");
     let mut alerted = Vec::new();
-    for probes_each in [1u32, 3] {
+    // Ports of each churning source's probes.
+    for churn_ports in [&[80u16][..], &[80, 80, 80], &[80, 81, 82]] {
         let mut h = XdpHarness::load(1024).expect("load");
         for port in 1..=30u16 {
             let probe = Packet::from_ips(
@@ -875,22 +878,22 @@ fn churn_between_probes_erases_a_slow_scanners_counts() {
                     0,
                     1,
                 ));
-                let f = Packet::from_ips(
-                    other,
-                    "fd00::2".parse().expect("ip"),
-                    Transport::tcp(80, scanwatch_lab::frames::tcp::SYN),
-                )
-                .build();
-                for _ in 0..probes_each {
+                for &churn_port in churn_ports {
+                    let f = Packet::from_ips(
+                        other,
+                        "fd00::2".parse().expect("ip"),
+                        Transport::tcp(churn_port, scanwatch_lab::frames::tcp::SYN),
+                    )
+                    .build();
                     assert_eq!(h.run(&f).expect("run"), XDP_PASS);
                 }
             }
         }
         let hit = h.events().iter().any(|e| e.source.ip() == scanner);
         println!(
-            "4096 new sources of {probes_each} probe(s) each between probes: scanner detected: {hit}"
+            "4096 new sources probing ports {churn_ports:?} each between probes: scanner detected: {hit}"
         );
         alerted.push(hit);
     }
-    assert_eq!(alerted, [true, false]);
+    assert_eq!(alerted, [true, true, false]);
 }
