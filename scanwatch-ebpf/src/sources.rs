@@ -121,13 +121,29 @@ fn waits_behind_or_repeats(probe: &Probe, place: &Place, now: u64, window_ns: u6
         if head_tag(current) != place.tag {
             return true;
         }
-        probe.kind == ProbeKind::Syn && {
-            let this = record(probe.kind as u8, Some(probe.port as u16), probe.host, now);
-            let first = (&raw const (*slot).records).cast::<u64>();
-            is_repeat(this, core::ptr::read_volatile(first))
-                || is_repeat(this, core::ptr::read_volatile(first.add(1)))
-        }
+        let first = (&raw const (*slot).records).cast::<u64>();
+        repeats_waiting_syn(
+            probe.kind as u8,
+            waiting_record(probe.kind as u8, probe.port, probe.host, now),
+            core::ptr::read_volatile(first),
+            core::ptr::read_volatile(first.add(1)),
+        )
     }
+}
+
+/// A probe as an admission slot records it (`tracking::record`; `port`
+/// is a port entry, 0 for none).
+#[inline(always)]
+fn waiting_record(kind: u8, port: u32, host: u16, now: u64) -> u64 {
+    record(kind, (port != 0).then_some(port as u16), host, now)
+}
+
+/// Whether a probe (`kind`, its [`waiting_record`] `this`) is a SYN
+/// repeating a SYN that waits in its admission slot (`first`, `second`):
+/// [`admit`] counts it as a repeat, and it offers no first contact.
+#[inline(always)]
+fn repeats_waiting_syn(kind: u8, this: u64, first: u64, second: u64) -> bool {
+    kind == ProbeKind::Syn as u8 && (is_repeat(this, first) || is_repeat(this, second))
 }
 
 #[inline(always)]
@@ -262,8 +278,7 @@ fn admit(
     if slot.is_null() {
         return None;
     }
-    let port = (seen.port != 0).then_some(seen.port as u16);
-    let this = record(seen.kind, port, seen.host, now);
+    let this = waiting_record(seen.kind, seen.port, seen.host, now);
     // SAFETY: `slot` is a live map value; every pointer stays inside it.
     unsafe {
         let head_p = &raw mut (*slot).head;
@@ -291,12 +306,10 @@ fn admit(
         }
         let first = core::ptr::read_volatile(first_p);
         let second = core::ptr::read_volatile(second_p);
-        let repeated = core::ptr::read_volatile(repeats_p);
-        if seen.kind == ProbeKind::Syn as u8 && (is_repeat(this, first) || is_repeat(this, second))
-        {
+        if repeats_waiting_syn(seen.kind, this, first, second) {
             // The same SYN again: admitted only at the SYN rate
             // (`tracking::REPEATS_ADMIT`).
-            if !repeats_admit(repeats_p, repeated, now, cfg) {
+            if !repeats_admit(repeats_p, core::ptr::read_volatile(repeats_p), now, cfg) {
                 return None;
             }
         } else {

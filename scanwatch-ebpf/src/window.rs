@@ -239,12 +239,7 @@ pub unsafe fn seed(entry: *mut SourceStats, waiting: &[Seen; 2]) {
                 (*entry).bits += 1 << lens::ICMP;
             }
             if idx == ProbeKind::Syn as usize {
-                let bucket = (seen.time >> 30) as u16;
-                if (*entry).rate_bucket != bucket {
-                    (*entry).rate_bucket = bucket;
-                    (*entry).crossed &= 0xffff_ffff;
-                }
-                (*entry).crossed += 1 << 32;
+                seed_syn_rate(entry, rate_bucket(seen.time), 1);
             }
             hosts[i] = host;
         }
@@ -267,12 +262,23 @@ pub unsafe fn seed_repeats(entry: *mut SourceStats, word: u64, now: u64) {
         (*entry).probes[ProbeKind::Syn as usize] += total;
         let n = repeats::in_bucket(word, bucket);
         if n != 0 {
-            if (*entry).rate_bucket != bucket {
-                (*entry).rate_bucket = bucket;
-                (*entry).crossed &= 0xffff_ffff;
-            }
-            (*entry).crossed += u64::from(n) << 32;
+            seed_syn_rate(entry, bucket, n);
         }
+    }
+}
+
+/// Adds `n` SYNs of rate bucket `bucket` to a slot being set up (plain
+/// writes): a bucket other than the slot's restarts its count, as
+/// [`count_syn`] does for a live slot.
+#[inline(always)]
+unsafe fn seed_syn_rate(entry: *mut SourceStats, bucket: u16, n: u32) {
+    // SAFETY: the caller owns the slot.
+    unsafe {
+        if (*entry).rate_bucket != bucket {
+            (*entry).rate_bucket = bucket;
+            (*entry).crossed &= 0xffff_ffff;
+        }
+        (*entry).crossed += u64::from(n) << 32;
     }
 }
 
@@ -485,7 +491,7 @@ unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) {
 /// Counts a SYN in its ~1 s rate bucket; returns the bucket's count.
 #[inline(always)]
 unsafe fn count_syn(entry: *mut SourceStats, now: u64) -> u64 {
-    let bucket = (now >> 30) as u16;
+    let bucket = rate_bucket(now);
     unsafe {
         let bucket_p = &raw mut (*entry).rate_bucket;
         let crossed_p = &raw mut (*entry).crossed;

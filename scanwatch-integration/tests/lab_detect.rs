@@ -515,12 +515,13 @@ print("ok")
                     .is_some_and(|a| a.starts_with("198.18.2."))),
         "{top:?}"
     );
-    let metrics = lab.scrape("198.18.0.2:9477");
-    let syn_count: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("scanwatch_packets_total{") && l.contains("kind=\"syn\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let syn_count = common::metric_sum(
+        &lab.scrape("198.18.0.2:9477"),
+        &format!(
+            "scanwatch_packets_total{{interface=\"{}\",kind=\"syn\"}}",
+            lab.lab.target_if
+        ),
+    );
     assert!(
         syn_count >= 60_000.0 + 800.0 + 100.0,
         "{syn_count} SYNs counted"
