@@ -17,7 +17,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, TC_ACT_UNSPEC, xdp_action},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    helpers::generated::{bpf_get_prandom_u32, bpf_jiffies64},
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -103,7 +103,9 @@ pub fn scanwatch_floor_blocklist(ctx: XdpContext) -> u32 {
 
 /// The least a detector that remembers every new source in a bounded table
 /// can do: one bounds check, the source (IPv4 or IPv6) read in place and
-/// hashed, one coarse clock read, one 8-byte store in a slot of a table the size
+/// hashed, the clock read as `jiffies` (one load once the verifier inlines
+/// it; scanwatch's own clock reads `jiffies` and a cached time), one 8-byte
+/// store in a slot of a table the size
 /// of scanwatch's admission table. The benchmarks compare scanwatch's
 /// new-source path with it (TEST_RUN and the flood).
 #[xdp]
@@ -131,8 +133,11 @@ pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
     if let Some(slot) = FLOOR_ADMISSION.get_ptr_mut((hash as u32) & (ADMISSION_SLOTS - 1)) {
         // SAFETY: helper without preconditions; a live map value.
         unsafe {
-            let now = bpf_ktime_get_coarse_ns();
-            core::ptr::write_volatile(&raw mut (*slot).head, (hash & !0xffff_ffff) | (now >> 20));
+            let now = bpf_jiffies64();
+            core::ptr::write_volatile(
+                &raw mut (*slot).head,
+                (hash & !0xffff_ffff) | (now & 0xffff_ffff),
+            );
         }
     }
     xdp_action::XDP_PASS

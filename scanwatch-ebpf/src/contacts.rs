@@ -19,7 +19,6 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::{classifier, map},
     maps::{Array, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -523,8 +522,7 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
 /// Sends the crossing unless one was sent within the report interval.
 #[inline(always)]
 unsafe fn report(stats: *mut ReplyStats, source: &SourceKey, ifindex: u32, cfg: &ReplyConfig) {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::now();
     // SAFETY: `stats` is a live map value.
     let won = unsafe {
         let p = &raw mut (*stats).reported_ns;

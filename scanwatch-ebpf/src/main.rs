@@ -12,6 +12,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod clock;
 mod contacts;
 mod evidence;
 mod fast;
@@ -23,7 +24,6 @@ mod window;
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, xdp_action},
-    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
@@ -227,8 +227,7 @@ fn try_scanwatch(
             };
             bump_counter(counters, Counter::probe(probe.kind));
             // One clock read for both.
-            // SAFETY: helper without preconditions.
-            let now = unsafe { bpf_ktime_get_coarse_ns() };
+            let now = clock::now();
             let place = sources::Place::of(&probe);
             let tracked = sources::tracked(&probe, &place);
             // First contacts (SYN, UDP) for the reply-aware detector, but
@@ -322,8 +321,7 @@ fn drop_reason(
 #[inline(always)]
 fn live(block: &BlockValue) -> bool {
     let expires = block.expires_ns;
-    // SAFETY: helper without preconditions.
-    expires == 0 || unsafe { bpf_ktime_get_coarse_ns() } < expires
+    expires == 0 || clock::now() < expires
 }
 
 /// This CPU's counters for `ifindex` (slot 0 when the agent assigned none).

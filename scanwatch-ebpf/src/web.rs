@@ -5,7 +5,7 @@
 //! ring loses the record, counted, never the packet.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
+    helpers::generated::bpf_xdp_load_bytes,
     macros::map,
     maps::{PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
@@ -95,7 +95,7 @@ pub fn sample(
     let filled = unsafe {
         (*rec).head.kind = record::REQUEST;
         (*rec).head.ifindex = ifindex;
-        (*rec).head.time_ns = bpf_ktime_get_coarse_ns();
+        (*rec).head.time_ns = crate::clock::now();
         (*rec).head.remote_port = u16::from_be_bytes([tcp[0], tcp[1]]);
         (*rec).head.local_port = u16::from_be_bytes([tcp[2], tcp[3]]);
         (*rec).head.segment_len = len as u32;
@@ -195,7 +195,7 @@ fn try_response(
         (*rec).head = WebHeader {
             kind: record::RESPONSE,
             ifindex,
-            time_ns: bpf_ktime_get_coarse_ns(),
+            time_ns: crate::clock::now(),
             remote,
             local,
             remote_port: u16::from_be_bytes([tcp[2], tcp[3]]),

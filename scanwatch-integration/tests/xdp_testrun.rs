@@ -677,3 +677,59 @@ fn source_map_memory_per_entry() {
         }
     }
 }
+
+/// CLOCK_MONOTONIC_COARSE in ns, the clock the programs stamp with.
+fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The programs' clock (`clock.rs`: the coarse clock cached per `jiffies`)
+/// is CLOCK_MONOTONIC_COARSE, at most a tick late, and moves with it: a
+/// probe 60 ms after another is stamped about 60 ms later, not with the
+/// cached time of the first.
+#[test]
+fn probes_are_stamped_with_the_coarse_monotonic_clock() {
+    let Some(mut h) = harness("probes_are_stamped_with_the_coarse_monotonic_clock") else {
+        return;
+    };
+    // Two ticks at HZ=100, the coarsest kernel configuration.
+    const LATE_NS: u64 = 20_000_000;
+    let probe = v4("198.18.7.1", Transport::tcp(22, tcp::SYN)).build();
+    let stamp = |h: &mut XdpHarness| {
+        let before = coarse_ns();
+        h.run(&probe).expect("test run");
+        let after = coarse_ns();
+        let stats = h
+            .source("198.18.7.1".parse().expect("addr"))
+            .expect("map read")
+            .expect("tracked");
+        let at = stats.last_seen_ns;
+        // Ahead only by a timekeeper update in flight between the reads.
+        assert!(
+            at + LATE_NS >= before && at <= after + LATE_NS,
+            "stamp {at} outside [{before}, {after}] by over {LATE_NS} ns"
+        );
+        at
+    };
+    let first = stamp(&mut h);
+    // Many packets in one tick read the cache.
+    for _ in 0..1000 {
+        h.run(&probe).expect("test run");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let second = stamp(&mut h);
+    assert!(
+        second - first >= 60_000_000 - LATE_NS,
+        "60 ms later: {} ns later",
+        second - first
+    );
+}
