@@ -41,8 +41,10 @@ pub const FEEDS_MAP: &str = "FEEDS";
 pub const BLOCKED_HOSTS_MAP: &str = "BLOCKED_HOSTS";
 /// Name of the never-block networks (LPM trie: `LpmKey` -> `u32`).
 pub const NEVER_BLOCK_MAP: &str = "NEVER_BLOCK";
-/// Name of the one-entry array telling the kernel which lookups it can skip.
-pub const MITIGATION_MAP: &str = "MITIGATION";
+/// Name of the one-entry array telling the kernel which lookups it can
+/// skip (`MitigationState`): the data section the kernel's global of that
+/// state lives in.
+pub const MITIGATION_MAP: &str = ".data.mitigation";
 /// Name of the prefilter bitmap (array of `u64` words, see [`crate::prefilter`]):
 /// sources it rules out skip the blocklist and feed lookups.
 pub const PREFILTER_MAP: &str = "PREFILTER";

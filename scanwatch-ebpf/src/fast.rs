@@ -11,7 +11,7 @@
 use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{Counter, classify_tcp, web::PREFIX_BYTES, web::starts_request};
 
-use crate::{MITIGATION, NO_MITIGATION, bump_counter, iface_counters, may_be_listed_v4, web};
+use crate::{bump_counter, iface_counters, may_be_listed_v4, mitigation, web};
 
 /// Ethernet, IPv4 and TCP headers without options.
 const HEADERS: usize = 14 + 20 + 20;
@@ -64,7 +64,7 @@ pub fn benign(ctx: &XdpContext) -> bool {
             return false;
         }
     }
-    let state = MITIGATION.get(0).unwrap_or(&NO_MITIGATION);
+    let state = mitigation();
     let dropping = state.drops();
     if dropping {
         // SAFETY: inside the HEADERS bytes checked above.

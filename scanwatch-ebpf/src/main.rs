@@ -127,9 +127,31 @@ pub(crate) static FEEDS: LpmTrie<LpmData, FeedValue> =
 #[map]
 static NEVER_BLOCK: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(NEVER_BLOCK_CAPACITY, 0);
 
-/// Which of the lookups above can be skipped (kept by the agent).
-#[map]
-pub(crate) static MITIGATION: Array<MitigationState> = Array::with_max_entries(1, 0);
+/// Which of the lookups above can be skipped, kept by the agent: a global
+/// in a data section of its own (a one-entry array map the agent writes,
+/// `MITIGATION_MAP`), read in place. No map lookup on any packet's path:
+/// as a map's entry it cost every packet about 1 ns (docs/benchmarks.md).
+/// Exported, so LLVM never folds it to its initial value.
+#[unsafe(link_section = ".data.mitigation")]
+#[unsafe(no_mangle)]
+static mut MITIGATION: MitigationState = MitigationState {
+    net_blocks: 0,
+    drop_feeds: 0,
+    tag_feeds: 0,
+    host_blocks: 0,
+    prefilter_levels: 0,
+    prefilter_mask: 0,
+};
+
+/// The mitigation state as the agent last wrote it.
+#[inline(always)]
+pub(crate) fn mitigation() -> &'static MitigationState {
+    let state: *const MitigationState = &raw const MITIGATION;
+    // SAFETY: only the agent writes the global (a map update copies the
+    // value in; a torn read costs one packet a lookup or a skipped one, as
+    // with the map entry before).
+    unsafe { &*state }
+}
 
 /// The prefilter in front of `BLOCKED_HOSTS`, `BLOCKS` and `FEEDS`: a
 /// bitmap of the prefixes their entries cover (`scanwatch_common::prefilter`).
@@ -140,16 +162,6 @@ static PREFILTER: Array<u64> = Array::with_max_entries(DEFAULT_PREFILTER_WORDS, 
 /// Feed names for readers (`scanwatch top`); unused in the kernel.
 #[map]
 static FEED_NAMES: HashMap<u32, Name32> = HashMap::with_max_entries(MAX_FEEDS, 0);
-
-/// The mitigation state when the map has none (never, once loaded).
-pub(crate) static NO_MITIGATION: MitigationState = MitigationState {
-    net_blocks: 0,
-    drop_feeds: 0,
-    tag_feeds: 0,
-    host_blocks: 0,
-    prefilter_levels: 0,
-    prefilter_mask: 0,
-};
 
 // Inlined into the entry point the macro wraps it in: the program is large
 // enough for LLVM to leave it a separate function otherwise, and every
@@ -169,7 +181,7 @@ pub fn scanwatch(ctx: XdpContext) -> u32 {
     let Some(counters) = iface_counters(ifindex) else {
         return xdp_action::XDP_PASS;
     };
-    let state = MITIGATION.get(0).unwrap_or(&NO_MITIGATION);
+    let state = mitigation();
     bump_counter(counters, Counter::Packets);
     match try_scanwatch(&ctx, ifindex, counters, state) {
         Ok(action) => action,
