@@ -48,6 +48,9 @@ pub const MITIGATION_MAP: &str = ".data.mitigation";
 /// Name of the prefilter bitmap (array of `u64` words, see [`crate::prefilter`]):
 /// sources it rules out skip the blocklist and feed lookups.
 pub const PREFILTER_MAP: &str = "PREFILTER";
+/// Name of the IPv4 prefilter (an mmapable array of one value of
+/// `prefilter::V4_WORDS` words: a bit per /24).
+pub const PREFILTER_V4_MAP: &str = "PREFILTER_V4";
 /// Words of the prefilter at the default capacities.
 pub const DEFAULT_PREFILTER_WORDS: u32 =
     crate::prefilter::words_for(DEFAULT_BLOCKLIST_CAPACITY, DEFAULT_FEED_CAPACITY);

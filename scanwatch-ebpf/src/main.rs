@@ -159,6 +159,12 @@ pub(crate) fn mitigation() -> &'static MitigationState {
 #[map]
 static PREFILTER: Array<u64> = Array::with_max_entries(DEFAULT_PREFILTER_WORDS, 0);
 
+/// The IPv4 prefilter: one bit per /24 (`scanwatch_common::prefilter`),
+/// one map value the agent memory-maps and sets bits in before adding
+/// entries. Read at a fixed place: no hash, no key on the stack.
+#[map]
+static PREFILTER_V4: Array<[u64; prefilter::V4_WORDS]> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// Feed names for readers (`scanwatch top`); unused in the kernel.
 #[map]
 static FEED_NAMES: HashMap<u32, Name32> = HashMap::with_max_entries(MAX_FEEDS, 0);
@@ -265,6 +271,16 @@ fn prefilter_word(index: u32) -> Option<u64> {
     PREFILTER.get(index).copied()
 }
 
+/// Word `index` of the IPv4 prefilter (the index of a /24's bit is below
+/// `V4_WORDS` by construction: no bounds check).
+#[inline(always)]
+fn prefilter_v4_word(index: u32) -> Option<u64> {
+    let words = PREFILTER_V4.get_ptr(0)?;
+    // SAFETY: a live map value, read in place (the agent sets bits in it
+    // through its mapping; a racing read sees a word before or after).
+    Some(unsafe { (*words)[(index as usize) & (prefilter::V4_WORDS - 1)] })
+}
+
 /// The prefilter for the packet's source, read in place from the IP
 /// header (an IPv4 source as one word): `false` when no block or feed
 /// entry covers it, and [`drop_reason`] can be skipped.
@@ -276,21 +292,22 @@ fn may_be_listed<C: packet::Frame>(
 ) -> Result<bool, ParseError> {
     let (levels, mask) = (state.prefilter_levels, state.prefilter_mask);
     Ok(if ip.v6 {
-        prefilter::may_match(pkt.bytes::<16>(ip.l3 + 8)?, levels, mask, prefilter_word)
+        prefilter::may_match(
+            pkt.bytes::<16>(ip.l3 + 8)?,
+            levels,
+            mask,
+            prefilter_word,
+            prefilter_v4_word,
+        )
     } else {
         may_be_listed_v4(u32::from_be_bytes(*pkt.bytes::<4>(ip.l3 + 12)?), state)
     })
 }
 
-/// [`may_be_listed`] for an IPv4 source (host byte order).
+/// [`may_be_listed`] for an IPv4 source (host byte order): one bit test.
 #[inline(always)]
 pub(crate) fn may_be_listed_v4(v4: u32, state: &MitigationState) -> bool {
-    prefilter::may_match_v4(
-        v4,
-        state.prefilter_levels,
-        state.prefilter_mask,
-        prefilter_word,
-    )
+    prefilter::may_match_v4(v4, state.prefilter_levels, prefilter_v4_word)
 }
 
 /// Why a packet from `source` is dropped: an unexpired block or a `drop`

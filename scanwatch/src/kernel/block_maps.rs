@@ -10,6 +10,12 @@
 //! [`BlockMaps::insert_feed`]), and bits are cleared only by a rebuild
 //! from the entries left after removals ([`BlockMaps::prefilter_rebuild`]).
 
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
 use aya::{
     Ebpf,
     maps::{
@@ -22,9 +28,9 @@ use scanwatch_common::{
     BlockValue, FeedValue, LpmData, MitigationState, Name32, SourceKey,
     maps::{
         BLOCKED_HOSTS_MAP, BLOCKS_MAP, FEED_NAMES_MAP, FEEDS_MAP, MITIGATION_MAP, NEVER_BLOCK_MAP,
-        PREFILTER_MAP,
+        PREFILTER_MAP, PREFILTER_V4_MAP,
     },
-    prefilter::Bitmap,
+    prefilter::{Bitmap, V4_WORDS},
 };
 
 use crate::model::error_chain;
@@ -103,11 +109,85 @@ pub struct BlockMaps {
     state: Array<MapData, MitigationState>,
     feed_names: HashMap<MapData, u32, Name32>,
     prefilter: Array<MapData, u64>,
+    prefilter_v4: V4Words,
     /// What the kernel's prefilter holds, word for word (a word changes
     /// here only once the kernel's has).
     bitmap: Bitmap,
     /// The state last written (its prefilter fields are `bitmap`'s).
     state_written: MitigationState,
+}
+
+/// The kernel's IPv4 prefilter (one map value of `V4_WORDS` words, a bit
+/// per /24), mapped shared into the agent: a word is written in place, not
+/// by a 2 MiB map update.
+struct V4Words {
+    base: NonNull<AtomicU64>,
+    /// Keeps the map alive beside the mapping.
+    _map: MapData,
+}
+
+// SAFETY: the mapping is process memory shared with the kernel, valid until
+// `Drop`; every access is atomic.
+unsafe impl Send for V4Words {}
+
+impl V4Words {
+    fn map(map: Map) -> Result<Self, BlockMapError> {
+        let fail = |detail: String| BlockMapError::Map {
+            name: PREFILTER_V4_MAP,
+            detail,
+        };
+        let Map::Array(data) = map else {
+            return Err(fail("not an array".into()));
+        };
+        let info = data.info().map_err(map_err(PREFILTER_V4_MAP))?;
+        let len = V4_WORDS * 8;
+        if info.value_size() as usize != len
+            || info.max_entries() != 1
+            || info.map_flags() & scanwatch_common::contact_table::BPF_F_MMAPABLE == 0
+        {
+            return Err(fail(format!(
+                "expected one mmapable {len}-byte value, found {} of {} bytes (flags {:#x})",
+                info.max_entries(),
+                info.value_size(),
+                info.map_flags()
+            )));
+        }
+        // SAFETY: a fresh shared mapping of the map's value area (a
+        // multiple of the page size); the kernel checks length and flags.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(fail(format!("mmap: {}", std::io::Error::last_os_error())));
+        }
+        let base =
+            NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(|| fail("mmap: null".into()))?;
+        Ok(Self { base, _map: data })
+    }
+
+    /// Writes word `index` (below `V4_WORDS`).
+    fn store(&self, index: u32, word: u64) {
+        let index = index as usize;
+        assert!(index < V4_WORDS, "IPv4 prefilter word {index}");
+        // SAFETY: inside the mapping (checked above), 8-byte aligned.
+        unsafe { (*self.base.as_ptr().add(index)).store(word, Ordering::Release) };
+    }
+}
+
+impl Drop for V4Words {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), V4_WORDS * 8);
+        }
+    }
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BlockMapError> {
@@ -125,6 +205,7 @@ impl BlockMaps {
         Ok(Self {
             bitmap: Bitmap::new(prefilter.len()),
             prefilter,
+            prefilter_v4: V4Words::map(take(ebpf, PREFILTER_V4_MAP)?)?,
             state_written: MitigationState::default(),
             blocks: LpmTrie::try_from(take(ebpf, BLOCKS_MAP)?).map_err(map_err(BLOCKS_MAP))?,
             hosts: HashMap::try_from(take(ebpf, BLOCKED_HOSTS_MAP)?)
@@ -228,17 +309,30 @@ impl BlockMaps {
         Ok(())
     }
 
+    /// Writes one word of the IPv4 prefilter, then its copy.
+    fn write_v4_word(&mut self, index: u32, word: u64) {
+        self.prefilter_v4.store(index, word);
+        self.bitmap.v4[index as usize] = word;
+    }
+
     /// Sets the prefilter bits (and levels) of `net`: before its entries
     /// are added.
     pub fn prefilter_add(&mut self, net: &IpNet) -> Result<(), BlockMapError> {
         let key = lpm_key(net);
-        let (slots, levels) = self.bitmap.slots(key.prefix_len(), key.data());
-        for (index, bits) in slots {
+        let slots = self.bitmap.slots(key.prefix_len(), key.data());
+        for (index, bits) in slots.words {
             let word = self.bitmap.words[index as usize];
             if word & bits != bits {
                 self.write_word(index, word | bits)?;
             }
         }
+        for (index, bits) in slots.v4 {
+            let word = self.bitmap.v4[index as usize];
+            if word & bits != bits {
+                self.write_v4_word(index, word | bits);
+            }
+        }
+        let levels = slots.levels;
         if levels & !self.bitmap.levels != 0 {
             self.write_state(self.state_written, self.bitmap.levels | levels)?;
             self.bitmap.levels |= levels;
@@ -265,6 +359,12 @@ impl BlockMaps {
                 self.write_word(index as u32, old | new)?;
             }
         }
+        for (index, new) in next.v4.iter().enumerate() {
+            let old = self.bitmap.v4[index];
+            if new & !old != 0 {
+                self.write_v4_word(index as u32, old | new);
+            }
+        }
         let gained = self.bitmap.levels | next.levels;
         if gained != self.bitmap.levels {
             self.write_state(self.state_written, gained)?;
@@ -273,6 +373,11 @@ impl BlockMaps {
         for (index, new) in next.words.iter().enumerate() {
             if self.bitmap.words[index] != *new {
                 self.write_word(index as u32, *new)?;
+            }
+        }
+        for (index, new) in next.v4.iter().enumerate() {
+            if self.bitmap.v4[index] != *new {
+                self.write_v4_word(index as u32, *new);
             }
         }
         if next.levels != self.bitmap.levels {
