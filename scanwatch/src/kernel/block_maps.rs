@@ -11,8 +11,7 @@
 //! from the entries left after removals ([`BlockMaps::prefilter_rebuild`]).
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
+    os::fd::AsFd as _,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -33,6 +32,7 @@ use scanwatch_common::{
     prefilter::{Bitmap, V4_WORDS},
 };
 
+use super::mapping::Mapping;
 use crate::model::error_chain;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,14 +121,11 @@ pub struct BlockMaps {
 /// per /24), mapped shared into the agent: a word is written in place, not
 /// by a 2 MiB map update.
 struct V4Words {
-    base: NonNull<AtomicU64>,
+    /// Every access is atomic.
+    mapping: Mapping,
     /// Keeps the map alive beside the mapping.
     _map: MapData,
 }
-
-// SAFETY: the mapping is process memory shared with the kernel, valid until
-// `Drop`; every access is atomic.
-unsafe impl Send for V4Words {}
 
 impl V4Words {
     fn map(map: Map) -> Result<Self, BlockMapError> {
@@ -152,24 +149,11 @@ impl V4Words {
                 info.map_flags()
             )));
         }
-        // SAFETY: a fresh shared mapping of the map's value area (a
-        // multiple of the page size); the kernel checks length and flags.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                data.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(fail(format!("mmap: {}", std::io::Error::last_os_error())));
-        }
-        let base =
-            NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(|| fail("mmap: null".into()))?;
-        Ok(Self { base, _map: data })
+        let mapping = Mapping::new(data.fd().as_fd(), len, true).map_err(fail)?;
+        Ok(Self {
+            mapping,
+            _map: data,
+        })
     }
 
     /// Writes word `index` (below `V4_WORDS`).
@@ -177,16 +161,8 @@ impl V4Words {
         let index = index as usize;
         assert!(index < V4_WORDS, "IPv4 prefilter word {index}");
         // SAFETY: inside the mapping (checked above), 8-byte aligned.
-        unsafe { (*self.base.as_ptr().add(index)).store(word, Ordering::Release) };
-    }
-}
-
-impl Drop for V4Words {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), V4_WORDS * 8);
-        }
+        unsafe { AtomicU64::from_ptr(self.mapping.base::<u64>().as_ptr().add(index)) }
+            .store(word, Ordering::Release);
     }
 }
 

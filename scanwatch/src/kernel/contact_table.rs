@@ -4,8 +4,7 @@
 //! read and changed with atomics, without a syscall per slot.
 
 use std::{
-    os::fd::{AsRawFd as _, BorrowedFd},
-    ptr::NonNull,
+    os::fd::BorrowedFd,
     sync::atomic::{AtomicU64, Ordering, fence},
 };
 
@@ -15,17 +14,15 @@ use scanwatch_common::{
     trw::{ContactKey, ContactValue, DEFAULT_CONTACTS_CAPACITY, outcome},
 };
 
+use super::mapping::Mapping;
+
 /// The contact table, mapped shared with the kernel.
 pub struct ContactTable {
-    base: NonNull<ContactSlot>,
+    /// Every access goes through atomics or volatile reads.
+    mapping: Mapping,
     slots: usize,
-    len: usize,
     seed: ContactSeed,
 }
-
-// SAFETY: the mapping is process memory shared with the kernel, valid until
-// `Drop`; every access goes through atomics or volatile reads.
-unsafe impl Send for ContactTable {}
 
 /// A consistent snapshot of one slot.
 #[derive(Clone, Copy, Debug)]
@@ -54,29 +51,10 @@ impl ContactTable {
             ));
         }
         let slots = DEFAULT_CONTACTS_CAPACITY as usize;
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let len = (slots * slot_size).div_ceil(page) * page;
-        // SAFETY: a fresh shared mapping of the map's value area; the kernel
-        // checks the length and the flags.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-        }
-        let base = NonNull::new(ptr.cast::<ContactSlot>()).ok_or("mmap returned null")?;
+        let mapping = Mapping::new(fd, slots * slot_size, true)?;
         Ok(Self {
-            base,
+            mapping,
             slots,
-            len,
             seed,
         })
     }
@@ -94,7 +72,7 @@ impl ContactTable {
     fn slot(&self, i: usize) -> *mut ContactSlot {
         debug_assert!(i < self.slots);
         // SAFETY: i < slots: inside the mapping.
-        unsafe { self.base.as_ptr().add(i) }
+        unsafe { self.mapping.base::<ContactSlot>().as_ptr().add(i) }
     }
 
     fn state(&self, i: usize) -> &AtomicU64 {
@@ -199,14 +177,5 @@ impl ContactTable {
             }
         }
         held
-    }
-}
-
-impl Drop for ContactTable {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
-        }
     }
 }

@@ -7,6 +7,7 @@ pub mod block_maps;
 pub mod contact_table;
 pub mod detect_maps;
 pub mod egress;
+pub mod mapping;
 pub mod maps_error;
 pub mod object;
 pub mod pins;

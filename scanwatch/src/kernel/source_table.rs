@@ -9,10 +9,7 @@
 //! and unmaps it when done, so the agent's RSS holds the table only while
 //! it counts.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
-    ptr::NonNull,
-};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 
 use aya::maps::{Array, MapData};
 use scanwatch_common::{
@@ -26,54 +23,21 @@ use super::maps_error::{MapsError, map_err};
 /// `first_seen_ns` of a slot the kernel is setting up (not a source yet).
 const BUSY: u64 = 1;
 
-/// A read-only mapping of the table.
-struct Mapping {
-    base: NonNull<SourceStats>,
-    len: usize,
+/// A read-only mapping of the table (read with volatile copies).
+struct TableMapping {
+    mapping: super::mapping::Mapping,
     slots: u32,
 }
 
-// SAFETY: the mapping is read-only shared memory of the kernel's map; it is
-// read with volatile copies, from any thread.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: base and len are those mmap returned.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-    }
-}
-
-impl Mapping {
+impl TableMapping {
     fn new(fd: BorrowedFd<'_>, slots: u32) -> Result<Self, MapsError> {
-        let page = 4096usize;
         let bytes = slots as usize * std::mem::size_of::<SourceStats>();
-        let len = bytes.div_ceil(page) * page;
-        // SAFETY: a shared read-only mapping of an mmap-able map's fd, of
-        // its size; the kernel keeps it valid until munmap.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(MapsError::Map {
+        let mapping =
+            super::mapping::Mapping::new(fd, bytes, false).map_err(|e| MapsError::Map {
                 name: SOURCES_MAP,
-                detail: format!("cannot map the table: {}", std::io::Error::last_os_error()),
-            });
-        }
-        let base = NonNull::new(ptr.cast::<SourceStats>()).ok_or(MapsError::Map {
-            name: SOURCES_MAP,
-            detail: "mmap returned null".into(),
-        })?;
-        Ok(Self { base, len, slots })
+                detail: format!("cannot map the table: {e}"),
+            })?;
+        Ok(Self { mapping, slots })
     }
 
     /// A copy of slot `i` (the kernel may be changing it meanwhile).
@@ -82,13 +46,15 @@ impl Mapping {
             return None;
         }
         // SAFETY: i is inside the mapping; a volatile copy of plain data.
-        Some(unsafe { std::ptr::read_volatile(self.base.as_ptr().add(i as usize)) })
+        Some(unsafe {
+            std::ptr::read_volatile(self.mapping.base::<SourceStats>().as_ptr().add(i as usize))
+        })
     }
 }
 
 /// A walk over every slot of its own mapping, unmapped when dropped.
 struct Walk {
-    mapping: Mapping,
+    mapping: TableMapping,
     next: u32,
 }
 
@@ -166,7 +132,7 @@ impl SourceTable {
     /// slot), unmapped when the iterator is dropped.
     pub fn sources(&self) -> Result<impl Iterator<Item = SourceStats> + use<>, MapsError> {
         Ok(Walk {
-            mapping: Mapping::new(self.fd.as_fd(), self.slots())?,
+            mapping: TableMapping::new(self.fd.as_fd(), self.slots())?,
             next: 0,
         })
     }
