@@ -20,6 +20,12 @@ pub const IFACE_COUNTERS_MAP: &str = "IFACE_COUNTERS";
 pub const IFACE_SLOTS_MAP: &str = "IFACE_SLOTS";
 /// Entries of the slot table.
 pub const IFINDEX_SLOTS: u32 = 4096;
+/// Name of the kernel's own copy of the slot table: a global of
+/// `IFINDEX_SLOTS` bytes (slot by ifindex % `IFINDEX_SLOTS`) in a data
+/// section of its own, a one-entry array map the agent writes whole.
+/// Read in place by every packet (no map lookup); `IFACE_SLOTS` stays for
+/// readers (`scanwatch top`).
+pub const IFACE_SLOT_BYTES_MAP: &str = ".data.iface_slots";
 /// Name of the ifindex -> interface name map written by the agent (`u32` -> `IfaceName`).
 pub const IFACE_NAMES_MAP: &str = "IFACE_NAMES";
 /// The prefix lengths sources are counted by (IPv4, IPv6), written by the
@@ -75,6 +81,8 @@ pub const MIN_SOURCE_MAP_SIZE: u32 = 1_024;
 pub const MAX_SOURCE_MAP_SIZE: u32 = 16_777_216;
 /// Capacity of the per-interface maps (interfaces one agent can watch).
 pub const MAX_INTERFACES: u32 = 256;
+// A slot is one byte of the kernel's slot table (`IFACE_SLOT_BYTES_MAP`).
+const _: () = assert!(MAX_INTERFACES <= 256);
 /// Longest IPv6 extension-header chain the parser walks before giving up.
 pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 

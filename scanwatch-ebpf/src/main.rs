@@ -90,9 +90,20 @@ pub(crate) static ADMISSION: Array<AdmitSlot> = Array::with_max_entries(ADMISSIO
 static IFACE_COUNTERS: PerCpuArray<IfaceCounters> =
     PerCpuArray::with_max_entries(MAX_INTERFACES, 0);
 
-/// ifindex % IFINDEX_SLOTS -> counters slot, written by the agent.
+/// ifindex % IFINDEX_SLOTS -> counters slot, written by the agent for
+/// other processes (`scanwatch top`). Unused in the kernel: it reads its
+/// copy, `IFACE_SLOT_BYTES`.
 #[map]
 static IFACE_SLOTS: Array<u32> = Array::with_max_entries(IFINDEX_SLOTS, 0);
+
+/// ifindex % IFINDEX_SLOTS -> counters slot (one byte each), written by the
+/// agent: a global in a data section of its own (`IFACE_SLOT_BYTES_MAP`),
+/// read in place. Every packet reads it: a byte load where a map lookup
+/// needed its key on the stack (docs/benchmarks.md). Exported, so LLVM
+/// never folds it to its initial value.
+#[unsafe(link_section = ".data.iface_slots")]
+#[unsafe(no_mangle)]
+static mut IFACE_SLOT_BYTES: [u8; IFINDEX_SLOTS as usize] = [0; IFINDEX_SLOTS as usize];
 
 /// ifindex -> name, written by the agent so that other processes (`scanwatch
 /// top`) can name interfaces of another network namespace. Unused in the kernel.
@@ -356,11 +367,11 @@ fn live(block: &BlockValue) -> bool {
 /// This CPU's counters for `ifindex` (slot 0 when the agent assigned none).
 #[inline(always)]
 pub(crate) fn iface_counters(ifindex: u32) -> Option<*mut IfaceCounters> {
-    let slot = IFACE_SLOTS
-        .get(ifindex % IFINDEX_SLOTS)
-        .copied()
-        .unwrap_or(0);
-    IFACE_COUNTERS.get_ptr_mut(slot)
+    let slots: *const u8 = (&raw const IFACE_SLOT_BYTES).cast();
+    // SAFETY: the index is below IFINDEX_SLOTS, the global's length; only
+    // the agent writes the global (a byte is read whole, before or after).
+    let slot = unsafe { core::ptr::read_volatile(slots.add((ifindex % IFINDEX_SLOTS) as usize)) };
+    IFACE_COUNTERS.get_ptr_mut(u32::from(slot))
 }
 
 #[inline(always)]

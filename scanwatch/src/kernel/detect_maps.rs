@@ -12,8 +12,8 @@ use scanwatch_common::{
     IfaceCounters, IfaceName, ScanEvent, SourceKey, SourceStats,
     evidence::{EVIDENCE_MAP, EvidenceRecord},
     maps::{
-        EVENTS_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, IFACE_SLOTS_MAP, IFINDEX_SLOTS,
-        MAX_INTERFACES, SOURCE_PREFIXES_MAP, SOURCES_MAP,
+        EVENTS_MAP, IFACE_COUNTERS_MAP, IFACE_NAMES_MAP, IFACE_SLOT_BYTES_MAP, IFACE_SLOTS_MAP,
+        IFINDEX_SLOTS, MAX_INTERFACES, SOURCE_PREFIXES_MAP, SOURCES_MAP,
     },
 };
 
@@ -163,31 +163,46 @@ impl ScanwatchMaps {
     }
 
     /// Gives each watched interface its own counters slot (1, 2, ...), before
-    /// attaching, so that no packet is counted under slot 0.
+    /// attaching, so that no packet is counted under slot 0: in the slot
+    /// table readers use and in the kernel's copy of it (one byte a slot,
+    /// written whole).
     pub fn assign_slots(ebpf: &mut Ebpf, ifindexes: &[u32]) -> Result<(), MapsError> {
-        let map = ebpf
-            .map_mut(IFACE_SLOTS_MAP)
-            .ok_or(MapsError::Missing(IFACE_SLOTS_MAP))?;
-        let mut slots: Array<&mut MapData, u32> =
-            Array::try_from(map).map_err(map_err(IFACE_SLOTS_MAP))?;
-        let mut used = std::collections::BTreeSet::new();
-        for (i, ifindex) in ifindexes.iter().enumerate() {
-            let index = ifindex % IFINDEX_SLOTS;
-            let slot = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            if slot >= MAX_INTERFACES || !used.insert(index) {
-                return Err(MapsError::Map {
-                    name: IFACE_SLOTS_MAP,
-                    detail: format!(
-                        "interface index {ifindex} shares a counters slot with another watched interface (or more than {} interfaces)",
-                        MAX_INTERFACES - 1
-                    ),
-                });
+        let mut bytes = [0u8; IFINDEX_SLOTS as usize];
+        {
+            let map = ebpf
+                .map_mut(IFACE_SLOTS_MAP)
+                .ok_or(MapsError::Missing(IFACE_SLOTS_MAP))?;
+            let mut slots: Array<&mut MapData, u32> =
+                Array::try_from(map).map_err(map_err(IFACE_SLOTS_MAP))?;
+            for (i, ifindex) in ifindexes.iter().enumerate() {
+                let index = ifindex % IFINDEX_SLOTS;
+                let slot = u8::try_from(i + 1)
+                    .ok()
+                    .filter(|s| u32::from(*s) < MAX_INTERFACES);
+                let entry = &mut bytes[index as usize];
+                let (Some(slot), 0) = (slot, *entry) else {
+                    return Err(MapsError::Map {
+                        name: IFACE_SLOTS_MAP,
+                        detail: format!(
+                            "interface index {ifindex} shares a counters slot with another watched interface (or more than {} interfaces)",
+                            MAX_INTERFACES - 1
+                        ),
+                    });
+                };
+                *entry = slot;
+                slots
+                    .set(index, u32::from(slot), 0)
+                    .map_err(map_err(IFACE_SLOTS_MAP))?;
             }
-            slots
-                .set(index, slot, 0)
-                .map_err(map_err(IFACE_SLOTS_MAP))?;
         }
-        Ok(())
+        let map = ebpf
+            .map_mut(IFACE_SLOT_BYTES_MAP)
+            .ok_or(MapsError::Missing(IFACE_SLOT_BYTES_MAP))?;
+        let mut kernel: Array<&mut MapData, [u8; IFINDEX_SLOTS as usize]> =
+            Array::try_from(map).map_err(map_err(IFACE_SLOT_BYTES_MAP))?;
+        kernel
+            .set(0, bytes, 0)
+            .map_err(map_err(IFACE_SLOT_BYTES_MAP))
     }
 
     /// Takes the maps out of a loaded object without pinning (tests).
