@@ -101,13 +101,16 @@ pub fn scanwatch_floor_blocklist(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The least a detector that remembers every new source in a bounded table
+/// The least a detector that counts every new source in a bounded table
 /// can do: one bounds check, the source (IPv4 or IPv6) read in place and
-/// hashed, the clock read as `jiffies` (one load once the verifier inlines
-/// it; scanwatch's own clock reads `jiffies` and a cached time), one 8-byte
-/// store in a slot of a table the size
-/// of scanwatch's admission table. The benchmarks compare scanwatch's
-/// new-source path with it (TEST_RUN and the flood).
+/// hashed, its slot of a table the size of scanwatch's admission table
+/// read and written back (the source's count, or a new source's first),
+/// stamped with the clock read as `jiffies` (one load once the verifier
+/// inlines it; scanwatch's own clock reads `jiffies` and a cached time).
+/// Counting needs the read: a blind store (this program before) cannot
+/// tell a source's second probe from its first, and costs less because a
+/// store does not wait for its line (docs/benchmarks.md). The benchmarks
+/// compare scanwatch's new-source path with it (TEST_RUN and the flood).
 #[xdp]
 pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
@@ -134,10 +137,15 @@ pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
         // SAFETY: helper without preconditions; a live map value.
         unsafe {
             let now = bpf_jiffies64();
-            core::ptr::write_volatile(
-                &raw mut (*slot).head,
-                (hash & !0xffff_ffff) | (now & 0xffff_ffff),
-            );
+            let tag = hash & !0xffff_ffff;
+            let head = core::ptr::read_volatile(&raw const (*slot).head);
+            let counted = if head & !0xffff_ffff == tag {
+                head.wrapping_add(1)
+            } else {
+                tag | 1
+            };
+            core::ptr::write_volatile(&raw mut (*slot).head, counted);
+            core::ptr::write_volatile(&raw mut (*slot).records[0], now);
         }
     }
     xdp_action::XDP_PASS

@@ -198,6 +198,44 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
             "reply_off_ns": o, "reply_off_ratio": o / n.max(0.1) })
 }
 
+/// A SYN from a tracked source run the way [`new_sources`] runs its new
+/// ones (repeat 1 each, with the no-op, the floor program and the program
+/// with the detector off between runs): what the program costs in this
+/// mode before any cold line of its tables, as its code runs after a
+/// system call. A new source costs this plus the lines it reads for the
+/// first time (its admission slot, its tag word, its first contact).
+fn tracked_cold(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: usize) -> Value {
+    let mut off = XdpHarness::load(262_144).expect("load with the detector off");
+    let frame = Packet::new("198.18.50.12", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
+    // Tracked from here on: the same SYN repeated is admitted at the SYN rate.
+    h.run_repeat(&frame, 10_000).expect("prime");
+    off.run_repeat(&frame, 10_000).expect("prime");
+    let (mut sw, mut noop) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (mut s_sum, mut n_sum) = (0u64, 0u64);
+        for _ in 0..count {
+            s_sum += h.run_repeat(&frame, 1).expect("run").1;
+            n_sum += b.run_noop(&frame, 1).expect("noop").1;
+            b.run(FLOOR_ADMIT, &frame, 1).expect("floor");
+            off.run_repeat(&frame, 1).expect("run");
+        }
+        sw.push(s_sum as f64 / f64::from(count));
+        noop.push(n_sum as f64 / f64::from(count));
+    }
+    let (s, n) = (median(sw), median(noop));
+    let src: IpAddr = "198.18.50.12".parse().expect("ip");
+    assert!(
+        h.source(src).expect("source table").is_some(),
+        "the primed source is tracked"
+    );
+    println!(
+        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}",
+        "SYN from a tracked source (repeat 1 each)",
+        s / n.max(0.1)
+    );
+    json!({ "case": "SYN from a tracked source, run as the new sources are (repeat 1 each)", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "runs_per_round": count, "rounds": rounds })
+}
+
 /// The scanner-tool signatures' cost: the tracked-source SYN with them
 /// (the agent's program) and without (the same program loaded with
 /// `tool_signatures` 0), and the no-op program, interleaved.
@@ -386,6 +424,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             Some(FLOOR_COUNT),
         ),
         new_sources(&mut h, b, fresh, rounds.min(5)),
+        tracked_cold(&mut h, b, fresh, rounds.min(5)),
         per_packet(
             &mut h,
             b,
@@ -1613,7 +1652,7 @@ fn flood(o: &Opts) -> Value {
 /// The random-source flood table of BENCHMARKS.md.
 fn flood_report(md: &mut String, f: &Value) {
     md.push_str(&format!(
-        "\n## Random-source SYN flood on a veth pair\n\nThe live-frames generator `{}` gives every frame a fresh pseudo-random source before sending it (IPv4: a source in 198.19.0.0/16, the IP ID keeping the header checksum valid; IPv6: a fresh /64 inside fd00::/32), {} SYNs a round to an address of the target's subnet that it does not own (its stack drops them: no answers), median of {} rounds; no XDP, the no-op program, the floor program `{}` (one hash, one read of `jiffies` and one store in a 65,536-slot table per packet: the least a program that remembers every new source in bounded memory does) and scanwatch alternate within each round. Packets per second received by the target veth, and the receiver program's own ns per packet from the kernel's BPF run-time statistics (enabled for the flood only; every program carries their small cost). Generator and receiver share the softirq on this 2-core machine, so a slower receiver slows the generator.\n\nThe last column: sources scanwatch admitted to its source table in a round (its own counter), the flood's sources that reached `admit_after` distinct destinations or the SYN rate (see docs/detection.md, \"Kernel state\").\n\n| stream | no XDP pps | no-op pps | floor pps | scanwatch pps | floor / no-op | scanwatch / no-op | target | no-op ns/packet | floor ns/packet | scanwatch ns/packet | sources admitted a round |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "\n## Random-source SYN flood on a veth pair\n\nThe live-frames generator `{}` gives every frame a fresh pseudo-random source before sending it (IPv4: a source in 198.19.0.0/16, the IP ID keeping the header checksum valid; IPv6: a fresh /64 inside fd00::/32), {} SYNs a round to an address of the target's subnet that it does not own (its stack drops them: no answers), median of {} rounds; no XDP, the no-op program, the floor program `{}` (one hash, one read of `jiffies`, and one slot of a 65,536-slot table read and written back per packet: the least a program that counts every new source in bounded memory does) and scanwatch alternate within each round. Packets per second received by the target veth, and the receiver program's own ns per packet from the kernel's BPF run-time statistics (enabled for the flood only; every program carries their small cost). Generator and receiver share the softirq on this 2-core machine, so a slower receiver slows the generator.\n\nThe last column: sources scanwatch admitted to its source table in a round (its own counter), the flood's sources that reached `admit_after` distinct destinations or the SYN rate (see docs/detection.md, \"Kernel state\").\n\n| stream | no XDP pps | no-op pps | floor pps | scanwatch pps | floor / no-op | scanwatch / no-op | target | no-op ns/packet | floor ns/packet | scanwatch ns/packet | sources admitted a round |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         f["generator"].as_str().unwrap_or("?"),
         f["frames_per_round"],
         f["rounds"],
@@ -2231,7 +2270,7 @@ fn write_report(o: &Opts, r: &Value) {
         ". Machine: {} ({} cores, {}), kernel {}, {}.\n\nRatios compare scanwatch with a do-nothing XDP program (`XDP_PASS`) measured in the same run; medians of repeated rounds. These machines are shared and noisy: read the ratios, not the nanoseconds.\n\n",
         m["cpu"].as_str().unwrap_or("?"), m["cores"].as_str().unwrap_or("?"), m["memory"].as_str().unwrap_or("?"), m["kernel"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?")
     ));
-    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one read of `jiffies` (the clock, inlined) and one 8-byte store in a 65,536-slot table, the least a detector that remembers every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling; for new sources and new first contacts, the reply-aware detector), in the same rounds.\n\n| case | scanwatch ns | no-op ns | ratio | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one read of `jiffies` (the clock, inlined), and its slot of a 65,536-slot table read and written back (its count), the least a detector that counts every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling; for new sources and new first contacts, the reply-aware detector), in the same rounds.\n\n| case | scanwatch ns | no-op ns | ratio | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|\n");
     for c in r["per_packet"].as_array().into_iter().flatten() {
         let case = c["case"].as_str().unwrap_or("?");
         let target = if case.starts_with("established") {

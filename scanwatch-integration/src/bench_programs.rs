@@ -24,8 +24,9 @@ pub const FLOOR_COUNT: &str = "scanwatch_floor_count";
 pub const FLOOR_BLOCKLIST: &str = "scanwatch_floor_blocklist";
 /// Sends every frame back out (a generator in live-frames mode).
 pub const BENCH_TX: &str = "scanwatch_bench_tx";
-/// Remembers every source in a bounded table (one hash, one coarse clock
-/// read, one store): the floor of the new-source path (TEST_RUN and flood).
+/// Counts every source in a bounded table (one hash, one coarse clock
+/// read, its slot read and written back): the floor of the new-source path
+/// (TEST_RUN and flood).
 pub const FLOOR_ADMIT: &str = "scanwatch_floor_admit";
 /// Sends every frame back out from a fresh pseudo-random source (IPv4: the
 /// low 16 bits, the IP ID keeping the header checksum; IPv6: a fresh /64):
