@@ -167,31 +167,17 @@ impl ScanwatchMaps {
     /// table readers use and in the kernel's copy of it (one byte a slot,
     /// written whole).
     pub fn assign_slots(ebpf: &mut Ebpf, ifindexes: &[u32]) -> Result<(), MapsError> {
-        let mut bytes = [0u8; IFINDEX_SLOTS as usize];
+        let bytes = slot_bytes(ifindexes)?;
         {
             let map = ebpf
                 .map_mut(IFACE_SLOTS_MAP)
                 .ok_or(MapsError::Missing(IFACE_SLOTS_MAP))?;
             let mut slots: Array<&mut MapData, u32> =
                 Array::try_from(map).map_err(map_err(IFACE_SLOTS_MAP))?;
-            for (i, ifindex) in ifindexes.iter().enumerate() {
+            for ifindex in ifindexes {
                 let index = ifindex % IFINDEX_SLOTS;
-                let slot = u8::try_from(i + 1)
-                    .ok()
-                    .filter(|s| u32::from(*s) < MAX_INTERFACES);
-                let entry = &mut bytes[index as usize];
-                let (Some(slot), 0) = (slot, *entry) else {
-                    return Err(MapsError::Map {
-                        name: IFACE_SLOTS_MAP,
-                        detail: format!(
-                            "interface index {ifindex} shares a counters slot with another watched interface (or more than {} interfaces)",
-                            MAX_INTERFACES - 1
-                        ),
-                    });
-                };
-                *entry = slot;
                 slots
-                    .set(index, u32::from(slot), 0)
+                    .set(index, u32::from(bytes[index as usize]), 0)
                     .map_err(map_err(IFACE_SLOTS_MAP))?;
             }
         }
@@ -378,9 +364,49 @@ pub fn map_memlock_bytes(map_id: u32) -> Option<u64> {
     None
 }
 
+/// The counters slot of each of `ifindexes` (1, 2, ... in their order) at
+/// ifindex % `IFINDEX_SLOTS`, 0 elsewhere: the kernel's slot table. An
+/// error when two interfaces share an index or there are more than
+/// `MAX_INTERFACES - 1` of them.
+fn slot_bytes(ifindexes: &[u32]) -> Result<[u8; IFINDEX_SLOTS as usize], MapsError> {
+    let mut bytes = [0u8; IFINDEX_SLOTS as usize];
+    for (i, ifindex) in ifindexes.iter().enumerate() {
+        let slot = u8::try_from(i + 1)
+            .ok()
+            .filter(|s| u32::from(*s) < MAX_INTERFACES);
+        let entry = &mut bytes[(ifindex % IFINDEX_SLOTS) as usize];
+        let (Some(slot), 0) = (slot, *entry) else {
+            return Err(MapsError::Map {
+                name: IFACE_SLOTS_MAP,
+                detail: format!(
+                    "interface index {ifindex} shares a counters slot with another watched interface (or more than {} interfaces)",
+                    MAX_INTERFACES - 1
+                ),
+            });
+        };
+        *entry = slot;
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interfaces_get_slots_in_order_and_never_share_one() {
+        let bytes = slot_bytes(&[2, 7, 4095]).expect("three interfaces");
+        assert_eq!((bytes[2], bytes[7], bytes[4095]), (1, 2, 3));
+        assert_eq!(bytes.iter().filter(|b| **b != 0).count(), 3);
+        // 4098 % 4096 == 2: the same index as interface 2.
+        let err = slot_bytes(&[2, 4098]).expect_err("shared index");
+        assert!(err.to_string().contains("interface index 4098"), "{err}");
+        let most: Vec<u32> = (1..MAX_INTERFACES).collect();
+        let bytes = slot_bytes(&most).expect("255 interfaces");
+        assert_eq!(bytes[255], 255);
+        let too_many: Vec<u32> = (1..=MAX_INTERFACES).collect();
+        assert!(slot_bytes(&too_many).is_err(), "256 interfaces");
+    }
 
     #[test]
     fn decodes_events() {
