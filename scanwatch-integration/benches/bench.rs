@@ -153,13 +153,13 @@ fn per_packet(
 /// the same way (both include the kernel's per-run timing overhead), and
 /// with the same program loaded with the reply-aware detector off (what
 /// the new source's first contact costs), interleaved.
-fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: usize) -> Value {
-    let mut off = XdpHarness::load(262_144).expect("load with the detector off");
-    let mut sw = Vec::new();
-    let mut noop = Vec::new();
-    let mut floor = Vec::new();
-    let mut reply_off = Vec::new();
-    let mut next = 0u32;
+fn new_sources(
+    h: &mut XdpHarness,
+    off: &mut XdpHarness,
+    b: &mut BenchPrograms,
+    count: u32,
+    rounds: usize,
+) -> Value {
     let frame = |n: u32| {
         let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)); // never seen before
         Packet::from_ips(
@@ -169,23 +169,16 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
         )
         .build()
     };
-    for _ in 0..rounds {
-        let (mut s_sum, mut n_sum, mut f_sum, mut o_sum) = (0u64, 0u64, 0u64, 0u64);
-        for _ in 0..count {
-            next += 1;
-            let f = frame(next);
-            s_sum += h.run_repeat(&f, 1).expect("run").1;
-            n_sum += b.run_noop(&f, 1).expect("noop").1;
+    let [s, n, f, o] = fresh_runs(rounds, count, |next| {
+        let f = frame(next);
+        [
+            h.run_repeat(&f, 1).expect("run").1,
+            b.run_noop(&f, 1).expect("noop").1,
             // The floor program's map is separate: the source is new to it too.
-            f_sum += b.run(FLOOR_ADMIT, &f, 1).expect("floor").1;
-            o_sum += off.run_repeat(&f, 1).expect("run").1;
-        }
-        sw.push(s_sum as f64 / f64::from(count));
-        noop.push(n_sum as f64 / f64::from(count));
-        floor.push(f_sum as f64 / f64::from(count));
-        reply_off.push(o_sum as f64 / f64::from(count));
-    }
-    let (s, n, f, o) = (median(sw), median(noop), median(floor), median(reply_off));
+            b.run(FLOOR_ADMIT, &f, 1).expect("floor").1,
+            off.run_repeat(&f, 1).expect("run").1,
+        ]
+    });
     println!(
         "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}  detector off {o:>6.1} ns  ratio {:>5.2}",
         "SYN from a new source (repeat 1 each)",
@@ -204,25 +197,25 @@ fn new_sources(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: us
 /// mode before any cold line of its tables, as its code runs after a
 /// system call. A new source costs this plus the lines it reads for the
 /// first time (its admission slot, its tag word, its first contact).
-fn tracked_cold(h: &mut XdpHarness, b: &mut BenchPrograms, count: u32, rounds: usize) -> Value {
-    let mut off = XdpHarness::load(262_144).expect("load with the detector off");
+fn tracked_cold(
+    h: &mut XdpHarness,
+    off: &mut XdpHarness,
+    b: &mut BenchPrograms,
+    count: u32,
+    rounds: usize,
+) -> Value {
     let frame = Packet::new("198.18.50.12", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
     // Tracked from here on: the same SYN repeated is admitted at the SYN rate.
     h.run_repeat(&frame, 10_000).expect("prime");
     off.run_repeat(&frame, 10_000).expect("prime");
-    let (mut sw, mut noop) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let (mut s_sum, mut n_sum) = (0u64, 0u64);
-        for _ in 0..count {
-            s_sum += h.run_repeat(&frame, 1).expect("run").1;
-            n_sum += b.run_noop(&frame, 1).expect("noop").1;
-            b.run(FLOOR_ADMIT, &frame, 1).expect("floor");
-            off.run_repeat(&frame, 1).expect("run");
-        }
-        sw.push(s_sum as f64 / f64::from(count));
-        noop.push(n_sum as f64 / f64::from(count));
-    }
-    let (s, n) = (median(sw), median(noop));
+    let [s, n, _, _] = fresh_runs(rounds, count, |_| {
+        [
+            h.run_repeat(&frame, 1).expect("run").1,
+            b.run_noop(&frame, 1).expect("noop").1,
+            b.run(FLOOR_ADMIT, &frame, 1).expect("floor").1,
+            off.run_repeat(&frame, 1).expect("run").1,
+        ]
+    });
     let src: IpAddr = "198.18.50.12".parse().expect("ip");
     assert!(
         h.source(src).expect("source table").is_some(),
@@ -391,6 +384,9 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
         (1_000_000, 7, 20_000)
     };
     let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
+    // The same program with the reply-aware detector off, run between the
+    // new-source and cold tracked-source runs.
+    let mut off = XdpHarness::load(262_144).expect("load with the detector off");
     // The baselines and floors.
     let mut b = BenchPrograms::load().expect("load the benchmark programs");
     let b = &mut b;
@@ -423,8 +419,8 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             pass,
             Some(FLOOR_COUNT),
         ),
-        new_sources(&mut h, b, fresh, rounds.min(5)),
-        tracked_cold(&mut h, b, fresh, rounds.min(5)),
+        new_sources(&mut h, &mut off, b, fresh, rounds.min(5)),
+        tracked_cold(&mut h, &mut off, b, fresh, rounds.min(5)),
         per_packet(
             &mut h,
             b,
