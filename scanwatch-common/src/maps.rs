@@ -449,8 +449,9 @@ pub struct DetectConfig {
     /// Test TCP probes against the scanner-tool signatures
     /// ([`crate::fingerprint`]); 0 only to measure what the test costs.
     pub tool_signatures: u32,
-    /// Explicit padding (zero).
-    pub _pad: u32,
+    /// Slots of the admission table (a power of two, its size, set at load
+    /// time: `[detection] admission_slots`).
+    pub admission_slots: u32,
 }
 
 assert_layout!(
@@ -472,7 +473,7 @@ assert_layout!(
         source_slots,
         evidence_packets,
         tool_signatures,
-        _pad,
+        admission_slots,
     },
     size 88,
     align 8
@@ -498,7 +499,7 @@ impl DetectConfig {
         source_slots: DEFAULT_SOURCE_MAP_SIZE,
         evidence_packets: 0,
         tool_signatures: 1,
-        _pad: 0,
+        admission_slots: crate::tracking::DEFAULT_ADMISSION_SLOTS,
     };
 
     /// The key a source is counted under: its address masked to its

@@ -27,8 +27,22 @@
 
 /// Name of the admission table (`Array<AdmitSlot>`).
 pub const ADMISSION_MAP: &str = "ADMISSION";
-/// Slots of the admission table (a power of two).
-pub const ADMISSION_SLOTS: u32 = 65_536;
+/// Slots of the admission table by default (`[detection] admission_slots`,
+/// a power of two set at load time): 8,192 slots, 256 KiB. A new source's
+/// cost is the time to fetch its slot's line, which grows with the table
+/// (docs/benchmarks.md "A new source"); a larger table keeps a waiting
+/// source's probes longer when many sources come and go.
+pub const DEFAULT_ADMISSION_SLOTS: u32 = 8_192;
+/// Fewest admission slots.
+pub const MIN_ADMISSION_SLOTS: u32 = 1_024;
+/// Most admission slots (32 MiB).
+pub const MAX_ADMISSION_SLOTS: u32 = 1 << 20;
+
+/// Whether `slots` is an admission table size the kernel accepts: a power
+/// of two in [`MIN_ADMISSION_SLOTS`]..=[`MAX_ADMISSION_SLOTS`].
+pub const fn valid_admission_slots(slots: u32) -> bool {
+    slots.is_power_of_two() && slots >= MIN_ADMISSION_SLOTS && slots <= MAX_ADMISSION_SLOTS
+}
 /// Probes an admission slot keeps (admission needs at most one more).
 pub const ADMIT_RECORDS: usize = 2;
 /// Most probes in a window before admission (`admit_after` is 1 to this).
@@ -174,11 +188,12 @@ pub const fn source_tag(hash: u64) -> u32 {
     (hash >> 32) as u32 | 1
 }
 
-/// The admission slot and tag of a source.
+/// The admission slot and tag of a source, in a table of `slots` slots (a
+/// power of two).
 #[inline(always)]
-pub const fn admission(hash: u64) -> (u32, u32) {
+pub const fn admission(hash: u64, slots: u32) -> (u32, u32) {
     (
-        ((hash >> 8) as u32) & (ADMISSION_SLOTS - 1),
+        ((hash >> 8) as u32) & slots.wrapping_sub(1),
         (hash >> 32) as u32 | 1,
     )
 }
@@ -298,11 +313,27 @@ mod tests {
                 assert!(bucket(h, n) < buckets(n));
                 assert_ne!(source_tag(h), 0);
                 // One tag for both tables (the XDP program uses either).
-                assert_eq!(admission(h).1, source_tag(h));
+                assert_eq!(admission(h, DEFAULT_ADMISSION_SLOTS).1, source_tag(h));
             }
         }
-        let (slot, tag) = admission(key_hash([1, 2]));
-        assert!(slot < ADMISSION_SLOTS && tag & 1 == 1);
+        for n in [
+            MIN_ADMISSION_SLOTS,
+            DEFAULT_ADMISSION_SLOTS,
+            MAX_ADMISSION_SLOTS,
+        ] {
+            let (slot, tag) = admission(key_hash([1, 2]), n);
+            assert!(slot < n && tag & 1 == 1);
+        }
+    }
+
+    #[test]
+    fn admission_table_sizes_are_powers_of_two_in_range() {
+        assert!(valid_admission_slots(DEFAULT_ADMISSION_SLOTS));
+        assert!(valid_admission_slots(MIN_ADMISSION_SLOTS));
+        assert!(valid_admission_slots(MAX_ADMISSION_SLOTS));
+        for bad in [0, 1, 512, 1_000, 8_191, 12_288, MAX_ADMISSION_SLOTS * 2] {
+            assert!(!valid_admission_slots(bad), "{bad}");
+        }
     }
 
     #[test]

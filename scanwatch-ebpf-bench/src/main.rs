@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use scanwatch_common::{
     SourceKey,
-    tracking::{ADMISSION_SLOTS, AdmitSlot, key_hash},
+    tracking::{AdmitSlot, DEFAULT_ADMISSION_SLOTS, key_hash},
 };
 
 /// Slots of [`FLOOR_COUNTERS`]: 0 counts probes, 1 other packets.
@@ -38,9 +38,10 @@ static FLOOR_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOOR_CO
 #[map]
 static FLOOR_HOSTS: HashMap<SourceKey, u32> = HashMap::with_max_entries(65_536, BPF_F_NO_PREALLOC);
 
-/// Admission slots of `scanwatch_floor_admit` (as many as scanwatch's).
+/// Admission slots of `scanwatch_floor_admit` (as many as scanwatch's by
+/// default).
 #[map]
-static FLOOR_ADMISSION: Array<AdmitSlot> = Array::with_max_entries(ADMISSION_SLOTS, 0);
+static FLOOR_ADMISSION: Array<AdmitSlot> = Array::with_max_entries(DEFAULT_ADMISSION_SLOTS, 0);
 
 /// Passes every packet and does nothing else: the baseline the benchmarks
 /// compare scanwatch with.
@@ -133,7 +134,7 @@ pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
         }
     };
     let hash = key_hash(key);
-    if let Some(slot) = FLOOR_ADMISSION.get_ptr_mut((hash as u32) & (ADMISSION_SLOTS - 1)) {
+    if let Some(slot) = FLOOR_ADMISSION.get_ptr_mut((hash as u32) & (DEFAULT_ADMISSION_SLOTS - 1)) {
         // SAFETY: helper without preconditions; a live map value.
         unsafe {
             let now = bpf_jiffies64();

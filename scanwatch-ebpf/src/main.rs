@@ -37,7 +37,7 @@ use scanwatch_common::{
         NEVER_BLOCK_CAPACITY,
     },
     prefilter,
-    tracking::{ADMISSION_SLOTS, AdmitSlot, buckets},
+    tracking::{AdmitSlot, DEFAULT_ADMISSION_SLOTS, buckets},
 };
 
 use crate::{
@@ -82,7 +82,7 @@ pub(crate) static SOURCE_TAGS: Array<u64> =
 
 /// The admission table: where a source's first probes of a window wait.
 #[map]
-pub(crate) static ADMISSION: Array<AdmitSlot> = Array::with_max_entries(ADMISSION_SLOTS, 0);
+pub(crate) static ADMISSION: Array<AdmitSlot> = Array::with_max_entries(DEFAULT_ADMISSION_SLOTS, 0);
 
 /// Per-interface, per-CPU packet counters, by slot. Array lookups are
 /// inlined by the verifier: no helper call on the path every packet takes.

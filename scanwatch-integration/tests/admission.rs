@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use scanwatch::{config::Detection, detect::Evidence, kernel::testrun::XdpHarness};
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey,
-    tracking::{admission, key_hash, repeats_to_admit},
+    tracking::{DEFAULT_ADMISSION_SLOTS, admission, key_hash, repeats_to_admit},
     trigger,
     trw::ReplyCounter,
 };
@@ -165,7 +165,12 @@ fn admission_overwrites_are_counted() {
     let Some(mut h) = harness("admission_overwrites_are_counted", 4096) else {
         return;
     };
-    let slot_of = |ip: IpAddr| admission(key_hash(SourceKey::from_ip(ip).words()));
+    let slot_of = |ip: IpAddr| {
+        admission(
+            key_hash(SourceKey::from_ip(ip).words()),
+            DEFAULT_ADMISSION_SLOTS,
+        )
+    };
     let a = v4(43, 1);
     let (slot, tag) = slot_of(a);
     let b = (0..=u16::MAX)

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use scanwatch_common::{
     DetectConfig,
     sketch::{HOST_BITS, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, UDP_BITS, bits_for_threshold},
-    tracking::MAX_ADMIT_AFTER,
+    tracking::{DEFAULT_ADMISSION_SLOTS, MAX_ADMIT_AFTER, valid_admission_slots},
     trw::{ReplyConfig, TrwParamError},
 };
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,14 @@ pub struct Detection {
     /// IPv6 sources are counted per network of this length (64: per subnet;
     /// one host picks addresses of its /64 at will).
     pub ipv6_prefix: u8,
+    /// Slots of the admission table, where a source's first probes of a
+    /// window wait before it is tracked (a power of two, 1024 to 1048576;
+    /// 32 bytes each). A probe of another source landing in the same slot
+    /// takes it over, so a waiting source keeps its probes for about
+    /// `admission_slots` / (new sources a second); a larger table keeps
+    /// them longer on a host many sources reach, and makes every new
+    /// source's packet slower (its slot's line is further from the CPU).
+    pub admission_slots: u32,
     pub port_scan: DistinctPorts,
     pub udp_scan: DistinctPorts,
     pub host_sweep: DistinctHosts,
@@ -58,6 +66,7 @@ impl Default for Detection {
             ignore: Vec::new(),
             ipv4_prefix: 32,
             ipv6_prefix: 64,
+            admission_slots: DEFAULT_ADMISSION_SLOTS,
             port_scan: DistinctPorts {
                 enabled: true,
                 distinct_ports: 15,
@@ -264,6 +273,17 @@ impl Detection {
             16,
             128,
         )?;
+        if !valid_admission_slots(self.admission_slots) {
+            return Err(v.invalid(
+                &["detection", "admission_slots"],
+                format!(
+                    "{} must be a power of two in {}..={}",
+                    self.admission_slots,
+                    scanwatch_common::tracking::MIN_ADMISSION_SLOTS,
+                    scanwatch_common::tracking::MAX_ADMISSION_SLOTS
+                ),
+            ));
+        }
         if !(self.escalation_factor.is_finite() && self.escalation_factor > 1.0) {
             return Err(v.invalid(
                 &["detection", "escalation_factor"],
@@ -493,7 +513,7 @@ impl Detection {
             // Set from `[evidence]` by `Config::kernel_config` (the agent's).
             evidence_packets: 0,
             tool_signatures: 1,
-            _pad: 0,
+            admission_slots: self.admission_slots,
         }
     }
 }

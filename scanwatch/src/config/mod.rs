@@ -446,6 +446,14 @@ control_socket = "/run/edge.sock"
             ("[agent]\nmetrics_addr = \"localhost\"\n", "line 2"),
             ("[agent]\nxdp_mode = \"turbo\"\n", "line 2"),
             ("[agent]\ninterface = [\"eth0\"]\n", "interface"),
+            (
+                "[detection]\nadmission_slots = 12288\n",
+                "line 2: field `detection.admission_slots`: 12288 must be a power of two in 1024..=1048576",
+            ),
+            (
+                "[detection]\nadmission_slots = 512\n",
+                "field `detection.admission_slots`: 512 must be a power of two",
+            ),
         ] {
             let e = Config::parse(text, "/etc/scanwatch/scanwatch.toml").unwrap_err();
             let msg = e.to_string();

@@ -27,6 +27,12 @@ pub enum LoadError {
         "map size {0} is out of range: choose {MIN_SOURCE_MAP_SIZE}..={MAX_SOURCE_MAP_SIZE} sources"
     )]
     MapSize(u32),
+    #[error(
+        "admission table size {0} is not a power of two in {min}..={max}",
+        min = scanwatch_common::tracking::MIN_ADMISSION_SLOTS,
+        max = scanwatch_common::tracking::MAX_ADMISSION_SLOTS
+    )]
+    AdmissionSlots(u32),
     #[error("unknown interface {0:?}")]
     UnknownInterface(String),
     #[error("cannot load the XDP program: {0}")]
@@ -130,9 +136,16 @@ pub fn load_with(
     opts: &LoadOptions<'_>,
 ) -> Result<Ebpf, LoadError> {
     let map_size = validate_map_size(map_size)?;
+    if !scanwatch_common::tracking::valid_admission_slots(detect.admission_slots) {
+        return Err(LoadError::AdmissionSlots(detect.admission_slots));
+    }
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(SOURCES_MAP, map_size)
+        .map_max_entries(
+            scanwatch_common::tracking::ADMISSION_MAP,
+            detect.admission_slots,
+        )
         .map_max_entries(
             scanwatch_common::tracking::SOURCE_TAGS_MAP,
             scanwatch_common::tracking::buckets(map_size),
@@ -205,6 +218,14 @@ mod tests {
         assert!(validate_map_size(MAX_SOURCE_MAP_SIZE).is_ok());
         assert!(matches!(validate_map_size(10), Err(LoadError::MapSize(10))));
         assert!(validate_map_size(MAX_SOURCE_MAP_SIZE + 1).is_err());
+        let detect = DetectConfig {
+            admission_slots: 12_288,
+            ..DetectConfig::DISABLED
+        };
+        assert!(matches!(
+            load(MIN_SOURCE_MAP_SIZE, &detect),
+            Err(LoadError::AdmissionSlots(12_288))
+        ));
     }
 
     #[test]
