@@ -151,19 +151,45 @@ pub const fn key_hash(key: [u64; 2]) -> u64 {
 
 /// The two `SOURCES` slots a source may live in, for a table of `n` slots:
 /// the two of one bucket (slots 2i and 2i + 1; an odd last slot is never
-/// used), whose tags share one word of `SOURCE_TAGS` ([`bucket`]).
+/// used), whose tags are two adjacent bytes of `SOURCE_TAGS` ([`bucket`],
+/// [`tag_place`]).
 #[inline(always)]
 pub const fn slots(hash: u64, n: u32) -> (u32, u32) {
     let b = bucket(hash, n);
     (2 * b, 2 * b + 1)
 }
 
-/// Name of the tag index (`Array<u64>`, one word per bucket of two
-/// `SOURCES` slots: the tag of the even slot's source in the low 32 bits,
-/// the odd one's in the high 32; 0: none). A probe of a source no tag
-/// names is not tracked, found without touching `SOURCES`: the index is
-/// 4 bytes a slot (1 MiB at the default size) where `SOURCES` is 256.
+/// Name of the tag index (`Array<u64>`): one byte per `SOURCES` slot, the
+/// [`index_tag`] of its source (0: none), eight to a word (slot s is byte
+/// s % 8 of word s / 8, so a bucket's two tags are one 16-bit half-word:
+/// [`tag_place`]). A probe of a source no tag names is not tracked, found
+/// without touching `SOURCES`: the index is 1 byte a slot (256 KiB at the
+/// default size) where `SOURCES` is 256, small enough that a new source's
+/// byte is mostly in cache (4 bytes a slot, 1 MiB, before). A source that
+/// is not tracked matches one of its bucket's two tags by chance with
+/// probability about 2/255, and then reads that slot's key in `SOURCES`.
 pub const SOURCE_TAGS_MAP: &str = "SOURCE_TAGS";
+
+/// A source's tag in the tag index: the top byte of its [`source_tag`]
+/// (never 0).
+#[inline(always)]
+pub const fn index_tag(tag: u32) -> u8 {
+    let t = (tag >> 24) as u8;
+    if t == 0 { 1 } else { t }
+}
+
+/// Where a bucket's two tags are in the tag index: the word, and the
+/// 16-bit half-word within it (the even slot's tag its low byte, the odd
+/// one's its high byte).
+#[inline(always)]
+pub const fn tag_place(bucket: u32) -> (u32, u32) {
+    (bucket / 4, bucket % 4)
+}
+
+/// Words of the tag index of a table of `n` slots.
+pub const fn tag_words(n: u32) -> u32 {
+    buckets(n).div_ceil(4)
+}
 
 /// The bucket of a source, for a table of `n` slots (`n / 2` buckets):
 /// the low 32 bits of its hash (the tag is the high 32) scaled to the
@@ -324,6 +350,28 @@ mod tests {
             let (slot, tag) = admission(key_hash([1, 2]), n);
             assert!(slot < n && tag & 1 == 1);
         }
+    }
+
+    #[test]
+    fn tag_index_holds_one_byte_per_slot() {
+        for n in [1024u32, 262_144, 1_000_003] {
+            let words = tag_words(n);
+            assert!(words as usize * 8 >= n as usize, "{n}");
+            assert!((words as usize - 1) * 8 < n as usize, "{n}: no spare word");
+            for b in [0, 1, 2, 3, 4, buckets(n) - 1] {
+                let (word, pair) = tag_place(b);
+                assert!(word < words && pair < 4);
+                // The bucket's slots 2b and 2b + 1 are bytes 2b % 8 and
+                // 2b % 8 + 1 of word 2b / 8.
+                assert_eq!(word, 2 * b / 8);
+                assert_eq!(2 * pair, 2 * b % 8);
+            }
+        }
+        for i in 0..10_000u64 {
+            assert_ne!(index_tag(source_tag(key_hash([i, 0]))), 0);
+        }
+        assert_eq!(index_tag(0x00ff_ffff), 1);
+        assert_eq!(index_tag(0xab00_0001), 0xab);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use scanwatch_common::{
         NEVER_BLOCK_CAPACITY,
     },
     prefilter,
-    tracking::{AdmitSlot, DEFAULT_ADMISSION_SLOTS, buckets},
+    tracking::{AdmitSlot, DEFAULT_ADMISSION_SLOTS, tag_words},
 };
 
 use crate::{
@@ -78,7 +78,7 @@ pub(crate) static SOURCES: Array<SourceStats> =
 /// of their sources (sized with `SOURCES` at load time).
 #[map]
 pub(crate) static SOURCE_TAGS: Array<u64> =
-    Array::with_max_entries(buckets(DEFAULT_SOURCE_MAP_SIZE), 0);
+    Array::with_max_entries(tag_words(DEFAULT_SOURCE_MAP_SIZE), 0);
 
 /// The admission table: where a source's first probes of a window wait.
 #[map]

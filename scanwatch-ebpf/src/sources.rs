@@ -14,9 +14,9 @@ use scanwatch_common::{
     maps::{host_word, lens, port_word},
     sketch::{HOST_ICMP, port_entry},
     tracking::{
-        AdmitSlot, MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, is_repeat,
-        key_hash, rate_bucket, record, record_host, record_kind, record_port, record_time, repeats,
-        repeats_to_admit, source_tag,
+        AdmitSlot, MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, index_tag,
+        is_repeat, key_hash, rate_bucket, record, record_host, record_kind, record_port,
+        record_time, repeats, repeats_to_admit, source_tag, tag_place,
     },
 };
 
@@ -222,11 +222,13 @@ pub fn track_source(
 /// two of its bucket: `SOURCES` is read only for a slot whose tag matches.
 #[inline(always)]
 fn find(words: [u64; 2], bucket: u32, tag: u32) -> Option<*mut SourceStats> {
-    let tags = SOURCE_TAGS.get_ptr(bucket)?;
-    // SAFETY: a plain read of a live map value.
-    let tags = unsafe { core::ptr::read_volatile(tags) };
+    let (word, pair) = tag_place(bucket);
+    let tags = SOURCE_TAGS.get_ptr(word)?.cast::<u16>();
+    // SAFETY: a plain read inside a live map value (`pair` < 4 half-words).
+    let tags = unsafe { core::ptr::read_volatile(tags.add(pair as usize)) };
+    let tag = index_tag(tag);
     for half in 0..2u32 {
-        if (tags >> (32 * half)) as u32 != tag {
+        if (tags >> (8 * half)) as u8 != tag {
             continue;
         }
         let entry = SOURCES.get_ptr_mut(2 * bucket + half)?;
@@ -439,7 +441,8 @@ fn claim(
 ) -> Option<*mut SourceStats> {
     let ea = SOURCES.get_ptr_mut(2 * bucket)?;
     let eb = SOURCES.get_ptr_mut(2 * bucket + 1)?;
-    let tags = SOURCE_TAGS.get_ptr_mut(bucket)?.cast::<u32>();
+    let (word, pair) = tag_place(bucket);
+    let tags = SOURCE_TAGS.get_ptr_mut(word)?.cast::<u8>();
     // SAFETY: both are live map values; every pointer stays inside them.
     let entry = unsafe {
         let seen_a = core::ptr::read_volatile(&raw const (*ea).first_seen_ns);
@@ -477,7 +480,7 @@ fn claim(
         core::ptr::write_volatile(&raw mut (*entry).last_ifindex, ifindex);
         // The tag before the slot is published: a tracked source always
         // has its tag in the index.
-        core::ptr::write_volatile(tags.add(half), tag);
+        core::ptr::write_volatile(tags.add(2 * pair as usize + half), index_tag(tag));
         core::ptr::write_volatile(first_p, start.max(BUSY + 1));
         entry
     };

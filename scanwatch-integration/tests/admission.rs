@@ -296,3 +296,69 @@ fn repeated_syns_admit_at_the_syn_rate() {
     }
     panic!("three attempts crossed a rate-bucket boundary");
 }
+
+/// Two tracked sources of one bucket of the source table whose one-byte
+/// tags in the tag index are the same: the tag only says where to look,
+/// the key in the slot decides, so each source's probes count for it
+/// alone, and a source matching a tag by chance is not taken for the
+/// tracked one.
+#[test]
+fn sources_sharing_a_bucket_and_a_tag_byte_stay_apart() {
+    use scanwatch_common::tracking::{bucket, index_tag, source_tag};
+    let Some(mut h) = harness("sources_sharing_a_bucket_and_a_tag_byte_stay_apart", 1024) else {
+        return;
+    };
+    let place = |ip: IpAddr| {
+        let hash = key_hash(SourceKey::from_ip(ip).words());
+        (bucket(hash, 1024), index_tag(source_tag(hash)))
+    };
+    // IPv6 sources of lab /64s, named by their /64 (a source is its /64 by
+    // default), sending to an IPv6 address of the host.
+    let v6 = |i: u32| {
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0xfd00,
+            0,
+            (i >> 16) as u16,
+            i as u16,
+            0,
+            0,
+            0,
+            0,
+        ))
+    };
+    let syn = |h: &mut XdpHarness, src: IpAddr, port: u16| {
+        let f = Packet::from_ips(
+            src,
+            "fd00::2".parse().expect("ip"),
+            Transport::tcp(port, tcp::SYN),
+        )
+        .build();
+        h.run(&f).expect("test run");
+    };
+    let a = v6(0xffff_ffff);
+    let b = (0..=u32::MAX)
+        .map(v6)
+        .find(|ip| *ip != a && place(*ip) == place(a))
+        .expect("a source of the same bucket and tag byte");
+    for port in 1..=3 {
+        syn(&mut h, a, port);
+    }
+    // b matches a's tag: it waits (it is not a), then is admitted into
+    // the bucket's other slot.
+    syn(&mut h, b, 100);
+    assert!(h.source(b).expect("read").is_none(), "b waits");
+    let ev = Evidence::from_stats(&h.source(a).expect("read").expect("a tracked"));
+    assert_eq!(ev.total(), 3, "b's probe is not counted for a");
+    syn(&mut h, b, 101);
+    syn(&mut h, b, 102);
+    let eb = Evidence::from_stats(&h.source(b).expect("read").expect("b tracked"));
+    assert_eq!((eb.total(), eb.distinct_ports), (3, 3));
+    syn(&mut h, a, 4);
+    syn(&mut h, b, 103);
+    let ea = Evidence::from_stats(&h.source(a).expect("read").expect("a tracked"));
+    let eb = Evidence::from_stats(&h.source(b).expect("read").expect("b tracked"));
+    assert_eq!((ea.total(), eb.total()), (4, 4), "each counts its own");
+    let c = h.counters().expect("counters");
+    assert_eq!(c.get(Counter::SourcesCreated), 2);
+    assert_eq!(c.get(Counter::SourcesEvicted), 0);
+}

@@ -148,7 +148,7 @@ pub fn load_with(
         )
         .map_max_entries(
             scanwatch_common::tracking::SOURCE_TAGS_MAP,
-            scanwatch_common::tracking::buckets(map_size),
+            scanwatch_common::tracking::tag_words(map_size),
         )
         .map_max_entries(scanwatch_common::maps::BLOCKS_MAP, opts.blocklist_capacity)
         .map_max_entries(

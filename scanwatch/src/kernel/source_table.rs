@@ -15,7 +15,7 @@ use aya::maps::{Array, MapData};
 use scanwatch_common::{
     SourceKey, SourceStats,
     maps::SOURCES_MAP,
-    tracking::{SOURCE_TAGS_MAP, bucket, key_hash, slots, source_tag},
+    tracking::{SOURCE_TAGS_MAP, bucket, index_tag, key_hash, slots, source_tag, tag_place},
 };
 
 use super::maps_error::{MapsError, map_err};
@@ -154,10 +154,11 @@ impl SourceTable {
             .tags
             .as_mut()
             .ok_or(MapsError::Missing(SOURCE_TAGS_MAP))?;
-        let word = bucket(hash, self.slots);
+        let (word, pair) = tag_place(bucket(hash, self.slots));
         let old = tags.get(&word, 0).map_err(map_err(SOURCE_TAGS_MAP))?;
-        let shift = 32 * (index - a);
-        let new = (old & !(0xffff_ffffu64 << shift)) | (u64::from(source_tag(hash)) << shift);
+        let shift = 16 * pair + 8 * (index - a);
+        let tag = index_tag(source_tag(hash));
+        let new = (old & !(0xffu64 << shift)) | (u64::from(tag) << shift);
         tags.set(word, new, 0).map_err(map_err(SOURCE_TAGS_MAP))?;
         self.array
             .set(index, stats, 0)
