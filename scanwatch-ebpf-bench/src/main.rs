@@ -43,6 +43,13 @@ static FLOOR_HOSTS: HashMap<SourceKey, u32> = HashMap::with_max_entries(65_536, 
 #[map]
 static FLOOR_ADMISSION: Array<AdmitSlot> = Array::with_max_entries(DEFAULT_ADMISSION_SLOTS, 0);
 
+/// Lines of [`FLOOR_SPAN`] (32 MiB of 64-byte lines).
+const SPAN_LINES: u32 = 1 << 19;
+
+/// The table of `scanwatch_floor_span`.
+#[map]
+static FLOOR_SPAN: Array<[u64; 8]> = Array::with_max_entries(SPAN_LINES, 0);
+
 /// Passes every packet and does nothing else: the baseline the benchmarks
 /// compare scanwatch with.
 #[xdp]
@@ -147,6 +154,42 @@ pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
             };
             core::ptr::write_volatile(&raw mut (*slot).head, counted);
             core::ptr::write_volatile(&raw mut (*slot).records[0], now);
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// What one line of a table costs a packet, by the table's size: reads and
+/// writes back one 64-byte line of [`FLOOR_SPAN`], chosen by a hash of the
+/// IPv4 source among 2^b lines spaced 2^s lines apart, b being the high
+/// byte of the TCP destination port and s its low byte (2^(b + s) at most
+/// 2^19 lines: 32 MiB). The benchmark runs it with a fresh source each
+/// run: the line a new source costs, for tables of 64 KiB to 32 MiB
+/// (s = 0), and for one line on each of many pages (s = 6: a 4 KiB page
+/// a line), which tells the cache from the TLB (docs/benchmarks.md "A new
+/// source").
+#[xdp]
+pub fn scanwatch_floor_span(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 54 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = start as *const u8;
+    // SAFETY: the 54 bytes read from lie inside the packet (checked above).
+    let (source, bits, spacing) = unsafe {
+        (
+            u64::from(core::ptr::read_unaligned(p.add(26).cast::<u32>())),
+            u32::from(*p.add(36)).min(19),
+            u32::from(*p.add(37)).min(19),
+        )
+    };
+    let line =
+        (((key_hash([source, 0]) as u32) & ((1u32 << bits) - 1)) << spacing) & (SPAN_LINES - 1);
+    if let Some(slot) = FLOOR_SPAN.get_ptr_mut(line) {
+        // SAFETY: a live map value.
+        unsafe {
+            let v = core::ptr::read_volatile(&raw const (*slot)[0]);
+            core::ptr::write_volatile(&raw mut (*slot)[0], v.wrapping_add(1));
         }
     }
     xdp_action::XDP_PASS
