@@ -135,6 +135,18 @@ pub mod repeats {
     }
 }
 
+/// How recent another source's waiting probes must be for a new source's
+/// first probe to skip its first contact (2^33 ns, about 8.6 s, under the
+/// default no-answer timeout): a slot taken that recently means sources
+/// come faster than the table turns over (a random-source flood). A slot
+/// whose source started waiting longer ago, though still in its window,
+/// is no sign of a flood, and the new source's first contact is recorded:
+/// on a host many benign sources reach, one SYN each, the table's slots
+/// stay in their windows for minutes, and with the window as the test
+/// most first probes (a distributed scan's only probes among them) would
+/// go unrecorded.
+pub const CONTENDED_NS: u64 = 1 << 33;
+
 /// Times in admission slots count units of 2^20 ns (about 1.05 ms).
 pub const TIME_UNIT_SHIFT: u32 = 20;
 

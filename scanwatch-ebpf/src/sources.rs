@@ -14,8 +14,8 @@ use scanwatch_common::{
     maps::{host_word, lens, port_word},
     sketch::{HOST_ICMP, port_entry},
     tracking::{
-        AdmitSlot, MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag, index_tag,
-        is_repeat, key_hash, rate_bucket, record, record_host, record_kind, record_port,
+        AdmitSlot, CONTENDED_NS, MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag,
+        index_tag, is_repeat, key_hash, rate_bucket, record, record_host, record_kind, record_port,
         record_time, repeats, repeats_to_admit, source_tag, tag_place,
     },
 };
@@ -81,11 +81,13 @@ pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
 
 /// Whether the reply-aware detector skips this probe's first contact:
 /// - a source that is not tracked, while its admission slot holds another
-///   source's probes of the window (the probe will be the first its source
-///   waits with, in a table that is busy): a source with one probe in a
-///   window can never cross the reply-aware test, so under a random-source
-///   flood (every admission slot busy) the flood leaves the contact table
-///   alone; while admission is quiet, every first contact is recorded;
+///   source that started waiting within [`CONTENDED_NS`] (the probe will
+///   be the first its source waits with, in a table that turns over
+///   faster than that): a source with one probe in a window can never
+///   cross the reply-aware test, so under a random-source flood (every
+///   admission slot retaken within milliseconds) the flood leaves the
+///   contact table alone; while admission is quiet, or its slots were
+///   taken long ago, every first contact is recorded;
 /// - a source that is not tracked repeating a SYN it waits with (its
 ///   contact was offered with that SYN; [`admit`] counts the repeat);
 /// - a tracked source repeating the only destination it has probed in the
@@ -118,11 +120,12 @@ fn waits_behind_or_repeats(probe: &Probe, place: &Place, now: u64, window_ns: u6
     // SAFETY: plain reads of a live map value.
     unsafe {
         let current = core::ptr::read_volatile(&raw const (*slot).head);
-        if current == 0 || now.wrapping_sub(head_start(current, now)) >= window_ns {
+        let age = now.wrapping_sub(head_start(current, now));
+        if current == 0 || age >= window_ns {
             return false;
         }
         if head_tag(current) != place.tag {
-            return true;
+            return age < CONTENDED_NS;
         }
         let first = (&raw const (*slot).records).cast::<u64>();
         repeats_waiting_syn(

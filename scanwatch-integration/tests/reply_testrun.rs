@@ -575,7 +575,7 @@ fn first_probes_record_no_contact_only_while_admission_is_busy() {
         "quiet: a new source's first probe is a first contact"
     );
     assert_eq!(counter(&mut h, ReplyCounter::Contacts), 1);
-    // 600,000 one-probe sources (one per /64), 9 per admission slot: the
+    // 600,000 one-probe sources (one per /64), 73 per admission slot: the
     // table is full of waiting sources. Only the first few of each slot
     // found it free and wrote a contact.
     let flood = |h: &mut XdpHarness, from: u32, n: u32| {
@@ -614,6 +614,64 @@ fn first_probes_record_no_contact_only_while_admission_is_busy() {
             "port {port} still pending after the flood"
         );
     }
+}
+
+/// A slot taken long ago is no sign of a flood: a new source's first
+/// probe skips its first contact only when its admission slot holds
+/// another source that started waiting within `CONTENDED_NS` (about
+/// 8.6 s), not for the whole window (5 minutes), so on a host that many
+/// benign sources reach, one SYN each, a distributed scan's one-probe
+/// sources are still recorded. Takes 9 s (the kernel clock cannot be
+/// set).
+#[test]
+fn first_probes_skip_their_contact_only_behind_a_recent_source() {
+    use scanwatch_common::{
+        SourceKey,
+        tracking::{CONTENDED_NS, DEFAULT_ADMISSION_SLOTS, admission, key_hash},
+    };
+    if !require_root("first_probes_skip_their_contact_only_behind_a_recent_source") {
+        return;
+    }
+    let mut h = XdpHarness::load_reply(262_144, Detection::default().reply_config())
+        .expect("load the programs");
+    let slot_of = |ip: &str| {
+        let ip: IpAddr = ip.parse().expect("ip");
+        admission(
+            key_hash(SourceKey::from_ip(ip).words()),
+            DEFAULT_ADMISSION_SLOTS,
+        )
+    };
+    let first = "198.18.0.40";
+    let (slot, tag) = slot_of(first);
+    let mut sharing = (0..=u16::MAX)
+        .map(|i| format!("198.19.{}.{}", i >> 8, i & 0xff))
+        .filter(|ip| {
+            let (s, t) = slot_of(ip);
+            s == slot && t != tag
+        });
+    let (second, third) = (
+        sharing.next().expect("a source sharing the slot"),
+        sharing.next().expect("another one"),
+    );
+    syn(&mut h, first, LOCAL, 22);
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 1, "a free slot");
+    syn(&mut h, &second, LOCAL, 22);
+    assert_eq!(
+        counter(&mut h, ReplyCounter::Contacts),
+        1,
+        "behind a source that has just started waiting: skipped"
+    );
+    std::thread::sleep(std::time::Duration::from_nanos(CONTENDED_NS + 400_000_000));
+    syn(&mut h, &third, LOCAL, 22);
+    assert_eq!(
+        counter(&mut h, ReplyCounter::Contacts),
+        2,
+        "behind a source waiting for 9 s (in its window): recorded"
+    );
+    assert_eq!(
+        contact(&mut h, &third, LOCAL, port_entry(22, false)),
+        Some(outcome::PENDING)
+    );
 }
 
 /// A source probing one destination again and again (a SYN flood at one

@@ -228,6 +228,11 @@ pub const INVALID_FIELDS: &[(&str, &str, &str)] = &[
         "8 is out of range 16..=128",
     ),
     (
+        "detection.admission_slots",
+        "[detection]\nadmission_slots = 3000\n",
+        "3000 must be a power of two in 1024..=1048576",
+    ),
+    (
         "detection.escalation_factor",
         "[detection]\nescalation_factor = 1.0\n",
         "must be a number above 1",
