@@ -641,35 +641,36 @@ fn first_probes_skip_their_contact_only_behind_a_recent_source() {
             DEFAULT_ADMISSION_SLOTS,
         )
     };
-    let first = "198.18.0.40";
-    let (slot, tag) = slot_of(first);
-    let mut sharing = (0..=u16::MAX)
-        .map(|i| format!("198.19.{}.{}", i >> 8, i & 0xff))
-        .filter(|ip| {
-            let (s, t) = slot_of(ip);
-            s == slot && t != tag
-        });
+    // IPv6 sources named by their /64 (a source is its /64 by default).
+    let v6 = |i: u32| format!("fd00:0:{:x}:{:x}::", i >> 16, i & 0xffff);
+    let first = v6(u32::MAX);
+    let (slot, tag) = slot_of(&first);
+    let mut sharing = (0..u32::MAX).map(v6).filter(|ip| {
+        let (s, t) = slot_of(ip);
+        s == slot && t != tag
+    });
     let (second, third) = (
         sharing.next().expect("a source sharing the slot"),
         sharing.next().expect("another one"),
     );
-    syn(&mut h, first, LOCAL, 22);
+    let local = "fd00::2";
+    syn(&mut h, &first, local, 22);
     assert_eq!(counter(&mut h, ReplyCounter::Contacts), 1, "a free slot");
-    syn(&mut h, &second, LOCAL, 22);
+    syn(&mut h, &second, local, 22);
     assert_eq!(
         counter(&mut h, ReplyCounter::Contacts),
         1,
         "behind a source that has just started waiting: skipped"
     );
     std::thread::sleep(std::time::Duration::from_nanos(CONTENDED_NS + 400_000_000));
-    syn(&mut h, &third, LOCAL, 22);
+    syn(&mut h, &third, local, 22);
     assert_eq!(
         counter(&mut h, ReplyCounter::Contacts),
         2,
         "behind a source waiting for 9 s (in its window): recorded"
     );
     assert_eq!(
-        contact(&mut h, &third, LOCAL, port_entry(22, false)),
+        contact(&mut h, &third, local, port_entry(22, false)),
         Some(outcome::PENDING)
     );
 }
