@@ -148,6 +148,18 @@ fn per_packet(
     v
 }
 
+/// A SYN to port `port` of the target from the `n`-th source of the
+/// new-source rows (10.0.0.0 + n: never seen before by a program loaded
+/// for the row).
+fn new_source_syn(n: u32, port: u16) -> Vec<u8> {
+    Packet::from_ips(
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)),
+        "198.18.0.2".parse().expect("ip"),
+        Transport::tcp(port, tcp::SYN),
+    )
+    .build()
+}
+
 /// SYNs from sources never seen before: each run is one new entry, so each
 /// is a separate test run (repeat 1), compared with the no-op program run
 /// the same way (both include the kernel's per-run timing overhead), and
@@ -164,17 +176,8 @@ fn new_sources(
     count: u32,
     rounds: usize,
 ) -> Value {
-    let frame = |n: u32| {
-        let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)); // never seen before
-        Packet::from_ips(
-            src,
-            "198.18.0.2".parse().expect("ip"),
-            Transport::tcp(22, tcp::SYN),
-        )
-        .build()
-    };
     let [s, n, f, o] = fresh_runs(rounds, count, |next| {
-        let f = frame(next);
+        let f = new_source_syn(next, 22);
         [
             h.run_repeat(&f, 1).expect("run").1,
             b.run_noop(&f, 1).expect("noop").1,
@@ -225,12 +228,7 @@ fn line_cost(o: &Opts) -> Value {
             let (mut s, mut n) = (0u64, 0u64);
             for _ in 0..count {
                 next += 1;
-                let f = Packet::from_ips(
-                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + next)),
-                    "198.18.0.2".parse().expect("ip"),
-                    Transport::tcp(u16::from(bits.0) << 8 | u16::from(bits.1), tcp::SYN),
-                )
-                .build();
+                let f = new_source_syn(next, u16::from(bits.0) << 8 | u16::from(bits.1));
                 s += b.run(FLOOR_SPAN, &f, 1).expect("span").1;
                 n += b.run_noop(&f, 1).expect("noop").1;
             }
@@ -272,12 +270,7 @@ fn new_sources_small_table(b: &mut BenchPrograms, count: u32, rounds: usize) -> 
     let mut h = XdpHarness::load_for_bench_with(262_144, detect)
         .expect("load with a small admission table");
     let [s, n] = fresh_runs(rounds, count, |next| {
-        let f = Packet::from_ips(
-            IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + next)),
-            "198.18.0.2".parse().expect("ip"),
-            Transport::tcp(22, tcp::SYN),
-        )
-        .build();
+        let f = new_source_syn(next, 22);
         [
             h.run_repeat(&f, 1).expect("run").1,
             b.run_noop(&f, 1).expect("noop").1,
@@ -312,13 +305,7 @@ fn new_sources_quiet(b: &mut BenchPrograms, rounds: usize) -> Value {
         let mut h =
             XdpHarness::load_reply(262_144, reply).expect("load with the reply-aware detector");
         let [s, n] = fresh_runs(1, QUIET_SOURCES, |next| {
-            let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + next));
-            let f = Packet::from_ips(
-                src,
-                "198.18.0.2".parse().expect("ip"),
-                Transport::tcp(22, tcp::SYN),
-            )
-            .build();
+            let f = new_source_syn(next, 22);
             [
                 h.run_repeat(&f, 1).expect("run").1,
                 b.run_noop(&f, 1).expect("noop").1,
