@@ -46,9 +46,9 @@ impl Place {
         let hash = key_hash(probe.source.words());
         let slots = setting(&raw const DETECT_CONFIG.source_slots);
         let admit = if setting(&raw const DETECT_CONFIG.admit_after) > 1 {
-            let slots = setting(&raw const DETECT_CONFIG.admission_slots);
+            let admission_slots = setting(&raw const DETECT_CONFIG.admission_slots);
             ADMISSION
-                .get_ptr_mut(admission(hash, slots).0)
+                .get_ptr_mut(admission(hash, admission_slots).0)
                 .unwrap_or_default()
         } else {
             core::ptr::null_mut()

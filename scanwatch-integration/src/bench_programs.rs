@@ -28,8 +28,9 @@ pub const BENCH_TX: &str = "scanwatch_bench_tx";
 /// read, its slot read and written back): the floor of the new-source path
 /// (TEST_RUN and flood).
 pub const FLOOR_ADMIT: &str = "scanwatch_floor_admit";
-/// Reads and writes back one line of a table of 2^b lines (b: the high
-/// byte of the TCP destination port): what a line costs, by table size.
+/// Reads and writes back one line of a table of 2^b lines spaced 2^s lines
+/// apart (b and s: the high and low bytes of the TCP destination port):
+/// what a line costs, by table size.
 pub const FLOOR_SPAN: &str = "scanwatch_floor_span";
 /// Sends every frame back out from a fresh pseudo-random source (IPv4: the
 /// low 16 bits, the IP ID keeping the header checksum; IPv6: a fresh /64):

@@ -362,3 +362,41 @@ fn sources_sharing_a_bucket_and_a_tag_byte_stay_apart() {
     assert_eq!(c.get(Counter::SourcesCreated), 2);
     assert_eq!(c.get(Counter::SourcesEvicted), 0);
 }
+
+/// `[detection] admission_slots` sizes the table at load time: with 1,024
+/// slots a source is still tracked from its third probe with every probe
+/// counted, and two sources that share a slot of the smaller table (not
+/// of the default one) overwrite each other's waiting probes.
+#[test]
+fn a_smaller_admission_table_admits_the_same_way() {
+    if !require_root("a_smaller_admission_table_admits_the_same_way") {
+        return;
+    }
+    const SLOTS: u32 = 1_024;
+    let detect = scanwatch_common::DetectConfig {
+        admission_slots: SLOTS,
+        ..Detection::default().kernel_config()
+    };
+    let mut h = XdpHarness::load_with(4096, &detect).expect("load the XDP program");
+    let slot_of = |ip: IpAddr| admission(key_hash(SourceKey::from_ip(ip).words()), SLOTS);
+    let a = v4(60, 1);
+    let (slot, tag) = slot_of(a);
+    let b = (0..=u16::MAX)
+        .map(|i| v4(61 + (i >> 8) as u8, i as u8))
+        .find(|ip| {
+            let (s, t) = slot_of(*ip);
+            s == slot && t != tag
+        })
+        .expect("a source sharing the slot");
+    syn(&mut h, a, 1);
+    syn(&mut h, b, 1); // overwrites a
+    syn(&mut h, a, 2); // overwrites b: a waits anew
+    syn(&mut h, a, 3);
+    assert!(h.source(a).expect("read").is_none(), "two waiting probes");
+    syn(&mut h, a, 4);
+    let ev = Evidence::from_stats(&h.source(a).expect("read").expect("tracked"));
+    assert_eq!((ev.total(), ev.distinct_ports), (3, 3));
+    let c = h.counters().expect("counters");
+    assert_eq!(c.get(Counter::AdmissionOverwritten), 2);
+    assert_eq!(c.get(Counter::SourcesCreated), 1);
+}
