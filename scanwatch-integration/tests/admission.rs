@@ -157,6 +157,29 @@ fn one_probe_sources_never_take_a_slot_nor_evict_a_scanner() {
     );
 }
 
+/// Source `a` and another source `b` sharing its slot of an admission
+/// table of `slots` (the first found in 198.18.`from`.0 and up) take turns:
+/// a's first SYN, b's (overwriting it), then a's next three, so a waits
+/// anew with two probes and is admitted on the third. Returns a's counts.
+fn overwritten_then_admitted(h: &mut XdpHarness, a: IpAddr, from: u8, slots: u32) -> Evidence {
+    let slot_of = |ip: IpAddr| admission(key_hash(SourceKey::from_ip(ip).words()), slots);
+    let (slot, tag) = slot_of(a);
+    let b = (0..=u16::MAX)
+        .map(|i| v4(from + (i >> 8) as u8, i as u8))
+        .find(|ip| {
+            let (s, t) = slot_of(*ip);
+            s == slot && t != tag
+        })
+        .expect("a source sharing the admission slot");
+    syn(h, a, 1);
+    syn(h, b, 1); // overwrites a
+    syn(h, a, 2); // overwrites b: a waits anew
+    syn(h, a, 3);
+    assert!(h.source(a).expect("read").is_none(), "two waiting probes");
+    syn(h, a, 4);
+    Evidence::from_stats(&h.source(a).expect("read").expect("tracked"))
+}
+
 /// Two sources sharing an admission slot: each one's arrival overwrites
 /// the other's waiting probes (counted); the overwritten probe is counted
 /// per interface, not for its source.
@@ -165,28 +188,7 @@ fn admission_overwrites_are_counted() {
     let Some(mut h) = harness("admission_overwrites_are_counted", 4096) else {
         return;
     };
-    let slot_of = |ip: IpAddr| {
-        admission(
-            key_hash(SourceKey::from_ip(ip).words()),
-            DEFAULT_ADMISSION_SLOTS,
-        )
-    };
-    let a = v4(43, 1);
-    let (slot, tag) = slot_of(a);
-    let b = (0..=u16::MAX)
-        .map(|i| v4(44 + (i >> 8) as u8, i as u8))
-        .find(|ip| {
-            let (s, t) = slot_of(*ip);
-            s == slot && t != tag
-        })
-        .expect("a source sharing the admission slot");
-    syn(&mut h, a, 1);
-    syn(&mut h, b, 1); // overwrites a
-    syn(&mut h, a, 2); // overwrites b: a waits anew
-    syn(&mut h, a, 3);
-    assert!(h.source(a).expect("read").is_none(), "two waiting probes");
-    syn(&mut h, a, 4);
-    let ev = Evidence::from_stats(&h.source(a).expect("read").expect("tracked"));
+    let ev = overwritten_then_admitted(&mut h, v4(43, 1), 44, DEFAULT_ADMISSION_SLOTS);
     assert_eq!(
         (ev.total(), ev.distinct_ports),
         (3, 3),
@@ -378,23 +380,7 @@ fn a_smaller_admission_table_admits_the_same_way() {
         ..Detection::default().kernel_config()
     };
     let mut h = XdpHarness::load_with(4096, &detect).expect("load the XDP program");
-    let slot_of = |ip: IpAddr| admission(key_hash(SourceKey::from_ip(ip).words()), SLOTS);
-    let a = v4(60, 1);
-    let (slot, tag) = slot_of(a);
-    let b = (0..=u16::MAX)
-        .map(|i| v4(61 + (i >> 8) as u8, i as u8))
-        .find(|ip| {
-            let (s, t) = slot_of(*ip);
-            s == slot && t != tag
-        })
-        .expect("a source sharing the slot");
-    syn(&mut h, a, 1);
-    syn(&mut h, b, 1); // overwrites a
-    syn(&mut h, a, 2); // overwrites b: a waits anew
-    syn(&mut h, a, 3);
-    assert!(h.source(a).expect("read").is_none(), "two waiting probes");
-    syn(&mut h, a, 4);
-    let ev = Evidence::from_stats(&h.source(a).expect("read").expect("tracked"));
+    let ev = overwritten_then_admitted(&mut h, v4(60, 1), 61, SLOTS);
     assert_eq!((ev.total(), ev.distinct_ports), (3, 3));
     let c = h.counters().expect("counters");
     assert_eq!(c.get(Counter::AdmissionOverwritten), 2);
