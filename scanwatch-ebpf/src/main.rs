@@ -252,13 +252,19 @@ fn try_scanwatch(
                 source: source_key(address, found.ip.v6),
                 host: found.ip.dst_fingerprint(pkt)?,
                 port: found.port,
-                sigs: found.sigs,
             };
             bump_counter(counters, Counter::probe(probe.kind));
             // One clock read for both.
             let now = clock::now();
             let place = sources::Place::of(&probe);
             let tracked = sources::tracked(&probe, &place);
+            // Scanner-tool signatures only for a probe its source's slot may
+            // record: a first probe waiting for admission keeps none.
+            let sigs = if tracked.is_some() || place.may_admit() {
+                found.sigs(pkt)
+            } else {
+                0
+            };
             // First contacts (SYN, UDP) for the reply-aware detector, but
             // not of a new source's first probe while admission is busy,
             // nor of a repeat of a source's only destination.
@@ -270,7 +276,15 @@ fn try_scanwatch(
                 now,
                 counters,
             };
-            sources::track_source(ctx, &probe, &place, tracked, &at, state.tag_feeds != 0);
+            sources::track_source(
+                ctx,
+                &probe,
+                &place,
+                tracked,
+                &at,
+                state.tag_feeds != 0,
+                sigs,
+            );
         }
     }
     Ok(xdp_action::XDP_PASS)

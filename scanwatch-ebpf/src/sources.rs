@@ -59,6 +59,21 @@ impl Place {
             admit,
         }
     }
+
+    /// Whether a probe of this source, if it is not tracked, may be the
+    /// one that admits it: admission is off (`admit_after` 1), or the
+    /// source waits in its admission slot already (its tag in the slot's
+    /// head). A source's first probe of a window is never admitted then,
+    /// and waits without the signatures only a tracked source's slot keeps.
+    #[inline(always)]
+    pub fn may_admit(&self) -> bool {
+        if self.admit.is_null() {
+            return true;
+        }
+        // SAFETY: a plain read of a live map value (read by `tracked` already).
+        let current = unsafe { core::ptr::read_volatile(&raw const (*self.admit).head) };
+        head_tag(current) == self.tag
+    }
 }
 
 /// The slot of the probe's source if it is tracked, for [`skips_contact`]
@@ -185,6 +200,9 @@ fn repeats_only_destination(
 /// [`tracked`]) if it is tracked, else in the admission table (admitting
 /// it on its `admit_after`-th probe), reports fresh threshold crossings to
 /// the agent, and offers it as evidence (`at`: where and when it arrived).
+/// `sigs`: the probe's scanner-tool signatures (`parse::Found::sigs`),
+/// recorded with it in the slot (0 for a probe that cannot be: see
+/// [`Place::may_admit`]).
 #[inline(always)]
 pub fn track_source(
     ctx: &XdpContext,
@@ -193,6 +211,7 @@ pub fn track_source(
     tracked: Option<*mut SourceStats>,
     at: &evidence::At,
     tag_feeds: bool,
+    sigs: u8,
 ) {
     let (ifindex, now, counters) = (at.ifindex, at.now, at.counters);
     let cfg = &raw const DETECT_CONFIG;
@@ -210,7 +229,7 @@ pub fn track_source(
             None => return,
         },
     };
-    let fresh = window::scanwatch_window_record(entry, &seen, ifindex, u32::from(probe.sigs));
+    let fresh = window::scanwatch_window_record(entry, &seen, ifindex, u32::from(sigs));
     if fresh & NEW_WINDOW != 0 && tag_feeds {
         refresh_known_bad(entry, probe);
     }
