@@ -96,7 +96,15 @@ impl XdpHarness {
             web,
             ..loader::LoadOptions::default()
         };
-        Self::from_loaded(loader::load_with(map_size, &detect, &opts)?, detect)?.with_web()
+        let mut harness =
+            Self::from_loaded(loader::load_with(map_size, &detect, &opts)?, detect)?.with_web()?;
+        // Its counters tell the benchmark how many first contacts a row recorded.
+        harness.reply = Some(ReplyMaps::take(
+            &mut harness.ebpf,
+            opts.reply,
+            opts.contact_seed,
+        )?);
+        Ok(harness)
     }
 
     /// Takes the web ring and counters (they are then read by
@@ -188,7 +196,8 @@ impl XdpHarness {
         Ok(harness)
     }
 
-    /// The reply maps of a harness from [`XdpHarness::load_reply`].
+    /// The reply maps of a harness from [`XdpHarness::load_reply`] or
+    /// [`XdpHarness::load_for_bench`].
     pub fn reply(&mut self) -> Option<&mut ReplyMaps> {
         self.reply.as_mut()
     }
