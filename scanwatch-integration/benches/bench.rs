@@ -269,6 +269,10 @@ fn line_cost(o: &Opts) -> Value {
 
 /// Admission slots of the small-table row of [`new_sources_taken`].
 const SMALL_ADMISSION: u32 = 8_192;
+/// Admission slots of its smallest row: 32 KiB, the slot's line mostly in
+/// cache, so the row is what the new source's code costs without a cold
+/// line of that table (the fewest slots the kernel takes).
+const TINY_ADMISSION: u32 = scanwatch_common::tracking::MIN_ADMISSION_SLOTS;
 
 /// SYNs from new sources at an admission table of `slots` slots whose
 /// every slot another new source took within the last seconds: a
@@ -279,18 +283,25 @@ const SMALL_ADMISSION: u32 = 8_192;
 /// no-op. Such a source finds its slot taken within 8.6 s and records no
 /// first contact (the row reports the share that did). With 8,192 slots
 /// (256 KiB; the default 65,536 is 2 MiB): what a smaller admission table
-/// saves each new source's packet (the trade is in docs/detection.md).
+/// saves each new source's packet (the trade is in docs/detection.md);
+/// with 1,024 (32 KiB): the new source's code with its slot in cache.
 fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u32) -> Value {
     let detect = scanwatch_common::DetectConfig {
         admission_slots: slots,
         ..scanwatch::config::Detection::default().kernel_config()
     };
     let mut h = XdpHarness::load_for_bench_with(262_144, detect).expect("load the XDP program");
+    // The floor program's table has the default size: run it in the same
+    // state, its every slot taken by the same warm-up.
+    let floor = slots == scanwatch_common::tracking::DEFAULT_ADMISSION_SLOTS;
     // Sources numbered past the measured ones' (`fresh_runs` counts from 1).
     let warm = 4 * slots;
     for n in 0..warm {
-        h.run_repeat(&new_source_syn(u32::MAX / 2 + n, 22), 1)
-            .expect("run");
+        let f = new_source_syn(u32::MAX / 2 + n, 22);
+        h.run_repeat(&f, 1).expect("run");
+        if floor {
+            b.run(FLOOR_ADMIT, &f, 1).expect("floor");
+        }
     }
     let contacts = |h: &mut XdpHarness| {
         h.reply()
@@ -300,27 +311,43 @@ fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u3
             .get(scanwatch_common::trw::ReplyCounter::Contacts)
     };
     let before = contacts(&mut h);
-    let [s, n] = fresh_runs(rounds, count, |next| {
+    let [s, n, f] = fresh_runs(rounds, count, |next| {
         let f = new_source_syn(next, 22);
         [
             h.run_repeat(&f, 1).expect("run").1,
             b.run_noop(&f, 1).expect("noop").1,
+            if floor {
+                b.run(FLOOR_ADMIT, &f, 1).expect("floor").1
+            } else {
+                0
+            },
         ]
     });
     let share = (contacts(&mut h) - before) as f64 / (rounds as f64 * f64::from(count));
-    let name = if slots == SMALL_ADMISSION {
-        "SYN from a new source, 8,192 admission slots"
+    let name = match slots {
+        SMALL_ADMISSION => "SYN from a new source, 8,192 admission slots",
+        TINY_ADMISSION => "SYN from a new source, 1,024 admission slots (in cache)",
+        _ => "SYN from a new source, every slot taken",
+    };
+    let floor_text = if floor {
+        format!("  floor {f:>6.1} ns  floor ratio {:>5.2}", f / n.max(0.1))
     } else {
-        "SYN from a new source, every slot taken"
+        String::new()
     };
     println!(
-        "{name:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  first contacts recorded {:>5.1}%",
+        "{name:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}{floor_text}  first contacts recorded {:>5.1}%",
         s / n.max(0.1),
         100.0 * share
     );
-    json!({ "case": name, "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1,
+    let mut row = json!({ "case": name, "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1,
             "sources_per_round": count, "rounds": rounds, "admission_slots": slots, "warm_up_sources": warm,
-            "contacts_recorded_share": share })
+            "contacts_recorded_share": share });
+    if floor {
+        row["floor_program"] = json!(FLOOR_ADMIT);
+        row["floor_ns"] = json!(f);
+        row["floor_ratio"] = json!(f / n.max(0.1));
+    }
+    row
 }
 
 /// New sources a round of [`new_sources_quiet`]: few enough that most land
@@ -366,7 +393,7 @@ fn new_sources_quiet(b: &mut BenchPrograms, rounds: usize) -> Value {
         s / n.max(0.1),
         100.0 * share
     );
-    json!({ "case": "SYN from a new source, admission table quiet (records its first contact)", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1,
+    json!({ "case": "SYN from a new source, admission table quiet", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1,
             "sources_per_round": QUIET_SOURCES, "rounds": rounds, "contacts_recorded_share": share })
 }
 
@@ -608,6 +635,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             scanwatch_common::tracking::DEFAULT_ADMISSION_SLOTS,
         ),
         new_sources_taken(b, fresh, rounds.min(5), SMALL_ADMISSION),
+        new_sources_taken(b, fresh, rounds.min(5), TINY_ADMISSION),
         per_packet(
             &mut h,
             b,
