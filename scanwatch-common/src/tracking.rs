@@ -4,7 +4,11 @@
 //! `ADMISSION` table, a direct-mapped array of [`AdmitSlot`]s indexed by a
 //! hash of the source key: a tag, the window start, and the probes seen so
 //! far (at most [`ADMIT_RECORDS`], packed into one word each by
-//! [`record`]). The probe that makes [`DetectConfig::admit_after`](crate::DetectConfig)
+//! [`record`]). A slot is two parts: the head and the first probe, which
+//! every new source reads and writes (16 bytes), and the second probe and
+//! the repeats ([`AdmitMore`], in `ADMISSION_MORE`), which only a source
+//! that comes back touches; the head says whether that part is its
+//! source's ([`HEAD_MORE`]), so a new source never clears it. The probe that makes [`DetectConfig::admit_after`](crate::DetectConfig)
 //! gives the source a slot in the `SOURCES` table, seeded with the waiting
 //! probes, so counts stay exact. A source that sends fewer probes in a
 //! window never takes a `SOURCES` slot: a flood of one-probe sources costs
@@ -13,7 +17,7 @@
 //! a waiting source (counted: `AdmissionOverwritten`); its next probes
 //! start over. The waiting probes are what an overwrite loses. A SYN that
 //! repeats a waiting SYN (same port and host) is only counted in the slot
-//! ([`AdmitSlot::repeats`]); it admits its source at the SYN rate
+//! ([`AdmitMore::repeats`]); it admits its source at the SYN rate
 //! ([`REPEATS_ADMIT`]), and admission seeds the repeats too.
 //!
 //! **Tracking.** `SOURCES` is an array of [`SourceStats`](crate::SourceStats)
@@ -28,7 +32,9 @@
 /// Name of the admission table (`Array<AdmitSlot>`).
 pub const ADMISSION_MAP: &str = "ADMISSION";
 /// Slots of the admission table by default (`[detection] admission_slots`,
-/// a power of two set at load time): 65,536 slots, 2 MiB. A larger table
+/// a power of two set at load time): 65,536 slots, 1 MiB of heads and
+/// first probes that every new source touches, and 1 MiB of the rest
+/// ([`AdmitMore`]) that only returning sources touch. A larger table
 /// keeps a waiting source's probes longer when many sources come and go
 /// (under a flood: the spoofed scanners of the lab's flood test, one probe
 /// every 38,400 flood frames, are admitted with 65,536 slots and not with
@@ -38,7 +44,7 @@ pub const ADMISSION_MAP: &str = "ADMISSION";
 pub const DEFAULT_ADMISSION_SLOTS: u32 = 65_536;
 /// Fewest admission slots.
 pub const MIN_ADMISSION_SLOTS: u32 = 1_024;
-/// Most admission slots (32 MiB).
+/// Most admission slots (16 MiB of each part).
 pub const MAX_ADMISSION_SLOTS: u32 = 1 << 20;
 
 /// Whether `slots` is an admission table size the kernel accepts: a power
@@ -51,21 +57,48 @@ pub const ADMIT_RECORDS: usize = 2;
 /// Most probes in a window before admission (`admit_after` is 1 to this).
 pub const MAX_ADMIT_AFTER: u32 = ADMIT_RECORDS as u32 + 1;
 
-/// One admission slot: 32 bytes (two to a cache line, never across two).
+/// One admission slot, the part every new source reads and writes: 16
+/// bytes (four to a cache line). The rest of the slot, which only a source
+/// that comes back touches, is its [`AdmitMore`] of the same index in
+/// [`ADMISSION_MORE_MAP`]: a random-source flood, whose every packet is a
+/// new source, reads and writes lines of a table half the size (1 MiB at
+/// the default 65,536 slots), more of it in cache (docs/benchmarks.md "A
+/// new source").
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AdmitSlot {
-    /// The source's tag (high 32 bits, never 0) and the window's start in
-    /// [`TIME_UNIT_SHIFT`] units (low 32 bits); 0: free.
+    /// The source's tag (high 32 bits, never 0), whether its [`AdmitMore`]
+    /// is in use ([`HEAD_MORE`]) and the window's start in
+    /// [`TIME_UNIT_SHIFT`] units (low 31 bits); 0: free.
     pub head: u64,
-    /// The probes seen, in order (0: none yet).
-    pub records: [u64; ADMIT_RECORDS],
+    /// The first probe seen ([`record`]).
+    pub first: u64,
+}
+
+crate::layout::assert_layout!(AdmitSlot { head, first }, size 16, align 8);
+
+/// The part of an admission slot a source that comes back uses: its second
+/// waiting probe and its repeats. Valid only while its slot's head has
+/// [`HEAD_MORE`] set: a source claiming the slot writes a head without it,
+/// so it never reads (nor clears) what a source before it left here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdmitMore {
+    /// The second probe seen (0: none yet).
+    pub second: u64,
     /// SYNs repeating a waiting SYN's destination ([`is_repeat`]): how many
     /// in the window, and in the latest rate bucket ([`repeats`]).
     pub repeats: u64,
 }
 
-crate::layout::assert_layout!(AdmitSlot { head, records, repeats }, size 32, align 8);
+crate::layout::assert_layout!(AdmitMore { second, repeats }, size 16, align 8);
+
+/// Name of the rest of the admission table (`Array<AdmitMore>`, as many
+/// slots as [`ADMISSION_MAP`]).
+pub const ADMISSION_MORE_MAP: &str = "ADMISSION_MORE";
+
+/// The head bit that says the slot's [`AdmitMore`] belongs to its source.
+pub const HEAD_MORE: u64 = 1 << 31;
 
 /// SYNs of one ~1.07 s rate bucket (2^30 ns; the `syn_flood_source`
 /// bucket) that admit a source repeating a waiting SYN's destination,
@@ -239,10 +272,20 @@ pub const fn admission(hash: u64, slots: u32) -> (u32, u32) {
     )
 }
 
-/// An admission slot's head: the tag and the window start.
+/// Bits of a head's window start (in units: about 26 days).
+const HEAD_TIME_BITS: u32 = 31;
+
+/// An admission slot's head: the tag and the window start ([`HEAD_MORE`]
+/// clear).
 #[inline(always)]
 pub const fn head(tag: u32, start_ns: u64) -> u64 {
-    ((tag as u64) << 32) | ((start_ns >> TIME_UNIT_SHIFT) & 0xffff_ffff)
+    ((tag as u64) << 32) | ((start_ns >> TIME_UNIT_SHIFT) & ((1 << HEAD_TIME_BITS) - 1))
+}
+
+/// Whether a head's source uses its [`AdmitMore`].
+#[inline(always)]
+pub const fn head_more(head: u64) -> bool {
+    head & HEAD_MORE != 0
 }
 
 /// The tag of a head.
@@ -255,7 +298,7 @@ pub const fn head_tag(head: u64) -> u32 {
 /// stored start is the low 32 bits of its units).
 #[inline(always)]
 pub const fn head_start(head: u64, now_ns: u64) -> u64 {
-    unwrap_units(head & 0xffff_ffff, 32, now_ns)
+    unwrap_units(head & ((1 << HEAD_TIME_BITS) - 1), HEAD_TIME_BITS, now_ns)
 }
 
 /// The kernel-clock time of `low` (the low `bits` bits of a time in units), the
@@ -341,6 +384,15 @@ mod tests {
         let h = head(0xdead_beef, now);
         assert_eq!(head_tag(h), 0xdead_beef);
         assert!(now - head_start(h, now + 1_000_000) < 1 << TIME_UNIT_SHIFT);
+        // The bit that claims the slot's second part changes neither.
+        assert!(!head_more(h));
+        let more = h | HEAD_MORE;
+        assert!(head_more(more));
+        assert_eq!(head_tag(more), 0xdead_beef);
+        assert_eq!(
+            head_start(more, now + 1_000_000),
+            head_start(h, now + 1_000_000)
+        );
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub fn scanwatch_floor_admit(ctx: XdpContext) -> u32 {
                 tag | 1
             };
             core::ptr::write_volatile(&raw mut (*slot).head, counted);
-            core::ptr::write_volatile(&raw mut (*slot).records[0], now);
+            core::ptr::write_volatile(&raw mut (*slot).first, now);
         }
     }
     xdp_action::XDP_PASS

@@ -37,7 +37,7 @@ use scanwatch_common::{
         NEVER_BLOCK_CAPACITY,
     },
     prefilter,
-    tracking::{AdmitSlot, DEFAULT_ADMISSION_SLOTS, tag_words},
+    tracking::{AdmitMore, AdmitSlot, DEFAULT_ADMISSION_SLOTS, tag_words},
 };
 
 use crate::{
@@ -83,6 +83,12 @@ pub(crate) static SOURCE_TAGS: Array<u64> =
 /// The admission table: where a source's first probes of a window wait.
 #[map]
 pub(crate) static ADMISSION: Array<AdmitSlot> = Array::with_max_entries(DEFAULT_ADMISSION_SLOTS, 0);
+
+/// The rest of each admission slot, used by a source that comes back (its
+/// second probe, its repeats): a new source never touches it.
+#[map]
+pub(crate) static ADMISSION_MORE: Array<AdmitMore> =
+    Array::with_max_entries(DEFAULT_ADMISSION_SLOTS, 0);
 
 /// Per-interface, per-CPU packet counters, by slot. Array lookups are
 /// inlined by the verifier: no helper call on the path every packet takes.
@@ -252,19 +258,13 @@ fn try_scanwatch(
                 source: source_key(address, found.ip.v6),
                 host: found.ip.dst_fingerprint(pkt)?,
                 port: found.port,
+                sigs: found.sigs,
             };
             bump_counter(counters, Counter::probe(probe.kind));
             // One clock read for both.
             let now = clock::now();
             let place = sources::Place::of(&probe);
             let tracked = sources::tracked(&probe, &place);
-            // Scanner-tool signatures only for a probe its source's slot may
-            // record: a first probe waiting for admission keeps none.
-            let sigs = if tracked.is_some() || place.may_admit() {
-                found.sigs(pkt)
-            } else {
-                0
-            };
             // First contacts (SYN, UDP) for the reply-aware detector, but
             // not of a new source's first probe while admission is busy,
             // nor of a repeat of a source's only destination.
@@ -276,15 +276,7 @@ fn try_scanwatch(
                 now,
                 counters,
             };
-            sources::track_source(
-                ctx,
-                &probe,
-                &place,
-                tracked,
-                &at,
-                state.tag_feeds != 0,
-                sigs,
-            );
+            sources::track_source(ctx, &probe, &place, tracked, &at, state.tag_feeds != 0);
         }
     }
     Ok(xdp_action::XDP_PASS)

@@ -39,6 +39,9 @@ pub struct Probe {
     pub host: u16,
     /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
     pub port: u32,
+    /// The scanner-tool signatures of a TCP probe with a whole header, with
+    /// `fingerprint::FINGERPRINTED`; else 0.
+    pub sigs: u8,
 }
 
 impl Ip {
@@ -60,35 +63,8 @@ pub struct Found {
     /// Destination port entry (`sketch::port_entry`) of TCP/UDP probes, else 0.
     pub port: u32,
     pub ip: Ip,
-    /// The TCP header's length in bytes when the probe is TCP with a whole
-    /// header (what the scanner-tool signatures read: [`Found::sigs`]),
-    /// else 0.
-    pub tcp_header: u8,
-}
-
-impl Found {
-    /// The scanner-tool signatures of a TCP probe with a whole header, with
-    /// `fingerprint::FINGERPRINTED`; else 0 (also when they are off).
-    ///
-    /// Taken only for a probe its source's slot records (a tracked source,
-    /// or the probe that admits one): a probe that waits in the admission
-    /// table keeps no signatures, so every packet of a random-source flood
-    /// skips them. The parser checked every byte read here (it reads the
-    /// frame again, and a read that fails gives no signatures).
-    #[inline(always)]
-    pub fn sigs(&self, pkt: Packet<'_, XdpContext>) -> u8 {
-        // A load-time constant: the verifier drops the branch not taken.
-        if self.tcp_header == 0 || setting(&raw const DETECT_CONFIG.tool_signatures) == 0 {
-            return 0;
-        }
-        let fields = pkt
-            .bytes::<20>(self.ip.l4)
-            .and_then(|tcp| tcp_fields(pkt, self.ip, tcp, usize::from(self.tcp_header)));
-        match fields {
-            Ok(fields) => FINGERPRINTED | signatures(&fields),
-            Err(_) => 0,
-        }
-    }
+    /// As [`Probe::sigs`].
+    pub sigs: u8,
 }
 
 pub enum Outcome {
@@ -135,7 +111,7 @@ fn probe(kind: ProbeKind, ip: Ip) -> Outcome {
         kind,
         port: 0,
         ip,
-        tcp_header: 0,
+        sigs: 0,
     })
 }
 
@@ -145,7 +121,7 @@ fn port_probe(kind: ProbeKind, ip: Ip, port: u16, udp: bool) -> Outcome {
         kind,
         port: port_entry(port, udp),
         ip,
-        tcp_header: 0,
+        sigs: 0,
     })
 }
 
@@ -178,8 +154,12 @@ fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
         kind,
         port: port_entry(port, false),
         ip,
-        // `data_offset` is 20 to 60.
-        tcp_header: data_offset as u8,
+        // A load-time constant: the verifier drops the branch not taken.
+        sigs: if setting(&raw const DETECT_CONFIG.tool_signatures) != 0 {
+            FINGERPRINTED | signatures(&tcp_fields(pkt, ip, tcp, data_offset)?)
+        } else {
+            0
+        },
     }))
 }
 

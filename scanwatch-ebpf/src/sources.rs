@@ -14,14 +14,16 @@ use scanwatch_common::{
     maps::{host_word, lens, port_word},
     sketch::{HOST_ICMP, port_entry},
     tracking::{
-        AdmitSlot, CONTENDED_NS, MAX_ADMIT_AFTER, admission, bucket, head, head_start, head_tag,
-        index_tag, is_repeat, key_hash, rate_bucket, record, record_host, record_kind, record_port,
-        record_time, repeats, repeats_to_admit, source_tag, tag_place,
+        AdmitMore, AdmitSlot, CONTENDED_NS, HEAD_MORE, MAX_ADMIT_AFTER, admission, bucket, head,
+        head_more, head_start, head_tag, index_tag, is_repeat, key_hash, rate_bucket, record,
+        record_host, record_kind, record_port, record_time, repeats, repeats_to_admit, source_tag,
+        tag_place,
     },
 };
 
 use crate::{
-    ADMISSION, DETECT_CONFIG, EVENTS, FEEDS, SOURCE_TAGS, SOURCES, bump_counter, evidence,
+    ADMISSION, ADMISSION_MORE, DETECT_CONFIG, EVENTS, FEEDS, SOURCE_TAGS, SOURCES, bump_counter,
+    evidence,
     parse::Probe,
     window::{self, NEW_WINDOW, Seen, setting},
 };
@@ -31,13 +33,14 @@ use crate::{
 const BUSY: u64 = 1;
 
 /// Where a probe's source lives: its bucket of `SOURCES`, its tag there
-/// and its `ADMISSION` slot (null when admission is off: `admit_after`
-/// 1), computed once for [`tracked`], [`skips_contact`] and
-/// [`track_source`].
+/// and its `ADMISSION` slot with that slot's rest in `ADMISSION_MORE`
+/// (null when admission is off: `admit_after` 1), computed once for
+/// [`tracked`], [`skips_contact`] and [`track_source`].
 pub struct Place {
     bucket: u32,
     tag: u32,
     admit: *mut AdmitSlot,
+    more: *mut AdmitMore,
 }
 
 impl Place {
@@ -45,34 +48,24 @@ impl Place {
     pub fn of(probe: &Probe) -> Self {
         let hash = key_hash(probe.source.words());
         let slots = setting(&raw const DETECT_CONFIG.source_slots);
-        let admit = if setting(&raw const DETECT_CONFIG.admit_after) > 1 {
-            let admission_slots = setting(&raw const DETECT_CONFIG.admission_slots);
-            ADMISSION
-                .get_ptr_mut(admission(hash, admission_slots).0)
-                .unwrap_or_default()
+        let (admit, more) = if setting(&raw const DETECT_CONFIG.admit_after) > 1 {
+            let index = admission(hash, setting(&raw const DETECT_CONFIG.admission_slots)).0;
+            match (
+                ADMISSION.get_ptr_mut(index),
+                ADMISSION_MORE.get_ptr_mut(index),
+            ) {
+                (Some(admit), Some(more)) => (admit, more),
+                _ => (core::ptr::null_mut(), core::ptr::null_mut()),
+            }
         } else {
-            core::ptr::null_mut()
+            (core::ptr::null_mut(), core::ptr::null_mut())
         };
         Self {
             bucket: bucket(hash, slots),
             tag: source_tag(hash),
             admit,
+            more,
         }
-    }
-
-    /// Whether a probe of this source, if it is not tracked, may be the
-    /// one that admits it: admission is off (`admit_after` 1), or the
-    /// source waits in its admission slot already (its tag in the slot's
-    /// head). A source's first probe of a window is never admitted then,
-    /// and waits without the signatures only a tracked source's slot keeps.
-    #[inline(always)]
-    pub fn may_admit(&self) -> bool {
-        if self.admit.is_null() {
-            return true;
-        }
-        // SAFETY: a plain read of a live map value (read by `tracked` already).
-        let current = unsafe { core::ptr::read_volatile(&raw const (*self.admit).head) };
-        head_tag(current) == self.tag
     }
 }
 
@@ -142,12 +135,17 @@ fn waits_behind_or_repeats(probe: &Probe, place: &Place, now: u64, window_ns: u6
         if head_tag(current) != place.tag {
             return age < CONTENDED_NS;
         }
-        let first = (&raw const (*slot).records).cast::<u64>();
+        if place.more.is_null() {
+            return false;
+        }
+        // The slot's rest, this source's only with `HEAD_MORE` (masked, no branch).
+        let second = core::ptr::read_volatile(&raw const (*place.more).second)
+            & 0u64.wrapping_sub(u64::from(head_more(current)));
         repeats_waiting_syn(
             probe.kind as u8,
             waiting_record(probe.kind as u8, probe.port, probe.host, now),
-            core::ptr::read_volatile(first),
-            core::ptr::read_volatile(first.add(1)),
+            core::ptr::read_volatile(&raw const (*slot).first),
+            second,
         )
     }
 }
@@ -200,9 +198,6 @@ fn repeats_only_destination(
 /// [`tracked`]) if it is tracked, else in the admission table (admitting
 /// it on its `admit_after`-th probe), reports fresh threshold crossings to
 /// the agent, and offers it as evidence (`at`: where and when it arrived).
-/// `sigs`: the probe's scanner-tool signatures (`parse::Found::sigs`),
-/// recorded with it in the slot (0 for a probe that cannot be: see
-/// [`Place::may_admit`]).
 #[inline(always)]
 pub fn track_source(
     ctx: &XdpContext,
@@ -211,7 +206,6 @@ pub fn track_source(
     tracked: Option<*mut SourceStats>,
     at: &evidence::At,
     tag_feeds: bool,
-    sigs: u8,
 ) {
     let (ifindex, now, counters) = (at.ifindex, at.now, at.counters);
     let cfg = &raw const DETECT_CONFIG;
@@ -229,7 +223,7 @@ pub fn track_source(
             None => return,
         },
     };
-    let fresh = window::scanwatch_window_record(entry, &seen, ifindex, u32::from(sigs));
+    let fresh = window::scanwatch_window_record(entry, &seen, ifindex, u32::from(probe.sigs));
     if fresh & NEW_WINDOW != 0 && tag_feeds {
         refresh_known_bad(entry, probe);
     }
@@ -301,21 +295,22 @@ fn admit(
             },
         );
     }
-    let slot = place.admit;
-    if slot.is_null() {
+    let (slot, more) = (place.admit, place.more);
+    if slot.is_null() || more.is_null() {
         return None;
     }
     let this = waiting_record(seen.kind, seen.port, seen.host, now);
-    // SAFETY: `slot` is a live map value; every pointer stays inside it.
+    // SAFETY: `slot` and `more` are live map values; every pointer stays
+    // inside them.
     unsafe {
         let head_p = &raw mut (*slot).head;
-        let first_p = (&raw mut (*slot).records).cast::<u64>();
-        let second_p = first_p.add(1);
-        let repeats_p = &raw mut (*slot).repeats;
+        let first_p = &raw mut (*slot).first;
         let current = core::ptr::read_volatile(head_p);
         let in_window = |h: u64| h != 0 && now.wrapping_sub(head_start(h, now)) < window_ns;
         if !(head_tag(current) == place.tag && in_window(current)) {
             // This source starts waiting here (a waiting one is overwritten).
+            // The slot's rest is not touched: the new head says it is not
+            // this source's.
             if in_window(current) {
                 bump_counter(counters, Counter::AdmissionOverwritten);
             }
@@ -325,27 +320,36 @@ fn admit(
                 { AtomicOrdering::Relaxed },
             >(head_p, current, head(place.tag, now));
             if won {
-                core::ptr::write_volatile(second_p, 0);
-                core::ptr::write_volatile(repeats_p, 0);
                 core::ptr::write_volatile(first_p, this);
             }
             return None;
         }
         let first = core::ptr::read_volatile(first_p);
-        let second = core::ptr::read_volatile(second_p);
+        let rest = Rest {
+            head_p,
+            current,
+            more,
+        };
+        let (second, repeats) = rest.read();
         if repeats_waiting_syn(seen.kind, this, first, second) {
             // The same SYN again: admitted only at the SYN rate
             // (`tracking::REPEATS_ADMIT`).
-            if !repeats_admit(repeats_p, core::ptr::read_volatile(repeats_p), now, cfg) {
+            if !repeats_admit(&rest, repeats, now, cfg, counters) {
                 return None;
             }
         } else {
             let waiting = u32::from(first != 0) + u32::from(second != 0);
             if waiting + 1 < admit_after {
-                let free = if first == 0 { first_p } else { second_p };
-                let _ = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
-                    free, 0, this,
-                );
+                if first == 0 {
+                    // The slot's claimer has not written its first probe yet.
+                    let _ = atomic_cxchg::<
+                        u64,
+                        { AtomicOrdering::Relaxed },
+                        { AtomicOrdering::Relaxed },
+                    >(first_p, 0, this);
+                } else {
+                    rest.add_second(this, repeats, counters);
+                }
                 return None;
             }
         }
@@ -361,7 +365,7 @@ fn admit(
         let start = head_start(current, now);
         let waiting = Waiting {
             seeds: [seed_of(first, start, now), seed_of(second, start, now)],
-            repeats: core::ptr::read_volatile(repeats_p),
+            repeats,
             now,
         };
         claim(
@@ -375,18 +379,87 @@ fn admit(
     }
 }
 
+/// The rest of a waiting source's admission slot (`ADMISSION_MORE`): its
+/// second probe and its repeats, this source's only while the head
+/// (`current`, as read) has [`HEAD_MORE`].
+struct Rest {
+    head_p: *mut u64,
+    current: u64,
+    more: *mut AdmitMore,
+}
+
+impl Rest {
+    /// The second waiting probe and the repeats word (0 and 0 while the
+    /// rest is not this source's). Read either way and masked, without a
+    /// branch: only a source that comes back reads its slot's rest, and
+    /// one path for both keeps the verifier's states from doubling.
+    #[inline(always)]
+    fn read(&self) -> (u64, u64) {
+        let mask = 0u64.wrapping_sub(u64::from(head_more(self.current)));
+        // SAFETY: plain reads of a live map value.
+        unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*self.more).second) & mask,
+                core::ptr::read_volatile(&raw const (*self.more).repeats) & mask,
+            )
+        }
+    }
+
+    /// Takes the rest for this source with `second` and `repeats` in it:
+    /// both written, then [`HEAD_MORE`] set in the head with a
+    /// compare-and-swap from the head as read. False (counted:
+    /// `SourceUpdateErrors`) when the head changed meanwhile (another
+    /// source took the slot, or this source's probe on another CPU did
+    /// this first): the probe is not kept.
+    #[inline(always)]
+    fn take(&self, second: u64, repeats: u64, counters: *mut IfaceCounters) -> bool {
+        // SAFETY: live map values.
+        let won = unsafe {
+            core::ptr::write_volatile(&raw mut (*self.more).second, second);
+            core::ptr::write_volatile(&raw mut (*self.more).repeats, repeats);
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                self.head_p,
+                self.current,
+                self.current | HEAD_MORE,
+            )
+            .1
+        };
+        if !won {
+            bump_counter(counters, Counter::SourceUpdateErrors);
+        }
+        won
+    }
+
+    /// Keeps `this` as the second waiting probe (`repeats`: the repeats
+    /// word as read).
+    #[inline(always)]
+    fn add_second(&self, this: u64, repeats: u64, counters: *mut IfaceCounters) {
+        if head_more(self.current) {
+            // SAFETY: a live map value.
+            let _ = unsafe {
+                atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                    &raw mut (*self.more).second,
+                    0,
+                    this,
+                )
+            };
+        } else {
+            let _ = self.take(this, repeats, counters);
+        }
+    }
+}
+
 /// Counts a repeated SYN in its admission slot's repeats word (`current`
-/// as read); whether it admits its source instead (the repeats of its rate
-/// bucket reached [`repeats_to_admit`]).
-///
-/// # Safety
-/// `repeats_p` points into a live admission slot.
+/// as read from `rest`, 0 while the rest is not its source's: it then
+/// takes it); whether it admits its source instead (the repeats of its
+/// rate bucket reached [`repeats_to_admit`]).
 #[inline(always)]
-unsafe fn repeats_admit(
-    repeats_p: *mut u64,
+fn repeats_admit(
+    rest: &Rest,
     current: u64,
     now: u64,
     cfg: *const DetectConfig,
+    counters: *mut IfaceCounters,
 ) -> bool {
     let bucket = rate_bucket(now);
     // SAFETY: `cfg` points to the settings global.
@@ -395,8 +468,14 @@ unsafe fn repeats_admit(
     if in_bucket + 1 >= repeats_to_admit(syn_rate) {
         return true;
     }
-    // SAFETY: as the caller promises.
+    if !head_more(rest.current) {
+        // The source's first repeat: no second probe waits yet.
+        let _ = rest.take(0, repeats::add(0, bucket), counters);
+        return false;
+    }
+    // SAFETY: a live map value.
     unsafe {
+        let repeats_p = &raw mut (*rest.more).repeats;
         if in_bucket != 0 {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats_p, 1 | (1 << 32));
         } else {

@@ -203,6 +203,56 @@ fn admission_overwrites_are_counted() {
     );
 }
 
+/// An admission slot's second part (a waiting source's second probe and
+/// its repeats, in `ADMISSION_MORE`) is never inherited: source `a` waits
+/// with a SYN, ten repeats of it and a second port; source `b`, sharing
+/// the slot, overwrites it (a new source writes only the slot's head and
+/// first probe) and waits with one SYN, five repeats and a second port,
+/// then is admitted with exactly its own probes.
+#[test]
+fn a_slots_second_part_is_never_inherited() {
+    let Some(mut h) = harness("a_slots_second_part_is_never_inherited", 4096) else {
+        return;
+    };
+    let slot_of = |ip: IpAddr| {
+        admission(
+            key_hash(SourceKey::from_ip(ip).words()),
+            DEFAULT_ADMISSION_SLOTS,
+        )
+    };
+    let a = v4(46, 1);
+    let (slot, tag) = slot_of(a);
+    let b = (0..=u16::MAX)
+        .map(|i| v4(47 + (i >> 8) as u8, i as u8))
+        .find(|ip| {
+            let (s, t) = slot_of(*ip);
+            s == slot && t != tag
+        })
+        .expect("a source sharing the admission slot");
+    for _ in 0..11 {
+        syn(&mut h, a, 1);
+    }
+    syn(&mut h, a, 2);
+    assert!(h.source(a).expect("read").is_none(), "a waits");
+    for _ in 0..6 {
+        syn(&mut h, b, 7); // the first overwrites a
+    }
+    syn(&mut h, b, 8);
+    assert!(h.source(b).expect("read").is_none(), "b waits");
+    syn(&mut h, b, 9);
+    let ev = Evidence::from_stats(&h.source(b).expect("read").expect("tracked"));
+    assert_eq!(
+        (ev.probes(ProbeKind::Syn), ev.distinct_ports),
+        (8, 3),
+        "b's own SYN, five repeats and two more ports: nothing of a's"
+    );
+    assert!(h.source(a).expect("read").is_none(), "a never admitted");
+    let c = h.counters().expect("counters");
+    assert_eq!(c.get(Counter::AdmissionOverwritten), 1);
+    assert_eq!(c.get(Counter::SourcesCreated), 1);
+    assert_eq!(c.get(Counter::SourceUpdateErrors), 0);
+}
+
 /// A source that sends the same SYN over and over (one port of one host:
 /// a SYN flood's spoofed source, a client retrying) can cross no
 /// threshold but `syn_flood_source`: its repeats wait in its admission

@@ -147,6 +147,10 @@ pub fn load_with(
             detect.admission_slots,
         )
         .map_max_entries(
+            scanwatch_common::tracking::ADMISSION_MORE_MAP,
+            detect.admission_slots,
+        )
+        .map_max_entries(
             scanwatch_common::tracking::SOURCE_TAGS_MAP,
             scanwatch_common::tracking::tag_words(map_size),
         )
