@@ -38,7 +38,8 @@ pub struct Detection {
     pub ipv6_prefix: u8,
     /// Slots of the admission table, where a source's first probes of a
     /// window wait before it is tracked (a power of two, 1024 to 1048576;
-    /// 32 bytes each). A probe of another source landing in the same slot
+    /// 16 bytes each that every new source touches, 16 more that only a
+    /// returning source does). A probe of another source landing in the same slot
     /// takes it over, so a waiting source keeps its probes for about
     /// `admission_slots` / (new sources a second); a larger table keeps
     /// them longer on a host many sources reach, and makes every new
