@@ -160,6 +160,16 @@ fn new_source_syn(n: u32, port: u16) -> Vec<u8> {
     .build()
 }
 
+/// First contacts the harness's program has recorded (its reply-aware
+/// detector's counter).
+fn contacts_recorded(h: &mut XdpHarness) -> u64 {
+    h.reply()
+        .expect("reply maps")
+        .counters()
+        .expect("reply counters")
+        .get(scanwatch_common::trw::ReplyCounter::Contacts)
+}
+
 /// SYNs from sources never seen before: each run is one new entry, so each
 /// is a separate test run (repeat 1), compared with the no-op program run
 /// the same way (both include the kernel's per-run timing overhead), and
@@ -179,14 +189,7 @@ fn new_sources(
     count: u32,
     rounds: usize,
 ) -> Value {
-    let contacts = |h: &mut XdpHarness| {
-        h.reply()
-            .expect("reply maps")
-            .counters()
-            .expect("reply counters")
-            .get(scanwatch_common::trw::ReplyCounter::Contacts)
-    };
-    let before = contacts(h);
+    let before = contacts_recorded(h);
     let [s, n, f, o] = fresh_runs(rounds, count, |next| {
         let f = new_source_syn(next, 22);
         [
@@ -197,7 +200,7 @@ fn new_sources(
             off.run_repeat(&f, 1).expect("run").1,
         ]
     });
-    let share = (contacts(h) - before) as f64 / (rounds as f64 * f64::from(count));
+    let share = (contacts_recorded(h) - before) as f64 / (rounds as f64 * f64::from(count));
     println!(
         "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}  detector off {o:>6.1} ns  ratio {:>5.2}  first contacts recorded {:>5.1}%",
         "SYN from a new source (repeat 1 each)",
@@ -303,14 +306,7 @@ fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u3
             b.run(FLOOR_ADMIT, &f, 1).expect("floor");
         }
     }
-    let contacts = |h: &mut XdpHarness| {
-        h.reply()
-            .expect("reply maps")
-            .counters()
-            .expect("reply counters")
-            .get(scanwatch_common::trw::ReplyCounter::Contacts)
-    };
-    let before = contacts(&mut h);
+    let before = contacts_recorded(&mut h);
     let [s, n, f] = fresh_runs(rounds, count, |next| {
         let f = new_source_syn(next, 22);
         [
@@ -323,7 +319,7 @@ fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u3
             },
         ]
     });
-    let share = (contacts(&mut h) - before) as f64 / (rounds as f64 * f64::from(count));
+    let share = (contacts_recorded(&mut h) - before) as f64 / (rounds as f64 * f64::from(count));
     let name = match slots {
         SMALL_ADMISSION => "SYN from a new source, 8,192 admission slots",
         TINY_ADMISSION => "SYN from a new source, 1,024 admission slots (in cache)",
