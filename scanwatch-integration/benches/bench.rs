@@ -272,7 +272,7 @@ fn line_cost(o: &Opts) -> Value {
 
 /// Admission slots of the small-table row of [`new_sources_taken`].
 const SMALL_ADMISSION: u32 = 8_192;
-/// Admission slots of its smallest row: 32 KiB, the slot's line mostly in
+/// Admission slots of its smallest row: 16 KiB, the slot's line mostly in
 /// cache, so the row is what the new source's code costs without a cold
 /// line of that table (the fewest slots the kernel takes).
 const TINY_ADMISSION: u32 = scanwatch_common::tracking::MIN_ADMISSION_SLOTS;
@@ -285,9 +285,9 @@ const TINY_ADMISSION: u32 = scanwatch_common::tracking::MIN_ADMISSION_SLOTS;
 /// then `count` new sources a round, repeat 1 each, interleaved with the
 /// no-op. Such a source finds its slot taken within 8.6 s and records no
 /// first contact (the row reports the share that did). With 8,192 slots
-/// (256 KiB; the default 65,536 is 2 MiB): what a smaller admission table
+/// (128 KiB of the slots' first parts; the default 65,536 is 1 MiB): what a smaller admission table
 /// saves each new source's packet (the trade is in docs/detection.md);
-/// with 1,024 (32 KiB): the new source's code with its slot in cache.
+/// with 1,024 (16 KiB): the new source's code with its slot in cache.
 fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u32) -> Value {
     let detect = scanwatch_common::DetectConfig {
         admission_slots: slots,
@@ -353,9 +353,9 @@ const QUIET_SOURCES: u32 = 1_000;
 
 /// A SYN from a new source whose admission slot is free: a host no flood
 /// reaches, where a new source's first probe also records its first
-/// contact for the reply-aware detector (in [`new_sources`] the stream of
-/// new sources keeps every slot busy, as a flood does, and no contact is
-/// recorded for part of them). Each round loads the program afresh (empty tables; the
+/// contact for the reply-aware detector (in [`new_sources_taken`] every
+/// slot is taken, as under a flood, and almost no contact is recorded).
+/// Each round loads the program afresh (empty tables; the
 /// reply-aware detector on, web sampling off) and runs [`QUIET_SOURCES`]
 /// new sources, repeat 1 each, with the no-op between runs. Reports the
 /// share of sources that recorded a contact.
@@ -372,12 +372,7 @@ fn new_sources_quiet(b: &mut BenchPrograms, rounds: usize) -> Value {
                 b.run_noop(&f, 1).expect("noop").1,
             ]
         });
-        recorded += h
-            .reply()
-            .expect("reply maps")
-            .counters()
-            .expect("reply counters")
-            .get(scanwatch_common::trw::ReplyCounter::Contacts);
+        recorded += contacts_recorded(&mut h);
         runs.push(s);
         noops.push(n);
     }
