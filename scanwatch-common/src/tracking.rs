@@ -134,7 +134,7 @@ pub const fn repeats_to_admit(syn_rate: u32) -> u32 {
 /// the same kind, port and host.
 #[inline(always)]
 pub const fn is_repeat(probe: u64, waiting: u64) -> bool {
-    waiting != 0 && (probe ^ waiting) >> RECORD_TIME_BITS == 0
+    waiting != 0 && (probe ^ waiting) >> RECORD_HOST_SHIFT == 0
 }
 
 /// The rate bucket (low 16 bits of kernel-clock ns >> 30) of a time.
@@ -311,12 +311,67 @@ const fn unwrap_units(low: u64, bits: u32, now_ns: u64) -> u64 {
     now.saturating_sub(back) << TIME_UNIT_SHIFT
 }
 
-/// Bits of a record's time (in units: about 3.3 days).
-const RECORD_TIME_BITS: u32 = 28;
+/// Bits of a record's time (in units: about 39 hours, more than the
+/// longest window, 24 hours).
+const RECORD_TIME_BITS: u32 = 27;
+/// Where a record's host fingerprint starts: above its time and
+/// [`RECORD_CONTACT_TAKEN`].
+const RECORD_HOST_SHIFT: u32 = 28;
+
+/// The longest window (`[detection] window_seconds`): a record's time
+/// holds it.
+pub const MAX_WINDOW_SECONDS: u64 = 86_400;
+
+const _: () =
+    assert!((MAX_WINDOW_SECONDS * 1_000_000_000) >> TIME_UNIT_SHIFT < 1 << RECORD_TIME_BITS);
+
+/// The record bit that says a waiting SYN's first contact left the slot.
+///
+/// **A first SYN's contact waits in its admission slot.** The first SYN
+/// of a source that is not tracked is the reply-aware detector's first
+/// contact, but it is not written to the contact table: its record in the
+/// admission slot (port, host fingerprint, time) stands for it, so a new
+/// source's packet touches one line fewer (docs/benchmarks.md "A new
+/// source"). The contact leaves the slot once, whichever comes first, by
+/// setting this bit with a compare-and-swap:
+/// - this host's answer to it (SYN-ACK, RST, ICMP unreachable): the
+///   egress program finds no contact in the contact table, finds the SYN
+///   waiting in the remote's admission slot ([`waiting_contact`]), writes
+///   the contact to the contact table already resolved (what the agent's
+///   readers, the distributed-scan view among them, see) and steps the
+///   remote's walk;
+/// - the source's next probe of the same host (by fingerprint: its local
+///   address is then known), answered or not yet: XDP writes the contact
+///   to the contact table, pending, with the first SYN's time, so that
+///   the no-answer sweep counts it if no answer comes.
+///
+/// A first SYN never answered whose source sends nothing more to that
+/// host (or whose slot another source takes first) leaves no contact: a
+/// source with one probe can never cross the walk, and the
+/// distributed-scan view loses such a source's unanswered probe (an
+/// answered one is written at its answer).
+pub const RECORD_CONTACT_TAKEN: u64 = 1 << RECORD_TIME_BITS;
+
+/// Whether a slot's first record `first` is a SYN whose first contact
+/// still waits in the slot ([`RECORD_CONTACT_TAKEN`] clear), to a host of
+/// fingerprint `host`; its port, if so.
+#[inline(always)]
+pub const fn waiting_contact(first: u64, host: u16) -> Option<u16> {
+    match (record_kind(first), record_port(first)) {
+        (Some(kind), Some(port))
+            if kind == crate::ProbeKind::Syn as u8
+                && first & RECORD_CONTACT_TAKEN == 0
+                && record_host(first) == host =>
+        {
+            Some(port)
+        }
+        _ => None,
+    }
+}
 
 /// A waiting probe in one word: kind + 1 (3 bits), whether it has a
-/// destination port (1), the port (16), host fingerprint (16), time in
-/// units (28 bits).
+/// destination port (1), the port (16), host fingerprint (16),
+/// [`RECORD_CONTACT_TAKEN`] (1) and time in units (27 bits).
 #[inline(always)]
 pub const fn record(kind: u8, port: Option<u16>, host: u16, now_ns: u64) -> u64 {
     let port = match port {
@@ -325,7 +380,7 @@ pub const fn record(kind: u8, port: Option<u16>, host: u16, now_ns: u64) -> u64 
     };
     ((kind as u64 + 1) << 61)
         | (port << 44)
-        | ((host as u64) << RECORD_TIME_BITS)
+        | ((host as u64) << RECORD_HOST_SHIFT)
         | ((now_ns >> TIME_UNIT_SHIFT) & ((1 << RECORD_TIME_BITS) - 1))
 }
 
@@ -351,7 +406,7 @@ pub const fn record_port(r: u64) -> Option<u16> {
 /// The host fingerprint of a record.
 #[inline(always)]
 pub const fn record_host(r: u64) -> u16 {
-    (r >> RECORD_TIME_BITS) as u16
+    (r >> RECORD_HOST_SHIFT) as u16
 }
 
 /// The kernel-clock time of a record, given the time now.

@@ -291,10 +291,15 @@ pub enum ReplyCounter {
     /// same slot of the direct-mapped table (their answer then resolves
     /// nothing and they never time out).
     ContactsOverwritten = 8,
+    /// First SYNs of sources not tracked whose first contact waits in
+    /// their admission slot instead of the contact table
+    /// (`tracking::RECORD_CONTACT_TAKEN`): resolved there by an answer, or
+    /// written to the table by the source's next probe of the same host.
+    ContactsWaiting = 9,
 }
 
 /// Number of reply counter slots.
-pub const REPLY_COUNTER_SLOTS: usize = 9;
+pub const REPLY_COUNTER_SLOTS: usize = 10;
 
 impl ReplyCounter {
     pub const ALL: [Self; REPLY_COUNTER_SLOTS] = [
@@ -307,6 +312,7 @@ impl ReplyCounter {
         Self::EventsSent,
         Self::EventsDropped,
         Self::ContactsOverwritten,
+        Self::ContactsWaiting,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -320,6 +326,7 @@ impl ReplyCounter {
             Self::EventsSent => "events_sent",
             Self::EventsDropped => "events_dropped",
             Self::ContactsOverwritten => "contacts_overwritten",
+            Self::ContactsWaiting => "contacts_waiting",
         }
     }
 }
@@ -331,7 +338,7 @@ pub struct ReplyCounters {
     pub counters: [u64; REPLY_COUNTER_SLOTS],
 }
 
-assert_layout!(ReplyCounters { counters }, size 72, align 8);
+assert_layout!(ReplyCounters { counters }, size 80, align 8);
 
 impl ReplyCounters {
     pub const ZERO: Self = Self {
@@ -374,7 +381,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ContactValue>(), 16);
         assert_eq!(core::mem::size_of::<ReplyStats>(), 64);
         assert_eq!(core::mem::size_of::<ReplyConfig>(), 48);
-        assert_eq!(core::mem::size_of::<ReplyCounters>(), 72);
+        assert_eq!(core::mem::size_of::<ReplyCounters>(), 80);
         for (i, c) in ReplyCounter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }

@@ -29,7 +29,11 @@ use scanwatch_common::{
         self, BPF_F_MMAPABLE, CONTACT_MARKS_MASK, CONTACTS_MASK, ContactSeed, ContactSlot,
         DEFAULT_CONTACT_MARKS_CAPACITY, KEY_WORDS, key_word, state,
     },
-    sketch::{PORT_UDP, port_entry},
+    sketch::{PORT_UDP, host_fingerprint, port_entry},
+    tracking::{
+        RECORD_CONTACT_TAKEN, admission, head_start, head_tag, key_hash, record_port, record_time,
+        waiting_contact,
+    },
     trigger,
     trw::{
         ContactKey, DEFAULT_CONTACTS_CAPACITY, DEFAULT_REPLY_SOURCES_CAPACITY, Decision,
@@ -44,6 +48,7 @@ use crate::{
         ParseError, walk,
     },
     parse::Found,
+    window::setting,
 };
 
 /// TRW settings, set by the agent at load time.
@@ -94,7 +99,7 @@ static EMPTY_STATS: ReplyStats = ReplyStats {
 };
 
 #[inline(always)]
-fn bump(c: ReplyCounter) {
+pub(crate) fn bump(c: ReplyCounter) {
     if let Some(counters) = REPLY_COUNTERS.get_ptr_mut(0) {
         let slot = c as usize;
         if slot < scanwatch_common::trw::REPLY_COUNTER_SLOTS {
@@ -105,7 +110,7 @@ fn bump(c: ReplyCounter) {
 }
 
 #[inline(always)]
-fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     // SAFETY: a volatile read keeps LLVM from folding the load-time value.
     unsafe { core::ptr::read_volatile(&raw const REPLY_CONFIG.enabled) != 0 }
 }
@@ -148,8 +153,15 @@ fn holds(slot: *mut ContactSlot, key: &ContactKey) -> bool {
     let mut diff = 0u32;
     let mut i = 0;
     while i < KEY_WORDS {
+        // Plain reads, a word of each at a time: volatile ones were all
+        // done before the first compare, and the words live at once took
+        // more stack than the verifier allows. Callers read the slot's
+        // state first and call this only on a stable one: LLVM cannot
+        // move these loads above that branch (a map value's pointer is not
+        // known to be dereferenceable), and a resolver's compare-and-swap
+        // from the state read fails if a writer came in between.
         // SAFETY: i < 9, inside the 36-byte key.
-        diff |= unsafe { core::ptr::read_volatile(p.add(i)) } ^ key_word(key, i);
+        diff |= unsafe { p.add(i).read() } ^ key_word(key, i);
         i += 1;
     }
     diff == 0
@@ -204,16 +216,117 @@ fn outbound_flow(key: &ContactKey) -> bool {
     state::stable(w) && state::outcome(w) == outcome::OUTBOUND && holds(slot, key)
 }
 
-/// Records a SYN or UDP probe (or a TCP header split by fragmentation) with
-/// a port as a first contact unless its (source, local address, port) is
-/// already in its slot (a repeat: one read and compare), when the detector
-/// is enabled. No insert: the contact overwrites whatever its slot held.
+/// What XDP does with a probe's first contact (`sources::contact_plan`),
+/// in one word (one register: the program's stack is at the verifier's
+/// limit): the admission record of its source's first SYN whose contact
+/// was taken out of the source's admission slot ([`take_waiting`]), to be
+/// recorded too, pending (0: none), and whether to record the probe's own
+/// first contact ([`record_contact`]), in the bit such a record has clear
+/// ([`RECORD_CONTACT_TAKEN`]).
+#[derive(Clone, Copy)]
+pub struct ContactPlan(u64);
+
+impl ContactPlan {
+    /// Nothing to record.
+    pub const NOTHING: Self = Self(0);
+    /// The probe's own contact only.
+    pub const RECORD: Self = Self(RECORD_CONTACT_TAKEN);
+
+    #[inline(always)]
+    pub const fn new(record: bool, moved: u64) -> Self {
+        Self((moved & !RECORD_CONTACT_TAKEN) | if record { RECORD_CONTACT_TAKEN } else { 0 })
+    }
+
+    #[inline(always)]
+    const fn record(self) -> bool {
+        self.0 & RECORD_CONTACT_TAKEN != 0
+    }
+
+    #[inline(always)]
+    const fn moved(self) -> u64 {
+        self.0 & !RECORD_CONTACT_TAKEN
+    }
+}
+
+/// Takes the first contact waiting in an admission slot whose first
+/// record, read as `first`, is at `first_p`: a SYN to the host of
+/// fingerprint `host` and a port `port_ok` accepts, not taken yet
+/// (`tracking::waiting_contact`). Marks it taken with a compare-and-swap
+/// from `first` (one taker: the answer in egress, or the source's next
+/// probe in XDP); its port if this call took it.
+#[inline(always)]
+pub(crate) fn take_waiting(
+    first_p: *mut u64,
+    first: u64,
+    port_ok: impl Fn(u16) -> bool,
+    host: u16,
+) -> Option<u16> {
+    let port = waiting_contact(first, host)?;
+    if !port_ok(port) {
+        return None;
+    }
+    // SAFETY: `first_p` points into a live map value.
+    let (_, won) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            first_p,
+            first,
+            first | RECORD_CONTACT_TAKEN,
+        )
+    };
+    won.then_some(port)
+}
+
+/// The time of the first SYN waiting as the first contact `key` (TCP) in
+/// its remote's admission slot, which this call takes
+/// (`tracking::RECORD_CONTACT_TAKEN`): an answer the contact table does
+/// not know may answer it.
+#[inline(always)]
+fn take_waiting_contact(key: &ContactKey) -> Option<u64> {
+    let cfg = &raw const crate::DETECT_CONFIG;
+    // SAFETY: `cfg` points to the settings global.
+    let (admit_after, slots, window_ns) = unsafe {
+        (
+            setting(&raw const (*cfg).admit_after),
+            setting(&raw const (*cfg).admission_slots),
+            setting(&raw const (*cfg).window_ns),
+        )
+    };
+    if key.port & PORT_UDP != 0 || admit_after <= 1 {
+        return None;
+    }
+    let (index, tag) = admission(key_hash(SourceKey { addr: key.remote }.words()), slots);
+    let slot = crate::ADMISSION.get_ptr_mut(index)?;
+    let now = crate::clock::now();
+    // SAFETY: plain reads of a live map value; `first` lies inside it.
+    unsafe {
+        let current = core::ptr::read_volatile(&raw const (*slot).head);
+        if current == 0
+            || head_tag(current) != tag
+            || now.wrapping_sub(head_start(current, now)) >= window_ns
+        {
+            return None;
+        }
+        let first_p = &raw mut (*slot).first;
+        let first = core::ptr::read_volatile(first_p);
+        let port = key.port as u16;
+        take_waiting(first_p, first, |p| p == port, host_fingerprint(&key.local))
+            .map(|_| record_time(first, now))
+    }
+}
+
+/// Records first contacts as `plan` says: the probe's own (a SYN or UDP
+/// probe, or a TCP header split by fragmentation, with a port) and its
+/// source's first SYN moved out of its admission slot (same remote and
+/// local address). A contact already in its slot (a repeat: one read and
+/// compare) is not written again. Nothing when the detector is off. No
+/// insert: a contact overwrites whatever its slot held.
 #[inline(always)]
 pub fn record_contact(
     pkt: Packet<'_, XdpContext>,
     found: &Found,
     source: &SourceKey,
     now: u64,
+    plan: ContactPlan,
 ) -> Result<(), ParseError> {
     // SYNs, UDP probes, and first fragments that split a TCP header (the
     // host answers the reassembled probe).
@@ -222,24 +335,48 @@ pub fn record_contact(
         ProbeKind::Stealth => found.ip.first_fragment(),
         _ => false,
     };
-    if found.port == 0 || !first_contact || !enabled() {
+    let this = plan.record() && found.port != 0 && first_contact;
+    if !(this || plan.moved() != 0) || !enabled() {
         return Ok(());
     }
-    let key = ContactKey {
+    let mut key = ContactKey {
         remote: source.addr,
         local: found.ip.dst_addr(pkt)?,
         port: found.port,
     };
-    let Some(slot) = slot_of(&CONTACTS, &key, CONTACTS_MASK) else {
-        return Ok(());
+    // One inlined copy of `record_key` for both (two took more stack than
+    // the verifier allows): the moved SYN first, then the probe's own.
+    // `next`: the time of the probe's own contact, recorded second (0: none).
+    let moved = plan.moved();
+    let (mut at, mut next) = match record_port(moved) {
+        Some(port) => {
+            key.port = port_entry(port, false);
+            (record_time(moved, now), if this { now } else { 0 })
+        }
+        None => (now, 0),
+    };
+    loop {
+        record_key(&key, at);
+        if next == 0 {
+            return Ok(());
+        }
+        (key.port, at, next) = (found.port, next, 0);
+    }
+}
+
+/// Records the first contact `key` made at `now` (see [`record_contact`]).
+#[inline(always)]
+fn record_key(key: &ContactKey, now: u64) {
+    let Some(slot) = slot_of(&CONTACTS, key, CONTACTS_MASK) else {
+        return;
     };
     let mut w = load_state(slot);
-    if state::stable(w) && holds(slot, &key) {
-        return Ok(()); // a repeat
+    if state::stable(w) && holds(slot, key) {
+        return; // a repeat
     }
     // An answer to this host's own UDP query: not a contact.
-    if found.port & PORT_UDP != 0 && outbound_flow(&key) {
-        return Ok(());
+    if key.port & PORT_UDP != 0 && outbound_flow(key) {
+        return;
     }
     // Twice at most: a resolution (egress, the sweep) may change the state
     // between the read and the claim.
@@ -247,20 +384,19 @@ pub fn record_contact(
         if state::busy(w) {
             break;
         }
-        if write_slot(slot, w, &key, now, outcome::PENDING) {
+        if write_slot(slot, w, key, now, outcome::PENDING) {
             bump(ReplyCounter::Contacts);
             if !state::empty(w) && state::outcome(w) == outcome::PENDING {
                 bump(ReplyCounter::ContactsOverwritten);
             }
-            return Ok(());
+            return;
         }
         w = load_state(slot);
-        if state::stable(w) && holds(slot, &key) {
-            return Ok(()); // recorded meanwhile by another CPU
+        if state::stable(w) && holds(slot, key) {
+            return; // recorded meanwhile by another CPU
         }
     }
     bump(ReplyCounter::ContactErrors);
-    Ok(())
 }
 
 /// Watches this host's answers; never changes a packet.
@@ -421,38 +557,58 @@ fn mapped_v4(a: [u8; 4]) -> [u8; 16] {
     SourceKey::v4(a).addr
 }
 
-/// Resolves the pending first contact `key` (once: compare-and-swap from
-/// the pending state read, see `contact_table`) and steps its source's walk.
+/// Gives the pending first contact `key` its outcome `result`, once:
+/// - in the contact table: a compare-and-swap from the pending state read
+///   (see `contact_table`); fails if the contact was resolved, or its slot
+///   rewritten, since;
+/// - else, a first SYN still waiting as that contact in its remote's
+///   admission slot (`tracking::RECORD_CONTACT_TAKEN`): taken from there
+///   and written to the contact table with its outcome (unless another
+///   writer holds that slot this instant: the walk is stepped anyway).
+///
+/// Whether this call resolved it.
+#[inline(always)]
+fn settle(key: &ContactKey, result: u64) -> bool {
+    let Some(contact) = slot_of(&CONTACTS, key, CONTACTS_MASK) else {
+        return false;
+    };
+    let w = load_state(contact);
+    if state::stable(w) && holds(contact, key) {
+        return state::outcome(w) == outcome::PENDING
+            && swap_state(contact, w, state::with_outcome(w, result));
+    }
+    let Some(first_ns) = take_waiting_contact(key) else {
+        return false;
+    };
+    if write_slot(contact, w, key, first_ns, result)
+        && !state::empty(w)
+        && state::outcome(w) == outcome::PENDING
+    {
+        bump(ReplyCounter::ContactsOverwritten);
+    }
+    true
+}
+
+/// Resolves the pending first contact `key` ([`settle`]) and steps its
+/// source's walk.
 #[allow(
     clippy::needless_borrows_for_generic_args,
     reason = "by reference: copies would take BPF stack"
 )]
 #[inline(always)]
 fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
-    let Some(contact) = slot_of(&CONTACTS, key, CONTACTS_MASK) else {
-        bump(ReplyCounter::Unmatched);
-        return;
+    let result = if success {
+        outcome::SUCCESS
+    } else {
+        outcome::FAILURE
     };
-    let w = load_state(contact);
-    if !state::stable(w) || !holds(contact, key) {
+    if !settle(key, result) {
         bump(ReplyCounter::Unmatched);
         if success && key.port & PORT_UDP != 0 {
             // This host speaks first on this UDP flow (a query of its own):
             // the remote's datagrams back are not first contacts.
             let _ = mark(key, outcome::OUTBOUND);
         }
-        return;
-    }
-    let result = if success {
-        outcome::SUCCESS
-    } else {
-        outcome::FAILURE
-    };
-    // Fails if the contact was resolved, or its slot rewritten, since `w`.
-    let won = state::outcome(w) == outcome::PENDING
-        && swap_state(contact, w, state::with_outcome(w, result));
-    if !won {
-        bump(ReplyCounter::Unmatched);
         return;
     }
     bump(if success {

@@ -265,12 +265,12 @@ fn try_scanwatch(
             let now = clock::now();
             let place = sources::Place::of(&probe);
             let tracked = sources::tracked(&probe, &place);
-            // First contacts (SYN, UDP) for the reply-aware detector, but
-            // not of a new source's first probe while admission is busy,
-            // nor of a repeat of a source's only destination.
-            if !sources::skips_contact(&probe, &place, tracked, now) {
-                contacts::record_contact(pkt, &found, &probe.source, now)?;
-            }
+            // First contacts (SYN, UDP) for the reply-aware detector: not
+            // a new source's first SYN (it waits in its admission slot),
+            // nor its other first probes while admission is busy, nor a
+            // repeat of a source's only destination.
+            let plan = sources::contact_plan(&probe, &place, tracked, now);
+            contacts::record_contact(pkt, &found, &probe.source, now, plan)?;
             let at = evidence::At {
                 ifindex,
                 now,

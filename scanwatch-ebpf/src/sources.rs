@@ -12,17 +12,18 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use scanwatch_common::{
     Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceStats,
     maps::{host_word, lens, port_word},
-    sketch::{HOST_ICMP, port_entry},
+    sketch::HOST_ICMP,
     tracking::{
         AdmitMore, AdmitSlot, CONTENDED_NS, HEAD_MORE, MAX_ADMIT_AFTER, admission, bucket, head,
         head_more, head_start, head_tag, index_tag, is_repeat, key_hash, rate_bucket, record,
-        record_host, record_kind, record_port, record_time, repeats, repeats_to_admit, source_tag,
-        tag_place,
+        repeats, repeats_to_admit, source_tag, tag_place,
     },
+    trw::ReplyCounter,
 };
 
 use crate::{
     ADMISSION, ADMISSION_MORE, DETECT_CONFIG, EVENTS, FEEDS, SOURCE_TAGS, SOURCES, bump_counter,
+    contacts::{self, ContactPlan},
     evidence,
     parse::Probe,
     window::{self, NEW_WINDOW, Seen, setting},
@@ -35,7 +36,7 @@ const BUSY: u64 = 1;
 /// Where a probe's source lives: its bucket of `SOURCES`, its tag there
 /// and its `ADMISSION` slot with that slot's rest in `ADMISSION_MORE`
 /// (null when admission is off: `admit_after` 1), computed once for
-/// [`tracked`], [`skips_contact`] and [`track_source`].
+/// [`tracked`], [`contact_plan`] and [`track_source`].
 pub struct Place {
     bucket: u32,
     tag: u32,
@@ -69,12 +70,12 @@ impl Place {
     }
 }
 
-/// The slot of the probe's source if it is tracked, for [`skips_contact`]
+/// The slot of the probe's source if it is tracked, for [`contact_plan`]
 /// and [`track_source`] (one lookup for both).
 #[inline(always)]
 pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
     // The admission slot is read first (its head, read again by
-    // `skips_contact` and `admit`): both addresses come from the hash alone,
+    // `contact_plan` and `admit`): both addresses come from the hash alone,
     // so the CPU fetches the slot's line and the tag word below at once
     // instead of one after the other. A source that is not tracked (every
     // packet of a random-source flood) needs both: the IPv6 flood stream
@@ -87,65 +88,82 @@ pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
     find(probe.source.words(), place.bucket, place.tag)
 }
 
-/// Whether the reply-aware detector skips this probe's first contact:
-/// - a source that is not tracked, while its admission slot holds another
-///   source that started waiting within [`CONTENDED_NS`] (the probe will
-///   be the first its source waits with, in a table that turns over
-///   faster than that): a source with one probe in a window can never
-///   cross the reply-aware test, so under a random-source flood (every
-///   admission slot retaken within milliseconds) the flood leaves the
-///   contact table alone; while admission is quiet, or its slots were
-///   taken long ago, every first contact is recorded;
-/// - a source that is not tracked repeating a SYN it waits with (its
-///   contact was offered with that SYN; [`admit`] counts the repeat);
-/// - a tracked source repeating the only destination it has probed in the
-///   current window (one port and one host in its exact sets, both this
-///   probe's): no first contact, and one destination can never cross the
-///   test; a single-destination SYN flood, retransmits and a client
-///   reconnecting to one service then do not read the contact table.
+/// What the reply-aware detector does with a probe's first contact:
+/// - a source that is not tracked, whose probe starts waiting in its
+///   admission slot (a free slot, one whose window is over, or another
+///   source's): a SYN's first contact waits in the slot with it
+///   (`tracking::RECORD_CONTACT_TAKEN`: the contact table's line is not
+///   touched); another probe's contact is recorded unless the slot holds
+///   another source that started waiting within [`CONTENDED_NS`] (a table
+///   that turns over faster than that: a random-source flood, whose
+///   one-probe sources can never cross the reply-aware test);
+/// - a source that is not tracked, waiting in its slot: its first SYN's
+///   contact, if still waiting there and to this probe's host, is moved to
+///   the contact table (`ContactPlan::moved`); the probe's own contact is
+///   recorded unless it is a SYN repeating a SYN it waits with ([`admit`]
+///   counts the repeat);
+/// - a tracked source: recorded unless the probe repeats the only
+///   destination the source has probed in the current window (one port
+///   and one host in its exact sets, both this probe's): no first
+///   contact, and one destination can never cross the test; a
+///   single-destination SYN flood, retransmits and a client reconnecting
+///   to one service then do not read the contact table.
 ///
-/// Reads the words [`track_source`] reads next.
+/// Nothing when the detector is off. Reads the words [`track_source`]
+/// reads next.
 #[inline(always)]
-pub fn skips_contact(
+pub fn contact_plan(
     probe: &Probe,
     place: &Place,
     tracked: Option<*mut SourceStats>,
     now: u64,
-) -> bool {
+) -> ContactPlan {
+    if !contacts::enabled() {
+        return ContactPlan::NOTHING;
+    }
     let window_ns = setting(&raw const DETECT_CONFIG.window_ns);
     match tracked {
-        Some(entry) => repeats_only_destination(probe, entry, now, window_ns),
-        None => waits_behind_or_repeats(probe, place, now, window_ns),
+        Some(entry) => ContactPlan::new(!repeats_only_destination(probe, entry, now, window_ns), 0),
+        None => untracked_plan(probe, place, now, window_ns),
     }
 }
 
 #[inline(always)]
-fn waits_behind_or_repeats(probe: &Probe, place: &Place, now: u64, window_ns: u64) -> bool {
+fn untracked_plan(probe: &Probe, place: &Place, now: u64, window_ns: u64) -> ContactPlan {
     let slot = place.admit;
     if slot.is_null() {
-        return false;
+        return ContactPlan::RECORD;
     }
+    let syn = probe.kind == ProbeKind::Syn;
     // SAFETY: plain reads of a live map value.
     unsafe {
         let current = core::ptr::read_volatile(&raw const (*slot).head);
         let age = now.wrapping_sub(head_start(current, now));
-        if current == 0 || age >= window_ns {
-            return false;
+        let free = current == 0 || age >= window_ns;
+        if free || head_tag(current) != place.tag {
+            // The probe starts waiting here ([`admit`]).
+            if syn {
+                contacts::bump(ReplyCounter::ContactsWaiting);
+            }
+            return ContactPlan::new(!syn && (free || age >= CONTENDED_NS), 0);
         }
-        if head_tag(current) != place.tag {
-            return age < CONTENDED_NS;
-        }
+        let first = core::ptr::read_volatile(&raw const (*slot).first);
+        let moved = contacts::take_waiting(&raw mut (*slot).first, first, |_| true, probe.host)
+            .map_or(0, |_| first);
         if place.more.is_null() {
-            return false;
+            return ContactPlan::new(true, moved);
         }
         // The slot's rest, this source's only with `HEAD_MORE` (masked, no branch).
         let second = core::ptr::read_volatile(&raw const (*place.more).second)
             & 0u64.wrapping_sub(u64::from(head_more(current)));
-        repeats_waiting_syn(
-            probe.kind as u8,
-            waiting_record(probe.kind as u8, probe.port, probe.host, now),
-            core::ptr::read_volatile(&raw const (*slot).first),
-            second,
+        ContactPlan::new(
+            !repeats_waiting_syn(
+                probe.kind as u8,
+                waiting_record(probe.kind as u8, probe.port, probe.host, now),
+                first,
+                second,
+            ),
+            moved,
         )
     }
 }
@@ -289,7 +307,8 @@ fn admit(
             (ifindex, tag_feeds),
             counters,
             &Waiting {
-                seeds: NO_SEEDS,
+                records: [0; 2],
+                start: now,
                 repeats: 0,
                 now,
             },
@@ -364,7 +383,8 @@ fn admit(
         }
         let start = head_start(current, now);
         let waiting = Waiting {
-            seeds: [seed_of(first, start, now), seed_of(second, start, now)],
+            records: [first, second],
+            start,
             repeats,
             now,
         };
@@ -493,39 +513,15 @@ fn repeats_admit(
     false
 }
 
-/// What waited for admission: up to two probes, and the repeats of a
-/// waiting SYN (counted as of `now`, the admitting probe's time).
+/// What waited for admission: up to two probes (admission records, 0 for
+/// none; decoded one at a time as they are seeded, `window::seed`), the
+/// window's start, and the repeats of a waiting SYN (counted as of `now`,
+/// the admitting probe's time).
 struct Waiting {
-    seeds: [Seen; 2],
+    records: [u64; 2],
+    start: u64,
     repeats: u64,
     now: u64,
-}
-
-/// Nothing waited (admission at the first probe).
-const NO_SEEDS: [Seen; 2] = [Seen {
-    kind: 0,
-    port: 0,
-    host: 0,
-    time: 0,
-    pad: 0,
-}; 2];
-
-/// A waiting probe as the window code records it (`time` 0: none).
-#[inline(always)]
-fn seed_of(waiting: u64, start: u64, now: u64) -> Seen {
-    match record_kind(waiting) {
-        Some(kind) => Seen {
-            kind,
-            port: match record_port(waiting) {
-                Some(p) => port_entry(p, kind == ProbeKind::Udp as u8),
-                None => 0,
-            },
-            host: record_host(waiting),
-            time: record_time(waiting, now).max(start),
-            pad: 0,
-        },
-        None => NO_SEEDS[0],
-    }
 }
 
 /// Claims a slot for the probe's source, whose window started at `start`:
@@ -576,7 +572,7 @@ fn claim(
         core::ptr::write_volatile(&raw mut (*entry).window_start_ns, start);
         core::ptr::write_volatile(&raw mut (*entry).last_seen_ns, start);
         window::clear_window(entry);
-        window::seed(entry, &waiting.seeds);
+        window::seed(entry, &waiting.records, waiting.start, waiting.now);
         window::seed_repeats(entry, waiting.repeats, waiting.now);
         core::ptr::write_volatile(&raw mut (*entry).last_ifindex, ifindex);
         // The tag before the slot is published: a tracked source always

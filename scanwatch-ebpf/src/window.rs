@@ -13,9 +13,9 @@ use scanwatch_common::{
     maps::{SET_STRIDE, host_word, lens, port_word},
     sketch::{
         HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
-        bit_index, host_hash, port_hash,
+        bit_index, host_hash, port_entry, port_hash,
     },
-    tracking::{rate_bucket, repeats},
+    tracking::{self, rate_bucket, record_kind, record_time, repeats},
     trigger,
 };
 
@@ -165,17 +165,44 @@ pub unsafe fn clear_window(entry: *mut SourceStats) {
     }
 }
 
-/// Seeds a slot being set up (nobody else writes it yet) with the probes
-/// that waited for admission: counts, exact sets and bitmaps, plain writes.
-/// At most two, so the sets need no search: the second is compared with
-/// the first. Crossings are left to the probe recorded next.
+/// A waiting probe (an admission record, `tracking::record`; 0: none) as
+/// the window code records it (`time` 0: none), in a window that started
+/// at `start`.
 #[inline(always)]
-pub unsafe fn seed(entry: *mut SourceStats, waiting: &[Seen; 2]) {
+fn seen_of(record: u64, start: u64, now: u64) -> Seen {
+    match record_kind(record) {
+        Some(kind) => Seen {
+            kind,
+            port: match tracking::record_port(record) {
+                Some(p) => port_entry(p, kind == ProbeKind::Udp as u8),
+                None => 0,
+            },
+            host: tracking::record_host(record),
+            time: record_time(record, now).max(start),
+            pad: 0,
+        },
+        None => Seen {
+            kind: 0,
+            port: 0,
+            host: 0,
+            time: 0,
+            pad: 0,
+        },
+    }
+}
+
+/// Seeds a slot being set up (nobody else writes it yet) with the probes
+/// that waited for admission (their records, decoded one at a time: no
+/// copy of both on the stack): counts, exact sets and bitmaps, plain
+/// writes. At most two, so the sets need no search: the second is
+/// compared with the first. Crossings are left to the probe recorded next.
+#[inline(always)]
+pub unsafe fn seed(entry: *mut SourceStats, waiting: &[u64; 2], start: u64, now: u64) {
     let mut ports = [0u32; 2];
     let mut hosts = [0u16; 2];
     let mut i = 0;
     while i < 2 {
-        let seen = waiting[i];
+        let seen = seen_of(waiting[i], start, now);
         let idx = usize::from(seen.kind);
         if seen.time == 0 || idx >= PROBE_KINDS {
             i += 1;

@@ -248,7 +248,7 @@ impl Detection {
             &["detection", "window_seconds"],
             self.window_seconds,
             1,
-            86_400,
+            scanwatch_common::tracking::MAX_WINDOW_SECONDS,
         )?;
         v.range(
             &["detection", "suppression_seconds"],

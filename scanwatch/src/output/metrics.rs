@@ -1030,6 +1030,13 @@ fn encode_reply(
         &[],
         reply.get(R::ContactsOverwritten),
     )?;
+    counter(
+        e,
+        "reply_contacts_waiting",
+        "First SYNs of sources not yet tracked whose first contact waited in their admission slot instead of the contact table (resolved there by this host's answer, or moved to the table by the source's next probe of the same host).",
+        &[],
+        reply.get(R::ContactsWaiting),
+    )?;
     family(
         e,
         "reply_outcomes",
@@ -1332,6 +1339,7 @@ mod tests {
         c.counters[ReplyCounter::Failures as usize] = 5;
         c.counters[ReplyCounter::Successes as usize] = 3;
         c.counters[ReplyCounter::ContactsOverwritten as usize] = 2;
+        c.counters[ReplyCounter::ContactsWaiting as usize] = 4;
         let snapshot = AgentSnapshot::default();
         let mut text = String::new();
         struct One(AgentSnapshot, ReplyCounters);
@@ -1364,6 +1372,7 @@ mod tests {
             "scanwatch_reply_first_contacts_total 9",
             "# TYPE scanwatch_reply_contacts_overwritten_total counter",
             "scanwatch_reply_contacts_overwritten_total 2",
+            "scanwatch_reply_contacts_waiting_total 4",
             "scanwatch_reply_crossings_total{result=\"sent\"} 0",
         ] {
             assert!(text.contains(line), "{line}:\n{text}");
