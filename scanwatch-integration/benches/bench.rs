@@ -160,25 +160,41 @@ fn new_source_syn(n: u32, port: u16) -> Vec<u8> {
     .build()
 }
 
-/// First contacts the harness's program has recorded (its reply-aware
-/// detector's counter).
-fn contacts_recorded(h: &mut XdpHarness) -> u64 {
-    h.reply()
+/// First contacts the harness's program has recorded in its contact
+/// table, and first SYNs whose contact waited in their admission slot
+/// instead (its reply-aware detector's counters).
+fn contacts_recorded(h: &mut XdpHarness) -> [u64; 2] {
+    use scanwatch_common::trw::ReplyCounter;
+    let c = h
+        .reply()
         .expect("reply maps")
         .counters()
-        .expect("reply counters")
-        .get(scanwatch_common::trw::ReplyCounter::Contacts)
+        .expect("reply counters");
+    [
+        c.get(ReplyCounter::Contacts),
+        c.get(ReplyCounter::ContactsWaiting),
+    ]
+}
+
+/// The shares of `runs` new sources that recorded a first contact in the
+/// contact table and that kept it waiting in their admission slot, from
+/// [`contacts_recorded`] before and after.
+fn contact_shares(before: [u64; 2], after: [u64; 2], runs: f64) -> [f64; 2] {
+    [
+        (after[0] - before[0]) as f64 / runs,
+        (after[1] - before[1]) as f64 / runs,
+    ]
 }
 
 /// SYNs from sources never seen before: each run is one new entry, so each
 /// is a separate test run (repeat 1), compared with the no-op program run
 /// the same way (both include the kernel's per-run timing overhead), and
 /// with the same program loaded with the reply-aware detector off (what
-/// the new source's first contact costs), interleaved. Part of the new
-/// sources find their admission slot taken by another within the last
-/// 8.6 s (as under a flood) and record no first contact; the others (a
-/// slot no source took yet, at first most of them: the program starts
-/// with empty tables) do: the row reports their share.
+/// the new source's first contact costs), interleaved. A new source's
+/// first SYN keeps its first contact in its admission slot, whether the
+/// slot was free or another source's (`tracking::RECORD_CONTACT_TAKEN`):
+/// the row reports the shares that wrote one to the contact table (none
+/// expected) and that kept it waiting.
 /// [`new_sources_quiet`] measures a new source at a free slot, and
 /// [`new_sources_taken`] one at a table whose every slot is taken (a
 /// flood's steady state), at the default size and with 8,192 slots.
@@ -200,18 +216,23 @@ fn new_sources(
             off.run_repeat(&f, 1).expect("run").1,
         ]
     });
-    let share = (contacts_recorded(h) - before) as f64 / (rounds as f64 * f64::from(count));
+    let [share, waiting] = contact_shares(
+        before,
+        contacts_recorded(h),
+        rounds as f64 * f64::from(count),
+    );
     println!(
-        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}  detector off {o:>6.1} ns  ratio {:>5.2}  first contacts recorded {:>5.1}%",
+        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}  detector off {o:>6.1} ns  ratio {:>5.2}  first contacts recorded {:>5.1}%  waiting {:>5.1}%",
         "SYN from a new source (repeat 1 each)",
         s / n.max(0.1),
         f / n.max(0.1),
         o / n.max(0.1),
-        100.0 * share
+        100.0 * share,
+        100.0 * waiting
     );
     json!({ "case": "SYN from a new source", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1, "sources_per_round": count, "rounds": rounds,
             "floor_program": FLOOR_ADMIT, "floor_ns": f, "floor_ratio": f / n.max(0.1),
-            "reply_off_ns": o, "reply_off_ratio": o / n.max(0.1), "contacts_recorded_share": share })
+            "reply_off_ns": o, "reply_off_ratio": o / n.max(0.1), "contacts_recorded_share": share, "contacts_waiting_share": waiting })
 }
 
 /// What one line a packet has not touched before costs, by the size of
@@ -283,8 +304,8 @@ const TINY_ADMISSION: u32 = scanwatch_common::tracking::MIN_ADMISSION_SLOTS;
 /// (default settings but `[detection] admission_slots`, the reply-aware
 /// detector on) and `4 * slots` new sources go through it untimed first;
 /// then `count` new sources a round, repeat 1 each, interleaved with the
-/// no-op. Such a source finds its slot taken within 8.6 s and records no
-/// first contact (the row reports the share that did). With 8,192 slots
+/// no-op. Such a source finds its slot taken within 8.6 s and keeps its
+/// first contact in it (the row reports the shares). With 8,192 slots
 /// (128 KiB of the slots' first parts; the default 65,536 is 1 MiB): what a smaller admission table
 /// saves each new source's packet (the trade is in docs/detection.md);
 /// with 1,024 (16 KiB): the new source's code with its slot in cache.
@@ -319,7 +340,11 @@ fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u3
             },
         ]
     });
-    let share = (contacts_recorded(&mut h) - before) as f64 / (rounds as f64 * f64::from(count));
+    let [share, waiting] = contact_shares(
+        before,
+        contacts_recorded(&mut h),
+        rounds as f64 * f64::from(count),
+    );
     let name = match slots {
         SMALL_ADMISSION => "SYN from a new source, 8,192 admission slots",
         TINY_ADMISSION => "SYN from a new source, 1,024 admission slots (in cache)",
@@ -331,13 +356,14 @@ fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u3
         String::new()
     };
     println!(
-        "{name:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}{floor_text}  first contacts recorded {:>5.1}%",
+        "{name:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}{floor_text}  first contacts recorded {:>5.1}%  waiting {:>5.1}%",
         s / n.max(0.1),
-        100.0 * share
+        100.0 * share,
+        100.0 * waiting
     );
     let mut row = json!({ "case": name, "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1,
             "sources_per_round": count, "rounds": rounds, "admission_slots": slots, "warm_up_sources": warm,
-            "contacts_recorded_share": share });
+            "contacts_recorded_share": share, "contacts_waiting_share": waiting });
     if floor {
         row["floor_program"] = json!(FLOOR_ADMIT);
         row["floor_ns"] = json!(f);
@@ -352,16 +378,15 @@ fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u3
 const QUIET_SOURCES: u32 = 1_000;
 
 /// A SYN from a new source whose admission slot is free: a host no flood
-/// reaches, where a new source's first probe also records its first
-/// contact for the reply-aware detector (in [`new_sources_taken`] every
-/// slot is taken, as under a flood, and almost no contact is recorded).
-/// Each round loads the program afresh (empty tables; the
-/// reply-aware detector on, web sampling off) and runs [`QUIET_SOURCES`]
-/// new sources, repeat 1 each, with the no-op between runs. Reports the
-/// share of sources that recorded a contact.
+/// reaches (in [`new_sources_taken`] every slot is taken, as under a
+/// flood). Its first contact waits in the slot too. Each round loads the
+/// program afresh (empty tables; the reply-aware detector on, web
+/// sampling off) and runs [`QUIET_SOURCES`] new sources, repeat 1 each,
+/// with the no-op between runs. Reports the shares of sources that wrote
+/// a contact to the contact table and that kept it waiting.
 fn new_sources_quiet(b: &mut BenchPrograms, rounds: usize) -> Value {
     let reply = scanwatch::config::Detection::default().reply_config();
-    let (mut runs, mut noops, mut recorded) = (Vec::new(), Vec::new(), 0u64);
+    let (mut runs, mut noops, mut recorded) = (Vec::new(), Vec::new(), [0u64; 2]);
     for _ in 0..rounds {
         let mut h =
             XdpHarness::load_reply(262_144, reply).expect("load with the reply-aware detector");
@@ -372,20 +397,23 @@ fn new_sources_quiet(b: &mut BenchPrograms, rounds: usize) -> Value {
                 b.run_noop(&f, 1).expect("noop").1,
             ]
         });
-        recorded += contacts_recorded(&mut h);
+        let [c, w] = contacts_recorded(&mut h);
+        recorded = [recorded[0] + c, recorded[1] + w];
         runs.push(s);
         noops.push(n);
     }
     let (s, n) = (median(runs), median(noops));
-    let share = recorded as f64 / (rounds as f64 * f64::from(QUIET_SOURCES));
+    let [share, waiting] =
+        contact_shares([0; 2], recorded, rounds as f64 * f64::from(QUIET_SOURCES));
     println!(
-        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  first contacts recorded {:>5.1}%",
+        "{:<48} {s:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  first contacts recorded {:>5.1}%  waiting {:>5.1}%",
         "SYN from a new source, quiet table (repeat 1)",
         s / n.max(0.1),
-        100.0 * share
+        100.0 * share,
+        100.0 * waiting
     );
     json!({ "case": "SYN from a new source, admission table quiet", "scanwatch_ns": s, "noop_ns": n, "ratio": s / n.max(0.1), "repeat": 1,
-            "sources_per_round": QUIET_SOURCES, "rounds": rounds, "contacts_recorded_share": share })
+            "sources_per_round": QUIET_SOURCES, "rounds": rounds, "contacts_recorded_share": share, "contacts_waiting_share": waiting })
 }
 
 /// A SYN from a tracked source run the way [`new_sources`] runs its new
@@ -2495,10 +2523,18 @@ fn write_report(o: &Opts, r: &Value) {
             .or(c["without_signatures_ns"].as_f64())
             .or(c["reply_off_ns"].as_f64())
             .map_or(String::new(), |ns| format!("{ns:.1}"));
-        // Rows of new sources: how many recorded a first contact.
-        let case = match c["contacts_recorded_share"].as_f64() {
-            Some(share) => format!("{case} ({:.1}% recorded a first contact)", 100.0 * share),
-            None => case.to_string(),
+        // Rows of new sources: how many recorded a first contact in the
+        // contact table, and how many kept it in their admission slot.
+        let case = match (
+            c["contacts_recorded_share"].as_f64(),
+            c["contacts_waiting_share"].as_f64(),
+        ) {
+            (Some(share), Some(waiting)) => format!(
+                "{case} ({:.1}% wrote a first contact to the contact table, {:.1}% kept it in the admission slot)",
+                100.0 * share,
+                100.0 * waiting
+            ),
+            _ => case.to_string(),
         };
         md.push_str(&format!(
             "| {case} | {:.1} | {:.1} | {:.2} | {off} | {target} | {floor_ns} | {floor_ratio} |\n",
