@@ -341,9 +341,12 @@ const _: () =
 ///   readers, the distributed-scan view among them, see) and steps the
 ///   remote's walk;
 /// - the source's next probe of the same host (by fingerprint: its local
-///   address is then known), answered or not yet: XDP writes the contact
-///   to the contact table, pending, with the first SYN's time, so that
-///   the no-answer sweep counts it if no answer comes.
+///   address is then known) that does not repeat it (another port),
+///   answered or not yet: XDP writes the contact to the contact table,
+///   pending, with the first SYN's time, so that the no-answer sweep
+///   counts it if no answer comes. A repeat of the SYN leaves it waiting
+///   (one destination can never cross the walk): a spoofed flood source
+///   repeating its SYN writes nothing to the contact table.
 ///
 /// A first SYN never answered whose source sends nothing more to that
 /// host (or whose slot another source takes first) leaves no contact: a

@@ -294,7 +294,8 @@ pub enum ReplyCounter {
     /// First SYNs of sources not tracked whose first contact waits in
     /// their admission slot instead of the contact table
     /// (`tracking::RECORD_CONTACT_TAKEN`): resolved there by an answer, or
-    /// written to the table by the source's next probe of the same host.
+    /// written to the table by the source's next probe of another port of
+    /// the same host.
     ContactsWaiting = 9,
 }
 

@@ -148,8 +148,17 @@ fn untracked_plan(probe: &Probe, place: &Place, now: u64, window_ns: u64) -> Con
             return ContactPlan::new(!syn && (free || age >= CONTENDED_NS), 0);
         }
         let first = core::ptr::read_volatile(&raw const (*slot).first);
-        let moved = contacts::take_waiting(&raw mut (*slot).first, first, |_| true, probe.host)
-            .map_or(0, |_| first);
+        let this = waiting_record(probe.kind as u8, probe.port, probe.host, now);
+        // The first SYN's contact moves on a probe of its host that does not
+        // repeat it: a source that only repeats one SYN (a spoofed flood
+        // source, a retransmit) leaves it waiting (one destination can
+        // never cross the test) and writes nothing to the contact table.
+        let moved = if is_repeat(this, first) {
+            0
+        } else {
+            contacts::take_waiting(&raw mut (*slot).first, first, |_| true, probe.host)
+                .map_or(0, |_| first)
+        };
         if place.more.is_null() {
             return ContactPlan::new(true, moved);
         }
@@ -157,12 +166,7 @@ fn untracked_plan(probe: &Probe, place: &Place, now: u64, window_ns: u64) -> Con
         let second = core::ptr::read_volatile(&raw const (*place.more).second)
             & 0u64.wrapping_sub(u64::from(head_more(current)));
         ContactPlan::new(
-            !repeats_waiting_syn(
-                probe.kind as u8,
-                waiting_record(probe.kind as u8, probe.port, probe.host, now),
-                first,
-                second,
-            ),
+            !repeats_waiting_syn(probe.kind as u8, this, first, second),
             moved,
         )
     }

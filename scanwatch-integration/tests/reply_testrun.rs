@@ -558,9 +558,9 @@ fn an_overwritten_contact_resolves_nothing_and_is_counted() {
 /// that is not tracked is a first contact that waits in its admission
 /// slot (`tracking::RECORD_CONTACT_TAKEN`), not in the contact table:
 /// this host's answer resolves it there (and writes it to the table,
-/// resolved), the source's next probe of the same host moves it to the
-/// table (pending, for the no-answer sweep). Closed ports still flag a
-/// scanner at its fourth failure.
+/// resolved), the source's next probe of another port of the same host
+/// moves it to the table (pending, for the no-answer sweep). Closed ports
+/// still flag a scanner at its fourth failure.
 #[test]
 fn a_first_syn_waits_in_its_admission_slot_until_answered_or_moved() {
     if !require_root("a_first_syn_waits_in_its_admission_slot_until_answered_or_moved") {
@@ -590,9 +590,12 @@ fn a_first_syn_waits_in_its_admission_slot_until_answered_or_moved() {
     answer(&mut h, "198.18.0.3", b, 80, tcp::RST | tcp::ACK);
     assert_eq!(stats(&mut h, b).failures, 0);
     assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 3);
-    // Not answered yet: the source's next probe of the host moves it to
-    // the table, pending (the sweep counts it if no answer comes); a
-    // late answer resolves it there.
+    // Not answered yet: a repeat of it moves nothing; the source's next
+    // probe of another port of the host moves it to the table, pending
+    // (the sweep counts it if no answer comes); a late answer resolves it
+    // there.
+    syn(&mut h, b, LOCAL, 80);
+    assert_eq!(contact(&mut h, b, LOCAL, port_entry(80, false)), None);
     syn(&mut h, b, LOCAL, 443);
     for port in [80, 443] {
         assert_eq!(

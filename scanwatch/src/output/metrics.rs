@@ -1033,7 +1033,7 @@ fn encode_reply(
     counter(
         e,
         "reply_contacts_waiting",
-        "First SYNs of sources not yet tracked whose first contact waited in their admission slot instead of the contact table (resolved there by this host's answer, or moved to the table by the source's next probe of the same host).",
+        "First SYNs of sources not yet tracked whose first contact waited in their admission slot instead of the contact table (resolved there by this host's answer, or moved to the table by the source's next probe of another port of the same host).",
         &[],
         reply.get(R::ContactsWaiting),
     )?;
