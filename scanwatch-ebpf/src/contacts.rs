@@ -346,9 +346,10 @@ pub fn record_contact(
         local: found.ip.dst_addr(pkt)?,
         port: found.port,
     };
-    // One call site of `scanwatch_record_contact` for both: the moved SYN
-    // first, then the probe's own.
-    // `next`: the time of the probe's own contact, recorded second (0: none).
+    // The moved SYN first, then the probe's own, through one call site
+    // (a leftover of the inlined version, whose two copies took more stack
+    // than the verifier allows); `next`: the time of the probe's own
+    // contact, recorded second (0: none).
     let moved = plan.moved();
     let (mut at, mut next) = match record_port(moved) {
         Some(port) => {
@@ -369,10 +370,12 @@ pub fn record_contact(
 /// Records the first contact `key` made at `now` (see [`record_contact`]).
 ///
 /// A global BPF function (external linkage), like
-/// `window::scanwatch_window_record`: the verifier checks it once, on its
-/// own, not once for each path of the caller that reaches it (inlined, it
-/// took the program from 469,446 instructions processed to 773,609), and
-/// its stack frame is not the caller's. It sees `key` as memory of its
+/// `window::scanwatch_window_record`: its stack frame (56 bytes) is not
+/// the caller's, whose own frame was at the verifier's limit with it
+/// inlined, and the verifier checks it once, on its own. (That did not
+/// bring the program's count down: 773,609 instructions processed
+/// inlined, 732,781 as it is, 469,446 before the first SYN waited in its
+/// admission slot; docs/benchmarks.md.) It sees `key` as memory of its
 /// type's size that may be null, hence the check; it returns a scalar (0),
 /// as global functions must.
 #[unsafe(no_mangle)]
