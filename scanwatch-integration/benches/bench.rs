@@ -35,6 +35,10 @@ struct Opts {
     quick: bool,
     /// `--per-packet-only`: the TEST_RUN figures only, printed, no report.
     per_packet_only: bool,
+    /// `--profile-new-sources SLOTS`: only the new-source row at an
+    /// admission table of SLOTS slots whose every slot is taken, twenty
+    /// times over (about a minute), for `perf record` (DEVELOPING.md).
+    profile_new_sources: Option<u32>,
     /// `--nmap-cpu-only`: the CPU of one nmap scan only, printed, no report.
     nmap_cpu_only: bool,
     out: PathBuf,
@@ -60,10 +64,25 @@ fn opts() -> Opts {
         );
     let per_packet_only = args.iter().any(|a| a == "--per-packet-only");
     let nmap_cpu_only = args.iter().any(|a| a == "--nmap-cpu-only");
+    let profile_new_sources = args
+        .iter()
+        .position(|a| a == "--profile-new-sources")
+        .map(|i| {
+            args.get(i + 1)
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|&n| scanwatch_common::tracking::valid_admission_slots(n))
+                .unwrap_or_else(|| {
+                    eprintln!(
+                        "--profile-new-sources takes a number of admission slots (a power of two, 1024 to 1048576)"
+                    );
+                    std::process::exit(2)
+                })
+        });
     Opts {
         quick,
         per_packet_only,
         nmap_cpu_only,
+        profile_new_sources,
         out,
     }
 }
@@ -370,6 +389,16 @@ fn new_sources_taken(b: &mut BenchPrograms, count: u32, rounds: usize, slots: u3
         row["floor_ratio"] = json!(f / n.max(0.1));
     }
     row
+}
+
+/// `--profile-new-sources`: [`new_sources_taken`] twenty times over,
+/// nothing else (no report written), so that a `perf record` of the
+/// run samples the new-source path and little besides.
+fn profile_new_sources(slots: u32) {
+    let mut b = BenchPrograms::load().expect("load the benchmark programs");
+    for _ in 0..20 {
+        new_sources_taken(&mut b, 20_000, 5, slots);
+    }
 }
 
 /// New sources a round of [`new_sources_quiet`]: few enough that most land
@@ -2655,6 +2684,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--crowdsec-only") {
         crowdsec_bouncers(&o);
+        return;
+    }
+    if let Some(slots) = o.profile_new_sources {
+        profile_new_sources(slots);
         return;
     }
     let per_packet = per_packet_all(&o);
