@@ -77,6 +77,13 @@ static REPLY_SOURCES: LruHashMap<SourceKey, ReplyStats> =
     LruHashMap::with_max_entries(DEFAULT_REPLY_SOURCES_CAPACITY, 0);
 
 /// Per-CPU counters of the reply path (one entry).
+/// A tracked source's own first contact between [`touch_contact`] and
+/// [`record_own_contact`], one slot per CPU: off the XDP program's stack,
+/// which a key kept across the window update takes over the verifier's
+/// 512 bytes (XDP programs do not nest on a CPU).
+#[map]
+static CONTACT_SCRATCH: PerCpuArray<ContactKey> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 static REPLY_COUNTERS: PerCpuArray<ReplyCounters> = PerCpuArray::with_max_entries(1, 0);
 
@@ -365,6 +372,72 @@ pub fn record_contact(
         }
         (key.port, at, next) = (found.port, next, 0);
     }
+}
+
+/// Whether `plan` records the probe's own first contact (a tracked
+/// source's plan: [`ContactPlan::moved`] is always 0 for it): its key in
+/// this CPU's [`CONTACT_SCRATCH`] slot, null for none, for
+/// [`touch_contact`] and [`record_own_contact`].
+#[inline(always)]
+pub fn own_contact(
+    pkt: Packet<'_, XdpContext>,
+    found: &Found,
+    source: &SourceKey,
+    plan: ContactPlan,
+) -> Result<*mut ContactKey, ParseError> {
+    let first_contact = match found.kind {
+        ProbeKind::Syn | ProbeKind::Udp => true,
+        ProbeKind::Stealth => found.ip.first_fragment(),
+        _ => false,
+    };
+    if !(plan.record() && found.port != 0 && first_contact) || !enabled() {
+        return Ok(core::ptr::null_mut());
+    }
+    let Some(key) = CONTACT_SCRATCH.get_ptr_mut(0) else {
+        return Ok(core::ptr::null_mut());
+    };
+    let local = found.ip.dst_addr(pkt)?;
+    // SAFETY: a live map value of this CPU.
+    unsafe {
+        (*key).remote = source.addr;
+        (*key).local = local;
+        (*key).port = found.port;
+    }
+    Ok(key)
+}
+
+/// Starts the read of `key`'s slot of the contact table (null: none)
+/// without waiting for it (nothing uses the value): a tracked source's
+/// probe calls this before its window update and [`record_own_contact`]
+/// after it, so that the update's work runs while the line comes in.
+#[inline(always)]
+pub fn touch_contact(key: *mut ContactKey) {
+    if !key.is_null() {
+        let _ = scanwatch_touch_contact(key);
+    }
+}
+
+/// Records `key` (from [`own_contact`]; null: none) made at `now`.
+#[inline(always)]
+pub fn record_own_contact(key: *mut ContactKey, now: u64) {
+    if !key.is_null() {
+        let _ = scanwatch_record_contact(key, now);
+    }
+}
+
+/// The read of [`touch_contact`]: a global BPF function, like
+/// [`scanwatch_record_contact`] (its own frame, verified once).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn scanwatch_touch_contact(key: *const ContactKey) -> u32 {
+    // SAFETY: not null (checked), and the verifier checked its size.
+    let Some(key) = (unsafe { key.as_ref() }) else {
+        return 0;
+    };
+    if let Some(slot) = slot_of(&CONTACTS, key, CONTACTS_MASK) {
+        let _ = load_state(slot);
+    }
+    0
 }
 
 /// Records the first contact `key` made at `now` (see [`record_contact`]).

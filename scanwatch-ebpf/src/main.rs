@@ -270,13 +270,32 @@ fn try_scanwatch(
             // nor its other first probes while admission is busy, nor a
             // repeat of a source's only destination.
             let plan = sources::contact_plan(&probe, &place, tracked, now);
-            contacts::record_contact(pkt, &found, &probe.source, now, plan)?;
             let at = evidence::At {
                 ifindex,
                 now,
                 counters,
             };
-            sources::track_source(ctx, &probe, &place, tracked, &at, state.tag_feeds != 0);
+            let tag_feeds = state.tag_feeds != 0;
+            // A tracked source's first contact (a scan's new port: a random
+            // line of the 4 MiB contact table) is read before the window
+            // update and written after it, so that the line's miss overlaps
+            // with that work.
+            let (entry, key) = match tracked {
+                Some(entry) => {
+                    let key = contacts::own_contact(pkt, &found, &probe.source, plan)?;
+                    contacts::touch_contact(key);
+                    (Some(entry), key)
+                }
+                None => {
+                    contacts::record_contact(pkt, &found, &probe.source, now, plan)?;
+                    let admitted = sources::admit_source(&probe, &place, &at, tag_feeds);
+                    (admitted, core::ptr::null_mut())
+                }
+            };
+            if let Some(entry) = entry {
+                sources::count(ctx, &probe, entry, &at, tag_feeds);
+            }
+            contacts::record_own_contact(key, now);
         }
     }
     Ok(xdp_action::XDP_PASS)

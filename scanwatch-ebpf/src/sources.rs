@@ -36,7 +36,7 @@ const BUSY: u64 = 1;
 /// Where a probe's source lives: its bucket of `SOURCES`, its tag there
 /// and its `ADMISSION` slot with that slot's rest in `ADMISSION_MORE`
 /// (null when admission is off: `admit_after` 1), computed once for
-/// [`tracked`], [`contact_plan`] and [`track_source`].
+/// [`tracked`], [`contact_plan`] and [`admit_source`].
 pub struct Place {
     bucket: u32,
     tag: u32,
@@ -71,7 +71,7 @@ impl Place {
 }
 
 /// The slot of the probe's source if it is tracked, for [`contact_plan`]
-/// and [`track_source`] (one lookup for both).
+/// and the counting after it (one lookup for both).
 #[inline(always)]
 pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
     // The admission slot is read first (its head, read again by
@@ -109,7 +109,7 @@ pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
 ///   single-destination SYN flood, retransmits and a client reconnecting
 ///   to one service then do not read the contact table.
 ///
-/// Nothing when the detector is off. Reads the words [`track_source`]
+/// Nothing when the detector is off. Reads the words [`count`]
 /// reads next.
 #[inline(always)]
 pub fn contact_plan(
@@ -216,34 +216,51 @@ fn repeats_only_destination(
     }
 }
 
-/// Counts `probe` for its source: in its slot (`tracked`, from
-/// [`tracked`]) if it is tracked, else in the admission table (admitting
-/// it on its `admit_after`-th probe), reports fresh threshold crossings to
-/// the agent, and offers it as evidence (`at`: where and when it arrived).
+/// The slot of the probe's source, which is not tracked: it waits in the
+/// admission table (None), or its `admit_after`-th probe of the window
+/// claims a slot, returned for [`count`].
 #[inline(always)]
-pub fn track_source(
-    ctx: &XdpContext,
+pub fn admit_source(
     probe: &Probe,
     place: &Place,
-    tracked: Option<*mut SourceStats>,
+    at: &evidence::At,
+    tag_feeds: bool,
+) -> Option<*mut SourceStats> {
+    let seen = Seen {
+        kind: probe.kind as u8,
+        port: probe.port,
+        host: probe.host,
+        time: at.now,
+        pad: 0,
+    };
+    admit(
+        probe,
+        &seen,
+        place,
+        (at.ifindex, tag_feeds),
+        at.counters,
+        &raw const DETECT_CONFIG,
+    )
+}
+
+/// Counts `probe` in its source's slot `entry` (tracked, or admitted just
+/// now): the window update, fresh threshold crossings reported to the
+/// agent, and the probe offered as evidence.
+#[inline(always)]
+pub fn count(
+    ctx: &XdpContext,
+    probe: &Probe,
+    entry: *mut SourceStats,
     at: &evidence::At,
     tag_feeds: bool,
 ) {
     let (ifindex, now, counters) = (at.ifindex, at.now, at.counters);
-    let cfg = &raw const DETECT_CONFIG;
     let seen = Seen {
         kind: probe.kind as u8,
         port: probe.port,
         host: probe.host,
         time: now,
         pad: 0,
-    };
-    let entry = match tracked {
-        Some(entry) => entry,
-        None => match admit(probe, &seen, place, (ifindex, tag_feeds), counters, cfg) {
-            Some(admitted) => admitted,
-            None => return,
-        },
     };
     let fresh = window::scanwatch_window_record(entry, &seen, ifindex, u32::from(probe.sigs));
     if fresh & NEW_WINDOW != 0 && tag_feeds {
