@@ -76,7 +76,6 @@ static CONTACT_MARKS: Array<ContactSlot> =
 static REPLY_SOURCES: LruHashMap<SourceKey, ReplyStats> =
     LruHashMap::with_max_entries(DEFAULT_REPLY_SOURCES_CAPACITY, 0);
 
-/// Per-CPU counters of the reply path (one entry).
 /// A tracked source's own first contact between [`touch_contact`] and
 /// [`record_own_contact`], one slot per CPU: off the XDP program's stack,
 /// which a key kept across the window update takes over the verifier's
@@ -84,6 +83,7 @@ static REPLY_SOURCES: LruHashMap<SourceKey, ReplyStats> =
 #[map]
 static CONTACT_SCRATCH: PerCpuArray<ContactKey> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU counters of the reply path (one entry).
 #[map]
 static REPLY_COUNTERS: PerCpuArray<ReplyCounters> = PerCpuArray::with_max_entries(1, 0);
 
@@ -337,14 +337,7 @@ pub fn record_contact(
     now: u64,
     plan: ContactPlan,
 ) -> Result<(), ParseError> {
-    // SYNs, UDP probes, and first fragments that split a TCP header (the
-    // host answers the reassembled probe).
-    let first_contact = match found.kind {
-        ProbeKind::Syn | ProbeKind::Udp => true,
-        ProbeKind::Stealth => found.ip.first_fragment(),
-        _ => false,
-    };
-    let this = plan.record() && found.port != 0 && first_contact;
+    let this = records_own(found, plan);
     if !(this || plan.moved() != 0) || !enabled() {
         return Ok(());
     }
@@ -374,6 +367,19 @@ pub fn record_contact(
     }
 }
 
+/// Whether `plan` records the probe's own first contact and the probe
+/// makes one: a SYN, a UDP probe, or a first fragment that splits a TCP
+/// header (the host answers the reassembled probe), to a port.
+#[inline(always)]
+fn records_own(found: &Found, plan: ContactPlan) -> bool {
+    let first_contact = match found.kind {
+        ProbeKind::Syn | ProbeKind::Udp => true,
+        ProbeKind::Stealth => found.ip.first_fragment(),
+        _ => false,
+    };
+    plan.record() && found.port != 0 && first_contact
+}
+
 /// Whether `plan` records the probe's own first contact (a tracked
 /// source's plan: [`ContactPlan::moved`] is always 0 for it): its key in
 /// this CPU's [`CONTACT_SCRATCH`] slot, null for none, for
@@ -385,12 +391,7 @@ pub fn own_contact(
     source: &SourceKey,
     plan: ContactPlan,
 ) -> Result<*mut ContactKey, ParseError> {
-    let first_contact = match found.kind {
-        ProbeKind::Syn | ProbeKind::Udp => true,
-        ProbeKind::Stealth => found.ip.first_fragment(),
-        _ => false,
-    };
-    if !(plan.record() && found.port != 0 && first_contact) || !enabled() {
+    if !records_own(found, plan) || !enabled() {
         return Ok(core::ptr::null_mut());
     }
     let Some(key) = CONTACT_SCRATCH.get_ptr_mut(0) else {
