@@ -175,9 +175,10 @@ pub mod trigger {
     pub const SYN_RATE: u32 = 1 << 5;
     pub const ALL: u32 = PORTS | UDP_PORTS | HOSTS | ICMP_HOSTS | STEALTH | SYN_RATE;
     /// The source's reply-aware sequential test (TRW, [`crate::trw`])
-    /// crossed its upper boundary. Only in [`super::ScanEvent::triggers`]
-    /// (sent by the TC egress program or the agent's no-answer sweep), never in
-    /// [`super::SourceStats::reported`].
+    /// crossed its upper boundary. In [`super::ScanEvent::triggers`] (sent
+    /// by the TC egress program or the agent's no-answer sweep), never in
+    /// [`super::SourceStats::reported`]; in [`super::SourceStats::crossed`]
+    /// it is [`super::SourceStats::REPLY_DECIDED`].
     pub const REPLY_SCAN: u32 = 1 << 6;
 }
 
@@ -204,7 +205,7 @@ pub struct SourceStats {
     pub window_start_ns: u64,
     /// One word of per-window bookkeeping, from the lowest byte: the
     /// trigger bits already reported (one ring-buffer event per bit per
-    /// window); the scanner-tool signatures some probe matched and those
+    /// window) and [`Self::REPLY_DECIDED`]; the scanner-tool signatures some probe matched and those
     /// some probe missed (two bytes, [`crate::fingerprint`]); the evidence
     /// packets sent ([`crate::evidence`]); the SYNs of the current rate
     /// bucket (high 32 bits).
@@ -257,6 +258,11 @@ assert_layout!(
     },
     size 256,
     align 8
+);
+
+const _: () = assert!(
+    SourceStats::REPLY_DECIDED & trigger::ALL as u64 == 0 && SourceStats::REPLY_DECIDED < 0x100,
+    "REPLY_DECIDED lies in crossed's lowest byte, beside the reported bits"
 );
 
 /// Words of the port set (two entries each).
@@ -323,6 +329,15 @@ impl SourceStats {
         icmp_bits: [0; ICMP_BITS as usize / 64],
     };
 
+    /// Bit of [`Self::crossed`]: the source's reply-aware test decided in
+    /// this window that it scans (set by the TC egress program when the
+    /// walk crosses its upper boundary, cleared with the window). For the
+    /// rest of the window XDP records none of its first contacts and the
+    /// egress program reads none of its answers
+    /// ([`crate::trw::ReplyCounter::AfterVerdict`]): a 65,535-port scan
+    /// costs the contact table a few slots, not all of them.
+    pub const REPLY_DECIDED: u64 = trigger::REPLY_SCAN as u64;
+
     /// Size in 8-byte words (the kernel clears a slot word by word).
     pub const WORDS: usize = core::mem::size_of::<Self>() / 8;
     /// Word index of `window_start_ns`: a new window clears the words from
@@ -366,6 +381,12 @@ impl SourceStats {
     /// Trigger bits reported in this window.
     pub const fn reported(&self) -> u32 {
         self.crossed as u32 & trigger::ALL
+    }
+
+    /// Whether the reply-aware test decided in this window that the
+    /// source scans ([`Self::REPLY_DECIDED`]).
+    pub const fn reply_decided(&self) -> bool {
+        self.crossed & Self::REPLY_DECIDED != 0
     }
 
     /// The words of the port set, in order.

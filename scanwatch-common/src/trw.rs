@@ -297,10 +297,14 @@ pub enum ReplyCounter {
     /// written to the table by the source's next probe of another port of
     /// the same host.
     ContactsWaiting = 9,
+    /// Answers to a source whose test decided it scans in its current
+    /// window ([`crate::SourceStats::REPLY_DECIDED`]): not read (its first
+    /// contacts are no longer recorded).
+    AfterVerdict = 10,
 }
 
 /// Number of reply counter slots.
-pub const REPLY_COUNTER_SLOTS: usize = 10;
+pub const REPLY_COUNTER_SLOTS: usize = 11;
 
 impl ReplyCounter {
     pub const ALL: [Self; REPLY_COUNTER_SLOTS] = [
@@ -314,6 +318,7 @@ impl ReplyCounter {
         Self::EventsDropped,
         Self::ContactsOverwritten,
         Self::ContactsWaiting,
+        Self::AfterVerdict,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -328,6 +333,7 @@ impl ReplyCounter {
             Self::EventsDropped => "events_dropped",
             Self::ContactsOverwritten => "contacts_overwritten",
             Self::ContactsWaiting => "contacts_waiting",
+            Self::AfterVerdict => "after_verdict",
         }
     }
 }
@@ -339,7 +345,7 @@ pub struct ReplyCounters {
     pub counters: [u64; REPLY_COUNTER_SLOTS],
 }
 
-assert_layout!(ReplyCounters { counters }, size 80, align 8);
+assert_layout!(ReplyCounters { counters }, size 88, align 8);
 
 impl ReplyCounters {
     pub const ZERO: Self = Self {
@@ -382,7 +388,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ContactValue>(), 16);
         assert_eq!(core::mem::size_of::<ReplyStats>(), 64);
         assert_eq!(core::mem::size_of::<ReplyConfig>(), 48);
-        assert_eq!(core::mem::size_of::<ReplyCounters>(), 80);
+        assert_eq!(core::mem::size_of::<ReplyCounters>(), 88);
         for (i, c) in ReplyCounter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }

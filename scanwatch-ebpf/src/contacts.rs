@@ -683,13 +683,25 @@ fn settle(key: &ContactKey, result: u64) -> bool {
 }
 
 /// Resolves the pending first contact `key` ([`settle`]) and steps its
-/// source's walk.
+/// source's walk; a crossing of the upper boundary also marks the source
+/// decided for the rest of its window (`SourceStats::REPLY_DECIDED`), and
+/// the answers to a decided source are skipped here.
 #[allow(
     clippy::needless_borrows_for_generic_args,
     reason = "by reference: copies would take BPF stack"
 )]
 #[inline(always)]
 fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
+    // A source decided in this window records no first contacts: its
+    // answers are not looked for (no read of the contact table).
+    let source = SourceKey { addr: key.remote };
+    let tracked = crate::sources::tracked_source(&source);
+    if let Some(entry) = tracked
+        && crate::sources::decided(entry, crate::clock::now())
+    {
+        bump(ReplyCounter::AfterVerdict);
+        return;
+    }
     let result = if success {
         outcome::SUCCESS
     } else {
@@ -717,7 +729,6 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
     let step = !success
         || cfg.per_port_successes != 0
         || mark(&host_marker(key.remote, key.local), outcome::SUCCESS);
-    let source = SourceKey { addr: key.remote };
     let stats = match REPLY_SOURCES.get_ptr_mut(source) {
         Some(s) => s,
         None => {
@@ -756,7 +767,12 @@ fn resolve(key: &ContactKey, success: bool, ifindex: u32) {
             tries += 1;
         }
         match decision {
-            Decision::Scanner => report(stats, &source, ifindex, &cfg),
+            Decision::Scanner => {
+                if let Some(entry) = tracked {
+                    crate::sources::decide(entry);
+                }
+                report(stats, &source, ifindex, &cfg);
+            }
             Decision::Benign => {
                 atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
                     &raw mut (*stats).benign_resets,

@@ -6,11 +6,11 @@
 //! and seeds it with the waiting probes. No map insert, no lock: claims are
 //! compare-and-swaps of one word.
 
-use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd};
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use scanwatch_common::{
-    Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceStats,
+    Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceKey, SourceStats,
     maps::{host_word, lens, port_word},
     sketch::HOST_ICMP,
     tracking::{
@@ -107,7 +107,9 @@ pub fn tracked(probe: &Probe, place: &Place) -> Option<*mut SourceStats> {
 ///   and one host in its exact sets, both this probe's): no first
 ///   contact, and one destination can never cross the test; a
 ///   single-destination SYN flood, retransmits and a client reconnecting
-///   to one service then do not read the contact table.
+///   to one service then do not read the contact table. Nor when the test
+///   decided in this window that the source scans
+///   ([`SourceStats::REPLY_DECIDED`]): the rest of a scan writes nothing.
 ///
 /// Nothing when the detector is off. Reads the words [`count`]
 /// reads next.
@@ -123,7 +125,7 @@ pub fn contact_plan(
     }
     let window_ns = setting(&raw const DETECT_CONFIG.window_ns);
     match tracked {
-        Some(entry) => ContactPlan::new(!repeats_only_destination(probe, entry, now, window_ns), 0),
+        Some(entry) => ContactPlan::new(tracked_contact(probe, entry, now, window_ns), 0),
         None => untracked_plan(probe, place, now, window_ns),
     }
 }
@@ -187,13 +189,11 @@ fn repeats_waiting_syn(kind: u8, this: u64, first: u64, second: u64) -> bool {
     kind == ProbeKind::Syn as u8 && (is_repeat(this, first) || is_repeat(this, second))
 }
 
+/// Whether a tracked source's probe (slot `entry`) offers a first contact
+/// ([`contact_plan`]): it has a port, and the source is neither decided in
+/// this window nor repeating the only destination of its window.
 #[inline(always)]
-fn repeats_only_destination(
-    probe: &Probe,
-    entry: *mut SourceStats,
-    now: u64,
-    window_ns: u64,
-) -> bool {
+fn tracked_contact(probe: &Probe, entry: *mut SourceStats, now: u64, window_ns: u64) -> bool {
     if probe.port == 0 {
         return false;
     }
@@ -201,18 +201,57 @@ fn repeats_only_destination(
     unsafe {
         let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
         if window::expired(start, now, window_ns) {
-            return false; // this probe starts a new window
+            return true; // this probe starts a new window
+        }
+        if core::ptr::read_volatile(&raw const (*entry).crossed) & SourceStats::REPLY_DECIDED != 0 {
+            return false;
         }
         let l = core::ptr::read_volatile(&raw const (*entry).lens);
         if lens::get(l, lens::PORTS) != 1 || lens::get(l, lens::HOSTS) != 1 {
-            return false;
+            return true;
         }
         // One entry each: lane 0 (sets fill from the first lane and are
         // only cleared with the window).
         let sets = window::sets(entry);
         let port = core::ptr::read_volatile(sets.add(port_word(0))) as u32;
         let host = core::ptr::read_volatile(sets.add(host_word(0))) as u16;
-        port == probe.port && host & !HOST_ICMP == probe.host & !HOST_ICMP
+        port != probe.port || host & !HOST_ICMP != probe.host & !HOST_ICMP
+    }
+}
+
+/// The slot of `source` if it is tracked (the egress program's lookup:
+/// no probe, no admission).
+#[inline(always)]
+pub fn tracked_source(source: &SourceKey) -> Option<*mut SourceStats> {
+    let words = source.words();
+    let hash = key_hash(words);
+    let slots = setting(&raw const DETECT_CONFIG.source_slots);
+    find(words, bucket(hash, slots), source_tag(hash))
+}
+
+/// Whether the reply-aware test decided in the current window of the
+/// source in `entry` that it scans ([`SourceStats::REPLY_DECIDED`]).
+#[inline(always)]
+pub fn decided(entry: *mut SourceStats, now: u64) -> bool {
+    // SAFETY: plain reads of a live map value.
+    unsafe {
+        let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
+        !window::expired(start, now, setting(&raw const DETECT_CONFIG.window_ns))
+            && core::ptr::read_volatile(&raw const (*entry).crossed) & SourceStats::REPLY_DECIDED
+                != 0
+    }
+}
+
+/// Records the test's verdict in the source's slot `entry` for the rest of
+/// its window ([`SourceStats::REPLY_DECIDED`]; cleared with the window).
+#[inline(always)]
+pub fn decide(entry: *mut SourceStats) {
+    // SAFETY: a live map value; the other bits of the word are kept.
+    unsafe {
+        atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(
+            &raw mut (*entry).crossed,
+            SourceStats::REPLY_DECIDED,
+        );
     }
 }
 

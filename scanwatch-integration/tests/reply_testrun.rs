@@ -121,24 +121,39 @@ fn reply_events(h: &mut XdpHarness) -> usize {
         .count()
 }
 
+/// Four RSTs flag a closed-port scanner; from the verdict on, for the
+/// rest of the source's window, its SYNs write no first contact and its
+/// RSTs are skipped (`SourceStats::REPLY_DECIDED`); a new window records
+/// again. The window is 2 s here (the kernel clock cannot be set).
 #[test]
 fn closed_ports_flag_after_four_failures_reported_once() {
-    let Some(mut h) = harness("closed_ports_flag_after_four_failures_reported_once") else {
+    if !require_root("closed_ports_flag_after_four_failures_reported_once") {
         return;
-    };
+    }
+    const WINDOW_NS: u64 = 2_000_000_000;
+    let mut kernel = every_probe();
+    kernel.window_ns = WINDOW_NS;
     let cfg = Detection::default().reply_config();
+    let mut h = XdpHarness::load_reply_with(4096, cfg, &kernel).expect("load the programs");
     let remote = "198.18.0.7";
+    let started = std::time::Instant::now();
     for (i, port) in (1000u16..1012).enumerate() {
         syn(&mut h, remote, LOCAL, port);
-        assert_eq!(
-            contact(&mut h, remote, LOCAL, port_entry(port, false)),
-            Some(outcome::PENDING)
-        );
+        let key = port_entry(port, false);
+        if i >= 4 {
+            assert_eq!(
+                contact(&mut h, remote, LOCAL, key),
+                None,
+                "decided: no contact"
+            );
+            answer(&mut h, LOCAL, remote, port, tcp::RST | tcp::ACK);
+            assert_eq!(stats(&mut h, remote).failures, 4, "not read");
+            assert_eq!(counter(&mut h, ReplyCounter::AfterVerdict), i as u64 - 3);
+            continue;
+        }
+        assert_eq!(contact(&mut h, remote, LOCAL, key), Some(outcome::PENDING));
         answer(&mut h, LOCAL, remote, port, tcp::RST | tcp::ACK);
-        assert_eq!(
-            contact(&mut h, remote, LOCAL, port_entry(port, false)),
-            Some(outcome::FAILURE)
-        );
+        assert_eq!(contact(&mut h, remote, LOCAL, key), Some(outcome::FAILURE));
         let s = stats(&mut h, remote);
         assert_eq!(s.failures, i as u64 + 1);
         assert_eq!(s.llr, (i as i64 + 1) * cfg.failure_step, "exact steps");
@@ -151,14 +166,37 @@ fn closed_ports_flag_after_four_failures_reported_once() {
             assert_eq!(events, 0, "failure {}: one report per interval", i + 1);
         }
     }
-    assert_eq!(counter(&mut h, ReplyCounter::Failures), 12);
+    assert!(
+        started.elapsed() < std::time::Duration::from_nanos(WINDOW_NS),
+        "the scan ran within one window"
+    );
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), 4);
+    assert_eq!(counter(&mut h, ReplyCounter::Failures), 4);
     assert_eq!(counter(&mut h, ReplyCounter::EventsSent), 1);
     let s = stats(&mut h, remote);
     assert_eq!((s.crossing_successes, s.crossing_failures), (0, 4), "kept");
-    // The same RST again resolves nothing.
+    // The same RST again: skipped as well.
     answer(&mut h, LOCAL, remote, 1000, tcp::RST | tcp::ACK);
-    assert_eq!(stats(&mut h, remote).failures, 12);
-    assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 1);
+    assert_eq!(counter(&mut h, ReplyCounter::AfterVerdict), 9);
+    assert_eq!(counter(&mut h, ReplyCounter::Unmatched), 0);
+    // A new window: its first SYN is recorded and its RST read; the walk,
+    // still above the boundary, decides at once (no second report within
+    // the report interval), and the next SYN is skipped again.
+    std::thread::sleep(std::time::Duration::from_nanos(WINDOW_NS + 100_000_000));
+    syn(&mut h, remote, LOCAL, 2000);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(2000, false)),
+        Some(outcome::PENDING),
+        "a new window records again"
+    );
+    answer(&mut h, LOCAL, remote, 2000, tcp::RST | tcp::ACK);
+    assert_eq!(stats(&mut h, remote).failures, 5);
+    assert_eq!(counter(&mut h, ReplyCounter::EventsSent), 1);
+    syn(&mut h, remote, LOCAL, 2001);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(2001, false)),
+        None
+    );
 }
 
 #[test]

@@ -1037,6 +1037,13 @@ fn encode_reply(
         &[],
         reply.get(R::ContactsWaiting),
     )?;
+    counter(
+        e,
+        "reply_answers_after_verdict",
+        "Answers to sources the reply-aware test decided scan in their current window: not read (a decided source's first contacts are no longer recorded).",
+        &[],
+        reply.get(R::AfterVerdict),
+    )?;
     family(
         e,
         "reply_outcomes",
@@ -1340,6 +1347,7 @@ mod tests {
         c.counters[ReplyCounter::Successes as usize] = 3;
         c.counters[ReplyCounter::ContactsOverwritten as usize] = 2;
         c.counters[ReplyCounter::ContactsWaiting as usize] = 4;
+        c.counters[ReplyCounter::AfterVerdict as usize] = 6;
         let snapshot = AgentSnapshot::default();
         let mut text = String::new();
         struct One(AgentSnapshot, ReplyCounters);
@@ -1373,6 +1381,7 @@ mod tests {
             "# TYPE scanwatch_reply_contacts_overwritten_total counter",
             "scanwatch_reply_contacts_overwritten_total 2",
             "scanwatch_reply_contacts_waiting_total 4",
+            "scanwatch_reply_answers_after_verdict_total 6",
             "scanwatch_reply_crossings_total{result=\"sent\"} 0",
         ] {
             assert!(text.contains(line), "{line}:\n{text}");
