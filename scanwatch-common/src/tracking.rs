@@ -301,6 +301,21 @@ pub const fn head_start(head: u64, now_ns: u64) -> u64 {
     unwrap_units(head & ((1 << HEAD_TIME_BITS) - 1), HEAD_TIME_BITS, now_ns)
 }
 
+/// Whether the head `head` is a source's that started waiting less than
+/// `window_ns` before `now_ns` (a free slot, 0, is not; nor one whose
+/// window is over).
+#[inline(always)]
+pub const fn head_in_window(head: u64, now_ns: u64, window_ns: u64) -> bool {
+    head != 0 && now_ns.wrapping_sub(head_start(head, now_ns)) < window_ns
+}
+
+/// Whether the head `head` holds the source of tag `tag`, waiting in its
+/// window ([`head_in_window`]).
+#[inline(always)]
+pub const fn head_holds(head: u64, tag: u32, now_ns: u64, window_ns: u64) -> bool {
+    head_tag(head) == tag && head_in_window(head, now_ns, window_ns)
+}
+
 /// The kernel-clock time of `low` (the low `bits` bits of a time in units), the
 /// latest such time not after `now_ns`.
 #[inline(always)]
@@ -451,6 +466,31 @@ mod tests {
             head_start(more, now + 1_000_000),
             head_start(h, now + 1_000_000)
         );
+    }
+
+    #[test]
+    fn a_head_holds_its_source_within_its_window_only() {
+        let (now, window) = (123_456_789_000_000u64, 300_000_000_000u64);
+        let h = head(0xdead_beef, now);
+        assert!(head_holds(h, 0xdead_beef, now, window));
+        assert!(head_holds(
+            h | HEAD_MORE,
+            0xdead_beef,
+            now + 1_000_000,
+            window
+        ));
+        assert!(!head_holds(h, 0xdead_beee, now, window), "another tag");
+        assert!(head_in_window(
+            h,
+            now + window - (2 << TIME_UNIT_SHIFT),
+            window
+        ));
+        assert!(
+            !head_in_window(h, now + window + (1 << TIME_UNIT_SHIFT), window),
+            "over"
+        );
+        assert!(!head_in_window(0, now, window), "free");
+        assert!(!head_holds(0, 0, now, window), "free, even for tag 0");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use scanwatch_common::{
     },
     sketch::{PORT_UDP, host_fingerprint, port_entry},
     tracking::{
-        RECORD_CONTACT_TAKEN, admission, head_start, head_tag, key_hash, record_port, record_time,
+        RECORD_CONTACT_TAKEN, admission, head_holds, key_hash, record_port, record_time,
         waiting_contact,
     },
     trigger,
@@ -259,7 +259,7 @@ impl ContactPlan {
 
 /// Takes the first contact waiting in an admission slot whose first
 /// record, read as `first`, is at `first_p`: a SYN to the host of
-/// fingerprint `host` and a port `port_ok` accepts, not taken yet
+/// fingerprint `host` and to port `port` (None: any), not taken yet
 /// (`tracking::waiting_contact`). Marks it taken with a compare-and-swap
 /// from `first` (one taker: the answer in egress, or the source's next
 /// probe in XDP); its port if this call took it.
@@ -267,13 +267,14 @@ impl ContactPlan {
 pub(crate) fn take_waiting(
     first_p: *mut u64,
     first: u64,
-    port_ok: impl Fn(u16) -> bool,
+    port: Option<u16>,
     host: u16,
 ) -> Option<u16> {
-    let port = waiting_contact(first, host)?;
-    if !port_ok(port) {
+    let waiting = waiting_contact(first, host)?;
+    if port.is_some_and(|p| p != waiting) {
         return None;
     }
+    let port = waiting;
     // SAFETY: `first_p` points into a live map value.
     let (_, won) = unsafe {
         atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
@@ -308,18 +309,23 @@ fn take_waiting_contact(key: &ContactKey) -> Option<u64> {
     let now = crate::clock::now();
     // SAFETY: plain reads of a live map value; `first` lies inside it.
     unsafe {
-        let current = core::ptr::read_volatile(&raw const (*slot).head);
-        if current == 0
-            || head_tag(current) != tag
-            || now.wrapping_sub(head_start(current, now)) >= window_ns
-        {
+        if !head_holds(
+            core::ptr::read_volatile(&raw const (*slot).head),
+            tag,
+            now,
+            window_ns,
+        ) {
             return None;
         }
         let first_p = &raw mut (*slot).first;
         let first = core::ptr::read_volatile(first_p);
-        let port = key.port as u16;
-        take_waiting(first_p, first, |p| p == port, host_fingerprint(&key.local))
-            .map(|_| record_time(first, now))
+        take_waiting(
+            first_p,
+            first,
+            Some(key.port as u16),
+            host_fingerprint(&key.local),
+        )
+        .map(|_| record_time(first, now))
     }
 }
 

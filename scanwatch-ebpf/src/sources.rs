@@ -15,8 +15,8 @@ use scanwatch_common::{
     sketch::HOST_ICMP,
     tracking::{
         AdmitMore, AdmitSlot, CONTENDED_NS, HEAD_MORE, MAX_ADMIT_AFTER, admission, bucket, head,
-        head_more, head_start, head_tag, index_tag, is_repeat, key_hash, rate_bucket, record,
-        repeats, repeats_to_admit, source_tag, tag_place,
+        head_holds, head_in_window, head_more, head_start, index_tag, is_repeat, key_hash,
+        rate_bucket, record, repeats, repeats_to_admit, source_tag, tag_place,
     },
     trw::ReplyCounter,
 };
@@ -140,14 +140,13 @@ fn untracked_plan(probe: &Probe, place: &Place, now: u64, window_ns: u64) -> Con
     // SAFETY: plain reads of a live map value.
     unsafe {
         let current = core::ptr::read_volatile(&raw const (*slot).head);
-        let age = now.wrapping_sub(head_start(current, now));
-        let free = current == 0 || age >= window_ns;
-        if free || head_tag(current) != place.tag {
+        if !head_holds(current, place.tag, now, window_ns) {
             // The probe starts waiting here ([`admit`]).
             if syn {
                 contacts::bump(ReplyCounter::ContactsWaiting);
             }
-            return ContactPlan::new(!syn && (free || age >= CONTENDED_NS), 0);
+            let recent = head_in_window(current, now, CONTENDED_NS.min(window_ns));
+            return ContactPlan::new(!syn && !recent, 0);
         }
         let first = core::ptr::read_volatile(&raw const (*slot).first);
         let this = waiting_record(probe.kind as u8, probe.port, probe.host, now);
@@ -158,7 +157,7 @@ fn untracked_plan(probe: &Probe, place: &Place, now: u64, window_ns: u64) -> Con
         let moved = if is_repeat(this, first) {
             0
         } else {
-            contacts::take_waiting(&raw mut (*slot).first, first, |_| true, probe.host)
+            contacts::take_waiting(&raw mut (*slot).first, first, None, probe.host)
                 .map_or(0, |_| first)
         };
         if place.more.is_null() {
@@ -265,16 +264,9 @@ pub fn admit_source(
     at: &evidence::At,
     tag_feeds: bool,
 ) -> Option<*mut SourceStats> {
-    let seen = Seen {
-        kind: probe.kind as u8,
-        port: probe.port,
-        host: probe.host,
-        time: at.now,
-        pad: 0,
-    };
     admit(
         probe,
-        &seen,
+        &seen(probe, at.now),
         place,
         (at.ifindex, tag_feeds),
         at.counters,
@@ -294,13 +286,7 @@ pub fn count(
     tag_feeds: bool,
 ) {
     let (ifindex, now, counters) = (at.ifindex, at.now, at.counters);
-    let seen = Seen {
-        kind: probe.kind as u8,
-        port: probe.port,
-        host: probe.host,
-        time: now,
-        pad: 0,
-    };
+    let seen = seen(probe, now);
     let fresh = window::scanwatch_window_record(entry, &seen, ifindex, u32::from(probe.sigs));
     if fresh & NEW_WINDOW != 0 && tag_feeds {
         refresh_known_bad(entry, probe);
@@ -310,6 +296,18 @@ pub fn count(
         report(entry, probe, fresh, now, ifindex, counters);
     }
     evidence::maybe_offer(ctx, entry, &probe.source, at);
+}
+
+/// `probe` at `now` as the window code records it.
+#[inline(always)]
+fn seen(probe: &Probe, now: u64) -> Seen {
+    Seen {
+        kind: probe.kind as u8,
+        port: probe.port,
+        host: probe.host,
+        time: now,
+        pad: 0,
+    }
 }
 
 /// The slot of the source whose key is `words` and tag `tag`, among the
@@ -385,12 +383,11 @@ fn admit(
         let head_p = &raw mut (*slot).head;
         let first_p = &raw mut (*slot).first;
         let current = core::ptr::read_volatile(head_p);
-        let in_window = |h: u64| h != 0 && now.wrapping_sub(head_start(h, now)) < window_ns;
-        if !(head_tag(current) == place.tag && in_window(current)) {
+        if !head_holds(current, place.tag, now, window_ns) {
             // This source starts waiting here (a waiting one is overwritten).
             // The slot's rest is not touched: the new head says it is not
             // this source's.
-            if in_window(current) {
+            if head_in_window(current, now, window_ns) {
                 bump_counter(counters, Counter::AdmissionOverwritten);
             }
             let (_, won) = atomic_cxchg::<

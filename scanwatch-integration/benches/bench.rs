@@ -1336,12 +1336,17 @@ impl BenchAgent {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let pid = lab.spawn(cmd).expect("agent");
+        let agent = Self { pid, pin, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !pin.join("IFACE_NAMES").exists() {
-            assert!(Instant::now() < deadline, "agent not ready");
+        while !agent.pin.join("IFACE_NAMES").exists() {
+            if Instant::now() >= deadline {
+                // Stopped and cleaned up first: no pins left behind.
+                agent.stop(lab);
+                panic!("agent not ready within 30 s");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { pid, pin, dir }
+        agent
     }
 
     fn stop(self, lab: &mut Lab) {
