@@ -2702,15 +2702,22 @@ fn main() {
         profile_new_sources(slots);
         return;
     }
+    // The verifier's count, for a change that may have brought it near its
+    // limit: alone (`--verifier-only`, a second) or after the TEST_RUN rows.
+    let print_verified = || {
+        let verified = XdpHarness::load_for_bench(scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE)
+            .and_then(|mut h| h.verified_instructions());
+        println!("XDP program verified in {verified:?} instructions (limit 1000000)");
+    };
+    if std::env::args().any(|a| a == "--verifier-only") {
+        print_verified();
+        return;
+    }
     let per_packet = per_packet_all(&o);
     let line_cost = line_cost(&o);
     if o.per_packet_only {
         // A quick look while working on the XDP program: no report written.
-        // The verifier's count, for a change that may have brought it near
-        // its limit.
-        let verified = XdpHarness::load_for_bench(scanwatch_common::maps::DEFAULT_SOURCE_MAP_SIZE)
-            .and_then(|mut h| h.verified_instructions());
-        println!("XDP program verified in {verified:?} instructions (limit 1000000)");
+        print_verified();
         return;
     }
     let memory = memory();
