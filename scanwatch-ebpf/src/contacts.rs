@@ -274,7 +274,6 @@ pub(crate) fn take_waiting(
     if port.is_some_and(|p| p != waiting) {
         return None;
     }
-    let port = waiting;
     // SAFETY: `first_p` points into a live map value.
     let (_, won) = unsafe {
         atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
@@ -283,7 +282,7 @@ pub(crate) fn take_waiting(
             first | RECORD_CONTACT_TAKEN,
         )
     };
-    won.then_some(port)
+    won.then_some(waiting)
 }
 
 /// The time of the first SYN waiting as the first contact `key` (TCP) in
