@@ -331,7 +331,8 @@ impl SourceStats {
 
     /// Bit of [`Self::crossed`]: the source's reply-aware test decided in
     /// this window that it scans (set by the TC egress program when the
-    /// walk crosses its upper boundary, cleared with the window). For the
+    /// walk crosses its upper boundary, or by the agent's no-answer sweep
+    /// at a crossing of its own; cleared with the window). For the
     /// rest of the window XDP records none of its first contacts and the
     /// egress program reads none of its answers
     /// ([`crate::trw::ReplyCounter::AfterVerdict`]): a 65,535-port scan

@@ -232,6 +232,36 @@ fn reply_aware_detection_in_the_lab() {
     );
     assert_eq!(a["reply"]["failures"], 0, "{a}");
     rows.push(("nmap -sS -p 2000-2007, target drops them (no answers)", a));
+    // The sweep marked the source it decided: 8 more ports (closed, not
+    // dropped) write no first contact, and their RSTs are not read.
+    let contacts = metric(&lab, "scanwatch_reply_first_contacts_total");
+    let skipped = metric(&lab, "scanwatch_reply_answers_after_verdict_total");
+    nmap(
+        &lab,
+        "after the sweep's verdict",
+        &[
+            "-Pn",
+            "-sS",
+            "--max-retries",
+            "0",
+            "-p",
+            "2008-2015",
+            "-e",
+            &scanner_if,
+            "-S",
+            "198.18.0.24",
+            TARGET_V4,
+        ],
+    );
+    assert_eq!(
+        metric(&lab, "scanwatch_reply_first_contacts_total"),
+        contacts,
+        "a decided source records no first contact"
+    );
+    assert!(
+        metric(&lab, "scanwatch_reply_answers_after_verdict_total") >= skipped + 8.0,
+        "its answers are skipped"
+    );
 
     println!(
         "| scan | detector | first contacts at the verdict (successes / failures) | log-likelihood when alerted |"

@@ -449,6 +449,32 @@ fn sweep_marks_unanswered_contacts_and_reports_the_crossing() {
         .expect("sweep");
     assert_eq!((r.no_answers, r.crossings.len()), (0, 0));
     assert_eq!(stats(&mut h, remote).successes, 0);
+    // The agent's sweeper marks the source it decided, as the egress
+    // program does at its own crossings: its next SYNs write no contact,
+    // and their answers are not read.
+    let table = h.maps().source_table().expect("source table");
+    let key = SourceKey::from_ip(ip(remote));
+    assert!(table.mark_decided(&key).expect("mark"));
+    assert!(
+        h.source(ip(remote))
+            .expect("read")
+            .is_some_and(|s| s.reply_decided())
+    );
+    assert!(
+        !table
+            .mark_decided(&SourceKey::from_ip(ip("198.18.0.111")))
+            .expect("mark"),
+        "an untracked source: nothing to mark"
+    );
+    let contacts = counter(&mut h, ReplyCounter::Contacts);
+    syn(&mut h, remote, LOCAL, 2004);
+    assert_eq!(
+        contact(&mut h, remote, LOCAL, port_entry(2004, false)),
+        None
+    );
+    assert_eq!(counter(&mut h, ReplyCounter::Contacts), contacts);
+    answer(&mut h, LOCAL, remote, 2004, tcp::RST | tcp::ACK);
+    assert_eq!(counter(&mut h, ReplyCounter::AfterVerdict), 1);
 }
 
 #[test]

@@ -344,6 +344,13 @@ impl ScanwatchMaps {
     pub fn source(&self, key: &SourceKey) -> Option<SourceStats> {
         self.sources.find(key).map(|(_, s)| s)
     }
+
+    /// Another handle on the source table, for another thread (the
+    /// no-answer sweep marks the sources it decides:
+    /// [`SourceTable::mark_decided`]).
+    pub fn source_table(&self) -> Result<SourceTable, MapsError> {
+        self.sources.try_clone()
+    }
 }
 
 /// The `memlock` figure of the map with id `map_id`, read from the fdinfo of

@@ -24,8 +24,30 @@ impl Mapping {
     /// Maps the first `bytes` bytes (rounded up to whole pages) of the map
     /// behind `fd`, shared, read-only or also writable.
     pub fn new(fd: BorrowedFd<'_>, bytes: usize, writable: bool) -> Result<Self, String> {
+        Self::at(fd, 0, bytes, writable)
+    }
+
+    /// The size of a page (what offsets of [`Mapping::at`] are multiples of).
+    pub fn page_size() -> usize {
         // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+    }
+
+    /// Maps `bytes` bytes (rounded up to whole pages) of the map behind
+    /// `fd` from byte `offset` (a multiple of [`Mapping::page_size`]).
+    pub fn at(
+        fd: BorrowedFd<'_>,
+        offset: usize,
+        bytes: usize,
+        writable: bool,
+    ) -> Result<Self, String> {
+        let page = Self::page_size();
+        if !offset.is_multiple_of(page) {
+            return Err(format!(
+                "offset {offset} is not a multiple of the page size"
+            ));
+        }
+        let offset = libc::off_t::try_from(offset).map_err(|_| format!("offset {offset}"))?;
         let len = bytes.div_ceil(page) * page;
         let prot = if writable {
             libc::PROT_READ | libc::PROT_WRITE
@@ -41,7 +63,7 @@ impl Mapping {
                 prot,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
-                0,
+                offset,
             )
         };
         if ptr == libc::MAP_FAILED {

@@ -128,6 +128,71 @@ impl SourceTable {
         })
     }
 
+    /// Another handle on the same table (for another thread), without
+    /// the tag index (it cannot [`Self::insert`]).
+    pub fn try_clone(&self) -> Result<Self, MapsError> {
+        let dup = || {
+            self.fd.try_clone().map_err(|e| MapsError::Map {
+                name: SOURCES_MAP,
+                detail: format!("cannot duplicate the fd: {e}"),
+            })
+        };
+        let data = MapData::from_fd(dup()?).map_err(map_err(SOURCES_MAP))?;
+        Ok(Self {
+            array: Array::try_from(aya::maps::Map::Array(data)).map_err(map_err(SOURCES_MAP))?,
+            tags: None,
+            fd: dup()?,
+            slots: self.slots,
+        })
+    }
+
+    /// Marks `key`'s source, if it is tracked, as decided by the
+    /// reply-aware test for the rest of its window
+    /// ([`SourceStats::REPLY_DECIDED`], what the egress program sets at a
+    /// crossing it steps itself; the agent's no-answer sweep calls this for
+    /// its own): one fetch-or of the slot's `crossed` word through a
+    /// writable mapping of the slot's page, so no count the kernel adds
+    /// meanwhile is lost. Whether the source was tracked.
+    pub fn mark_decided(&self, key: &SourceKey) -> Result<bool, MapsError> {
+        let Some((i, _)) = self.find(key) else {
+            return Ok(false);
+        };
+        let size = std::mem::size_of::<SourceStats>();
+        let offset = i as usize * size;
+        let page = super::mapping::Mapping::page_size();
+        let start = offset / page * page;
+        // A slot (256 bytes) never straddles a page.
+        let mapping =
+            super::mapping::Mapping::at(self.fd.as_fd(), start, page, true).map_err(|e| {
+                MapsError::Map {
+                    name: SOURCES_MAP,
+                    detail: format!("cannot map slot {i}: {e}"),
+                }
+            })?;
+        // SAFETY: the slot lies inside the mapped page (offset - start +
+        // size <= page, as size divides the page size).
+        let slot = unsafe {
+            mapping
+                .base::<u8>()
+                .as_ptr()
+                .add(offset - start)
+                .cast::<SourceStats>()
+        };
+        // SAFETY: a volatile copy of plain data inside the mapping.
+        let held = unsafe { std::ptr::read_volatile(&raw const (*slot).key) };
+        if held != key.words() {
+            return Ok(false); // taken by another source meanwhile
+        }
+        // SAFETY: `crossed` is an aligned u64 of the mapping, which the
+        // kernel also changes only atomically or in a slot it owns.
+        let crossed = unsafe { std::sync::atomic::AtomicU64::from_ptr(&raw mut (*slot).crossed) };
+        crossed.fetch_or(
+            SourceStats::REPLY_DECIDED,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(true)
+    }
+
     /// Every tracked source: a walk of a fresh mapping (no syscall per
     /// slot), unmapped when the iterator is dropped.
     pub fn sources(&self) -> Result<impl Iterator<Item = SourceStats> + use<>, MapsError> {

@@ -21,7 +21,10 @@ use scanwatch_common::{
     trw::{Decision, REPLY_SOURCES_MAP},
 };
 
-use super::reply_maps::{ReplyError, ReplyMaps, map_err};
+use super::{
+    reply_maps::{ReplyError, ReplyMaps, map_err},
+    source_table::SourceTable,
+};
 use crate::model::kernel_now_ns;
 
 impl ReplyMaps {
@@ -105,15 +108,20 @@ pub struct SweepResult {
 pub struct SweepCounters {
     /// TCP first contacts marked no-answer.
     pub no_answers: AtomicU64,
-    /// Sweeps that failed (each is logged).
+    /// Sweeps that failed, and sources a sweep decided but could not mark
+    /// decided in the source table (each is logged).
     pub errors: AtomicU64,
 }
 
 /// Sweeps every `interval` in a thread of its own (a full pass over the
 /// contact table: kept off the detection path) until `stop` is set; sends
-/// crossings to the agent's loop and counts what it did in `counters`.
+/// crossings to the agent's loop, marks their sources decided in `table`
+/// (as the egress program does at its own crossings: their first contacts
+/// are no longer recorded in their window) and counts what it did in
+/// `counters`.
 pub fn spawn_sweeper(
     mut maps: ReplyMaps,
+    table: SourceTable,
     timeout: Duration,
     interval: Duration,
     crossings: tokio::sync::mpsc::Sender<ScanEvent>,
@@ -140,6 +148,10 @@ pub fn spawn_sweeper(
                             started.elapsed()
                         );
                         for c in r.crossings {
+                            if let Err(e) = table.mark_decided(&c.source) {
+                                counters.errors.fetch_add(1, Ordering::Relaxed);
+                                log::warn!("reply sweep: {e}");
+                            }
                             if crossings.blocking_send(c).is_err() {
                                 return; // the loop has stopped
                             }

@@ -128,6 +128,7 @@ fn start_sweeper(
     let interval = Duration::from_secs((timeout.as_secs() / 2).max(1));
     let thread = spawn_sweeper(
         maps.try_clone()?,
+        agent.running.maps.source_table()?,
         timeout,
         interval,
         tx,
