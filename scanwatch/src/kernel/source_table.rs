@@ -73,6 +73,14 @@ impl Iterator for Walk {
     }
 }
 
+/// Another descriptor of the source map.
+fn dup_fd(fd: BorrowedFd<'_>) -> Result<OwnedFd, MapsError> {
+    fd.try_clone_to_owned().map_err(|e| MapsError::Map {
+        name: SOURCES_MAP,
+        detail: format!("cannot duplicate the fd: {e}"),
+    })
+}
+
 /// The source table.
 pub struct SourceTable {
     array: Array<MapData, SourceStats>,
@@ -86,14 +94,7 @@ pub struct SourceTable {
 impl SourceTable {
     /// The table of the map `data` (an array of `slots` slots).
     pub fn new(data: MapData, slots: u32) -> Result<Self, MapsError> {
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| MapsError::Map {
-                name: SOURCES_MAP,
-                detail: format!("cannot duplicate the fd: {e}"),
-            })?;
+        let fd = dup_fd(data.fd().as_fd())?;
         let array = Array::try_from(aya::maps::Map::Array(data)).map_err(map_err(SOURCES_MAP))?;
         Ok(Self {
             array,
@@ -131,19 +132,8 @@ impl SourceTable {
     /// Another handle on the same table (for another thread), without
     /// the tag index (it cannot [`Self::insert`]).
     pub fn try_clone(&self) -> Result<Self, MapsError> {
-        let dup = || {
-            self.fd.try_clone().map_err(|e| MapsError::Map {
-                name: SOURCES_MAP,
-                detail: format!("cannot duplicate the fd: {e}"),
-            })
-        };
-        let data = MapData::from_fd(dup()?).map_err(map_err(SOURCES_MAP))?;
-        Ok(Self {
-            array: Array::try_from(aya::maps::Map::Array(data)).map_err(map_err(SOURCES_MAP))?,
-            tags: None,
-            fd: dup()?,
-            slots: self.slots,
-        })
+        let data = MapData::from_fd(dup_fd(self.fd.as_fd())?).map_err(map_err(SOURCES_MAP))?;
+        Self::new(data, self.slots)
     }
 
     /// Marks `key`'s source, if it is tracked, as decided by the
