@@ -546,6 +546,29 @@ pub fn masked_key(addr: [u8; 16], v6: bool, v4_mask: [u8; 4], v6_mask: [u8; 16])
     }
 }
 
+/// The words ([`SourceKey::words`]) of the key an IPv4 source (its four
+/// address bytes `a`) is counted under: [`masked_key`] computed in
+/// registers, for the kernel's first-SYN path, which never builds the
+/// key's bytes (`scanwatch-ebpf/src/fast.rs`).
+#[inline(always)]
+pub const fn v4_key_words(a: [u8; 4], v4_mask: [u8; 4]) -> [u64; 2] {
+    let b = (u32::from_ne_bytes(a) & u32::from_ne_bytes(v4_mask)).to_ne_bytes();
+    [
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3]]),
+    ]
+}
+
+/// [`v4_key_words`] for an IPv6 source: its address and the mask as
+/// native-endian words ([`SourceKey::words`] of each).
+#[inline(always)]
+pub const fn v6_key_words(addr: [u64; 2], v6_mask: [u64; 2]) -> [u64; 2] {
+    [addr[0] & v6_mask[0], addr[1] & v6_mask[1]]
+}
+
+// The kernel reads `v6_mask` as two words in place.
+const _: () = assert!(core::mem::offset_of!(DetectConfig, v6_mask) % 8 == 0);
+
 /// The two native-endian halves of 16 address bytes (for masking with
 /// 64-bit operations).
 #[inline(always)]
@@ -939,6 +962,38 @@ mod tests {
         let hosts = DetectConfig::DISABLED;
         assert_eq!(hosts.source_key(v6, true), SourceKey { addr: v6 });
         assert_eq!(hosts.source_key(v4.addr, false), v4);
+    }
+
+    #[test]
+    fn key_words_in_registers_match_the_masked_key() {
+        let v4_masks = [
+            [255, 255, 255, 255],
+            [255, 255, 255, 0],
+            [255, 0, 0, 0],
+            [0; 4],
+        ];
+        for (a, m) in [[198, 18, 0, 9], [1, 2, 3, 4], [255, 255, 255, 255]]
+            .into_iter()
+            .zip(v4_masks)
+        {
+            let key = masked_key(SourceKey::v4(a).addr, false, m, [0xff; 16]);
+            assert_eq!(v4_key_words(a, m), key.words(), "{a:?}/{m:?}");
+        }
+        let addr: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 1, 0, 2, 0xaa, 0, 0, 0, 0, 0, 0, 9];
+        for bits in [128u32, 64, 48, 1, 0] {
+            let mut mask = [0u8; 16];
+            for (i, byte) in mask.iter_mut().enumerate() {
+                // The bits of this byte inside the prefix, from the top.
+                let n = bits.saturating_sub(8 * i as u32).min(8);
+                *byte = (0xff00u16 >> n) as u8;
+            }
+            let key = masked_key(addr, true, [0xff; 4], mask);
+            assert_eq!(
+                v6_key_words(SourceKey { addr }.words(), SourceKey { addr: mask }.words()),
+                key.words(),
+                "/{bits}"
+            );
+        }
     }
 
     #[test]

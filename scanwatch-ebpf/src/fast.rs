@@ -1,17 +1,31 @@
-//! The benign fast path of the XDP program: the most common packet an
-//! edge host gets — an untagged IPv4 TCP segment with a 20-byte IP header,
-//! not a fragment, whose flags make it no probe (an ACK of an established
-//! connection) — is recognised with one bounds check and fixed offsets,
-//! before the general walk (`packet::walk`, `parse::parse`). It reaches
-//! the same verdict the general path would: not a probe, passed, counted
-//! as such. Anything else, or a segment the general path has more to do
-//! for (a source the mitigation prefilter does not rule out, a request's
-//! first segment to a web port), takes the general path.
+//! The fast paths of the XDP program: packets recognised with one bounds
+//! check and fixed offsets, before the general walk (`packet::walk`,
+//! `parse::parse`), reaching the same verdict and leaving the same state
+//! the general path would. Anything else takes the general path.
+//!
+//! - [`benign`]: the most common packet an edge host gets, an untagged
+//!   IPv4 TCP segment with a 20-byte IP header, not a fragment, whose flags
+//!   make it no probe (an ACK of an established connection): passed and
+//!   counted as not a probe, unless the general path has more to do for it
+//!   (a source the mitigation prefilter does not rule out, a request's
+//!   first segment to a web port).
+//! - [`new_source_syn`]: a plain SYN from a source that is not tracked,
+//!   its first (it starts waiting for admission) or a repeat of its
+//!   waiting one: a random-source SYN flood's every packet.
 
 use aya_ebpf::programs::XdpContext;
-use scanwatch_common::{Counter, classify_tcp, web::PREFIX_BYTES, web::starts_request};
+use scanwatch_common::{
+    Counter, IfaceCounters, ProbeKind, classify_tcp,
+    maps::{v4_key_words, v6_key_words},
+    prefilter,
+    sketch::{host_fingerprint, host_fingerprint_v4, port_entry},
+    web::{PREFIX_BYTES, starts_request},
+};
 
-use crate::{bump_counter, iface_counters, may_be_listed_v4, mitigation, web};
+use crate::{
+    DETECT_CONFIG, bump_counter, iface_counters, may_be_listed_v4, mitigation, prefilter_v4_word,
+    prefilter_word, sources, web, window::setting,
+};
 
 /// Ethernet, IPv4 and TCP headers without options.
 const HEADERS: usize = 14 + 20 + 20;
@@ -81,4 +95,106 @@ pub fn benign(ctx: &XdpContext) -> bool {
     bump_counter(counters, Counter::Packets);
     bump_counter(counters, Counter::NotProbe);
     true
+}
+
+/// Ethernet, IPv6 and TCP headers without options or extension headers.
+const HEADERS_V6: usize = 14 + 40 + 20;
+
+/// A new source's first SYN, or a waiting source's repeat of it: a plain
+/// SYN (an untagged IPv4 frame with a 20-byte header, or IPv6 with no
+/// extension header; not a fragment; the lengths as the general walk
+/// wants them) from a source that is not tracked, nor possibly listed
+/// (the mitigation prefilter). Every packet of a random-source SYN flood
+/// is one. It starts waiting in its admission slot, or is counted as a
+/// repeat there (`sources::first_syn`), with the counters the general
+/// path would bump, and nothing else is done: no walk, no `Probe`, no
+/// tool signatures (only a counted probe needs them). False, with nothing
+/// changed, for anything else: the general path takes it.
+///
+/// The source key's words are built in registers
+/// (`scanwatch_common::maps::v4_key_words`): as bytes on the stack, the
+/// verifier's count of the program rose by 230,000.
+#[inline(always)]
+pub fn new_source_syn(ctx: &XdpContext, counters: *mut IfaceCounters) -> bool {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + HEADERS > end {
+        return false;
+    }
+    let p = start as *const u8;
+    let len = end - start;
+    let state = mitigation();
+    // SAFETY: every read lies within the HEADERS (IPv4) or HEADERS_V6
+    // (IPv6) bytes checked.
+    let (words, port, host) = unsafe {
+        let be16 = |at: usize| u16::from_be_bytes([*p.add(at), *p.add(at + 1)]);
+        if [*p.add(12), *p.add(13), *p.add(14)] == [0x08, 0x00, 0x45] {
+            let total_len = usize::from(be16(16));
+            let data_offset = usize::from(*p.add(46) >> 4) * 4;
+            // Not a fragment; TCP; the TCP header (with its options) inside
+            // the datagram, the datagram inside the frame.
+            if be16(20) & 0x3fff != 0
+                || *p.add(23) != 6
+                || data_offset < 20
+                || total_len < 20 + data_offset
+                || 14 + total_len > len
+                || classify_tcp(*p.add(47)) != Some(ProbeKind::Syn)
+            {
+                return false;
+            }
+            let source = [*p.add(26), *p.add(27), *p.add(28), *p.add(29)];
+            if state.drops() && may_be_listed_v4(u32::from_be_bytes(source), state) {
+                return false;
+            }
+            let v4_mask = setting(&raw const DETECT_CONFIG.v4_mask);
+            (
+                v4_key_words(source, v4_mask),
+                be16(36),
+                host_fingerprint_v4([*p.add(30), *p.add(31), *p.add(32), *p.add(33)]),
+            )
+        } else if [*p.add(12), *p.add(13)] == [0x86, 0xdd] {
+            if start + HEADERS_V6 > end {
+                return false;
+            }
+            let payload_len = usize::from(be16(18));
+            let data_offset = usize::from(*p.add(66) >> 4) * 4;
+            // Version 6; TCP with no extension header; not a jumbogram;
+            // the TCP header inside the payload, the payload inside the frame.
+            if *p.add(14) >> 4 != 6
+                || *p.add(20) != 6
+                || payload_len == 0
+                || 54 + payload_len > len
+                || data_offset < 20
+                || payload_len < data_offset
+                || classify_tcp(*p.add(67)) != Some(ProbeKind::Syn)
+            {
+                return false;
+            }
+            let source = &*p.add(22).cast::<[u8; 16]>();
+            if state.drops()
+                && prefilter::may_match(
+                    source,
+                    state.prefilter_levels,
+                    state.prefilter_mask,
+                    prefilter_word,
+                    prefilter_v4_word,
+                )
+            {
+                return false;
+            }
+            let v6_mask =
+                core::ptr::read_volatile((&raw const DETECT_CONFIG.v6_mask).cast::<[u64; 2]>());
+            let addr = [
+                core::ptr::read_unaligned(p.add(22).cast::<u64>()),
+                core::ptr::read_unaligned(p.add(30).cast::<u64>()),
+            ];
+            (
+                v6_key_words(addr, v6_mask),
+                be16(56),
+                host_fingerprint(&*p.add(38).cast::<[u8; 16]>()),
+            )
+        } else {
+            return false;
+        }
+    };
+    sources::first_syn(words, port_entry(port, false), host, counters)
 }

@@ -204,8 +204,13 @@ pub fn scanwatch(ctx: XdpContext) -> u32 {
     let Some(counters) = iface_counters(ifindex) else {
         return xdp_action::XDP_PASS;
     };
-    let state = mitigation();
     bump_counter(counters, Counter::Packets);
+    // A new source's first SYN: it starts waiting for admission, and
+    // nothing more (`fast.rs`).
+    if fast::new_source_syn(&ctx, counters) {
+        return xdp_action::XDP_PASS;
+    }
+    let state = mitigation();
     match try_scanwatch(&ctx, ifindex, counters, state) {
         Ok(action) => action,
         Err(err) => {
@@ -303,14 +308,14 @@ fn try_scanwatch(
 
 /// Word `index` of the prefilter (an array lookup the verifier inlines).
 #[inline(always)]
-fn prefilter_word(index: u32) -> Option<u64> {
+pub(crate) fn prefilter_word(index: u32) -> Option<u64> {
     PREFILTER.get(index).copied()
 }
 
 /// Word `index` of the IPv4 prefilter (the index of a /24's bit is below
 /// `V4_WORDS` by construction: no bounds check).
 #[inline(always)]
-fn prefilter_v4_word(index: u32) -> Option<u64> {
+pub(crate) fn prefilter_v4_word(index: u32) -> Option<u64> {
     let words = PREFILTER_V4.get_ptr(0)?;
     // SAFETY: a live map value, read in place (the agent sets bits in it
     // through its mapping; a racing read sees a word before or after).

@@ -23,6 +23,7 @@ use scanwatch_common::{
 
 use crate::{
     ADMISSION, ADMISSION_MORE, DETECT_CONFIG, EVENTS, FEEDS, SOURCE_TAGS, SOURCES, bump_counter,
+    clock,
     contacts::{self, ContactPlan},
     evidence,
     parse::Probe,
@@ -68,6 +69,103 @@ impl Place {
             more,
         }
     }
+}
+
+/// The first SYN (to port entry `port`, host fingerprint `host`) of the
+/// source whose key words are `words`, if it is neither tracked (no tag
+/// of its bucket matches) nor waiting in its admission slot: it starts
+/// waiting there, as [`admit`] starts it, with its first contact waiting
+/// with it (`ContactsWaiting`, with the reply-aware detector on), and its
+/// probe counted; or, waiting already, it repeats its waiting SYN
+/// ([`repeat_syn`]). False, with nothing
+/// changed, when the source may be tracked or is waiting (a tag match, or
+/// its head in the slot), or admission is off: the general path then
+/// takes the probe (`fast::new_source_syn`).
+#[inline(always)]
+pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCounters) -> bool {
+    if setting(&raw const DETECT_CONFIG.admit_after) <= 1 {
+        return false;
+    }
+    let hash = key_hash(words);
+    let tag = source_tag(hash);
+    let index = admission(hash, setting(&raw const DETECT_CONFIG.admission_slots)).0;
+    let (word, pair) = tag_place(bucket(hash, setting(&raw const DETECT_CONFIG.source_slots)));
+    let (Some(slot), Some(tags)) = (ADMISSION.get_ptr_mut(index), SOURCE_TAGS.get_ptr(word)) else {
+        return false;
+    };
+    let index_tag = index_tag(tag);
+    // SAFETY: plain reads and a compare-and-swap of live map values.
+    unsafe {
+        let head_p = &raw mut (*slot).head;
+        let current = core::ptr::read_volatile(head_p);
+        let tags = core::ptr::read_volatile(tags.cast::<u16>().add(pair as usize));
+        if tags as u8 == index_tag || (tags >> 8) as u8 == index_tag {
+            return false;
+        }
+        let now = clock::now();
+        let in_window = head_in_window(current, now, setting(&raw const DETECT_CONFIG.window_ns));
+        let this = waiting_record(ProbeKind::Syn as u8, port, host, now);
+        if in_window && head_tag(current) == tag {
+            return repeat_syn(slot, index, (current, now), this, counters);
+        }
+        bump_counter(counters, Counter::probe(ProbeKind::Syn));
+        if contacts::enabled() {
+            contacts::bump(ReplyCounter::ContactsWaiting);
+        }
+        if in_window {
+            bump_counter(counters, Counter::AdmissionOverwritten);
+        }
+        let (_, won) = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            head_p,
+            current,
+            head(tag, now),
+        );
+        if won {
+            core::ptr::write_volatile(&raw mut (*slot).first, this);
+        }
+    }
+    true
+}
+
+/// [`first_syn`] for a source waiting in its admission slot `slot` (of
+/// `index`; its head `current` as read at `now`): a SYN that repeats its first waiting
+/// SYN (`this`, its record) and does not admit it is counted as [`admit`]
+/// counts it (a spoofed flood's source that comes back, a retransmit).
+/// False, with nothing changed, for anything else (a new destination, the
+/// repeat that admits).
+#[inline(always)]
+fn repeat_syn(
+    slot: *mut AdmitSlot,
+    index: u32,
+    (current, now): (u64, u64),
+    this: u64,
+    counters: *mut IfaceCounters,
+) -> bool {
+    let Some(more) = ADMISSION_MORE.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: a plain read and a pointer inside a live map value.
+    let (first, head_p) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*slot).first),
+            &raw mut (*slot).head,
+        )
+    };
+    if !is_repeat(this, first) {
+        return false;
+    }
+    let rest = Rest {
+        head_p,
+        current,
+        more,
+    };
+    let (_, repeats) = rest.read();
+    if repeat_admits(repeats, now, &raw const DETECT_CONFIG) {
+        return false;
+    }
+    bump_counter(counters, Counter::probe(ProbeKind::Syn));
+    count_repeat(&rest, repeats, now, counters);
+    true
 }
 
 /// The slot of the probe's source if it is tracked, for [`contact_plan`]
@@ -544,22 +642,36 @@ fn repeats_admit(
     cfg: *const DetectConfig,
     counters: *mut IfaceCounters,
 ) -> bool {
-    let bucket = rate_bucket(now);
-    // SAFETY: `cfg` points to the settings global.
-    let syn_rate = setting(unsafe { &raw const (*cfg).syn_rate });
-    let in_bucket = repeats::in_bucket(current, bucket);
-    if in_bucket + 1 >= repeats_to_admit(syn_rate) {
+    if repeat_admits(current, now, cfg) {
         return true;
     }
+    count_repeat(rest, current, now, counters);
+    false
+}
+
+/// Whether a repeated SYN admits its source: the repeats of its rate
+/// bucket (in the repeats word `current`) reached [`repeats_to_admit`].
+#[inline(always)]
+fn repeat_admits(current: u64, now: u64, cfg: *const DetectConfig) -> bool {
+    // SAFETY: `cfg` points to the settings global.
+    let syn_rate = setting(unsafe { &raw const (*cfg).syn_rate });
+    repeats::in_bucket(current, rate_bucket(now)) + 1 >= repeats_to_admit(syn_rate)
+}
+
+/// Counts a repeated SYN that does not admit its source in the repeats
+/// word (`current`, as read from `rest`).
+#[inline(always)]
+fn count_repeat(rest: &Rest, current: u64, now: u64, counters: *mut IfaceCounters) {
+    let bucket = rate_bucket(now);
     if !head_more(rest.current) {
         // The source's first repeat: no second probe waits yet.
         let _ = rest.take(0, repeats::add(0, bucket), counters);
-        return false;
+        return;
     }
     // SAFETY: a live map value.
     unsafe {
         let repeats_p = &raw mut (*rest.more).repeats;
-        if in_bucket != 0 {
+        if repeats::in_bucket(current, bucket) != 0 {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(repeats_p, 1 | (1 << 32));
         } else {
             // A new bucket: restart its count (another CPU may just have).
@@ -573,7 +685,6 @@ fn repeats_admit(
             }
         }
     }
-    false
 }
 
 /// What waited for admission: up to two probes (admission records, 0 for

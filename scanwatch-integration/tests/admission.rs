@@ -11,7 +11,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use scanwatch::{config::Detection, detect::Evidence, kernel::testrun::XdpHarness};
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey,
-    tracking::{DEFAULT_ADMISSION_SLOTS, admission, key_hash, repeats_to_admit},
+    tracking::{
+        DEFAULT_ADMISSION_SLOTS, MIN_ADMISSION_SLOTS, admission, key_hash, repeats_to_admit,
+    },
     trigger,
     trw::ReplyCounter,
 };
@@ -441,4 +443,122 @@ fn a_smaller_admission_table_admits_the_same_way() {
     let c = h.counters().expect("counters");
     assert_eq!(c.get(Counter::AdmissionOverwritten), 2);
     assert_eq!(c.get(Counter::SourcesCreated), 1);
+}
+
+/// The state a run of [`same_state_scenario`] leaves: per source, whether
+/// it is tracked and what its slot counts; and the counters the SYN path
+/// bumps.
+type Outcome = (Vec<Option<(u64, u64, u64, u64, Vec<u16>)>>, [u64; 5]);
+
+/// SYNs from IPv4 and IPv6 sources, as plain frames or each with an
+/// 802.1Q tag: new sources, repeats of a waiting SYN, new destinations
+/// that admit, a tracked source's probes, and two sources that take each
+/// other's admission slot.
+fn same_state_scenario(test: &str, tagged: bool) -> Option<Outcome> {
+    if !require_root(test) {
+        return None;
+    }
+    // The reply-aware detector on (first contacts wait with their SYN), and
+    // the smallest admission table: two sources of one slot are near.
+    let detection = Detection::default();
+    let detect = scanwatch_common::DetectConfig {
+        admission_slots: MIN_ADMISSION_SLOTS,
+        ..detection.kernel_config()
+    };
+    let mut h = XdpHarness::load_reply_with(4096, detection.reply_config(), &detect)
+        .expect("load the XDP program");
+    let send = |h: &mut XdpHarness, src: IpAddr, port: u16| {
+        let dst: IpAddr = if src.is_ipv6() {
+            "fd00::2".parse().expect("ip")
+        } else {
+            TARGET.parse().expect("ip")
+        };
+        let mut p = Packet::from_ips(src, dst, Transport::tcp(port, tcp::SYN));
+        if tagged {
+            p = p.vlan(scanwatch_lab::frames::TPID_8021Q);
+        }
+        h.run(&p.build()).expect("test run");
+    };
+    let v6 = |i: u16| IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0x60, i, 0, 0, 0, 9));
+    let slot = |ip: IpAddr| {
+        admission(
+            key_hash(SourceKey::from_ip(ip).words()),
+            MIN_ADMISSION_SLOTS,
+        )
+        .0
+    };
+    // Two IPv4 sources of one admission slot.
+    let a = v4(61, 1);
+    let b = (62..128u8)
+        .flat_map(|x| (0..=255u8).map(move |y| v4(x, y)))
+        .find(|ip| slot(*ip) == slot(a))
+        .expect("a source of the same admission slot");
+    let mut sources = vec![a, b];
+    for i in 1..=3u8 {
+        for src in [v4(60, i), v6(u16::from(i))] {
+            sources.push(src);
+            // New; the same SYN twice more (repeats); a new port (the
+            // second waiting probe); another (admits); another (tracked).
+            for port in [22, 22, 22, 23, 24, 25] {
+                send(&mut h, src, port);
+            }
+        }
+    }
+    // a waits, b takes its slot, a takes it back, b again.
+    for (src, port) in [(a, 80), (b, 80), (a, 80), (b, 81)] {
+        send(&mut h, src, port);
+    }
+    let states = sources
+        .iter()
+        .map(|src| {
+            h.source(*src).expect("read").map(|s| {
+                let ev = Evidence::from_stats(&s);
+                (
+                    ev.total(),
+                    ev.probes(ProbeKind::Syn),
+                    ev.distinct_ports,
+                    ev.distinct_hosts,
+                    ev.sample_ports,
+                )
+            })
+        })
+        .collect();
+    let c = h.counters().expect("counters");
+    let r = h
+        .reply()
+        .expect("reply maps")
+        .counters()
+        .expect("reply counters");
+    Some((
+        states,
+        [
+            c.get(Counter::ProbeSyn),
+            c.get(Counter::SourcesCreated),
+            c.get(Counter::AdmissionOverwritten),
+            r.get(ReplyCounter::ContactsWaiting),
+            r.get(ReplyCounter::Contacts),
+        ],
+    ))
+}
+
+/// A plain SYN takes the kernel's first-SYN path (`fast::new_source_syn`:
+/// a new source's first SYN, a waiting source's repeat) and a tagged one
+/// the general walk: the same SYNs leave the same state either way.
+#[test]
+fn plain_and_tagged_syns_leave_the_same_state() {
+    let test = "plain_and_tagged_syns_leave_the_same_state";
+    let Some(plain) = same_state_scenario(test, false) else {
+        return;
+    };
+    let tagged = same_state_scenario(test, true).expect("harness");
+    assert_eq!(plain, tagged);
+    // The scenario did what it says: six admitted sources of three ports
+    // each at admission and one more after, every SYN counted, overwrites.
+    let (states, counters) = plain;
+    for state in &states[2..] {
+        let (total, syns, ports, hosts, _) = state.clone().expect("tracked");
+        assert_eq!((total, syns, ports, hosts), (6, 6, 4, 1));
+    }
+    assert_eq!(counters[0], 6 * 6 + 4);
+    assert!(counters[2] >= 3, "admission overwrites: {counters:?}");
 }
