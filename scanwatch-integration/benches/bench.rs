@@ -23,7 +23,8 @@ use scanwatch::{
 use scanwatch_common::{block_origin, web::WebConfig};
 use scanwatch_integration::TakeMitigation;
 use scanwatch_integration::bench_programs::{
-    BENCH_TX, BenchPrograms, FLOOR_ADMIT, FLOOR_BLOCKLIST, FLOOR_COUNT, FLOOR_SPAN, NOOP,
+    BENCH_TX, BenchPrograms, FLOOR_ADMIT, FLOOR_BLOCKLIST, FLOOR_CALL, FLOOR_COUNT, FLOOR_SPAN,
+    NOOP,
 };
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021Q, Transport, tcp},
@@ -203,6 +204,26 @@ fn contact_shares(before: [u64; 2], after: [u64; 2], runs: f64) -> [f64; 2] {
         (after[0] - before[0]) as f64 / runs,
         (after[1] - before[1]) as f64 / runs,
     ]
+}
+
+/// What one BPF-to-BPF call costs on this machine: `scanwatch_floor_count`
+/// and `scanwatch_floor_call` (the same, its counter bumped in a function
+/// of its own) and the no-op, interleaved, on the benign ACK.
+fn call_cost(b: &mut BenchPrograms, frame: &[u8], (repeat, rounds): (u32, usize)) -> Value {
+    let (mut c, mut f, mut n) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        n.push(b.run_noop(frame, repeat).expect("noop").1 as f64);
+        f.push(b.run(FLOOR_COUNT, frame, repeat).expect("floor").1 as f64);
+        c.push(b.run(FLOOR_CALL, frame, repeat).expect("call").1 as f64);
+    }
+    let (c, f, n) = (median(c), median(f), median(n));
+    println!(
+        "{:<48} {c:>7.1} ns  without {f:>6.1} ns  noop {n:>6.1} ns  one call {:>5.1} ns",
+        "one BPF-to-BPF call (floor_call - floor_count)",
+        c - f
+    );
+    json!({ "case": "one BPF-to-BPF call", "program": FLOOR_CALL, "call_ns": c, "floor_count_ns": f, "noop_ns": n,
+            "one_call_ns": c - f, "repeat": repeat, "rounds": rounds })
 }
 
 /// SYNs from sources never seen before: each run is one new entry, so each
@@ -399,6 +420,22 @@ fn profile_new_sources(slots: u32) {
     for _ in 0..20 {
         new_sources_taken(&mut b, 20_000, 5, slots);
     }
+}
+
+/// `--profile-tracked`: the tracked-source SYN row's packet, 200 runs of
+/// 100,000 repeats (about half a minute), nothing else, for `perf record`
+/// of the tracked path (DEVELOPING.md).
+fn profile_tracked() {
+    let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
+    let syn = Packet::new("198.18.50.2", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
+    let mut ns = Vec::new();
+    for _ in 0..200 {
+        ns.push(h.run_repeat(&syn, 100_000).expect("run").1 as f64);
+    }
+    println!(
+        "SYN from a tracked source: {:.1} ns (median of 200 runs)",
+        median(ns)
+    );
 }
 
 /// New sources a round of [`new_sources_quiet`]: few enough that most land
@@ -673,6 +710,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             pass,
             Some(FLOOR_COUNT),
         ),
+        call_cost(b, &ack, (repeat, rounds)),
         new_sources(&mut h, &mut off, b, fresh, rounds.min(5)),
         tracked_cold(&mut h, &mut off, b, fresh, rounds.min(5)),
         new_sources_quiet(b, rounds.min(5)),
@@ -2700,6 +2738,10 @@ fn main() {
     }
     if let Some(slots) = o.profile_new_sources {
         profile_new_sources(slots);
+        return;
+    }
+    if std::env::args().any(|a| a == "--profile-tracked") {
+        profile_tracked();
         return;
     }
     // The verifier's count, for a change that may have brought it near its

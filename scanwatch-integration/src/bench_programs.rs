@@ -20,6 +20,9 @@ pub const NOOP: &str = "scanwatch_noop";
 pub const EGRESS_NOOP: &str = "scanwatch_egress_noop";
 /// The least a counting detector can do (benign-path floor).
 pub const FLOOR_COUNT: &str = "scanwatch_floor_count";
+/// [`FLOOR_COUNT`] with its counter bumped in a BPF-to-BPF call: the
+/// difference is what one call costs.
+pub const FLOOR_CALL: &str = "scanwatch_floor_call";
 /// The least an exact-match blocklist can do (drop-path floor).
 pub const FLOOR_BLOCKLIST: &str = "scanwatch_floor_blocklist";
 /// Sends every frame back out (a generator in live-frames mode).
