@@ -68,19 +68,8 @@ pub fn scanwatch_egress_noop(_ctx: TcContext) -> i32 {
 /// counter. The benchmarks compare the benign path with it.
 #[xdp]
 pub fn scanwatch_floor_count(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + 54 > end {
-        return xdp_action::XDP_PASS;
-    }
-    let p = start as *const u8;
-    // SAFETY: the 54 bytes read from lie inside the packet (checked above).
-    let (ethertype, version_ihl, protocol, flags) =
-        unsafe { ([*p.add(12), *p.add(13)], *p.add(14), *p.add(23), *p.add(47)) };
-    let plain_tcp = ethertype == [0x08, 0x00] && version_ihl == 0x45 && protocol == 6;
-    let slot = u32::from(plain_tcp && flags & 0x02 == 0);
-    if let Some(counter) = FLOOR_COUNTERS.get_ptr_mut(slot) {
-        // SAFETY: this CPU's value of a live per-CPU map entry.
-        unsafe { *counter += 1 };
+    if let Some(slot) = floor_slot(&ctx) {
+        bump_counter(slot);
     }
     xdp_action::XDP_PASS
 }
@@ -91,27 +80,42 @@ pub fn scanwatch_floor_count(ctx: XdpContext) -> u32 {
 /// window update of every tracked source's probe).
 #[xdp]
 pub fn scanwatch_floor_call(ctx: XdpContext) -> u32 {
+    if let Some(slot) = floor_slot(&ctx) {
+        bump_floor_counter(slot);
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The counter of the floors' frame: 1 for a plain IPv4 TCP segment that
+/// is no SYN, else 0; None for a frame shorter than the headers read.
+#[inline(always)]
+fn floor_slot(ctx: &XdpContext) -> Option<u32> {
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + 54 > end {
-        return xdp_action::XDP_PASS;
+        return None;
     }
     let p = start as *const u8;
     // SAFETY: the 54 bytes read from lie inside the packet (checked above).
     let (ethertype, version_ihl, protocol, flags) =
         unsafe { ([*p.add(12), *p.add(13)], *p.add(14), *p.add(23), *p.add(47)) };
     let plain_tcp = ethertype == [0x08, 0x00] && version_ihl == 0x45 && protocol == 6;
-    bump_floor_counter(u32::from(plain_tcp && flags & 0x02 == 0));
-    xdp_action::XDP_PASS
+    Some(u32::from(plain_tcp && flags & 0x02 == 0))
 }
 
-/// Bumps `FLOOR_COUNTERS[slot]`: a function of its own, never inlined.
-#[inline(never)]
-#[unsafe(no_mangle)]
-fn bump_floor_counter(slot: u32) -> u32 {
+/// Bumps `FLOOR_COUNTERS[slot]`.
+#[inline(always)]
+fn bump_counter(slot: u32) {
     if let Some(counter) = FLOOR_COUNTERS.get_ptr_mut(slot) {
         // SAFETY: this CPU's value of a live per-CPU map entry.
         unsafe { *counter += 1 };
     }
+}
+
+/// [`bump_counter`] in a function of its own, never inlined.
+#[inline(never)]
+#[unsafe(no_mangle)]
+fn bump_floor_counter(slot: u32) -> u32 {
+    bump_counter(slot);
     0
 }
 
