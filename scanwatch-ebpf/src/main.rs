@@ -205,8 +205,8 @@ pub fn scanwatch(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     bump_counter(counters, Counter::Packets);
-    // A new source's first SYN: it starts waiting for admission, and
-    // nothing more (`fast.rs`).
+    // A new source's first SYN, or a waiting source's repeat of it: it
+    // waits in its admission slot, and nothing more is done (`fast.rs`).
     if fast::new_source_syn(&ctx, counters) {
         return xdp_action::XDP_PASS;
     }
