@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(consistent(one), NMAP);
         // A second probe matching nothing: no signature holds for all.
         assert_eq!(consistent(one | tally_bits(0)), 0);
-        // Trigger bits (low byte) and the SYN count (high half) are apart.
+        // Trigger bits (low byte) and the SYN rate's base (high half) are apart.
         assert_eq!(tally_bits(ALL) & 0xff, 0);
         assert_eq!(tally_bits(0) >> 32, 0);
         assert_eq!(consistent(one | 0x3f | (9 << 32)), NMAP);

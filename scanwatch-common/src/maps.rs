@@ -207,8 +207,9 @@ pub struct SourceStats {
     /// trigger bits already reported (one ring-buffer event per bit per
     /// window) and [`Self::REPLY_DECIDED`]; the scanner-tool signatures some probe matched and those
     /// some probe missed (two bytes, [`crate::fingerprint`]); the evidence
-    /// packets sent ([`crate::evidence`]); the SYNs of the current rate
-    /// bucket (high 32 bits).
+    /// packets sent ([`crate::evidence`]); the window's SYN count
+    /// (`probes`) before the current rate bucket's first SYN (high 32
+    /// bits: the bucket's SYNs are the count less this).
     pub crossed: u64,
     /// Interface index the latest probe arrived on.
     pub last_ifindex: u32,

@@ -4,7 +4,7 @@
 //! compare-and-swap and bitmap bits with 64-bit fetch-or (the generic BPF
 //! cpu has no 32-bit fetch operations; kernel 5.12+).
 
-use core::intrinsics::{AtomicOrdering, atomic_and, atomic_cxchg, atomic_or, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd};
 
 use scanwatch_common::{
     DetectConfig, ProbeKind, SourceStats,
@@ -266,7 +266,7 @@ pub unsafe fn seed(entry: *mut SourceStats, waiting: &[u64; 2], start: u64, now:
                 (*entry).bits += 1 << lens::ICMP;
             }
             if idx == ProbeKind::Syn as usize {
-                seed_syn_rate(entry, rate_bucket(seen.time), 1);
+                seed_syn_rate(entry, rate_bucket(seen.time), 1, 1);
             }
             hosts[i] = host;
         }
@@ -287,25 +287,39 @@ pub unsafe fn seed_repeats(entry: *mut SourceStats, word: u64, now: u64) {
     // SAFETY: the caller owns the slot; every pointer stays inside it.
     unsafe {
         (*entry).probes[ProbeKind::Syn as usize] += total;
-        let n = repeats::in_bucket(word, bucket);
-        if n != 0 {
-            seed_syn_rate(entry, bucket, n);
-        }
+        seed_syn_rate(entry, bucket, total, repeats::in_bucket(word, bucket));
     }
 }
 
-/// Adds `n` SYNs of rate bucket `bucket` to a slot being set up (plain
-/// writes): a bucket other than the slot's restarts its count, as
-/// [`count_syn`] does for a live slot.
+/// The window's SYN count before the first SYN of the rate bucket: the
+/// high half of `crossed` (a `u32` of its own, so that it is written
+/// without an atomic operation; the reported bits in the low half are
+/// set by fetch-or, which keeps a store to the other half).
 #[inline(always)]
-unsafe fn seed_syn_rate(entry: *mut SourceStats, bucket: u16, n: u32) {
+fn rate_base(entry: *mut SourceStats) -> *mut u32 {
+    const _: () = assert!(
+        cfg!(target_endian = "little"),
+        "the high half is the second u32"
+    );
+    // SAFETY: only the address of a field's second half is taken.
+    unsafe { (&raw mut (*entry).crossed).cast::<u32>().add(1) }
+}
+
+/// Accounts for `added` SYNs just added to the window's SYN count of a
+/// slot being set up (plain writes), `in_bucket` of them in rate bucket
+/// `bucket`: a bucket other than the slot's restarts the rate, as
+/// [`syn_rate`] does for a live slot; the others are no part of it.
+#[inline(always)]
+unsafe fn seed_syn_rate(entry: *mut SourceStats, bucket: u16, added: u32, in_bucket: u32) {
     // SAFETY: the caller owns the slot.
     unsafe {
+        let base = rate_base(entry);
         if (*entry).rate_bucket != bucket {
             (*entry).rate_bucket = bucket;
-            (*entry).crossed &= 0xffff_ffff;
+            *base = (*entry).probes[ProbeKind::Syn as usize].wrapping_sub(in_bucket);
+        } else {
+            *base = (*base).wrapping_add(added - in_bucket);
         }
-        (*entry).crossed += u64::from(n) << 32;
     }
 }
 
@@ -388,7 +402,7 @@ pub extern "C" fn scanwatch_window_record(
         let icmp = idx == ProbeKind::IcmpEcho as usize || idx == ProbeKind::IcmpOtherProbe as usize;
         record_host(entry, host, icmp);
         let rate_syn = if idx == ProbeKind::Syn as usize {
-            count_syn(entry, now)
+            syn_rate(entry, now, window_kind)
         } else {
             0
         };
@@ -515,20 +529,31 @@ unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) {
     }
 }
 
-/// Counts a SYN in its ~1 s rate bucket; returns the bucket's count.
+/// The SYNs of `now`'s ~1 s rate bucket, this one included, from the
+/// window's SYN count with this SYN added (`syns`, [`add32`]'s result):
+/// `syns` less the count before the bucket's first SYN ([`rate_base`]),
+/// which the first SYN of a bucket sets. No atomic operation beyond the
+/// count's own (each costs a SYN 7-12 ns on some machines,
+/// docs/benchmarks.md). CPUs that start a bucket at once each set the
+/// base: the last one's stands, which leaves out at most the SYNs the
+/// others counted in between. (A SYN racing its window's reset, between
+/// its count and the base, reads the cleared base: as with the other
+/// counts, a probe racing the reset may be judged on the window before.)
 #[inline(always)]
-unsafe fn count_syn(entry: *mut SourceStats, now: u64) -> u64 {
+unsafe fn syn_rate(entry: *mut SourceStats, now: u64, syns: u32) -> u64 {
     let bucket = rate_bucket(now);
     unsafe {
         let bucket_p = &raw mut (*entry).rate_bucket;
-        let crossed_p = &raw mut (*entry).crossed;
+        let base_p = rate_base(entry);
         if core::ptr::read_volatile(bucket_p) != bucket {
+            // The base before the bucket: a CPU that reads the new bucket
+            // reads this base (or a later one) with it.
+            core::ptr::write_volatile(base_p, syns.wrapping_sub(1));
             core::ptr::write_volatile(bucket_p, bucket);
-            // Keep the reported bits (low half), restart the count (high half).
-            atomic_and::<u64, u64, { AtomicOrdering::Relaxed }>(crossed_p, 0xffff_ffff);
         }
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(crossed_p, 1 << 32);
-        core::ptr::read_volatile(crossed_p) >> 32
+        // A base set by a CPU whose count read later than ours is above
+        // `syns`: none of ours in the bucket then.
+        u64::from(syns.saturating_sub(core::ptr::read_volatile(base_p)))
     }
 }
 

@@ -12,11 +12,13 @@ use scanwatch::{config::Detection, detect::Evidence, kernel::testrun::XdpHarness
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey,
     tracking::{
-        DEFAULT_ADMISSION_SLOTS, MIN_ADMISSION_SLOTS, admission, key_hash, repeats_to_admit,
+        DEFAULT_ADMISSION_SLOTS, MIN_ADMISSION_SLOTS, admission, key_hash, rate_bucket,
+        repeats_to_admit,
     },
     trigger,
     trw::ReplyCounter,
 };
+use scanwatch_integration::coarse_ns;
 use scanwatch_lab::{
     frames::{Packet, Transport, tcp},
     privileged::require_root,
@@ -316,18 +318,7 @@ fn repeated_syns_admit_at_the_syn_rate() {
     assert_eq!(n, 253);
     // The kernel's coarse clock: the SYNs below must fall in one bucket;
     // on a bucket boundary, try again with another source.
-    let bucket = || {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid timespec to write.
-        assert_eq!(
-            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) },
-            0
-        );
-        (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) >> 30
-    };
+    let bucket = || rate_bucket(coarse_ns());
     for attempt in 0..3u8 {
         let src = v4(43, attempt);
         let f = Packet::from_ips(

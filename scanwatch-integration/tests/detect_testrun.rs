@@ -5,7 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use scanwatch::{config::Detection, detect::Evidence, kernel::testrun::XdpHarness};
-use scanwatch_common::{DetectConfig, trigger};
+use scanwatch_common::{DetectConfig, tracking::rate_bucket, trigger};
+use scanwatch_integration::coarse_ns;
 use scanwatch_lab::{
     frames::{Packet, Transport, tcp},
     privileged::require_root,
@@ -264,6 +265,56 @@ fn syn_rate_and_window_reset() {
         stats.first_seen_ns < second.window_start_ns,
         "first seen kept"
     );
+}
+
+/// The SYN rate counts every SYN of its ~1.07 s bucket exactly, those a
+/// source sent while it waited for admission included (seeded into its
+/// slot): the `syn_flood_source` threshold (`syns_per_second` scaled to
+/// the bucket) is crossed by the bucket's SYN that reaches it, whether the
+/// repeats of one SYN admitted the source or a new destination did.
+#[test]
+fn the_syn_rate_counts_the_waiting_syns() {
+    let mut cfg = Detection::default();
+    cfg.syn_flood_source.syns_per_second = 300;
+    let kernel = cfg.kernel_config();
+    let rate = kernel.syn_rate;
+    let Some(mut h) = harness("the_syn_rate_counts_the_waiting_syns", &kernel) else {
+        return;
+    };
+    // The SYN whose event reports the rate, in one bucket; None when the
+    // bucket changed meanwhile (the caller tries another source).
+    let crossing = |h: &mut XdpHarness, src: IpAddr, ports: &[u16]| {
+        let before = rate_bucket(coarse_ns());
+        let mut at = None;
+        for n in 1..=rate + 10 {
+            let port = ports[(n as usize - 1).min(ports.len() - 1)];
+            send(h, src, target(), Transport::tcp(port, tcp::SYN));
+            if at.is_none()
+                && h.events()
+                    .iter()
+                    .any(|e| e.triggers & trigger::SYN_RATE != 0)
+            {
+                at = Some(n);
+            }
+        }
+        (rate_bucket(coarse_ns()) == before).then_some(at)
+    };
+    for (case, ports) in [
+        ("repeats of one SYN", &[80u16][..]),
+        ("new destinations", &[80, 81, 82]),
+    ] {
+        let found = (0..3u8).find_map(|attempt| {
+            let src = IpAddr::V4(Ipv4Addr::new(
+                198,
+                18,
+                23,
+                10 * (ports.len() as u8) + attempt,
+            ));
+            crossing(&mut h, src, ports)
+        });
+        let at = found.expect("three attempts crossed a rate-bucket boundary");
+        assert_eq!(at, Some(rate), "{case}: crossed at SYN {at:?}");
+    }
 }
 
 #[test]

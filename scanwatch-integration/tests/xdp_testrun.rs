@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use scanwatch::{config::Detection, kernel::testrun::XdpHarness};
 use scanwatch_common::{Counter, DetectConfig, IfaceCounters, ProbeKind};
+use scanwatch_integration::coarse_ns;
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021AD, TPID_8021Q, Transport, tcp},
     privileged::require_root,
@@ -676,20 +677,6 @@ fn source_map_memory_per_entry() {
             );
         }
     }
-}
-
-/// CLOCK_MONOTONIC_COARSE in ns, the clock the programs stamp with.
-fn coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) },
-        0
-    );
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The programs' clock (`clock.rs`: the coarse clock cached per `jiffies`)
