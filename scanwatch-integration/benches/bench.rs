@@ -24,7 +24,7 @@ use scanwatch_common::{block_origin, web::WebConfig};
 use scanwatch_integration::TakeMitigation;
 use scanwatch_integration::bench_programs::{
     BENCH_TX, BenchPrograms, FLOOR_ADMIT, FLOOR_BLOCKLIST, FLOOR_CALL, FLOOR_COUNT, FLOOR_SPAN,
-    NOOP,
+    FLOOR_TRACKED, NOOP,
 };
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021Q, Transport, tcp},
@@ -735,7 +735,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             &syn,
             (repeat, rounds),
             pass,
-            None,
+            Some(FLOOR_TRACKED),
         ),
         tool_signatures(&mut h, b, &syn, (repeat, rounds)),
     ];
@@ -2585,7 +2585,7 @@ fn write_report(o: &Opts, r: &Value) {
         ". Machine: {} ({} cores, {}), kernel {}, {}.\n\nRatios compare scanwatch with a do-nothing XDP program (`XDP_PASS`) measured in the same run; medians of repeated rounds. These machines are shared and noisy: read the ratios, not the nanoseconds.\n\n",
         m["cpu"].as_str().unwrap_or("?"), m["cores"].as_str().unwrap_or("?"), m["memory"].as_str().unwrap_or("?"), m["kernel"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?")
     ));
-    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one read of `jiffies` (the clock, inlined), and its slot of a 65,536-slot table (the size of scanwatch's admission table by default) read and written back (its count), the least a detector that counts every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling; for new sources and new first contacts, the reply-aware detector), in the same rounds.\n\n| case | scanwatch ns | no-op ns | ratio | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one read of `jiffies` (the clock, inlined), and its slot of a 65,536-slot table (the size of scanwatch's admission table by default) read and written back (its count), the least a detector that counts every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source; `scanwatch_floor_tracked`: a SYN read at fixed offsets, the source hashed, its slot's key compared, one atomic add to its count and the clock stored, the least a detector that counts a tracked source's probes exactly in one slot all CPUs update does). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling; for new sources and new first contacts, the reply-aware detector), in the same rounds.\n\n| case | scanwatch ns | no-op ns | ratio | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|\n");
     for c in r["per_packet"].as_array().into_iter().flatten() {
         let case = c["case"].as_str().unwrap_or("?");
         let target = if case.starts_with("established") {

@@ -31,6 +31,10 @@ pub const BENCH_TX: &str = "scanwatch_bench_tx";
 /// read, its slot read and written back): the floor of the new-source path
 /// (TEST_RUN and flood).
 pub const FLOOR_ADMIT: &str = "scanwatch_floor_admit";
+/// Counts a tracked source's SYN exactly (the frame read at fixed
+/// offsets, the source hashed, its slot's key compared, one atomic add, the
+/// clock stored): the floor of the tracked-source path.
+pub const FLOOR_TRACKED: &str = "scanwatch_floor_tracked";
 /// Reads and writes back one line of a table of 2^b lines spaced 2^s lines
 /// apart (b and s: the high and low bytes of the TCP destination port):
 /// what a line costs, by table size.
