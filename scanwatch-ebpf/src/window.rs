@@ -398,8 +398,8 @@ pub extern "C" fn scanwatch_window_record(
         }
         core::ptr::write_volatile(&raw mut (*entry).last_ifindex, ifindex);
         // The sets and bitmaps, each followed by what it adds to the
-        // counts in one atomic add (each costs a probe 7-12 ns on some
-        // machines). One add for both would carry a value across the host
+        // counts in one atomic add (the costliest instructions of the path
+        // on some machines). One add for both would carry a value across the host
         // set's search, which the verifier then checks once per value.
         if port != 0 {
             add_counts(entry, record_port(entry, port));
@@ -566,7 +566,7 @@ unsafe fn record_host(entry: *mut SourceStats, host: u16, icmp: bool) -> u64 {
 /// window's SYN count with this SYN added (`syns`, [`add32`]'s result):
 /// `syns` less the count before the bucket's first SYN ([`rate_base`]),
 /// which the first SYN of a bucket sets. No atomic operation beyond the
-/// count's own (each costs a SYN 7-12 ns on some machines,
+/// count's own (the costliest instructions of the path on some machines,
 /// docs/benchmarks.md). CPUs that start a bucket at once each set the
 /// base: the last one's stands, which leaves out at most the SYNs the
 /// others counted in between. (A SYN racing its window's reset, between
