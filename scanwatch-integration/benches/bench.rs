@@ -2594,7 +2594,9 @@ fn write_report(o: &Opts, r: &Value) {
             || case == "SYN from a new source, every slot taken"
         {
             "<= 3"
-        } else if case.contains("blocked source") {
+        } else if case == "SYN from a tracked source" {
+            "<= 4"
+        } else if case.contains("blocked source") || case.starts_with("benign ACK while") {
             "<= 1.5"
         } else {
             ""
