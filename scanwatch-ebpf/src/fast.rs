@@ -11,11 +11,13 @@
 //!   first segment to a web port).
 //! - [`new_source_syn`]: a plain SYN from a source that is not tracked,
 //!   its first (it starts waiting for admission) or a repeat of its
-//!   waiting one: a random-source SYN flood's every packet.
+//!   waiting one: a random-source SYN flood's every packet; or from a
+//!   tracked source, with no first contact to record ([`tracked_syn`]).
 
 use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{
-    Counter, IfaceCounters, ProbeKind, classify_tcp,
+    Counter, IfaceCounters, ProbeKind, SourceKey, SourceStats, classify_tcp,
+    fingerprint::{FINGERPRINTED, TcpProbe, signatures},
     maps::{v4_key_words, v6_key_words},
     prefilter,
     sketch::{host_fingerprint, host_fingerprint_v4, port_entry},
@@ -23,8 +25,12 @@ use scanwatch_common::{
 };
 
 use crate::{
-    DETECT_CONFIG, bump_counter, iface_counters, may_be_listed_v4, mitigation, prefilter_v4_word,
-    prefilter_word, sources, web, window::setting,
+    DETECT_CONFIG, bump_counter, clock, evidence, iface_counters, may_be_listed_v4, mitigation,
+    parse::Probe,
+    prefilter_v4_word, prefilter_word,
+    sources::{self, FirstSyn},
+    web,
+    window::setting,
 };
 
 /// Ethernet, IPv4 and TCP headers without options.
@@ -108,8 +114,9 @@ const HEADERS_V6: usize = 14 + 40 + 20;
 /// is one. It starts waiting in its admission slot, or is counted as a
 /// repeat there (`sources::first_syn`), with the counters the general
 /// path would bump, and nothing else is done: no walk, no `Probe`, no
-/// tool signatures (only a counted probe needs them). False, with nothing
-/// changed, for anything else: the general path takes it.
+/// tool signatures (only a counted probe needs them). A SYN of a tracked
+/// source goes on to [`tracked_syn`]. False, with nothing changed, for
+/// anything else: the general path takes it.
 ///
 /// The source key's words are built in registers
 /// (`scanwatch_common::maps::v4_key_words`): as bytes on the stack, the
@@ -125,7 +132,7 @@ pub fn new_source_syn(ctx: &XdpContext, counters: *mut IfaceCounters) -> bool {
     let state = mitigation();
     // SAFETY: every read lies within the HEADERS (IPv4) or HEADERS_V6
     // (IPv6) bytes checked.
-    let (words, port, host) = unsafe {
+    let (words, port, host, v6) = unsafe {
         let be16 = |at: usize| u16::from_be_bytes([*p.add(at), *p.add(at + 1)]);
         if [*p.add(12), *p.add(13), *p.add(14)] == [0x08, 0x00, 0x45] {
             let total_len = usize::from(be16(16));
@@ -150,6 +157,7 @@ pub fn new_source_syn(ctx: &XdpContext, counters: *mut IfaceCounters) -> bool {
                 v4_key_words(source, v4_mask),
                 be16(36),
                 host_fingerprint_v4([*p.add(30), *p.add(31), *p.add(32), *p.add(33)]),
+                false,
             )
         } else if [*p.add(12), *p.add(13)] == [0x86, 0xdd] {
             if start + HEADERS_V6 > end {
@@ -191,10 +199,112 @@ pub fn new_source_syn(ctx: &XdpContext, counters: *mut IfaceCounters) -> bool {
                 v6_key_words(addr, v6_mask),
                 be16(56),
                 host_fingerprint(&*p.add(38).cast::<[u8; 16]>()),
+                true,
             )
         } else {
             return false;
         }
     };
-    sources::first_syn(words, port_entry(port, false), host, counters)
+    let port = port_entry(port, false);
+    match sources::first_syn(words, port, host, counters) {
+        FirstSyn::Done => true,
+        FirstSyn::General => false,
+        FirstSyn::Tracked(entry) => {
+            let probe = Probe {
+                kind: ProbeKind::Syn,
+                source: SourceKey::from_words(words),
+                host,
+                port,
+                sigs: 0,
+            };
+            tracked_syn(ctx, entry, probe, v6, counters)
+        }
+    }
+}
+
+/// A plain SYN (as [`new_source_syn`] reads it) of a tracked source (slot
+/// `entry`) that has no first contact to record (a repeat of the only
+/// destination of its window, a source the reply-aware test decided, the
+/// detector off): its signatures read at fixed offsets, then counted as
+/// the general path counts it (`sources::count`). False, with nothing
+/// changed, for a SYN with a first contact: the general path records it.
+#[inline(always)]
+fn tracked_syn(
+    ctx: &XdpContext,
+    entry: *mut SourceStats,
+    mut probe: Probe,
+    v6: bool,
+    counters: *mut IfaceCounters,
+) -> bool {
+    let now = clock::now();
+    if sources::tracked_records_contact(&probe, entry, now) {
+        return false;
+    }
+    // A load-time constant, as in `parse`.
+    if setting(&raw const DETECT_CONFIG.tool_signatures) != 0 {
+        let fields = if v6 {
+            syn_fields::<54>(ctx)
+        } else {
+            syn_fields::<34>(ctx)
+        };
+        let Some(fields) = fields else {
+            return false;
+        };
+        probe.sigs = FINGERPRINTED | signatures(&fields);
+    }
+    bump_counter(counters, Counter::probe(ProbeKind::Syn));
+    let at = evidence::At {
+        ifindex: ctx.ingress_ifindex() as u32,
+        now,
+        counters,
+    };
+    sources::count(ctx, &probe, entry, &at, mitigation().tag_feeds != 0);
+    true
+}
+
+/// The fields of a plain SYN the scanner-tool signatures read (as
+/// `parse::tcp_fields` reads them), its TCP header at `TCP` (34: IPv4,
+/// 54: IPv6; its options inside the datagram, as [`new_source_syn`]
+/// checked).
+#[inline(always)]
+fn syn_fields<const TCP: usize>(ctx: &XdpContext) -> Option<TcpProbe> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + TCP + 20 > end {
+        return None;
+    }
+    let p = start as *const u8;
+    // SAFETY: every read lies within the bytes checked (the options' head
+    // after a check of its own).
+    unsafe {
+        let be16 = |at: usize| u16::from_be_bytes([*p.add(at), *p.add(at + 1)]);
+        let be32 = |at: usize| {
+            u32::from_be_bytes([*p.add(at), *p.add(at + 1), *p.add(at + 2), *p.add(at + 3)])
+        };
+        let data_offset = usize::from(*p.add(TCP + 12) >> 4) * 4;
+        let options_head = if data_offset >= 24 {
+            if start + TCP + 24 > end {
+                return None;
+            }
+            [
+                *p.add(TCP + 20),
+                *p.add(TCP + 21),
+                *p.add(TCP + 22),
+                *p.add(TCP + 23),
+            ]
+        } else {
+            [0; 4]
+        };
+        let v4 = TCP == 34;
+        Some(TcpProbe {
+            v4,
+            ip_id: if v4 { be16(18) } else { 0 },
+            dst_v4: if v4 { be32(30) } else { 0 },
+            dst_port: be16(TCP + 2),
+            seq: be32(TCP + 4),
+            window: be16(TCP + 14),
+            syn: true,
+            options_len: data_offset.saturating_sub(20) as u8,
+            options_head,
+        })
+    }
 }

@@ -71,27 +71,38 @@ impl Place {
     }
 }
 
+/// What [`first_syn`] did with a plain SYN.
+pub enum FirstSyn {
+    /// Counted: it started waiting, or repeated its waiting SYN.
+    Done,
+    /// Nothing changed: the general path takes it.
+    General,
+    /// Nothing changed: its source is tracked, in this slot.
+    Tracked(*mut SourceStats),
+}
+
 /// The first SYN (to port entry `port`, host fingerprint `host`) of the
 /// source whose key words are `words`, if it is neither tracked (no tag
 /// of its bucket matches) nor waiting in its admission slot: it starts
 /// waiting there, as [`admit`] starts it, with its first contact waiting
 /// with it (`ContactsWaiting`, with the reply-aware detector on), and its
 /// probe counted; or, waiting already, it repeats its waiting SYN
-/// ([`repeat_syn`]). False, with nothing
-/// changed, when the source may be tracked or is waiting (a tag match, or
-/// its head in the slot), or admission is off: the general path then
-/// takes the probe (`fast::new_source_syn`).
+/// ([`repeat_syn`]). A source that is tracked: its slot, for
+/// `fast::tracked_syn`. Nothing changed otherwise (a tag that matches
+/// another source's, a waiting source's other probe, admission off): the
+/// general path then takes the probe (`fast::new_source_syn`).
 #[inline(always)]
-pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCounters) -> bool {
+pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCounters) -> FirstSyn {
     if setting(&raw const DETECT_CONFIG.admit_after) <= 1 {
-        return false;
+        return FirstSyn::General;
     }
     let hash = key_hash(words);
     let tag = source_tag(hash);
     let index = admission(hash, setting(&raw const DETECT_CONFIG.admission_slots)).0;
-    let (word, pair) = tag_place(bucket(hash, setting(&raw const DETECT_CONFIG.source_slots)));
+    let bucket = bucket(hash, setting(&raw const DETECT_CONFIG.source_slots));
+    let (word, pair) = tag_place(bucket);
     let (Some(slot), Some(tags)) = (ADMISSION.get_ptr_mut(index), SOURCE_TAGS.get_ptr(word)) else {
-        return false;
+        return FirstSyn::General;
     };
     let index_tag = index_tag(tag);
     // SAFETY: plain reads and a compare-and-swap of live map values.
@@ -100,13 +111,17 @@ pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCoun
         let current = core::ptr::read_volatile(head_p);
         let tags = core::ptr::read_volatile(tags.cast::<u16>().add(pair as usize));
         if tags as u8 == index_tag || (tags >> 8) as u8 == index_tag {
-            return false;
+            return find(words, bucket, tag).map_or(FirstSyn::General, FirstSyn::Tracked);
         }
         let now = clock::now();
         let in_window = head_in_window(current, now, setting(&raw const DETECT_CONFIG.window_ns));
         let this = waiting_record(ProbeKind::Syn as u8, port, host, now);
         if in_window && head_tag(current) == tag {
-            return repeat_syn(slot, index, (current, now), this, counters);
+            return if repeat_syn(slot, index, (current, now), this, counters) {
+                FirstSyn::Done
+            } else {
+                FirstSyn::General
+            };
         }
         bump_counter(counters, Counter::probe(ProbeKind::Syn));
         if contacts::enabled() {
@@ -124,7 +139,7 @@ pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCoun
             core::ptr::write_volatile(&raw mut (*slot).first, this);
         }
     }
-    true
+    FirstSyn::Done
 }
 
 /// [`first_syn`] for a source waiting in its admission slot `slot` (of
@@ -287,6 +302,20 @@ fn waiting_record(kind: u8, port: u32, host: u16, now: u64) -> u64 {
 #[inline(always)]
 fn repeats_waiting_syn(kind: u8, this: u64, first: u64, second: u64) -> bool {
     kind == ProbeKind::Syn as u8 && (is_repeat(this, first) || is_repeat(this, second))
+}
+
+/// Whether a tracked source's probe (slot `entry`) has a first contact
+/// for the reply-aware detector to record ([`contact_plan`]'s answer for
+/// a tracked source; false with the detector off).
+#[inline(always)]
+pub fn tracked_records_contact(probe: &Probe, entry: *mut SourceStats, now: u64) -> bool {
+    contacts::enabled()
+        && tracked_contact(
+            probe,
+            entry,
+            now,
+            setting(&raw const DETECT_CONFIG.window_ns),
+        )
 }
 
 /// Whether a tracked source's probe (slot `entry`) offers a first contact

@@ -437,27 +437,37 @@ fn a_smaller_admission_table_admits_the_same_way() {
 }
 
 /// The state a run of [`same_state_scenario`] leaves: per source, whether
-/// it is tracked and what its slot counts; and the counters the SYN path
-/// bumps.
-type Outcome = (Vec<Option<(u64, u64, u64, u64, Vec<u16>)>>, [u64; 5]);
+/// it is tracked and what its slot counts (with the low half of
+/// `crossed`: the triggers reported, the tool signatures' tally, the
+/// evidence sent); and the counters the SYN path bumps.
+type Outcome = (Vec<Option<(u64, u64, u64, u64, Vec<u16>, u64)>>, [u64; 7]);
 
 /// SYNs from IPv4 and IPv6 sources, as plain frames or each with an
 /// 802.1Q tag: new sources, repeats of a waiting SYN, new destinations
-/// that admit, a tracked source's probes, and two sources that take each
-/// other's admission slot.
-fn same_state_scenario(test: &str, tagged: bool) -> Option<Outcome> {
+/// that admit, a tracked source's probes, two sources that take each
+/// other's admission slot, a source admitted at the SYN rate by one SYN
+/// repeated (then tracked with one destination), and a scan that crosses
+/// the port-scan threshold and repeats its first port. With the
+/// reply-aware detector on (`reply`) or off.
+fn same_state_scenario(test: &str, tagged: bool, reply: bool) -> Option<Outcome> {
     if !require_root(test) {
         return None;
     }
-    // The reply-aware detector on (first contacts wait with their SYN), and
-    // the smallest admission table: two sources of one slot are near.
+    // The smallest admission table: two sources of one slot are near.
+    // With the reply-aware detector on, first contacts wait with their SYN.
     let detection = Detection::default();
+    // Evidence packets on: the scans' crossing SYNs offer theirs.
     let detect = scanwatch_common::DetectConfig {
         admission_slots: MIN_ADMISSION_SLOTS,
+        evidence_packets: 4,
         ..detection.kernel_config()
     };
-    let mut h = XdpHarness::load_reply_with(4096, detection.reply_config(), &detect)
-        .expect("load the XDP program");
+    let mut h = if reply {
+        XdpHarness::load_reply_with(4096, detection.reply_config(), &detect)
+    } else {
+        XdpHarness::load_with(4096, &detect)
+    }
+    .expect("load the XDP program");
     let send = |h: &mut XdpHarness, src: IpAddr, port: u16| {
         let dst: IpAddr = if src.is_ipv6() {
             "fd00::2".parse().expect("ip")
@@ -499,6 +509,22 @@ fn same_state_scenario(test: &str, tagged: bool) -> Option<Outcome> {
     for (src, port) in [(a, 80), (b, 80), (a, 80), (b, 81)] {
         send(&mut h, src, port);
     }
+    // One SYN again and again: admitted at the SYN rate (in one bucket),
+    // then a tracked source with one destination (no first contact).
+    for src in [v4(70, 1), v6(70)] {
+        sources.push(src);
+        for _ in 0..300 {
+            send(&mut h, src, 443);
+        }
+    }
+    // A scan of 20 ports (it crosses `port_scan` at 15: an event and
+    // evidence), then its first port again.
+    for src in [v4(71, 1), v6(71)] {
+        sources.push(src);
+        for port in (1000..1020).chain([1000; 5]) {
+            send(&mut h, src, port);
+        }
+    }
     let states = sources
         .iter()
         .map(|src| {
@@ -510,46 +536,74 @@ fn same_state_scenario(test: &str, tagged: bool) -> Option<Outcome> {
                     ev.distinct_ports,
                     ev.distinct_hosts,
                     ev.sample_ports,
+                    s.crossed & 0xffff_ffff,
                 )
             })
         })
         .collect();
     let c = h.counters().expect("counters");
-    let r = h
-        .reply()
-        .expect("reply maps")
-        .counters()
-        .expect("reply counters");
+    let (waiting, contacts) = match h.reply() {
+        Some(maps) => {
+            let r = maps.counters().expect("reply counters");
+            (
+                r.get(ReplyCounter::ContactsWaiting),
+                r.get(ReplyCounter::Contacts),
+            )
+        }
+        None => (0, 0),
+    };
     Some((
         states,
         [
             c.get(Counter::ProbeSyn),
             c.get(Counter::SourcesCreated),
             c.get(Counter::AdmissionOverwritten),
-            r.get(ReplyCounter::ContactsWaiting),
-            r.get(ReplyCounter::Contacts),
+            c.get(Counter::EventsSent),
+            c.get(Counter::EvidenceSent),
+            waiting,
+            contacts,
         ],
     ))
 }
 
 /// A plain SYN takes the kernel's first-SYN path (`fast::new_source_syn`:
-/// a new source's first SYN, a waiting source's repeat) and a tagged one
-/// the general walk: the same SYNs leave the same state either way.
+/// a new source's first SYN, a waiting source's repeat, a tracked
+/// source's SYN with no first contact to record) and a tagged one the
+/// general walk: the same SYNs leave the same state either way, with the
+/// reply-aware detector on and off (off, every tracked source's SYN takes
+/// the fast path).
 #[test]
 fn plain_and_tagged_syns_leave_the_same_state() {
     let test = "plain_and_tagged_syns_leave_the_same_state";
-    let Some(plain) = same_state_scenario(test, false) else {
-        return;
-    };
-    let tagged = same_state_scenario(test, true).expect("harness");
-    assert_eq!(plain, tagged);
-    // The scenario did what it says: six admitted sources of three ports
-    // each at admission and one more after, every SYN counted, overwrites.
-    let (states, counters) = plain;
-    for state in &states[2..] {
-        let (total, syns, ports, hosts, _) = state.clone().expect("tracked");
-        assert_eq!((total, syns, ports, hosts), (6, 6, 4, 1));
+    for reply in [true, false] {
+        let Some(plain) = same_state_scenario(test, false, reply) else {
+            return;
+        };
+        let tagged = same_state_scenario(test, true, reply).expect("harness");
+        assert_eq!(plain, tagged, "reply-aware detector on: {reply}");
+        // The scenario did what it says: six admitted sources of three
+        // ports each at admission and one more after, every SYN counted,
+        // overwrites; two sources admitted at the SYN rate with one
+        // destination; two scans that crossed `port_scan`, with evidence.
+        let (states, counters) = plain;
+        for state in &states[2..8] {
+            let (total, syns, ports, hosts, _, _) = state.clone().expect("tracked");
+            assert_eq!((total, syns, ports, hosts), (6, 6, 4, 1));
+        }
+        for state in &states[8..10] {
+            let (total, syns, ports, hosts, _, _) = state.clone().expect("tracked");
+            assert_eq!((total, syns, ports, hosts), (300, 300, 1, 1));
+        }
+        for state in &states[10..12] {
+            let (total, syns, ports, hosts, _, crossed) = state.clone().expect("tracked");
+            // (Past the exact set, distinct ports are an estimate.)
+            assert_eq!((total, syns, hosts), (25, 25, 1));
+            assert!(ports >= 15, "distinct ports: {ports}");
+            assert_ne!(crossed & u64::from(scanwatch_common::trigger::PORTS), 0);
+        }
+        assert_eq!(counters[0], 6 * 6 + 4 + 2 * 300 + 2 * 25);
+        assert!(counters[2] >= 3, "admission overwrites: {counters:?}");
+        assert_eq!(counters[3], 2, "events: {counters:?}");
+        assert_eq!(counters[4], 2 * 4, "evidence: {counters:?}");
     }
-    assert_eq!(counters[0], 6 * 6 + 4);
-    assert!(counters[2] >= 3, "admission overwrites: {counters:?}");
 }
