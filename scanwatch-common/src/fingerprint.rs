@@ -68,6 +68,30 @@ pub struct TcpProbe {
     pub options_head: [u8; 4],
 }
 
+impl TcpProbe {
+    /// The fields of a probe whose TCP header is `tcp` (its first 20
+    /// bytes, the data offset at least 5 words), the first four bytes of
+    /// its options `options_head` (zero where there are fewer), in an IPv4
+    /// datagram of IP ID and destination `v4`, or in IPv6 (`None`).
+    #[inline(always)]
+    pub fn of_header(tcp: &[u8; 20], v4: Option<(u16, u32)>, options_head: [u8; 4]) -> Self {
+        let (ip_id, dst_v4) = v4.unwrap_or_default();
+        Self {
+            v4: v4.is_some(),
+            ip_id,
+            dst_v4,
+            dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            window: u16::from_be_bytes([tcp[14], tcp[15]]),
+            // The SYN flag.
+            syn: tcp[13] & 0x02 != 0,
+            // (No branch: the data offset is at least 5 words.)
+            options_len: ((tcp[12] >> 4) * 4).wrapping_sub(20),
+            options_head,
+        }
+    }
+}
+
 /// `x`, hidden from the compiler (on the bpf target an `asm!` moving the
 /// register onto itself: one instruction; an empty one would leave two
 /// line-info records at one offset, which the kernel refuses): it cannot know its range, so the arithmetic below stays
@@ -269,6 +293,37 @@ mod tests {
         let bits = [MASSCAN, ZMAP, NMAP, MIRAI, UNICORNSCAN, HPING3, OS_STACK];
         assert_eq!(bits.iter().fold(0, |a, b| a | b), ALL);
         assert!(bits.iter().enumerate().all(|(i, b)| *b == 1 << i));
+    }
+
+    #[test]
+    fn a_header_gives_its_fields() {
+        // An nmap SYN to port 23: data offset 6 words, window 1024.
+        let mut tcp = [0u8; 20];
+        tcp[2..4].copy_from_slice(&23u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&790_032_456u32.to_be_bytes());
+        tcp[12] = 6 << 4;
+        tcp[13] = 0x02;
+        tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        let mss = [2, 4, 5, 0xb4];
+        let p = TcpProbe::of_header(&tcp, Some((0xe61c, 0xc613_070b)), mss);
+        assert_eq!(
+            p,
+            TcpProbe {
+                v4: true,
+                ip_id: 0xe61c,
+                dst_v4: 0xc613_070b,
+                dst_port: 23,
+                seq: 790_032_456,
+                window: 1024,
+                syn: true,
+                options_len: 4,
+                options_head: mss,
+            }
+        );
+        assert_eq!(signatures(&p), NMAP);
+        tcp[13] = 0x10;
+        let v6 = TcpProbe::of_header(&tcp, None, mss);
+        assert_eq!((v6.v4, v6.ip_id, v6.dst_v4, v6.syn), (false, 0, 0, false));
     }
 
     #[test]

@@ -276,35 +276,26 @@ fn syn_fields<const TCP: usize>(ctx: &XdpContext) -> Option<TcpProbe> {
     // SAFETY: every read lies within the bytes checked (the options' head
     // after a check of its own).
     unsafe {
-        let be16 = |at: usize| u16::from_be_bytes([*p.add(at), *p.add(at + 1)]);
-        let be32 = |at: usize| {
-            u32::from_be_bytes([*p.add(at), *p.add(at + 1), *p.add(at + 2), *p.add(at + 3)])
-        };
         let data_offset = usize::from(*p.add(TCP + 12) >> 4) * 4;
         let options_head = if data_offset >= 24 {
             if start + TCP + 24 > end {
                 return None;
             }
-            [
-                *p.add(TCP + 20),
-                *p.add(TCP + 21),
-                *p.add(TCP + 22),
-                *p.add(TCP + 23),
-            ]
+            *p.add(TCP + 20).cast::<[u8; 4]>()
         } else {
             [0; 4]
         };
-        let v4 = TCP == 34;
-        Some(TcpProbe {
+        // The IPv4 header's IP ID and destination.
+        let v4 = (TCP == 34).then(|| {
+            (
+                u16::from_be_bytes([*p.add(18), *p.add(19)]),
+                u32::from_be_bytes([*p.add(30), *p.add(31), *p.add(32), *p.add(33)]),
+            )
+        });
+        Some(TcpProbe::of_header(
+            &*p.add(TCP).cast::<[u8; 20]>(),
             v4,
-            ip_id: if v4 { be16(18) } else { 0 },
-            dst_v4: if v4 { be32(30) } else { 0 },
-            dst_port: be16(TCP + 2),
-            seq: be32(TCP + 4),
-            window: be16(TCP + 14),
-            syn: true,
-            options_len: data_offset.saturating_sub(20) as u8,
             options_head,
-        })
+        ))
     }
 }

@@ -11,8 +11,6 @@ use scanwatch_common::{
     sketch::{host_fingerprint, host_fingerprint_v4, port_entry},
 };
 
-const TCP_SYN: u8 = 0x02;
-
 use crate::packet::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ip, Packet, ParseError, WHOLE_DATAGRAM,
     walk,
@@ -176,26 +174,16 @@ fn tcp_fields(
     } else {
         [0; 4]
     };
-    let (ip_id, dst_v4) = if ip.v6 {
-        (0, 0)
+    let v4 = if ip.v6 {
+        None
     } else {
         let h = pkt.bytes::<20>(ip.l3)?;
-        (
+        Some((
             u16::from_be_bytes([h[4], h[5]]),
             u32::from_be_bytes([h[16], h[17], h[18], h[19]]),
-        )
+        ))
     };
-    Ok(TcpProbe {
-        v4: !ip.v6,
-        ip_id,
-        dst_v4,
-        dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        window: u16::from_be_bytes([tcp[14], tcp[15]]),
-        syn: tcp[13] & TCP_SYN != 0,
-        options_len: (data_offset - 20) as u8,
-        options_head,
-    })
+    Ok(TcpProbe::of_header(tcp, v4, options_head))
 }
 
 /// A first fragment that ends inside the TCP header (`nmap -f`): no stack
