@@ -17,7 +17,7 @@
 use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{
     Counter, IfaceCounters, ProbeKind, SourceKey, SourceStats, classify_tcp,
-    fingerprint::{FINGERPRINTED, TcpProbe, signatures},
+    fingerprint::TcpProbe,
     maps::{v4_key_words, v6_key_words},
     prefilter,
     sketch::{host_fingerprint, host_fingerprint_v4, port_entry},
@@ -26,7 +26,7 @@ use scanwatch_common::{
 
 use crate::{
     DETECT_CONFIG, bump_counter, clock, evidence, iface_counters, may_be_listed_v4, mitigation,
-    parse::Probe,
+    parse::{Probe, tool_signatures, tool_signatures_on},
     prefilter_v4_word, prefilter_word,
     sources::{self, FirstSyn},
     web,
@@ -240,8 +240,7 @@ fn tracked_syn(
     if sources::tracked_records_contact(&probe, entry, now) {
         return false;
     }
-    // A load-time constant, as in `parse`.
-    if setting(&raw const DETECT_CONFIG.tool_signatures) != 0 {
+    if tool_signatures_on() {
         let fields = if v6 {
             syn_fields::<54>(ctx)
         } else {
@@ -250,7 +249,7 @@ fn tracked_syn(
         let Some(fields) = fields else {
             return false;
         };
-        probe.sigs = FINGERPRINTED | signatures(&fields);
+        probe.sigs = tool_signatures(&fields);
     }
     bump_counter(counters, Counter::probe(ProbeKind::Syn));
     let at = evidence::At {

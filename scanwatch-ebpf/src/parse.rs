@@ -153,12 +153,27 @@ fn tcp(pkt: Packet<'_, XdpContext>, ip: Ip) -> Result<Outcome, ParseError> {
         port: port_entry(port, false),
         ip,
         // A load-time constant: the verifier drops the branch not taken.
-        sigs: if setting(&raw const DETECT_CONFIG.tool_signatures) != 0 {
-            FINGERPRINTED | signatures(&tcp_fields(pkt, ip, tcp, data_offset)?)
+        sigs: if tool_signatures_on() {
+            tool_signatures(&tcp_fields(pkt, ip, tcp, data_offset)?)
         } else {
             0
         },
     }))
+}
+
+/// Whether TCP probes carry their scanner-tool signatures
+/// (`[detection] tool_signatures`): a load-time constant. The general
+/// walk and `fast::tracked_syn` both ask here.
+#[inline(always)]
+pub fn tool_signatures_on() -> bool {
+    setting(&raw const DETECT_CONFIG.tool_signatures) != 0
+}
+
+/// A TCP probe's `sigs` (with the tool signatures on): the signatures of
+/// its header fields, with `FINGERPRINTED`.
+#[inline(always)]
+pub fn tool_signatures(fields: &TcpProbe) -> u8 {
+    FINGERPRINTED | signatures(fields)
 }
 
 /// The fields the scanner-tool signatures read (`scanwatch_common::fingerprint`).

@@ -233,13 +233,15 @@ pub fn contact_plan(
     tracked: Option<*mut SourceStats>,
     now: u64,
 ) -> ContactPlan {
-    if !contacts::enabled() {
-        return ContactPlan::NOTHING;
-    }
-    let window_ns = setting(&raw const DETECT_CONFIG.window_ns);
     match tracked {
-        Some(entry) => ContactPlan::new(tracked_contact(probe, entry, now, window_ns), 0),
-        None => untracked_plan(probe, place, now, window_ns),
+        Some(entry) => ContactPlan::new(tracked_records_contact(probe, entry, now), 0),
+        None if contacts::enabled() => untracked_plan(
+            probe,
+            place,
+            now,
+            setting(&raw const DETECT_CONFIG.window_ns),
+        ),
+        None => ContactPlan::NOTHING,
     }
 }
 

@@ -428,20 +428,38 @@ fn profile_new_sources(slots: u32) {
     }
 }
 
-/// `--profile-tracked`: the tracked-source SYN row's packet, 200 runs of
-/// 100,000 repeats (about half a minute), nothing else, for `perf record`
-/// of the tracked path (DEVELOPING.md).
-fn profile_tracked() {
+/// `--profile-tracked` / `--profile-benign`: the tracked-source SYN row's
+/// packet or the benign ACK row's, 200 runs of 100,000 repeats (about half
+/// a minute), nothing else, for `perf record` of that path (DEVELOPING.md).
+fn profile_row(benign: bool) {
     let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
-    let syn = Packet::new("198.18.50.2", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
+    let (what, frame) = if benign {
+        ("benign ACK", benign_ack())
+    } else {
+        (
+            "SYN from a tracked source",
+            Packet::new("198.18.50.2", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build(),
+        )
+    };
     let mut ns = Vec::new();
     for _ in 0..200 {
-        ns.push(h.run_repeat(&syn, 100_000).expect("run").1 as f64);
+        ns.push(h.run_repeat(&frame, 100_000).expect("run").1 as f64);
     }
-    println!(
-        "SYN from a tracked source: {:.1} ns (median of 200 runs)",
-        median(ns)
+    println!("{what}: {:.1} ns (median of 200 runs)", median(ns));
+}
+
+/// The benign row's packet: an established connection's ACK with 512
+/// bytes of TLS records to port 443 (a web port, not a request).
+fn benign_ack() -> Vec<u8> {
+    let mut ack = Packet::new(
+        "198.18.50.1",
+        "198.18.0.2",
+        Transport::tcp(443, tcp::ACK | tcp::PSH),
     );
+    if let Transport::Tcp { payload, .. } = &mut ack.transport {
+        payload.extend_from_slice(&[0x17; 512]);
+    }
+    ack.build()
 }
 
 /// New sources a round of [`new_sources_quiet`]: few enough that most land
@@ -687,15 +705,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
     // The baselines and floors.
     let mut b = BenchPrograms::load().expect("load the benchmark programs");
     let b = &mut b;
-    let mut ack = Packet::new(
-        "198.18.50.1",
-        "198.18.0.2",
-        Transport::tcp(443, tcp::ACK | tcp::PSH),
-    );
-    if let Transport::Tcp { payload, .. } = &mut ack.transport {
-        payload.extend_from_slice(&[0x17; 512]);
-    }
-    let ack = ack.build();
+    let ack = benign_ack();
     let syn = Packet::new("198.18.50.2", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
     let udp = Packet::new("198.18.50.3", "198.18.0.2", Transport::udp(161)).build();
     let icmp = Packet::new("198.18.50.4", "198.18.0.2", Transport::icmp(8)).build();
@@ -2749,7 +2759,11 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--profile-tracked") {
-        profile_tracked();
+        profile_row(false);
+        return;
+    }
+    if std::env::args().any(|a| a == "--profile-benign") {
+        profile_row(true);
         return;
     }
     // The verifier's count, for a change that may have brought it near its
