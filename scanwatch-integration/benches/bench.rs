@@ -429,8 +429,9 @@ fn profile_new_sources(slots: u32) {
 }
 
 /// `--profile-tracked` / `--profile-benign`: the tracked-source SYN row's
-/// packet or the benign ACK row's, 200 runs of 100,000 repeats (about half
-/// a minute), nothing else, for `perf record` of that path (DEVELOPING.md).
+/// packet or the benign ACK row's, 200 runs of 100,000 repeats (a few
+/// seconds: one load), nothing else, for `perf record` of that path
+/// (DEVELOPING.md).
 fn profile_row(benign: bool) {
     let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
     let (what, frame) = if benign {
@@ -700,8 +701,9 @@ const LOADS: usize = 5;
 /// Each load lands elsewhere (the kernel puts its JIT image at a random
 /// offset, its maps get new memory), and on the VMs here one load ran
 /// the benign ACK in 15 ns and another in 25 (`--profile-benign` runs of
-/// one build; docs/benchmarks.md): a single load's figure is one draw. Each row reports the median of
-/// its loads ([`combine_loads`]) and every load's ratio.
+/// one build; docs/benchmarks.md): a single load's figure is one draw.
+/// Each row reports the median of its loads ([`combine_loads`]) and
+/// every load's ratio.
 fn per_packet_loads(o: &Opts) -> Vec<Value> {
     let loads = if o.quick { 1 } else { LOADS };
     let runs: Vec<Vec<Value>> = (0..loads)
@@ -2650,7 +2652,7 @@ fn write_report(o: &Opts, r: &Value) {
         ". Machine: {} ({} cores, {}), kernel {}, {}.\n\nRatios compare scanwatch with a do-nothing XDP program (`XDP_PASS`) measured in the same run; medians of repeated rounds. These machines are shared and noisy: read the ratios, not the nanoseconds.\n\n",
         m["cpu"].as_str().unwrap_or("?"), m["cores"].as_str().unwrap_or("?"), m["memory"].as_str().unwrap_or("?"), m["kernel"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?")
     ));
-    md.push_str(&format!("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one read of `jiffies` (the clock, inlined), and its slot of a 65,536-slot table (the size of scanwatch's admission table by default) read and written back (its count), the least a detector that counts every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source; `scanwatch_floor_tracked`: a SYN read at fixed offsets, the source hashed, its slot's key compared, one atomic add to its count and the clock stored, the least a detector that counts a tracked source's probes exactly in one slot all CPUs update does). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling; for new sources and new first contacts, the reply-aware detector), in the same rounds.\n\nEvery program is loaded {} time(s) afresh, each load measured as above: each load lands elsewhere (the kernel puts its JIT image at a random offset, its maps get new memory), and one load can run the same path half as fast again as another. Each figure is the median of the loads' (the ratio: of the loads' ratios); the loads' ratios are in the \"ratios by load\" column.\n\n| case | scanwatch ns | no-op ns | ratio | ratios by load | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|---|\n",
+    md.push_str(&format!("## Per-packet cost (BPF_PROG_TEST_RUN)\n\nThe floor columns: the least any program doing that job can do, measured in the same rounds (`scanwatch_floor_count`: one bounds check, four header bytes read in place, one per-CPU counter; `scanwatch_floor_admit`: the source hashed, one read of `jiffies` (the clock, inlined), and its slot of a 65,536-slot table (the size of scanwatch's admission table by default) read and written back (its count), the least a detector that counts every new source in bounded memory does; `scanwatch_floor_blocklist`: one exact-match hash lookup of the IPv4 source; `scanwatch_floor_tracked`: a SYN read at fixed offsets, the source hashed, its slot's key compared, one atomic add to its count and the clock stored, the least a detector that counts a tracked source's probes exactly in one slot all CPUs update does). A target below the floor ratio cannot be met by any design that does the job. The feature-off column: the same program loaded without the feature the case measures (the tool signatures, web sampling; for new sources and new first contacts, the reply-aware detector), in the same rounds.\n\nLoads of every program: {}, each measured as above: each load lands elsewhere (the kernel puts its JIT image at a random offset, its maps get new memory), and one load can run the same path half as fast again as another. Each figure is the median of the loads' (the ratio: of the loads' ratios); the loads' ratios are in the \"ratios by load\" column.\n\n| case | scanwatch ns | no-op ns | ratio | ratios by load | feature off ns | target | floor ns | floor ratio |\n|---|---|---|---|---|---|---|---|---|\n",
         r["per_packet"][0]["loads"].as_u64().unwrap_or(1)
     ));
     for c in r["per_packet"].as_array().into_iter().flatten() {
