@@ -10,7 +10,11 @@ disassembler), records `perf record -e cpu-clock -F 20000 -a` for SECONDS
 (default 2), and prints the shares of the program's samples by source line,
 the TOP (default 25) hottest addresses with the program's own lines before
 them (a line from `core` names no caller), and the shares by source file
-(a `core` line counted with the program's line before it). A load that
+(a `core` line counted with the program's line before it). Only samples
+inside the program's own JIT images (its main program's and each BPF
+function's, from jited_ksyms and jited_func_lens) count: other programs'
+images may lie between them. Addresses print as offsets from the lowest
+image. A load that
 misses the cache, or an atomic operation, shows as the samples of the
 instruction after it. DEVELOPING.md ("Where a path's time goes").
 """
@@ -48,21 +52,31 @@ def info(fd, buf):
 
 
 def line_table(prog_id):
-    """[(jited address, "file:line", source text)], sorted by address."""
+    """[(jited address, "file:line", source text)], sorted by address, and
+    the program's JIT images as [(start, end)]: its main program and each
+    BPF function (a global function) has an image of its own, and other
+    programs' images may lie between them."""
     pfd = fd_by_id(PROG_GET_FD_BY_ID, prog_id)
     first = ctypes.create_string_buffer(232)
     info(pfd, first)
     raw = first.raw
+    nksyms, nlens = struct.unpack_from("<II", raw, 104)
     (btf_id,) = struct.unpack_from("<I", raw, 128)
     (nli,) = struct.unpack_from("<I", raw, 148)
     (njli,) = struct.unpack_from("<I", raw, 168)
     li_sz, jli_sz = struct.unpack_from("<II", raw, 172)
     li = ctypes.create_string_buffer(li_sz * nli)
     jli = ctypes.create_string_buffer(jli_sz * njli)
+    ksyms = ctypes.create_string_buffer(8 * nksyms)
+    lens = ctypes.create_string_buffer(4 * nlens)
     second = ctypes.create_string_buffer(232)
+    struct.pack_into("<IIQQ", second, 104, nksyms, nlens, ctypes.addressof(ksyms), ctypes.addressof(lens))
     struct.pack_into("<IQQ", second, 148, nli, ctypes.addressof(li), ctypes.addressof(jli))
     struct.pack_into("<III", second, 168, njli, li_sz, jli_sz)
     info(pfd, second)
+    images = [(struct.unpack_from("<Q", ksyms.raw, 8 * i)[0], struct.unpack_from("<I", lens.raw, 4 * i)[0])
+              for i in range(min(nksyms, nlens))]
+    images = [(start, start + length) for start, length in images]
     bfd = fd_by_id(BTF_GET_FD_BY_ID, btf_id)
     bi = ctypes.create_string_buffer(32)
     info(bfd, bi)
@@ -84,15 +98,16 @@ def line_table(prog_id):
         (addr,) = struct.unpack_from("<Q", jli.raw, i * jli_sz)
         _, file_off, line_off, line_col = struct.unpack_from("<IIII", li.raw, i * li_sz)
         lines.append((addr, f"{s(file_off).split('/')[-1]}:{line_col >> 10}", s(line_off).strip()))
-    return sorted(lines)
+    return sorted(lines), images
 
 
 def main():
     prog_id = int(sys.argv[1])
     seconds = sys.argv[2] if len(sys.argv) > 2 else "2"
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 25
-    lines = line_table(prog_id)
+    lines, images = line_table(prog_id)
     addrs = [a for a, _, _ in lines]
+    base = min(start for start, _ in images)
     with tempfile.NamedTemporaryFile(suffix=".data") as data:
         subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", "20000", "-a", "-o", data.name,
                         "--", "sleep", seconds], capture_output=True, check=True)
@@ -103,11 +118,16 @@ def main():
         f = row.split()
         if len(f) < 2 or "bpf_prog_" not in f[1]:
             continue
-        i = bisect.bisect_right(addrs, int(f[0], 16)) - 1
+        ip = int(f[0], 16)
+        # Only this program's images: another program's (the no-op or a
+        # floor run in turn, a flood's generator) may lie between them.
+        if not any(start <= ip < end for start, end in images):
+            continue
+        i = bisect.bisect_right(addrs, ip) - 1
         if i >= 0:
             hits[i] += 1
             total += 1
-    print(f"samples in BPF programs: {total}")
+    print(f"samples in the program's {len(images)} JIT images: {total}")
     if total == 0:
         return
     by_line = collections.Counter()
@@ -123,7 +143,7 @@ def main():
             j -= 1
             if lines[j][1].split(":")[0] in OWN:
                 before.append(f"{lines[j][1]} {lines[j][2][:50]}")
-        print(f"{100 * c / total:5.1f}% +{lines[i][0] & 0xffff:04x} {lines[i][1]:<22} {lines[i][2][:60]}")
+        print(f"{100 * c / total:5.1f}% +{lines[i][0] - base:04x} {lines[i][1]:<22} {lines[i][2][:60]}")
         print(f"        after: {' | '.join(before)}")
     by_file = collections.Counter()
     for i, c in hits.items():
