@@ -74,9 +74,13 @@ def line_table(prog_id):
     struct.pack_into("<IQQ", second, 148, nli, ctypes.addressof(li), ctypes.addressof(jli))
     struct.pack_into("<III", second, 168, njli, li_sz, jli_sz)
     info(pfd, second)
-    images = [(struct.unpack_from("<Q", ksyms.raw, 8 * i)[0], struct.unpack_from("<I", lens.raw, 4 * i)[0])
-              for i in range(min(nksyms, nlens))]
-    images = [(start, start + length) for start, length in images]
+    images = []
+    for i in range(min(nksyms, nlens)):
+        (start,) = struct.unpack_from("<Q", ksyms.raw, 8 * i)
+        (length,) = struct.unpack_from("<I", lens.raw, 4 * i)
+        images.append((start, start + length))
+    if not images:
+        sys.exit(f"program {prog_id} has no JIT image (is the BPF JIT on?)")
     bfd = fd_by_id(BTF_GET_FD_BY_ID, btf_id)
     bi = ctypes.create_string_buffer(32)
     info(bfd, bi)
