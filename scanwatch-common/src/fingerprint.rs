@@ -174,6 +174,17 @@ pub const fn consistent(crossed: u64) -> u8 {
     matched & !missed
 }
 
+/// Whether no later probe of the window can change what its tally names
+/// ([`consistent`]): every signature has been missed by some probe. (A
+/// fingerprinted probe sets, for each signature, its matched or its
+/// missed bit: once none is held by all, every one has been missed, and
+/// a probe can then only add matched bits, which [`consistent`] ignores.)
+/// The kernel skips a settled window's probes' signatures.
+#[inline(always)]
+pub const fn settled(crossed: u64) -> bool {
+    (crossed >> MISSED_SHIFT) as u8 & ALL == ALL
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +350,37 @@ mod tests {
         assert_eq!(tally_of(FINGERPRINTED | NMAP), one);
         assert_eq!(tally_of(NMAP), 0);
         assert_eq!(tally_of(FINGERPRINTED), tally_bits(0));
+    }
+
+    /// Every tally: once settled, no probe changes what it names, and a
+    /// tally that is not settled after a fingerprinted probe names a tool
+    /// some later probe can still rule out.
+    #[test]
+    fn a_settled_tally_names_nothing_whatever_comes() {
+        for matched in 0..=ALL {
+            for missed in 0..=ALL {
+                let crossed = tally_word(matched, missed);
+                if settled(crossed) {
+                    assert_eq!(consistent(crossed), 0);
+                    for byte in 0..=u8::MAX {
+                        let after = crossed | tally_of(byte);
+                        assert_eq!(consistent(after), 0);
+                        assert!(settled(after));
+                    }
+                } else if matched | missed == ALL {
+                    let held = consistent(crossed);
+                    assert_ne!(held, 0);
+                    assert_eq!(consistent(crossed | tally_of(FINGERPRINTED)), 0);
+                }
+            }
+        }
+        assert!(!settled(0));
+        assert!(settled(tally_bits(0)));
+        assert!(!settled(tally_bits(NMAP)));
+        assert!(settled(tally_bits(NMAP) | tally_bits(OS_STACK)));
+    }
+
+    fn tally_word(matched: u8, missed: u8) -> u64 {
+        (u64::from(matched) << MATCHED_SHIFT) | (u64::from(missed) << MISSED_SHIFT)
     }
 }

@@ -225,7 +225,8 @@ pub fn new_source_syn(ctx: &XdpContext, counters: *mut IfaceCounters) -> bool {
 /// A plain SYN (as [`new_source_syn`] reads it) of a tracked source (slot
 /// `entry`) that has no first contact to record (a repeat of the only
 /// destination of its window, a source the reply-aware test decided, the
-/// detector off): its signatures read at fixed offsets, then counted as
+/// detector off): its signatures read at fixed offsets (unless its
+/// window's tally is settled: `sources::tally_settled`), then counted as
 /// the general path counts it (`sources::count`). False, with nothing
 /// changed, for a SYN with a first contact: the general path records it.
 #[inline(always)]
@@ -240,7 +241,8 @@ fn tracked_syn(
     if sources::tracked_records_contact(&probe, entry, now) {
         return false;
     }
-    if tool_signatures_on() {
+    // Signatures only while they can change what the window's tally names.
+    if tool_signatures_on() && !sources::tally_settled(entry, now) {
         let fields = if v6 {
             syn_fields::<54>(ctx)
         } else {

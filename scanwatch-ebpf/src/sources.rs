@@ -11,6 +11,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd};
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use scanwatch_common::{
     Counter, DetectConfig, IfaceCounters, ProbeKind, ScanEvent, SourceKey, SourceStats,
+    fingerprint,
     maps::{host_word, lens, port_word},
     sketch::HOST_ICMP,
     tracking::{
@@ -311,27 +312,21 @@ fn repeats_waiting_syn(kind: u8, this: u64, first: u64, second: u64) -> bool {
 /// a tracked source; false with the detector off).
 #[inline(always)]
 pub fn tracked_records_contact(probe: &Probe, entry: *mut SourceStats, now: u64) -> bool {
-    contacts::enabled()
-        && tracked_contact(
-            probe,
-            entry,
-            now,
-            setting(&raw const DETECT_CONFIG.window_ns),
-        )
+    contacts::enabled() && tracked_contact(probe, entry, now)
 }
 
 /// Whether a tracked source's probe (slot `entry`) offers a first contact
 /// ([`contact_plan`]): it has a port, and the source is neither decided in
 /// this window nor repeating the only destination of its window.
 #[inline(always)]
-fn tracked_contact(probe: &Probe, entry: *mut SourceStats, now: u64, window_ns: u64) -> bool {
+fn tracked_contact(probe: &Probe, entry: *mut SourceStats, now: u64) -> bool {
     if probe.port == 0 {
         return false;
     }
     // SAFETY: plain reads of a live map value.
     unsafe {
         let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
-        if window::expired(start, now, window_ns) {
+        if window::expired(start, now, setting(&raw const DETECT_CONFIG.window_ns)) {
             return true; // this probe starts a new window
         }
         if core::ptr::read_volatile(&raw const (*entry).crossed) & SourceStats::REPLY_DECIDED != 0 {
@@ -347,6 +342,22 @@ fn tracked_contact(probe: &Probe, entry: *mut SourceStats, now: u64, window_ns: 
         let port = core::ptr::read_volatile(sets.add(port_word(0))) as u32;
         let host = core::ptr::read_volatile(sets.add(host_word(0))) as u16;
         port != probe.port || host & !HOST_ICMP != probe.host & !HOST_ICMP
+    }
+}
+
+/// Whether a probe of the source in `entry` at `now` would add nothing the
+/// agent reads to its window's tool tally, so that its signatures need not
+/// be read: the window goes on (the probe starts none) and its tally is
+/// settled (`fingerprint::settled`). (A window reset racing this read
+/// leaves the probe out of the new window's tally, as a probe racing the
+/// reset may be judged on the window before.)
+#[inline(always)]
+pub fn tally_settled(entry: *mut SourceStats, now: u64) -> bool {
+    // SAFETY: plain reads of a live map value.
+    unsafe {
+        let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
+        !window::expired(start, now, setting(&raw const DETECT_CONFIG.window_ns))
+            && fingerprint::settled(core::ptr::read_volatile(&raw const (*entry).crossed))
     }
 }
 

@@ -10,7 +10,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd};
 use scanwatch_common::{
     DetectConfig, ProbeKind, SourceStats,
     classify::PROBE_KINDS,
-    fingerprint::tally_of,
+    fingerprint::{settled, tally_of},
     maps::{SET_STRIDE, host_word, lens, port_word},
     sketch::{
         HOST_BITS, HOST_ICMP, HOST_SET, ICMP_BITS, PORT_BITS, PORT_SET, PORT_UDP, UDP_BITS,
@@ -342,7 +342,7 @@ unsafe fn seed_bit(bits: *mut u64, index: u32) -> bool {
 /// this window (the caller sends them to the agent), with [`NEW_WINDOW`]
 /// set when the probe started a window; tallies the probe's scanner-tool
 /// signatures (`sigs`, `fingerprint::FINGERPRINTED` and the bits) in the
-/// same fetch-or.
+/// same fetch-or, unless the window's tally is settled.
 ///
 /// A global BPF function (external linkage): the verifier checks it once,
 /// on its own, instead of once for each way the caller reaches it. It
@@ -417,11 +417,15 @@ pub extern "C" fn scanwatch_window_record(
         }
         // Fresh crossings and the probe's signature bits, in one fetch-or,
         // only when they add a bit (a tool keeps its fields: its probes
-        // after the first of a window add none).
+        // after the first of a window add none). A settled tally takes no
+        // more bits (`fingerprint::settled`: they would change nothing the
+        // agent reads), so a probe whose signatures the fast path skipped
+        // (`sources::tally_settled`) leaves the state a read one leaves.
         let crossed_p = &raw mut (*entry).crossed;
         let current = core::ptr::read_volatile(crossed_p);
         let fresh = u64::from(crossed) & !current & 0xffff_ffff;
-        let adds = fresh | (tally_of(sigs) & !current);
+        let tally = if settled(current) { 0 } else { tally_of(sigs) };
+        let adds = fresh | (tally & !current);
         if adds == 0 {
             return new_window;
         }

@@ -2658,7 +2658,7 @@ fn write_report(o: &Opts, r: &Value) {
     for c in r["per_packet"].as_array().into_iter().flatten() {
         let case = c["case"].as_str().unwrap_or("?");
         let target = if case.starts_with("established") {
-            "<= 1.3"
+            "<= 1.5"
         } else if case == "SYN from a new source"
             || case == "SYN from a new source, every slot taken"
         {

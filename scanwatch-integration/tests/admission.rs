@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use scanwatch::{config::Detection, detect::Evidence, kernel::testrun::XdpHarness};
 use scanwatch_common::{
     Counter, ProbeKind, SourceKey,
+    fingerprint::{self, NMAP},
     tracking::{
         DEFAULT_ADMISSION_SLOTS, MIN_ADMISSION_SLOTS, admission, key_hash, rate_bucket,
         repeats_to_admit,
@@ -468,18 +469,27 @@ fn same_state_scenario(test: &str, tagged: bool, reply: bool) -> Option<Outcome>
         XdpHarness::load_with(4096, &detect)
     }
     .expect("load the XDP program");
-    let send = |h: &mut XdpHarness, src: IpAddr, port: u16| {
+    let send_with = |h: &mut XdpHarness, src: IpAddr, port: u16, options: &[u8]| {
         let dst: IpAddr = if src.is_ipv6() {
             "fd00::2".parse().expect("ip")
         } else {
             TARGET.parse().expect("ip")
         };
-        let mut p = Packet::from_ips(src, dst, Transport::tcp(port, tcp::SYN));
+        let syn = Transport::Tcp {
+            sport: 40000,
+            dport: port,
+            flags: tcp::SYN,
+            options: options.to_vec(),
+            payload: Vec::new(),
+        };
+        let mut p = Packet::from_ips(src, dst, syn);
         if tagged {
             p = p.vlan(scanwatch_lab::frames::TPID_8021Q);
         }
         h.run(&p.build()).expect("test run");
     };
+    // The builder's SYN (window 1024, no options) matches no tool.
+    let send = |h: &mut XdpHarness, src: IpAddr, port: u16| send_with(h, src, port, &[]);
     let v6 = |i: u16| IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0x60, i, 0, 0, 0, 9));
     let slot = |ip: IpAddr| {
         admission(
@@ -523,6 +533,33 @@ fn same_state_scenario(test: &str, tagged: bool, reply: bool) -> Option<Outcome>
         sources.push(src);
         for port in (1000..1020).chain([1000; 5]) {
             send(&mut h, src, port);
+        }
+    }
+    // Tool signatures: nmap's SYNs (window 1024, an MSS option alone)
+    // throughout (nmap named); and nmap's, then one matching no tool (the
+    // tally settles: nothing is named), then an OS stack's and nmap's
+    // again (they add no bit to a settled tally, read or not).
+    let (mss, os) = ([2, 4, 5, 0xb4], [2, 4, 5, 0xb4, 4, 2, 1, 1]);
+    for i in 0..2u8 {
+        let (nmap, mixed) = if i == 0 {
+            (v4(72, 1), v4(73, 1))
+        } else {
+            (v6(72), v6(73))
+        };
+        sources.extend([nmap, mixed]);
+        for port in 2000..2006 {
+            send_with(&mut h, nmap, port, &mss);
+        }
+        for (port, options) in [
+            (2000, &mss[..]),
+            (2001, &mss),
+            (2002, &mss),
+            (2003, &[]),
+            (2004, &os),
+            (2005, &mss),
+            (2005, &mss),
+        ] {
+            send_with(&mut h, mixed, port, options);
         }
     }
     let states = sources
@@ -601,7 +638,20 @@ fn plain_and_tagged_syns_leave_the_same_state() {
             assert!(ports >= 15, "distinct ports: {ports}");
             assert_ne!(crossed & u64::from(scanwatch_common::trigger::PORTS), 0);
         }
-        assert_eq!(counters[0], 6 * 6 + 4 + 2 * 300 + 2 * 25);
+        // The nmap sources are named nmap; the mixed ones nothing, and
+        // their tally stays settled.
+        for (state, named) in states[12..16].iter().zip([NMAP, 0, NMAP, 0]) {
+            let (total, _, _, _, _, crossed) = state.clone().expect("tracked");
+            assert_eq!(
+                (
+                    fingerprint::consistent(crossed),
+                    fingerprint::settled(crossed)
+                ),
+                (named, named == 0),
+                "{total} probes, crossed {crossed:#x}"
+            );
+        }
+        assert_eq!(counters[0], 6 * 6 + 4 + 2 * 300 + 2 * 25 + 2 * (6 + 7));
         assert!(counters[2] >= 3, "admission overwrites: {counters:?}");
         assert_eq!(counters[3], 2, "events: {counters:?}");
         assert_eq!(counters[4], 2 * 4, "evidence: {counters:?}");
