@@ -109,6 +109,46 @@ pub const fn classify_tcp(flags: u8) -> Option<ProbeKind> {
     Some(ProbeKind::Stealth)
 }
 
+/// The flag bytes (their six low bits: `classify_tcp` ignores ECE and
+/// CWR) of the segments [`classify_tcp`] finds no probe in, one bit each.
+const NOT_A_PROBE: u64 = flag_set(false);
+
+/// The flag bytes (six low bits) [`classify_tcp`] finds a SYN probe in.
+const A_SYN: u64 = flag_set(true);
+
+/// The six-bit flag values [`classify_tcp`] classifies as a SYN probe
+/// (`syn`) or as no probe (not `syn`), as a 64-bit set.
+const fn flag_set(syn: bool) -> u64 {
+    let mut set = 0;
+    let mut f = 0;
+    while f < 64 {
+        let member = match classify_tcp(f as u8) {
+            None => !syn,
+            Some(ProbeKind::Syn) => syn,
+            Some(_) => false,
+        };
+        if member {
+            set |= 1 << f;
+        }
+        f += 1;
+    }
+    set
+}
+
+/// Whether [`classify_tcp`] finds a probe in a segment with these flags:
+/// one shift of a constant (the kernel's fast paths ask on every packet).
+#[inline(always)]
+pub const fn is_tcp_probe(flags: u8) -> bool {
+    (NOT_A_PROBE >> (flags & 0x3f)) & 1 == 0
+}
+
+/// Whether [`classify_tcp`] classifies a segment with these flags as a
+/// SYN probe, as [`is_tcp_probe`] answers.
+#[inline(always)]
+pub const fn is_tcp_syn(flags: u8) -> bool {
+    (A_SYN >> (flags & 0x3f)) & 1 != 0
+}
+
 /// Classifies an ICMP (IPv4) message by type.
 #[inline(always)]
 pub const fn classify_icmp(icmp_type: u8) -> Option<ProbeKind> {
@@ -135,6 +175,20 @@ pub const fn classify_icmpv6(icmp_type: u8) -> Option<ProbeKind> {
 mod tests {
     use super::tcp_flags::*;
     use super::*;
+
+    /// The one-shift answers agree with `classify_tcp` on every flags byte.
+    #[test]
+    fn flag_sets_answer_as_the_classifier() {
+        for flags in 0..=u8::MAX {
+            let kind = classify_tcp(flags);
+            assert_eq!(is_tcp_probe(flags), kind.is_some(), "{flags:#04x}");
+            assert_eq!(
+                is_tcp_syn(flags),
+                kind == Some(ProbeKind::Syn),
+                "{flags:#04x}"
+            );
+        }
+    }
 
     const ECE: u8 = 0x40;
     const CWR: u8 = 0x80;

@@ -18,7 +18,9 @@ pub mod tracking;
 pub mod trw;
 pub mod web;
 
-pub use classify::{ProbeKind, classify_icmp, classify_icmpv6, classify_tcp};
+pub use classify::{
+    ProbeKind, classify_icmp, classify_icmpv6, classify_tcp, is_tcp_probe, is_tcp_syn,
+};
 pub use maps::{
     BlockValue, Counter, DetectConfig, FeedValue, IfaceCounters, IfaceName, LpmData,
     MitigationState, Name32, ScanEvent, SourceKey, SourceStats, block_origin, feed_action, trigger,

@@ -16,8 +16,9 @@
 
 use aya_ebpf::programs::XdpContext;
 use scanwatch_common::{
-    Counter, IfaceCounters, ProbeKind, SourceKey, SourceStats, classify_tcp,
+    Counter, IfaceCounters, ProbeKind, SourceKey, SourceStats,
     fingerprint::TcpProbe,
+    is_tcp_probe, is_tcp_syn,
     maps::{v4_key_words, v6_key_words},
     prefilter,
     sketch::{host_fingerprint, host_fingerprint_v4, port_entry},
@@ -47,7 +48,7 @@ pub fn benign(ctx: &XdpContext) -> bool {
     let p = start as *const u8;
     // Probes leave first.
     // SAFETY: inside the HEADERS bytes checked above.
-    if classify_tcp(unsafe { *p.add(47) }).is_some() {
+    if is_tcp_probe(unsafe { *p.add(47) }) {
         return false;
     }
     // SAFETY: every read below lies within the HEADERS bytes checked above.
@@ -144,7 +145,7 @@ pub fn new_source_syn(ctx: &XdpContext, counters: *mut IfaceCounters) -> bool {
                 || data_offset < 20
                 || total_len < 20 + data_offset
                 || 14 + total_len > len
-                || classify_tcp(*p.add(47)) != Some(ProbeKind::Syn)
+                || !is_tcp_syn(*p.add(47))
             {
                 return false;
             }
@@ -173,7 +174,7 @@ pub fn new_source_syn(ctx: &XdpContext, counters: *mut IfaceCounters) -> bool {
                 || 54 + payload_len > len
                 || data_offset < 20
                 || payload_len < data_offset
-                || classify_tcp(*p.add(67)) != Some(ProbeKind::Syn)
+                || !is_tcp_syn(*p.add(67))
             {
                 return false;
             }
