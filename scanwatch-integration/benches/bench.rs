@@ -428,12 +428,26 @@ fn profile_new_sources(slots: u32) {
     }
 }
 
-/// `--profile-tracked` / `--profile-benign`: the tracked-source SYN row's
-/// packet or the benign ACK row's, 200 runs of 100,000 repeats (a few
-/// seconds: one load), nothing else, for `perf record` of that path
-/// (DEVELOPING.md).
-fn profile_row(benign: bool) {
+/// `--profile-tracked` / `--profile-benign` / `--profile-benign-loaded`:
+/// the tracked-source SYN row's packet or the benign ACK row's (`loaded`:
+/// with one block loaded, as in the row "benign ACK while 1 block and 1
+/// feed entry are loaded"), 200 runs of 100,000 repeats (a few seconds:
+/// one load), nothing else, for `perf record` of that path (DEVELOPING.md).
+fn profile_row(benign: bool, loaded: bool) {
     let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
+    let _mitigation = loaded.then(|| {
+        let mut m = h
+            .take_mitigation(MitigationConfig::default(), vec![])
+            .expect("mitigation maps");
+        m.block(
+            "198.18.51.1/32".parse::<IpNet>().expect("net"),
+            Some(Duration::from_secs(3600)),
+            block_origin::MANUAL,
+            "bench",
+        )
+        .expect("block");
+        m
+    });
     let (what, frame) = if benign {
         ("benign ACK", benign_ack())
     } else {
@@ -2826,11 +2840,15 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--profile-tracked") {
-        profile_row(false);
+        profile_row(false, false);
         return;
     }
     if std::env::args().any(|a| a == "--profile-benign") {
-        profile_row(true);
+        profile_row(true, false);
+        return;
+    }
+    if std::env::args().any(|a| a == "--profile-benign-loaded") {
+        profile_row(true, true);
         return;
     }
     // The verifier's count, for a change that may have brought it near its
