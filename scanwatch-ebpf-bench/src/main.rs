@@ -5,7 +5,8 @@
 //! - `scanwatch_noop` / `scanwatch_egress_noop`: pass every packet, do
 //!   nothing else (the XDP and TC baselines of every ratio);
 //! - `scanwatch_floor_*`: the least a program doing one job can do (count,
-//!   look up a blocklist, track a new source, count a tracked source's
+//!   find a segment no probe as scanwatch's walk does and count it per
+//!   interface, look up a blocklist, track a new source, count a tracked source's
 //!   probe exactly, remember a new source in a bounded table): a target
 //!   below a floor's
 //!   ratio is below what any design can reach;
@@ -28,7 +29,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use scanwatch_common::{
-    SourceKey,
+    SourceKey, is_tcp_probe,
     tracking::{AdmitSlot, DEFAULT_ADMISSION_SLOTS, key_hash},
 };
 
@@ -107,6 +108,65 @@ pub fn scanwatch_floor_call(ctx: XdpContext) -> u32 {
         bump_floor_counter(slot);
     }
     xdp_action::XDP_PASS
+}
+
+/// Counters of [`FLOOR_IFACE_COUNTERS`]: one per interface, by ifindex
+/// modulo this (the least a per-interface count can do: no slot table).
+const FLOOR_IFACES: u32 = 256;
+
+/// Per-interface, per-CPU packet counters of `scanwatch_floor_validated`.
+#[map]
+static FLOOR_IFACE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOOR_IFACES, 0);
+
+/// The least a detector can do that finds a benign segment no probe as
+/// scanwatch's general walk finds it and counts it per interface: one
+/// bounds check; the Ethernet type, the IPv4 version and header length,
+/// the fragment field, the protocol, the TCP header's length inside the
+/// datagram and the datagram inside the frame checked; the flags no probe
+/// (`is_tcp_probe`); one per-CPU counter of the packet's interface (its
+/// ingress ifindex, one add). No web sampling and no blocklist test (the
+/// benign rows measure those apart). The benchmarks compare scanwatch's
+/// benign path with it besides `scanwatch_floor_count`.
+#[xdp]
+pub fn scanwatch_floor_validated(ctx: XdpContext) -> u32 {
+    if validated_not_probe(&ctx)
+        && let Some(counter) =
+            FLOOR_IFACE_COUNTERS.get_ptr_mut(ctx.ingress_ifindex() as u32 % FLOOR_IFACES)
+    {
+        // SAFETY: this CPU's value of a live per-CPU map entry.
+        unsafe { *counter += 1 };
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Whether the frame is an untagged IPv4 TCP segment with a 20-byte IP
+/// header, not a fragment, its lengths consistent, whose flags make it no
+/// probe (what scanwatch's `fast::benign` checks before its own tests).
+#[inline(always)]
+fn validated_not_probe(ctx: &XdpContext) -> bool {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 54 > end {
+        return false;
+    }
+    let p = start as *const u8;
+    // SAFETY: every read lies within the 54 bytes checked above.
+    let (head, total_len, frag, proto, data_offset, flags) = unsafe {
+        (
+            [*p.add(12), *p.add(13), *p.add(14)],
+            usize::from(u16::from_be_bytes([*p.add(16), *p.add(17)])),
+            u16::from_be_bytes([*p.add(20), *p.add(21)]),
+            *p.add(23),
+            usize::from(*p.add(46) >> 4) * 4,
+            *p.add(47),
+        )
+    };
+    !is_tcp_probe(flags)
+        && head == [0x08, 0x00, 0x45]
+        && frag & 0x3fff == 0
+        && proto == 6
+        && data_offset >= 20
+        && total_len >= 20 + data_offset
+        && 14 + total_len <= end - start
 }
 
 /// The counter of the floors' frame: 1 for a plain IPv4 TCP segment that

@@ -24,7 +24,7 @@ use scanwatch_common::{block_origin, web::WebConfig};
 use scanwatch_integration::TakeMitigation;
 use scanwatch_integration::bench_programs::{
     BENCH_TX, BenchPrograms, FLOOR_ADMIT, FLOOR_BLOCKLIST, FLOOR_CALL, FLOOR_COUNT, FLOOR_SPAN,
-    FLOOR_TRACKED, NOOP,
+    FLOOR_TRACKED, FLOOR_VALIDATED, NOOP,
 };
 use scanwatch_lab::{
     frames::{Ipv6Ext, Packet, TPID_8021Q, Transport, tcp},
@@ -230,6 +230,34 @@ fn call_cost(b: &mut BenchPrograms, frame: &[u8], (repeat, rounds): (u32, usize)
     json!({ "case": name, "program": FLOOR_CALL, "scanwatch_ns": c, "noop_ns": n, "ratio": c / n.max(0.1),
             "floor_program": FLOOR_COUNT, "floor_ns": f, "floor_ratio": f / n.max(0.1),
             "one_call_ns": c - f, "repeat": repeat, "rounds": rounds })
+}
+
+/// The benign path's second floor: `scanwatch_floor_validated` (the ACK
+/// found no probe with every header field and length checked as the walk
+/// checks them, counted per interface) against the no-op and
+/// `scanwatch_floor_count` (its floor column), interleaved.
+fn validated_floor(b: &mut BenchPrograms, frame: &[u8], (repeat, rounds): (u32, usize)) -> Value {
+    let (mut v, mut f, mut n) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        n.push(b.run_noop(frame, repeat).expect("noop").1 as f64);
+        f.push(b.run(FLOOR_COUNT, frame, repeat).expect("floor").1 as f64);
+        v.push(
+            b.run(FLOOR_VALIDATED, frame, repeat)
+                .expect("validated floor")
+                .1 as f64,
+        );
+    }
+    let (v, f, n) = (median(v), median(f), median(n));
+    let name = "benign-path floor: the ACK found no probe with every header field and length checked, counted per interface (`scanwatch_floor_validated`; its floor column: `scanwatch_floor_count`)";
+    println!(
+        "{:<48} {v:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}",
+        "benign-path floor, validated (floor_validated)",
+        v / n.max(0.1),
+        f / n.max(0.1),
+    );
+    json!({ "case": name, "program": FLOOR_VALIDATED, "scanwatch_ns": v, "noop_ns": n, "ratio": v / n.max(0.1),
+            "floor_program": FLOOR_COUNT, "floor_ns": f, "floor_ratio": f / n.max(0.1),
+            "repeat": repeat, "rounds": rounds })
 }
 
 /// SYNs from sources never seen before: each run is one new entry, so each
@@ -798,6 +826,7 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             Some(FLOOR_COUNT),
         ),
         call_cost(b, &ack, (repeat, rounds)),
+        validated_floor(b, &ack, (repeat, rounds)),
         new_sources(&mut h, &mut off, b, fresh, rounds.min(5)),
         tracked_cold(&mut h, &mut off, b, fresh, rounds.min(5)),
         new_sources_quiet(b, rounds.min(5)),

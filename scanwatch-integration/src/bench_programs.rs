@@ -20,6 +20,10 @@ pub const NOOP: &str = "scanwatch_noop";
 pub const EGRESS_NOOP: &str = "scanwatch_egress_noop";
 /// The least a counting detector can do (benign-path floor).
 pub const FLOOR_COUNT: &str = "scanwatch_floor_count";
+/// The least a detector that finds a segment no probe as scanwatch's walk
+/// does (every header field and length checked) and counts it per
+/// interface can do (a second benign-path floor).
+pub const FLOOR_VALIDATED: &str = "scanwatch_floor_validated";
 /// [`FLOOR_COUNT`] with its counter bumped in a BPF-to-BPF call: the
 /// difference is what one call costs.
 pub const FLOOR_CALL: &str = "scanwatch_floor_call";
