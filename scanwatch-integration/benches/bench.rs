@@ -206,56 +206,70 @@ fn contact_shares(before: [u64; 2], after: [u64; 2], runs: f64) -> [f64; 2] {
     ]
 }
 
-/// What one BPF-to-BPF call costs on this machine: `scanwatch_floor_count`
-/// and `scanwatch_floor_call` (the same, its counter bumped in a function
-/// of its own) and the no-op, interleaved, on the benign ACK.
-fn call_cost(b: &mut BenchPrograms, frame: &[u8], (repeat, rounds): (u32, usize)) -> Value {
-    let (mut c, mut f, mut n) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        n.push(b.run_noop(frame, repeat).expect("noop").1 as f64);
-        f.push(b.run(FLOOR_COUNT, frame, repeat).expect("floor").1 as f64);
-        c.push(b.run(FLOOR_CALL, frame, repeat).expect("call").1 as f64);
-    }
-    let (c, f, n) = (median(c), median(f), median(n));
-    let name = "one BPF-to-BPF call: the counting floor with its counter bumped in a function of its own (`scanwatch_floor_call`; its floor column: `scanwatch_floor_count`)";
-    println!(
-        "{:<48} {c:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}  one call {:>5.1} ns",
-        "one BPF-to-BPF call (floor_call, floor_count)",
-        c / n.max(0.1),
-        f / n.max(0.1),
-        c - f
+/// What one BPF-to-BPF call costs on this machine: `scanwatch_floor_call`
+/// (the counting floor, its counter bumped in a function of its own)
+/// against `scanwatch_floor_count` ([`against_count_floor`]).
+fn call_cost(b: &mut BenchPrograms, frame: &[u8], runs: (u32, usize)) -> Value {
+    let mut v = against_count_floor(
+        b,
+        frame,
+        runs,
+        FLOOR_CALL,
+        (
+            "one BPF-to-BPF call (floor_call, floor_count)",
+            "one BPF-to-BPF call: the counting floor with its counter bumped in a function of its own",
+        ),
     );
-    // In the per-packet table's columns: the program measured is
-    // `scanwatch_floor_call`, its floor `scanwatch_floor_count`.
-    json!({ "case": name, "program": FLOOR_CALL, "scanwatch_ns": c, "noop_ns": n, "ratio": c / n.max(0.1),
-            "floor_program": FLOOR_COUNT, "floor_ns": f, "floor_ratio": f / n.max(0.1),
-            "one_call_ns": c - f, "repeat": repeat, "rounds": rounds })
+    let one_call =
+        v["scanwatch_ns"].as_f64().unwrap_or(f64::NAN) - v["floor_ns"].as_f64().unwrap_or(f64::NAN);
+    println!("{:<48} {one_call:>7.1} ns", "one BPF-to-BPF call");
+    v["one_call_ns"] = json!(one_call);
+    v
 }
 
 /// The benign path's second floor: `scanwatch_floor_validated` (the ACK
 /// found no probe with every header field and length checked as the walk
-/// checks them, counted per interface) against the no-op and
-/// `scanwatch_floor_count` (its floor column), interleaved.
-fn validated_floor(b: &mut BenchPrograms, frame: &[u8], (repeat, rounds): (u32, usize)) -> Value {
-    let (mut v, mut f, mut n) = (Vec::new(), Vec::new(), Vec::new());
+/// checks them, counted per interface) against `scanwatch_floor_count`
+/// ([`against_count_floor`]).
+fn validated_floor(b: &mut BenchPrograms, frame: &[u8], runs: (u32, usize)) -> Value {
+    against_count_floor(
+        b,
+        frame,
+        runs,
+        FLOOR_VALIDATED,
+        (
+            "benign-path floor, validated (floor_validated)",
+            "benign-path floor: the ACK found no probe with every header field and length checked, counted per interface",
+        ),
+    )
+}
+
+/// The benchmark program `program` against the no-op and
+/// `scanwatch_floor_count`, interleaved, on `frame`: a row of the
+/// per-packet table whose measured program is `program` and whose floor
+/// column is `scanwatch_floor_count`, named `(short, long)` (printed,
+/// reported).
+fn against_count_floor(
+    b: &mut BenchPrograms,
+    frame: &[u8],
+    (repeat, rounds): (u32, usize),
+    program: &str,
+    (short, long): (&str, &str),
+) -> Value {
+    let (mut p, mut f, mut n) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         n.push(b.run_noop(frame, repeat).expect("noop").1 as f64);
         f.push(b.run(FLOOR_COUNT, frame, repeat).expect("floor").1 as f64);
-        v.push(
-            b.run(FLOOR_VALIDATED, frame, repeat)
-                .expect("validated floor")
-                .1 as f64,
-        );
+        p.push(b.run(program, frame, repeat).expect(program).1 as f64);
     }
-    let (v, f, n) = (median(v), median(f), median(n));
-    let name = "benign-path floor: the ACK found no probe with every header field and length checked, counted per interface (`scanwatch_floor_validated`; its floor column: `scanwatch_floor_count`)";
+    let (p, f, n) = (median(p), median(f), median(n));
     println!(
-        "{:<48} {v:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}",
-        "benign-path floor, validated (floor_validated)",
-        v / n.max(0.1),
+        "{short:<48} {p:>7.1} ns  noop {n:>6.1} ns  ratio {:>5.2}  floor {f:>6.1} ns  floor ratio {:>5.2}",
+        p / n.max(0.1),
         f / n.max(0.1),
     );
-    json!({ "case": name, "program": FLOOR_VALIDATED, "scanwatch_ns": v, "noop_ns": n, "ratio": v / n.max(0.1),
+    let name = format!("{long} (`{program}`; its floor column: `{FLOOR_COUNT}`)");
+    json!({ "case": name, "program": program, "scanwatch_ns": p, "noop_ns": n, "ratio": p / n.max(0.1),
             "floor_program": FLOOR_COUNT, "floor_ns": f, "floor_ratio": f / n.max(0.1),
             "repeat": repeat, "rounds": rounds })
 }
