@@ -470,6 +470,23 @@ fn profile_new_sources(slots: u32) {
     }
 }
 
+/// The per-packet rows' blocked source.
+const BLOCKED_SOURCE: &str = "198.18.51.1";
+
+/// Blocks [`BLOCKED_SOURCE`] for an hour (a manual block), as the
+/// per-packet rows and `--profile-benign-loaded` load it.
+fn block_bench_source(m: &mut Mitigation) {
+    m.block(
+        format!("{BLOCKED_SOURCE}/32")
+            .parse::<IpNet>()
+            .expect("net"),
+        Some(Duration::from_secs(3600)),
+        block_origin::MANUAL,
+        "bench",
+    )
+    .expect("block");
+}
+
 /// `--profile-tracked` / `--profile-benign` / `--profile-benign-loaded`:
 /// the tracked-source SYN row's packet or the benign ACK row's (`loaded`:
 /// with one block loaded, as in the row "benign ACK while 1 block and 1
@@ -481,13 +498,7 @@ fn profile_row(benign: bool, loaded: bool) {
         let mut m = h
             .take_mitigation(MitigationConfig::default(), vec![])
             .expect("mitigation maps");
-        m.block(
-            "198.18.51.1/32".parse::<IpNet>().expect("net"),
-            Some(Duration::from_secs(3600)),
-            block_origin::MANUAL,
-            "bench",
-        )
-        .expect("block");
+        block_bench_source(&mut m);
         m
     });
     let (what, frame) = if benign {
@@ -913,15 +924,9 @@ fn per_packet_all(o: &Opts) -> Vec<Value> {
             vec![],
         )
         .expect("mitigation maps");
-    let blocked = Packet::new("198.18.51.1", "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
-    m.block(
-        "198.18.51.1/32".parse::<IpNet>().expect("net"),
-        Some(Duration::from_secs(3600)),
-        block_origin::MANUAL,
-        "bench",
-    )
-    .expect("block");
-    b.block_floor_host("198.18.51.1".parse().expect("ip"))
+    let blocked = Packet::new(BLOCKED_SOURCE, "198.18.0.2", Transport::tcp(22, tcp::SYN)).build();
+    block_bench_source(&mut m);
+    b.block_floor_host(BLOCKED_SOURCE.parse().expect("ip"))
         .expect("floor block");
     let feed_dir = std::env::temp_dir().join(format!("scanwatch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&feed_dir).expect("dir");
