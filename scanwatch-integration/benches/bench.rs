@@ -489,8 +489,9 @@ fn block_bench_source(m: &mut Mitigation) {
 
 /// `--profile-tracked` / `--profile-benign` / `--profile-benign-loaded`:
 /// the tracked-source SYN row's packet or the benign ACK row's (`loaded`:
-/// with one block loaded, as in the row "benign ACK while 1 block and 1
-/// feed entry are loaded"), 200 runs of 100,000 repeats (a few seconds:
+/// with one block loaded; the row "benign ACK while 1 block and 1 feed
+/// entry are loaded" has a drop feed too, and the same prefilter test on
+/// the ACK's path), 200 runs of 100,000 repeats (a few seconds:
 /// one load), nothing else, for `perf record` of that path (DEVELOPING.md).
 fn profile_row(benign: bool, loaded: bool) {
     let mut h = XdpHarness::load_for_bench(262_144).expect("load the XDP program");
