@@ -3,8 +3,9 @@
 //! candidate slots of `SOURCES`; a source not there waits in its
 //! `ADMISSION` slot until its `admit_after`-th probe of the window, which
 //! claims a `SOURCES` slot (a free one, or the one seen least recently)
-//! and seeds it with the waiting probes. No map insert, no lock: claims are
-//! compare-and-swaps of one word.
+//! and seeds it with the waiting probes. No map insert, no lock: a source
+//! starts waiting with two plain stores (`start_waiting`), and the claims
+//! of a slot are compare-and-swaps of one word.
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd};
 
@@ -106,10 +107,9 @@ pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCoun
         return FirstSyn::General;
     };
     let index_tag = index_tag(tag);
-    // SAFETY: plain reads and a compare-and-swap of live map values.
+    // SAFETY: plain reads of live map values.
     unsafe {
-        let head_p = &raw mut (*slot).head;
-        let current = core::ptr::read_volatile(head_p);
+        let current = core::ptr::read_volatile(&raw const (*slot).head);
         let tags = core::ptr::read_volatile(tags.cast::<u16>().add(pair as usize));
         if tags as u8 == index_tag || (tags >> 8) as u8 == index_tag {
             return find(words, bucket, tag).map_or(FirstSyn::General, FirstSyn::Tracked);
@@ -131,16 +131,34 @@ pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCoun
         if in_window {
             bump_counter(counters, Counter::AdmissionOverwritten);
         }
-        let (_, won) = atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
-            head_p,
-            current,
-            head(tag, now),
-        );
-        if won {
-            core::ptr::write_volatile(&raw mut (*slot).first, this);
-        }
+        start_waiting(slot, tag, now, this);
     }
     FirstSyn::Done
+}
+
+/// Starts the source with tag `tag` waiting in admission slot `slot` at
+/// `now`, its first probe `this` (a [`waiting_record`]), over whatever the
+/// slot held: the head, then the first probe, with plain stores (the
+/// head without [`HEAD_MORE`]: the slot's rest is not this source's).
+/// No locked instruction: a compare-and-swap of the head, on the line the
+/// probe has just missed on, cost a new source's SYN about 30 ns
+/// (docs/benchmarks.md, "A new source"). Two CPUs starting sources in one
+/// slot at once both store: the later head and the later first probe
+/// stand. Of two probes of one source (the same tag), one first probe
+/// stands, as a compare-and-swap would have kept one. Of two sources, the
+/// slot can be left with one's head and the other's first probe: that
+/// source's next probes see one probe of the other as its first (seeded
+/// at admission: one port and one host counted that it did not send),
+/// the error of a race between two sources of one admission slot within
+/// a few nanoseconds, which only a flood makes likely and which then
+/// overwrites the slot again.
+#[inline(always)]
+fn start_waiting(slot: *mut AdmitSlot, tag: u32, now: u64, this: u64) {
+    // SAFETY: plain writes of a live map value.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).head, head(tag, now));
+        core::ptr::write_volatile(&raw mut (*slot).first, this);
+    }
 }
 
 /// [`first_syn`] for a source waiting in its admission slot `slot` (of
@@ -536,14 +554,7 @@ fn admit(
             if in_window(current) {
                 bump_counter(counters, Counter::AdmissionOverwritten);
             }
-            let (_, won) = atomic_cxchg::<
-                u64,
-                { AtomicOrdering::Relaxed },
-                { AtomicOrdering::Relaxed },
-            >(head_p, current, head(place.tag, now));
-            if won {
-                core::ptr::write_volatile(first_p, this);
-            }
+            start_waiting(slot, place.tag, now, this);
             return None;
         }
         let first = core::ptr::read_volatile(first_p);
