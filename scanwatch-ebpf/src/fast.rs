@@ -29,7 +29,7 @@ use crate::{
     DETECT_CONFIG, bump_counter, clock, evidence, iface_counters, may_be_listed_v4, mitigation,
     parse::{Probe, tool_signatures, tool_signatures_on},
     prefilter_v4_word, prefilter_word,
-    sources::{self, FirstSyn},
+    sources::{self, FirstSyn, WindowHead},
     web,
     window::setting,
 };
@@ -227,9 +227,11 @@ pub fn new_source_syn(ctx: &XdpContext, counters: *mut IfaceCounters) -> bool {
 /// `entry`) that has no first contact to record (a repeat of the only
 /// destination of its window, a source the reply-aware test decided, the
 /// detector off): its signatures read at fixed offsets (unless its
-/// window's tally is settled: `sources::tally_settled`), then counted as
-/// the general path counts it (`sources::count`). False, with nothing
-/// changed, for a SYN with a first contact: the general path records it.
+/// window's tally is settled: `sources::WindowHead::tally_settled`), then
+/// counted as the general path counts it (`sources::count`). False, with
+/// nothing changed, for a SYN with a first contact: the general path
+/// records it. The window's start and `crossed` word are read once for
+/// both tests (`sources::WindowHead`).
 #[inline(always)]
 fn tracked_syn(
     ctx: &XdpContext,
@@ -239,11 +241,12 @@ fn tracked_syn(
     counters: *mut IfaceCounters,
 ) -> bool {
     let now = clock::now();
-    if sources::tracked_records_contact(&probe, entry, now) {
+    let head = WindowHead::read(entry, now);
+    if sources::tracked_records_contact(&probe, entry, head) {
         return false;
     }
     // Signatures only while they can change what the window's tally names.
-    if tool_signatures_on() && !sources::tally_settled(entry, now) {
+    if tool_signatures_on() && !head.tally_settled() {
         let fields = if v6 {
             syn_fields::<54>(ctx)
         } else {

@@ -253,7 +253,10 @@ pub fn contact_plan(
     now: u64,
 ) -> ContactPlan {
     match tracked {
-        Some(entry) => ContactPlan::new(tracked_records_contact(probe, entry, now), 0),
+        Some(entry) => ContactPlan::new(
+            tracked_records_contact(probe, entry, WindowHead::read(entry, now)),
+            0,
+        ),
         None if contacts::enabled() => untracked_plan(
             probe,
             place,
@@ -325,31 +328,76 @@ fn repeats_waiting_syn(kind: u8, this: u64, first: u64, second: u64) -> bool {
     kind == ProbeKind::Syn as u8 && (is_repeat(this, first) || is_repeat(this, second))
 }
 
-/// Whether a tracked source's probe (slot `entry`) has a first contact
-/// for the reply-aware detector to record ([`contact_plan`]'s answer for
-/// a tracked source; false with the detector off).
-#[inline(always)]
-pub fn tracked_records_contact(probe: &Probe, entry: *mut SourceStats, now: u64) -> bool {
-    contacts::enabled() && tracked_contact(probe, entry, now)
+/// What a tracked source's probe at `now` reads of its window before
+/// counting (`window_start_ns` and `crossed`, read once for the
+/// first-contact test, the tally test and the reply-aware test's
+/// decision): whether the window goes on (the probe starts none), and its
+/// `crossed` word.
+#[derive(Clone, Copy)]
+pub struct WindowHead {
+    running: bool,
+    crossed: u64,
 }
 
-/// Whether a tracked source's probe (slot `entry`) offers a first contact
-/// ([`contact_plan`]): it has a port, and the source is neither decided in
-/// this window nor repeating the only destination of its window.
+impl WindowHead {
+    /// The window of the source in slot `entry` as a probe at `now` reads it.
+    #[inline(always)]
+    pub fn read(entry: *mut SourceStats, now: u64) -> Self {
+        // SAFETY: plain reads of a live map value.
+        unsafe {
+            let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
+            Self {
+                running: !window::expired(start, now, setting(&raw const DETECT_CONFIG.window_ns)),
+                crossed: core::ptr::read_volatile(&raw const (*entry).crossed),
+            }
+        }
+    }
+
+    /// Whether the reply-aware test decided in this window that the source
+    /// scans ([`SourceStats::REPLY_DECIDED`]).
+    #[inline(always)]
+    pub fn decided(self) -> bool {
+        self.running && self.crossed & SourceStats::REPLY_DECIDED != 0
+    }
+
+    /// Whether the probe would add nothing the agent reads to its window's
+    /// tool tally, so that its signatures need not be read: the window goes
+    /// on and its tally is settled (`fingerprint::settled`). (A window
+    /// reset racing this read leaves the probe out of the new window's
+    /// tally, as a probe racing the reset may be judged on the window
+    /// before.)
+    #[inline(always)]
+    pub fn tally_settled(self) -> bool {
+        self.running && fingerprint::settled(self.crossed)
+    }
+}
+
+/// Whether a tracked source's probe (slot `entry`, its window as read:
+/// `head`) has a first contact for the reply-aware detector to record
+/// ([`contact_plan`]'s answer for a tracked source; false with the
+/// detector off).
 #[inline(always)]
-fn tracked_contact(probe: &Probe, entry: *mut SourceStats, now: u64) -> bool {
+pub fn tracked_records_contact(probe: &Probe, entry: *mut SourceStats, head: WindowHead) -> bool {
+    contacts::enabled() && tracked_contact(probe, entry, head)
+}
+
+/// Whether a tracked source's probe (slot `entry`, its window `head`)
+/// offers a first contact ([`contact_plan`]): it has a port, and the
+/// source is neither decided in this window nor repeating the only
+/// destination of its window.
+#[inline(always)]
+fn tracked_contact(probe: &Probe, entry: *mut SourceStats, head: WindowHead) -> bool {
     if probe.port == 0 {
+        return false;
+    }
+    if !head.running {
+        return true; // this probe starts a new window
+    }
+    if head.decided() {
         return false;
     }
     // SAFETY: plain reads of a live map value.
     unsafe {
-        let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
-        if window::expired(start, now, setting(&raw const DETECT_CONFIG.window_ns)) {
-            return true; // this probe starts a new window
-        }
-        if core::ptr::read_volatile(&raw const (*entry).crossed) & SourceStats::REPLY_DECIDED != 0 {
-            return false;
-        }
         let l = core::ptr::read_volatile(&raw const (*entry).lens);
         if lens::get(l, lens::PORTS) != 1 || lens::get(l, lens::HOSTS) != 1 {
             return true;
@@ -360,22 +408,6 @@ fn tracked_contact(probe: &Probe, entry: *mut SourceStats, now: u64) -> bool {
         let port = core::ptr::read_volatile(sets.add(port_word(0))) as u32;
         let host = core::ptr::read_volatile(sets.add(host_word(0))) as u16;
         port != probe.port || host & !HOST_ICMP != probe.host & !HOST_ICMP
-    }
-}
-
-/// Whether a probe of the source in `entry` at `now` would add nothing the
-/// agent reads to its window's tool tally, so that its signatures need not
-/// be read: the window goes on (the probe starts none) and its tally is
-/// settled (`fingerprint::settled`). (A window reset racing this read
-/// leaves the probe out of the new window's tally, as a probe racing the
-/// reset may be judged on the window before.)
-#[inline(always)]
-pub fn tally_settled(entry: *mut SourceStats, now: u64) -> bool {
-    // SAFETY: plain reads of a live map value.
-    unsafe {
-        let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
-        !window::expired(start, now, setting(&raw const DETECT_CONFIG.window_ns))
-            && fingerprint::settled(core::ptr::read_volatile(&raw const (*entry).crossed))
     }
 }
 
@@ -393,13 +425,7 @@ pub fn tracked_source(source: &SourceKey) -> Option<*mut SourceStats> {
 /// source in `entry` that it scans ([`SourceStats::REPLY_DECIDED`]).
 #[inline(always)]
 pub fn decided(entry: *mut SourceStats, now: u64) -> bool {
-    // SAFETY: plain reads of a live map value.
-    unsafe {
-        let start = core::ptr::read_volatile(&raw const (*entry).window_start_ns);
-        !window::expired(start, now, setting(&raw const DETECT_CONFIG.window_ns))
-            && core::ptr::read_volatile(&raw const (*entry).crossed) & SourceStats::REPLY_DECIDED
-                != 0
-    }
+    WindowHead::read(entry, now).decided()
 }
 
 /// Records the test's verdict in the source's slot `entry` for the rest of

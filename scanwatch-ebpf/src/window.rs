@@ -420,7 +420,8 @@ pub extern "C" fn scanwatch_window_record(
         // after the first of a window add none). A settled tally takes no
         // more bits (`fingerprint::settled`: they would change nothing the
         // agent reads), so a probe whose signatures the fast path skipped
-        // (`sources::tally_settled`) leaves the state a read one leaves.
+        // (`sources::WindowHead::tally_settled`) leaves the state a read
+        // one leaves.
         let crossed_p = &raw mut (*entry).crossed;
         let current = core::ptr::read_volatile(crossed_p);
         let fresh = u64::from(crossed) & !current & 0xffff_ffff;
