@@ -142,7 +142,8 @@ pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCoun
 /// head without [`HEAD_MORE`]: the slot's rest is not this source's).
 /// No locked instruction: a compare-and-swap of the head, on the line the
 /// probe has just missed on, cost a new source's SYN about 30 ns
-/// (docs/benchmarks.md, "A new source"). Two CPUs starting sources in one
+/// (docs/benchmarks.md, "A new source starts waiting with plain
+/// stores"). Two CPUs starting sources in one
 /// slot at once both store: the later head and the later first probe
 /// stand. Of two probes of one source (the same tag), one first probe
 /// stands, as a compare-and-swap would have kept one. Of two sources, the

@@ -210,7 +210,7 @@ fn contact_shares(before: [u64; 2], after: [u64; 2], runs: f64) -> [f64; 2] {
 /// (the counting floor, its counter bumped in a function of its own)
 /// against `scanwatch_floor_count` ([`against_count_floor`]).
 fn call_cost(b: &mut BenchPrograms, frame: &[u8], runs: (u32, usize)) -> Value {
-    let mut v = against_count_floor(
+    let (mut v, [call, floor, _]) = against_count_floor(
         b,
         frame,
         runs,
@@ -220,8 +220,7 @@ fn call_cost(b: &mut BenchPrograms, frame: &[u8], runs: (u32, usize)) -> Value {
             "one BPF-to-BPF call: the counting floor with its counter bumped in a function of its own",
         ),
     );
-    let one_call =
-        v["scanwatch_ns"].as_f64().unwrap_or(f64::NAN) - v["floor_ns"].as_f64().unwrap_or(f64::NAN);
+    let one_call = call - floor;
     println!("{:<48} {one_call:>7.1} ns", "one BPF-to-BPF call");
     v["one_call_ns"] = json!(one_call);
     v
@@ -242,20 +241,22 @@ fn validated_floor(b: &mut BenchPrograms, frame: &[u8], runs: (u32, usize)) -> V
             "benign-path floor: the ACK found no probe with every header field and length checked, counted per interface",
         ),
     )
+    .0
 }
 
 /// The benchmark program `program` against the no-op and
 /// `scanwatch_floor_count`, interleaved, on `frame`: a row of the
 /// per-packet table whose measured program is `program` and whose floor
 /// column is `scanwatch_floor_count`, named `(short, long)` (printed,
-/// reported).
+/// reported), and the medians it holds: the program's, the floor's and
+/// the no-op's ns.
 fn against_count_floor(
     b: &mut BenchPrograms,
     frame: &[u8],
     (repeat, rounds): (u32, usize),
     program: &str,
     (short, long): (&str, &str),
-) -> Value {
+) -> (Value, [f64; 3]) {
     let (mut p, mut f, mut n) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         n.push(b.run_noop(frame, repeat).expect("noop").1 as f64);
@@ -269,9 +270,10 @@ fn against_count_floor(
         f / n.max(0.1),
     );
     let name = format!("{long} (`{program}`; its floor column: `{FLOOR_COUNT}`)");
-    json!({ "case": name, "program": program, "scanwatch_ns": p, "noop_ns": n, "ratio": p / n.max(0.1),
+    let row = json!({ "case": name, "program": program, "scanwatch_ns": p, "noop_ns": n, "ratio": p / n.max(0.1),
             "floor_program": FLOOR_COUNT, "floor_ns": f, "floor_ratio": f / n.max(0.1),
-            "repeat": repeat, "rounds": rounds })
+            "repeat": repeat, "rounds": rounds });
+    (row, [p, f, n])
 }
 
 /// SYNs from sources never seen before: each run is one new entry, so each
