@@ -143,16 +143,15 @@ pub fn first_syn(words: [u64; 2], port: u32, host: u16, counters: *mut IfaceCoun
 /// No locked instruction: a compare-and-swap of the head, on the line the
 /// probe has just missed on, cost a new source's SYN about 30 ns
 /// (docs/benchmarks.md, "A new source starts waiting with plain
-/// stores"). Two CPUs starting sources in one
-/// slot at once both store: the later head and the later first probe
-/// stand. Of two probes of one source (the same tag), one first probe
-/// stands, as a compare-and-swap would have kept one. Of two sources, the
-/// slot can be left with one's head and the other's first probe: that
-/// source's next probes see one probe of the other as its first (seeded
-/// at admission: one port and one host counted that it did not send),
-/// the error of a race between two sources of one admission slot within
-/// a few nanoseconds, which only a flood makes likely and which then
-/// overwrites the slot again.
+/// stores"). Two CPUs starting sources in one slot at once both store:
+/// the later head and the later first probe stand. Of two probes of one
+/// source (the same tag), one first probe stands, as a compare-and-swap
+/// would have kept one. Of two sources, the slot can be left with one's
+/// head and the other's first probe: that source's next probes see one
+/// probe of the other as its first (seeded at admission: one port and one
+/// host counted that it did not send), the error of a race between two
+/// sources of one admission slot within a few nanoseconds, which only a
+/// flood makes likely and which then overwrites the slot again.
 #[inline(always)]
 fn start_waiting(slot: *mut AdmitSlot, tag: u32, now: u64, this: u64) {
     // SAFETY: plain writes of a live map value.
